@@ -1,0 +1,28 @@
+# The two commands of the set-up contract: `make demo` and `make test`.
+# Both create .venv and install when needed, and are idempotent: the install
+# step re-runs only when pyproject.toml changes.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/trustfabric demo
+
+# pytest exits 5 when it collected nothing; that is not a failure of the code.
+test: $(STAMP)
+	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+clean:
+	rm -rf $(VENV) .trustfabric .pytest_cache

@@ -1,0 +1,99 @@
+"""``trustfabric``: the operator's command line (a leaf: nothing imports it).
+
+Command groups live in :mod:`trustfabric.commands`, one module each; this module
+only assembles them. State lives under ``$TRUSTFABRIC_HOME`` (default ``./.trustfabric``).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+from trustfabric import __version__
+
+app = typer.Typer(
+    name="trustfabric",
+    help="trustfabric: a Zero Trust control fabric for trading systems.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+# name -> (module, help)
+GROUPS: dict[str, tuple[str, str]] = {
+    "ca": ("trustfabric.commands.ca", "Certificate authorities, workload certificates, revocation."),
+    "user": ("trustfabric.commands.user", "People: enrolment, passwords, TOTP MFA, step-up."),
+    "token": ("trustfabric.commands.token", "Certificate-bound access tokens: issue, verify, JWKS."),
+    "policy": ("trustfabric.commands.policy", "Cedar policies: validate, test, explain, load."),
+    "signal": ("trustfabric.commands.signal", "Live signals: posture, threat intel, risk, market context."),
+    "audit": ("trustfabric.commands.audit", "The audit log: verify, prove, query, compliance reports."),
+    "response": ("trustfabric.commands.response", "Alerts, quarantine and release."),
+}
+SINGLE: dict[str, str] = {
+    "sidecar": "trustfabric.commands.sidecar",
+    "up": "trustfabric.commands.up",
+    "demo": "trustfabric.commands.demo",
+    "simulate": "trustfabric.commands.simulate",
+    "console": "trustfabric.commands.console",
+}
+BENCHES: dict[str, str] = {
+    "pdp": "trustfabric.commands.bench_pdp",
+    "hop": "trustfabric.commands.bench_hop",
+    "audit": "trustfabric.commands.bench_audit",
+    "floor": "trustfabric.commands.bench_floor",
+}
+
+
+def _load(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+
+
+def _assemble() -> None:
+    for name, (module, help_text) in GROUPS.items():
+        mod = _load(module)
+        if mod is not None:
+            app.add_typer(mod.app, name=name, help=help_text)
+    for name, module in SINGLE.items():
+        mod = _load(module)
+        if mod is not None:
+            app.command(name)(mod.command)
+    bench = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same run.", no_args_is_help=True)
+    found = False
+    for name, module in BENCHES.items():
+        mod = _load(module)
+        if mod is not None:
+            bench.command(name)(mod.command)
+            found = True
+    if found:
+        app.add_typer(bench, name="bench")
+
+
+@app.callback()
+def root() -> None:
+    """trustfabric: a Zero Trust control fabric for trading systems.
+
+    State lives under $TRUSTFABRIC_HOME (default ./.trustfabric).
+    """
+
+
+@app.command("version")
+def version() -> None:
+    """Print the trustfabric version."""
+    typer.echo(__version__)
+
+
+_assemble()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

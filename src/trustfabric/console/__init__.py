@@ -1,0 +1,1 @@
+"""Console: the operator's web console (a leaf: nothing imports it)."""
