@@ -1,0 +1,58 @@
+"""Compiled table entries: a decision plus the mutable state its obligations need.
+
+A :class:`~trustfabric.policy.decision.Decision` is immutable and shared; the
+per-session state an obligation needs (a token bucket's level) is not. At session
+open or re-decision each decision is compiled once into an :class:`Entry` holding
+plain attributes, so that the hot path reads slots and compares floats - no
+method calls, no allocation.
+
+The token bucket (rate obligation): ``max_rate`` tokens per second, at most
+``burst`` (default ``max(1, max_rate)``) banked, one token per message. It starts
+full. :func:`take_token` is the pure rule; the hot path inlines the same
+arithmetic.
+"""
+
+from __future__ import annotations
+
+from trustfabric.policy.decision import Decision
+
+
+class Entry:
+    """One (action, resource) of a session's table, ready for the hot path."""
+
+    __slots__ = ("allowed", "reason", "epoch", "policy_ids", "max_notional", "symbols",
+                 "rate", "burst", "tokens", "last")
+
+    def __init__(self, decision: Decision, now: float) -> None:
+        ob = decision.obligations
+        self.allowed = decision.allowed is True  # only an explicit True allows
+        self.reason = decision.reason
+        self.epoch = decision.epoch
+        self.policy_ids = decision.policy_ids
+        self.max_notional = None if ob.max_notional is None else float(ob.max_notional)
+        self.symbols = ob.symbols
+        if ob.max_rate is not None:
+            self.rate = float(ob.max_rate)
+            self.burst = float(ob.burst if ob.burst is not None else max(1.0, self.rate))
+        else:
+            self.rate = None
+            self.burst = 0.0
+        self.tokens = self.burst
+        self.last = now
+
+
+def take_token(tokens: float, last: float, rate: float, burst: float, now: float) -> tuple[bool, float]:
+    """The bucket rule: refill since ``last`` (capped at ``burst``), then take one if possible.
+
+    Returns ``(taken, new_level)``. Time going backwards never adds tokens.
+    """
+    elapsed = now - last
+    if elapsed > 0:
+        tokens = min(burst, tokens + elapsed * rate)
+    if tokens >= 1.0:
+        return True, tokens - 1.0
+    return False, tokens
+
+
+def compile_entries(decisions: dict[tuple[str, str], Decision], now: float) -> dict[tuple[str, str], Entry]:
+    return {key: Entry(decision, now) for key, decision in decisions.items()}

@@ -1,0 +1,459 @@
+"""The enforcement point (PEP) of one service: rigorous session checks, a microsecond hot path.
+
+Theory of operation
+-------------------
+*Session open / renewal* (:meth:`EnforcementPoint.open_session`,
+:meth:`~EnforcementPoint.renew`) is where the expensive checks live:
+
+1. the peer's identity comes from the TLS layer (its certificate's SPIFFE ID);
+   a revoked certificate or a quarantined principal is refused at once;
+2. the access token is verified by the identity provider's verifier for *this*
+   service's audience and bound (``cnf.x5t#S256``) to the certificate just
+   presented; then the PEP checks again itself: subject = peer, not expired,
+   ``jti`` never seen before (replay);
+3. the principal's :class:`~trustfabric.policy.decision.DecisionTable` is pulled
+   from the table source (the policy engine) and compiled into the session.
+
+If the engine cannot be reached (raises, times out, is dead or hung) a session
+opens only from a cached table that is still valid (epoch current, before its
+hard ``expires_at``); otherwise it is refused. Nothing else.
+
+*The hot path* (:meth:`EnforcementPoint.check`) does no policy evaluation and no
+I/O: a dict lookup, two epoch comparisons, two deadline comparisons against one
+monotonic clock read, the obligations (notional cap, symbol set, token bucket),
+and one tuple written into a preallocated decision buffer. When an invalidation
+has moved an epoch (or the table's TTL ran out) the next message re-pulls the
+table before being decided - or is denied if the engine is unreachable.
+
+*Push*: :meth:`on_invalidation` (subscribe it to the invalidation bus) bumps the
+epochs; a quarantine invalidation, :meth:`quarantine` or :meth:`revoke_certificate`
+close every affected session at once and refuse the next handshake.
+
+*Audit*: :meth:`flush_decisions` drains the decision buffer into events
+(``Kind.DECISION``) on the enforcement point's sink and flushes the sink; the
+transport calls it before any effect leaves (``on_before_flush``). While
+draining it re-checks every recorded allow against the epochs and deadlines
+captured with it; an allow that was not covered increments ``fail_open`` - a
+tripwire that must stay 0.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable, Iterable
+
+from trustfabric.audit.events import Emitter, EventSink, Kind, MemorySink
+from trustfabric.clock import SYSTEM_CLOCK, Clock
+from trustfabric.enforcement import errors as E
+from trustfabric.enforcement.errors import SessionClosed, SessionRefused
+from trustfabric.enforcement.obligations import compile_entries
+from trustfabric.enforcement.ports import PeerLike, TableSource, TokenCheck
+from trustfabric.enforcement.session import PrincipalState, Session
+from trustfabric.errors import TrustFabricError
+from trustfabric.policy.decision import DecisionTable, Invalidation
+
+QUARANTINE_PREFIX = "quarantine"
+RELEASE_PREFIX = "release"
+
+DEFAULT_BUFFER = 8192
+
+
+def _claim(claims: Any, name: str) -> Any:
+    """A claim from a claims object or mapping (``None`` when absent)."""
+    if isinstance(claims, dict):
+        return claims.get(name)
+    return getattr(claims, name, None)
+
+
+class EnforcementPoint:
+    """The PEP of one service; ``audience`` is the service's own SPIFFE ID."""
+
+    def __init__(
+        self,
+        audience: str,
+        tables: TableSource,
+        tokens: TokenCheck,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        sink: EventSink | None = None,
+        is_revoked: Callable[[PeerLike], bool] | None = None,
+        buffer_size: int = DEFAULT_BUFFER,
+        source: str | None = None,
+    ) -> None:
+        self.audience = str(audience)
+        self._tables = tables
+        self._tokens = tokens
+        self._clock = clock
+        self._mono = clock.monotonic
+        self.sink: EventSink = sink if sink is not None else MemorySink()
+        self.events = Emitter(source or f"pep:{self.audience}", self.sink, clock)
+        self._is_revoked = is_revoked
+        self._principals: dict[str, PrincipalState] = {}
+        self._global = [0]  # the newest global epoch pushed (a cell so the hot path reads one index)
+        self._cached: dict[str, DecisionTable] = {}
+        self._seen_jti: dict[str, float] = {}  # jti -> exp (wall), pruned on open
+        self._revoked_fingerprints: set[str] = set()
+        self._lock = threading.RLock()
+        # Decision buffer: preallocated; the hot path writes one tuple per decision.
+        self._buf: list[Any] = [None] * buffer_size
+        self._n = 0
+        self._drain_lock = threading.Lock()
+        # Counters (plain ints, read by tests, the bench and the console).
+        self.fail_open = 0  # allows not covered by a current, unexpired decision: must stay 0
+        self.allowed = 0
+        self.denied = 0
+        self.refused = 0
+        self.engine_failures = 0
+        self.internal_errors = 0
+
+    # ------------------------------------------------------------------ sessions
+
+    def _state(self, principal: str) -> PrincipalState:
+        state = self._principals.get(principal)
+        if state is None:
+            with self._lock:
+                state = self._principals.setdefault(principal, PrincipalState(principal))
+        return state
+
+    def admit_peer(self, peer: PeerLike) -> None:
+        """The handshake-time check: refuse a revoked certificate or a quarantined principal."""
+        principal = str(peer.spiffe_id)
+        if peer.fingerprint_sha256 in self._revoked_fingerprints:
+            raise SessionRefused(f"{principal}: certificate revoked", reason=E.SESSION_PEER_REVOKED)
+        if self._is_revoked is not None:
+            try:
+                revoked = self._is_revoked(peer)
+            except Exception as exc:  # noqa: BLE001 - an unanswerable revocation check refuses
+                raise SessionRefused(f"revocation check failed: {exc!r}",
+                                     reason=E.SESSION_IDENTITY_UNREACHABLE) from None
+            if revoked is not False:
+                raise SessionRefused(f"{principal}: certificate revoked", reason=E.SESSION_PEER_REVOKED)
+        state = self._principals.get(principal)
+        if state is not None and state.quarantined:
+            raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
+
+    def _verify_token(self, token: str, principal: str, cert_der: bytes, wall: float) -> tuple[str, float]:
+        """Run the identity provider's verifier, then the PEP's own checks; returns (jti, exp)."""
+        try:
+            claims = self._tokens.verify(token, self.audience, cert_der, now=wall)
+        except TrustFabricError as exc:
+            raise SessionRefused(exc.detail or str(exc), reason=exc.reason) from None
+        except Exception as exc:  # noqa: BLE001 - foreign failure of the identity provider: refuse
+            raise SessionRefused(f"token verifier failed: {exc!r}",
+                                 reason=E.SESSION_IDENTITY_UNREACHABLE) from None
+        if claims is None:
+            raise SessionRefused("verifier returned no claims", reason=E.SESSION_TOKEN_INVALID)
+        sub = _claim(claims, "sub")
+        if str(sub) != principal:
+            raise SessionRefused(f"token subject {sub!r} is not the peer {principal}",
+                                 reason=E.SESSION_TOKEN_WRONG_SUBJECT)
+        aud = _claim(claims, "aud")
+        auds = (aud,) if isinstance(aud, str) else tuple(aud or ())
+        if self.audience not in auds:
+            raise SessionRefused(f"token audience {aud!r} is not {self.audience}", reason="token.wrong_audience")
+        exp = _claim(claims, "exp")
+        jti = _claim(claims, "jti")
+        if not isinstance(exp, (int, float)) or not jti:
+            raise SessionRefused("token lacks exp or jti", reason=E.SESSION_TOKEN_INVALID)
+        if wall >= exp:
+            raise SessionRefused("token expired", reason=E.SESSION_TOKEN_EXPIRED)
+        with self._lock:
+            if jti in self._seen_jti:
+                raise SessionRefused(f"jti {jti} already used", reason=E.SESSION_TOKEN_REPLAYED)
+            if len(self._seen_jti) > 4096:
+                for old in [k for k, v in self._seen_jti.items() if v <= wall]:
+                    del self._seen_jti[old]
+            self._seen_jti[str(jti)] = float(exp)
+        return str(jti), float(exp)
+
+    def _table_valid(self, table: DecisionTable, principal: str, wall: float) -> bool:
+        state = self._principals.get(principal)
+        epoch = state.epoch if state is not None else 0
+        return (isinstance(table, DecisionTable) and table.principal == principal and wall < table.expires_at
+                and table.epoch >= epoch and table.global_epoch >= self._global[0])
+
+    def _fetch_table(self, principal: str, wall: float) -> DecisionTable:
+        """Pull the principal's table; on any failure fall back to a still-valid cached one, or refuse."""
+        try:
+            table = self._tables.decision_table(principal, wall)
+        except Exception as exc:  # noqa: BLE001 - unreachable, timed out, crashed: fail closed
+            self.engine_failures += 1
+            cached = self._cached.get(principal)
+            if cached is not None and self._table_valid(cached, principal, wall):
+                return cached
+            raise SessionRefused(f"policy engine unreachable: {exc!r}",
+                                 reason=E.SESSION_ENGINE_UNREACHABLE) from None
+        if not self._table_valid(table, principal, wall):
+            raise SessionRefused(f"decision table for {principal} is stale, expired or not theirs",
+                                 reason=E.SESSION_TABLE_INVALID)
+        self._cached[principal] = table
+        return table
+
+    def _install(self, session: Session, table: DecisionTable, wall: float, mono: float) -> None:
+        deadline = table.expires_at
+        for decision in table.entries.values():
+            ttl = decision.obligations.ttl_s
+            if decision.allowed and ttl is not None:
+                deadline = min(deadline, table.issued_at + ttl)
+        session.entries = compile_entries(table.entries, mono)
+        session.table_deadline = mono + (deadline - wall)
+        session.table_epoch = table.epoch
+        session.table_global_epoch = table.global_epoch
+
+    def open_session(self, peer: PeerLike, token: str, *, trace_id: str = "") -> Session:
+        """Open a session for ``peer`` presenting ``token``; raises :class:`SessionRefused`."""
+        wall = self._clock.now()
+        mono = self._mono()
+        principal = str(peer.spiffe_id)
+        try:
+            self.admit_peer(peer)
+            jti, exp = self._verify_token(token, principal, peer.cert_der, wall)
+            table = self._fetch_table(principal, wall)
+        except SessionRefused as exc:
+            self.refused += 1
+            self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=exc.reason, trace_id=trace_id,
+                             peer_fingerprint=peer.fingerprint_sha256, detail={"detail": exc.detail[:300]})
+            raise
+        state = self._state(principal)
+        session = Session(principal, peer.cert_der, peer.fingerprint_sha256, getattr(peer, "serial", None),
+                          state, trace_id)
+        self._install(session, table, wall, mono)
+        session.jti = jti
+        session.token_deadline = mono + (exp - wall)
+        session.opened_mono = mono
+        with self._lock:
+            if state.quarantined:  # quarantined while we were checking
+                self.refused += 1
+                self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=E.SESSION_PEER_QUARANTINED)
+                raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
+            session.open = True
+            state.sessions.add(session)
+        self.events.emit(Kind.SESSION_OPEN, principal=principal, epoch=table.epoch, trace_id=trace_id,
+                         peer_fingerprint=peer.fingerprint_sha256,
+                         detail={"session": session.session_id, "jti": jti, "token_exp": exp,
+                                 "table_expires_at": table.expires_at, "entries": len(table.entries)})
+        return session
+
+    def renew(self, session: Session, token: str) -> None:
+        """Re-run the session checks with a fresh token on the same connection; the session stays up.
+
+        A refused renewal leaves the old token's deadline in force (so the session
+        stops passing messages when it runs out) and raises :class:`SessionRefused`.
+        """
+        if not session.open:
+            raise SessionClosed(f"session {session.session_id} is closed ({session.close_reason})")
+        wall = self._clock.now()
+        mono = self._mono()
+        principal = session.principal
+
+        class _Peer:  # the peer as the connection presented it at open
+            spiffe_id = principal
+            cert_der = session.cert_der
+            fingerprint_sha256 = session.peer_fingerprint
+            serial = session.peer_serial
+
+        try:
+            self.admit_peer(_Peer)
+            jti, exp = self._verify_token(token, principal, session.cert_der, wall)
+            table = self._fetch_table(principal, wall)
+        except SessionRefused as exc:
+            self.refused += 1
+            self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=exc.reason,
+                             peer_fingerprint=session.peer_fingerprint,
+                             detail={"session": session.session_id, "renewal": True, "detail": exc.detail[:300]})
+            raise
+        self._install(session, table, wall, mono)
+        session.jti = jti
+        session.token_deadline = mono + (exp - wall)
+        session.renewals += 1
+        self.events.emit(Kind.SESSION_RENEW, principal=principal, epoch=table.epoch,
+                         peer_fingerprint=session.peer_fingerprint,
+                         detail={"session": session.session_id, "jti": jti, "token_exp": exp})
+
+    def close(self, session: Session, reason: str = "session.closed_by_peer") -> None:
+        """Close one session (idempotent); its transport link is dropped through ``on_close``."""
+        with self._lock:
+            if not session.open:
+                return
+            session.open = False
+            session.close_reason = reason
+            session.state.sessions.discard(session)
+        self.events.emit(Kind.SESSION_CLOSE, principal=session.principal, reason=reason,
+                         peer_fingerprint=session.peer_fingerprint, detail={"session": session.session_id})
+        callback = session.on_close
+        if callback is not None:
+            try:
+                callback(reason)
+            except Exception:  # noqa: BLE001 - the session is closed whatever the link does
+                self.internal_errors += 1
+
+    def sessions(self, principal: str | None = None) -> list[Session]:
+        with self._lock:
+            if principal is not None:
+                state = self._principals.get(principal)
+                return list(state.sessions) if state else []
+            return [s for st in self._principals.values() for s in st.sessions]
+
+    # ------------------------------------------------------------------ push
+
+    def on_invalidation(self, inv: Invalidation) -> None:
+        """Bus subscriber: epochs move (next message re-decided); quarantine closes sessions at once."""
+        if inv.global_epoch > self._global[0]:
+            self._global[0] = inv.global_epoch
+        if inv.principal is None:
+            return
+        state = self._state(inv.principal)
+        if inv.epoch > state.epoch:
+            state.epoch = inv.epoch
+        if inv.reason.startswith(QUARANTINE_PREFIX):
+            self.quarantine(inv.principal, inv.reason)
+        elif inv.reason.startswith(RELEASE_PREFIX):
+            state.quarantined = False
+
+    def quarantine(self, principal: str, reason: str = "quarantine") -> int:
+        """Close every session of ``principal`` now and refuse its handshakes until released."""
+        state = self._state(principal)
+        with self._lock:
+            state.quarantined = True
+            victims = list(state.sessions)
+            self._cached.pop(principal, None)
+        for session in victims:
+            self.close(session, reason if reason.startswith(QUARANTINE_PREFIX) else f"quarantine.{reason}")
+        return len(victims)
+
+    def release(self, principal: str) -> None:
+        self._state(principal).quarantined = False
+
+    def revoke_certificate(self, fingerprint_sha256: str, reason: str = "cert.revoked") -> int:
+        """Close every session opened with this certificate and refuse it from now on."""
+        with self._lock:
+            self._revoked_fingerprints.add(fingerprint_sha256)
+            victims = [s for st in self._principals.values() for s in st.sessions
+                       if s.peer_fingerprint == fingerprint_sha256]
+        for session in victims:
+            self.close(session, reason)
+        return len(victims)
+
+    def revoke_serials(self, serials: Iterable[int], reason: str = "cert.revoked") -> int:
+        """Close every session whose certificate serial is in ``serials`` (a revocation push)."""
+        wanted = set(serials)
+        with self._lock:
+            victims = [s for st in self._principals.values() for s in st.sessions if s.peer_serial in wanted]
+            for s in victims:
+                self._revoked_fingerprints.add(s.peer_fingerprint)
+        for session in victims:
+            self.close(session, reason)
+        return len(victims)
+
+    # ------------------------------------------------------------------ hot path
+
+    def _redecide(self, s: Session, now: float) -> str | None:
+        """Re-pull the table of a stale or expired session; a reason when it cannot (deny)."""
+        wall = self._clock.now()
+        try:
+            table = self._fetch_table(s.principal, wall)
+        except SessionRefused as exc:
+            return E.ENGINE_UNREACHABLE if exc.reason == E.SESSION_ENGINE_UNREACHABLE else exc.reason
+        self._install(s, table, wall, now)
+        return None
+
+    def check(self, s: Session | None, action: str, resource: str, notional: float = 0.0,
+              symbol: str | None = None) -> tuple[bool, str]:
+        """Decide one message of an open session: ``(allowed, reason)``. Never raises, never fails open."""
+        now = self._mono()
+        try:
+            if s is None or not s.open:
+                return self._deny(s, action, resource, E.NO_SESSION, now, notional, symbol)
+            if (s.table_epoch < s.state.epoch or s.table_global_epoch < self._global[0]
+                    or now >= s.table_deadline):
+                why = self._redecide(s, now)
+                if why is not None:
+                    return self._deny(s, action, resource, why, now, notional, symbol)
+            if now >= s.token_deadline:
+                return self._deny(s, action, resource, E.TOKEN_EXPIRED, now, notional, symbol)
+            e = s.entries.get((action, resource))
+            if e is None:
+                return self._deny(s, action, resource, E.NOT_IN_TABLE, now, notional, symbol)
+            if e.allowed is not True:
+                return self._deny(s, action, resource, e.reason, now, notional, symbol)
+            cap = e.max_notional
+            if cap is not None and not (0.0 <= notional <= cap):  # NaN fails too
+                return self._deny(s, action, resource, E.NOTIONAL, now, notional, symbol)
+            if e.symbols is not None and symbol not in e.symbols:
+                return self._deny(s, action, resource, E.SYMBOL, now, notional, symbol)
+            if e.rate is not None:
+                tokens = e.tokens
+                elapsed = now - e.last
+                if elapsed > 0.0:
+                    tokens += elapsed * e.rate
+                    if tokens > e.burst:
+                        tokens = e.burst
+                    e.last = now
+                if tokens < 1.0:
+                    e.tokens = tokens
+                    return self._deny(s, action, resource, E.RATE, now, notional, symbol)
+                e.tokens = tokens - 1.0
+            n = self._n
+            self._buf[n] = (now, s, action, resource, True, E.ALLOW, notional, symbol, s.table_epoch,
+                            s.state.epoch, s.table_global_epoch, self._global[0],
+                            s.table_deadline if s.table_deadline < s.token_deadline else s.token_deadline)
+            self._n = n + 1
+            if n + 1 == len(self._buf):
+                self.flush_decisions()
+            self.allowed += 1
+            return True, E.ALLOW
+        except Exception:  # noqa: BLE001 - a bug in the check denies, never allows
+            self.internal_errors += 1
+            try:
+                return self._deny(s, action, resource, E.INTERNAL, now, notional, symbol)
+            except Exception:  # noqa: BLE001
+                return False, E.INTERNAL
+
+    def _deny(self, s: Session | None, action: str, resource: str, reason: str, now: float,
+              notional: float, symbol: str | None) -> tuple[bool, str]:
+        n = self._n
+        self._buf[n] = (now, s, action, resource, False, reason, notional, symbol, 0, 0, 0, 0, 0.0)
+        self._n = n + 1
+        if n + 1 == len(self._buf):
+            self.flush_decisions()
+        self.denied += 1
+        return False, reason
+
+    # ------------------------------------------------------------------ audit
+
+    def pending_decisions(self) -> int:
+        return self._n
+
+    def flush_decisions(self) -> int:
+        """Drain recorded decisions into audit events and flush the sink; returns how many.
+
+        Called by the transport before effects leave (``on_before_flush``), so an
+        allowed message's decision is in the audit sink before its reply is sent.
+        """
+        with self._drain_lock:
+            n = self._n
+            records = self._buf[:n]
+            for i in range(n):
+                self._buf[i] = None
+            self._n = 0
+            offset = self._clock.now() - self._mono()
+            for (t, s, action, resource, allowed, reason, notional, symbol,
+                 tab_epoch, cur_epoch, tab_global, cur_global, deadline) in records:
+                if allowed and (s is None or tab_epoch < cur_epoch or tab_global < cur_global or t >= deadline):
+                    self.fail_open += 1
+                detail: dict[str, Any] = {"decided_at": t + offset}
+                if notional:
+                    detail["notional"] = notional
+                if symbol is not None:
+                    detail["symbol"] = symbol
+                if s is not None:
+                    detail["session"] = s.session_id
+                self.events.emit(Kind.DECISION, principal=s.principal if s is not None else "",
+                                 action=action, resource=resource, decision="allow" if allowed else "deny",
+                                 reason=reason, epoch=tab_epoch, trace_id=s.trace_id if s is not None else "",
+                                 peer_fingerprint=s.peer_fingerprint if s is not None else "", detail=detail)
+            flush = getattr(self.sink, "flush", None)
+            if flush is not None:
+                flush()
+            return n
+

@@ -1,0 +1,43 @@
+"""The narrow interfaces the enforcement point consumes, so that it depends on behaviour, not modules.
+
+* :class:`TableSource` - the policy engine as seen from a PEP: one principal's
+  :class:`~trustfabric.policy.decision.DecisionTable` for a given time.
+  ``trustfabric.policy.engine.PolicyEngine`` satisfies it; so does
+  :class:`trustfabric.enforcement.remote.LoopbackTableSource` (another process).
+* :class:`TokenCheck` - the identity provider's token verifier
+  (``trustfabric.identity.tokens.TokenVerifier``): audience, signature, expiry and
+  ``cnf`` binding to the presented certificate; returns claims or raises.
+* :class:`PeerLike` - what the TLS layer says about the caller
+  (``trustfabric.transport.tls.PeerIdentity``).
+* :class:`DecisionSink` - where drained decision records go (an Emitter-fed sink,
+  e.g. the audit Spool).
+
+Anything that raises through these ports is treated as unreachable: fail closed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from trustfabric.policy.decision import DecisionTable
+
+
+class TableSource(Protocol):
+    def decision_table(self, principal: str, now: float) -> DecisionTable: ...
+
+
+class TokenCheck(Protocol):
+    def verify(self, token: str, audience: str, presented_cert_der: bytes | None = None,
+               now: float | None = None) -> Any: ...
+
+
+class PeerLike(Protocol):
+    spiffe_id: Any  # a SpiffeId or its string form
+    cert_der: bytes
+    fingerprint_sha256: str
+
+
+class FlushableSink(Protocol):
+    def append(self, event: Any) -> None: ...
+
+    def flush(self) -> None: ...
