@@ -1,0 +1,139 @@
+"""Decision tables over loopback: a table server process and the client an enforcement point uses.
+
+The policy engine may live in another process. :class:`LoopbackTableSource` asks
+it for a principal's table over TCP on 127.0.0.1 with a hard timeout; anything
+that goes wrong (refused, reset, killed with ``kill -9``, hung, garbage answer)
+raises :class:`EngineUnreachable`, which the enforcement point turns into a
+refusal (fail closed). :func:`serve` is the other end, wrapping any table source;
+``python -m trustfabric.enforcement.remote --rules FILE`` runs it and prints
+``PORT <n>`` once listening.
+
+Wire format: 4-byte big-endian length + MessagePack, one request
+``{"principal", "now"}`` and one reply ``{"table": DecisionTable}`` or
+``{"error": reason}`` per exchange; a connection may carry many exchanges.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import socketserver
+import struct
+import sys
+import threading
+
+import msgspec
+
+from trustfabric.errors import PolicyError
+from trustfabric.policy.decision import DecisionTable
+
+MAX_REPLY = 8 * 1024 * 1024
+_LEN = struct.Struct(">I")
+
+
+class EngineUnreachable(PolicyError):
+    reason = "policy.engine_unreachable"
+
+
+class _Request(msgspec.Struct, frozen=True):
+    principal: str
+    now: float
+
+
+class _Reply(msgspec.Struct, frozen=True, omit_defaults=True):
+    table: DecisionTable | None = None
+    error: str = ""
+
+
+_req_dec = msgspec.msgpack.Decoder(_Request)
+_rep_dec = msgspec.msgpack.Decoder(_Reply)
+_enc = msgspec.msgpack.Encoder()
+
+
+def _recv_exact(sock: socket.socket, n: int) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < n:
+        chunk = sock.recv(n - len(chunks))
+        if not chunk:
+            raise ConnectionError("peer closed")
+        chunks += chunk
+    return bytes(chunks)
+
+
+class LoopbackTableSource:
+    """A :class:`~trustfabric.enforcement.ports.TableSource` reached over TCP, with a hard timeout."""
+
+    def __init__(self, host: str, port: int, timeout_s: float = 0.25) -> None:
+        self.address = (host, port)
+        self.timeout_s = timeout_s
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+
+    def decision_table(self, principal: str, now: float) -> DecisionTable:
+        with self._lock:
+            try:
+                sock = self._sock
+                if sock is None:
+                    sock = socket.create_connection(self.address, timeout=self.timeout_s)
+                    sock.settimeout(self.timeout_s)
+                    self._sock = sock
+                body = _enc.encode(_Request(principal, now))
+                sock.sendall(_LEN.pack(len(body)) + body)
+                (size,) = _LEN.unpack(_recv_exact(sock, 4))
+                if size > MAX_REPLY:
+                    raise ValueError(f"reply of {size} bytes")
+                reply = _rep_dec.decode(_recv_exact(sock, size))
+            except Exception as exc:  # noqa: BLE001 - any failure: unreachable (fail closed)
+                self.close()
+                raise EngineUnreachable(f"{self.address}: {exc!r}") from None
+        if reply.table is None:
+            raise EngineUnreachable(f"engine refused: {reply.error or 'no table'}")
+        return reply.table
+
+    def close(self) -> None:
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            finally:
+                self._sock = None
+
+
+def serve(source, host: str = "127.0.0.1", port: int = 0) -> socketserver.ThreadingTCPServer:
+    """A threaded table server for ``source``; call ``serve_forever()`` on the result."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            sock: socket.socket = self.request
+            while True:
+                try:
+                    (size,) = _LEN.unpack(_recv_exact(sock, 4))
+                    req = _req_dec.decode(_recv_exact(sock, min(size, 65536)))
+                except (ConnectionError, OSError, msgspec.DecodeError, struct.error):
+                    return
+                try:
+                    reply = _Reply(table=source.decision_table(req.principal, req.now))
+                except Exception as exc:  # noqa: BLE001 - the client fails closed on an error reply
+                    reply = _Reply(error=getattr(exc, "reason", "policy.error"))
+                body = _enc.encode(reply)
+                sock.sendall(_LEN.pack(len(body)) + body)
+
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    server = socketserver.ThreadingTCPServer((host, port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    from trustfabric.enforcement.tables import StaticTableSource
+
+    parser = argparse.ArgumentParser(description="Serve decision tables from a rules file on loopback.")
+    parser.add_argument("--rules", required=True)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args(argv)
+    server = serve(StaticTableSource.from_file(args.rules), "127.0.0.1", args.port)
+    print(f"PORT {server.server_address[1]}", flush=True)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""The policy engine in a real process over loopback, killed with kill -9 and hung: fail closed."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from trustfabric.clock import SYSTEM_CLOCK
+from trustfabric.enforcement import errors as E
+from trustfabric.enforcement.errors import SessionRefused
+from trustfabric.enforcement.pep import EnforcementPoint
+from trustfabric.enforcement.remote import EngineUnreachable, LoopbackTableSource
+from trustfabric.policy.decision import Invalidation
+
+from .conftest import ALGO, OMS, RISK
+from .fakes import FakeTokenVerifier, make_peer, make_token
+
+RULES = {"ttl_s": 60, "principals": {
+    ALGO: [{"action": "read", "resource": "risk/limits"}],
+    OMS: [{"action": "read", "resource": "risk/limits"}],
+}}
+
+
+@pytest.fixture
+def engine(tmp_path):
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    proc = subprocess.Popen([sys.executable, "-m", "trustfabric.enforcement.remote", "--rules", str(rules)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("PORT "), line
+        yield proc, int(line.split()[1])
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)
+            proc.kill()
+        proc.wait(timeout=5)
+
+
+def _pep(port):
+    tables = LoopbackTableSource("127.0.0.1", port, timeout_s=0.2)
+    return EnforcementPoint(RISK, tables, FakeTokenVerifier(), clock=SYSTEM_CLOCK), tables
+
+
+def _open(pep, principal):
+    peer = make_peer(principal)
+    return pep.open_session(peer, make_token(principal, RISK, peer.cert_der, SYSTEM_CLOCK.now() + 60))
+
+
+def test_tables_served_over_loopback(engine):
+    _, port = engine
+    pep, _ = _pep(port)
+    s = _open(pep, ALGO)
+    assert pep.check(s, "read", "risk/limits") == (True, E.ALLOW)
+    assert pep.check(s, "write", "risk/limits") == (False, E.NOT_IN_TABLE)
+
+
+@pytest.mark.parametrize("fault", ["kill-9", "hung"])
+def test_engine_fault_fails_closed(engine, fault):
+    proc, port = engine
+    pep, tables = _pep(port)
+    s = _open(pep, ALGO)
+    if fault == "kill-9":
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+    else:
+        os.kill(proc.pid, signal.SIGSTOP)  # alive, listening, never answering
+    # A principal with no cached table cannot open a session.
+    with pytest.raises(SessionRefused) as exc:
+        _open(pep, OMS)
+    assert exc.value.reason == E.SESSION_ENGINE_UNREACHABLE
+    with pytest.raises(EngineUnreachable):
+        tables.decision_table(OMS, SYSTEM_CLOCK.now())
+    # The still-valid cached decision keeps covering the open session...
+    assert pep.check(s, "read", "risk/limits") == (True, E.ALLOW)
+    # ...until an invalidation makes it stale: then the next message is denied, not allowed.
+    pep.on_invalidation(Invalidation(ALGO, 2, 1, "signal.changed"))
+    assert pep.check(s, "read", "risk/limits") == (False, E.ENGINE_UNREACHABLE)
+    assert pep.check(s, "read", "risk/limits") == (False, E.ENGINE_UNREACHABLE)
+    with pytest.raises(SessionRefused):
+        _open(pep, ALGO)
+    pep.flush_decisions()
+    assert pep.fail_open == 0
+    assert pep.engine_failures >= 3
