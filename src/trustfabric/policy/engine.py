@@ -1,0 +1,595 @@
+"""The policy engine and administrator: Cedar decisions, decision tables, epochs, invalidations.
+
+This is the only module that imports cedarpy. A policy directory holds one
+``*.cedarschema`` and any number of ``*.cedar`` files; :meth:`PolicyEngine.load_dir`
+parses them once into cedarpy ``Schema`` / ``PolicySet`` / ``Entities`` handles
+(entities come from the floor topology) after validating the set against the
+schema. A set that fails to parse or validate is refused whole: the last good set
+stays in force, a ``policy.refused`` event is emitted, and an engine that never
+loaded a good set denies everything.
+
+Decisions (:meth:`PolicyEngine.decide`) take the request's own context fields
+(``notional``, ``risk_reducing``) and merge them with the live signals of the
+principal, read from a :class:`~trustfabric.signals.context.SignalSource`. Anything
+odd - unknown principal, action or resource, malformed or oversized context, an
+evaluation error, a signal source that raises - is a deny that keeps the error.
+Obligations (``@ttl``, ``@max_rate``, ``@burst``, ``@max_notional``, ``@symbols``,
+``@step_up_max_age``) come from the annotations of the permits that decided.
+
+Decision tables (:meth:`PolicyEngine.decision_table`) evaluate every
+(action, resource) pair of the topology for one principal in one cedarpy batch.
+To stay within a few milliseconds the batch holds one request per *equivalence
+class* of resources: Cedar cannot read an entity's id, so resources that no
+policy names literally and that share type, attributes and ancestors always get
+the same decision. Requests are evaluated without re-validating them against the
+schema: the entities were validated at load, the context is built here from typed
+signal values, and any evaluation error (a missing attribute) is a deny anyway.
+Tables are cached until the principal's or the global epoch
+moves or the table expires.
+
+Epochs: one per principal and one global. A policy reload bumps the global
+epoch; a signal change bumps the epochs of exactly the principals it concerns
+(or the global one); each bump publishes an
+:class:`~trustfabric.policy.decision.Invalidation` on the bus.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import cedarpy
+
+from trustfabric.audit.events import Emitter, Kind, MemorySink
+from trustfabric.clock import SYSTEM_CLOCK, Clock
+from trustfabric.policy.bus import InProcessBus, InvalidationBus
+from trustfabric.policy.decision import (
+    REASON_ALLOW,
+    REASON_ERROR,
+    REASON_FORBID,
+    REASON_NO_PERMIT,
+    Decision,
+    DecisionTable,
+    Invalidation,
+    NO_OBLIGATIONS,
+    Obligations,
+)
+from trustfabric.policy.errors import PolicyLoadError, RequestError
+from trustfabric.policy.topology import ACTIONS, PrincipalRef, Topology
+from trustfabric.signals.context import BENIGN, SignalSource, SignalValues
+
+SOURCE = "policy-engine"
+DEFAULT_TABLE_TTL_S = 300.0
+MAX_CONTEXT_BYTES = 4096
+REQUEST_FIELDS = {"notional": int, "risk_reducing": bool}
+MAX_NOTIONAL = 10**15
+OBLIGATION_KEYS = {"ttl", "max_rate", "burst", "max_notional", "symbols", "step_up_max_age"}
+_RESOURCE_LITERAL = re.compile(r'Resource\s*::\s*"((?:[^"\\]|\\.)*)"')
+
+
+@dataclass(frozen=True)
+class PolicyInfo:
+    """The policy set in force: where it came from and its content hash."""
+
+    directory: str
+    files: tuple[str, ...]
+    policy_ids: tuple[str, ...]
+    digest: str
+
+
+@dataclass(frozen=True)
+class _Active:
+    info: PolicyInfo
+    text: str
+    schema_text: str
+    schema: Any  # cedarpy.Schema
+    policies: Any  # cedarpy.PolicySet
+    entities: Any  # cedarpy.Entities
+    entities_json: str
+    ids: dict[str, str]  # cedar policy id ("policy3") -> @id
+    effects: dict[str, str]  # @id -> "permit" | "forbid"
+    annotations: dict[str, dict[str, str]]  # @id -> annotations
+    literal_resources: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A decision with the policies that made it and the signals that mattered."""
+
+    decision: Decision
+    policies: tuple[tuple[str, str, dict[str, str]], ...]  # (@id, effect, annotations)
+    signals: dict[str, Any]  # the context the decision saw
+    mattered: tuple[str, ...]  # context fields whose benign value would change the outcome
+
+
+@dataclass
+class _CompiledPlan:
+    """Per principal, per active set: the batch requests (one per resource class) and fan-out."""
+
+    classes: list[tuple[str, str]]  # (action, representative resource)
+    members: list[list[str]]  # resources per class
+    base_requests: list[dict]
+
+
+@dataclass
+class _TableCacheEntry:
+    table: DecisionTable
+    signals: SignalValues = field(repr=False)
+
+
+def _translate(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+class PolicyEngine:
+    """Decides access with Cedar over the topology's entities and live signals; compiles decision tables."""
+
+    def __init__(
+        self,
+        topology: Topology,
+        signals: SignalSource,
+        *,
+        bus: InvalidationBus | None = None,
+        emitter: Emitter | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        table_ttl_s: float = DEFAULT_TABLE_TTL_S,
+        max_context_bytes: int = MAX_CONTEXT_BYTES,
+    ) -> None:
+        self.topology = topology
+        self.signals = signals
+        self.bus: InvalidationBus = bus if bus is not None else InProcessBus()
+        self.emitter = emitter if emitter is not None else Emitter(SOURCE, MemorySink(), clock)
+        self.clock = clock
+        self.table_ttl_s = table_ttl_s
+        self.max_context_bytes = max_context_bytes
+        self._active: _Active | None = None
+        self._lock = threading.RLock()
+        self._global_epoch = 0
+        self._epochs: dict[str, int] = {}
+        self._plans: dict[str, _CompiledPlan] = {}
+        self._tables: dict[str, _TableCacheEntry] = {}
+        self._obligations: dict[tuple[str, tuple[str, ...]], Obligations] = {}
+        signals.add_listener(self.on_signal_change)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dir(cls, directory: str | Path, topology: Topology | None = None, signals: SignalSource | None = None,
+                 **kwargs: Any) -> "PolicyEngine":
+        """An engine with ``directory``'s policies loaded; raises :class:`PolicyLoadError` if they are refused."""
+        from trustfabric.signals.context import StaticSignals
+
+        directory = Path(directory)
+        if topology is None:
+            manifest = directory / "floor.toml"
+            topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+        engine = cls(topology, signals if signals is not None else StaticSignals(), **kwargs)
+        engine.load_dir(directory)
+        return engine
+
+    # ------------------------------------------------------------------ loading
+    @staticmethod
+    def read_dir(directory: str | Path) -> tuple[str, dict[str, str]]:
+        """The schema text and ``{file name: policy text}`` of a policy directory."""
+        directory = Path(directory)
+        try:
+            schemas = sorted(directory.glob("*.cedarschema"))
+            files = sorted(directory.glob("*.cedar"))
+            if len(schemas) != 1:
+                raise PolicyLoadError(f"{directory}: expected one *.cedarschema, found {len(schemas)}",
+                                      reason="policy.load.schema")
+            if not files:
+                raise PolicyLoadError(f"{directory}: no *.cedar policy files", reason="policy.load.empty")
+            return schemas[0].read_text(encoding="utf-8"), {f.name: f.read_text(encoding="utf-8") for f in files}
+        except OSError as exc:
+            raise PolicyLoadError(f"cannot read {directory}: {exc}", reason="policy.load.io") from exc
+        except UnicodeDecodeError as exc:
+            raise PolicyLoadError(f"{directory}: not UTF-8 text: {exc}", reason="policy.load.io") from exc
+
+    @staticmethod
+    def check_set(schema_text: str, sources: dict[str, str], topology: Topology, directory: str = "") -> _Active:
+        """Parse and validate a whole set; raises :class:`PolicyLoadError` listing every problem."""
+        try:
+            schema = cedarpy.Schema.from_str(schema_text)
+        except ValueError as exc:
+            raise PolicyLoadError(f"schema does not parse: {exc}", reason="policy.load.schema") from exc
+        syntax_errors = []
+        for name, text in sources.items():
+            try:
+                cedarpy.PolicySet.from_str(text)
+            except ValueError as exc:
+                syntax_errors.append(f"{name}: {exc}")
+        if syntax_errors:
+            raise PolicyLoadError("; ".join(syntax_errors), reason="policy.load.syntax", errors=tuple(syntax_errors))
+        text = "\n".join(sources[name] for name in sorted(sources))
+        try:
+            policies = cedarpy.PolicySet.from_str(text)
+            pst = policies.to_pst()
+        except ValueError as exc:
+            raise PolicyLoadError(f"policy set does not parse: {exc}", reason="policy.load.syntax") from exc
+        if len(policies) == 0 or pst.templates:
+            raise PolicyLoadError("an empty policy set (or templates) cannot be loaded", reason="policy.load.empty")
+        result = cedarpy.validate_policies(text, schema)
+        if not result.validation_passed:
+            names = result.id_annotations_by_policy_id
+            errors = tuple(f"[{names.get(e.policy_id, e.policy_id)}] {e.error}" for e in result.errors)
+            raise PolicyLoadError("; ".join(errors), reason="policy.load.validation", errors=errors)
+        ids: dict[str, str] = {}
+        effects: dict[str, str] = {}
+        annotations: dict[str, dict[str, str]] = {}
+        problems: list[str] = []
+        for cedar_id, policy in pst.static_policies.items():
+            ann = dict(policy.annotations)
+            pid = ann.get("id")
+            if not pid:
+                problems.append(f"{cedar_id}: every policy needs an @id annotation")
+                continue
+            if pid in effects:
+                problems.append(f"duplicate @id {pid!r}")
+                continue
+            for key, value in ann.items():
+                if key == "id" or key not in OBLIGATION_KEYS:
+                    continue
+                if key == "symbols":
+                    continue
+                try:
+                    number = float(value)
+                except (TypeError, ValueError):
+                    number = math.nan
+                if not math.isfinite(number) or number <= 0:
+                    problems.append(f"{pid}: @{key}({value!r}) is not a positive number")
+            ids[cedar_id] = pid
+            effects[pid] = policy.effect
+            annotations[pid] = ann
+        if problems:
+            raise PolicyLoadError("; ".join(problems), reason="policy.load.annotation", errors=tuple(problems))
+        entities_json = json.dumps(topology.cedar_entities())
+        try:
+            entities = cedarpy.Entities.from_json_str(entities_json, schema)
+        except ValueError as exc:
+            raise PolicyLoadError(f"topology entities do not fit the schema: {exc}",
+                                  reason="policy.load.entities") from exc
+        digest = hashlib.sha256((schema_text + "\0" + text).encode()).hexdigest()
+        literal = frozenset(m.group(1) for m in _RESOURCE_LITERAL.finditer(text))
+        info = PolicyInfo(directory=directory, files=tuple(sorted(sources)), policy_ids=tuple(effects), digest=digest)
+        return _Active(info, text, schema_text, schema, policies, entities, entities_json, ids, effects,
+                       annotations, literal)
+
+    def load_dir(self, directory: str | Path) -> PolicyInfo:
+        """Load a policy directory; on refusal keep the set in force, emit ``policy.refused`` and raise."""
+        try:
+            schema_text, sources = self.read_dir(directory)
+        except PolicyLoadError as exc:
+            self._refused(exc, str(directory))
+            raise
+        return self.load_sources(schema_text, sources, directory=str(directory))
+
+    def load_sources(self, schema_text: str, sources: dict[str, str], directory: str = "") -> PolicyInfo:
+        try:
+            active = self.check_set(schema_text, sources, self.topology, directory)
+        except PolicyLoadError as exc:
+            self._refused(exc, directory)
+            raise
+        with self._lock:
+            self._active = active
+            self._plans.clear()
+            self._tables.clear()
+            self._obligations.clear()
+        self.emitter.emit(Kind.POLICY_LOADED, reason="policy.loaded",
+                          detail={"directory": directory, "digest": active.info.digest,
+                                  "policies": len(active.info.policy_ids)})
+        self.bump(None, "policy.loaded", SOURCE)
+        return active.info
+
+    def _refused(self, exc: PolicyLoadError, directory: str) -> None:
+        self.emitter.emit(Kind.POLICY_REFUSED, reason=exc.reason, errors=tuple(exc.errors)[:20],
+                          detail={"directory": directory,
+                                  "kept": self._active.info.digest if self._active else ""})
+
+    @property
+    def info(self) -> PolicyInfo | None:
+        active = self._active
+        return active.info if active else None
+
+    def set_topology(self, topology: Topology) -> None:
+        """Swap the entity store (e.g. a person added); a refused set keeps the old topology."""
+        active = self._active
+        if active is not None:
+            sources = {"<active>": active.text}
+            new = self.check_set(active.schema_text, sources, topology, active.info.directory)
+            new = _Active(active.info, new.text, new.schema_text, new.schema, new.policies, new.entities,
+                          new.entities_json, new.ids, new.effects, new.annotations, new.literal_resources)
+        with self._lock:
+            old = self.topology
+            self.topology = topology
+            if active is not None:
+                self._active = new
+            self._plans.clear()
+            self._tables.clear()
+        changed = [k for k in set(old.principal_keys()) | set(topology.principal_keys())
+                   if old.resolve(k) != topology.resolve(k)]
+        self.emitter.emit(Kind.ADMIN_ACTION, reason="policy.entities_changed", detail={"principals": changed})
+        if changed:
+            self.bump(changed, "policy.entities_changed", SOURCE)
+
+    # ------------------------------------------------------------------ epochs
+    @property
+    def global_epoch(self) -> int:
+        return self._global_epoch
+
+    def epoch_of(self, principal: str) -> int:
+        ref = self.topology.resolve(principal)
+        return self._epochs.get(ref.key if ref else principal, 0)
+
+    def is_current(self, table: DecisionTable, now: float) -> bool:
+        return (now < table.expires_at and table.global_epoch == self._global_epoch
+                and table.epoch == self._epochs.get(table.principal, 0))
+
+    def bump(self, principals: Iterable[str] | None, reason: str, source: str) -> list[Invalidation]:
+        """Move exactly the epochs named (``None``: the global one) and publish one invalidation each."""
+        out: list[Invalidation] = []
+        with self._lock:
+            if principals is None:
+                self._global_epoch += 1
+                self._tables.clear()
+                out.append(Invalidation(None, 0, self._global_epoch, reason, source))
+            else:
+                for key in dict.fromkeys(principals):
+                    ref = self.topology.resolve(key)
+                    key = ref.key if ref else key
+                    self._epochs[key] = self._epochs.get(key, 0) + 1
+                    self._tables.pop(key, None)
+                    out.append(Invalidation(key, self._epochs[key], self._global_epoch, reason, source))
+        for inv in out:
+            self.bus.publish(inv)
+        return out
+
+    def on_signal_change(self, principals: tuple[str, ...] | None, reason: str, source: str) -> None:
+        """A :class:`SignalSource` listener: a signal moved, so move the epochs it affects."""
+        self.bump(principals, reason, source)
+
+    # ------------------------------------------------------------------ requests
+    def _check_context(self, context: Any) -> tuple[int, bool]:
+        if context is None:
+            return 0, False
+        if not isinstance(context, dict):
+            raise RequestError(f"context must be a mapping, not {type(context).__name__}",
+                               reason="policy.request.malformed_context")
+        try:
+            size = len(json.dumps(context, default=str))
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise RequestError(f"context is not serialisable: {exc}", reason="policy.request.malformed_context") from exc
+        if size > self.max_context_bytes:
+            raise RequestError(f"context is {size} bytes, over {self.max_context_bytes}",
+                               reason="policy.request.oversized_context")
+        unknown = sorted(set(context) - set(REQUEST_FIELDS))
+        if unknown:
+            raise RequestError(f"unknown context fields {unknown}; signals are not caller-supplied",
+                               reason="policy.request.malformed_context")
+        notional = context.get("notional", 0)
+        if isinstance(notional, bool) or not isinstance(notional, (int, float)) or not math.isfinite(notional) \
+                or notional < 0 or notional > MAX_NOTIONAL:
+            raise RequestError(f"notional {notional!r} is not a number in [0, {MAX_NOTIONAL}]",
+                               reason="policy.request.malformed_context")
+        reducing = context.get("risk_reducing", False)
+        if not isinstance(reducing, bool):
+            raise RequestError("risk_reducing must be a boolean", reason="policy.request.malformed_context")
+        return int(math.ceil(notional)), reducing
+
+    def _resolve(self, principal: Any, action: Any, resource: Any) -> PrincipalRef:
+        if not isinstance(principal, str) or not isinstance(action, str) or not isinstance(resource, str):
+            raise RequestError("principal, action and resource must be strings", reason="policy.request.malformed")
+        ref = self.topology.resolve(principal)
+        if ref is None:
+            if principal.startswith("spiffe://") and not principal.startswith(f"spiffe://{self.topology.trust_domain}/"):
+                raise RequestError(f"{principal} is not in trust domain {self.topology.trust_domain}",
+                                   reason="policy.request.wrong_trust_domain")
+            raise RequestError(f"unknown principal {principal!r}", reason="policy.request.unknown_principal")
+        if action not in ACTIONS:
+            raise RequestError(f"unknown action {action!r}", reason="policy.request.unknown_action")
+        if resource not in self.topology.resources:
+            raise RequestError(f"unknown resource {resource!r}", reason="policy.request.unknown_resource")
+        return ref
+
+    def _deny(self, principal: Any, action: Any, resource: Any, errors: tuple[str, ...], epoch: int = 0) -> Decision:
+        return Decision(False, str(principal), str(action), str(resource), REASON_ERROR, (), errors,
+                        NO_OBLIGATIONS, epoch)
+
+    def decide(self, principal: str, action: str, resource: str, context: dict | None = None, *,
+               now: float | None = None) -> Decision:
+        """One decision. Never raises for bad input and never allows on an error."""
+        now = self.clock.now() if now is None else now
+        try:
+            ref = self._resolve(principal, action, resource)
+            notional, reducing = self._check_context(context)
+        except RequestError as exc:
+            return self._deny(principal, action, resource, (f"{exc.reason}: {exc.detail}",))
+        epoch = self._epochs.get(ref.key, 0)
+        try:
+            values = self.signals.signals_for(ref, now)
+            ctx = values.context(notional, reducing)
+        except Exception as exc:  # noqa: BLE001 - a failing signal source is a deny, never an allow
+            return self._deny(ref.key, action, resource, (f"signal.unavailable: {_translate(exc)}",), epoch)
+        return self._evaluate(ref, action, resource, ctx, epoch)
+
+    def _evaluate(self, ref: PrincipalRef, action: str, resource: str, ctx: dict, epoch: int) -> Decision:
+        active = self._active
+        if active is None:
+            return self._deny(ref.key, action, resource, ("policy.no_active_set: no policy set loaded",), epoch)
+        request = {"principal": ref.uid, "action": {"type": "Action", "id": action},
+                   "resource": {"type": "Resource", "id": resource}, "context": json.dumps(ctx)}
+        try:
+            result = cedarpy.is_authorized_batch([request], active.policies, active.entities)[0]
+        except Exception as exc:  # noqa: BLE001 - foreign failure -> deny
+            return self._deny(ref.key, action, resource, (f"policy.evaluation: {_translate(exc)}",), epoch)
+        return self._interpret(active, ref, action, resource, result._authz_resp, epoch)
+
+    def _interpret(self, active: _Active, ref: PrincipalRef, action: str, resource: str, resp: dict,
+                   epoch: int) -> Decision:
+        diag = resp.get("diagnostics") or {}
+        ids = tuple(active.ids.get(p, p) for p in diag.get("reason") or ())
+        errors = tuple(str(e.get("error", e)) if isinstance(e, dict) else str(e) for e in diag.get("errors") or ())
+        if errors:
+            return Decision(False, ref.key, action, resource, REASON_ERROR, ids, errors, NO_OBLIGATIONS, epoch)
+        if resp.get("decision") == "Allow":
+            return Decision(True, ref.key, action, resource, REASON_ALLOW, ids, (),
+                            self._obligations_for(active, ref, ids), epoch)
+        return Decision(False, ref.key, action, resource, REASON_FORBID if ids else REASON_NO_PERMIT, ids, (),
+                        NO_OBLIGATIONS, epoch)
+
+    def _obligations_for(self, active: _Active, ref: PrincipalRef, ids: tuple[str, ...]) -> Obligations:
+        key = (ref.key, ids)
+        cached = self._obligations.get(key)
+        if cached is not None:
+            return cached
+        merged = Obligations(ttl_s=self.table_ttl_s)
+        for pid in ids:
+            ann = active.annotations.get(pid, {})
+            symbols = None
+            if "symbols" in ann:
+                raw = ann["symbols"].strip()
+                if raw == "$streams":
+                    svc = self.topology.services.get(ref.name) if ref.kind == "workload" else None
+                    symbols = frozenset(svc.symbols) if svc else frozenset()
+                else:
+                    symbols = frozenset(s for s in re.split(r"[\s,]+", raw) if s)
+
+            def num(k: str) -> float | None:
+                return float(ann[k]) if k in ann else None
+
+            burst = num("burst")
+            merged = merged.merge(Obligations(
+                ttl_s=num("ttl"), max_notional=num("max_notional"), max_rate=num("max_rate"),
+                burst=int(burst) if burst is not None else None, symbols=symbols,
+                step_up_max_age_s=num("step_up_max_age"),
+            ))
+        self._obligations[key] = merged
+        return merged
+
+    # ------------------------------------------------------------------ decision tables
+    def _plan(self, active: _Active, ref: PrincipalRef) -> _CompiledPlan:
+        plan = self._plans.get(ref.key)
+        if plan is not None:
+            return plan
+        entities = {e["uid"]["id"]: e for e in json.loads(active.entities_json) if e["uid"]["type"] == "Resource"}
+        index: dict[tuple, int] = {}
+        plan = _CompiledPlan([], [], [])
+        for action, resource in self.topology.candidates():
+            if resource in active.literal_resources:
+                cls_key: tuple = (action, "=", resource)
+            else:
+                ent = entities[resource]
+                cls_key = (action, json.dumps(ent["attrs"], sort_keys=True),
+                           tuple(sorted(p["id"] for p in ent["parents"])))
+            slot = index.get(cls_key)
+            if slot is None:
+                index[cls_key] = len(plan.classes)
+                plan.classes.append((action, resource))
+                plan.members.append([resource])
+                plan.base_requests.append({"principal": ref.uid, "action": {"type": "Action", "id": action},
+                                           "resource": {"type": "Resource", "id": resource}})
+            else:
+                plan.members[slot].append(resource)
+        self._plans[ref.key] = plan
+        return plan
+
+    def decision_table(self, principal: str, now: float | None = None) -> DecisionTable:
+        """Every (action, resource) of the topology decided for ``principal`` at ``now``.
+
+        Raises :class:`RequestError` for an unknown principal and
+        :class:`PolicyLoadError` when no policy set is in force (callers fail closed).
+        """
+        now = self.clock.now() if now is None else now
+        ref = self.topology.resolve(principal) if isinstance(principal, str) else None
+        if ref is None:
+            raise RequestError(f"unknown principal {principal!r}", reason="policy.request.unknown_principal")
+        cached = self._tables.get(ref.key)
+        if cached is not None and self.is_current(cached.table, now) and now >= cached.table.issued_at:
+            return cached.table
+        with self._lock:
+            active = self._active
+            epoch = self._epochs.get(ref.key, 0)
+            global_epoch = self._global_epoch
+        if active is None:
+            raise PolicyLoadError("no policy set loaded", reason="policy.no_active_set")
+        try:
+            values = self.signals.signals_for(ref, now)
+            ctx_json = json.dumps(values.context())
+        except Exception as exc:  # noqa: BLE001 - fail closed: no table, the caller refuses
+            raise RequestError(f"signals unavailable: {_translate(exc)}", reason="signal.unavailable") from exc
+        plan = self._plan(active, ref)
+        requests = [dict(base, context=ctx_json) for base in plan.base_requests]
+        try:
+            results = cedarpy.is_authorized_batch(requests, active.policies, active.entities)
+        except Exception as exc:  # noqa: BLE001
+            raise RequestError(f"evaluation failed: {_translate(exc)}", reason="policy.evaluation") from exc
+        entries: dict[tuple[str, str], Decision] = {}
+        ttl = self.table_ttl_s
+        for (action, _), members, result in zip(plan.classes, plan.members, results):
+            decision = self._interpret(active, ref, action, members[0], result._authz_resp, epoch)
+            if decision.allowed and decision.obligations.ttl_s is not None:
+                ttl = min(ttl, decision.obligations.ttl_s)
+            entries[(action, members[0])] = decision
+            for other in members[1:]:
+                entries[(action, other)] = Decision(decision.allowed, ref.key, action, other, decision.reason,
+                                                    decision.policy_ids, decision.errors, decision.obligations,
+                                                    epoch)
+        expires = min(now + ttl, values.valid_until)
+        table = DecisionTable(ref.key, epoch, global_epoch, now, expires, entries)
+        with self._lock:
+            if self._epochs.get(ref.key, 0) == epoch and self._global_epoch == global_epoch:
+                self._tables[ref.key] = _TableCacheEntry(table, values)
+        return table
+
+    def clear_table_cache(self) -> None:
+        with self._lock:
+            self._tables.clear()
+
+    # ------------------------------------------------------------------ explanations
+    def explain(self, principal: str, action: str, resource: str, context: dict | None = None, *,
+                now: float | None = None) -> Explanation:
+        """The decision, the policies behind it, and which signals, set benign, would change it."""
+        now = self.clock.now() if now is None else now
+        decision = self.decide(principal, action, resource, context, now=now)
+        ref = self.topology.resolve(principal) if isinstance(principal, str) else None
+        active = self._active
+        if ref is None or active is None or decision.reason == REASON_ERROR and not decision.policy_ids \
+                and any(e.startswith("policy.request") or e.startswith("signal.") for e in decision.errors):
+            return Explanation(decision, (), {}, ())
+        notional, reducing = self._check_context(context)
+        ctx = self.signals.signals_for(ref, now).context(notional, reducing)
+        epoch = self._epochs.get(ref.key, 0)
+        mattered = []
+        for key, benign in BENIGN.items():
+            if ctx.get(key) == benign:
+                continue
+            flipped = self._evaluate(ref, action, resource, dict(ctx, **{key: benign}), epoch)
+            if flipped.allowed != decision.allowed or flipped.policy_ids != decision.policy_ids:
+                mattered.append(key)
+        policies = tuple((pid, active.effects.get(pid, "?"), active.annotations.get(pid, {}))
+                         for pid in decision.policy_ids)
+        return Explanation(decision, policies, ctx, tuple(mattered))
+
+    # ------------------------------------------------------------------ naive baseline (benchmarks)
+    def naive_request(self, principal: str, action: str, resource: str, now: float | None = None) -> dict:
+        """The request, policy text, entities and schema text for evaluating with no pre-parsed handles."""
+        now = self.clock.now() if now is None else now
+        ref = self._resolve(principal, action, resource)
+        active = self._active
+        if active is None:
+            raise PolicyLoadError("no policy set loaded", reason="policy.no_active_set")
+        ctx = self.signals.signals_for(ref, now).context()
+        return {"request": {"principal": ref.uid, "action": {"type": "Action", "id": action},
+                            "resource": {"type": "Resource", "id": resource}, "context": ctx},
+                "policies": active.text, "entities": active.entities_json, "schema": active.schema_text}
+
+    @staticmethod
+    def naive_decide(bundle: dict) -> bool:
+        """cedarpy with policy text, entity JSON and schema text: everything re-parsed on each call."""
+        return cedarpy.is_authorized(bundle["request"], bundle["policies"], bundle["entities"],
+                                     bundle["schema"]).allowed

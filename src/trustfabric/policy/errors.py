@@ -1,0 +1,47 @@
+"""Policy errors: why a policy set, a request or a topology was refused.
+
+Each carries a stable dotted reason code that lands in audit records and CLI
+output::
+
+    PolicyError (trustfabric.errors)          policy.error
+    ├── PolicyLoadError                       policy.load.*      (set refused whole, last good set kept)
+    │     policy.load.syntax, policy.load.schema, policy.load.validation,
+    │     policy.load.annotation, policy.load.duplicate_id, policy.load.empty,
+    │     policy.load.entities, policy.load.io
+    ├── TopologyError                         policy.topology.*  (manifest unreadable or inconsistent)
+    ├── RequestError                          policy.request.*   (a request the engine denies outright)
+    │     policy.request.unknown_principal, policy.request.unknown_action,
+    │     policy.request.unknown_resource, policy.request.malformed_context,
+    │     policy.request.oversized_context, policy.request.wrong_trust_domain
+    └── PolicyTestError                       policy.test.*      (a test-case file that cannot be read)
+
+Signal errors live in :mod:`trustfabric.signals.errors`. cedarpy's ``ValueError``
+and its validation results are translated into these in
+:mod:`trustfabric.policy.engine`, the only module that imports cedarpy.
+"""
+
+from __future__ import annotations
+
+from trustfabric.errors import PolicyError
+
+
+class PolicyLoadError(PolicyError):
+    """A policy set (or its schema or entities) could not be loaded; ``errors`` lists every problem."""
+
+    reason = "policy.load.refused"
+
+    def __init__(self, detail: str = "", *, reason: str | None = None, errors: tuple[str, ...] = ()) -> None:
+        super().__init__(detail, reason=reason)
+        self.errors = errors or ((detail,) if detail else ())
+
+
+class TopologyError(PolicyError):
+    reason = "policy.topology.invalid"
+
+
+class RequestError(PolicyError):
+    reason = "policy.request.invalid"
+
+
+class PolicyTestError(PolicyError):
+    reason = "policy.test.invalid"
