@@ -234,6 +234,45 @@ class EnforcementPoint:
                                  "table_expires_at": table.expires_at, "entries": len(table.entries)})
         return session
 
+    def open_connection(self, peer: PeerLike, *, trace_id: str = "") -> Session:
+        """A certificate-only session, for the sidecar whose clients are not Python and carry no token.
+
+        The same admission (revocation, quarantine) and decision table as
+        :meth:`open_session`; the certificate's ``not_after`` (when the peer
+        carries one) takes the place of the token's expiry, bounded by the
+        table's hard TTL. Quarantine and revocation close it like any session.
+        """
+        wall = self._clock.now()
+        mono = self._mono()
+        principal = str(peer.spiffe_id)
+        try:
+            self.admit_peer(peer)
+            table = self._fetch_table(principal, wall)
+        except SessionRefused as exc:
+            self.refused += 1
+            self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=exc.reason, trace_id=trace_id,
+                             peer_fingerprint=peer.fingerprint_sha256, detail={"detail": exc.detail[:300]})
+            raise
+        not_after = getattr(peer, "not_after", None)
+        if hasattr(not_after, "timestamp"):
+            not_after = not_after.timestamp()
+        until = float(not_after) if isinstance(not_after, (int, float)) else table.expires_at
+        state = self._state(principal)
+        session = Session(principal, peer.cert_der, peer.fingerprint_sha256, getattr(peer, "serial", None),
+                          state, trace_id)
+        self._install(session, table, wall, mono)
+        session.token_deadline = mono + (until - wall)
+        session.opened_mono = mono
+        with self._lock:
+            if state.quarantined:
+                raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
+            session.open = True
+            state.sessions.add(session)
+        self.events.emit(Kind.SESSION_OPEN, principal=principal, epoch=table.epoch, trace_id=trace_id,
+                         peer_fingerprint=peer.fingerprint_sha256,
+                         detail={"session": session.session_id, "certificate_only": True, "until": until})
+        return session
+
     def renew(self, session: Session, token: str) -> None:
         """Re-run the session checks with a fresh token on the same connection; the session stays up.
 
@@ -446,11 +485,15 @@ class EnforcementPoint:
                     detail["notional"] = notional
                 if symbol is not None:
                     detail["symbol"] = symbol
+                policy_ids: tuple[str, ...] = ()
                 if s is not None:
                     detail["session"] = s.session_id
+                    entry = s.entries.get((action, resource)) if s.entries else None
+                    if entry is not None:
+                        policy_ids = entry.policy_ids
                 self.events.emit(Kind.DECISION, principal=s.principal if s is not None else "",
                                  action=action, resource=resource, decision="allow" if allowed else "deny",
-                                 reason=reason, epoch=tab_epoch, trace_id=s.trace_id if s is not None else "",
+                                 reason=reason, epoch=tab_epoch, policy_ids=policy_ids, trace_id=s.trace_id if s is not None else "",
                                  peer_fingerprint=s.peer_fingerprint if s is not None else "", detail=detail)
             flush = getattr(self.sink, "flush", None)
             if flush is not None:
