@@ -14,7 +14,8 @@ and in the error reply a denied caller receives::
           enforcement.notional, enforcement.symbol, enforcement.token_expired,
           enforcement.engine_unreachable, enforcement.internal, policy.* (a deny decision)
 
-Foreign exceptions raised by a table source or token verifier (sockets, timeouts,
+A table source that answers "no" (a PolicyError such as policy.request.unknown_principal)
+refuses with its own reason. Foreign exceptions raised by a table source or token verifier (sockets, timeouts,
 anything) are translated here, at the enforcement point's boundary, into
 ``session.engine_unreachable`` / ``session.identity_unreachable``; they never
 become an allow.

@@ -53,6 +53,7 @@ from trustfabric.errors import TrustFabricError
 from trustfabric.policy.decision import DecisionTable, Invalidation
 
 QUARANTINE_PREFIX = "quarantine"
+UNREACHABLE = "policy.engine_unreachable"  # a table source's own "cannot reach the engine"
 RELEASE_PREFIX = "release"
 
 DEFAULT_BUFFER = 8192
@@ -177,6 +178,9 @@ class EnforcementPoint:
         try:
             table = self._tables.decision_table(principal, wall)
         except Exception as exc:  # noqa: BLE001 - unreachable, timed out, crashed: fail closed
+            if isinstance(exc, TrustFabricError) and exc.reason != UNREACHABLE:
+                # the engine answered "no" (unknown principal, no policy set...): its reason stands
+                raise SessionRefused(exc.detail or str(exc), reason=exc.reason) from None
             self.engine_failures += 1
             cached = self._cached.get(principal)
             if cached is not None and self._table_valid(cached, principal, wall):

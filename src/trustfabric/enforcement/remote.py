@@ -5,7 +5,7 @@ it for a principal's table over TCP on 127.0.0.1 with a hard timeout; anything
 that goes wrong (refused, reset, killed with ``kill -9``, hung, garbage answer)
 raises :class:`EngineUnreachable`, which the enforcement point turns into a
 refusal (fail closed). :func:`serve` is the other end, wrapping any table source;
-``python -m trustfabric.enforcement.remote --rules FILE`` runs it and prints
+``python -m trustfabric.enforcement.remote --rules FILE | --policies DIR`` runs it and prints
 ``PORT <n>`` once listening.
 
 Wire format: 4-byte big-endian length + MessagePack, one request
@@ -32,6 +32,8 @@ _LEN = struct.Struct(">I")
 
 
 class EngineUnreachable(PolicyError):
+    """No answer from the engine (refused, reset, timed out, garbage): the PEP fails closed."""
+
     reason = "policy.engine_unreachable"
 
 
@@ -86,8 +88,8 @@ class LoopbackTableSource:
             except Exception as exc:  # noqa: BLE001 - any failure: unreachable (fail closed)
                 self.close()
                 raise EngineUnreachable(f"{self.address}: {exc!r}") from None
-        if reply.table is None:
-            raise EngineUnreachable(f"engine refused: {reply.error or 'no table'}")
+        if reply.table is None:  # the engine answered, and refused
+            raise PolicyError(f"engine refused {principal}", reason=reply.error or "policy.error")
         return reply.table
 
     def close(self) -> None:
@@ -126,11 +128,19 @@ def serve(source, host: str = "127.0.0.1", port: int = 0) -> socketserver.Thread
 def main(argv: list[str] | None = None) -> None:
     from trustfabric.enforcement.tables import StaticTableSource
 
-    parser = argparse.ArgumentParser(description="Serve decision tables from a rules file on loopback.")
-    parser.add_argument("--rules", required=True)
+    parser = argparse.ArgumentParser(description="Serve decision tables on loopback.")
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--rules", help="a rules file (JSON)")
+    group.add_argument("--policies", help="a Cedar policy directory for the policy engine")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
-    server = serve(StaticTableSource.from_file(args.rules), "127.0.0.1", args.port)
+    if args.policies:
+        from trustfabric.policy.engine import PolicyEngine
+
+        source = PolicyEngine.from_dir(args.policies)
+    else:
+        source = StaticTableSource.from_file(args.rules)
+    server = serve(source, "127.0.0.1", args.port)
     print(f"PORT {server.server_address[1]}", flush=True)
     server.serve_forever()
 

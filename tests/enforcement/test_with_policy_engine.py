@@ -1,0 +1,95 @@
+"""The enforcement point over the real policy engine (Cedar, the floor's policies, epochs on its bus)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from trustfabric.clock import SYSTEM_CLOCK
+from trustfabric.enforcement import errors as E
+from trustfabric.enforcement.errors import SessionRefused
+from trustfabric.enforcement.pep import EnforcementPoint
+from trustfabric.enforcement.remote import LoopbackTableSource
+from trustfabric.policy.engine import PolicyEngine
+
+from .fakes import FakeTokenVerifier, make_peer, make_token
+
+POLICIES = Path(__file__).resolve().parents[2] / "policies"
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return PolicyEngine.from_dir(POLICIES)
+
+
+@pytest.fixture
+def risk_pep(engine):
+    audience = engine.topology.spiffe_id("pre-trade-risk")
+    pep = EnforcementPoint(audience, engine, FakeTokenVerifier())
+    unsubscribe = engine.bus.subscribe(pep.on_invalidation)
+    yield pep
+    unsubscribe()
+    pep.flush_decisions()
+    assert pep.fail_open == 0
+
+
+def _open(pep, principal):
+    peer = make_peer(principal)
+    return pep.open_session(peer, make_token(principal, pep.audience, peer.cert_der, SYSTEM_CLOCK.now() + 60))
+
+
+def test_floor_orders_enforced_with_cedar_obligations(engine, risk_pep):
+    algo = engine.topology.spiffe_id("algo-momentum")
+    s = _open(risk_pep, algo)
+    assert risk_pep.check(s, "submit_order", "risk/orders", 10_000, "AAPL") == (True, E.ALLOW)
+    assert risk_pep.check(s, "submit_order", "risk/orders", 10_000, "JPM") == (False, E.SYMBOL)
+    assert risk_pep.check(s, "submit_order", "risk/orders", 10_000_000, "AAPL") == (False, E.NOTIONAL)
+    assert risk_pep.check(s, "read", "settlement/ledger")[0] is False
+
+
+def test_engine_bump_redecides_and_quarantine_closes(engine, risk_pep):
+    algo = engine.topology.spiffe_id("algo-meanrev")
+    s = _open(risk_pep, algo)
+    epoch = s.table_epoch
+    engine.bump([algo], "signal.posture", "test")
+    assert risk_pep.check(s, "submit_order", "risk/orders", 1000, "JPM") == (True, E.ALLOW)
+    assert s.table_epoch == epoch + 1
+    engine.bump([algo], "quarantine.test", "test")
+    assert not s.open
+    with pytest.raises(SessionRefused) as exc:
+        _open(risk_pep, algo)
+    assert exc.value.reason == E.SESSION_PEER_QUARANTINED
+    engine.bump([algo], "release.test", "test")
+
+
+def test_unknown_principal_refused(risk_pep):
+    with pytest.raises(SessionRefused) as exc:
+        _open(risk_pep, "spiffe://prod.acme.example/rogue/unknown")
+    assert exc.value.reason == "policy.request.unknown_principal"
+
+
+def test_real_engine_process_killed_fails_closed(engine):
+    proc = subprocess.Popen([sys.executable, "-m", "trustfabric.enforcement.remote", "--policies", str(POLICIES)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline().split()[1])
+        audience = engine.topology.spiffe_id("pre-trade-risk")
+        pep = EnforcementPoint(audience, LoopbackTableSource("127.0.0.1", port, 0.5), FakeTokenVerifier())
+        s = _open(pep, engine.topology.spiffe_id("algo-momentum"))
+        assert pep.check(s, "submit_order", "risk/orders", 10, "AAPL") == (True, E.ALLOW)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=5)
+        with pytest.raises(SessionRefused) as exc:
+            _open(pep, engine.topology.spiffe_id("algo-meanrev"))
+        assert exc.value.reason == E.SESSION_ENGINE_UNREACHABLE
+        pep.flush_decisions()
+        assert pep.fail_open == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=5)
