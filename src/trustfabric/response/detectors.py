@@ -1,0 +1,306 @@
+"""Lateral-movement and compromise detectors over the audit event stream.
+
+Each detector looks at one :class:`~trustfabric.audit.events.AuditEventV1` at a
+time (``observe(event, at)``, ``at`` = the detection moment from the caller's
+clock) and returns the alerts that event completes - at once, on that event, never
+after a batch. They are pure: their state is bounded per principal (an LRU of
+principals, fixed-size windows) and they do no I/O.
+
+Detectors:
+
+* :class:`CrossSegmentDetector` - a denied attempt by a principal of one segment on
+  a resource of another segment that it was never granted (an algo reaching for
+  settlement or a venue is critical).
+* :class:`HandshakeDetector` - a refused handshake / session of a workload at a
+  service it has no declared flow to.
+* :class:`NeverGrantedDetector` - the first use (allowed or denied) of an
+  (action, resource) pair the principal was never granted; an *allowed* one means
+  policy drift and is critical.
+* :class:`DenialBurstDetector` - N denials within T milliseconds.
+* :class:`IndicatorDetector` - a threat-intel indicator matched a principal.
+* :class:`AttestationDetector` - a certificate refused for attestation reasons
+  (``attest.*``: an unpromoted code digest, a tampered build, a rogue deployment).
+
+Thresholds and confidences are data (:class:`DetectorConfig`).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+from typing import Generic, Iterable, Protocol, TypeVar
+
+import msgspec
+
+from trustfabric.audit.events import AuditEventV1, Kind
+from trustfabric.response.alerts import Alert, Category, EvidenceLink, Severity, event_time, new_alert_id
+from trustfabric.response.floor_map import (
+    SERVICE_RESOURCE_PREFIX,
+    FloorMap,
+    is_workload,
+    service_from_spiffe_id,
+)
+
+DENY = "deny"
+ALLOW = "allow"
+
+# Signal events that carry a threat-intel match: kind SIGNAL_CHANGED with one of
+# these reasons (or detail["signal"] == "threat_intel" and detail["matched"]).
+INDICATOR_REASONS = frozenset({"intel.indicator_match", "signal.indicator_match", "threat_intel.match"})
+ATTESTATION_REASON_PREFIX = "attest."
+
+# Denial reasons that are about limits or plumbing, not about reaching for
+# something: they never count as lateral movement.
+NON_LATERAL_REASONS = frozenset({
+    "enforcement.rate", "enforcement.notional", "enforcement.symbol", "enforcement.token_expired",
+    "enforcement.engine_unreachable", "enforcement.internal", "enforcement.no_session",
+})
+
+
+class DetectorConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Detector thresholds and confidences (load from TOML/JSON with msgspec.convert)."""
+
+    cross_segment_sensitive_confidence: float = 0.97
+    cross_segment_confidence: float = 0.9
+    cross_segment_person_confidence: float = 0.6
+    handshake_confidence: float = 0.9
+    never_granted_denied_confidence: float = 0.85
+    never_granted_allowed_confidence: float = 0.95
+    never_granted_person_confidence: float = 0.5
+    burst_denials: int = 20
+    burst_window_ms: float = 1000.0
+    burst_confidence: float = 0.6
+    indicator_confidence: float = 0.99
+    attestation_confidence: float = 0.95
+    max_principals: int = 100_000  # bound on per-principal state
+
+
+class Detector(Protocol):
+    name: str
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]: ...
+
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class BoundedMap(Generic[K, V]):
+    """An LRU dict: at most ``capacity`` keys; the least recently touched goes first."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._d: OrderedDict[K, V] = OrderedDict()
+
+    def get(self, key: K) -> V | None:
+        value = self._d.get(key)
+        if value is not None:
+            self._d.move_to_end(key)
+        return value
+
+    def put(self, key: K, value: V) -> None:
+        self._d[key] = value
+        self._d.move_to_end(key)
+        while len(self._d) > self.capacity:
+            self._d.popitem(last=False)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+
+def _alert(event: AuditEventV1, at: float, *, detector: str, category: str, severity: str,
+           confidence: float, summary: str, evidence: Iterable[EvidenceLink] | None = None,
+           first_seen: float | None = None, principal: str | None = None) -> Alert:
+    return Alert(
+        alert_id=new_alert_id(), severity=severity, confidence=confidence,
+        principal=event.principal if principal is None else principal, category=category,
+        detector=detector,
+        evidence=tuple(evidence) if evidence is not None else (EvidenceLink.of(event),),
+        first_seen=event_time(event) if first_seen is None else first_seen,
+        detected_at=at, action=event.action, resource=event.resource, summary=summary,
+    )
+
+
+def target_service(event: AuditEventV1) -> str:
+    """The service an event happened at: ``svc/<name>`` resource, detail, or the PEP source."""
+    if event.resource.startswith(SERVICE_RESOURCE_PREFIX):
+        return event.resource[len(SERVICE_RESOURCE_PREFIX):]
+    for key in ("service", "audience"):
+        value = event.detail.get(key) if event.detail else None
+        if isinstance(value, str) and value:
+            return service_from_spiffe_id(value) or value
+    source = event.source
+    if source.startswith("pep:"):
+        source = source[4:]
+    return service_from_spiffe_id(source) or source
+
+
+class CrossSegmentDetector:
+    name = "cross_segment"
+
+    def __init__(self, floor: FloorMap, config: DetectorConfig = DetectorConfig()) -> None:
+        self.floor = floor
+        self.config = config
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if event.kind != Kind.DECISION or event.decision != DENY or not event.principal:
+            return []
+        if event.reason in NON_LATERAL_REASONS:
+            return []
+        if self.floor.granted(event.principal, event.action, event.resource):
+            return []
+        own = self.floor.segment_of_principal(event.principal)
+        target = self.floor.segment_of_resource(event.resource)
+        if not own or not target or own == target:
+            return []
+        c = self.config
+        if not is_workload(event.principal):
+            severity, confidence = Severity.MEDIUM, c.cross_segment_person_confidence
+        elif self.floor.is_sensitive(target):
+            severity, confidence = Severity.CRITICAL, c.cross_segment_sensitive_confidence
+        else:
+            severity, confidence = Severity.HIGH, c.cross_segment_confidence
+        return [_alert(event, at, detector=self.name, category=Category.CROSS_SEGMENT, severity=severity,
+                       confidence=confidence,
+                       summary=f"{own} -> {target}: denied {event.action} on {event.resource}")]
+
+
+class HandshakeDetector:
+    name = "handshake"
+
+    def __init__(self, floor: FloorMap, config: DetectorConfig = DetectorConfig()) -> None:
+        self.floor = floor
+        self.config = config
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if event.kind not in (Kind.HANDSHAKE_REFUSED, Kind.SESSION_REFUSED) or not event.principal:
+            return []
+        if not is_workload(event.principal):
+            return []
+        service = target_service(event)
+        if not service or self.floor.may_connect(event.principal, service):
+            return []  # it has business there: an expired token or a quarantine, not movement
+        if service_from_spiffe_id(event.principal) == service:
+            return []
+        target = self.floor.service_segments.get(service, "")
+        severity = Severity.CRITICAL if self.floor.is_sensitive(target) else Severity.HIGH
+        return [_alert(event, at, detector=self.name, category=Category.HANDSHAKE_NO_BUSINESS,
+                       severity=severity, confidence=self.config.handshake_confidence,
+                       summary=f"refused at {service} ({event.reason}); no declared flow")]
+
+
+class NeverGrantedDetector:
+    """First use of each never-granted pair per principal (repeats go to the burst detector)."""
+
+    name = "never_granted"
+
+    def __init__(self, floor: FloorMap, config: DetectorConfig = DetectorConfig()) -> None:
+        self.floor = floor
+        self.config = config
+        self._seen: BoundedMap[str, set[tuple[str, str]]] = BoundedMap(config.max_principals)
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if event.kind != Kind.DECISION or not event.principal or not event.resource:
+            return []
+        if event.decision == DENY and event.reason in NON_LATERAL_REASONS:
+            return []
+        if self.floor.granted(event.principal, event.action, event.resource):
+            return []
+        pair = (event.action, event.resource)
+        seen = self._seen.get(event.principal)
+        if seen is None:
+            seen = set()
+            self._seen.put(event.principal, seen)
+        if pair in seen or len(seen) >= 256:
+            return []
+        seen.add(pair)
+        c = self.config
+        if event.decision == ALLOW:
+            severity, confidence = Severity.CRITICAL, c.never_granted_allowed_confidence
+            summary = f"ALLOWED {event.action} on {event.resource}, never granted (policy drift)"
+        elif not is_workload(event.principal):
+            severity, confidence = Severity.LOW, c.never_granted_person_confidence
+            summary = f"denied {event.action} on {event.resource}, never granted"
+        else:
+            severity, confidence = Severity.HIGH, c.never_granted_denied_confidence
+            summary = f"denied {event.action} on {event.resource}, never granted"
+        return [_alert(event, at, detector=self.name, category=Category.NEVER_GRANTED, severity=severity,
+                       confidence=confidence, summary=summary)]
+
+
+class DenialBurstDetector:
+    """``burst_denials`` denials by one principal within ``burst_window_ms``; fires once per burst."""
+
+    name = "denial_burst"
+
+    def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
+        self.config = config
+        self._windows: BoundedMap[str, deque[tuple[float, EvidenceLink]]] = BoundedMap(config.max_principals)
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if event.kind != Kind.DECISION or event.decision != DENY or not event.principal:
+            return []
+        n = max(2, self.config.burst_denials)
+        window = self._windows.get(event.principal)
+        if window is None:
+            window = deque(maxlen=n)
+            self._windows.put(event.principal, window)
+        t = event_time(event)
+        window.append((t, EvidenceLink.of(event)))
+        if len(window) < n or (t - window[0][0]) * 1000.0 > self.config.burst_window_ms:
+            return []
+        evidence = [link for _, link in window]
+        first = window[0][0]
+        window.clear()  # the next alert needs a fresh burst
+        return [_alert(event, at, detector=self.name, category=Category.DENIAL_BURST, severity=Severity.MEDIUM,
+                       confidence=self.config.burst_confidence, evidence=evidence, first_seen=first,
+                       summary=f"{n} denials within {self.config.burst_window_ms:.0f} ms")]
+
+
+class IndicatorDetector:
+    name = "indicator"
+
+    def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
+        self.config = config
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if event.kind != Kind.SIGNAL_CHANGED or not event.principal:
+            return []
+        detail = event.detail or {}
+        matched = event.reason in INDICATOR_REASONS or (
+            detail.get("signal") == "threat_intel" and bool(detail.get("matched")))
+        if not matched:
+            return []
+        indicator = detail.get("indicator", "")
+        return [_alert(event, at, detector=self.name, category=Category.INDICATOR_MATCH, severity=Severity.CRITICAL,
+                       confidence=self.config.indicator_confidence,
+                       summary=f"threat-intel indicator matched {indicator}".strip())]
+
+
+class AttestationDetector:
+    name = "attestation"
+
+    def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
+        self.config = config
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if event.kind != Kind.CERT_REFUSED or not event.reason.startswith(ATTESTATION_REASON_PREFIX):
+            return []
+        if not event.principal:
+            return []
+        return [_alert(event, at, detector=self.name, category=Category.ATTESTATION_REFUSED,
+                       severity=Severity.CRITICAL, confidence=self.config.attestation_confidence,
+                       summary=f"certificate refused: {event.reason} (rogue deployment or tampered build)")]
+
+
+def default_detectors(floor: FloorMap, config: DetectorConfig = DetectorConfig()) -> list[Detector]:
+    return [
+        CrossSegmentDetector(floor, config),
+        HandshakeDetector(floor, config),
+        NeverGrantedDetector(floor, config),
+        DenialBurstDetector(config),
+        IndicatorDetector(config),
+        AttestationDetector(config),
+    ]
