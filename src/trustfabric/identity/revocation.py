@@ -1,0 +1,111 @@
+"""The revocation set: revoked certificate serials and quarantined SPIFFE IDs.
+
+Enforcement points consult :meth:`RevocationSet.is_revoked` at handshake and
+session renewal. The set is *versioned*: every change bumps ``version``, so a
+consumer can tell it is current, and subscribers are called (push) with the new
+version and the entry. Revoking a SPIFFE ID quarantines the identity: every
+certificate naming it is refused, whatever its serial, until released (a
+release is itself a versioned change). With a store, every change is persisted
+and a new set loads the persisted state.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Callable
+
+from trustfabric.identity.errors import IdentityError
+from trustfabric.identity.spiffe import SpiffeId
+from trustfabric.identity.store import IdentityStore, RevocationRow
+
+__all__ = ["RevocationSet", "RevocationEntry", "RevocationListener"]
+
+
+@dataclass(frozen=True)
+class RevocationEntry:
+    version: int
+    kind: str  # "serial" | "spiffe_id" | "release_spiffe_id"
+    value: str
+    revoked_at: float
+    reason: str
+
+
+RevocationListener = Callable[[RevocationEntry], None]
+
+
+class RevocationSet:
+    """Versioned set of revoked serials and quarantined SPIFFE IDs."""
+
+    def __init__(self, store: IdentityStore | None = None) -> None:
+        self._store = store
+        self._lock = threading.RLock()
+        self._serials: set[int] = set()
+        self._ids: set[str] = set()
+        self._listeners: list[RevocationListener] = []
+        self.version = 0
+        if store is not None:
+            version, rows = store.list_revocations()
+            for row in rows:
+                self._apply(row.kind, row.value)
+            self.version = version
+
+    def _apply(self, kind: str, value: str) -> None:
+        if kind == "serial":
+            self._serials.add(int(value))
+        elif kind == "spiffe_id":
+            self._ids.add(value)
+        elif kind == "release_spiffe_id":
+            self._ids.discard(value)
+
+    def _change(self, kind: str, value: str, now: float, reason: str) -> RevocationEntry:
+        with self._lock:
+            if self._store is not None:
+                version = self._store.add_revocation(RevocationRow(kind, value, now, reason))
+            else:
+                version = self.version + 1
+            self._apply(kind, value)
+            self.version = max(version, self.version + 1)
+            entry = RevocationEntry(self.version, kind, value, now, reason)
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(entry)
+        return entry
+
+    def revoke_serial(self, serial: int, now: float, reason: str = "revoked") -> RevocationEntry:
+        if not isinstance(serial, int) or serial <= 0:
+            raise IdentityError(f"bad certificate serial {serial!r}", reason="revocation.bad_serial")
+        return self._change("serial", str(serial), now, reason)
+
+    def revoke_spiffe_id(self, spiffe_id: SpiffeId | str, now: float, reason: str = "quarantine") -> RevocationEntry:
+        sid = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.parse(spiffe_id)
+        return self._change("spiffe_id", str(sid), now, reason)
+
+    def release_spiffe_id(self, spiffe_id: SpiffeId | str, now: float, reason: str = "released") -> RevocationEntry:
+        sid = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.parse(spiffe_id)
+        return self._change("release_spiffe_id", str(sid), now, reason)
+
+    def is_revoked(self, serial: int, spiffe_id: str) -> bool:
+        """True when the serial is revoked or the SPIFFE ID is quarantined."""
+        with self._lock:
+            return serial in self._serials or str(spiffe_id) in self._ids
+
+    def is_quarantined(self, spiffe_id: SpiffeId | str) -> bool:
+        with self._lock:
+            return str(spiffe_id) in self._ids
+
+    def subscribe(self, callback: RevocationListener) -> Callable[[], None]:
+        """Call ``callback(entry)`` on every change; returns an unsubscribe function."""
+        with self._lock:
+            self._listeners.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._listeners:
+                    self._listeners.remove(callback)
+
+        return unsubscribe
+
+    def snapshot(self) -> tuple[int, frozenset[int], frozenset[str]]:
+        with self._lock:
+            return self.version, frozenset(self._serials), frozenset(self._ids)

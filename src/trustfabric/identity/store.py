@@ -1,0 +1,246 @@
+"""The identity store: CAs, promoted releases, users, revocations, token keys, host keys.
+
+A small :class:`IdentityStore` protocol with one implementation on SQLite
+(:class:`SqliteIdentityStore`, the embedded default at
+``$TRUSTFABRIC_HOME/identity.db``; PostgreSQL can implement the same protocol).
+Rows are plain values; the logic that interprets them lives in the modules that
+use the store. CA private keys are not in the database: they are 0600 files
+under ``$TRUSTFABRIC_HOME/ca/<trust-domain>/`` and the store records where.
+``sqlite3`` errors are translated to :class:`StoreError` here.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+from trustfabric.identity.errors import StoreError
+
+__all__ = [
+    "IdentityStore",
+    "SqliteIdentityStore",
+    "RevocationRow",
+    "UserRow",
+    "SigningKeyRow",
+    "ReleaseRow",
+    "open_default_store",
+]
+
+
+@dataclass(frozen=True)
+class RevocationRow:
+    kind: str  # "serial" | "spiffe_id"
+    value: str  # serial as decimal string, or the SPIFFE ID
+    revoked_at: float
+    reason: str
+
+
+@dataclass(frozen=True)
+class ReleaseRow:
+    trust_domain: str
+    digest: str  # hex SHA-256
+    name: str
+    promoted_at: float
+
+
+@dataclass(frozen=True)
+class UserRow:
+    name: str
+    role: str
+    password_hash: str
+    totp_secret: str
+    failed_attempts: int = 0
+    locked_until: float = 0.0
+    totp_last_step: int = -1
+    last_mfa_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class SigningKeyRow:
+    kid: str
+    private_pem: bytes
+    created_at: float
+    retired_at: float | None = None  # no longer signs; still published until dropped
+
+
+class IdentityStore(Protocol):
+    def put_ca(self, trust_domain: str, directory: str) -> None: ...
+    def ca_directory(self, trust_domain: str) -> str | None: ...
+    def list_cas(self) -> list[tuple[str, str]]: ...
+
+    def add_release(self, row: ReleaseRow) -> None: ...
+    def is_promoted(self, trust_domain: str, digest: str) -> bool: ...
+    def list_releases(self, trust_domain: str | None = None) -> list[ReleaseRow]: ...
+
+    def put_user(self, row: UserRow) -> None: ...
+    def get_user(self, name: str) -> UserRow | None: ...
+    def list_users(self) -> list[UserRow]: ...
+
+    def add_revocation(self, row: RevocationRow) -> int: ...
+    def list_revocations(self) -> tuple[int, list[RevocationRow]]: ...
+
+    def put_signing_key(self, row: SigningKeyRow) -> None: ...
+    def list_signing_keys(self) -> list[SigningKeyRow]: ...
+
+    def put_host_key(self, host: str, public_raw: bytes) -> None: ...
+    def list_host_keys(self) -> list[tuple[str, bytes]]: ...
+
+    def set_meta(self, key: str, value: Any) -> None: ...
+    def get_meta(self, key: str, default: Any = None) -> Any: ...
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS cas (trust_domain TEXT PRIMARY KEY, directory TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS releases (
+    trust_domain TEXT NOT NULL, digest TEXT NOT NULL, name TEXT NOT NULL, promoted_at REAL NOT NULL,
+    PRIMARY KEY (trust_domain, digest));
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL, totp_secret TEXT NOT NULL,
+    failed_attempts INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0,
+    totp_last_step INTEGER NOT NULL DEFAULT -1, last_mfa_at REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS revocations (
+    version INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, value TEXT NOT NULL,
+    revoked_at REAL NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS signing_keys (
+    kid TEXT PRIMARY KEY, private_pem BLOB NOT NULL, created_at REAL NOT NULL, retired_at REAL);
+CREATE TABLE IF NOT EXISTS host_keys (host TEXT PRIMARY KEY, public_raw BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class SqliteIdentityStore:
+    """:class:`IdentityStore` on one SQLite file (or ``":memory:"``)."""
+
+    def __init__(self, path: Path | str = ":memory:") -> None:
+        self.path = str(path)
+        self._lock = threading.RLock()
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open identity store {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK")
+                raise StoreError(f"identity store write failed: {exc}") from exc
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            try:
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"identity store read failed: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # CAs
+    def put_ca(self, trust_domain: str, directory: str) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO cas VALUES (?, ?)", (trust_domain, directory))
+
+    def ca_directory(self, trust_domain: str) -> str | None:
+        rows = self._query("SELECT directory FROM cas WHERE trust_domain = ?", (trust_domain,))
+        return rows[0][0] if rows else None
+
+    def list_cas(self) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in self._query("SELECT trust_domain, directory FROM cas ORDER BY trust_domain")]
+
+    # releases
+    def add_release(self, row: ReleaseRow) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO releases VALUES (?, ?, ?, ?)",
+                       (row.trust_domain, row.digest, row.name, row.promoted_at))
+
+    def is_promoted(self, trust_domain: str, digest: str) -> bool:
+        return bool(self._query("SELECT 1 FROM releases WHERE trust_domain = ? AND digest = ?",
+                                (trust_domain, digest)))
+
+    def list_releases(self, trust_domain: str | None = None) -> list[ReleaseRow]:
+        if trust_domain is None:
+            rows = self._query("SELECT * FROM releases ORDER BY promoted_at")
+        else:
+            rows = self._query("SELECT * FROM releases WHERE trust_domain = ? ORDER BY promoted_at", (trust_domain,))
+        return [ReleaseRow(*r) for r in rows]
+
+    # users
+    def put_user(self, row: UserRow) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO users VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.name, row.role, row.password_hash, row.totp_secret, row.failed_attempts, row.locked_until,
+                 row.totp_last_step, row.last_mfa_at),
+            )
+
+    def get_user(self, name: str) -> UserRow | None:
+        rows = self._query("SELECT * FROM users WHERE name = ?", (name,))
+        return UserRow(*rows[0]) if rows else None
+
+    def list_users(self) -> list[UserRow]:
+        return [UserRow(*r) for r in self._query("SELECT * FROM users ORDER BY name")]
+
+    # revocations
+    def add_revocation(self, row: RevocationRow) -> int:
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO revocations (kind, value, revoked_at, reason) VALUES (?, ?, ?, ?)",
+                             (row.kind, row.value, row.revoked_at, row.reason))
+            return int(cur.lastrowid)
+
+    def list_revocations(self) -> tuple[int, list[RevocationRow]]:
+        rows = self._query("SELECT version, kind, value, revoked_at, reason FROM revocations ORDER BY version")
+        version = rows[-1][0] if rows else 0
+        return version, [RevocationRow(*r[1:]) for r in rows]
+
+    # token signing keys
+    def put_signing_key(self, row: SigningKeyRow) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO signing_keys VALUES (?, ?, ?, ?)",
+                       (row.kid, row.private_pem, row.created_at, row.retired_at))
+
+    def list_signing_keys(self) -> list[SigningKeyRow]:
+        return [SigningKeyRow(r[0], bytes(r[1]), r[2], r[3])
+                for r in self._query("SELECT * FROM signing_keys ORDER BY created_at")]
+
+    # posture-agent host keys
+    def put_host_key(self, host: str, public_raw: bytes) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO host_keys VALUES (?, ?)", (host, public_raw))
+
+    def list_host_keys(self) -> list[tuple[str, bytes]]:
+        return [(r[0], bytes(r[1])) for r in self._query("SELECT host, public_raw FROM host_keys ORDER BY host")]
+
+    # small settings
+    def set_meta(self, key: str, value: Any) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return json.loads(rows[0][0]) if rows else default
+
+
+def open_default_store() -> SqliteIdentityStore:
+    """The store at ``$TRUSTFABRIC_HOME/identity.db``."""
+    from trustfabric.home import home_dir
+
+    return SqliteIdentityStore(home_dir() / "identity.db")
