@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import shutil
 import ssl
+import time
 
 import pytest
 
@@ -15,38 +15,39 @@ from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.sidecar import Sidecar
 from trustfabric.enforcement.tables import StaticTableSource
 
+from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.workload import issue_for_test
+from trustfabric.transport.tls import TLSConfig, build_context
+
 from .fakes import FakeTokenVerifier
-from .pki import TestCA, peer_from_ssl_object
 
-VENUE = "spiffe://prod.acme/venue/matcher"
-ALGO = "spiffe://prod.acme/algo/momentum"
-OMS = "spiffe://prod.acme/oms/oms"  # has no rule: default deny
+DOMAIN = "prod.acme.example"
+VENUE = f"spiffe://{DOMAIN}/venue/venue-a"
+ROUTER = f"spiffe://{DOMAIN}/routing/order-router"
+ALGO = f"spiffe://{DOMAIN}/algo/algo-momentum"  # has no rule for the venue: default deny
 
 
-@pytest.fixture
-def pki(tmp_path):
-    prod = TestCA("prod.acme", tmp_path)
-    dev = TestCA("dev.acme", tmp_path)
-    return {"prod": prod, "dev": dev, "server": prod.issue("venue/matcher", "venue"),
-            "algo": prod.issue("algo/momentum", "algo"), "oms": prod.issue("oms/oms", "oms"),
-            "intruder": dev.issue("algo/momentum", "dev-algo")}
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    out = tmp_path_factory.mktemp("pki")
+    now = time.time()
+    prod = CertificateAuthority.create(DOMAIN, now - 60)
+    dev = CertificateAuthority.create("dev.acme.example", now - 60)
+    creds = {"server": issue_for_test(prod, VENUE, now - 60), "router": issue_for_test(prod, ROUTER, now - 60),
+             "algo": issue_for_test(prod, ALGO, now - 60),
+             "intruder": issue_for_test(dev, f"spiffe://dev.acme.example/routing/order-router", now - 60)}
+    return {name: (c, c.write(out / name)) for name, c in creds.items()}
 
 
 def server_context(pki) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_cert_chain(pki["server"].cert, pki["server"].key)
-    ctx.load_verify_locations(pki["prod"].bundle)
-    return ctx
+    return build_context(pki["server"][0], server_side=True)
 
 
 def client_context(pki, who: str) -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
-    ctx.check_hostname = False
-    ctx.load_verify_locations(pki["prod"].bundle)
-    ctx.load_cert_chain(pki[who].cert, pki[who].key)
+    creds, _ = pki[who]
+    ctx = build_context(creds, server_side=False)
+    if who == "intruder":  # it trusts the prod bundle (to reach the server) but holds a dev certificate
+        ctx.load_verify_locations(cadata=pki["server"][0].bundle_pem.decode())
     return ctx
 
 
@@ -64,10 +65,11 @@ async def echo_server():
 @pytest.fixture
 async def rig(pki):
     echo, echo_port = await echo_server()
-    tables = StaticTableSource.from_mapping({"principals": {ALGO: [{"action": "connect", "resource": "venue/matcher"}]}})
+    tables = StaticTableSource.from_mapping({"principals": {ROUTER: [{"action": "connect", "resource": "svc/venue-a"}]}})
     sink = MemorySink()
     pep = EnforcementPoint(VENUE, tables, FakeTokenVerifier(), sink=sink)
-    sidecar = Sidecar(pep, "venue/matcher", ("127.0.0.1", echo_port), server_context(pki), peer_from_ssl_object,
+    tls = TLSConfig(pki["server"][0])
+    sidecar = Sidecar(pep, "svc/venue-a", ("127.0.0.1", echo_port), server_context(pki), tls.verify_peer,
                       handshake_timeout_s=2.0)
     host, port = await sidecar.start("127.0.0.1", 0)
     yield sidecar, port, sink
@@ -95,16 +97,16 @@ async def roundtrip(port, ctx, payload=b"hello venue"):
 
 async def test_allowed_peer_is_proxied(rig, pki):
     sidecar, port, sink = rig
-    assert await roundtrip(port, client_context(pki, "algo")) == b"hello venue"
+    assert await roundtrip(port, client_context(pki, "router")) == b"hello venue"
     decision = [e for e in sink.of_kind(Kind.DECISION)][0]
-    assert (decision.principal, decision.action, decision.decision) == (ALGO, "connect", "allow")
+    assert (decision.principal, decision.action, decision.decision) == (ROUTER, "connect", "allow")
 
 
 async def test_peer_without_permit_is_dropped(rig, pki):
     sidecar, port, sink = rig
-    assert await roundtrip(port, client_context(pki, "oms")) == b""
+    assert await roundtrip(port, client_context(pki, "algo")) == b""
     [decision] = sink.of_kind(Kind.DECISION)
-    assert (decision.principal, decision.decision, decision.reason) == (OMS, "deny", E.NOT_IN_TABLE)
+    assert (decision.principal, decision.decision, decision.reason) == (ALGO, "deny", E.NOT_IN_TABLE)
 
 
 async def test_other_trust_domain_refused_at_handshake(rig, pki):
@@ -120,22 +122,22 @@ async def test_other_trust_domain_refused_at_handshake(rig, pki):
 
 async def test_revoked_certificate_refused_and_live_connection_closed(rig, pki):
     sidecar, port, sink = rig
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, "algo"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, "router"))
     writer.write(b"ping")
     assert await asyncio.wait_for(reader.read(100), 3) == b"ping"
-    assert sidecar.pep.revoke_serials([pki["algo"].serial]) == 1
+    assert sidecar.pep.revoke_serials([pki["router"][0].serial]) == 1
     assert await asyncio.wait_for(reader.read(100), 3) == b""  # pushed close
     writer.close()
-    assert await roundtrip(port, client_context(pki, "algo")) == b""
+    assert await roundtrip(port, client_context(pki, "router")) == b""
     assert sink.of_kind(Kind.SESSION_REFUSED)[-1].reason == E.SESSION_PEER_REVOKED
 
 
 async def test_quarantine_closes_proxied_connection(rig, pki):
     sidecar, port, sink = rig
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, "algo"))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, "router"))
     writer.write(b"ping")
     assert await asyncio.wait_for(reader.read(100), 3) == b"ping"
-    sidecar.pep.quarantine(ALGO, "quarantine.lateral_movement")
+    sidecar.pep.quarantine(ROUTER, "quarantine.lateral_movement")
     assert await asyncio.wait_for(reader.read(100), 3) == b""
     writer.close()
 
@@ -148,7 +150,8 @@ OPENSSL = shutil.which("openssl")
 async def s_client(port, pki, who, payload=b"from openssl\n"):
     proc = await asyncio.create_subprocess_exec(
         OPENSSL, "s_client", "-connect", f"127.0.0.1:{port}", "-tls1_3", "-quiet",
-        "-cert", str(pki[who].cert), "-key", str(pki[who].key), "-CAfile", str(pki["prod"].bundle),
+        "-cert", str(pki[who][1] / "cert.pem"), "-key", str(pki[who][1] / "key.pem"),
+        "-CAfile", str(pki["server"][1] / "bundle.pem"),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
         proc.stdin.write(payload)
@@ -164,7 +167,7 @@ async def s_client(port, pki, who, payload=b"from openssl\n"):
 @pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
 async def test_openssl_allowed(rig, pki):
     _, port, _ = rig
-    assert await s_client(port, pki, "algo") == b"from openssl\n"
+    assert await s_client(port, pki, "router") == b"from openssl\n"
 
 
 @pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
@@ -181,6 +184,6 @@ async def test_openssl_wrong_trust_domain(rig, pki):
 @pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
 async def test_openssl_revoked(rig, pki):
     sidecar, port, sink = rig
-    sidecar.pep.revoke_certificate(hashlib.sha256(pki["algo"].der).hexdigest())
-    assert await s_client(port, pki, "algo") == b""
+    sidecar.pep.revoke_certificate(pki["router"][0].fingerprint_sha256)
+    assert await s_client(port, pki, "router") == b""
     assert sink.of_kind(Kind.SESSION_REFUSED)[-1].reason == E.SESSION_PEER_REVOKED

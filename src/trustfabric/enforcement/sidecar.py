@@ -30,6 +30,7 @@ from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.ports import PeerLike
 from trustfabric.errors import TrustFabricError
+from trustfabric.transport.tls import classify_handshake_error
 
 CONNECT = "connect"
 CHUNK = 64 * 1024
@@ -90,7 +91,7 @@ class Sidecar:
             tls = await loop.start_tls(raw, protocol, self.ssl_context, server_side=True,
                                        ssl_handshake_timeout=self.handshake_timeout_s)
         except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
-            self._refuse_handshake("handshake.tls_failed", repr(exc), addr)
+            self._refuse_handshake(classify_handshake_error(exc), repr(exc), addr)
             raw.abort()
             return
         if tls is None:
