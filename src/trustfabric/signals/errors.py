@@ -1,0 +1,38 @@
+"""Signal errors: why a signal update was refused (the last good state stays in force).
+
+::
+
+    SignalError (trustfabric.errors)          signal.invalid
+    ├── PostureError (signals.posture)        posture.*  (unsigned, bad_signature, stale, malformed...)
+    ├── ThreatIntelError                      signal.intel.*   (bundle does not parse, bad pattern, empty)
+    ├── RiskScoreError                        signal.risk.*    (out_of_range, not_a_number, storage)
+    ├── MarketSignalError                     signal.market.*  (unknown kill-switch state or scope, bad calendar)
+    └── UnknownPrincipalError                 signal.unknown_principal
+
+stix2's ``STIXError``/``ValueError``, ``sqlite3.Error`` and calendar parse errors are
+translated into these where those libraries are called.
+"""
+
+from __future__ import annotations
+
+from trustfabric.errors import SignalError
+from trustfabric.signals.posture import PostureError
+
+__all__ = ["SignalError", "PostureError", "ThreatIntelError", "RiskScoreError", "MarketSignalError",
+           "UnknownPrincipalError"]
+
+
+class ThreatIntelError(SignalError):
+    reason = "signal.intel.invalid"
+
+
+class RiskScoreError(SignalError):
+    reason = "signal.risk.invalid"
+
+
+class MarketSignalError(SignalError):
+    reason = "signal.market.invalid"
+
+
+class UnknownPrincipalError(SignalError):
+    reason = "signal.unknown_principal"
