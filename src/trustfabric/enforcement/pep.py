@@ -388,6 +388,33 @@ class EnforcementPoint:
             self.close(session, reason)
         return len(victims)
 
+    def attach_revocations(self, revocations: Any) -> Callable[[], None]:
+        """Use an identity ``RevocationSet``: checked at every handshake and renewal, its changes pushed.
+
+        A revoked serial closes the sessions opened with it; a revoked (quarantined)
+        SPIFFE ID closes every session of that principal; a release lifts it.
+        Returns the unsubscribe function.
+        """
+        previous = self._is_revoked
+
+        def is_revoked(peer: PeerLike) -> bool:
+            if previous is not None and previous(peer):
+                return True
+            return bool(revocations.is_revoked(int(getattr(peer, "serial", 0) or 0), str(peer.spiffe_id)))
+
+        self._is_revoked = is_revoked
+
+        def on_change(entry: Any) -> None:
+            if entry.kind == "serial":
+                self.revoke_serials([int(entry.value)], reason="cert.revoked")
+            elif entry.kind == "spiffe_id":
+                reason = entry.reason if str(entry.reason).startswith(QUARANTINE_PREFIX) else "quarantine.revoked"
+                self.quarantine(entry.value, reason)
+            elif entry.kind == "release_spiffe_id":
+                self.release(entry.value)
+
+        return revocations.subscribe(on_change)
+
     # ------------------------------------------------------------------ hot path
 
     def _redecide(self, s: Session, now: float) -> str | None:

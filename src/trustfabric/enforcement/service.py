@@ -93,6 +93,28 @@ class GuardedService:
 
         return register
 
+    async def dispatch_request(self, ctx: Context, req: Any) -> Any:
+        """A transport ``Request`` already allowed by the PEP on its envelope: run the declared handler.
+
+        The envelope's resource must be the one the handler declared (a request
+        cannot borrow another resource's permission); its ``body`` is handed over raw.
+        """
+        route = self.routes.get(req.action)
+        if route is None:
+            return Refusal(E.NOT_IN_TABLE, req.action)
+        if not callable(route.resource) and route.resource != req.resource:
+            return Refusal(E.NOT_IN_TABLE, req.action, "resource differs from the handler's")
+        self.handled += 1
+        try:
+            result = route.handler(req, ctx)
+            if inspect.isawaitable(result):
+                result = await result
+            return result
+        except TrustFabricError as exc:
+            return Refusal(exc.reason, req.action, exc.detail[:200])
+        except Exception as exc:  # noqa: BLE001
+            return Refusal(HANDLER_FAILED, req.action, type(exc).__name__)
+
     async def dispatch(self, ctx: Context, action: str, msg: Any) -> Any:
         """Check ``msg`` with the PEP, then run its handler; a :class:`Refusal` when denied."""
         route = self.routes.get(action)

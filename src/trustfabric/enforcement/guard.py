@@ -1,0 +1,117 @@
+"""The enforcement point on a framed mTLS connection: the server handler every Python service runs.
+
+:func:`guarded_handler` returns a ``FrameServer`` handler (see
+:mod:`trustfabric.transport.connection`) that puts the PEP on the connection:
+
+* ``OpenSession(token)`` -> :meth:`EnforcementPoint.open_session` with the
+  connection's verified :class:`~trustfabric.transport.tls.PeerIdentity`; the
+  reply is ``SessionReady`` or an ``ErrorFrame`` with the refusal reason, and
+  the connection closes (a refused session gets nothing else);
+* ``RenewSession(token)`` -> :meth:`EnforcementPoint.renew` on the same
+  connection; a refused renewal is an ``ErrorFrame`` and the old token's expiry
+  still stands;
+* ``Request`` -> the hot path with the envelope's action, resource, notional and
+  symbol; denied: ``Response(ok=False, reason=...)``; allowed: the service's
+  handler (a :class:`~trustfabric.enforcement.service.GuardedService`) or, with
+  no service, an empty ``ok`` reply (the benchmark's echo);
+* a request before any session is denied ``enforcement.no_session``.
+
+The connection's ``on_before_flush`` drains the PEP's decision records into the
+audit sink, so a reply never leaves before its decision is recorded. When the PEP
+closes the session (quarantine, revocation) the connection fails with that
+reason at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+
+from trustfabric.enforcement.errors import SessionClosed, SessionRefused
+from trustfabric.enforcement.pep import EnforcementPoint
+from trustfabric.enforcement.service import Context, GuardedService, Refusal
+from trustfabric.enforcement.session import Session
+from trustfabric.transport.frames import (
+    ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady,
+)
+
+NO_SERVICE_BODY = b"\xc0"  # MessagePack nil
+
+
+def _ready(session: Session, pep: EnforcementPoint) -> SessionReady:
+    wall_deadline = pep._clock.now() + (min(session.token_deadline, session.table_deadline) - pep._mono())
+    return SessionReady(session_id=str(session.session_id), expires_at=wall_deadline, epoch=session.table_epoch)
+
+
+def guarded_handler(pep: EnforcementPoint, service: GuardedService | None = None):
+    """A ``FrameServer`` handler enforcing ``pep`` on every frame of every connection."""
+
+    async def handler(conn) -> None:
+        loop = asyncio.get_running_loop()
+        box: list[Session | None] = [None]
+        send = conn.send
+        check = pep.check
+        conn.on_before_flush = pep.flush_decisions
+
+        def dropped(reason: str) -> None:
+            loop.call_soon_threadsafe(conn.fail, reason)
+
+        async def run_service(session: Session, req: Request) -> None:
+            reply = await service.dispatch_request(Context(session, req.trace_id), req)  # type: ignore[union-attr]
+            if conn.closed:
+                return
+            if isinstance(reply, Refusal):
+                send(Response(rid=req.rid, ok=False, reason=reply.reason))
+            else:  # a handler returns its reply already encoded (MessagePack bytes), or None
+                body = msgspec.Raw(reply) if isinstance(reply, (bytes, bytearray, memoryview)) else msgspec.Raw(NO_SERVICE_BODY)
+                send(Response(rid=req.rid, ok=True, body=body))
+
+        def on_frame(frame: Any) -> None:
+            if type(frame) is Request:
+                session = box[0]
+                allowed, reason = check(session, frame.action, frame.resource, frame.notional, frame.symbol or None)
+                if not allowed:
+                    send(Response(rid=frame.rid, ok=False, reason=reason))
+                elif service is None:
+                    send(Response(rid=frame.rid, ok=True))
+                else:
+                    loop.create_task(run_service(session, frame))  # type: ignore[arg-type]
+            elif type(frame) is OpenSession:
+                if box[0] is not None:
+                    conn.fail("session.already_open")
+                    return
+                try:
+                    session = pep.open_session(conn.peer, frame.token)
+                except SessionRefused as exc:
+                    conn.fail(exc.reason, exc.detail)
+                    return
+                session.on_close = dropped
+                box[0] = session
+                send(_ready(session, pep))
+            elif type(frame) is RenewSession:
+                session = box[0]
+                if session is None:
+                    send(ErrorFrame(reason="enforcement.no_session"))
+                    return
+                try:
+                    pep.renew(session, frame.token)
+                except (SessionRefused, SessionClosed) as exc:
+                    send(ErrorFrame(reason=exc.reason, detail=exc.detail[:200]))
+                    return
+                send(_ready(session, pep))
+            elif type(frame) is Ping:
+                send(Pong(n=frame.n))
+            else:
+                conn.fail("frame.unexpected", type(frame).__name__)
+
+        conn.on_frame = on_frame
+        try:
+            await conn.wait_closed()
+        finally:
+            if box[0] is not None:
+                pep.close(box[0], conn.close_reason or "session.connection_closed")
+            pep.flush_decisions()
+
+    return handler
