@@ -225,6 +225,12 @@ class FrameConnection:
         self.codec.encode_into(frame, self._batch)
         self.flush()
 
+    def write_raw(self, data: bytes) -> None:
+        """Put bytes on the wire as they are, bypassing codec and hook (tests, fault injection)."""
+        if self.closed:
+            raise ConnectionClosed(self.name, reason=self.close_reason or E.CLOSED)
+        self._write(bytearray(data))
+
     def _write(self, data: bytearray) -> None:
         if self._out:
             self._out += data
@@ -581,6 +587,10 @@ async def connect(
     presented once expired by the injected clock.
     """
     loop = asyncio.get_running_loop()
+    if tls is not None:
+        ctx, credentials = tls.context(server_side=False)
+        if tls.clock.now() >= credentials.not_after:  # decided before any byte leaves
+            raise HandshakeRefused("our own certificate has expired; not presenting it", reason=E.CERT_EXPIRED)
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setblocking(False)
     sock: socket.socket = raw
@@ -593,10 +603,6 @@ async def connect(
                 raise ConnectionClosed(f"connect to {host}:{port}: {exc}", reason=E.RESET) from None
             _tune(raw)
             if tls is not None:
-                ctx, credentials = tls.context(server_side=False)
-                if tls.clock.now() >= credentials.not_after:
-                    raise HandshakeRefused("our own certificate has expired; not presenting it",
-                                           reason=E.CERT_EXPIRED)
                 sock = ctx.wrap_socket(raw, server_side=False, do_handshake_on_connect=False)
                 try:
                     await _tls_handshake(loop, sock)  # type: ignore[arg-type]

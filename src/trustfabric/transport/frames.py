@@ -37,8 +37,8 @@ DEFAULT_MAX_FRAME = 64 * 1024
 NIL = msgspec.Raw(b"\xc0")  # MessagePack nil: the empty body
 
 
-class Frame(msgspec.Struct, frozen=True, array_like=True, tag_field="t"):
-    """Base of every frame type; subclasses set ``tag=...``."""
+class Frame(msgspec.Struct, frozen=True, array_like=True, tag_field="t", forbid_unknown_fields=True):
+    """Base of every frame type; subclasses set ``tag=...``. Extra fields are refused (strict schemas)."""
 
 
 class Hello(Frame, frozen=True, tag="hello"):
