@@ -54,9 +54,9 @@ class BaselineConfig(msgspec.Struct, frozen=True, kw_only=True):
     z_saturate: float = 12.0  # robust z at which a component is fully anomalous
     rare_hour_fraction: float = 0.01  # an hour with less of the activity than this is unusual
     ewma_alpha: float = 0.2
-    weight_rate: float = 0.6
+    weight_rate: float = 0.85
     weight_novelty: float = 0.5
-    weight_value: float = 0.7
+    weight_value: float = 0.8
     weight_hour: float = 0.3
     publish_step: float = 5.0  # publish risk when the score moved this much
     max_principals: int = 50_000
@@ -207,7 +207,9 @@ class BehaviourBaselines:
             base = PrincipalBaseline(self.config)
             self._principals.put(event.principal, base)
         score = base.update(event)
-        if self.risk is not None and abs(score - base.published) >= self.config.publish_step:
+        moved = abs(score - base.published) >= self.config.publish_step
+        settled = score < 1.0 <= base.published  # back to normal: say so, whatever the step
+        if self.risk is not None and (moved or settled):
             base.published = score
             try:
                 self.risk.set_risk(event.principal, round(score, 1), RISK_SOURCE)
