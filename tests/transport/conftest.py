@@ -64,3 +64,4 @@ def client_tls(client_creds) -> TLSConfig:
 
 
 FAST_LIMITS = Limits(handshake_timeout_s=3.0, frame_timeout_s=0.4, idle_timeout_s=5.0, tick_s=0.05)
+
