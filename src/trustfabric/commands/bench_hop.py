@@ -1,0 +1,320 @@
+"""``trustfabric bench hop``: what a zero-trust hop costs, measured against plain TCP in the same run.
+
+One process, one uvloop event loop, loopback only. Three framed servers answer the
+same small ``Request``: plain TCP, mTLS, and mTLS + the enforcement point (session
+open, hot-path check, decision recorded and drained to the audit sink before the
+reply leaves). Rounds alternate plain / TLS / zero-trust so that machine noise
+hits all three alike; the added cost is zero-trust minus plain, p50 and p99.
+
+Also measured: the in-session check alone (``pep_check_us_p50``), the same
+decision evaluated by cedarpy per message through the policy engine's naive path
+(``cedar_per_request_us_p50``; policy text, entities and schema re-parsed each
+call, as a per-request PDP would) and with the engine's pre-parsed handles
+(``cedar_decide_us_p50``), session open at the PEP (token signature, binding,
+replay, table pull), and revocation: from a quarantine published on the policy
+bus to refusal at 20 enforcement points.
+
+The decision measured is the floor's ``algo-momentum`` -> ``submit_order`` on
+``risk/orders`` with its notional cap and symbol set; its rate obligation is
+raised so that the measured messages stay allowed (the bucket arithmetic runs
+all the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import statistics
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+import typer
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from rich.table import Table
+
+from trustfabric.audit.events import MemorySink
+from trustfabric.commands.common import console
+from trustfabric.enforcement.errors import SessionRefused
+from trustfabric.enforcement.guard import guarded_handler
+from trustfabric.enforcement.pep import EnforcementPoint
+from trustfabric.errors import IdentityError
+from trustfabric.policy.decision import DecisionTable, Obligations
+
+ACTION, RESOURCE, SYMBOL, NOTIONAL = "submit_order", "risk/orders", "AAPL", 10_000.0
+
+
+def _policies_dir() -> Path:
+    here = Path(__file__).resolve()
+    for parent in here.parents:
+        if (parent / "policies" / "floor.toml").exists():
+            return parent / "policies"
+    raise typer.BadParameter("policies/ directory not found; pass --policies")
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+class _BenchTokens:
+    """Signed, certificate-bound access tokens (EdDSA JWT, RFC 8705 cnf) for the benchmark's sessions."""
+
+    def __init__(self) -> None:
+        self._key = Ed25519PrivateKey.generate()
+        self._public = self._key.public_key()
+
+    def issue(self, sub: str, aud: str, cert_der: bytes, ttl: float = 300.0) -> str:
+        import hashlib
+
+        x5t = base64.urlsafe_b64encode(hashlib.sha256(cert_der).digest()).rstrip(b"=").decode()
+        now = time.time()
+        return jwt.encode({"sub": sub, "aud": aud, "iat": int(now), "exp": now + ttl, "jti": uuid.uuid4().hex,
+                           "cnf": {"x5t#S256": x5t}}, self._key, algorithm="EdDSA")
+
+    def verify(self, token: str, audience: str, presented_cert_der: bytes | None = None, now: float | None = None):
+        import hashlib
+
+        try:
+            claims = jwt.decode(token, self._public, algorithms=["EdDSA"], audience=audience)
+        except jwt.PyJWTError as exc:
+            raise IdentityError(str(exc), reason="token.invalid") from None
+        x5t = base64.urlsafe_b64encode(hashlib.sha256(presented_cert_der or b"").digest()).rstrip(b"=").decode()
+        if claims.get("cnf", {}).get("x5t#S256") != x5t:
+            raise IdentityError("token bound to another certificate", reason="token.cnf_mismatch")
+        return claims
+
+
+class _GenerousRate:
+    """The engine's tables with the rate obligation raised so that benchmark messages stay allowed."""
+
+    def __init__(self, engine) -> None:
+        self.engine = engine
+
+    def decision_table(self, principal: str, now: float) -> DecisionTable:
+        table = self.engine.decision_table(principal, now)
+        entries = {}
+        for key, d in table.entries.items():
+            ob = d.obligations
+            if d.allowed and ob.max_rate is not None:
+                ob = Obligations(ttl_s=ob.ttl_s, max_notional=ob.max_notional, max_rate=1e9, burst=10**9,
+                                 symbols=ob.symbols, step_up_max_age_s=ob.step_up_max_age_s)
+                d = type(d)(d.allowed, d.principal, d.action, d.resource, d.reason, d.policy_ids, d.errors, ob,
+                            d.epoch)
+            entries[key] = d
+        return DecisionTable(table.principal, table.epoch, table.global_epoch, table.issued_at, table.expires_at,
+                             entries)
+
+
+async def _samples(conn, frame, n: int) -> list[int]:
+    loop = asyncio.get_running_loop()
+    box: list[Any] = [None]
+
+    def on_frame(_reply) -> None:
+        fut = box[0]
+        if fut is not None and not fut.done():
+            fut.set_result(_reply)
+
+    conn.on_frame = on_frame
+    out = []
+    timer = time.perf_counter_ns
+    send = conn.send
+    for _ in range(n):
+        fut = loop.create_future()
+        box[0] = fut
+        start = timer()
+        send(frame)
+        reply = await fut
+        out.append(timer() - start)
+    if not getattr(reply, "ok", False):
+        raise RuntimeError(f"benchmark request refused: {reply}")
+    return out
+
+
+async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any]:
+    from trustfabric.identity.ca import CertificateAuthority
+    from trustfabric.identity.workload import issue_for_test
+    from trustfabric.policy.engine import PolicyEngine
+    from trustfabric.transport.client import echo_handler
+    from trustfabric.transport.connection import FrameServer, connect
+    from trustfabric.transport.frames import OpenSession, Request, SessionReady
+    from trustfabric.transport.tls import TLSConfig
+
+    engine = PolicyEngine.from_dir(policies)
+    topo = engine.topology
+    server_id, client_id = topo.spiffe_id("pre-trade-risk"), topo.spiffe_id("algo-momentum")
+    now = time.time()
+    ca = CertificateAuthority.create(server_id.split("/")[2], now - 60)
+    server_creds = issue_for_test(ca, server_id, now - 60)
+    client_creds = issue_for_test(ca, client_id, now - 60)
+    tokens = _BenchTokens()
+    sink = MemorySink()
+    pep = EnforcementPoint(server_id, _GenerousRate(engine), tokens, sink=sink)
+    engine.bus.subscribe(pep.on_invalidation)
+
+    async def plain_echo(conn):
+        await echo_handler(conn)
+
+    plain = await FrameServer(plain_echo, tls=None, name="plain").start()
+    tls = await FrameServer(plain_echo, tls=TLSConfig(server_creds), name="tls").start()
+    zt = await FrameServer(guarded_handler(pep), tls=TLSConfig(server_creds), name="zt").start()
+    client_tls = TLSConfig(client_creds)
+    c_plain = await connect("127.0.0.1", plain.port, tls=None)
+    c_tls = await connect("127.0.0.1", tls.port, tls=client_tls)
+    c_zt = await connect("127.0.0.1", zt.port, tls=client_tls)
+    c_zt.send(OpenSession(token=tokens.issue(client_id, server_id, client_creds.cert_der)))
+    ready = await asyncio.wait_for(c_zt.recv(), 5)
+    if not isinstance(ready, SessionReady):
+        raise RuntimeError(f"session refused: {ready}")
+    frame = Request(rid=1, action=ACTION, resource=RESOURCE, symbol=SYMBOL, notional=NOTIONAL)
+    s_plain: list[int] = []
+    s_tls: list[int] = []
+    s_zt: list[int] = []
+    for conn in (c_plain, c_tls, c_zt):  # warm-up
+        await _samples(conn, frame, 500)
+    round_p50 = []
+    for _ in range(rounds):  # interleaved: noise falls on all three alike
+        a = await _samples(c_plain, frame, per_round)
+        b = await _samples(c_tls, frame, per_round)
+        c = await _samples(c_zt, frame, per_round)
+        s_plain += a
+        s_tls += b
+        s_zt += c
+        round_p50.append((statistics.median(c) - statistics.median(a)) / 1000)
+    for conn in (c_plain, c_tls, c_zt):
+        conn.close()
+    for server in (plain, tls, zt):
+        await server.close()
+    us = lambda xs, q: _percentile(xs, q) / 1000  # noqa: E731
+    result: dict[str, Any] = {
+        "plain_rtt_us_p50": us(s_plain, 0.5), "tls_rtt_us_p50": us(s_tls, 0.5), "zt_rtt_us_p50": us(s_zt, 0.5),
+        "plain_rtt_us_p99": us(s_plain, 0.99), "tls_rtt_us_p99": us(s_tls, 0.99), "zt_rtt_us_p99": us(s_zt, 0.99),
+        "zt_added_us_p50": us(s_zt, 0.5) - us(s_plain, 0.5),
+        "zt_added_us_p99": us(s_zt, 0.99) - us(s_plain, 0.99),
+        "tls_added_us_p50": us(s_tls, 0.5) - us(s_plain, 0.5),
+        "zt_over_tls_us_p50": us(s_zt, 0.5) - us(s_tls, 0.5),
+        "zt_added_us_p50_rounds_min": min(round_p50), "zt_added_us_p50_rounds_max": max(round_p50),
+        "rounds": rounds, "messages_per_round": per_round,
+    }
+
+    # The in-session check alone, in batches (the timer costs more than the check).
+    direct = pep.open_session(_PeerOf(client_creds), tokens.issue(client_id, server_id, client_creds.cert_der))
+    check = pep.check
+    batch = 200
+    per_call = []
+    for _ in range(300):
+        start = time.perf_counter_ns()
+        for _ in range(batch):
+            check(direct, ACTION, RESOURCE, NOTIONAL, SYMBOL)
+        per_call.append((time.perf_counter_ns() - start) / batch / 1000)
+        pep.flush_decisions()
+    if not check(direct, ACTION, RESOURCE, NOTIONAL, SYMBOL)[0]:
+        raise RuntimeError("benchmark decision is not an allow")
+
+    # The same decision through cedarpy, per message.
+    bundle = engine.naive_request(client_id, ACTION, RESOURCE)
+    if not engine.naive_decide(bundle):
+        raise RuntimeError("cedar denies the benchmark decision")
+    naive = []
+    for _ in range(200):
+        start = time.perf_counter_ns()
+        engine.naive_decide(bundle)
+        naive.append((time.perf_counter_ns() - start) / 1000)
+    parsed = []
+    for _ in range(1000):
+        start = time.perf_counter_ns()
+        engine.decide(client_id, ACTION, RESOURCE, {"notional": int(NOTIONAL)})
+        parsed.append((time.perf_counter_ns() - start) / 1000)
+    pep_p50 = _percentile(per_call, 0.5)
+    result.update({
+        "pep_check_us_p50": pep_p50,
+        "cedar_per_request_us_p50": _percentile(naive, 0.5),
+        "cedar_decide_us_p50": _percentile(parsed, 0.5),
+        "speedup_vs_cedar": _percentile(naive, 0.5) / pep_p50,
+        "speedup_vs_cedar_preparsed": _percentile(parsed, 0.5) / pep_p50,
+    })
+
+    # Session open at the PEP: token signature and binding, replay, table pull.
+    opens = []
+    peer = _PeerOf(client_creds)
+    for _ in range(200):
+        token = tokens.issue(client_id, server_id, client_creds.cert_der)
+        start = time.perf_counter_ns()
+        s = pep.open_session(peer, token)
+        opens.append((time.perf_counter_ns() - start) / 1e6)
+        pep.close(s)
+    result["session_open_ms_p50"] = _percentile(opens, 0.5)
+
+    # Revocation: quarantine published on the policy bus -> refused at 20 enforcement points.
+    peps = []
+    for i in range(20):
+        p = EnforcementPoint(f"{server_id}-{i}", _GenerousRate(engine), tokens, sink=MemorySink())
+        engine.bus.subscribe(p.on_invalidation)
+        peps.append(p)
+    revocations = []
+    for _ in range(50):
+        sessions = []
+        for p in peps:
+            p.release(client_id)
+            sessions.append(p.open_session(peer, tokens.issue(client_id, p.audience, client_creds.cert_der)))
+        start = time.perf_counter_ns()
+        engine.bump([client_id], "quarantine.bench", "bench")
+        refused = all(not p.check(s, ACTION, RESOURCE, NOTIONAL, SYMBOL)[0] for p, s in zip(peps, sessions))
+        revocations.append((time.perf_counter_ns() - start) / 1e6)
+        if not refused:
+            raise RuntimeError("a quarantined principal was still allowed")
+        for p in peps:
+            try:
+                p.open_session(peer, tokens.issue(client_id, p.audience, client_creds.cert_der))
+                raise RuntimeError("a quarantined principal opened a session")
+            except SessionRefused:
+                pass
+        engine.bump([client_id], "release.bench", "bench")
+    result["revocation_ms_p50"] = _percentile(revocations, 0.5)
+    pep.flush_decisions()
+    result["fail_open"] = pep.fail_open + sum(p.fail_open for p in peps)
+    result["targets_met"] = {
+        "zt_added_us_p50<=5": result["zt_added_us_p50"] <= 5, "zt_added_us_p99<=20": result["zt_added_us_p99"] <= 20,
+        "speedup_vs_cedar>=10": result["speedup_vs_cedar"] >= 10,
+        "session_open_ms_p50<=5": result["session_open_ms_p50"] <= 5,
+        "revocation_ms_p50<=10": result["revocation_ms_p50"] <= 10,
+    }
+    return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
+
+
+class _PeerOf:
+    def __init__(self, creds) -> None:
+        self.spiffe_id = str(creds.spiffe_id)
+        self.cert_der = creds.cert_der
+        self.fingerprint_sha256 = creds.fingerprint_sha256
+        self.serial = creds.serial
+        self.not_after = creds.not_after
+
+
+def command(
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    rounds: int = typer.Option(10, help="Interleaved rounds of plain / TLS / zero-trust round trips."),
+    per_round: int = typer.Option(2000, help="Round trips per server per round."),
+    policies: Path = typer.Option(None, help="Policy directory (default: the repository's policies/)."),
+) -> None:
+    """Measure a zero-trust hop (mTLS + enforcement) against plain TCP and TLS, side by side, on loopback."""
+    try:
+        import uvloop
+
+        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
+    except ImportError:  # pragma: no cover
+        runner = asyncio.Runner()
+    with runner:
+        result = runner.run(_measure(rounds, per_round, policies or _policies_dir()))
+    if json_out:
+        print(json.dumps(result))
+        return
+    table = Table(title="trustfabric bench hop (loopback, one loop, interleaved rounds)")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, str(value))
+    console.print(table)
