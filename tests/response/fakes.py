@@ -17,6 +17,7 @@ from trustfabric.response.floor_map import FloorMap
 class FakeRevoker:
     def __init__(self, fail: bool = False) -> None:
         self.revoked: list[tuple[str, str]] = []
+        self.released: list[tuple[str, str]] = []
         self.fail = fail
 
     def revoke_spiffe_id(self, spiffe_id: str, reason: str) -> int:
@@ -24,6 +25,9 @@ class FakeRevoker:
             raise ConnectionError("identity store unreachable")
         self.revoked.append((spiffe_id, reason))
         return 1
+
+    def release_spiffe_id(self, spiffe_id: str, reason: str) -> None:
+        self.released.append((spiffe_id, reason))
 
 
 class FakePolicyControl:

@@ -121,6 +121,7 @@ def test_fresh_officer_releases_and_the_principal_works_again(rig, sid):
                                                           step_up_at=rig.clock.now() - 30))
     assert incident.released and incident.released_by == "dave"
     assert rig.policy.calls[-1] == (algo, False)
+    assert rig.revoker.released == [(algo, "release.officer")]
     assert rig.policy.decide(algo, "submit_order", "risk/orders")
     assert all(p.open(algo) for p in rig.points)
     assert rig.policy.risk[algo] == (0.0, "response.containment")

@@ -41,6 +41,7 @@ from trustfabric.response import errors as E
 from trustfabric.response.alerts import Alert
 from trustfabric.response.baseline import RiskSink
 from trustfabric.response.errors import ReleaseRefused
+from trustfabric.response.floor_map import is_workload
 from trustfabric.response.incidents import Incident, IncidentStore, MemoryIncidentStore, new_incident_id
 
 SECURITY_OFFICER = "security_officer"
@@ -54,8 +55,12 @@ RISK_SOURCE = "response.containment"
 class Revoker(Protocol):
     """The identity plane's revocation (``trustfabric.identity.revocation``)."""
 
-    def revoke_spiffe_id(self, spiffe_id: str, reason: str) -> int:
-        """Revoke every live certificate of ``spiffe_id``; returns how many."""
+    def revoke_spiffe_id(self, spiffe_id: str, reason: str) -> object:
+        """Refuse every certificate naming ``spiffe_id`` from now on (whatever its serial)."""
+        ...
+
+    def release_spiffe_id(self, spiffe_id: str, reason: str) -> object:
+        """Lift that refusal (old certificates' serials may stay revoked)."""
         ...
 
 
@@ -177,7 +182,9 @@ class Containment:
 
     def _run_steps(self, principal: str) -> list[str]:
         errors: list[str] = []
-        if self.revoker is not None:
+        if not is_workload(principal):
+            pass  # a person has no certificate: policy refusal and closed sessions contain them
+        elif self.revoker is not None:
             try:
                 self.revoker.revoke_spiffe_id(principal, QUARANTINE_REASON)
             except Exception as exc:  # noqa: BLE001 - keep containing; the failure is recorded
@@ -285,6 +292,8 @@ class Containment:
             raise
         if self.policy is None:
             raise E.ContainmentError("no policy control wired: cannot release", reason="containment.not_wired")
+        if self.revoker is not None and is_workload(principal):
+            self.revoker.release_spiffe_id(principal, RELEASE_REASON)  # raises: stays refused
         self.policy.set_quarantined(principal, False)  # raises: stays quarantined (fail closed)
         if self.risk is not None:
             try:

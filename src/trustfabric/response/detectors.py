@@ -43,8 +43,9 @@ from trustfabric.response.floor_map import (
 DENY = "deny"
 ALLOW = "allow"
 
-# Signal events that carry a threat-intel match: kind SIGNAL_CHANGED with one of
-# these reasons (or detail["signal"] == "threat_intel" and detail["matched"]).
+# Signal events that carry a threat-intel match: kind SIGNAL_CHANGED for a principal
+# with one of these reasons, or the signal hub's per-principal
+# ``detail={"signal": "threat_intel", "value": {"indicators": [...non-empty]}}``.
 INDICATOR_REASONS = frozenset({"intel.indicator_match", "signal.indicator_match", "threat_intel.match"})
 ATTESTATION_REASON_PREFIX = "attest."
 
@@ -269,11 +270,14 @@ class IndicatorDetector:
         if event.kind != Kind.SIGNAL_CHANGED or not event.principal:
             return []
         detail = event.detail or {}
+        value = detail.get("value")
+        hits = value.get("indicators") if isinstance(value, dict) else None
         matched = event.reason in INDICATOR_REASONS or (
-            detail.get("signal") == "threat_intel" and bool(detail.get("matched")))
+            detail.get("signal") == "threat_intel"
+            and (bool(detail.get("matched")) or (isinstance(hits, list) and bool(hits))))
         if not matched:
             return []
-        indicator = detail.get("indicator", "")
+        indicator = detail.get("indicator") or ", ".join(map(str, hits or []))
         return [_alert(event, at, detector=self.name, category=Category.INDICATOR_MATCH, severity=Severity.CRITICAL,
                        confidence=self.config.indicator_confidence,
                        summary=f"threat-intel indicator matched {indicator}".strip())]
