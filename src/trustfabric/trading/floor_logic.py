@@ -270,7 +270,7 @@ class OmsCore:
             children.discard(report.cl_ord_id)
         done: tuple[tuple[str, str], ...] = ()
         if record.state not in oms_mod.TERMINAL and children is not None and not children:
-            self.manager.cancel(parent) if record.cum_qty < record.order.qty else None
+            self.manager.cancel(parent)  # every child ended without filling the parent
         if record.state in oms_mod.TERMINAL and (children is None or not children):
             done = ((record.order.agent, parent),)
         return OmsUpdate(fills=fills, done=done, state=record.state)
