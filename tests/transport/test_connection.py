@@ -281,3 +281,21 @@ def test_the_same_paths_run_on_uvloop(server_tls, client_tls):
 
     loop = uvloop.run(scenario())
     assert isinstance(loop, uvloop.Loop)
+
+
+async def test_server_closes_a_connection_once_the_peer_certificate_expires(server_creds, client_tls, revocation):
+    from trustfabric.clock import FakeClock
+    from trustfabric.transport.tls import TLSConfig
+
+    clock = FakeClock(client_tls.credentials.current().not_after - 30)
+    recorder = Recorder()
+    async with FrameServer(recorder, tls=TLSConfig(server_creds, revocation=revocation, clock=clock),
+                           limits=FAST_LIMITS) as server:
+        conn = await connect("127.0.0.1", server.port, tls=client_tls)
+        conn.send(Ping(n=1))
+        assert await asyncio.wait_for(conn.recv(), 3) == Pong(n=1)
+        clock.advance(31)  # the fabric's clock passes the client's not_after
+        await _until(lambda: recorder.closed)
+        assert recorder.closed == ["cert.expired"]
+        frames = await _read_all(conn)
+        assert frames[-1].reason == "cert.expired"
