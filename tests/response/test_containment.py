@@ -154,3 +154,26 @@ def test_manual_quarantine_records_operator_and_contains(rig, sid):
     incident = rig.containment.open_incident(oms)
     assert incident.trigger == "manual:dave" and incident.contained and incident.alerts == (alert,)
     assert rig.policy.calls == [(oms, True)]
+
+
+def test_open_incidents_survive_a_restart_in_sqlite_and_release_still_needs_an_officer(floor, sid, tmp_path):
+    from trustfabric.response.containment import Containment
+    from trustfabric.response.incidents import SqliteIncidentStore
+
+    rig = make_rig(floor)
+    store = SqliteIncidentStore(tmp_path / "response.db")
+    rig.containment.store = store
+    rig.engine.store = store
+    algo, _ = _attack(rig, sid)
+    store.close()
+
+    store2 = SqliteIncidentStore(tmp_path / "response.db")
+    again = Containment(FakeRevoker(), rig.policy, clock=rig.clock, store=store2)
+    assert again.restore_open_incidents() == 1 and again.is_quarantined(algo)
+    with pytest.raises(ReleaseRefused):
+        again.release(algo, OfficerFacts(name="alice", roles=("trader",), step_up_at=rig.clock.now()))
+    again.release(algo, OfficerFacts(name="dave", roles=OFFICER, step_up_at=rig.clock.now()))
+    [incident] = store2.incidents(principal=algo)
+    assert incident.released and incident.contained and incident.ttd_ms is not None
+    assert store2.incidents(open_only=True) == []
+    assert [a.principal for a, act in store2.alerts()] and all(act == "quarantine" for _, act in store2.alerts())

@@ -147,6 +147,19 @@ class Containment:
             state = self._open.get(principal)
             return state.incident if state is not None else None
 
+    def restore_open_incidents(self) -> int:
+        """Take over the store's unreleased incidents (a restarted control plane, the CLI)."""
+        restored = 0
+        for incident in self.store.incidents(open_only=True, limit=100_000):
+            with self._lock:
+                if incident.principal in self._open:
+                    continue
+                state = _Open(incident, incident.opened_at, set(incident.pending_points), steps_done=True,
+                              reported=True)
+                self._open[incident.principal] = state
+                restored += 1
+        return restored
+
     # ------------------------------------------------------------------ quarantine
     def quarantine(self, principal: str, alerts: Sequence[Alert] = (), *, trigger: str = "auto") -> Incident:
         """Contain ``principal``; idempotent (a second call adds its alerts to the open incident)."""
