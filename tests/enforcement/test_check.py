@@ -148,3 +148,41 @@ def test_internal_error_denies(world):
     s.entries = None  # corrupt state: the check must deny, not raise or allow
     assert world.pep.check(s, "read", "risk/limits") == (False, E.INTERNAL)
     assert world.pep.internal_errors == 1
+
+
+class RefusingSink:
+    """An audit sink that can refuse (disk full): appends raise while ``down``."""
+
+    def __init__(self) -> None:
+        self.events = []
+        self.down = False
+
+    def append(self, event):
+        if self.down:
+            raise OSError("ENOSPC")
+        self.events.append(event)
+
+    def flush(self):
+        if self.down:
+            raise OSError("ENOSPC")
+
+
+def test_audit_sink_refusing_fails_closed_and_loses_nothing(world):
+    import pytest
+
+    from trustfabric.enforcement.pep import EnforcementPoint
+
+    sink = RefusingSink()
+    pep = EnforcementPoint(world.pep.audience, world.tables, world.tokens, clock=world.clock, sink=sink)
+    peer, _ = world.open()
+    s = pep.open_session(peer, world.token(peer))
+    assert pep.check(s, "read", "risk/limits") == (True, E.ALLOW)
+    sink.down = True
+    with pytest.raises(OSError):
+        pep.flush_decisions()  # the transport's pre-flush hook sees this: the reply does not leave
+    assert pep.check(s, "read", "risk/limits") == (False, E.AUDIT_UNAVAILABLE)
+    sink.down = False
+    assert pep.flush_decisions() == 2  # the kept allow and the deny
+    assert [e.decision for e in sink.events if e.kind == Kind.DECISION] == ["allow", "deny"]
+    assert pep.check(s, "read", "risk/limits") == (True, E.ALLOW)
+    assert pep.fail_open == 0

@@ -12,7 +12,8 @@ and in the error reply a denied caller receives::
     └── MessageDenied                            a hot-path deny raised by the service API
           enforcement.no_session, enforcement.not_in_table, enforcement.rate,
           enforcement.notional, enforcement.symbol, enforcement.token_expired,
-          enforcement.engine_unreachable, enforcement.internal, policy.* (a deny decision)
+          enforcement.engine_unreachable, enforcement.audit_unavailable, enforcement.internal,
+          policy.* (a deny decision)
 
 A table source that answers "no" (a PolicyError such as policy.request.unknown_principal)
 refuses with its own reason. Foreign exceptions raised by a table source or token verifier (sockets, timeouts,
@@ -46,6 +47,7 @@ SYMBOL = "enforcement.symbol"
 TOKEN_EXPIRED = "enforcement.token_expired"
 ENGINE_UNREACHABLE = "enforcement.engine_unreachable"
 INTERNAL = "enforcement.internal"
+AUDIT_UNAVAILABLE = "enforcement.audit_unavailable"
 ALLOW = "policy.allow"
 
 

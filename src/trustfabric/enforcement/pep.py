@@ -100,6 +100,7 @@ class EnforcementPoint:
         self._n = 0
         self._drain_lock = threading.Lock()
         # Counters (plain ints, read by tests, the bench and the console).
+        self.audit_down = False  # the audit sink refused a flush: nothing is allowed until one succeeds
         self.fail_open = 0  # allows not covered by a current, unexpired decision: must stay 0
         self.allowed = 0
         self.denied = 0
@@ -434,6 +435,8 @@ class EnforcementPoint:
         try:
             if s is None or not s.open:
                 return self._deny(s, action, resource, E.NO_SESSION, now, notional, symbol)
+            if self.audit_down:
+                return self._deny(s, action, resource, E.AUDIT_UNAVAILABLE, now, notional, symbol)
             if (s.table_epoch < s.state.epoch or s.table_global_epoch < self._global[0]
                     or now >= s.table_deadline):
                 why = self._redecide(s, now)
@@ -507,27 +510,47 @@ class EnforcementPoint:
                 self._buf[i] = None
             self._n = 0
             offset = self._clock.now() - self._mono()
-            for (t, s, action, resource, allowed, reason, notional, symbol,
-                 tab_epoch, cur_epoch, tab_global, cur_global, deadline) in records:
-                if allowed and (s is None or tab_epoch < cur_epoch or tab_global < cur_global or t >= deadline):
-                    self.fail_open += 1
-                detail: dict[str, Any] = {"decided_at": t + offset}
-                if notional:
-                    detail["notional"] = notional
-                if symbol is not None:
-                    detail["symbol"] = symbol
-                policy_ids: tuple[str, ...] = ()
-                if s is not None:
-                    detail["session"] = s.session_id
-                    entry = s.entries.get((action, resource)) if s.entries else None
-                    if entry is not None:
-                        policy_ids = entry.policy_ids
-                self.events.emit(Kind.DECISION, principal=s.principal if s is not None else "",
-                                 action=action, resource=resource, decision="allow" if allowed else "deny",
-                                 reason=reason, epoch=tab_epoch, policy_ids=policy_ids, trace_id=s.trace_id if s is not None else "",
-                                 peer_fingerprint=s.peer_fingerprint if s is not None else "", detail=detail)
-            flush = getattr(self.sink, "flush", None)
-            if flush is not None:
-                flush()
+            done = 0
+            try:
+                for record in records:
+                    self._emit_decision(record, offset)
+                    done += 1
+                flush = getattr(self.sink, "flush", None)
+                if flush is not None:
+                    flush()
+            except Exception:
+                # The audit sink refused: keep what it did not take (nothing is lost), and
+                # allow nothing more until a flush succeeds (fail closed). The caller's
+                # flush hook sees the exception, so the pending effects do not leave.
+                self.audit_down = True
+                rest = records[done:] + self._buf[:self._n]
+                self._n = 0
+                for record in rest[:len(self._buf)]:
+                    self._buf[self._n] = record
+                    self._n += 1
+                raise
+            self.audit_down = False
             return n
+
+    def _emit_decision(self, record: tuple, offset: float) -> None:
+        (t, s, action, resource, allowed, reason, notional, symbol,
+         tab_epoch, cur_epoch, tab_global, cur_global, deadline) = record
+        if allowed and (s is None or tab_epoch < cur_epoch or tab_global < cur_global or t >= deadline):
+            self.fail_open += 1
+        detail: dict[str, Any] = {"decided_at": t + offset}
+        if notional:
+            detail["notional"] = notional
+        if symbol is not None:
+            detail["symbol"] = symbol
+        policy_ids: tuple[str, ...] = ()
+        if s is not None:
+            detail["session"] = s.session_id
+            entry = s.entries.get((action, resource)) if s.entries else None
+            if entry is not None:
+                policy_ids = entry.policy_ids
+        self.events.emit(Kind.DECISION, principal=s.principal if s is not None else "",
+                         action=action, resource=resource, decision="allow" if allowed else "deny",
+                         reason=reason, epoch=tab_epoch, policy_ids=policy_ids,
+                         trace_id=s.trace_id if s is not None else "",
+                         peer_fingerprint=s.peer_fingerprint if s is not None else "", detail=detail)
 
