@@ -1,0 +1,391 @@
+"""An enforcement point's local, durable, append-only audit spool (segment files).
+
+Why: a decision's effect may leave an enforcement point only once its audit record is
+durable. Appending must therefore be cheap and batched: :meth:`Spool.append` only
+buffers; :meth:`Spool.flush` writes the whole batch with ONE ``write`` and ONE ``fsync``
+(group commit). The transport calls ``flush`` (or leaves a ``with spool.commit():``
+block) before it lets the batch's effects go out.
+
+On disk (``$TRUSTFABRIC_HOME/spool/<source>/``)::
+
+    00000001.seg 00000002.seg ...   segments; each record is a frame
+                                     [u32 length][u32 CRC32(payload)][payload = encode_event(...)]
+    ack.json                          written by the collector after the central commit
+
+Recovery: on open, the last segment is scanned; a torn tail (an incomplete frame or a
+frame whose CRC fails, left by ``kill -9`` or a crash mid-write) is truncated away, and
+the source's sequence numbers continue after the highest one found (or acknowledged).
+Sequence numbers are strictly increasing within a spool: the central log relies on it.
+
+Failure (the Vault model, never OPA's silent drop): when a batch cannot be made durable
+(``ENOSPC``, ``EROFS``, any ``OSError``, or a write that hangs beyond ``flush_timeout_s``)
+the spool raises :class:`AuditUnavailable`, keeps the batch in memory, emits an ALERT and
+enters a *refusing* state in which every ``append``/``flush`` raises too: the caller must
+refuse new work. :meth:`Spool.recover` retries the write (after a hung write, reopen).
+Memory is bounded: when ``max_buffer`` records are waiting, ``append`` flushes itself
+(the caller pays for the write: backpressure).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno as errno_codes
+import json
+import os
+import struct
+import threading
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from trustfabric.audit.errors import AuditUnavailable, SpoolCorrupt, SpoolError
+from trustfabric.audit.events import AuditEventV1, EventSink, Kind, decode_event, encode_event
+from trustfabric.clock import SYSTEM_CLOCK, Clock
+
+FRAME_HEADER = struct.Struct(">II")
+MAX_RECORD_BYTES = 1 << 20
+SEGMENT_SUFFIX = ".seg"
+ACK_FILE = "ack.json"
+DEFAULT_SEGMENT_BYTES = 64 << 20
+
+
+def encode_frame(payload: bytes) -> bytes:
+    return FRAME_HEADER.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+def scan_frames(data: bytes | memoryview, offset: int = 0) -> tuple[list[tuple[int, bytes]], int]:
+    """Complete, CRC-valid frames from ``offset``: ([(end_offset, payload)], end of the last good frame).
+
+    Stops at the first incomplete or bad frame; whether that is a torn tail or corruption
+    is for the caller to judge (by what follows it).
+    """
+    frames: list[tuple[int, bytes]] = []
+    size = len(data)
+    pos = offset
+    header = FRAME_HEADER.size
+    while pos + header <= size:
+        length, crc = FRAME_HEADER.unpack_from(data, pos)
+        end = pos + header + length
+        if length == 0 or length > MAX_RECORD_BYTES or end > size:
+            break
+        payload = bytes(data[pos + header:end])
+        if zlib.crc32(payload) != crc:
+            break
+        frames.append((end, payload))
+        pos = end
+    return frames, pos
+
+
+def segment_paths(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.glob(f"*{SEGMENT_SUFFIX}") if p.stem.isdigit())
+
+
+def segment_number(path: Path) -> int:
+    return int(path.stem)
+
+
+def segment_path(directory: Path, number: int) -> Path:
+    return directory / f"{number:08d}{SEGMENT_SUFFIX}"
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """How far the collector has shipped this spool into the central log."""
+
+    segment: int = 1
+    offset: int = 0
+    records: int = 0
+    last_seq: int = 0
+
+
+def read_ack(directory: Path) -> Ack:
+    path = directory / ACK_FILE
+    try:
+        raw = json.loads(path.read_text())
+        return Ack(int(raw["segment"]), int(raw["offset"]), int(raw["records"]), int(raw["last_seq"]))
+    except FileNotFoundError:
+        return Ack()
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SpoolCorrupt(f"{path}: {exc}", reason="audit.spool.ack_corrupt") from None
+
+
+def write_ack(directory: Path, ack: Ack) -> None:
+    """Atomically replace the ack file (write, fsync, rename, fsync the directory)."""
+    tmp = directory / (ACK_FILE + ".tmp")
+    body = json.dumps({"segment": ack.segment, "offset": ack.offset, "records": ack.records,
+                       "last_seq": ack.last_seq}).encode()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, body)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, directory / ACK_FILE)
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolCounters:
+    records_in: int
+    records_flushed: int
+    records_shipped: int
+    buffered: int
+    refusing: bool
+
+
+class Spool:
+    """The durable local audit sink of one source (an :class:`EventSink`)."""
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        source: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        max_buffer: int = 4096,
+        flush_timeout_s: float | None = None,
+        alerts: EventSink | None = None,
+        write: Callable[[int, bytes], int] = os.write,
+        fsync: Callable[[int], None] = os.fsync,
+    ) -> None:
+        if max_buffer < 1 or segment_bytes < 1:
+            raise SpoolError("max_buffer and segment_bytes must be positive")
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.source = source
+        self.clock = clock
+        self.segment_bytes = segment_bytes
+        self.max_buffer = max_buffer
+        self.flush_timeout_s = flush_timeout_s
+        self.alerts = alerts
+        self._write = write
+        self._fsync = fsync
+        self._lock = threading.RLock()
+        self._buffer: list[bytes] = []
+        self._buffer_last_seq = 0
+        self._prefix = os.urandom(6).hex()
+        self._refusing: AuditUnavailable | None = None
+        self._poisoned = False
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.records_in = 0
+        self.records_flushed = 0
+        self.torn_bytes_truncated = 0
+        self._fd = -1
+        self._open_tail()
+
+    # -- recovery -------------------------------------------------------------------------
+    def _open_tail(self) -> None:
+        segments = segment_paths(self.directory)
+        if not segments:
+            segments = [segment_path(self.directory, 1)]
+            segments[0].touch(mode=0o600)
+            _fsync_dir(self.directory)
+        last = segments[-1]
+        data = last.read_bytes()
+        frames, good_end = scan_frames(data)
+        if good_end < len(data):  # a torn tail: cut it off, durably
+            self.torn_bytes_truncated = len(data) - good_end
+            with open(last, "r+b") as fh:
+                fh.truncate(good_end)
+                fh.flush()
+                os.fsync(fh.fileno())
+        last_seq = 0
+        if frames:
+            last_seq = decode_event(frames[-1][1]).seq
+        else:
+            for earlier in reversed(segments[:-1]):
+                earlier_frames, _ = scan_frames(earlier.read_bytes())
+                if earlier_frames:
+                    last_seq = decode_event(earlier_frames[-1][1]).seq
+                    break
+        self.last_seq = max(last_seq, read_ack(self.directory).last_seq)
+        self._durable_seq = self.last_seq
+        self._segment = segment_number(last)
+        self._offset = good_end
+        self._fd = os.open(last, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+
+    # -- appending ------------------------------------------------------------------------
+    @property
+    def refusing(self) -> bool:
+        return self._refusing is not None
+
+    def emit(self, kind: str, **fields: Any) -> AuditEventV1:
+        """Stamp (id, next sequence number, time) and append one event atomically."""
+        with self._lock:
+            self._check_accepting()
+            seq = self.last_seq + 1
+            event = AuditEventV1(event_id=f"{self._prefix}-{seq}", source=self.source, seq=seq,
+                                 time_ns=int(self.clock.now() * 1e9), kind=kind, **fields)
+            self.append(event)
+            return event
+
+    def append(self, event: AuditEventV1) -> None:
+        """Buffer one event; raises :class:`AuditUnavailable` while refusing."""
+        payload = encode_event(event)
+        if len(payload) > MAX_RECORD_BYTES:
+            raise SpoolError(f"record of {len(payload)} bytes exceeds {MAX_RECORD_BYTES}", reason="audit.spool.too_large")
+        with self._lock:
+            self._check_accepting()
+            if event.source != self.source:
+                raise SpoolError(f"event of source {event.source!r} in the spool of {self.source!r}",
+                                 reason="audit.spool.wrong_source")
+            if event.seq <= self.last_seq:
+                raise SpoolError(f"sequence {event.seq} after {self.last_seq}", reason="audit.spool.out_of_order")
+            if len(self._buffer) >= self.max_buffer:
+                self.flush()  # backpressure: the caller pays for the write
+            self._buffer.append(encode_frame(payload))
+            self.last_seq = event.seq
+            self.records_in += 1
+
+    def _check_accepting(self) -> None:
+        if self._refusing is not None:
+            raise AuditUnavailable(f"spool {self.source} is refusing: {self._refusing.detail}")
+        if self._fd < 0:
+            raise SpoolError("the spool is closed", reason="audit.spool.closed")
+
+    # -- making durable --------------------------------------------------------------------
+    def flush(self) -> int:
+        """Write every buffered record with one write and one fsync; the number written."""
+        with self._lock:
+            self._check_accepting()
+            return self._flush_locked()
+
+    def _flush_locked(self) -> int:
+        if not self._buffer:
+            return 0
+        batch = b"".join(self._buffer)
+        count = len(self._buffer)
+        try:
+            if self.flush_timeout_s is None:
+                self._write_batch(batch)
+            else:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="audit-spool")
+                self._executor.submit(self._write_batch, batch).result(timeout=self.flush_timeout_s)
+        except concurrent.futures.TimeoutError:
+            self._poisoned = True  # the hung write may still land: only a reopen may resume
+            raise self._enter_refusing("audit sink hung", errno_codes.ETIMEDOUT) from None
+        except OSError as exc:
+            try:
+                os.ftruncate(self._fd, self._offset)  # best effort; reopen truncates a torn tail anyway
+            except OSError:
+                self._poisoned = True
+            raise self._enter_refusing(os.strerror(exc.errno) if exc.errno else str(exc), exc.errno or 0) from None
+        self._offset += len(batch)
+        self._buffer.clear()
+        self.records_flushed += count
+        self._durable_seq = self.last_seq
+        if self._offset >= self.segment_bytes:
+            self._rotate()
+        return count
+
+    def _write_batch(self, batch: bytes) -> None:
+        view = memoryview(batch)
+        while view:
+            written = self._write(self._fd, view)
+            if written <= 0:
+                raise OSError(errno_codes.EIO, "short write")
+            view = view[written:]
+        self._fsync(self._fd)
+
+    def _rotate(self) -> None:
+        os.close(self._fd)
+        self._segment += 1
+        path = segment_path(self.directory, self._segment)
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._offset = 0
+        _fsync_dir(self.directory)
+
+    def _enter_refusing(self, why: str, code: int) -> AuditUnavailable:
+        error = AuditUnavailable(f"spool {self.source}: {why} ({errno_codes.errorcode.get(code, code)}); "
+                                 f"{len(self._buffer)} records held, refusing new work")
+        first = self._refusing is None
+        self._refusing = error
+        if first and self.alerts is not None:
+            self.alerts.append(AuditEventV1(
+                event_id=f"{self._prefix}-alert-{self.records_in}", source=f"{self.source}#spool", seq=0,
+                time_ns=int(self.clock.now() * 1e9), kind=Kind.ALERT, reason=error.reason,
+                resource=str(self.directory), detail={"errno": errno_codes.errorcode.get(code, str(code)),
+                                                      "held_records": len(self._buffer), "why": why}))
+        return error
+
+    def recover(self) -> int:
+        """Retry the held batch after the cause is fixed; leaves the refusing state on success."""
+        with self._lock:
+            if self._refusing is None:
+                return 0
+            if self._poisoned:
+                raise AuditUnavailable(f"spool {self.source}: a write may be in flight; reopen the spool")
+            held, self._refusing = self._refusing, None
+            try:
+                return self._flush_locked()
+            except AuditUnavailable:
+                raise
+            except BaseException:
+                self._refusing = held
+                raise
+
+    @contextmanager
+    def commit(self) -> Iterator["Spool"]:
+        """``with spool.commit(): spool.append(...)``: the block's records are durable on exit."""
+        try:
+            yield self
+        finally:
+            self.flush()
+
+    # -- bookkeeping ----------------------------------------------------------------------
+    def counters(self) -> SpoolCounters:
+        shipped = read_ack(self.directory).records
+        return SpoolCounters(self.records_in, self.records_flushed, shipped, len(self._buffer), self.refusing)
+
+    def emitter_start_seq(self) -> int:
+        """Where an :class:`~trustfabric.audit.events.Emitter` for this spool must start."""
+        return self.last_seq
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd < 0:
+                return
+            try:
+                if self._refusing is None:
+                    self._flush_locked()
+            finally:
+                os.close(self._fd)
+                self._fd = -1
+                if self._executor is not None:
+                    self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> "Spool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_spool_records(directory: Path, start: Ack) -> Iterator[tuple[int, int, bytes]]:
+    """(segment, end offset, payload) of every complete record after ``start``, in order.
+
+    A bad frame followed by a later segment is corruption (raises); at the end of the last
+    segment it is a tail still being written (or torn) and reading stops there.
+    """
+    segments = [p for p in segment_paths(directory) if segment_number(p) >= start.segment]
+    for i, path in enumerate(segments):
+        number = segment_number(path)
+        offset = start.offset if number == start.segment else 0
+        data = path.read_bytes()
+        frames, good_end = scan_frames(data, offset)
+        for end, payload in frames:
+            yield number, end, payload
+        if good_end < len(data) and i < len(segments) - 1:
+            raise SpoolCorrupt(f"{path}: bad frame at byte {good_end} before a later segment")

@@ -1,0 +1,97 @@
+"""Recompute the whole central log and check it against its signed tree heads.
+
+What ``trustfabric audit verify`` promises (and the first bad *position* it names):
+
+* every tree head's Ed25519 signature is valid           -> the head's tree size (forged head)
+* record indices run 0, 1, 2, ... without a gap           -> the first missing index (deleted)
+* each record's stored leaf hash is SHA-256(0x00||bytes),
+  its bytes decode, and its source/seq columns match      -> that index (edited)
+* each source's sequence numbers strictly increase        -> that index (reordered, re-inserted)
+* the Merkle root of the first N records equals every
+  signed head of size N                                   -> the first index after the last
+                                                             head that still matched (a rewrite
+                                                             whose leaf hashes were recomputed)
+* the log is at least as long as its largest signed head  -> the log's size (truncated)
+
+Records after the latest signed head are the *unsigned tail*: reported, not an error (the
+next checkpoint signs them); a record inserted or altered before a signed head is an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from trustfabric.audit import merkle
+from trustfabric.audit.errors import TamperDetected, TreeHeadError
+from trustfabric.audit.events import decode_event
+from trustfabric.audit.log import AuditStore
+from trustfabric.audit.treehead import verify_tree_head
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    size: int
+    root_hash: str
+    signed_size: int
+    unsigned_tail: int
+    tree_heads_checked: int
+
+
+def verify_log(store: AuditStore, public_key: Ed25519PublicKey) -> VerifyReport:
+    """Raise :class:`TamperDetected` at the first bad position; a report when intact."""
+    heads = store.tree_heads()
+    for head in heads:
+        try:
+            verify_tree_head(head, public_key)
+        except TreeHeadError as exc:
+            raise TamperDetected(f"tree head of size {head.tree_size} is forged: {exc.detail}",
+                                 position=head.tree_size, reason="audit.tamper.tree_head") from None
+    by_size: dict[int, list] = {}
+    for head in heads:
+        by_size.setdefault(head.tree_size, []).append(head)
+    compact = merkle.CompactRange()
+    last_seq: dict[str, int] = {}
+    last_good = 0  # size of the last signed head that matched
+    if 0 in by_size:
+        _check_heads(by_size[0], compact, 0)
+    for record in store.records():
+        index = compact.size
+        if record.index != index:
+            raise TamperDetected(f"record {index} is missing (next stored index is {record.index})",
+                                 position=index, reason="audit.tamper.deleted")
+        if merkle.leaf_hash(record.data) != record.leaf_hash:
+            raise TamperDetected(f"record {index} does not hash to its leaf", position=index,
+                                 reason="audit.tamper.edited")
+        try:
+            event = decode_event(record.data)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise TamperDetected(f"record {index} is not an audit event", position=index,
+                                 reason="audit.tamper.edited") from None
+        if (event.source, event.seq) != (record.source, record.seq):
+            raise TamperDetected(f"record {index}: columns disagree with its bytes", position=index,
+                                 reason="audit.tamper.edited")
+        if event.seq <= last_seq.get(event.source, 0):
+            raise TamperDetected(f"record {index}: {event.source} seq {event.seq} after {last_seq[event.source]}",
+                                 position=index, reason="audit.tamper.reordered")
+        last_seq[event.source] = event.seq
+        compact.append(record.leaf_hash)
+        if compact.size in by_size:
+            if not _check_heads(by_size[compact.size], compact, last_good):
+                raise TamperDetected(
+                    f"records [{last_good}, {compact.size}) do not match the signed tree head of size {compact.size}",
+                    position=last_good, reason="audit.tamper.rewritten")
+            last_good = compact.size
+    size = compact.size
+    signed = heads[-1].tree_size if heads else 0
+    if size < signed:
+        raise TamperDetected(f"the log has {size} records but a signed tree head covers {signed}",
+                             position=size, reason="audit.tamper.truncated")
+    return VerifyReport(size, compact.root().hex(), signed, size - signed, len(heads))
+
+
+def _check_heads(heads: list, compact: merkle.CompactRange, last_good: int) -> bool:
+    root = compact.root().hex()
+    return all(h.root_hash == root for h in heads)
