@@ -152,6 +152,11 @@ class SignalHub:
             self._refused(exc, "posture", origin)
         return verdict
 
+    def restore_posture(self, host: str, verdict: PostureVerdict) -> None:
+        """Reinstate a verdict the hub reached earlier (from a saved snapshot); staleness still applies."""
+        with self._lock:
+            self._posture[host] = verdict
+
     def posture_of(self, host: str, now: float) -> tuple[bool, tuple[str, ...], float]:
         verdict = self._posture.get(host)
         if verdict is None:

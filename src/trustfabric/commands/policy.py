@@ -1,0 +1,130 @@
+"""``trustfabric policy ...``: validate and test Cedar policy sets, explain decisions, show decision tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import typer
+from rich.table import Table
+
+from trustfabric.commands.common import console, err_console, refusals_exit
+from trustfabric.policy.engine import PolicyEngine
+from trustfabric.policy.errors import PolicyLoadError
+from trustfabric.policy.testcases import run_cases
+from trustfabric.policy.topology import Topology
+
+app = typer.Typer(no_args_is_help=True, help="Cedar policies: validate, test, explain, table.")
+
+DEFAULT_DIR = Topology.default_path().parent
+
+
+def _topology(directory: Path, firm: str | None) -> Topology:
+    manifest = directory / "floor.toml"
+    return Topology.load(manifest if manifest.exists() else Topology.default_path(), firm=firm)
+
+
+@app.command("validate")
+def validate(directory: Path = typer.Argument(..., help="Policy directory: one *.cedarschema, *.cedar files."),
+             firm: str = typer.Option(None, help="Firm of the trust domain prod.<firm> (default from the manifest).")) -> None:
+    """Parse and validate a policy set against its schema and the floor's entities; exit 0 when it loads."""
+    with refusals_exit():
+        topology = _topology(directory, firm)
+        schema, sources = PolicyEngine.read_dir(directory)
+        try:
+            active = PolicyEngine.check_set(schema, sources, topology, str(directory))
+        except PolicyLoadError as exc:
+            err_console.print(f"[bold red]{exc.reason}[/]: policy set refused", highlight=False)
+            for error in exc.errors:
+                err_console.print(f"  {error}", highlight=False, markup=False)
+            raise typer.Exit(1) from None
+    console.print(f"[green]valid[/]: {len(active.info.policy_ids)} policies in {len(active.info.files)} files, "
+                  f"digest {active.info.digest[:16]}")
+
+
+@app.command("test")
+def test(directory: Path = typer.Argument(..., help="Policy directory with test cases in tests/*.toml."),
+         verbose: bool = typer.Option(False, "--verbose", "-v", help="List every case, not only failures.")) -> None:
+    """Run the policy test cases; prints 'N passed, N failed' and exits non-zero on any failure."""
+    with refusals_exit():
+        report = run_cases(directory)
+    for result in report.results:
+        if verbose or not result.passed:
+            mark = "[green]PASS[/]" if result.passed else "[red]FAIL[/]"
+            console.print(f"{mark} {result.case.file}: {result.case.name}" + (f" - {result.why}" if result.why else ""),
+                          highlight=False)
+    typer.echo(report.summary())
+    if report.failed:
+        raise typer.Exit(1)
+
+
+def _live_engine(directory: Path, firm: str | None) -> PolicyEngine:
+    from trustfabric.home import sub_dir
+    from trustfabric.signals.state import hub_from_state, load_state
+
+    topology = _topology(directory, firm)
+    hub = hub_from_state(topology, load_state(sub_dir("policy") / "signals.json"))
+    engine = PolicyEngine(topology, hub)
+    engine.load_dir(directory)
+    return engine
+
+
+@app.command("explain")
+def explain(
+    principal: str = typer.Argument(..., help="SPIFFE ID, service name or user:<name>."),
+    action: str = typer.Argument(..., help="Action, e.g. submit_order."),
+    resource: str = typer.Argument(..., help="Resource, e.g. risk/orders or md/AAPL."),
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Policy directory."),
+    context: str = typer.Option("", help='Request fields as JSON, e.g. {"notional": 1000}.'),
+    firm: str = typer.Option(None, help="Firm of the trust domain."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object instead of a table."),
+) -> None:
+    """Decide one request with the current signals and say why: deciding policies and the signals that mattered."""
+    with refusals_exit():
+        engine = _live_engine(directory, firm)
+        try:
+            ctx = json.loads(context) if context else None
+        except json.JSONDecodeError:
+            ctx = context  # the engine denies a malformed context with a clear error
+        x = engine.explain(principal, action, resource, ctx)
+    d = x.decision
+    if as_json:
+        typer.echo(json.dumps({"decision": msgspec.to_builtins(d), "policies": [list(p) for p in x.policies],
+                               "signals": x.signals, "mattered": list(x.mattered)}, default=str))
+        return
+    colour = "green" if d.allowed else "red"
+    console.print(f"[bold {colour}]{d.effect.upper()}[/] {d.principal} {d.action} {d.resource} "
+                  f"({d.reason}, epoch {d.epoch})", highlight=False)
+    for pid, effect, ann in x.policies:
+        extra = ", ".join(f"@{k}={v}" for k, v in ann.items() if k != "id")
+        console.print(f"  {effect} [bold]{pid}[/]" + (f"  {extra}" if extra else ""), highlight=False)
+    for error in d.errors:
+        console.print(f"  [red]error[/] {error}", highlight=False, markup=False)
+    if d.allowed and d.obligations != type(d.obligations)():
+        console.print(f"  obligations: {msgspec.to_builtins(d.obligations)}", highlight=False)
+    if x.signals:
+        table = Table("signal", "value", "mattered", box=None)
+        for key, value in x.signals.items():
+            table.add_row(key, str(value), "yes" if key in x.mattered else "")
+        console.print(table)
+
+
+@app.command("table")
+def table(
+    principal: str = typer.Argument(..., help="SPIFFE ID, service name or user:<name>."),
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="Policy directory."),
+    allowed_only: bool = typer.Option(False, "--allowed", help="Show only allowed entries."),
+    firm: str = typer.Option(None, help="Firm of the trust domain."),
+) -> None:
+    """Compile and print a principal's decision table with the current signals."""
+    with refusals_exit():
+        engine = _live_engine(directory, firm)
+        t = engine.decision_table(principal)
+    out = Table("action", "resource", "decision", "policies", "obligations", title=f"{t.principal} epoch {t.epoch}")
+    for (action, resource), d in sorted(t.entries.items()):
+        if allowed_only and not d.allowed:
+            continue
+        obl = {k: v for k, v in msgspec.to_builtins(d.obligations).items() if k != "symbols"}
+        out.add_row(action, resource, d.effect, ",".join(d.policy_ids), json.dumps(obl) if d.allowed else "")
+    console.print(out)
