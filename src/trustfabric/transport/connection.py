@@ -53,7 +53,7 @@ from trustfabric.transport.errors import ConnectionClosed, FrameError, Handshake
 from trustfabric.transport.frames import DEFAULT_CODEC, ErrorFrame, Frame, FrameCodec, FrameDecoder, Hello
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
-RECV_SIZE = 256 * 1024
+RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
