@@ -1,0 +1,272 @@
+"""``trustfabric response``: alerts, incidents, quarantine, release, and the engine's throughput.
+
+State: incidents and alerts in ``$TRUSTFABRIC_HOME/response.db`` (SQLite);
+certificate quarantine by SPIFFE ID in the identity store's revocation set
+(``identity.db``), which every enforcement point consults at handshake and
+renewal. ``release`` verifies the officer's TOTP step-up through
+``trustfabric.identity.users`` (see :func:`officer_facts`); without it no release
+is possible (fail closed).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from typing import Optional
+
+import msgspec
+import typer
+from rich.table import Table
+
+from trustfabric.clock import SYSTEM_CLOCK, FakeClock
+from trustfabric.commands.common import console, refusals_exit
+from trustfabric.audit.events import Kind
+from trustfabric.errors import ConfigError, TrustFabricError
+from trustfabric.home import home_dir
+from trustfabric.response.containment import Containment, OfficerFacts
+from trustfabric.response.incidents import SqliteIncidentStore, summarize
+
+app = typer.Typer(help="Alerts, quarantine and release.", no_args_is_help=True)
+
+STORE_FILE = "response.db"
+
+
+def _store() -> SqliteIncidentStore:
+    return SqliteIncidentStore(home_dir() / STORE_FILE)
+
+
+def _revoker():
+    """The identity store's revocation set, when the identity plane is installed; else ``None``."""
+    try:
+        from trustfabric.identity.revocation import RevocationSet
+        from trustfabric.identity.store import open_default_store
+    except ImportError:
+        return None
+    from trustfabric.response.adapters import RevocationSetRevoker
+
+    return RevocationSetRevoker(RevocationSet(open_default_store()), SYSTEM_CLOCK)
+
+
+SOURCE = "response-cli"
+
+
+class _AuditOut:
+    """An emitter onto this command's durable audit spool (``spool/response-cli``), flushed on exit."""
+
+    def __init__(self) -> None:
+        from trustfabric.audit.events import Emitter
+        from trustfabric.audit.spool import Spool
+        from trustfabric.home import sub_dir
+
+        self.spool = Spool(sub_dir("spool", SOURCE), SOURCE)
+        self.emitter = Emitter(SOURCE, self.spool, SYSTEM_CLOCK, start_seq=self.spool.emitter_start_seq())
+
+    def __enter__(self) -> "_AuditOut":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.spool.flush()
+        finally:
+            self.spool.close()
+
+
+def officer_facts(name: str, totp_code: str, now: float) -> OfficerFacts:
+    """Integration point with the identity plane: verify ``name``'s TOTP step-up now.
+
+    Uses ``trustfabric.identity.users`` when it is installed (``step_up(name,
+    code, now)`` returning the user's roles and step-up time). Without it there
+    is no way to prove a fresh step-up, so this raises (no release).
+    """
+    try:
+        from trustfabric.identity import users  # type: ignore[attr-defined]
+    except ImportError:
+        raise ConfigError("the identity plane's users module is not installed: no step-up MFA, no release",
+                          reason="response.step_up_unavailable") from None
+    step_up = getattr(users, "step_up_facts", None)
+    if step_up is None:
+        raise ConfigError("trustfabric.identity.users has no step_up_facts(name, code, now)",
+                          reason="response.step_up_unavailable")
+    facts = step_up(name, totp_code, now)  # raises IdentityError on a wrong code
+    return OfficerFacts(name=name, roles=tuple(getattr(facts, "roles", ()) or ()),
+                        step_up_at=getattr(facts, "step_up_at", None))
+
+
+@app.command("alerts")
+def alerts(
+    principal: Optional[str] = typer.Option(None, help="Only this principal (SPIFFE ID or user:<name>)."),
+    limit: int = typer.Option(50, min=1, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List alerts (newest first) with severity, category, confidence, response and time to detect."""
+    with refusals_exit():
+        rows = _store().alerts(principal=principal, limit=limit)
+    if as_json:
+        typer.echo(json.dumps([{**msgspec.to_builtins(a), "response": act, "ttd_ms": a.ttd_ms} for a, act in rows]))
+        return
+    table = Table(title=f"alerts ({len(rows)})")
+    for col in ("detected", "severity", "category", "principal", "conf", "response", "ttd ms", "summary"):
+        table.add_column(col)
+    for a, act in rows:
+        table.add_row(time.strftime("%H:%M:%S", time.gmtime(a.detected_at)), a.severity, a.category,
+                      a.principal, f"{a.confidence:.2f}", act, f"{a.ttd_ms:.1f}", a.summary)
+    console.print(table)
+
+
+@app.command("incidents")
+def incidents(
+    open_only: bool = typer.Option(False, "--open", help="Only incidents not yet released."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON (incidents and a summary)."),
+) -> None:
+    """List incidents: principal, time to detect, time to contain, contained, released."""
+    with refusals_exit():
+        rows = _store().incidents(open_only=open_only)
+    if as_json:
+        typer.echo(json.dumps({"incidents": [msgspec.to_builtins(i) for i in rows], "summary": summarize(rows)}))
+        return
+    table = Table(title=f"incidents ({len(rows)})")
+    for col in ("id", "principal", "ttd ms", "ttc ms", "contained", "released", "trigger"):
+        table.add_column(col)
+    for i in rows:
+        table.add_row(i.incident_id, i.principal, "-" if i.ttd_ms is None else f"{i.ttd_ms:.1f}",
+                      "-" if i.ttc_ms is None else f"{i.ttc_ms:.1f}", "yes" if i.contained else "no",
+                      f"by {i.released_by}" if i.released else "no", i.trigger)
+    console.print(table)
+
+
+@app.command("quarantine")
+def quarantine(
+    principal: str = typer.Argument(..., help="SPIFFE ID (or user:<name>) to quarantine."),
+    operator: str = typer.Option(..., "--operator", help="Who orders the quarantine (recorded)."),
+    reason: str = typer.Option("", help="Why (recorded with the incident)."),
+) -> None:
+    """Quarantine PRINCIPAL now: revoke its certificates by SPIFFE ID and open an incident.
+
+    A running control plane (``trustfabric up``) also marks it quarantined in the
+    policy engine and closes its sessions; from this command the certificate
+    quarantine in the identity store is what every enforcement point sees.
+    """
+    from trustfabric.response.alerts import Alert, Category, Severity, new_alert_id
+
+    with refusals_exit():
+        store = _store()
+        with _AuditOut() as out:
+            containment = Containment(_revoker(), None, emitter=out.emitter, store=store)
+            containment.restore_open_incidents()
+            now = SYSTEM_CLOCK.now()
+            alert = Alert(alert_id=new_alert_id(), severity=Severity.HIGH, confidence=1.0, principal=principal,
+                          category=Category.MANUAL, detector=f"operator:{operator}", evidence=(),
+                          first_seen=now, detected_at=now, summary=reason or "manual quarantine")
+            store.add_alert(alert, "quarantine")
+            out.emitter.emit(Kind.ALERT, principal=principal, reason=Category.MANUAL,
+                             detail={"alert_id": alert.alert_id, "operator": operator, "response": "quarantine",
+                                     "summary": alert.summary})
+            incident = containment.quarantine(principal, (alert,), trigger=f"manual:{operator}")
+    revoked = not any(e.startswith("revoke:") for e in incident.errors)
+    console.print(f"[bold]{principal}[/] quarantined: incident {incident.incident_id}; "
+                  f"certificates {'revoked' if revoked else 'NOT revoked'}"
+                  + (f"; notes: {', '.join(incident.errors)}" if incident.errors else ""))
+    if not revoked:
+        raise typer.Exit(1)
+
+
+@app.command("release")
+def release(
+    principal: str = typer.Argument(..., help="The quarantined SPIFFE ID (or user:<name>)."),
+    officer: str = typer.Option(..., "--officer", help="The security officer releasing it."),
+    totp: str = typer.Option(..., "--totp", prompt=True, hide_input=True, help="The officer's TOTP code (step-up)."),
+) -> None:
+    """Release PRINCIPAL: only a security_officer with a fresh TOTP step-up may."""
+    with refusals_exit():
+        now = SYSTEM_CLOCK.now()
+        with _AuditOut() as out:
+            containment = Containment(_revoker(), _OfflinePolicy(), emitter=out.emitter, store=_store())
+            containment.restore_open_incidents()
+            try:
+                facts = officer_facts(officer, totp, now)
+            except TrustFabricError as exc:  # logged like any refused release
+                out.emitter.emit(Kind.RELEASE, principal=principal, decision="deny", reason=exc.reason,
+                                 detail={"officer": officer})
+                raise
+            incident = containment.release(principal, facts, now)
+    console.print(f"[bold]{principal}[/] released by {officer} (incident {incident.incident_id})")
+
+
+class _OfflinePolicy:
+    """The CLI has no live policy engine: the release is the revocation set's and the store's."""
+
+    def set_quarantined(self, principal: str, quarantined: bool) -> None:
+        return None
+
+
+@app.command("bench")
+def bench(
+    seconds: float = typer.Option(300.0, help="Simulated minutes of normal trading, in seconds."),
+    attacks: int = typer.Option(50, help="Malicious attempts injected into the stream."),
+    seed: int = typer.Option(7, help="Random seed of the synthetic stream."),
+) -> None:
+    """Measure the response engine (JSON): events/s over a synthetic floor stream with injected attacks."""
+    import random
+
+    from trustfabric.audit.events import NullSink, decode_event, encode_event
+    from trustfabric.policy.topology import Topology
+    from trustfabric.response.engine import ResponseEngine
+    from trustfabric.response.floor_map import FloorMap
+    from trustfabric.response.incidents import MemoryIncidentStore
+    from trustfabric.response.synthetic import StreamFactory, normal_trading
+
+    topology = Topology.load(Topology.default_path())
+    floor = FloorMap.from_topology(topology)
+    clock = FakeClock()
+    factory = StreamFactory(clock, NullSink())
+    events = normal_trading(floor, topology.spiffe_id, clock, factory, seconds=seconds, seed=seed)
+    rng = random.Random(seed)
+    targets = [("settle", "settlement/ledger"), ("execute", "venue-a/orders"), ("transfer_funds", "treasury/cash")]
+    attackers = [f"spiffe://{topology.trust_domain}/compromised/host-{i}" for i in range(attacks)]
+    for name in attackers:
+        action, resource = rng.choice(targets)
+        events.insert(rng.randrange(len(events)), factory.decision(name, action, resource, False))
+
+    class _Sinkless:
+        def revoke_spiffe_id(self, spiffe_id, reason):
+            return None
+
+        def release_spiffe_id(self, spiffe_id, reason):
+            return None
+
+        def set_quarantined(self, principal, quarantined):
+            return None
+
+    containment = Containment(_Sinkless(), _Sinkless(), store=MemoryIncidentStore())
+    engine = ResponseEngine(floor, containment)
+    blobs = [encode_event(e) for e in events]
+    t0 = time.perf_counter()
+    for blob in blobs:
+        decode_event(blob)
+    decode_s = time.perf_counter() - t0
+    per_event: list[float] = []
+    t0 = time.perf_counter()
+    for ev in events:
+        s = time.perf_counter()
+        engine.observe(ev)
+        per_event.append(time.perf_counter() - s)
+    total_s = time.perf_counter() - t0
+    per_event.sort()
+    quarantined = {i.principal for i in containment.store.incidents()}
+    result = {
+        "events": len(events),
+        "events_per_s": round(len(events) / total_s),
+        "observe_us_p50": round(per_event[len(per_event) // 2] * 1e6, 2),
+        "observe_us_p99": round(per_event[int(len(per_event) * 0.99)] * 1e6, 2),
+        "observe_over_decode_ratio": round(total_s / decode_s, 2) if decode_s else None,
+        "attacks": attacks,
+        "attackers_quarantined": len(quarantined & set(attackers)),
+        "normal_principals_quarantined": len(quarantined - set(attackers)),
+        "alerts": engine.alerts_raised,
+        "simulated_seconds": seconds,
+        "observe_us_mean": round(statistics.fmean(per_event) * 1e6, 2),
+    }
+    typer.echo(json.dumps(result))
+
+
