@@ -177,8 +177,15 @@ CREATE TABLE IF NOT EXISTS tree_heads (
 _COLUMNS = "idx, source, seq, leaf_hash, data, time_ns, kind, principal, action, resource, decision, trace_id"
 
 
+def _blob(value: object) -> bytes:
+    """A BLOB column as bytes, whatever type a hand edit left in it."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    return str(value).encode()
+
+
 def _row(row: tuple) -> StoredRecord:
-    return StoredRecord(index=row[0], source=row[1], seq=row[2], leaf_hash=bytes(row[3]), data=bytes(row[4]),
+    return StoredRecord(index=row[0], source=str(row[1]), seq=row[2], leaf_hash=_blob(row[3]), data=_blob(row[4]),
                         time_ns=row[5], kind=row[6], principal=row[7], action=row[8], resource=row[9],
                         decision=row[10], trace_id=row[11])
 
@@ -259,7 +266,7 @@ class SQLiteAuditStore:
     def leaf_hashes(self, start: int = 0, end: int | None = None) -> list[bytes]:
         sql = "SELECT leaf_hash FROM records WHERE idx >= ?" + (" AND idx < ?" if end is not None else "")
         args = (start,) if end is None else (start, end)
-        return [bytes(r[0]) for r in self._fetch(sql + " ORDER BY idx", args)]
+        return [_blob(r[0]) for r in self._fetch(sql + " ORDER BY idx", args)]
 
     def add_tree_head(self, head: TreeHead) -> None:
         try:

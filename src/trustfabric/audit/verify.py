@@ -19,6 +19,8 @@ next checkpoint signs them); a record inserted or altered before a signed head i
 
 from __future__ import annotations
 
+import bisect
+from array import array
 from dataclasses import dataclass
 
 import msgspec
@@ -53,7 +55,7 @@ def verify_log(store: AuditStore, public_key: Ed25519PublicKey) -> VerifyReport:
     for head in heads:
         by_size.setdefault(head.tree_size, []).append(head)
     compact = merkle.CompactRange()
-    last_seq: dict[str, int] = {}
+    history: dict[str, tuple[array, array]] = {}  # per source: its seqs and their indices
     last_good = 0  # size of the last signed head that matched
     if 0 in by_size:
         _check_heads(by_size[0], compact, 0)
@@ -73,10 +75,14 @@ def verify_log(store: AuditStore, public_key: Ed25519PublicKey) -> VerifyReport:
         if (event.source, event.seq) != (record.source, record.seq):
             raise TamperDetected(f"record {index}: columns disagree with its bytes", position=index,
                                  reason="audit.tamper.edited")
-        if event.seq <= last_seq.get(event.source, 0):
-            raise TamperDetected(f"record {index}: {event.source} seq {event.seq} after {last_seq[event.source]}",
-                                 position=index, reason="audit.tamper.reordered")
-        last_seq[event.source] = event.seq
+        seqs, indices = history.setdefault(event.source, (array("q"), array("q")))
+        if seqs and event.seq <= seqs[-1]:
+            # The first bad position is where this source's first higher sequence number sits.
+            first = indices[bisect.bisect_right(seqs, event.seq)]
+            raise TamperDetected(f"record {index}: {event.source} seq {event.seq} after {seqs[-1]} "
+                                 f"(first out of place at {first})", position=first, reason="audit.tamper.reordered")
+        seqs.append(event.seq)
+        indices.append(index)
         compact.append(record.leaf_hash)
         if compact.size in by_size:
             if not _check_heads(by_size[compact.size], compact, last_good):
