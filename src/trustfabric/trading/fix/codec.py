@@ -17,6 +17,7 @@ bodies; the session stamps their headers.
 from __future__ import annotations
 
 import datetime as _dt
+import re
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -153,8 +154,14 @@ def price_to_fix(units: int) -> str:
     return format(Decimal(units) / PRICE_SCALE, "f")
 
 
+_PRICE_RE = re.compile(rb"-?[0-9]{1,12}(\.[0-9]{0,10})?")
+_QTY_RE = re.compile(rb"[0-9]{1,12}(\.0{0,10})?")
+
+
 def price_from_fix(value: bytes) -> int:
     """Exact decimal FIX price -> integer price units; ValueError if not exact or not a number."""
+    if not _PRICE_RE.fullmatch(value):
+        raise ValueError(f"not a FIX price: {value!r}")
     try:
         d = Decimal(value.decode("ascii"))
     except (InvalidOperation, UnicodeDecodeError):
@@ -168,6 +175,8 @@ def price_from_fix(value: bytes) -> int:
 
 
 def qty_from_fix(value: bytes) -> int:
+    if not _QTY_RE.fullmatch(value):
+        raise ValueError(f"not a FIX quantity: {value!r}")
     try:
         d = Decimal(value.decode("ascii"))
     except (InvalidOperation, UnicodeDecodeError):
