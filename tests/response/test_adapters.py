@@ -86,3 +86,40 @@ def test_signal_hub_threat_intel_match_is_an_indicator_alert(sid, hub):
     assert [a.principal for a in alerts] == [sid("analytics")]
     quiet = [e for e in hub.emitter.sink.events if e.kind == Kind.SIGNAL_CHANGED and not e.principal]
     assert all(IndicatorDetector().observe(e, 0.0) == [] for e in quiet)
+
+
+def test_confirm_refusals_acknowledges_only_when_the_point_holds_no_session(sid):
+    from trustfabric.policy.bus import InProcessBus
+    from trustfabric.policy.decision import Invalidation
+    from trustfabric.response.adapters import confirm_refusals
+
+    class Point:
+        def __init__(self, keep: bool) -> None:
+            self.keep = keep
+            self.live = {sid("oms")}
+
+        def on_invalidation(self, inv):
+            if inv.reason.startswith("quarantine") and not self.keep:
+                self.live.discard(inv.principal)
+
+        def sessions(self, principal):
+            return [principal] if principal in self.live else []
+
+    clock = FakeClock()
+    bus = InProcessBus()
+
+    class Control:
+        def set_quarantined(self, principal, quarantined):
+            bus.publish(Invalidation(principal, 2, 1, "quarantine.response" if quarantined else "release.officer"))
+
+    containment = Containment(None, Control(), clock=clock)
+    good, stuck = Point(keep=False), Point(keep=True)
+    for name, point in (("good", good), ("stuck", stuck)):
+        bus.subscribe(point.on_invalidation)
+        bus.subscribe(confirm_refusals(containment, name, point))
+    incident = containment.quarantine(sid("oms"))
+    assert not incident.contained and incident.pending_points == ("good", "stuck")
+    assert containment.open_incident(sid("oms")).contained is False
+    clock.advance(10)
+    [overdue] = containment.check_overdue()
+    assert overdue.pending_points == ("stuck",)

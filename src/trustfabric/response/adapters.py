@@ -74,3 +74,23 @@ class EnforcementPointsCloser:
 
     def close_sessions(self, principal: str, reason: str) -> int:
         return sum(int(p.quarantine(principal, reason) or 0) for p in self.points)
+
+
+def confirm_refusals(containment: Any, point_id: str, point: Any) -> Any:
+    """A bus subscriber that confirms, for one in-process enforcement point, that it now refuses.
+
+    Subscribe it to the invalidation bus *after* the point's own ``on_invalidation``
+    (the in-process bus delivers in order): on a quarantine invalidation it checks
+    that the point holds no session of the principal any more and calls
+    ``containment.acknowledge``. The point is registered with the containment here.
+    """
+    containment.register_point(point_id)
+
+    def on_invalidation(inv: Any) -> None:
+        principal = getattr(inv, "principal", None)
+        if principal is None or not str(getattr(inv, "reason", "")).startswith("quarantine"):
+            return
+        if not point.sessions(principal):
+            containment.acknowledge(principal, point_id)
+
+    return on_invalidation
