@@ -217,3 +217,20 @@ def test_table_entries_agree_with_single_decisions(engine, topology, clock):
             single = engine.decide(svc, action, resource)
             assert (entry.allowed, entry.policy_ids, entry.obligations) == \
                 (single.allowed, single.policy_ids, single.obligations), (svc, action, resource)
+
+
+@pytest.mark.parametrize("signals", [
+    {"quarantined": True}, {"risk_score": 75}, {"kill_switch": "REDUCING"}, {"market_open": False},
+    {"mfa": False}, {"step_up_age_s": 10}, {"posture_ok": False},
+])
+def test_table_allow_set_equals_single_decisions_under_any_signals(topology, signals):
+    """The scope pre-check and resource classes never change an allow/deny, whatever the signals."""
+    engine = PolicyEngine(topology, StaticSignals({"*": signals}))
+    engine.load_dir(POLICY_DIR)
+    for key in topology.principal_keys():
+        table = engine.decision_table(key, 0.0)
+        for (action, resource), entry in table.entries.items():
+            single = engine.decide(key, action, resource, now=0.0)
+            assert entry.allowed == single.allowed, (key, action, resource)
+            if entry.allowed:
+                assert entry.obligations == single.obligations

@@ -21,7 +21,10 @@ Decision tables (:meth:`PolicyEngine.decision_table`) evaluate every
 To stay within a few milliseconds the batch holds one request per *equivalence
 class* of resources: Cedar cannot read an entity's id, so resources that no
 policy names literally and that share type, attributes and ancestors always get
-the same decision. Requests are evaluated without re-validating them against the
+the same decision; and pairs that no permit's scope (principal, action, resource
+constraints, read from the parsed policies) can match are a certain deny without
+evaluation - reported as ``policy.no_permit`` even when a forbid would also apply.
+Requests are evaluated without re-validating them against the
 schema: the entities were validated at load, the context is built here from typed
 signal values, and any evaluation error (a missing attribute) is a deny anyway.
 Tables are cached until the principal's or the global epoch
@@ -96,6 +99,8 @@ class _Active:
     effects: dict[str, str]  # @id -> "permit" | "forbid"
     annotations: dict[str, dict[str, str]]  # @id -> annotations
     literal_resources: frozenset[str]
+    permit_scopes: tuple[tuple[Any, Any, Any], ...] = ()  # (principal, action, resource) scope nodes
+    ancestors: dict[tuple[str, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,66 @@ class _CompiledPlan:
     classes: list[tuple[str, str]]  # (action, representative resource)
     members: list[list[str]]  # resources per class
     base_requests: list[dict]
+    no_permit: list[tuple[str, str]] = field(default_factory=list)  # no permit's scope can match: deny
 
 
 @dataclass
 class _TableCacheEntry:
     table: DecisionTable
     signals: SignalValues = field(repr=False)
+
+
+def _ancestors(entities: list[dict]) -> dict[tuple[str, str], frozenset[tuple[str, str]]]:
+    """Transitive ancestors of every entity (by (type, id))."""
+    parents = {(e["uid"]["type"], e["uid"]["id"]): [(p["type"], p["id"]) for p in e.get("parents", ())]
+               for e in entities}
+    out: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
+    for uid in parents:
+        seen: set[tuple[str, str]] = set()
+        todo = list(parents[uid])
+        while todo:
+            nxt = todo.pop()
+            if nxt not in seen:
+                seen.add(nxt)
+                todo.extend(parents.get(nxt, ()))
+        out[uid] = frozenset(seen)
+    return out
+
+
+def _uid_of(node: Any) -> tuple[str, str] | None:
+    try:
+        return node.type.basename, node.id
+    except AttributeError:
+        return None
+
+
+def _scope_may_match(scope: Any, uid: tuple[str, str], ancestors: frozenset[tuple[str, str]]) -> bool:
+    """False only when a principal/resource scope certainly excludes ``uid``; anything unknown may match."""
+    kind = type(scope).__name__
+    if kind == "ScopeEq":
+        target = _uid_of(scope.entity)
+        return target is None or target == uid
+    if kind == "ScopeIn":
+        target = _uid_of(scope.entity)
+        return target is None or target == uid or target in ancestors
+    if kind == "ScopeIs":
+        return getattr(scope.entity_type, "basename", uid[0]) == uid[0]
+    if kind == "ScopeIsIn":
+        target = _uid_of(scope.entity)
+        return getattr(scope.entity_type, "basename", uid[0]) == uid[0] and (
+            target is None or target == uid or target in ancestors)
+    return True
+
+
+def _action_may_match(scope: Any, action: str) -> bool:
+    kind = type(scope).__name__
+    if kind == "ActionEq":
+        target = _uid_of(scope.entity)
+        return target is None or target == ("Action", action)
+    if kind == "ActionIn":
+        targets = [_uid_of(e) for e in scope.entities]
+        return any(t is None or t == ("Action", action) for t in targets)
+    return True
 
 
 def _translate(exc: BaseException) -> str:
@@ -257,8 +316,10 @@ class PolicyEngine:
         digest = hashlib.sha256((schema_text + "\0" + text).encode()).hexdigest()
         literal = frozenset(m.group(1) for m in _RESOURCE_LITERAL.finditer(text))
         info = PolicyInfo(directory=directory, files=tuple(sorted(sources)), policy_ids=tuple(effects), digest=digest)
+        scopes = tuple((p.principal, p.action, p.resource) for p in pst.static_policies.values()
+                       if p.effect == "permit")
         return _Active(info, text, schema_text, schema, policies, entities, entities_json, ids, effects,
-                       annotations, literal)
+                       annotations, literal, scopes, _ancestors(json.loads(entities_json)))
 
     def load_dir(self, directory: str | Path) -> PolicyInfo:
         """Load a policy directory; on refusal keep the set in force, emit ``policy.refused`` and raise."""
@@ -479,7 +540,15 @@ class PolicyEngine:
         entities = {e["uid"]["id"]: e for e in json.loads(active.entities_json) if e["uid"]["type"] == "Resource"}
         index: dict[tuple, int] = {}
         plan = _CompiledPlan([], [], [])
+        p_uid = (ref.entity_type, ref.name)
+        p_anc = active.ancestors.get(p_uid, frozenset())
+        mine = [(a, r) for (pr, a, r) in active.permit_scopes if _scope_may_match(pr, p_uid, p_anc)]
         for action, resource in self.topology.candidates():
+            r_uid = ("Resource", resource)
+            r_anc = active.ancestors.get(r_uid, frozenset())
+            if not any(_action_may_match(a, action) and _scope_may_match(r, r_uid, r_anc) for a, r in mine):
+                plan.no_permit.append((action, resource))
+                continue
             if resource in active.literal_resources:
                 cls_key: tuple = (action, "=", resource)
             else:
@@ -525,7 +594,7 @@ class PolicyEngine:
         plan = self._plan(active, ref)
         requests = [dict(base, context=ctx_json) for base in plan.base_requests]
         try:
-            results = cedarpy.is_authorized_batch(requests, active.policies, active.entities)
+            results = cedarpy.is_authorized_batch(requests, active.policies, active.entities) if requests else []
         except Exception as exc:  # noqa: BLE001
             raise RequestError(f"evaluation failed: {_translate(exc)}", reason="policy.evaluation") from exc
         entries: dict[tuple[str, str], Decision] = {}
@@ -539,6 +608,9 @@ class PolicyEngine:
                 entries[(action, other)] = Decision(decision.allowed, ref.key, action, other, decision.reason,
                                                     decision.policy_ids, decision.errors, decision.obligations,
                                                     epoch)
+        for action, resource in plan.no_permit:
+            entries[(action, resource)] = Decision(False, ref.key, action, resource, REASON_NO_PERMIT, (), (),
+                                                   NO_OBLIGATIONS, epoch)
         expires = min(now + ttl, values.valid_until)
         table = DecisionTable(ref.key, epoch, global_epoch, now, expires, entries)
         with self._lock:
