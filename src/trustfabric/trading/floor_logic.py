@@ -47,6 +47,7 @@ from trustfabric.trading.settlement import CLEARING, CashLedger, net_fills
 from trustfabric.trading.sor import VenueBook, route
 
 ROUTER_INTERNAL = "route.internal"
+FUNDING = "funding"  # outside money: deposits come from here
 ROUTER_UNKNOWN_VENUE = "route.unknown_venue"
 
 
@@ -285,6 +286,14 @@ class SettlementCore:
             self.ledger.open_account(CLEARING, overdraft_limit=10**18)
         self.fills: list[Fill] = []
         self._exec_ids: set[str] = set()
+
+    def fund(self, account: str, amount: int, entry_id: str) -> None:
+        """Open ``account`` if needed and deposit ``amount`` from outside the firm (the ``funding`` account)."""
+        if FUNDING not in self.ledger.balances:
+            self.ledger.open_account(FUNDING, overdraft_limit=10**18)
+        if account not in self.ledger.balances:
+            self.ledger.open_account(account)
+        self.ledger.transfer(entry_id, FUNDING, account, amount, memo="deposit")
 
     def on_fill(self, fill: Fill) -> None:
         if fill.exec_id not in self._exec_ids:
