@@ -83,3 +83,4 @@ def test_bench_prints_json_and_quarantines_only_attackers(home):
     out = json.loads(r.output)
     assert out["attackers_quarantined"] == 5 and out["normal_principals_quarantined"] == 0
     assert out["events"] > 1000 and out["events_per_s"] > 0
+    assert out["live_ttc_ms_max"] is not None and out["live_ttd_ms_max"] is not None

@@ -27,7 +27,7 @@ from trustfabric.response.baseline import BaselineConfig, BehaviourBaselines, Ri
 from trustfabric.response.containment import Containment
 from trustfabric.response.detectors import BoundedMap, Detector, DetectorConfig, default_detectors
 from trustfabric.response.floor_map import FloorMap
-from trustfabric.response.incidents import IncidentStore, MemoryIncidentStore
+from trustfabric.response.incidents import IncidentStore
 from trustfabric.response.policy import ALERT_ONLY, QUARANTINE, TIGHTEN, ResponsePolicy
 
 IGNORED_KINDS = frozenset({Kind.ALERT, Kind.CONTAINMENT, Kind.RELEASE})
@@ -142,7 +142,8 @@ class ResponseEngine:
         action = verdict.action
         if action != QUARANTINE and self.containment.is_quarantined(alert.principal):
             action = QUARANTINE  # already contained: the alert joins the open incident
-        self.actions[action] += 1
+        with self._lock:
+            self.actions[action] += 1
         try:
             self.store.add_alert(alert, action)
         except Exception:  # noqa: BLE001
@@ -185,7 +186,7 @@ class ResponseEngine:
                       detected_at=now, summary=reason or "manual quarantine")
         with self._lock:
             self.alerts_raised += 1
-        self.actions[QUARANTINE] += 1
+            self.actions[QUARANTINE] += 1
         try:
             self.store.add_alert(alert, QUARANTINE)
         except Exception:  # noqa: BLE001
