@@ -54,7 +54,7 @@ def test_release_refused_for_non_officer_and_wrong_code_then_accepted(home, monk
     _run("quarantine", ALGO, "--operator", "dave")
     now_box = {}
 
-    def facts(name, code, now):
+    def facts(name, code, now, emitter=None):
         now_box["now"] = now
         if code != "111111":
             raise IdentityError("wrong TOTP code", reason="user.mfa_failed")
@@ -84,3 +84,26 @@ def test_bench_prints_json_and_quarantines_only_attackers(home):
     assert out["attackers_quarantined"] == 5 and out["normal_principals_quarantined"] == 0
     assert out["events"] > 1000 and out["events_per_s"] > 0
     assert out["live_ttc_ms_max"] is not None and out["live_ttd_ms_max"] is not None
+
+
+def test_release_with_the_identity_planes_totp_step_up(home):
+    import pyotp
+
+    from trustfabric.audit.events import Emitter, MemorySink
+    from trustfabric.clock import SYSTEM_CLOCK
+    from trustfabric.identity.store import open_default_store
+    from trustfabric.identity.users import UserDirectory
+
+    users = UserDirectory(open_default_store(), Emitter("test", MemorySink(), SYSTEM_CLOCK))
+    now = SYSTEM_CLOCK.now()
+    dave = users.enrol("dave", "security_officer", "correct horse battery staple", now)
+    erin = users.enrol("erin", "developer", "correct horse battery staple", now)
+    _run("quarantine", ALGO, "--operator", "dave")
+    r = _run("release", ALGO, "--officer", "erin", "--totp", pyotp.TOTP(erin.totp_secret).now())
+    assert r.exit_code == 1 and "release.not_officer" in r.output
+    r = _run("release", ALGO, "--officer", "dave", "--totp", "000000" if pyotp.TOTP(dave.totp_secret).now() != "000000"
+             else "111111")
+    assert r.exit_code == 1 and "user.bad_totp" in r.output
+    r = _run("release", ALGO, "--officer", "dave", "--totp", pyotp.TOTP(dave.totp_secret).now())
+    assert r.exit_code == 0, r.output
+    assert json.loads(_run("incidents", "--open", "--json").output)["incidents"] == []

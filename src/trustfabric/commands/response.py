@@ -72,25 +72,27 @@ class _AuditOut:
             self.spool.close()
 
 
-def officer_facts(name: str, totp_code: str, now: float) -> OfficerFacts:
-    """Integration point with the identity plane: verify ``name``'s TOTP step-up now.
+def officer_facts(name: str, totp_code: str, now: float, emitter=None) -> OfficerFacts:
+    """Verify ``name``'s TOTP step-up now with the identity plane and return the release facts.
 
-    Uses ``trustfabric.identity.users`` when it is installed (``step_up(name,
-    code, now)`` returning the user's roles and step-up time). Without it there
-    is no way to prove a fresh step-up, so this raises (no release).
+    ``trustfabric.identity.users.UserDirectory.step_up`` re-verifies the code
+    (refusing wrong, replayed or locked-out attempts with a ``UserError``) and
+    refreshes the MFA time; the user's role and that time become
+    :class:`OfficerFacts`. Without the users module there is no way to prove a
+    fresh step-up, so this raises (no release).
     """
     try:
-        from trustfabric.identity import users  # type: ignore[attr-defined]
+        from trustfabric.identity.store import open_default_store
+        from trustfabric.identity.users import UserDirectory
     except ImportError:
         raise ConfigError("the identity plane's users module is not installed: no step-up MFA, no release",
                           reason="response.step_up_unavailable") from None
-    step_up = getattr(users, "step_up_facts", None)
-    if step_up is None:
-        raise ConfigError("trustfabric.identity.users has no step_up_facts(name, code, now)",
-                          reason="response.step_up_unavailable")
-    facts = step_up(name, totp_code, now)  # raises IdentityError on a wrong code
-    return OfficerFacts(name=name, roles=tuple(getattr(facts, "roles", ()) or ()),
-                        step_up_at=getattr(facts, "step_up_at", None))
+    if emitter is None:
+        from trustfabric.audit.events import Emitter, MemorySink
+
+        emitter = Emitter(SOURCE, MemorySink(), SYSTEM_CLOCK)
+    auth = UserDirectory(open_default_store(), emitter).step_up(name, totp_code, now)
+    return OfficerFacts(name=auth.name, roles=(auth.role,), step_up_at=auth.auth_time)
 
 
 @app.command("alerts")
@@ -177,14 +179,14 @@ def release(
     officer: str = typer.Option(..., "--officer", help="The security officer releasing it."),
     totp: str = typer.Option(..., "--totp", prompt=True, hide_input=True, help="The officer's TOTP code (step-up)."),
 ) -> None:
-    """Release PRINCIPAL: only a security_officer with a fresh TOTP step-up may."""
+    """Release PRINCIPAL: only a security_officer with a fresh TOTP step-up may (code checked now)."""
     with refusals_exit():
         now = SYSTEM_CLOCK.now()
         with _AuditOut() as out:
             containment = Containment(_revoker(), _OfflinePolicy(), emitter=out.emitter, store=_store())
             containment.restore_open_incidents()
             try:
-                facts = officer_facts(officer, totp, now)
+                facts = officer_facts(officer, totp, now, out.emitter)
             except TrustFabricError as exc:  # logged like any refused release
                 out.emitter.emit(Kind.RELEASE, principal=principal, decision="deny", reason=exc.reason,
                                  detail={"officer": officer})
