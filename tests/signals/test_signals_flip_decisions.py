@@ -41,7 +41,7 @@ def test_quarantine_flips_and_bumps_only_that_principal(engine, hub, topology, r
     _assert_only(engine, topology, before, [MEANREV])
     assert not engine.is_current(table, clock.now())
     assert [(i.principal, i.reason, i.source) for i in received] == \
-        [(topology.spiffe_id(MEANREV), "signal.quarantine", "response")]
+        [(topology.spiffe_id(MEANREV), "quarantine.signal", "response")]
     d = engine.decide(MEANREV, "subscribe", "md/JPM")
     assert not d.allowed and d.policy_ids == ("guard.quarantine",) and d.epoch == 1
     assert engine.decide(MOMENTUM, "subscribe", "md/AAPL").allowed
@@ -50,6 +50,7 @@ def test_quarantine_flips_and_bumps_only_that_principal(engine, hub, topology, r
     changed = sink.of_kind(Kind.SIGNAL_CHANGED)[-1]
     assert changed.detail["signal"] == "quarantine" and changed.detail["source"] == "response"
     hub.release(MEANREV, origin="response")
+    assert received[-1].reason == "release.signal"
     assert engine.decide(MEANREV, "subscribe", "md/JPM").allowed
 
 

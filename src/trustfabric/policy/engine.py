@@ -220,7 +220,13 @@ class PolicyEngine:
     @classmethod
     def from_dir(cls, directory: str | Path, topology: Topology | None = None, signals: SignalSource | None = None,
                  **kwargs: Any) -> "PolicyEngine":
-        """An engine with ``directory``'s policies loaded; raises :class:`PolicyLoadError` if they are refused."""
+        """An engine with ``directory``'s policies loaded; raises :class:`PolicyLoadError` if they are refused.
+
+        Without ``signals`` the engine reads fixed, healthy signals
+        (:class:`~trustfabric.signals.context.StaticSignals`): right for tests,
+        benchmarks and a floor with no signal feeds; a production control plane
+        passes its live :class:`~trustfabric.signals.hub.SignalHub`.
+        """
         from trustfabric.signals.context import StaticSignals
 
         directory = Path(directory)

@@ -101,14 +101,14 @@ class SignalHub:
             self._listeners.append(listener)
 
     def _changed(self, principals: tuple[str, ...] | None, signal: str, value: Any, origin: str,
-                 principal: str = "") -> None:
+                 principal: str = "", reason: str | None = None) -> None:
         self.emitter.emit(Kind.SIGNAL_CHANGED, principal=principal, reason=f"signal.{signal}",
                           detail={"signal": signal, "value": value, "source": origin,
                                   "affected": list(principals) if principals is not None else "*"})
         if principals is not None and not principals:
             return
         for listener in list(self._listeners):
-            listener(principals, f"signal.{signal}", origin)
+            listener(principals, reason or f"signal.{signal}", origin)
 
     def _refused(self, exc: SignalError, signal: str, origin: str, principal: str = "") -> None:
         self.emitter.emit(Kind.SIGNAL_REFUSED, principal=principal, reason=exc.reason,
@@ -173,17 +173,34 @@ class SignalHub:
         ref = self._ref(principal)
         with self._lock:
             self._quarantined[ref.key] = reason or "quarantined"
-        self._changed((ref.key,), "quarantine", True, origin, ref.key)
+        # Enforcement points close a principal's sessions on an invalidation whose reason starts "quarantine".
+        self._changed((ref.key,), "quarantine", True, origin, ref.key, reason="quarantine.signal")
 
     def release(self, principal: str, origin: str = "operator") -> None:
         ref = self._ref(principal)
         with self._lock:
             was = self._quarantined.pop(ref.key, None)
         if was is not None:
-            self._changed((ref.key,), "quarantine", False, origin, ref.key)
+            self._changed((ref.key,), "quarantine", False, origin, ref.key, reason="release.signal")
 
     def quarantined(self) -> dict[str, str]:
         return dict(self._quarantined)
+
+    def observations(self) -> dict[str, dict[str, list[str]]]:
+        """What was observed of each principal (for snapshots)."""
+        with self._lock:
+            return {k: {"fingerprints": sorted(o.fingerprints), "code_digests": sorted(o.code_digests),
+                        "addresses": sorted(o.addresses)} for k, o in self._observed.items()}
+
+    def authentications(self) -> dict[str, dict[str, Any]]:
+        """People's recorded authentication state (for snapshots)."""
+        with self._lock:
+            return {k: {"mfa": a.mfa, "step_up_at": a.step_up_at, "device_host": a.device_host}
+                    for k, a in self._auth.items()}
+
+    def posture_verdicts(self) -> dict[str, PostureVerdict]:
+        with self._lock:
+            return dict(self._posture)
 
     # ------------------------------------------------------------------ threat intelligence
     def _matches(self, intel: IndicatorSet) -> dict[str, tuple[str, ...]]:

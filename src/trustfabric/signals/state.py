@@ -88,9 +88,7 @@ def state_of(hub: SignalHub, calendar: dict[str, Any], threat_bundle: str) -> Si
         kill_switches=[(s, n, v) for (s, n), v in hub.kill.states.items()],
         calendar=calendar,
         threat_bundle=threat_bundle,
-        observed={k: {"fingerprints": sorted(o.fingerprints), "code_digests": sorted(o.code_digests),
-                      "addresses": sorted(o.addresses)} for k, o in hub._observed.items()},
-        posture=dict(hub._posture),
-        auth={k: {"mfa": a.mfa, "step_up_at": a.step_up_at, "device_host": a.device_host}
-              for k, a in hub._auth.items()},
+        observed=hub.observations(),
+        posture=hub.posture_verdicts(),
+        auth=hub.authentications(),
     )
