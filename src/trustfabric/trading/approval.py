@@ -21,7 +21,9 @@ in-flight orders.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
+import itertools
 import os
 from collections import deque
 from typing import Callable
@@ -64,14 +66,24 @@ def approval_payload(
 class ApprovalKeyring:
     """HMAC keys by id: one active signing key, plus previous keys still accepted."""
 
-    __slots__ = ("_keys", "active_id", "max_keys")
+    __slots__ = ("_keys", "_macs", "active_id", "max_keys")
 
     def __init__(self, key_id: str, key: bytes, *, max_keys: int = 2) -> None:
         if len(key) < 32:
             raise ValueError("approval keys must be at least 32 bytes")
         self._keys: dict[str, bytes] = {key_id: key}
+        self._macs = {key_id: hmac.new(key, digestmod=hashlib.sha256)}
         self.active_id = key_id
         self.max_keys = max_keys
+
+    def mac(self, key_id: str, payload: bytes) -> bytes | None:
+        """HMAC-SHA256 of ``payload`` under ``key_id`` (None for an unknown key); keyed state is precomputed."""
+        base = self._macs.get(key_id)
+        if base is None:
+            return None
+        h = base.copy()
+        h.update(payload)
+        return h.digest()
 
     @classmethod
     def generate(cls, key_id: str = "k1") -> "ApprovalKeyring":
@@ -94,33 +106,44 @@ class ApprovalKeyring:
         if key_id in self._keys:
             raise ValueError(f"key id {key_id!r} already used")
         self._keys[key_id] = key
+        self._macs[key_id] = hmac.new(key, digestmod=hashlib.sha256)
         self.active_id = key_id
         while len(self._keys) > self.max_keys:
-            del self._keys[next(iter(self._keys))]
+            oldest = next(iter(self._keys))
+            del self._keys[oldest]
+            del self._macs[oldest]
 
     def retire(self, key_id: str) -> None:
         if key_id == self.active_id:
             raise ValueError("cannot retire the active key")
         self._keys.pop(key_id, None)
+        self._macs.pop(key_id, None)
 
 
 class ApprovalSigner:
-    """Issues approvals for orders that passed pre-trade risk."""
+    """Issues approvals for orders that passed pre-trade risk.
 
-    __slots__ = ("keyring", "_random")
+    Nonces are unique rather than secret (the MAC provides authenticity): a random
+    8-byte prefix per signer instance followed by an 8-byte counter, so two risk
+    instances sharing a key never collide and no syscall is made per approval.
+    """
+
+    __slots__ = ("keyring", "_prefix", "_counter")
 
     def __init__(self, keyring: ApprovalKeyring, random_bytes: Callable[[int], bytes] = os.urandom) -> None:
         self.keyring = keyring
-        self._random = random_bytes
+        self._prefix = random_bytes(8)
+        self._counter = itertools.count(1)
 
     def sign(self, order: NewOrder, principal: str, limits_version: int, now_ns: int) -> RiskApproval:
-        key_id = self.keyring.active_id
-        nonce = self._random(16)
+        keyring = self.keyring
+        key_id = keyring.active_id
+        nonce = self._prefix + next(self._counter).to_bytes(8, "big")
         payload = approval_payload(
             key_id, principal, order.cl_ord_id, order.symbol, order.side, order.qty, order.price,
             limits_version, now_ns, nonce,
         )
-        mac = hmac.digest(self.keyring.active_key, payload, "sha256")
+        mac = keyring.mac(key_id, payload)
         return RiskApproval(
             principal=principal,
             cl_ord_id=order.cl_ord_id,
@@ -179,15 +202,14 @@ class ApprovalVerifier:
         """
         if approval is None:
             raise ApprovalRefused("order carries no risk approval", reason=APPROVAL_MISSING)
-        key = self.keyring.key(approval.key_id)
-        if key is None:
-            raise ApprovalRefused(f"unknown approval key {approval.key_id!r}", reason=APPROVAL_UNKNOWN_KEY)
         try:
             payload = approval_payload(
                 approval.key_id, approval.principal, approval.cl_ord_id, approval.symbol, approval.side,
                 approval.qty, approval.price, approval.limits_version, approval.issued_ns, approval.nonce,
             )
-            expected = hmac.digest(key, payload, "sha256")
+            expected = self.keyring.mac(approval.key_id, payload)
+            if expected is None:
+                raise ApprovalRefused(f"unknown approval key {approval.key_id!r}", reason=APPROVAL_UNKNOWN_KEY)
             genuine = hmac.compare_digest(expected, approval.mac)
         except (TypeError, ValueError, AttributeError) as exc:  # malformed field types
             raise ApprovalRefused(f"malformed approval: {exc}", reason=APPROVAL_FORGED) from None
