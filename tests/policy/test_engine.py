@@ -234,3 +234,38 @@ def test_table_allow_set_equals_single_decisions_under_any_signals(topology, sig
             assert entry.allowed == single.allowed, (key, action, resource)
             if entry.allowed:
                 assert entry.obligations == single.obligations
+
+
+def test_adding_a_person_bumps_only_that_person(engine, hub, topology, clock):
+    got = []
+    engine.bus.subscribe(got.append)
+    new = topology.with_person("grace", ("trader",))
+    hub.set_topology(new)
+    engine.set_topology(new)
+    assert [i.principal for i in got] == ["user:grace"]
+    assert not engine.decide("user:grace", "read_positions", "oms/positions").allowed  # no MFA recorded yet
+    hub.record_authentication("grace", mfa=True, device_host="desk-1")
+    assert engine.decide("user:grace", "read_positions", "oms/positions").allowed
+    with pytest.raises(Exception) as info:
+        topology.with_person("mallory", ("root",))
+    assert getattr(info.value, "reason", "") == "policy.topology.unknown"
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+_json = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
+                     max_leaves=12)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(principal=st.one_of(st.sampled_from(["algo-meanrev", "user:alice", "oms"]), st.text(max_size=30)),
+       action=st.one_of(st.sampled_from(["submit_order", "subscribe", "execute"]), st.text(max_size=15)),
+       resource=st.one_of(st.sampled_from(["risk/orders", "md/JPM", "venue-a/orders"]), st.text(max_size=15)),
+       context=st.one_of(st.none(), _json, st.dictionaries(st.sampled_from(["notional", "risk_reducing", "x"]), _json)))
+def test_fuzzed_requests_never_crash_and_never_allow_with_an_error(engine, principal, action, resource, context):
+    d = engine.decide(principal, action, resource, context)
+    assert isinstance(d.allowed, bool)
+    if d.allowed:
+        assert not d.errors and d.policy_ids
+        assert (action, resource) in engine.topology.flows_of(engine.topology.resolve(principal))
