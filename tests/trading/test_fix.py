@@ -379,3 +379,34 @@ def test_price_helpers_are_exact():
     for bad in (b"1e400", b"NaN", b"abc", b"0.00001"):
         with pytest.raises(ValueError):
             codec.price_from_fix(bad)
+
+
+# --- fuzzing: bad bytes never crash the session and never yield orders before Logon ------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=400))
+def test_random_bytes_before_logon_never_crash_or_yield_orders(data):
+    s = new_session()
+    out = s.on_bytes(data, NOW)
+    assert not any(isinstance(e, (fs.FixNewOrderSingle, fs.LoggedOn)) for e in out.events)
+    assert not any(e.reason == "fix.internal" for e in out.events if isinstance(e, fs.SessionProblem))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(0, 400), st.integers(0, 255), st.integers(1, 40))
+def test_mutated_messages_after_logon_never_crash(position, byte, cut):
+    s, c = logged_on()
+    raw = bytearray(c.new_order_single(NOW, "o1", "AAPL", "buy", 10, 1_000_000) * 2)
+    raw[position % len(raw)] = byte
+    data = bytes(raw)
+    events = []
+    for i in range(0, len(data), cut):
+        events.extend(s.on_bytes(data[i:i + cut], NOW).events)
+    assert not any(e.reason == "fix.internal" for e in events if isinstance(e, fs.SessionProblem))
+    for e in events:
+        if isinstance(e, fs.FixNewOrderSingle):
+            assert e.qty > 0 and e.price > 0 and e.side in ("buy", "sell")

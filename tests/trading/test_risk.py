@@ -214,3 +214,34 @@ def test_limits_struct_is_frozen():
     with pytest.raises(AttributeError):
         limits.firm_credit = 0  # type: ignore[misc]
     assert msgspec.structs.replace(limits, version=2).version == 2
+
+
+# --- properties: usage is exact and limits hold whatever the sequence -------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["new", "fill", "done"]), st.integers(1, 300),
+                          st.integers(-300, 300), st.sampled_from([AGENT, AGENT2])), max_size=60))
+def test_credit_usage_never_exceeds_limits_and_matches_working_plus_executed(ops):
+    limit = to_price("50000")
+    c = checker(default_agent_credit=limit, default_account_credit=limit, firm_credit=limit * 3 // 2,
+                dup_window_ns=0)
+    live: list[tuple[str, str]] = []
+    for i, (op, qty, tick_offset, agent) in enumerate(ops):
+        if op == "new":
+            o = order(cl_ord_id=f"p{i}", agent=agent, qty=qty, price=to_price("100.00") + 100 * (tick_offset // 10))
+            if c.check(o, T0 + i).approved:
+                live.append((agent, o.cl_ord_id))
+        elif live and op == "fill":
+            agent_, cl = live[qty % len(live)]
+            c.on_fill(agent_, cl, qty // 3 + 1, to_price("99.00"))
+        elif live:
+            c.on_order_done(*live.pop(qty % len(live)))
+        assert 0 <= c.usage_firm <= limit * 3 // 2
+        for a in (AGENT, AGENT2):
+            assert 0 <= c.usage_agent.get(a, 0) <= limit
+        working = sum(w.leaves * w.price for w in c.working.values())
+        assert working <= c.usage_firm
