@@ -1,0 +1,235 @@
+"""``trustfabric audit ...``: verify, prove, checkpoint, collect, query and report on the audit log.
+
+A thin shell over :mod:`trustfabric.audit`: the central log lives under
+``$TRUSTFABRIC_HOME/audit`` (``audit.db`` + ``tree_head.key``/``tree_head.pub``) and the
+enforcement points' spools under ``$TRUSTFABRIC_HOME/spool/<source>``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Optional
+
+import msgspec
+import typer
+from rich.table import Table
+
+from trustfabric.audit.collector import Collector
+from trustfabric.audit.errors import TamperDetected
+from trustfabric.audit.log import DB_FILE, AuditLog, Query, SQLiteAuditStore, audit_dir, open_log
+from trustfabric.audit.report import FRAMEWORKS, build_evidence, write_report
+from trustfabric.audit.treehead import export_tree_head, load_public_key
+from trustfabric.audit.verify import verify_log
+from trustfabric.commands.common import console, fail, refusals_exit
+from trustfabric.home import sub_dir
+
+app = typer.Typer(help="The audit log: verify, prove, query, compliance reports.", no_args_is_help=True)
+
+DirOption = typer.Option(None, "--dir", help="Audit directory (default $TRUSTFABRIC_HOME/audit).")
+
+
+def _dir(path: Optional[Path]) -> Path:
+    if path is None:
+        return audit_dir()
+    return path.parent if path.is_file() else path
+
+
+def _existing_dir(path: Optional[Path]) -> Path:
+    directory = _dir(path)
+    if not (directory / DB_FILE).exists():
+        raise fail("audit.store.missing", f"no audit log at {directory}", code=2)
+    return directory
+
+
+def _open(path: Optional[Path]) -> AuditLog:
+    return open_log(_existing_dir(path))
+
+
+def _echo_json(value: object) -> None:
+    typer.echo(json.dumps(value, indent=2, sort_keys=True))
+
+
+@app.command()
+def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or its audit.db (default $TRUSTFABRIC_HOME/audit).")) -> None:
+    """Recompute every leaf, the Merkle tree and every signed tree head; exit 0 only when intact.
+
+    Names the first bad position when a record was edited, deleted, reordered or inserted, the
+    log was truncated below a signed head, or a tree head was forged (exit 3). Records after the
+    latest signed head are reported as the unsigned tail.
+    """
+    directory = _existing_dir(path)
+    with refusals_exit(2):
+        public_key = load_public_key(directory)
+        store = SQLiteAuditStore(directory / DB_FILE)
+        try:
+            report = verify_log(store, public_key)
+        except TamperDetected as exc:
+            raise fail(exc.reason, f"first bad position {exc.position}: {exc.detail}", code=3) from None
+        finally:
+            store.close()
+    console.print(f"[green]intact[/]: {report.size} records, root {report.root_hash}, "
+                  f"{report.tree_heads_checked} signed tree heads (latest covers {report.signed_size}), "
+                  f"unsigned tail {report.unsigned_tail}", highlight=False)
+
+
+@app.command()
+def prove(index: int = typer.Argument(..., help="Leaf index of the record."),
+          tree_size: Optional[int] = typer.Option(None, help="Size of a signed tree head (default the latest)."),
+          directory: Optional[Path] = DirOption) -> None:
+    """Print an inclusion proof (leaf, audit path, root, signed tree head) as JSON.
+
+    A third party checks it with trustfabric.audit.merkle.verify_inclusion alone.
+    """
+    with refusals_exit(2):
+        log = _open(directory)
+        try:
+            _echo_json(log.prove_inclusion(index, tree_size))
+        finally:
+            log.close()
+
+
+@app.command()
+def consistency(old_size: int = typer.Argument(..., help="Size of an older signed tree head."),
+                new_size: Optional[int] = typer.Option(None, help="Size of a newer signed tree head (default the latest)."),
+                directory: Optional[Path] = DirOption) -> None:
+    """Print a consistency proof between two signed tree heads as JSON (RFC 9162 2.1.4)."""
+    with refusals_exit(2):
+        log = _open(directory)
+        try:
+            _echo_json(log.prove_consistency(old_size, new_size))
+        finally:
+            log.close()
+
+
+@app.command()
+def checkpoint(export: Optional[Path] = typer.Option(None, "--export", help="Also write the head and public key as JSON here ('-' for stdout)."),
+               directory: Optional[Path] = DirOption) -> None:
+    """Sign a tree head for the log as it is now (for an outside witness)."""
+    with refusals_exit(2):
+        log = open_log(_dir(directory))
+        try:
+            head = log.checkpoint()
+            exported = export_tree_head(head, log.signer.public_key)
+        finally:
+            log.close()
+    if export is None:
+        console.print(f"tree head: size {head.tree_size}, root {head.root_hash}", highlight=False)
+    elif str(export) == "-":
+        _echo_json(exported)
+    else:
+        export.write_text(json.dumps(exported, indent=2, sort_keys=True))
+        console.print(f"tree head of size {head.tree_size} exported to {export}", highlight=False)
+
+
+@app.command()
+def collect(spool: Optional[Path] = typer.Option(None, help="Spool root (default $TRUSTFABRIC_HOME/spool)."),
+            loop: bool = typer.Option(False, "--loop", help="Keep collecting until interrupted."),
+            interval: float = typer.Option(0.2, help="Seconds between passes with --loop."),
+            directory: Optional[Path] = DirOption) -> None:
+    """Ship enforcement points' spool segments into the central log and acknowledge them."""
+    with refusals_exit(2):
+        log = open_log(_dir(directory))
+        collector = Collector(log, spool if spool is not None else sub_dir("spool"))
+        try:
+            total = 0
+            while True:
+                result = collector.collect_once()
+                total += result.appended
+                if not loop:
+                    break
+                time.sleep(interval)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            log.close()
+    console.print(f"collected {total} new records; log size {log.size}", highlight=False)
+
+
+def _time_ns(value: Optional[str]) -> Optional[int]:
+    if value is None:
+        return None
+    try:
+        return int(float(value) * 1e9)
+    except ValueError:
+        pass
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        raise fail("audit.query.time", f"{value!r} is neither Unix seconds nor ISO 8601", code=2) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1e9)
+
+
+@app.command()
+def query(principal: Optional[str] = typer.Option(None, help="SPIFFE ID or user:<name>."),
+          since: Optional[str] = typer.Option(None, help="From this time (Unix seconds or ISO 8601, UTC by default)."),
+          until: Optional[str] = typer.Option(None, help="Before this time."),
+          decision: Optional[str] = typer.Option(None, help="allow or deny."),
+          action: Optional[str] = typer.Option(None, help="Action, e.g. submit_order."),
+          trace: Optional[str] = typer.Option(None, "--trace", help="Correlation id (ClOrdID): one order's whole life."),
+          kind: Optional[str] = typer.Option(None, help="Event kind, e.g. decision, alert."),
+          limit: Optional[int] = typer.Option(None, help="At most this many records."),
+          as_json: bool = typer.Option(False, "--json", help="One JSON object per record, with its index."),
+          directory: Optional[Path] = DirOption) -> None:
+    """Find records by principal, time, decision, action, kind or trace id."""
+    q = Query(principal=principal, since_ns=_time_ns(since), until_ns=_time_ns(until), decision=decision,
+              action=action, trace_id=trace, kind=kind, limit=limit)
+    with refusals_exit(2):
+        log = _open(directory)
+        try:
+            rows = log.query(q)
+        finally:
+            log.close()
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps({"index": r.index, **msgspec.to_builtins(r.event())}, sort_keys=True))
+        return
+    table = Table(title=f"{len(rows)} audit records")
+    for column in ("#", "time (UTC)", "source", "kind", "principal", "action", "resource", "decision", "reason", "trace"):
+        table.add_column(column)
+    for r in rows:
+        e = r.event()
+        when = datetime.fromtimestamp(e.time_ns / 1e9, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        table.add_row(str(r.index), when, e.source, e.kind, e.principal, e.action, e.resource, e.decision,
+                      e.reason, e.trace_id)
+    console.print(table)
+
+
+@app.command()
+def report(framework: str = typer.Option(..., "--framework", help=f"One of: {', '.join(FRAMEWORKS)}."),
+           out: Path = typer.Option(..., "--out", help="Directory for <framework>.md and <framework>.html."),
+           unused_days: int = typer.Option(90, help="A grant unused this many days is flagged for review."),
+           grants: Optional[Path] = typer.Option(None, help="JSON list of [principal, action, resource] grants to review "
+                                                 "(default: the allow decisions seen in the log)."),
+           directory: Optional[Path] = DirOption) -> None:
+    """Write compliance evidence drawn from the log (Markdown and HTML)."""
+    if framework not in FRAMEWORKS:
+        raise fail("audit.report.framework", f"one of {', '.join(FRAMEWORKS)}", code=2)
+    grant_list = None
+    if grants is not None:
+        try:
+            grant_list = [tuple(g) for g in json.loads(grants.read_text())]
+            if any(len(g) != 3 for g in grant_list):
+                raise ValueError("each grant is [principal, action, resource]")
+        except (OSError, ValueError, TypeError) as exc:
+            raise fail("audit.report.grants", str(exc), code=2) from None
+    d = _existing_dir(directory)
+    with refusals_exit(2):
+        store = SQLiteAuditStore(d / DB_FILE)
+        try:
+            try:
+                v = verify_log(store, load_public_key(d))
+                integrity = (f"Verified intact: {v.size} records, Merkle root {v.root_hash}, {v.tree_heads_checked} "
+                             f"signed tree heads (latest covers {v.signed_size}), unsigned tail {v.unsigned_tail}.")
+            except TamperDetected as exc:
+                integrity = f"TAMPERING DETECTED at position {exc.position}: {exc.reason}: {exc.detail}"
+            evidence = build_evidence(((r.index, r.event()) for r in store.records()), now_ns=time.time_ns(),
+                                      integrity=integrity, unused_days=unused_days, grants=grant_list)
+        finally:
+            store.close()
+        md, html = write_report(evidence, framework, out)
+    console.print(f"wrote {md} and {html}", highlight=False)
