@@ -221,3 +221,12 @@ def test_tables_are_cached_until_an_epoch_moves(engine, hub, clock):
     assert engine.decision_table(MEANREV, clock.now()) is a
     hub.set_risk_score(MEANREV, 5)
     assert engine.decision_table(MEANREV, clock.now()) is not a
+
+
+def test_renewed_healthy_posture_moves_no_epoch_and_extends_the_table(engine, hub, topology, clock, received):
+    clock.advance(100)
+    before = _epochs(engine, topology)
+    hub.report_posture(hub.agents["oms"].report(clock.now()))
+    assert _epochs(engine, topology) == before and received == []
+    table = engine.decision_table("oms", clock.now())
+    assert table.expires_at > clock.now() + 100

@@ -91,7 +91,8 @@ def explain(
     d = x.decision
     if as_json:
         typer.echo(json.dumps({"decision": msgspec.to_builtins(d), "policies": [list(p) for p in x.policies],
-                               "signals": x.signals, "mattered": list(x.mattered)}, default=str))
+                               "signals": x.signals, "mattered": list(x.mattered), "details": x.details},
+                              default=str))
         return
     colour = "green" if d.allowed else "red"
     console.print(f"[bold {colour}]{d.effect.upper()}[/] {d.principal} {d.action} {d.resource} "
@@ -108,6 +109,9 @@ def explain(
         for key, value in x.signals.items():
             table.add_row(key, str(value), "yes" if key in x.mattered else "")
         console.print(table)
+        for key, values in x.details.items():
+            if values:
+                console.print(f"  {key}: {', '.join(values)}", highlight=False, markup=False)
 
 
 @app.command("table")

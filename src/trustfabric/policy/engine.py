@@ -111,6 +111,7 @@ class Explanation:
     policies: tuple[tuple[str, str, dict[str, str]], ...]  # (@id, effect, annotations)
     signals: dict[str, Any]  # the context the decision saw
     mattered: tuple[str, ...]  # context fields whose benign value would change the outcome
+    details: dict[str, Any] = field(default_factory=dict)  # posture reasons, matching indicators
 
 
 @dataclass
@@ -640,7 +641,8 @@ class PolicyEngine:
                 and any(e.startswith("policy.request") or e.startswith("signal.") for e in decision.errors):
             return Explanation(decision, (), {}, ())
         notional, reducing = self._check_context(context)
-        ctx = self.signals.signals_for(ref, now).context(notional, reducing)
+        values = self.signals.signals_for(ref, now)
+        ctx = values.context(notional, reducing)
         epoch = self._epochs.get(ref.key, 0)
         mattered = []
         for key, benign in BENIGN.items():
@@ -651,7 +653,9 @@ class PolicyEngine:
                 mattered.append(key)
         policies = tuple((pid, active.effects.get(pid, "?"), active.annotations.get(pid, {}))
                          for pid in decision.policy_ids)
-        return Explanation(decision, policies, ctx, tuple(mattered))
+        details = {"posture_reasons": list(values.posture_reasons),
+                   "threat_indicators": list(values.threat_indicators)}
+        return Explanation(decision, policies, ctx, tuple(mattered), details)
 
     # ------------------------------------------------------------------ naive baseline (benchmarks)
     def naive_request(self, principal: str, action: str, resource: str, now: float | None = None) -> dict:

@@ -144,7 +144,9 @@ class SignalHub:
                 self._posture[host] = verdict if verdict.host else PostureVerdict(False, host, verdict.reasons)
             affected = self.topology.principals_on_host(host) + tuple(
                 u for u, a in self._auth.items() if a.device_host == host)
-            if previous is None or previous.ok != verdict.ok or previous.reasons != verdict.reasons or verdict.ok:
+            # A renewed healthy report changes nothing a table depends on (tables already expire with
+            # the old report's freshness), so only a change of verdict moves epochs.
+            if previous is None or previous.ok != verdict.ok or previous.reasons != verdict.reasons:
                 self._changed(affected, "posture", {"host": host, "ok": verdict.ok, "reasons": list(verdict.reasons)},
                               origin)
         if not verdict.ok:
