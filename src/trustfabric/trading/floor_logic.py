@@ -11,6 +11,7 @@ adds the transport, the enforcement point and the event loop:
 * :class:`VenueCore`      one venue: books per symbol, reports, cancel-on-disconnect.
 * :class:`OmsCore`        parent orders, child execution reports -> fills, states, positions, P&L.
 * :class:`SettlementCore` the day's fills -> netting instructions -> cash ledger.
+* :func:`risk_view`       the risk dashboard's read-only view of limits, usage and positions.
 
 Every refusal is returned as a :class:`~trustfabric.trading.messages.Reject` with its
 reason code (and, when an emitter is given, an audit event); no exception in a
@@ -19,6 +20,7 @@ core turns into an allow.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -36,13 +38,15 @@ from trustfabric.trading.messages import (
     Fill,
     NewOrder,
     Quote,
+    PositionSnapshot,
     Reject,
+    ReplaceOrder,
     RiskApproval,
     RoutedOrder,
     SettlementInstruction,
     Trade,
 )
-from trustfabric.trading.risk import PRINCIPAL_MISMATCH, PreTradeRiskChecker, RiskResult
+from trustfabric.trading.risk import PRINCIPAL_MISMATCH, UNKNOWN_ORDER, PreTradeRiskChecker, RiskResult
 from trustfabric.trading.settlement import CLEARING, CashLedger, net_fills
 from trustfabric.trading.sor import VenueBook, route
 
@@ -54,14 +58,23 @@ ROUTER_UNKNOWN_VENUE = "route.unknown_venue"
 class PreTradeRisk:
     """The pre-trade-risk service core (SEC 15c3-5), signing approvals for the router."""
 
-    def __init__(self, checker: PreTradeRiskChecker, signer: ApprovalSigner, emitter: Emitter | None = None) -> None:
+    def __init__(self, checker: PreTradeRiskChecker, signer: ApprovalSigner, emitter: Emitter | None = None, *,
+                 gateways: frozenset[str] = frozenset()) -> None:
         self.checker = checker
         self.signer = signer
         self.emitter = emitter
+        self.gateways = gateways  # callers (the FIX gateway) that submit for the clients they authenticated
+
+    def _may_act_for(self, principal: str, agent: str) -> bool:
+        return principal == agent or principal in self.gateways
 
     def handle_new_order(self, order: NewOrder, principal: str, now_ns: int) -> tuple[RiskResult, RiskApproval | None]:
-        """Check one order from ``principal`` (the authenticated caller); sign it if approved."""
-        if principal != order.agent:
+        """Check one order from ``principal`` (the authenticated caller); sign it if approved.
+
+        The approval names the order's originating principal (``order.agent``); only that
+        principal itself, or a configured gateway acting for it, may submit.
+        """
+        if not self._may_act_for(principal, order.agent):
             result = RiskResult(False, PRINCIPAL_MISMATCH, order.cl_ord_id, self.checker.limits.version,
                                 detail=f"{principal} submitted for {order.agent}")
         else:
@@ -69,7 +82,7 @@ class PreTradeRisk:
         approval = None
         if result.approved:
             try:
-                approval = self.signer.sign(order, principal, result.limits_version, now_ns)
+                approval = self.signer.sign(order, order.agent, result.limits_version, now_ns)
             except Exception as exc:  # cannot sign -> cannot approve
                 self.checker.on_order_done(order.agent, order.cl_ord_id)
                 result = RiskResult(False, "risk.internal", order.cl_ord_id, result.limits_version,
@@ -80,6 +93,31 @@ class PreTradeRisk:
                               reason=result.reason, detail={"warnings": list(result.warnings),
                                                             "limits_version": result.limits_version})
         return result, approval
+
+    def handle_cancel(self, cancel: CancelOrder, principal: str, now_ns: int) -> Reject | None:
+        """A cancel passes (``None``) only from the owner of a working order. Cancels reduce risk:
+        they are not throttled and pass in every kill-switch state."""
+        if not self._may_act_for(principal, cancel.agent):
+            return Reject(ref_id=cancel.cl_ord_id, reason=PRINCIPAL_MISMATCH, time_ns=now_ns)
+        if not self.checker.is_working(cancel.agent, cancel.orig_cl_ord_id):
+            return Reject(ref_id=cancel.cl_ord_id, reason=UNKNOWN_ORDER, time_ns=now_ns)
+        return None
+
+    def handle_replace(self, replace: ReplaceOrder, principal: str, now_ns: int
+                       ) -> tuple[RiskResult, RiskApproval | None]:
+        """A replace is checked as a new order under its new ClOrdID (every check applies again).
+
+        The old order's reservation is released only when the venue confirms the
+        replace (``on_order_done``), so credit is briefly counted twice: fail safe.
+        """
+        if not self._may_act_for(principal, replace.agent) or not self.checker.is_working(
+                replace.agent, replace.orig_cl_ord_id):
+            reason = UNKNOWN_ORDER if self._may_act_for(principal, replace.agent) else PRINCIPAL_MISMATCH
+            return RiskResult(False, reason, replace.cl_ord_id, self.checker.limits.version), None
+        order = NewOrder(cl_ord_id=replace.cl_ord_id, account=replace.account, agent=replace.agent,
+                         symbol=replace.symbol, side=replace.side, qty=replace.qty, price=replace.price,
+                         time_ns=replace.time_ns)
+        return self.handle_new_order(order, principal, now_ns)
 
     def reject_for(self, result: RiskResult, now_ns: int) -> Reject:
         return Reject(ref_id=result.cl_ord_id, reason=result.reason, detail=result.detail, time_ns=now_ns)
@@ -228,29 +266,54 @@ class OmsUpdate:
     fills: tuple[Fill, ...] = ()
     done: tuple[tuple[str, str], ...] = ()  # (agent, parent ClOrdID) now terminal: release risk usage
     state: str = ""
+    report: ExecutionReport | None = None  # parent-level report for the submitter (agent or FIX client)
+
+
+_STATUS_OF_STATE = {
+    oms_mod.NEW: "new", oms_mod.PARTIALLY_FILLED: "partially_filled", oms_mod.FILLED: "filled",
+    oms_mod.CANCELED: "canceled", oms_mod.REJECTED: "rejected", oms_mod.REPLACED: "replaced",
+}
 
 
 class OmsCore:
-    """Parent orders from risk, child execution reports from venues -> fills, states, positions."""
+    """Parent orders from risk, child execution reports from venues -> fills, states, positions.
+
+    Venues report on child orders (``<parent>.<n>``); the OMS folds them into the
+    parent's state machine and produces parent-level execution reports.
+    """
 
     def __init__(self) -> None:
         self.manager = oms_mod.OrderManager()
         self.parent_of: dict[str, str] = {}
         self.open_children: dict[str, set[str]] = {}
         self.fills: list[Fill] = []
+        self._exec_ids = itertools.count(1)
+
+    def _parent_report(self, record: oms_mod.OrderRecord, exec_type: str, now_ns: int, last_qty: int = 0,
+                       last_px: int = 0, reason: str = "") -> ExecutionReport:
+        o = record.order
+        return ExecutionReport(
+            cl_ord_id=o.cl_ord_id, order_id=f"OMS:{o.cl_ord_id}", exec_id=f"oms-{next(self._exec_ids)}",
+            venue="", account=o.account, agent=o.agent, symbol=o.symbol, side=o.side, exec_type=exec_type,
+            ord_status=_STATUS_OF_STATE[record.state], order_qty=o.qty, price=o.price, last_qty=last_qty,
+            last_px=last_px, leaves_qty=record.leaves, cum_qty=record.cum_qty, time_ns=now_ns, reason=reason,
+        )
 
     def on_new_order(self, order: NewOrder) -> None:
         self.manager.new_order(order)
 
-    def on_reject(self, cl_ord_id: str) -> OmsUpdate:
+    def on_reject(self, cl_ord_id: str, reason: str = "", now_ns: int = 0) -> OmsUpdate:
         record = self.manager.reject(cl_ord_id)
-        return OmsUpdate(done=((record.order.agent, cl_ord_id),), state=record.state)
+        return OmsUpdate(done=((record.order.agent, cl_ord_id),), state=record.state,
+                         report=self._parent_report(record, "rejected", now_ns, reason=reason))
 
-    def on_routed(self, parent: str, children: Iterable[RoutedOrder]) -> None:
+    def on_routed(self, parent: str, children: Iterable[RoutedOrder], now_ns: int = 0) -> ExecutionReport:
+        """Record the children of ``parent``; returns the parent's ``new`` report."""
         ids = {c.order.cl_ord_id for c in children}
         for child in ids:
             self.parent_of[child] = parent
         self.open_children[parent] = ids
+        return self._parent_report(self.manager.orders[parent], "new", now_ns)
 
     def on_execution_report(self, report: ExecutionReport) -> OmsUpdate:
         parent = self.parent_of.get(report.cl_ord_id, report.cl_ord_id)
@@ -259,6 +322,7 @@ class OmsCore:
             raise oms_mod.OrderStateError(f"report for unknown order {report.cl_ord_id}",
                                           reason=oms_mod.UNKNOWN_ORDER)
         fills: tuple[Fill, ...] = ()
+        parent_report = None
         if report.exec_type in ("fill", "partial_fill") and report.last_qty > 0:
             fill = Fill(exec_id=report.exec_id, cl_ord_id=parent, account=record.order.account,
                         agent=record.order.agent, symbol=report.symbol, side=report.side, qty=report.last_qty,
@@ -266,15 +330,60 @@ class OmsCore:
             if self.manager.apply_fill(fill) is not None:
                 self.fills.append(fill)
                 fills = (fill,)
+                parent_report = self._parent_report(
+                    record, "fill" if record.state == oms_mod.FILLED else "partial_fill", report.time_ns,
+                    fill.qty, fill.price)
         children = self.open_children.get(parent)
         if children is not None and report.ord_status in ("filled", "canceled", "rejected"):
             children.discard(report.cl_ord_id)
-        done: tuple[tuple[str, str], ...] = ()
         if record.state not in oms_mod.TERMINAL and children is not None and not children:
             self.manager.cancel(parent)  # every child ended without filling the parent
+            parent_report = self._parent_report(record, "canceled", report.time_ns, reason=report.reason)
+        done: tuple[tuple[str, str], ...] = ()
         if record.state in oms_mod.TERMINAL and (children is None or not children):
             done = ((record.order.agent, parent),)
-        return OmsUpdate(fills=fills, done=done, state=record.state)
+        return OmsUpdate(fills=fills, done=done, state=record.state, report=parent_report)
+
+    def positions(self, now_ns: int) -> list[PositionSnapshot]:
+        return self.manager.snapshots(now_ns)
+
+
+class LimitUsage(msgspec.Struct, frozen=True):
+    scope: str
+    target: str
+    used: int
+    limit: int
+    percent: float
+
+
+class RiskView(msgspec.Struct, frozen=True):
+    """What the risk dashboard shows: limits in force, usage against them, positions, kill switch."""
+
+    limits_version: int
+    usage: tuple[LimitUsage, ...]
+    positions: tuple[tuple[str, str, str, int], ...]  # (scope, target, symbol, signed qty)
+    kill_switch: tuple[tuple[str, str, str], ...]  # (scope, target, state) for every non-ACTIVE scope
+    working_orders: int
+
+
+def risk_view(checker: PreTradeRiskChecker) -> RiskView:
+    """A read-only snapshot of pre-trade risk for the dashboard."""
+    limits = checker.limits
+
+    def usage(scope: str, target: str, used: int, limit: int) -> LimitUsage:
+        return LimitUsage(scope, target, used, limit, round(100.0 * used / limit, 2) if limit else 100.0)
+
+    rows = [usage(ks.FIRM, "", checker.usage_firm, limits.firm_credit)]
+    rows += [usage(ks.ACCOUNT, a, u, limits.account_credit.get(a, limits.default_account_credit))
+             for a, u in sorted(checker.usage_account.items())]
+    rows += [usage(ks.AGENT, a, u, limits.agent_credit.get(a, limits.default_agent_credit))
+             for a, u in sorted(checker.usage_agent.items())]
+    states = checker.killswitch.not_active()
+    return RiskView(
+        limits_version=limits.version, usage=tuple(rows),
+        positions=tuple((sc, t, sym, q) for (sc, t, sym), q in sorted(checker.positions.items()) if q),
+        kill_switch=tuple(states), working_orders=len(checker.working),
+    )
 
 
 class SettlementCore:

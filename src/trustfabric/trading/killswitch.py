@@ -116,6 +116,12 @@ class KillSwitch:
             return REDUCING
         return ACTIVE
 
+    def not_active(self) -> list[tuple[str, str, str]]:
+        """(scope, target, state) for every scope that is not ACTIVE, firm first."""
+        out = [(FIRM, "", self.firm_state)] if self.firm_state != ACTIVE else []
+        out += [(scope, target, state) for (scope, target), state in sorted(self._states.items())]
+        return out
+
     def reducing_scopes(self, account: str, agent: str) -> tuple[tuple[str, str], ...]:
         """The scopes currently in REDUCING that apply to this account/agent."""
         out = []

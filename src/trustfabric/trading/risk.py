@@ -187,6 +187,9 @@ class PreTradeRiskChecker:
         self.usage_account[order.account] = self.usage_account.get(order.account, 0) - amount
         self.usage_firm -= amount
 
+    def is_working(self, agent: str, cl_ord_id: str) -> bool:
+        return (agent + "\x00" + cl_ord_id) in self.working
+
     def working_refs(self) -> list[ks.WorkingOrderRef]:
         return [ks.WorkingOrderRef(w.cl_ord_id, w.account, w.agent, w.symbol) for w in self.working.values()]
 
