@@ -10,6 +10,7 @@ import time
 import pyotp
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
 from trustfabric.cli import app
@@ -78,8 +79,9 @@ def test_issue_without_evidence_is_refused(tmp_path) -> None:
 
 
 def test_attested_issue_and_its_refusals(tmp_path) -> None:
-    agent = HostPostureAgent("host-1")
-    raw = agent._key.public_key().public_bytes(serialization.Encoding.PEM,
+    agent_key = Ed25519PrivateKey.generate()
+    agent = HostPostureAgent("host-1", agent_key)
+    raw = agent_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "agent.pub").write_bytes(raw)
     assert run("ca", "register-host", "host-1", "--public-key", str(tmp_path / "agent.pub")).exit_code == 0
@@ -170,3 +172,26 @@ def test_ca_rotation_keeps_old_in_bundle() -> None:
     assert run("ca", "rotate", "--domain", "prod.acme.example", "--overlap", "600").exit_code == 0
     after = run("ca", "bundle", "--domain", "prod.acme.example").stdout.count("BEGIN CERTIFICATE")
     assert (before, after) == (2, 4)
+
+
+def test_demo_walkthrough_refuses_every_forgery() -> None:
+    import io
+
+    from rich.console import Console
+
+    from trustfabric.commands.demo import identity_walkthrough
+
+    out = io.StringIO()
+    summary = identity_walkthrough(Console(file=out, width=120))
+    assert summary["all_refused"] is True
+    assert summary["refusals"]["alg none"] == "token.alg_none"
+    assert summary["refusals"]["tampered_build"] == "attest.unpromoted_digest"
+    assert summary["refusals"]["dev certificate at a prod peer"] == "cert.wrong_trust_domain"
+    assert summary["workload"]["spiffe_id"] == ALGO
+    assert "token.cnf_mismatch" in out.getvalue()
+
+
+def test_demo_command_runs() -> None:
+    result = run("demo")
+    assert result.exit_code == 0, result.output
+    assert "identity walk-through" in result.output
