@@ -15,12 +15,14 @@ Runs in-process (:meth:`Collector.run` with a stop event) or as ``trustfabric au
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trustfabric.audit.events import decode_event
+from trustfabric.audit.events import AuditEventV1, EventSink, Kind, decode_event
 from trustfabric.audit.log import AuditLog
 from trustfabric.audit.spool import Ack, read_ack, read_spool_records, segment_number, segment_paths, write_ack
+from trustfabric.errors import TrustFabricError
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,8 +35,11 @@ class CollectResult:
 class Collector:
     """Moves records from spool directories into the central log."""
 
-    def __init__(self, log: AuditLog, spool_root: Path, *, batch: int = 4096, delete_acked: bool = True) -> None:
+    def __init__(self, log: AuditLog, spool_root: Path, *, batch: int = 4096, delete_acked: bool = True,
+                 alerts: EventSink | None = None) -> None:
         self.log = log
+        self.alerts = alerts
+        self.last_error: TrustFabricError | None = None
         self.spool_root = Path(spool_root)
         self.batch = batch
         self.delete_acked = delete_acked
@@ -52,6 +57,7 @@ class Collector:
             r, a = self.ship(directory)
             read += r
             appended += a
+        self.log.checkpoint_if_due()  # the time-based tree head, even when nothing new came
         return CollectResult(read, appended, read - appended)
 
     def ship(self, directory: Path) -> tuple[int, int]:
@@ -93,8 +99,24 @@ class Collector:
                 path.unlink(missing_ok=True)
 
     def run(self, stop: threading.Event, interval_s: float = 0.05) -> None:
-        """Collect until ``stop`` is set (in-process collector loop)."""
-        while not stop.is_set():
-            self.collect_once()
+        """Collect until ``stop`` is set (in-process collector loop).
+
+        A pass that fails (store down, a corrupt or out-of-order spool) leaves the records in
+        their spool, raises an ALERT to ``alerts`` (once per distinct failure) and is retried.
+        """
+        last_reason = ""
+        while True:
+            try:
+                self.collect_once()
+                last_reason = ""
+            except TrustFabricError as exc:
+                self.last_error = exc
+                if exc.reason != last_reason and self.alerts is not None:
+                    self.alerts.append(AuditEventV1(
+                        event_id=f"collector-alert-{time.time_ns()}", source="audit-collector", seq=0,
+                        time_ns=time.time_ns(), kind=Kind.ALERT, reason=exc.reason,
+                        resource=str(self.spool_root), detail={"error": exc.detail}))
+                last_reason = exc.reason
+            if stop.is_set():
+                return
             stop.wait(interval_s)
-        self.collect_once()

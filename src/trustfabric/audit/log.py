@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Iterator, Protocol, Sequence
 
@@ -75,7 +75,7 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
 class AuditStore(Protocol):
     """What the central log needs from a database."""
 
-    def transaction(self) -> "contextmanager[None]": ...  # exclusive, atomic
+    def transaction(self) -> AbstractContextManager[None]: ...  # exclusive, atomic
     def size(self) -> int: ...
     def max_seqs(self) -> dict[str, int]: ...
     def existing(self, source: str, seqs: Sequence[int]) -> set[int]: ...
@@ -393,6 +393,18 @@ class AuditLog:
         if grown >= self.checkpoint_every or (grown > 0 and stale):
             return self.signer.sign(compact.size, now_ns, compact.root())
         return None
+
+    def checkpoint_if_due(self) -> TreeHead | None:
+        """Sign a head if ``checkpoint_every`` records or ``checkpoint_interval_s`` have passed."""
+        with self._lock, self.store.transaction():
+            if self.store.size() != self._compact.size:
+                self._reload()
+            head = self._due_head(self._compact)
+            if head is not None:
+                self.store.add_tree_head(head)
+        if head is not None:
+            self._last_head = head
+        return head
 
     def checkpoint(self) -> TreeHead:
         """Sign a tree head for the current size now (or return the latest if nothing changed)."""
