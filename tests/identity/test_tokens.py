@@ -360,3 +360,50 @@ def test_certificate_from_another_domain_cannot_bind_prod_token(ring, issuer, de
     with pytest.raises(CertificateError) as info:
         verify_chain(dev_creds.certificate, CertificateAuthority.create(PROD, T0).bundle_pem(), T0, PROD)
     assert info.value.reason == "cert.wrong_trust_domain"
+
+
+# ---------------------------------------------------------------- fuzzing: only typed refusals, never a crash
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.text(max_size=200))
+def test_arbitrary_text_is_refused_with_a_reason(verifier, text) -> None:
+    with pytest.raises(TokenError):
+        verifier.verify(text, AUD, now=T0)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header_extra=st.dictionaries(st.sampled_from(["alg", "kid", "typ", "crit", "b64", "zip", "cty"]), json_values,
+                                    max_size=4),
+       body=st.dictionaries(st.sampled_from(["iss", "sub", "aud", "exp", "nbf", "iat", "jti", "cnf", "amr",
+                                             "auth_time"]), json_values, max_size=10))
+def test_well_signed_garbage_is_refused_with_a_reason(ring, verifier, header_extra, body) -> None:
+    header = {"alg": "EdDSA", "kid": ring.active.kid, **header_extra}
+    try:
+        verifier.verify(signed(ring, header, body), AUD, presented_cert_der=ALGO_CREDS.cert_der, now=T0)
+    except TokenError:
+        return
+    # whatever passed must really be a valid, bound token for us
+    assert body.get("iss") == ISS and body.get("sub") == str(ALGO)
+
+
+def test_non_finite_and_deeply_nested_claims_refused(ring, verifier) -> None:
+    header = seg({"alg": "EdDSA", "kid": ring.active.kid})
+    body = b64(json.dumps(payload(cnf={"x5t#S256": ALGO_CREDS.x5t_s256})).replace(
+        str(int(T0) + 300), "NaN").encode())
+    signing_input = f"{header}.{body}".encode()
+    token = signing_input.decode() + "." + b64(ring.active.private_key.sign(signing_input))
+    assert reason(verifier, token, ALGO_CREDS.cert_der) == "token.missing_claim"
+    deep = b64(b"[" * 3000 + b"]" * 3000)
+    signing_input = f"{header}.{deep}".encode()
+    token = signing_input.decode() + "." + b64(ring.active.private_key.sign(signing_input))
+    assert reason(verifier, token) == "token.malformed"
+    assert reason(verifier, "é.e30.AAAA") == "token.malformed"

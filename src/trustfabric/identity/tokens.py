@@ -35,6 +35,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
 import threading
 import uuid
@@ -386,8 +387,8 @@ class RevocationCheck(Protocol):
 
 def _number(payload: Mapping[str, Any], name: str) -> float:
     value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TokenError(f"claim {name!r} missing or not a number", reason="token.missing_claim")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TokenError(f"claim {name!r} missing or not a finite number", reason="token.missing_claim")
     return float(value)
 
 
@@ -432,7 +433,7 @@ class TokenVerifier:
     def _header(self, header_segment: str) -> dict[str, Any]:
         try:
             header = json.loads(_b64url_decode(header_segment))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise TokenError("header is not JSON", reason="token.malformed") from exc
         if not isinstance(header, dict):
             raise TokenError("header is not a JSON object", reason="token.malformed")
@@ -447,7 +448,9 @@ class TokenVerifier:
         if not isinstance(token, str):
             raise TokenError("token must be a string", reason="token.malformed")
         if len(token) > MAX_TOKEN_BYTES:
-            raise TokenError(f"token of {len(token)} bytes exceeds {MAX_TOKEN_BYTES}", reason="token.oversized")
+            raise TokenError(f"token of {len(token)} characters exceeds {MAX_TOKEN_BYTES}", reason="token.oversized")
+        if not token.isascii():
+            raise TokenError("token is not ASCII", reason="token.malformed")
         parts = token.split(".")
         if len(parts) != 3:
             raise TokenError(f"token has {len(parts)} segments, expected 3", reason="token.malformed")
@@ -486,7 +489,7 @@ class TokenVerifier:
             raise TokenError(f"undecodable token: {exc}", reason="token.malformed") from exc
         try:
             payload = json.loads(verified["payload"])
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise TokenError("payload is not JSON", reason="token.malformed") from exc
         if not isinstance(payload, dict):
             raise TokenError("payload is not a JSON object", reason="token.malformed")
