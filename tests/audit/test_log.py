@@ -6,6 +6,7 @@ import pytest
 
 from trustfabric.audit import merkle
 from trustfabric.audit.errors import ProofError, SpoolError, TreeHeadError
+from trustfabric.audit.events import Emitter, Kind
 from trustfabric.audit.log import Query, open_log
 from trustfabric.audit.treehead import TreeHead, load_public_key, verify_tree_head
 
@@ -23,6 +24,14 @@ def test_ingest_dedupes_on_source_and_seq(log) -> None:
     assert log.ingest(payloads("pep-b", 1, 3) + payloads("pep-b", 1, 3)) == 2
     assert log.size == 10
     assert [r.seq for r in log.query(Query(principal=None)) if r.source == "pep-a"] == list(range(1, 9))
+
+
+def test_log_is_an_event_sink_for_sources_without_a_spool(log, clock) -> None:
+    ca = Emitter("ca-prod", log, clock)
+    ca.emit(Kind.CERT_ISSUED, principal="spiffe://prod.acme/risk/risk-engine")
+    ca.emit(Kind.CERT_REVOKED, principal="spiffe://prod.acme/risk/risk-engine")
+    assert [r.kind for r in log.query(Query(principal="spiffe://prod.acme/risk/risk-engine"))] == [
+        Kind.CERT_ISSUED, Kind.CERT_REVOKED]
 
 
 def test_out_of_order_is_refused_not_dropped(log) -> None:

@@ -58,6 +58,19 @@ def test_torn_tail_truncated_and_sequence_continues(tmp_path) -> None:
     assert payload_seqs(tmp_path) == list(range(1, 12))
 
 
+def test_corruption_followed_by_intact_records_is_not_truncated(tmp_path) -> None:
+    with Spool(tmp_path, "pep-a") as spool:
+        for _ in range(10):
+            spool.emit(Kind.DECISION)
+    seg = segment_paths(tmp_path)[-1]
+    data = bytearray(seg.read_bytes())
+    data[20] ^= 0xFF  # bit rot inside the first record; nine intact records follow
+    seg.write_bytes(bytes(data))
+    with pytest.raises(SpoolCorrupt):
+        Spool(tmp_path, "pep-a")
+    assert seg.stat().st_size == len(data)  # nothing was cut away
+
+
 def test_rotation_and_emitter_start_seq(tmp_path) -> None:
     with Spool(tmp_path, "pep-a", segment_bytes=2000) as spool:
         emitter = Emitter("pep-a", spool, FakeClock(), start_seq=spool.emitter_start_seq())

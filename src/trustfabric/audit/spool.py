@@ -78,6 +78,22 @@ def scan_frames(data: bytes | memoryview, offset: int = 0) -> tuple[list[tuple[i
     return frames, pos
 
 
+MAX_TORN_TAIL_SCAN = 8 << 20
+
+
+def _valid_frame_after(data: bytes, bad: int) -> bool:
+    """Whether an intact frame starts anywhere after the bad one (corruption, not a torn tail)."""
+    if len(data) - bad > MAX_TORN_TAIL_SCAN:
+        return True  # far larger than any batch: not a torn write
+    header = FRAME_HEADER.size
+    for pos in range(bad + 1, len(data) - header):
+        length, crc = FRAME_HEADER.unpack_from(data, pos)
+        end = pos + header + length
+        if 0 < length <= MAX_RECORD_BYTES and end <= len(data) and zlib.crc32(data[pos + header:end]) == crc:
+            return True
+    return False
+
+
 def segment_paths(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob(f"*{SEGMENT_SUFFIX}") if p.stem.isdigit())
 
@@ -194,7 +210,10 @@ class Spool:
         last = segments[-1]
         data = last.read_bytes()
         frames, good_end = scan_frames(data)
-        if good_end < len(data):  # a torn tail: cut it off, durably
+        if good_end < len(data):  # a torn tail: cut it off, durably - unless records follow it
+            if _valid_frame_after(data, good_end):
+                raise SpoolCorrupt(f"{last}: bad frame at byte {good_end} followed by intact records; "
+                                   "refusing to truncate them")
             self.torn_bytes_truncated = len(data) - good_end
             with open(last, "r+b") as fh:
                 fh.truncate(good_end)

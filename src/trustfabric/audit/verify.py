@@ -57,8 +57,9 @@ def verify_log(store: AuditStore, public_key: Ed25519PublicKey) -> VerifyReport:
     compact = merkle.CompactRange()
     history: dict[str, tuple[array, array]] = {}  # per source: its seqs and their indices
     last_good = 0  # size of the last signed head that matched
-    if 0 in by_size:
-        _check_heads(by_size[0], compact, 0)
+    if 0 in by_size and not _heads_match(by_size[0], compact):
+        raise TamperDetected("the signed head of the empty log has another root", position=0,
+                             reason="audit.tamper.rewritten")
     for record in store.records():
         index = compact.size
         if record.index != index:
@@ -85,7 +86,7 @@ def verify_log(store: AuditStore, public_key: Ed25519PublicKey) -> VerifyReport:
         indices.append(index)
         compact.append(record.leaf_hash)
         if compact.size in by_size:
-            if not _check_heads(by_size[compact.size], compact, last_good):
+            if not _heads_match(by_size[compact.size], compact):
                 raise TamperDetected(
                     f"records [{last_good}, {compact.size}) do not match the signed tree head of size {compact.size}",
                     position=last_good, reason="audit.tamper.rewritten")
@@ -98,6 +99,6 @@ def verify_log(store: AuditStore, public_key: Ed25519PublicKey) -> VerifyReport:
     return VerifyReport(size, compact.root().hex(), signed, size - signed, len(heads))
 
 
-def _check_heads(heads: list, compact: merkle.CompactRange, last_good: int) -> bool:
+def _heads_match(heads: list, compact: merkle.CompactRange) -> bool:
     root = compact.root().hex()
     return all(h.root_hash == root for h in heads)
