@@ -10,9 +10,9 @@ from trustfabric.clock import FakeClock
 from trustfabric.trading import killswitch as ks
 from trustfabric.trading.approval import ApprovalKeyring, ApprovalSigner, ApprovalVerifier
 from trustfabric.trading.errors import KillSwitchRefused
-from trustfabric.trading.floor_logic import OmsCore, PreTradeRisk, RouterCore, SettlementCore, VenueCore
+from trustfabric.trading.floor_logic import OmsCore, PreTradeRisk, RouterCore, SettlementCore, VenueCore, risk_view
 from trustfabric.trading.marketdata import MarketDataGenerator
-from trustfabric.trading.messages import CancelOrder, NewOrder, Quote, RoutedOrder
+from trustfabric.trading.messages import CancelOrder, NewOrder, Quote, ReplaceOrder, RoutedOrder
 from trustfabric.trading.risk import PreTradeRiskChecker, RiskLimits
 from trustfabric.trading.settlement import CLEARING
 from trustfabric.trading.strategies import CancelIntent, MeanReversion, Momentum, OrderIntent
@@ -197,3 +197,67 @@ def test_simulated_session_with_two_strategies_keeps_every_invariant():
     assert ledger.total() == 0
     assert all(balance >= 0 for account, balance in ledger.balances.items() if account.startswith("ACC"))
     assert ledger.balance(CLEARING) == -sum(i.net_cash for i in instructions)
+
+
+def test_gateway_may_submit_for_clients_but_not_arbitrary_callers():
+    ring = ApprovalKeyring.generate("k1")
+    gw = "spiffe://test.acme/gateway/fix"
+    risk = PreTradeRisk(PreTradeRiskChecker(RiskLimits()), ApprovalSigner(ring), gateways=frozenset({gw}))
+    risk.on_market_data(Quote(symbol="AAPL", bid=1_000_000, bid_size=1, ask=1_000_000, ask_size=1, time_ns=T0))
+    o = order(agent="spiffe://test.acme/clients/c1")
+    result, approval = risk.handle_new_order(o, gw, T0)
+    assert result.approved and approval.principal == o.agent  # the originating principal, not the gateway
+    ApprovalVerifier(ring).verify(approval, o, T0)
+    result, _ = risk.handle_new_order(order(agent="spiffe://test.acme/clients/c1"), AGENT2, T0)
+    assert result.reason == "risk.principal_mismatch"
+
+
+def test_cancel_and_replace_through_risk_need_the_owner():
+    floor = Floor()
+    floor.quote("AAPL", 1_000_000, 1_000_200)
+    o = order(qty=10, price=990_000)
+    floor.submit(o, AGENT)
+    cancel = CancelOrder(cl_ord_id="c1", orig_cl_ord_id=o.cl_ord_id, account=o.account, agent=AGENT,
+                         symbol="AAPL", side="buy")
+    assert floor.risk.handle_cancel(cancel, AGENT, T0) is None
+    assert floor.risk.handle_cancel(cancel, AGENT2, T0).reason == "risk.principal_mismatch"
+    foreign = msgspec.structs.replace(cancel, agent=AGENT2)
+    assert floor.risk.handle_cancel(foreign, AGENT2, T0).reason == "risk.unknown_order"
+    replace = ReplaceOrder(cl_ord_id="r1", orig_cl_ord_id=o.cl_ord_id, account=o.account, agent=AGENT,
+                           symbol="AAPL", side="buy", qty=20, price=1_500_000)
+    assert floor.risk.handle_replace(replace, AGENT, T0)[0].reason == "risk.price_collar"
+    ok, approval = floor.risk.handle_replace(msgspec.structs.replace(replace, cl_ord_id="r2", price=995_000),
+                                             AGENT, T0)
+    assert ok.approved and approval.cl_ord_id == "r2"
+    unknown = msgspec.structs.replace(replace, cl_ord_id="r3", orig_cl_ord_id="nope")
+    assert floor.risk.handle_replace(unknown, AGENT, T0)[0].reason == "risk.unknown_order"
+
+
+def test_parent_reports_and_risk_view():
+    floor = Floor(RiskLimits(dup_window_ns=0, default_agent_credit=200_000_000))
+    floor.quote("AAPL", 1_000_000, 1_000_200)
+    floor.make_market("AAPL", 1_000_000, 1_000_200, 100)
+    o = order(qty=150, price=1_000_300)
+    floor.risk.handle_new_order(o, AGENT, T0)
+    floor.oms.on_new_order(o)
+    floor.refresh_books("AAPL")
+    floor.risk.handle_new_order(order(qty=1), AGENT, T0)
+    view = risk_view(floor.risk.checker)
+    agent_row = [u for u in view.usage if u.scope == "agent"][0]
+    assert agent_row.used == 150 * 1_000_300 + 1_000_000 and agent_row.percent > 70
+    assert view.working_orders == 2 and view.kill_switch == ()
+    new_report = floor.oms.on_routed(o.cl_ord_id, [RoutedOrder(order=msgspec.structs.replace(o, cl_ord_id="x.1"),
+                                                                venue="V1")], T0)
+    assert new_report.exec_type == "new" and new_report.leaves_qty == 150
+    reports = floor.venues["V1"].handle_order(msgspec.structs.replace(o, cl_ord_id="x.1"), "router", T0)
+    updates = [floor.oms.on_execution_report(r) for r in reports if r.cl_ord_id == "x.1"]
+    parent = [u.report for u in updates if u.report is not None]
+    assert [r.exec_type for r in parent] == ["partial_fill"] and parent[0].cum_qty == 100
+
+
+def test_oms_reject_reports_and_releases():
+    floor = Floor()
+    o = order()
+    floor.oms.on_new_order(o)
+    update = floor.oms.on_reject(o.cl_ord_id, "route.no_venue", T0)
+    assert update.report.exec_type == "rejected" and update.done == ((o.agent, o.cl_ord_id),)

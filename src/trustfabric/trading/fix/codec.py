@@ -259,3 +259,20 @@ def business_message_reject(ref_seq: int, ref_msg_type: bytes | str, reason_code
     if text:
         msg.append_pair(58, text)
     return msg
+
+
+ORDER_MASS_CANCEL_REPORT = b"r"
+
+
+def order_mass_cancel_report(cl_ord_id: str, request_type: str, affected: int, *, accepted: bool = True,
+                             text: str = "") -> simplefix.FixMessage:
+    """OrderMassCancelReport (35=r); 531 echoes the request type when accepted, 0 when rejected."""
+    msg = _body(ORDER_MASS_CANCEL_REPORT)
+    msg.append_pair(11, cl_ord_id)
+    msg.append_pair(37, f"MC-{cl_ord_id}")
+    msg.append_pair(530, request_type)
+    msg.append_pair(531, request_type if accepted else "0")
+    msg.append_pair(533, affected)
+    if text:
+        msg.append_pair(58, text)
+    return msg
