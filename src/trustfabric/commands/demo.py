@@ -15,7 +15,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
