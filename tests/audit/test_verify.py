@@ -122,3 +122,17 @@ def test_tree_head_signed_by_another_key(built) -> None:
         other.log_id, other.signature)
     e = tampered(built)
     assert (e.position, e.reason) == (65, "audit.tamper.tree_head")
+
+
+def test_records_and_heads_deleted_together_caught_by_a_witnessed_head(built) -> None:
+    log = open_log(built)
+    witnessed = [h for h in log.store.tree_heads() if h.tree_size == 60]
+    log.close()
+    sql(built, "DELETE FROM records WHERE idx >= 45")
+    sql(built, "DELETE FROM tree_heads WHERE tree_size > 40")
+    assert check(built).size == 45  # the store alone cannot tell
+    log = open_log(built)
+    with pytest.raises(TamperDetected) as exc:
+        verify_log(log.store, load_public_key(built), witnessed)
+    log.close()
+    assert (exc.value.position, exc.value.reason) == (45, "audit.tamper.truncated")

@@ -75,6 +75,22 @@ def test_verify_refuses_tampered_log_naming_position(home) -> None:
     assert "audit.tamper.deleted" in bad.stderr and "position 4" in bad.stderr
 
 
+def test_verify_with_witnessed_head_catches_rollback(home, tmp_path) -> None:
+    invoke("collect")
+    witness = tmp_path / "witness.json"
+    assert invoke("checkpoint", "--export", str(witness)).exit_code == 0
+    db = sqlite3.connect(home / "audit" / "audit.db")
+    with db:
+        db.execute("DELETE FROM records WHERE idx >= 30")
+        db.execute("DELETE FROM tree_heads")
+    db.close()
+    assert invoke("verify").exit_code == 0  # nothing in the store contradicts it
+    bad = invoke("verify", "--head", str(witness))
+    assert bad.exit_code == 3 and "audit.tamper.truncated" in bad.stderr
+    witness.write_text("{}")
+    assert invoke("verify", "--head", str(witness)).exit_code == 2
+
+
 def test_verify_without_log_fails(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
     assert invoke("verify").exit_code == 2

@@ -125,6 +125,15 @@ def load_public_key(directory: Path) -> Ed25519PublicKey:
     return key
 
 
+def import_tree_head(exported: dict) -> TreeHead:
+    """A tree head back from its exported JSON (the signature is checked by the verifier)."""
+    try:
+        return msgspec.convert({k: exported[k] for k in ("tree_size", "timestamp_ns", "root_hash", "log_id",
+                                                         "signature")}, TreeHead)
+    except (KeyError, TypeError, msgspec.ValidationError) as exc:
+        raise TreeHeadError(f"not an exported tree head: {exc}", reason="audit.tree_head.malformed") from None
+
+
 def export_tree_head(head: TreeHead, public_key: Ed25519PublicKey) -> dict:
     """The JSON an outside witness needs: the head plus the public key (base64, raw)."""
     return {**msgspec.to_builtins(head), "public_key": base64.b64encode(public_key_raw(public_key)).decode(),

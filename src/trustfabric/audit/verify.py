@@ -13,6 +13,10 @@ What ``trustfabric audit verify`` promises (and the first bad *position* it name
                                                              whose leaf hashes were recomputed)
 * the log is at least as long as its largest signed head  -> the log's size (truncated)
 
+Tree heads held by a witness (``trustfabric audit checkpoint --export``) can be passed in
+too: someone who can write the database could delete records AND the heads covering them,
+which only a head kept elsewhere reveals.
+
 Records after the latest signed head are the *unsigned tail*: reported, not an error (the
 next checkpoint signs them); a record inserted or altered before a signed head is an error.
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import bisect
 from array import array
 from dataclasses import dataclass
+from typing import Sequence
 
 import msgspec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -30,7 +35,7 @@ from trustfabric.audit import merkle
 from trustfabric.audit.errors import TamperDetected, TreeHeadError
 from trustfabric.audit.events import decode_event
 from trustfabric.audit.log import AuditStore
-from trustfabric.audit.treehead import verify_tree_head
+from trustfabric.audit.treehead import TreeHead, verify_tree_head
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +47,14 @@ class VerifyReport:
     tree_heads_checked: int
 
 
-def verify_log(store: AuditStore, public_key: Ed25519PublicKey) -> VerifyReport:
-    """Raise :class:`TamperDetected` at the first bad position; a report when intact."""
-    heads = store.tree_heads()
+def verify_log(store: AuditStore, public_key: Ed25519PublicKey,
+               witnessed: Sequence[TreeHead] = ()) -> VerifyReport:
+    """Raise :class:`TamperDetected` at the first bad position; a report when intact.
+
+    ``witnessed`` are tree heads kept outside the log (exported to a witness): they catch
+    someone who deletes both records and the heads that covered them from the store.
+    """
+    heads = sorted([*store.tree_heads(), *witnessed], key=lambda h: (h.tree_size, h.timestamp_ns))
     for head in heads:
         try:
             verify_tree_head(head, public_key)

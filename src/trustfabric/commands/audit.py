@@ -21,7 +21,7 @@ from trustfabric.audit.collector import Collector
 from trustfabric.audit.errors import TamperDetected
 from trustfabric.audit.log import DB_FILE, AuditLog, Query, SQLiteAuditStore, audit_dir, open_log
 from trustfabric.audit.report import FRAMEWORKS, build_evidence, write_report
-from trustfabric.audit.treehead import export_tree_head, load_public_key
+from trustfabric.audit.treehead import export_tree_head, import_tree_head, load_public_key
 from trustfabric.audit.verify import verify_log
 from trustfabric.commands.common import console, fail, refusals_exit
 from trustfabric.home import sub_dir
@@ -53,7 +53,9 @@ def _echo_json(value: object) -> None:
 
 
 @app.command()
-def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or its audit.db (default $TRUSTFABRIC_HOME/audit).")) -> None:
+def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or its audit.db (default $TRUSTFABRIC_HOME/audit)."),
+           head: list[Path] = typer.Option([], "--head", help="A tree head exported earlier (checkpoint --export), "
+                                           "kept by a witness; repeatable.")) -> None:
     """Recompute every leaf, the Merkle tree and every signed tree head; exit 0 only when intact.
 
     Names the first bad position when a record was edited, deleted, reordered or inserted, the
@@ -63,9 +65,15 @@ def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or 
     directory = _existing_dir(path)
     with refusals_exit(2):
         public_key = load_public_key(directory)
+        witnessed = []
+        for file in head:
+            try:
+                witnessed.append(import_tree_head(json.loads(file.read_text())))
+            except (OSError, ValueError) as exc:
+                raise fail("audit.tree_head.malformed", f"{file}: {exc}", code=2) from None
         store = SQLiteAuditStore(directory / DB_FILE)
         try:
-            report = verify_log(store, public_key)
+            report = verify_log(store, public_key, witnessed)
         except TamperDetected as exc:
             raise fail(exc.reason, f"first bad position {exc.position}: {exc.detail}", code=3) from None
         finally:
