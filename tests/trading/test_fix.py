@@ -410,3 +410,35 @@ def test_mutated_messages_after_logon_never_crash(position, byte, cut):
     for e in events:
         if isinstance(e, fs.FixNewOrderSingle):
             assert e.qty > 0 and e.price > 0 and e.side in ("buy", "sell")
+
+
+@pytest.mark.parametrize("sending_time", [NOW - 600, NOW + 600])
+def test_stale_or_future_sending_time_gets_reject_and_logout(sending_time):
+    s, c = logged_on()
+    out = s.on_bytes(c.new_order_single(sending_time, "o1", "AAPL", "buy", 1, 10_000), NOW)
+    types = [m.message_type for m in parse(c, out)]
+    assert types == [b"3", b"5"] and out.disconnect and problems(out) == [fs.SENDING_TIME]
+    assert not any(isinstance(e, fs.FixNewOrderSingle) for e in out.events)
+
+
+def test_garbled_sending_time_is_refused():
+    s, c = logged_on()
+    raw = c.message(b"0", [], NOW, omit=(52,)).replace(b"\x0110=", b"\x0152=yesterday\x0110=")
+    out = s.on_bytes(_recompute(raw), NOW)
+    assert problems(out) == [fs.SENDING_TIME] and out.disconnect
+
+
+def _recompute(raw: bytes) -> bytes:
+    """Fix BodyLength and CheckSum of a hand-edited message."""
+    body_start = raw.index(b"\x01", raw.index(b"\x019=") + 1) + 1
+    end = raw.rindex(b"10=")
+    body = raw[body_start:end]
+    head = raw[:raw.index(b"\x019=")] + b"\x019=" + str(len(body)).encode() + b"\x01"
+    data = head + body
+    return data + b"10=" + f"{codec.checksum(data):03d}".encode() + b"\x01"
+
+
+def test_fix_time_round_trips():
+    assert codec.parse_fix_time(codec.fix_time(NOW).encode()) == pytest.approx(NOW, abs=0.001)
+    assert codec.parse_fix_time(b"20261127-00:00:00") is not None
+    assert codec.parse_fix_time(b"not a time") is None

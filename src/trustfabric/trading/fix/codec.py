@@ -150,6 +150,17 @@ def fix_time(now: float) -> str:
     return f"{t:%Y%m%d-%H:%M:%S}.{t.microsecond // 1000:03d}"
 
 
+def parse_fix_time(value: bytes) -> float | None:
+    """UTCTimestamp (``YYYYMMDD-HH:MM:SS[.sss[sss]]``) -> Unix seconds, or None if malformed."""
+    try:
+        text = value.decode("ascii")
+        fmt = "%Y%m%d-%H:%M:%S.%f" if "." in text else "%Y%m%d-%H:%M:%S"
+        t = _dt.datetime.strptime(text, fmt).replace(tzinfo=_dt.timezone.utc)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return t.timestamp()
+
+
 def price_to_fix(units: int) -> str:
     return format(Decimal(units) / PRICE_SCALE, "f")
 

@@ -21,7 +21,8 @@ Theory of operation:
   message is dropped; the peer resends it). Too low without PossDupFlag: Logout
   and disconnect (``fix.seq_too_low``). Too low with PossDupFlag: ignored.
 * **Validation**: a missing required tag or a bad value gets a session Reject (3)
-  with the tag and reason; wrong CompIDs get a Reject and a Logout.
+  with the tag and reason; wrong CompIDs, or a SendingTime more than
+  ``max_skew_s`` away from now (a replayed capture), get a Reject and a Logout.
 * **ResendRequest** from the peer is answered by resending stored application
   messages (PossDupFlag=Y, OrigSendingTime) and SequenceReset-GapFill over admin
   messages and anything not stored.
@@ -72,12 +73,14 @@ HEARTBEAT_TIMEOUT = "fix.heartbeat_timeout"
 LOGON_TIMEOUT = "fix.logon_timeout"
 TOO_MANY_GARBLED = "fix.too_many_garbled"
 PEER_REJECT = "fix.peer_reject"
+SENDING_TIME = "fix.sending_time"
 
 # SessionRejectReason (373).
 SRR_REQUIRED_TAG_MISSING = 1
 SRR_VALUE_INCORRECT = 5
 SRR_INCORRECT_FORMAT = 6
 SRR_COMP_ID_PROBLEM = 9
+SRR_SENDING_TIME = 10
 SRR_INVALID_MSG_TYPE = 11
 
 AWAITING_LOGON = "awaiting_logon"
@@ -257,6 +260,7 @@ class FixSession:
         logon_timeout_s: float = 10.0,
         max_heartbeat_s: int = 300,
         max_garbled: int = 10,
+        max_skew_s: float = 120.0,
     ) -> None:
         self.our_comp_id = our_comp_id
         self.peer_identity = peer_identity
@@ -268,6 +272,7 @@ class FixSession:
         self.logon_timeout_s = logon_timeout_s
         self.max_heartbeat_s = max_heartbeat_s
         self.max_garbled = max_garbled
+        self.max_skew_s = max_skew_s
         self._framer = FixFramer()
         self._created = now
         self._last_received = now
@@ -494,14 +499,22 @@ class FixSession:
                                  SRR_COMP_ID_PROBLEM, "CompID problem", now)
             self._logout(out, "CompID problem", now, BAD_COMP_ID)
             return
-        for tag in (52,):
-            if not msg.get(tag):
-                self._consume(seq, expected)
-                out.events.append(SessionProblem(sender=self.their_comp_id, seq=seq, reason=MISSING_TAG,
-                                                 detail=f"tag {tag}"))
-                self._session_reject(out, seq, msg_type, tag, SRR_REQUIRED_TAG_MISSING,
-                                     f"required tag {tag} missing", now)
-                return
+        sending_time = msg.get(52)
+        if not sending_time:
+            self._consume(seq, expected)
+            out.events.append(SessionProblem(sender=self.their_comp_id, seq=seq, reason=MISSING_TAG,
+                                             detail="tag 52"))
+            self._session_reject(out, seq, msg_type, 52, SRR_REQUIRED_TAG_MISSING, "required tag 52 missing", now)
+            return
+        sent_at = codec.parse_fix_time(sending_time)
+        if sent_at is None or abs(now - sent_at) > self.max_skew_s:
+            # A stale or future SendingTime: a captured message replayed, or a broken clock.
+            self._consume(seq, expected)
+            out.events.append(SessionProblem(sender=self.their_comp_id, seq=seq, reason=SENDING_TIME,
+                                             detail=sending_time.decode("ascii", "replace")))
+            self._session_reject(out, seq, msg_type, 52, SRR_SENDING_TIME, "SendingTime accuracy problem", now)
+            self._logout(out, "SendingTime accuracy problem", now, SENDING_TIME)
+            return
         if msg_type == LOGOUT:
             self._logout(out, "logout acknowledged", now, "fix.peer_logout")
             return
