@@ -135,6 +135,7 @@ def test_revoke_by_serial_and_by_id(tmp_path) -> None:
     result = run("ca", "revoke", str(serial))
     assert result.exit_code == 0 and "version 1" in result.output
     assert refusal(run("token", "verify", token, "--aud", OMS, "--cert", cert)) == "cert.revoked"
+    assert refusal(run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert)) == "cert.revoked"
     assert run("ca", "revoke", "spiffe://prod.acme.example/trading/sor").exit_code == 0
     assert refusal(run("ca", "revoke", "not-a-serial")) == "revocation.bad_target"
 

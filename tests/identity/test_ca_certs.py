@@ -182,6 +182,13 @@ def test_save_and_load_keep_keys_private(tmp_path) -> None:
     assert loaded.bundle_pem() == ca.bundle_pem()
     creds = issue_for_test(loaded, RISK, T0 + 10)
     verify_chain(creds.certificate, ca.bundle_pem(T0 + 10), T0 + 10, PROD)
+    os.chmod(keys[0], 0o644)
+    with pytest.raises(IdentityError) as info:
+        CertificateAuthority.load(tmp_path / "ca")
+    assert info.value.reason == "ca.key_exposed"
+    with pytest.raises(IdentityError) as info:
+        CertificateAuthority.load(tmp_path / "nowhere")
+    assert info.value.reason == "ca.missing"
 
 
 def test_credentials_write_and_load(tmp_path, prod_ca: CertificateAuthority) -> None:

@@ -43,14 +43,18 @@ def issue(
     code: str = typer.Option(None, "--code", help="For a person: current TOTP code."),
     password: str = typer.Option(None, "--password", help="For a person: password (prompted when omitted)."),
 ) -> None:
-    """Issue a signed access token and print it."""
+    """Issue a signed access token and print it (a --cert must be valid and unrevoked in its domain)."""
     if cert is None and not sub.startswith("spiffe:") and password is None and code is not None:
         password = typer.prompt("password", hide_input=True)
     with refusals_exit(), IdentityPlane(home_dir()) as plane:
         now = plane.clock.now()
         issuer = plane.token_issuer()
         if cert is not None:
-            token = issuer.issue(sub, aud, now, ttl, cert_der=_cert_der(cert))
+            cert_der = _cert_der(cert)
+            presented = load_certificate(cert_der)
+            domain = peer_spiffe_id(presented).trust_domain
+            verify_chain(presented, plane.ca(domain).bundle_pem(now), now, domain, revocations=plane.revocations)
+            token = issuer.issue(sub, aud, now, ttl, cert_der=cert_der)
         elif sub.startswith("spiffe:"):
             raise TokenError("a workload token must be bound: pass --cert", reason="token.unbound")
         else:

@@ -301,7 +301,11 @@ class CertificateAuthority:
 
     @classmethod
     def load(cls, directory: Path | str) -> "CertificateAuthority":
+        """Load a saved CA; refuses (``ca.key_exposed``) key files readable by group or others."""
         root = Path(directory)
+        for key_file in root.glob("*.key"):
+            if key_file.stat().st_mode & 0o077:
+                raise CaError(f"{key_file} is readable by others; chmod 600 it", reason="ca.key_exposed")
         try:
             meta = json.loads((root / "ca.json").read_text())
             generations = []
