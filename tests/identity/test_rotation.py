@@ -90,3 +90,24 @@ def test_listeners_hear_new_credentials() -> None:
     clock.advance(2)
     assert renewer.tick() is True
     assert heard == [renewer.current()]
+
+
+async def test_run_loop_renews_on_the_injected_clock() -> None:
+    import asyncio
+
+    clock = FakeClock(T0)
+    ca = CertificateAuthority.create(PROD, T0 - 1)
+    renewer = CertificateRenewer(lambda now: issue_for_test(ca, SID, now, TTL), clock, retry_s=60)
+    stop = asyncio.Event()
+    sleeps: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+        assert renewer.current().valid_at(clock.now())
+        if len(sleeps) >= 50:
+            stop.set()
+
+    await asyncio.wait_for(renewer.run(stop, sleep=fake_sleep), timeout=10)
+    assert renewer.renewals >= 5
+    assert all(0 < s <= 60 for s in sleeps)
