@@ -245,3 +245,8 @@ def test_credit_usage_never_exceeds_limits_and_matches_working_plus_executed(ops
             assert 0 <= c.usage_agent.get(a, 0) <= limit
         working = sum(w.leaves * w.price for w in c.working.values())
         assert working <= c.usage_firm
+
+
+def test_band_and_tick_helpers():
+    assert [risk.collar_percent(to_price(p)) for p in ("4.99", "5.00", "5.01", "50.00", "50.01")] == [10, 10, 5, 5, 3]
+    assert risk.tick_size(to_price("0.9999")) == 1 and risk.tick_size(to_price("1.00")) == 100

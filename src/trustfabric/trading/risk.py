@@ -215,7 +215,7 @@ class PreTradeRiskChecker:
             return self._reject(order, ORDER_BAD_QTY)
         if type(price) is not int or price <= 0:
             return self._reject(order, ORDER_BAD_PRICE)
-        if price % tick_size(price):
+        if price >= DOLLAR and price % 100:  # tick_size() inlined: $0.01 at or above $1
             return self._reject(order, ORDER_BAD_TICK, f"price {price} off tick {tick_size(price)}")
         if side != BUY and side != SELL:
             return self._reject(order, ORDER_BAD_SIDE)
@@ -273,7 +273,8 @@ class PreTradeRiskChecker:
         ref_price, ref_ns = ref
         if limits.max_reference_age_ns and now_ns - ref_ns > limits.max_reference_age_ns:
             return self._reject(order, STALE_REFERENCE)
-        if abs(price - ref_price) * 100 > ref_price * collar_percent(ref_price):
+        band = 10 if ref_price <= 5 * DOLLAR else 5 if ref_price <= 50 * DOLLAR else 3  # collar_percent() inlined
+        if abs(price - ref_price) * 100 > ref_price * band:
             return self._reject(order, PRICE_COLLAR, f"price {price} vs reference {ref_price}")
         # 8. aggregate credit
         agent_limit = limits.agent_credit.get(agent, limits.default_agent_credit)
