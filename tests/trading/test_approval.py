@@ -135,3 +135,12 @@ def test_payload_encoding_is_unambiguous():
     a = ap.approval_payload(principal="ab", cl_ord_id="c", symbol="S", **args)
     b = ap.approval_payload(principal="a", cl_ord_id="bc", symbol="S", **args)
     assert a != b
+
+
+def test_malformed_approval_fields_are_refused_not_crashing():
+    signer, verifier, _ = setup()
+    o = order()
+    a = signer.sign(o, AGENT, 1, T0)
+    for field, value in (("mac", "not-bytes"), ("nonce", None), ("qty", "100"), ("key_id", ["k1"])):
+        bad = msgspec.structs.replace(a, **{field: value})
+        assert refused(verifier, bad, o) in (ap.APPROVAL_FORGED, ap.APPROVAL_UNKNOWN_KEY)

@@ -250,3 +250,16 @@ def test_credit_usage_never_exceeds_limits_and_matches_working_plus_executed(ops
 def test_band_and_tick_helpers():
     assert [risk.collar_percent(to_price(p)) for p in ("4.99", "5.00", "5.01", "50.00", "50.01")] == [10, 10, 5, 5, 3]
     assert risk.tick_size(to_price("0.9999")) == 1 and risk.tick_size(to_price("1.00")) == 100
+
+
+def test_new_day_resets_ids_and_executed_usage_but_keeps_working_reservations():
+    c = checker(default_agent_credit=to_price("15000"), dup_window_ns=0)
+    assert c.check(order(cl_ord_id="A", qty=100), T0).approved
+    c.on_fill(AGENT, "A", 100, to_price("100.00"))
+    assert c.check(order(cl_ord_id="B", qty=40), T0).approved  # working
+    assert c.check(order(cl_ord_id="C", qty=20), T0).reason == risk.CREDIT_AGENT
+    c.new_day()
+    assert c.usage_agent[AGENT] == 40 * to_price("100.00")
+    assert c.check(order(cl_ord_id="A", qty=100), T0).approved  # yesterday's id is usable again
+    assert c.check(order(cl_ord_id="D", qty=20), T0).reason == risk.CREDIT_AGENT
+    assert c.positions[(ks.AGENT, AGENT, "AAPL")] == 100

@@ -202,6 +202,9 @@ class ApprovalVerifier:
         """
         if approval is None:
             raise ApprovalRefused("order carries no risk approval", reason=APPROVAL_MISSING)
+        if not (type(approval.qty) is int and type(approval.price) is int and type(approval.issued_ns) is int
+                and type(approval.limits_version) is int and type(approval.nonce) is bytes):
+            raise ApprovalRefused("malformed approval field types", reason=APPROVAL_FORGED)
         try:
             payload = approval_payload(
                 approval.key_id, approval.principal, approval.cl_ord_id, approval.symbol, approval.side,

@@ -175,7 +175,12 @@ class RouteOutcome(msgspec.Struct, frozen=True):
 
 
 class RouterCore:
-    """Order router: only orders carrying a valid approval bound to them are routed."""
+    """Order router: only orders carrying a valid approval bound to them are routed.
+
+    A replace approved by risk reaches the router as a new order under its new
+    ClOrdID with its own approval: send :meth:`cancels_for` the original's children
+    first, then :meth:`handle` the replacement.
+    """
 
     def __init__(self, verifier: ApprovalVerifier, venues: Iterable[str], emitter: Emitter | None = None) -> None:
         self.verifier = verifier

@@ -19,7 +19,8 @@ protective first):
 8. aggregate credit (notional) per agent, account and firm; a
    pre-alert warning once usage reaches 70% of a limit             ``risk.credit_*`` / warning ``risk.prealert_*``
 
-Credit usage is the notional of working orders plus executed notional for the day:
+Credit usage is the notional of working orders plus executed notional for the day
+(:meth:`PreTradeRiskChecker.new_day` starts a new day):
 an approval reserves ``qty * price``; a cancel or venue reject releases the leaves;
 a fill moves notional from working to executed (usage unchanged). Positions (for
 REDUCING) come from fills. All amounts are integers in 1/10,000 USD.
@@ -186,6 +187,18 @@ class PreTradeRiskChecker:
         self.usage_agent[order.agent] = self.usage_agent.get(order.agent, 0) - amount
         self.usage_account[order.account] = self.usage_account.get(order.account, 0) - amount
         self.usage_firm -= amount
+
+    def new_day(self) -> None:
+        """Start a trading day: ClOrdIDs and the duplicate window start over and executed
+        notional is forgotten; working orders keep their reservations and positions carry over."""
+        self._seen_ids.clear()
+        self._recent.clear()
+        self.usage_agent, self.usage_account, self.usage_firm = {}, {}, 0
+        for w in self.working.values():
+            amount = w.leaves * w.price
+            self.usage_agent[w.agent] = self.usage_agent.get(w.agent, 0) + amount
+            self.usage_account[w.account] = self.usage_account.get(w.account, 0) + amount
+            self.usage_firm += amount
 
     def is_working(self, agent: str, cl_ord_id: str) -> bool:
         return (agent + "\x00" + cl_ord_id) in self.working
