@@ -196,3 +196,20 @@ def test_demo_command_runs() -> None:
     result = run("demo")
     assert result.exit_code == 0, result.output
     assert "identity walk-through" in result.output
+
+
+def test_no_attest_bypass_lands_in_the_audit_spool(home, tmp_path) -> None:
+    from trustfabric.audit.events import Kind, decode_event
+    from trustfabric.audit.spool import Ack, read_spool_records
+
+    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    refusal(run("ca", "issue", ALGO, "--out", str(tmp_path / "x"), "--digest", "ab" * 32,
+                "--posture", str(tmp_path / "missing.json")))
+    events = [decode_event(p) for _, _, p in read_spool_records(home / "spool" / "identity", Ack())]
+    kinds = [e.kind for e in events]
+    assert Kind.ADMIN_ACTION in kinds and Kind.CERT_ISSUED in kinds
+    bypass = next(e for e in events if e.action == "cert.issue_unattested")
+    assert bypass.resource == ALGO and bypass.reason == "attest.bypassed"
+    refused = [e for e in events if e.kind == Kind.CERT_REFUSED]
+    assert refused and refused[0].reason == "posture.unsigned" and refused[0].decision == "deny"
+    assert [e.seq for e in events] == sorted({e.seq for e in events})

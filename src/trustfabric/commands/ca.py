@@ -70,15 +70,20 @@ def issue(
         if no_attest:
             cert = issuer.issue_unattested(csr, sid, now, ttl, operator=_operator())
         else:
-            if digest is None or posture is None:
-                raise AttestationError("attestation needs --digest and --posture (or an explicit --no-attest)",
-                                       reason="attest.missing_evidence")
             try:
-                signed = decode_signed(posture.read_bytes())
-            except OSError as exc:
-                raise AttestationError(f"cannot read {posture}: {exc.strerror}", reason="posture.unsigned") from exc
-            except PostureError as exc:  # a SignalError: refused as attestation, same reason code
-                raise AttestationError(exc.detail, reason=exc.reason) from exc
+                if digest is None or posture is None:
+                    raise AttestationError("attestation needs --digest and --posture (or an explicit --no-attest)",
+                                           reason="attest.missing_evidence")
+                try:
+                    signed = decode_signed(posture.read_bytes())
+                except OSError as exc:
+                    raise AttestationError(f"cannot read {posture}: {exc.strerror}",
+                                           reason="posture.unsigned") from exc
+                except PostureError as exc:  # a SignalError: refused as attestation, same reason code
+                    raise AttestationError(exc.detail, reason=exc.reason) from exc
+            except AttestationError as exc:
+                issuer.record_refusal(sid, exc)
+                raise
             cert = issuer.issue(AttestationRequest(sid, csr, digest, signed, ttl), now)
         creds = credentials_from(plane.ca(sid.trust_domain), key, cert, now)
         creds.write(out)

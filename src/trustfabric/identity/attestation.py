@@ -131,7 +131,8 @@ class AttestingIssuer:
             raise CaError(f"no CA for trust domain {trust_domain}", reason="ca.unknown_domain")
         return ca
 
-    def _refuse(self, request_id: SpiffeId, exc: IdentityError, detail: dict | None = None) -> None:
+    def record_refusal(self, request_id: SpiffeId, exc: IdentityError, detail: dict | None = None) -> None:
+        """Emit the CERT_REFUSED event of a refusal (also for evidence that could not be read)."""
         self._emitter.emit(
             Kind.CERT_REFUSED,
             principal=str(request_id),
@@ -176,7 +177,7 @@ class AttestingIssuer:
                 )
             cert = ca.issue(request.csr, sid, now, request.ttl_s)
         except IdentityError as exc:
-            self._refuse(sid, exc, {"code_digest": str(request.code_digest)[:64]})
+            self.record_refusal(sid, exc, {"code_digest": str(request.code_digest)[:64]})
             raise
         self._issued(cert, sid, attested=True, detail={"code_digest": digest, "host": verdict.host})
         return cert
@@ -191,7 +192,7 @@ class AttestingIssuer:
             self._check_csr(spiffe_id, csr)
             cert = ca.issue(csr, spiffe_id, now, ttl_s)
         except IdentityError as exc:
-            self._refuse(spiffe_id, exc, {"attested": False})
+            self.record_refusal(spiffe_id, exc, {"attested": False})
             raise
         self._emitter.emit(
             Kind.ADMIN_ACTION, principal=operator, action="cert.issue_unattested", resource=str(spiffe_id),
