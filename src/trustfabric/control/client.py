@@ -1,0 +1,251 @@
+"""The workload's side of the control plane: join, then tokens, tables, renewals and the push stream.
+
+* :func:`join` - the bootstrap exchange over server-authenticated TLS (the
+  workload checks the control plane's certificate against the trust bundle the
+  launcher gave it and its SPIFFE ID); returns the workload's first credentials.
+* :class:`ControlClient` - one mTLS connection on the event loop: ``await
+  token(audience)``, ``await renew(csr, posture)``, the push stream
+  (invalidations, revocations, commands) delivered to callbacks, and ``report``.
+* :class:`ControlTableSource` - the enforcement point's table source: a blocking
+  mTLS exchange with a hard timeout (session opens are rare; the hot path never
+  calls it). Any failure is :class:`~trustfabric.enforcement.remote.EngineUnreachable`,
+  so the enforcement point fails closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import threading
+from typing import Any, Callable
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from trustfabric.control.errors import BootstrapRefused, ControlRefused
+from trustfabric.control.protocol import (
+    CONTROL_CODEC, Command, JoinReply, JoinRequest, PushInvalidation, PushRevocation, RenewReply,
+    RenewRequest, Report, Subscribe, Subscribed, TableReply, TableRequest, TokenReply, TokenRequest,
+)
+from trustfabric.enforcement.remote import EngineUnreachable
+from trustfabric.errors import PolicyError
+from trustfabric.identity.certs import load_certificate, peer_spiffe_id
+from trustfabric.identity.workload import WorkloadCredentials, key_to_pem, new_key_and_csr
+from trustfabric.policy.decision import DecisionTable
+from trustfabric.transport.connection import FrameConnection, Limits, connect
+from trustfabric.transport.frames import ErrorFrame, FrameDecoder, Hello
+from trustfabric.transport.tls import TLSConfig
+
+JOIN_TIMEOUT_S = 5.0
+REQUEST_TIMEOUT_S = 5.0
+CONTROL_LIMITS = Limits(idle_timeout_s=3600.0)
+
+
+def _client_context(bundle_pem: bytes) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False  # the identity is the SPIFFE ID, checked below
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(cadata=bundle_pem.decode("ascii"))
+    return ctx
+
+
+async def join(host: str, port: int, *, bundle_pem: bytes, control_id: str, join_token: str, spiffe_id: str,
+               code_digest: str, posture: bytes) -> tuple[WorkloadCredentials, JoinReply]:
+    """Attest and get the first certificate; :class:`BootstrapRefused` with the server's reason code."""
+    key, csr = new_key_and_csr(spiffe_id)
+    request = JoinRequest(join_token=join_token, spiffe_id=spiffe_id,
+                          csr_pem=csr.public_bytes(serialization.Encoding.PEM), code_digest=code_digest,
+                          posture=posture)
+    try:
+        async with asyncio.timeout(JOIN_TIMEOUT_S):
+            reader, writer = await asyncio.open_connection(host, port, ssl=_client_context(bundle_pem))
+            try:
+                der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                server_id = str(peer_spiffe_id(x509.load_der_x509_certificate(der)))
+                if server_id != control_id:
+                    raise BootstrapRefused(f"bootstrap server is {server_id}", reason="bootstrap.wrong_server")
+                writer.write(CONTROL_CODEC.encode(request))
+                await writer.drain()
+                decoder = FrameDecoder(CONTROL_CODEC)
+                frames: list[Any] = []
+                while not frames:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    frames = decoder.feed(data)
+            finally:
+                writer.close()
+    except BootstrapRefused:
+        raise
+    except (OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
+        raise BootstrapRefused(f"bootstrap failed: {exc!r}", reason="bootstrap.unreachable") from None
+    reply = frames[0] if frames else None
+    if isinstance(reply, ErrorFrame):
+        raise BootstrapRefused(reply.detail, reason=reply.reason)
+    if not isinstance(reply, JoinReply):
+        raise BootstrapRefused("no join reply", reason="bootstrap.unreachable")
+    return WorkloadCredentials(cert_pem=reply.cert_pem, key_pem=key_to_pem(key), bundle_pem=reply.bundle_pem), reply
+
+
+class ControlClient:
+    """The workload's mTLS control channel (one event loop)."""
+
+    def __init__(self, host: str, port: int, tls: TLSConfig | None, control_id: str | None, service: str) -> None:
+        self.host, self.port, self.tls, self.control_id, self.service = host, port, tls, control_id, service
+        self.conn: FrameConnection | None = None
+        self._pending: dict[int, asyncio.Future] = {}
+        self._rid = 0
+        self.on_invalidation: Callable[[Any], None] | None = None
+        self.on_revocation: Callable[[PushRevocation], None] | None = None
+        self.on_command: Callable[[Command], None] | None = None
+        self.subscribed: asyncio.Future | None = None
+
+    async def start(self) -> Subscribed:
+        self.conn = await connect(self.host, self.port, tls=self.tls, codec=CONTROL_CODEC, limits=CONTROL_LIMITS,
+                                  expected_peer=self.control_id)
+        self.subscribed = asyncio.get_running_loop().create_future()
+        for frame in list(self.conn._inbox):
+            self._on_frame(frame)
+        self.conn._inbox.clear()
+        self.conn.on_frame = self._on_frame
+        self.conn.on_close = self._on_close
+        self.conn.send(Subscribe(service=self.service))
+        return await asyncio.wait_for(self.subscribed, REQUEST_TIMEOUT_S)
+
+    def _on_close(self, reason: str) -> None:
+        pending, self._pending = self._pending, {}
+        for fut in pending.values():
+            if not fut.done():
+                fut.set_exception(ControlRefused(f"control channel closed: {reason}", reason="control.unreachable"))
+
+    def _on_frame(self, frame: Any) -> None:
+        kind = type(frame)
+        if kind is PushInvalidation:
+            if self.on_invalidation is not None:
+                self.on_invalidation(frame.invalidation)
+        elif kind is PushRevocation:
+            if self.on_revocation is not None:
+                self.on_revocation(frame)
+        elif kind is Command:
+            if self.on_command is not None:
+                self.on_command(frame)
+        elif kind is Subscribed:
+            if self.subscribed is not None and not self.subscribed.done():
+                self.subscribed.set_result(frame)
+        else:
+            fut = self._pending.pop(getattr(frame, "rid", -1), None)
+            if fut is not None and not fut.done():
+                fut.set_result(frame)
+
+    async def _request(self, make: Callable[[int], Any]) -> Any:
+        if self.conn is None or self.conn.closed:
+            raise ControlRefused("control channel down", reason="control.unreachable")
+        self._rid += 1
+        rid = self._rid
+        fut = asyncio.get_running_loop().create_future()
+        self._pending[rid] = fut
+        self.conn.send(make(rid))
+        try:
+            return await asyncio.wait_for(fut, REQUEST_TIMEOUT_S)
+        except TimeoutError:
+            self._pending.pop(rid, None)
+            raise ControlRefused("control plane did not answer", reason="control.unreachable") from None
+
+    async def token(self, audience: str) -> tuple[str, str]:
+        """(token, audience SPIFFE ID) for ``audience`` (a service name)."""
+        reply: TokenReply = await self._request(lambda rid: TokenRequest(rid=rid, audience=audience))
+        if not reply.ok:
+            raise ControlRefused(f"no token for {audience}", reason=reply.reason)
+        return reply.token, reply.audience_id
+
+    async def renew(self, spiffe_id: str, posture: bytes) -> WorkloadCredentials:
+        key, csr = new_key_and_csr(spiffe_id)
+        pem = csr.public_bytes(serialization.Encoding.PEM)
+        reply: RenewReply = await self._request(lambda rid: RenewRequest(rid=rid, csr_pem=pem, posture=posture))
+        if not reply.ok:
+            raise BootstrapRefused("renewal refused", reason=reply.reason)
+        return WorkloadCredentials(cert_pem=reply.cert_pem, key_pem=key_to_pem(key), bundle_pem=reply.bundle_pem)
+
+    def report(self, report: Report) -> None:
+        if self.conn is not None and not self.conn.closed:
+            with contextlib.suppress(Exception):
+                self.conn.send(report)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+
+
+class ControlTableSource:
+    """Decision tables from the control plane over a blocking mTLS socket with a hard timeout."""
+
+    def __init__(self, host: str, port: int, tls: TLSConfig, control_id: str, timeout_s: float = 0.5) -> None:
+        self.address = (host, port)
+        self.tls = tls
+        self.control_id = control_id
+        self.timeout_s = timeout_s
+        self._sock: ssl.SSLSocket | None = None
+        self._decoder: FrameDecoder | None = None
+        self._rid = 0
+        self._lock = threading.Lock()
+
+    def _open(self) -> ssl.SSLSocket:
+        ctx, _creds = self.tls.context(server_side=False)
+        raw = socket.create_connection(self.address, timeout=self.timeout_s)
+        sock = ctx.wrap_socket(raw, server_side=False)
+        sock.settimeout(self.timeout_s)
+        peer = self.tls.verify_peer(sock)
+        if str(peer.spiffe_id) != self.control_id:
+            sock.close()
+            raise ConnectionError(f"control endpoint is {peer.spiffe_id}")
+        self._decoder = FrameDecoder(CONTROL_CODEC)
+        hello = self._read_frame(sock)
+        if not isinstance(hello, Hello):
+            sock.close()
+            raise ConnectionError(f"expected hello, got {type(hello).__name__}")
+        return sock
+
+    def _read_frame(self, sock: ssl.SSLSocket) -> Any:
+        assert self._decoder is not None
+        while True:
+            pending = getattr(self, "_backlog", None)
+            if pending:
+                return pending.pop(0)
+            data = sock.recv(65536)
+            if not data:
+                raise ConnectionError("control plane closed the connection")
+            self._backlog = self._decoder.feed(data)
+
+    def decision_table(self, principal: str, now: float) -> DecisionTable:
+        with self._lock:
+            try:
+                if self._sock is None:
+                    self._backlog = []
+                    self._sock = self._open()
+                self._rid += 1
+                self._sock.sendall(CONTROL_CODEC.encode(TableRequest(rid=self._rid, principal=principal, now=now)))
+                while True:
+                    reply = self._read_frame(self._sock)
+                    if isinstance(reply, TableReply) and reply.rid == self._rid:
+                        break
+                    if isinstance(reply, ErrorFrame):
+                        raise ConnectionError(reply.reason)
+            except Exception as exc:  # noqa: BLE001 - any failure: the engine is unreachable (fail closed)
+                self.close()
+                raise EngineUnreachable(f"{self.address}: {exc!r}") from None
+        if not reply.ok or reply.table is None:
+            raise PolicyError(f"control plane refused the table of {principal}", reason=reply.reason or "policy.error")
+        return reply.table
+
+    def close(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(Exception):
+                self._sock.close()
+            self._sock = None
+
+
+def cert_not_after(cert_pem: bytes) -> float:
+    return load_certificate(cert_pem).not_valid_after_utc.timestamp()

@@ -1,0 +1,28 @@
+"""The control plane's exceptions.
+
+::
+
+    IdentityError (trustfabric.errors)
+    └── BootstrapRefused          bootstrap.join_token_unknown, bootstrap.join_token_reused,
+                                  bootstrap.join_token_expired, bootstrap.identity_mismatch,
+                                  bootstrap.bad_request, and every attest.* / posture.* /
+                                  cert.* reason of the attesting issuer (copied through)
+    PolicyError (trustfabric.errors)
+    └── ControlRefused            control.audience_not_permitted, control.unknown_audience,
+                                  control.not_owner, control.bad_request, control.unreachable
+
+A refusal crosses the wire as its reason code only (``ErrorFrame`` / a refused
+reply); the workload side raises the same class with the same reason.
+"""
+
+from __future__ import annotations
+
+from trustfabric.errors import IdentityError, PolicyError
+
+
+class BootstrapRefused(IdentityError):
+    reason = "bootstrap.refused"
+
+
+class ControlRefused(PolicyError):
+    reason = "control.refused"

@@ -1,0 +1,303 @@
+"""The control plane's core: who may join, which tokens and tables a workload gets, what is pushed.
+
+:class:`ControlPlane` owns the floor's :class:`~trustfabric.identity.plane.IdentityPlane`
+(CAs, releases, revocations, token keys), the :class:`~trustfabric.policy.engine.PolicyEngine`
+loaded from ``policies/`` with a live :class:`~trustfabric.signals.hub.SignalHub`, the
+:class:`~trustfabric.response.engine.ResponseEngine` with its
+:class:`~trustfabric.response.containment.Containment`, and one host posture agent per
+host of the topology. It has no sockets (``server.py`` is its shell); every method
+takes plain values, and time comes from the injected clock.
+
+* :meth:`join` - the bootstrap exchange: a one-time join token for exactly that
+  SPIFFE ID, the code digest promoted *for that service* in its trust domain, a
+  fresh signed posture report, a CSR -> an attested certificate (the attesting
+  issuer refuses unpromoted digests and stale or unsigned posture).
+* :meth:`token_for` - an access token bound to the caller's certificate, only for
+  an audience service the caller's decision table lets it ``connect`` to (anything
+  else is a deny, logged as a decision and fed to the response engine).
+* :meth:`table_for` - a principal's decision table cut to the resources owned by
+  the asking service (an enforcement point learns nothing about other segments).
+* invalidations (policy bus) and revocations (identity plane) go to every
+  subscriber through :meth:`subscribe`; the response engine sees the security
+  events the services report (:meth:`observe`) and quarantines.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+from cryptography import x509
+
+from trustfabric.audit.events import AuditEventV1, Emitter, Kind, decode_event
+from trustfabric.audit.spool import Spool
+from trustfabric.clock import SYSTEM_CLOCK, Clock
+from trustfabric.control.errors import BootstrapRefused, ControlRefused
+from trustfabric.control.joins import JoinTokens
+from trustfabric.errors import TrustFabricError
+from trustfabric.identity.attestation import AttestationRequest
+from trustfabric.identity.certs import certs_to_pem, load_certificate
+from trustfabric.identity.plane import IdentityPlane
+from trustfabric.identity.spiffe import SpiffeId
+from trustfabric.identity.workload import issue_for_test
+from trustfabric.policy.decision import DecisionTable, Invalidation
+from trustfabric.policy.engine import PolicyEngine
+from trustfabric.policy.topology import Topology
+from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
+from trustfabric.response.containment import Containment
+from trustfabric.response.engine import ResponseEngine
+from trustfabric.response.floor_map import FloorMap
+from trustfabric.signals.host_agent import HostPostureAgent
+from trustfabric.signals.hub import SignalHub
+from trustfabric.signals.market import MarketCalendar
+from trustfabric.signals.posture import decode_signed, encode_signed
+
+SOURCE = "control-plane"
+CONTROL_SEGMENT = "control"
+CONTROL_NAME = "control-plane"
+TOKEN_TTL_S = 300
+DEFAULT_POLICIES = Path(__file__).resolve().parents[3] / "policies"
+# What services report to the response engine: refusals and denials at enforcement points.
+SECURITY_KINDS = frozenset({Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.TOKEN_REFUSED, Kind.CERT_REFUSED})
+
+Listener = Callable[[Any], None]
+
+
+def is_security_event(event: AuditEventV1) -> bool:
+    return event.kind in SECURITY_KINDS or (event.kind == Kind.DECISION and event.decision == "deny")
+
+
+class ControlPlane:
+    """The floor's control plane (one per floor); thread-safe where its callers need it."""
+
+    def __init__(self, home: Path | str, *, policies: Path | str = DEFAULT_POLICIES, clock: Clock = SYSTEM_CLOCK,
+                 leaf_ttl_s: int = 3600) -> None:
+        self.home = Path(home)
+        self.clock = clock
+        self.leaf_ttl_s = leaf_ttl_s
+        self.identity = IdentityPlane(self.home, clock=clock)
+        self.spool = Spool(self.home / "spool" / SOURCE, SOURCE, clock=clock)
+        self.emitter = Emitter(SOURCE, self.spool, clock, start_seq=self.spool.emitter_start_seq())
+        policies = Path(policies)
+        manifest = policies / "floor.toml"
+        self.topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+        self.trust_domain = self.topology.trust_domain
+        self.identity.init(self.topology.firm)
+        self.hub = SignalHub(self.topology, clock=clock, emitter=self.emitter,
+                             calendar=MarketCalendar.around_the_clock())
+        self.engine = PolicyEngine.from_dir(policies, topology=self.topology, signals=self.hub, clock=clock)
+        self.agents: dict[str, HostPostureAgent] = {}
+        for host in sorted({svc.host for svc in self.topology.services.values()}):
+            agent = HostPostureAgent(host)
+            agent.register(self.hub.host_keys)
+            self.identity.register_host(host, agent._key.public_key())
+            self.agents[host] = agent
+        self.refresh_posture()
+        self.joins = JoinTokens()
+        self.issuer = self.identity.attesting_issuer()
+        self.tokens = self.identity.token_issuer()
+        self.control_id = f"spiffe://{self.trust_domain}/{CONTROL_SEGMENT}/{CONTROL_NAME}"
+        self.credentials = issue_for_test(self.identity.ca(self.trust_domain), self.control_id, clock.now(),
+                                          leaf_ttl_s)
+        self.containment = Containment(RevocationSetRevoker(self.identity.revocations, clock),
+                                       SignalHubPolicyControl(self.hub, self.engine),
+                                       risk=SignalHubRiskSink(self.hub), emitter=self.emitter, clock=clock)
+        self.response = ResponseEngine(FloorMap.from_topology(self.topology), self.containment,
+                                       risk=SignalHubRiskSink(self.hub), emitter=self.emitter, clock=clock)
+        self._listeners: list[Listener] = []
+        self._lock = threading.RLock()
+        self.engine.bus.subscribe(self._publish)
+        self.identity.revocations.subscribe(self._publish)
+        self.counters = {"joins": 0, "join_refusals": 0, "tokens": 0, "token_refusals": 0, "tables": 0,
+                         "table_refusals": 0, "renewals": 0, "security_events": 0}
+        self.alerts: list[Any] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        self.spool.close()
+        self.identity.close()
+
+    def refresh_posture(self) -> None:
+        """Every host's agent reports again (the hub's verdicts go stale after the posture max age)."""
+        now = self.clock.now()
+        for host, agent in self.agents.items():
+            self.hub.report_posture(agent.report(now), origin=f"agent:{host}")
+
+    def posture_report(self, service: str) -> bytes:
+        """A fresh signed posture report of ``service``'s host, for the process the launcher starts there."""
+        host = self.topology.services[service].host
+        return encode_signed(self.agents[host].report(self.clock.now()))
+
+    # ------------------------------------------------------------------ launcher duties
+    def promote(self, service: str, digest: str) -> None:
+        """The release pipeline's step: ``digest`` is the promoted build of ``service`` in this trust domain."""
+        self.identity.releases.promote(self.trust_domain, digest, self.clock.now(), name=service)
+        self.emitter.emit(Kind.ADMIN_ACTION, principal="launcher", action="release.promote", resource=service,
+                          decision="allow", detail={"digest": digest})
+
+    def issue_join_token(self, service: str) -> str:
+        return self.joins.issue(self.topology.spiffe_id(service), self.clock.now())
+
+    def spiffe_id(self, service: str) -> str:
+        return self.topology.spiffe_id(service)
+
+    # ------------------------------------------------------------------ bootstrap
+    def _service_of(self, spiffe_id: str) -> str:
+        try:
+            sid = SpiffeId.parse(spiffe_id)
+        except TrustFabricError as exc:
+            raise BootstrapRefused(exc.detail, reason="bootstrap.bad_request") from None
+        name = spiffe_id.rsplit("/", 1)[-1]
+        if name not in self.topology.services or self.topology.spiffe_id(name) != str(sid):
+            raise BootstrapRefused(f"{spiffe_id} is no service of the floor", reason="bootstrap.identity_mismatch")
+        return name
+
+    def join(self, join_token: str, spiffe_id: str, csr_pem: bytes, code_digest: str, posture: bytes
+             ) -> tuple[bytes, bytes]:
+        """Redeem a join token and attest; returns (certificate chain PEM, trust bundle PEM)."""
+        now = self.clock.now()
+        try:
+            service = self._service_of(spiffe_id)
+            self.joins.redeem(join_token, spiffe_id, now)
+            digest = str(code_digest).lower()
+            if digest not in {r.digest for r in self.identity.releases.list(self.trust_domain) if r.name == service}:
+                # promoted for another service (or not at all): not this workload's release
+                if self.identity.releases.is_promoted(self.trust_domain, digest):
+                    raise BootstrapRefused(f"digest {digest[:16]} is a release of another service",
+                                           reason="bootstrap.release_of_another_service")
+            try:
+                csr = x509.load_pem_x509_csr(csr_pem)
+                signed = decode_signed(posture) if posture else None
+            except (ValueError, TrustFabricError) as exc:
+                raise BootstrapRefused(f"unreadable CSR or posture: {exc}", reason="bootstrap.bad_request") from None
+            cert = self.issuer.issue(AttestationRequest(SpiffeId.parse(spiffe_id), csr, digest, signed,
+                                                        self.leaf_ttl_s), now)
+        except TrustFabricError as exc:
+            self.counters["join_refusals"] += 1
+            event = self.emitter.emit(Kind.CERT_REFUSED, principal=str(spiffe_id)[:200], action="bootstrap.join",
+                                      decision="deny", reason=exc.reason, detail={"message": exc.detail[:200]})
+            self.observe([event])
+            raise
+        self.counters["joins"] += 1
+        ca = self.identity.ca(self.trust_domain)
+        return certs_to_pem([cert]) + ca.chain_pem(), ca.bundle_pem(now)
+
+    def renew(self, caller: str, csr_pem: bytes, posture: bytes) -> tuple[bytes, bytes]:
+        """A new certificate for an already attested caller (rotation), posture checked again."""
+        now = self.clock.now()
+        service = self._service_of(caller)
+        digests = [r.digest for r in self.identity.releases.list(self.trust_domain) if r.name == service]
+        if not digests:
+            raise BootstrapRefused(f"no release of {service}", reason="attest.unpromoted_digest")
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+            signed = decode_signed(posture) if posture else None
+        except (ValueError, TrustFabricError) as exc:
+            raise BootstrapRefused(f"unreadable CSR or posture: {exc}", reason="bootstrap.bad_request") from None
+        cert = self.issuer.issue(AttestationRequest(SpiffeId.parse(caller), csr, digests[-1], signed,
+                                                    self.leaf_ttl_s), now)
+        self.counters["renewals"] += 1
+        ca = self.identity.ca(self.trust_domain)
+        return certs_to_pem([cert]) + ca.chain_pem(), ca.bundle_pem(now)
+
+    def jwks(self) -> bytes:
+        return json.dumps(self.identity.keys.jwks()).encode()
+
+    # ------------------------------------------------------------------ tokens and tables
+    def token_for(self, caller: str, cert_der: bytes, audience: str) -> tuple[str, str]:
+        """(token, audience SPIFFE ID); :class:`ControlRefused` unless the caller may connect there."""
+        now = self.clock.now()
+        if audience not in self.topology.services:
+            self.counters["token_refusals"] += 1
+            raise ControlRefused(f"no service {audience!r}", reason="control.unknown_audience")
+        resource = f"svc/{audience}"
+        try:
+            decision = self.engine.decision_table(caller, now).lookup("connect", resource)
+        except TrustFabricError as exc:
+            decision = None
+            why = exc.reason
+        else:
+            why = decision.reason if decision is not None else "policy.not_in_table"
+        if decision is None or decision.allowed is not True:
+            self.counters["token_refusals"] += 1
+            event = self.emitter.emit(Kind.DECISION, principal=caller, action="connect", resource=resource,
+                                      decision="deny", reason=why, detail={"at": "token-service"})
+            self.observe([event])
+            raise ControlRefused(f"{caller} may not connect to {audience}", reason="control.audience_not_permitted")
+        audience_id = self.topology.spiffe_id(audience)
+        token = self.tokens.issue(caller, audience_id, now, TOKEN_TTL_S, cert_der=cert_der)
+        self.counters["tokens"] += 1
+        return token, audience_id
+
+    def table_for(self, asking: str, principal: str, now: float) -> DecisionTable:
+        """``principal``'s table, cut to the resources owned by the asking service."""
+        service = asking.rsplit("/", 1)[-1]
+        if service not in self.topology.services or asking != self.topology.spiffe_id(service):
+            raise ControlRefused(f"{asking} is no service", reason="control.not_owner")
+        table = self.engine.decision_table(principal, min(now, self.clock.now()))
+        owned = {rid for rid, r in self.topology.resources.items() if r.owner == service}
+        entries = {k: v for k, v in table.entries.items() if k[1] in owned}
+        self.counters["tables"] += 1
+        return DecisionTable(table.principal, table.epoch, table.global_epoch, table.issued_at, table.expires_at,
+                             entries)
+
+    # ------------------------------------------------------------------ push and detection
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
+
+    def _publish(self, item: Invalidation | Any) -> None:
+        with self._lock:
+            listeners = list(self._listeners)
+        for listener in listeners:
+            try:
+                listener(item)
+            except Exception:  # noqa: BLE001 - one dead subscriber must not starve the others
+                pass
+
+    def observe(self, events: list[AuditEventV1]) -> None:
+        for event in events:
+            self.counters["security_events"] += 1
+            self.alerts.extend(self.response.observe(event))
+
+    def observe_encoded(self, raw_events: list[bytes]) -> None:
+        events = []
+        for raw in raw_events:
+            try:
+                events.append(decode_event(bytes(raw)))
+            except Exception:  # noqa: BLE001 - a garbled report is dropped, never trusted
+                continue
+        self.observe(events)
+
+    def acknowledge(self, principal: str, service: str) -> None:
+        self.containment.acknowledge(principal, service)
+
+    def register_points(self, services: list[str]) -> None:
+        for name in services:
+            self.containment.register_point(name)
+
+    def revocation_snapshot(self) -> tuple[tuple[int, ...], tuple[str, ...]]:
+        _version, serials, ids = self.identity.revocations.snapshot()
+        return tuple(sorted(serials)), tuple(sorted(ids))
+
+    def incidents(self) -> list[dict]:
+        out = []
+        for inc in self.containment.store.incidents(limit=1000):
+            out.append(msgspec.to_builtins(inc))
+        return out
+
+
+def peer_cert_der(cert_pem: bytes) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return load_certificate(cert_pem).public_bytes(serialization.Encoding.DER)

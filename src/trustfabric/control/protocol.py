@@ -1,0 +1,130 @@
+"""The control plane's wire messages: extra frame types on the transport's framed codec.
+
+Bootstrap (server-authenticated TLS, one exchange): :class:`JoinRequest` ->
+:class:`JoinReply` (certificate chain, trust bundle, token issuer and JWKS) or an
+``ErrorFrame`` with the refusal reason.
+
+Control channel (mTLS, the caller is its certificate's SPIFFE ID):
+
+* :class:`TokenRequest` -> :class:`TokenReply` - an access token bound to the
+  caller's certificate for the named audience service;
+* :class:`TableRequest` -> :class:`TableReply` - the decision table of a principal
+  connecting to the caller's service, cut to the resources that service owns;
+* :class:`RenewRequest` -> :class:`RenewReply` - a new certificate for a new CSR;
+* :class:`Subscribe` -> a stream of :class:`PushInvalidation`,
+  :class:`PushRevocation` and :class:`Command` frames (rid 0);
+* :class:`Report` (service -> control, no reply): stats, security events for the
+  response engine, and quarantine confirmations.
+
+Every reply carries the request's ``rid``; a refusal is ``TokenReply(ok=False,
+reason=...)`` etc. so the caller never has to parse free text.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from trustfabric.policy.decision import DecisionTable, Invalidation
+from trustfabric.transport.frames import Frame, FrameCodec
+
+MAX_CONTROL_FRAME = 4 * 1024 * 1024
+
+
+class JoinRequest(Frame, frozen=True, tag="join"):
+    join_token: str
+    spiffe_id: str
+    csr_pem: bytes
+    code_digest: str
+    posture: bytes  # encoded SignedPostureReport (trustfabric.signals.posture.encode_signed)
+
+
+class JoinReply(Frame, frozen=True, tag="joined"):
+    cert_pem: bytes
+    bundle_pem: bytes
+    issuer: str
+    jwks: bytes  # JSON
+    control_id: str
+
+
+class TokenRequest(Frame, frozen=True, tag="tokreq"):
+    rid: int
+    audience: str  # a service name of the topology
+
+
+class TokenReply(Frame, frozen=True, tag="tok"):
+    rid: int
+    ok: bool
+    token: str = ""
+    audience_id: str = ""
+    reason: str = ""
+
+
+class TableRequest(Frame, frozen=True, tag="tabreq"):
+    rid: int
+    principal: str
+    now: float
+
+
+class TableReply(Frame, frozen=True, tag="tab"):
+    rid: int
+    ok: bool
+    table: DecisionTable | None = None
+    reason: str = ""
+
+
+class RenewRequest(Frame, frozen=True, tag="renewreq"):
+    rid: int
+    csr_pem: bytes
+    posture: bytes
+
+
+class RenewReply(Frame, frozen=True, tag="renewed"):
+    rid: int
+    ok: bool
+    cert_pem: bytes = b""
+    bundle_pem: bytes = b""
+    reason: str = ""
+
+
+class Subscribe(Frame, frozen=True, tag="sub"):
+    service: str
+
+
+class RevocationSnapshot(msgspec.Struct, frozen=True):
+    serials: tuple[int, ...] = ()
+    spiffe_ids: tuple[str, ...] = ()
+
+
+class Subscribed(Frame, frozen=True, tag="subok"):
+    jwks: bytes
+    revoked: RevocationSnapshot
+    global_epoch: int = 0
+
+
+class PushInvalidation(Frame, frozen=True, tag="inv"):
+    invalidation: Invalidation
+
+
+class PushRevocation(Frame, frozen=True, tag="rev"):
+    kind: str  # "serial" | "spiffe_id" | "release_spiffe_id"
+    value: str
+    reason: str
+
+
+class Command(Frame, frozen=True, tag="cmd"):
+    name: str  # "bench" | "eod" | "stop"
+    args: dict[str, str] = {}
+
+
+class Report(Frame, frozen=True, tag="report"):
+    service: str
+    stats: dict[str, float] = {}
+    links: dict[str, list[float]] = {}  # link -> [p50_us, p99_us, n]
+    events: list[bytes] = []  # encoded AuditEventV1 (security-relevant only)
+    quarantine_acks: list[str] = []
+
+
+CONTROL_TYPES = (JoinRequest, JoinReply, TokenRequest, TokenReply, TableRequest, TableReply, RenewRequest,
+                 RenewReply, Subscribe, Subscribed, PushInvalidation, PushRevocation, Command, Report)
+
+CONTROL_CODEC = FrameCodec(CONTROL_TYPES, max_frame=MAX_CONTROL_FRAME)

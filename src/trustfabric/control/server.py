@@ -1,0 +1,198 @@
+"""The control plane's endpoints on loopback: the I/O shell around :class:`~trustfabric.control.plane.ControlPlane`.
+
+* **Bootstrap** (:meth:`ControlServer.start`, ``bootstrap_port``): TLS 1.3 with the
+  control plane's certificate, *no* client certificate (the workload has none
+  yet). One :class:`~trustfabric.control.protocol.JoinRequest` per connection,
+  answered with a ``JoinReply`` or an ``ErrorFrame`` carrying the reason code.
+* **Control** (``control_port``): the transport's mTLS :class:`~trustfabric.transport.connection.FrameServer`;
+  the caller is its certificate's SPIFFE ID (checked against the live
+  revocation set at the handshake). Tokens, tables, renewals, the push stream and
+  the service reports (see :mod:`trustfabric.control.protocol`).
+* In ``perimeter`` mode the control port is plain TCP and serves only reports and
+  commands (there is no identity to hand out): the same processes, no fabric.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+import msgspec
+
+from trustfabric.control.errors import BootstrapRefused
+from trustfabric.control.plane import ControlPlane
+from trustfabric.control.protocol import (
+    CONTROL_CODEC, Command, JoinReply, JoinRequest, PushInvalidation, PushRevocation, RenewReply,
+    RenewRequest, Report, RevocationSnapshot, Subscribe, Subscribed, TableReply, TableRequest, TokenReply,
+    TokenRequest,
+)
+from trustfabric.errors import TrustFabricError
+from trustfabric.policy.decision import Invalidation
+from trustfabric.transport.connection import FrameConnection, FrameServer, Limits
+from trustfabric.transport.frames import HEADER, ErrorFrame, FrameDecoder, Ping, Pong
+from trustfabric.transport.tls import TLSConfig, build_context
+
+BOOTSTRAP_TIMEOUT_S = 5.0
+CONTROL_LIMITS = Limits(idle_timeout_s=3600.0)
+
+
+def bootstrap_context(credentials: Any) -> ssl.SSLContext:
+    """Server side of the bootstrap: our certificate, TLS 1.3, no client certificate asked."""
+    ctx = build_context(credentials, server_side=True)
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+class ControlServer:
+    def __init__(self, plane: ControlPlane | None, *, mode: str = "zero-trust") -> None:
+        self.plane = plane
+        self.mode = mode
+        self.stats: dict[str, dict[str, float]] = {}
+        self.links: dict[str, dict[str, list[float]]] = {}
+        self.subscribers: dict[str, FrameConnection] = {}
+        self.bootstrap_port = 0
+        self.control_port = 0
+        self._bootstrap: asyncio.base_events.Server | None = None
+        self._control: FrameServer | None = None
+        self._unsubscribe = None
+
+    async def start(self, host: str = "127.0.0.1") -> "ControlServer":
+        if self.mode == "zero-trust":
+            assert self.plane is not None
+            ctx = bootstrap_context(self.plane.credentials)
+            self._bootstrap = await asyncio.start_server(self._serve_join, host, 0, ssl=ctx)
+            self.bootstrap_port = self._bootstrap.sockets[0].getsockname()[1]
+            tls = TLSConfig(self.plane.credentials, revocation=self.plane.identity.revocations,
+                            clock=self.plane.clock)
+            self._unsubscribe = self.plane.subscribe(self._push)
+        else:
+            tls = None
+        self._control = await FrameServer(self._serve_control, tls=tls, codec=CONTROL_CODEC,
+                                          limits=CONTROL_LIMITS, name="control",
+                                          emitter=self.plane.emitter if self.plane else None).start(host, 0)
+        self.control_port = self._control.port
+        return self
+
+    async def close(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        if self._bootstrap is not None:
+            self._bootstrap.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._bootstrap.wait_closed(), 1.0)
+        if self._control is not None:
+            await self._control.close()
+
+    # ------------------------------------------------------------------ bootstrap
+    async def _serve_join(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        assert self.plane is not None
+        try:
+            async with asyncio.timeout(BOOTSTRAP_TIMEOUT_S):
+                header = await reader.readexactly(4)
+                (size,) = HEADER.unpack(header)
+                if not 0 < size <= CONTROL_CODEC.max_frame:
+                    raise BootstrapRefused("bad frame size", reason="bootstrap.bad_request")
+                decoder = FrameDecoder(CONTROL_CODEC)
+                frames = decoder.feed(header + await reader.readexactly(size))
+                req = frames[0] if frames else None
+                if not isinstance(req, JoinRequest):
+                    raise BootstrapRefused("expected a join request", reason="bootstrap.bad_request")
+                cert_pem, bundle_pem = self.plane.join(req.join_token, req.spiffe_id, req.csr_pem,
+                                                       req.code_digest, req.posture)
+                reply: Any = JoinReply(cert_pem=cert_pem, bundle_pem=bundle_pem, issuer=self.plane.tokens.issuer,
+                                       jwks=self.plane.jwks(), control_id=self.plane.control_id)
+        except TrustFabricError as exc:
+            reply = ErrorFrame(reason=exc.reason, detail=exc.detail[:200])
+        except Exception as exc:  # noqa: BLE001 - timeouts, resets, garbage: refuse, never crash
+            reply = ErrorFrame(reason="bootstrap.bad_request", detail=type(exc).__name__)
+        with contextlib.suppress(Exception):
+            writer.write(CONTROL_CODEC.encode(reply))
+            await asyncio.wait_for(writer.drain(), 1.0)
+        writer.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    # ------------------------------------------------------------------ control channel
+    def _push(self, item: Any) -> None:
+        if isinstance(item, Invalidation):
+            frame: Any = PushInvalidation(invalidation=item)
+        else:  # a RevocationEntry
+            frame = PushRevocation(kind=item.kind, value=item.value, reason=item.reason)
+        for conn in list(self.subscribers.values()):
+            if not conn.closed:
+                with contextlib.suppress(Exception):
+                    conn.send(frame)
+
+    def send_command(self, service: str, name: str, **args: str) -> bool:
+        conn = self.subscribers.get(service)
+        if conn is None or conn.closed:
+            return False
+        conn.send(Command(name=name, args={k: str(v) for k, v in args.items()}))
+        return True
+
+    async def _serve_control(self, conn: FrameConnection) -> None:
+        plane = self.plane
+        caller = str(conn.peer.spiffe_id) if conn.peer is not None else ""
+        cert_der = conn.peer.cert_der if conn.peer is not None else b""
+        zero_trust = self.mode == "zero-trust"
+
+        def on_frame(frame: Any) -> None:
+            kind = type(frame)
+            if kind is Report:
+                self.stats[frame.service] = dict(frame.stats)
+                self.links[frame.service] = dict(frame.links)
+                if zero_trust and plane is not None:
+                    # a service reports about itself only: its name must be its certificate's
+                    if caller.rsplit("/", 1)[-1] != frame.service:
+                        conn.fail("control.not_owner")
+                        return
+                    if frame.events:
+                        plane.observe_encoded([bytes(e) for e in frame.events])
+                    for principal in frame.quarantine_acks:
+                        plane.acknowledge(principal, frame.service)
+            elif kind is Subscribe:
+                if zero_trust and caller.rsplit("/", 1)[-1] != frame.service:
+                    conn.fail("control.not_owner")
+                    return
+                self.subscribers[frame.service] = conn
+                if zero_trust and plane is not None:
+                    serials, ids = plane.revocation_snapshot()
+                    conn.send(Subscribed(jwks=plane.jwks(), revoked=RevocationSnapshot(serials, ids),
+                                         global_epoch=plane.engine.global_epoch))
+                else:
+                    conn.send(Subscribed(jwks=b"", revoked=RevocationSnapshot()))
+            elif kind is Ping:
+                conn.send(Pong(n=frame.n))
+            elif not zero_trust or plane is None:
+                conn.fail("control.perimeter_mode", kind.__name__)
+            elif kind is TokenRequest:
+                try:
+                    token, audience_id = plane.token_for(caller, cert_der, frame.audience)
+                    conn.send(TokenReply(rid=frame.rid, ok=True, token=token, audience_id=audience_id))
+                except TrustFabricError as exc:
+                    conn.send(TokenReply(rid=frame.rid, ok=False, reason=exc.reason))
+            elif kind is TableRequest:
+                try:
+                    table = plane.table_for(caller, frame.principal, frame.now)
+                    conn.send(TableReply(rid=frame.rid, ok=True, table=table))
+                except TrustFabricError as exc:
+                    plane.counters["table_refusals"] += 1
+                    conn.send(TableReply(rid=frame.rid, ok=False, reason=exc.reason))
+            elif kind is RenewRequest:
+                try:
+                    cert_pem, bundle_pem = plane.renew(caller, frame.csr_pem, frame.posture)
+                    conn.send(RenewReply(rid=frame.rid, ok=True, cert_pem=cert_pem, bundle_pem=bundle_pem))
+                except TrustFabricError as exc:
+                    conn.send(RenewReply(rid=frame.rid, ok=False, reason=exc.reason))
+            else:
+                conn.fail("frame.unexpected", kind.__name__)
+
+        conn.on_frame = on_frame
+        try:
+            await conn.wait_closed()
+        finally:
+            for name, sub in list(self.subscribers.items()):
+                if sub is conn:
+                    del self.subscribers[name]

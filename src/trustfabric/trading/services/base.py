@@ -1,0 +1,627 @@
+"""The shell every floor service process shares: identity, enforcement point, links, audit, reports.
+
+A service module (``market_data.py``, ``risk.py``...) is a :class:`FloorService`: it
+declares its handlers on a :class:`~trustfabric.enforcement.service.GuardedService`
+and the peers it calls; :class:`ServiceRuntime` does the rest, identically for every
+service:
+
+``zero-trust`` mode
+    join the control plane (join token, code digest, signed posture, CSR ->
+    attested certificate), open the mTLS control channel (push stream of
+    invalidations, revocations and commands), build the
+    :class:`~trustfabric.enforcement.pep.EnforcementPoint` (tables pulled from the
+    control plane, tokens verified against its JWKS, revocations mirrored) and
+    serve with :func:`~trustfabric.enforcement.guard.guarded_handler` on an mTLS
+    :class:`~trustfabric.transport.connection.FrameServer`. Outgoing hops are
+    :class:`PeerLink` s: mTLS to the expected SPIFFE ID, ``OpenSession`` with a token
+    for that audience, then pipelined ``Request`` frames.
+``perimeter`` mode
+    the same processes, handlers and links over plain TCP, with no session and no
+    per-hop check (every request reaches its handler; the caller's identity is
+    whatever it claims).
+
+Audit: every event of the process (decisions, session events, the core's own
+events) goes to one :class:`~trustfabric.audit.spool.Spool` under
+``$TRUSTFABRIC_HOME/spool/<name>/``; in zero-trust mode the transport flushes it
+(``on_before_flush``) before any reply or onward request leaves. Replies and
+requests are coalesced: one flush (one write, one fsync) per event-loop turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hashlib
+import inspect
+import os
+import signal
+import sys
+import time
+from collections import deque
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from trustfabric.audit.events import AuditEventV1, Emitter, Kind
+from trustfabric.audit.spool import Spool
+from trustfabric.clock import SYSTEM_CLOCK, Clock
+from trustfabric.control import client as control_client
+from trustfabric.control.plane import is_security_event
+from trustfabric.control.protocol import Command, Report
+from trustfabric.enforcement.guard import guarded_handler
+from trustfabric.enforcement.pep import QUARANTINE_PREFIX, EnforcementPoint
+from trustfabric.enforcement.service import Context, GuardedService
+from trustfabric.errors import TrustFabricError
+from trustfabric.identity.revocation import RevocationSet
+from trustfabric.identity.tokens import StaticJwks, TokenVerifier
+from trustfabric.policy.topology import Topology
+from trustfabric.transport.connection import FrameConnection, FrameServer, Limits, connect
+from trustfabric.transport.frames import ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady
+from trustfabric.transport.tls import RotatingCredentials, TLSConfig
+
+ZERO_TRUST = "zero-trust"
+PERIMETER = "perimeter"
+MODES = (ZERO_TRUST, PERIMETER)
+REPORT_INTERVAL_S = 0.25
+LINK_LIMITS = Limits(idle_timeout_s=3600.0)
+_body_encoder = msgspec.msgpack.Encoder()
+
+
+def package_version() -> str:
+    try:
+        return metadata.version("trustfabric")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def code_digest_of(module_file: str | Path, service: str) -> str:
+    """SHA-256 over a service's build: its module source, the trustfabric version and the service name
+    (two services built from one module - venue-a and venue-b - are two releases)."""
+    digest = hashlib.sha256(Path(module_file).read_bytes())
+    digest.update(b"\0trustfabric " + package_version().encode() + b"\0" + service.encode())
+    return digest.hexdigest()
+
+
+def encode_body(obj: Any) -> bytes:
+    return _body_encoder.encode(obj)
+
+
+class ServiceSink:
+    """The process's one audit sink: re-stamps every event into the spool's sequence, and keeps a
+    copy of the security-relevant ones (denials, refusals) for the control plane's response engine."""
+
+    def __init__(self, spool: Spool) -> None:
+        self.spool = spool
+        self.security: list[AuditEventV1] = []
+        self.forward = False
+
+    def append(self, event: AuditEventV1) -> None:
+        seq = self.spool.last_seq + 1
+        stamped = msgspec.structs.replace(event, source=self.spool.source, seq=seq,
+                                          event_id=f"{self.spool.source}-{os.getpid()}-{seq}")
+        self.spool.append(stamped)
+        if self.forward and is_security_event(stamped) and len(self.security) < 10_000:
+            self.security.append(stamped)
+
+    def flush(self) -> None:
+        self.spool.flush()
+
+
+class LatencyRing:
+    """The last N round trips of one link, in nanoseconds (p50/p99 on demand)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.samples: deque[int] = deque(maxlen=size)
+        self.count = 0
+
+    def add(self, ns: int) -> None:
+        self.samples.append(ns)
+        self.count += 1
+
+    def summary(self) -> list[float]:
+        if not self.samples:
+            return [0.0, 0.0, 0.0]
+        ordered = sorted(self.samples)
+        n = len(ordered)
+        return [ordered[n // 2] / 1000.0, ordered[min(n - 1, int(n * 0.99))] / 1000.0, float(self.count)]
+
+
+def coalesce_sends(conn: FrameConnection) -> None:
+    """Make ``conn.send`` queue the frame and flush once per event-loop turn (one write, one audit fsync)."""
+    loop = asyncio.get_running_loop()
+    scheduled = [False]
+
+    def flush() -> None:
+        scheduled[0] = False
+        if not conn.closed:
+            conn.flush()
+
+    def send(frame: Any) -> None:
+        conn.queue(frame)
+        if not scheduled[0]:
+            scheduled[0] = True
+            loop.call_soon(flush)
+
+    conn.send = send  # type: ignore[method-assign]
+
+
+class LinkDown(TrustFabricError):
+    reason = "link.down"
+
+
+class PeerLink:
+    """One outgoing hop to a peer service: connect, open a session, pipeline requests."""
+
+    def __init__(self, runtime: "ServiceRuntime", target: str) -> None:
+        self.runtime = runtime
+        self.target = target
+        self.conn: FrameConnection | None = None
+        self._callbacks: dict[int, Callable[[Response], None] | asyncio.Future | None] = {}
+        self._sent_at: dict[int, int] = {}
+        self._rid = 0
+        self._opening: asyncio.Task | None = None
+        self._ready: asyncio.Future | None = None
+        self._scheduled = False
+        self.latency = LatencyRing()
+        self.failures = 0
+        self.refusals = 0
+        self.last_error = ""
+        self._renew_handle: asyncio.TimerHandle | None = None
+
+    @property
+    def up(self) -> bool:
+        return self.conn is not None and not self.conn.closed and (self._ready is None or self._ready.done())
+
+    async def ensure(self, timeout_s: float = 5.0) -> None:
+        """Connected and (zero-trust) in session, or :class:`LinkDown` after ``timeout_s`` of retries."""
+        if self.up:
+            return
+        deadline = time.monotonic() + timeout_s
+        delay = 0.02
+        while True:
+            try:
+                if self._opening is None or self._opening.done():
+                    self._opening = asyncio.get_running_loop().create_task(self._open())
+                await asyncio.shield(self._opening)
+                return
+            except TrustFabricError as exc:
+                self.failures += 1
+                self.last_error = exc.reason
+                if exc.reason.startswith(("control.", "token.", "session.", "enforcement.", "cert.")) and \
+                        exc.reason != "control.unreachable":
+                    raise LinkDown(f"{self.target}: {exc.reason}", reason=exc.reason) from None
+            except (OSError, asyncio.TimeoutError) as exc:
+                self.failures += 1
+                self.last_error = type(exc).__name__
+            if time.monotonic() + delay > deadline:
+                raise LinkDown(f"{self.target} unreachable: {self.last_error}", reason="link.down")
+            await asyncio.sleep(delay)
+            delay = min(0.5, delay * 2)
+
+    async def _open(self) -> None:
+        rt = self.runtime
+        port = rt.ports[self.target]
+        zero_trust = rt.mode == ZERO_TRUST
+        conn = await connect("127.0.0.1", port, tls=rt.tls if zero_trust else None, limits=LINK_LIMITS,
+                             expected_peer=rt.topology.spiffe_id(self.target) if zero_trust else None)
+        for frame in list(conn._inbox):
+            self._on_frame(frame)
+        conn._inbox.clear()
+        conn.on_frame = self._on_frame
+        conn.on_close = self._on_close
+        self.conn = conn
+        if zero_trust:
+            self._ready = asyncio.get_running_loop().create_future()
+            token, _aud = await rt.control.token(self.target)
+            conn.send(OpenSession(token=token))
+            ready = await asyncio.wait_for(self._ready, 5.0)
+            if isinstance(ready, ErrorFrame):
+                raise LinkDown(f"{self.target} refused the session", reason=ready.reason)
+            self._schedule_renewal(ready.expires_at)
+
+    def _schedule_renewal(self, expires_at: float) -> None:
+        loop = asyncio.get_running_loop()
+        delay = max(1.0, (expires_at - self.runtime.clock.now()) / 2)
+        if self._renew_handle is not None:
+            self._renew_handle.cancel()
+        self._renew_handle = loop.call_later(delay, lambda: loop.create_task(self._renew()))
+
+    async def _renew(self) -> None:
+        if not self.up:
+            return
+        try:
+            token, _aud = await self.runtime.control.token(self.target)
+            self.conn.send(RenewSession(token=token))  # type: ignore[union-attr]
+        except Exception as exc:  # noqa: BLE001 - the session simply expires; the next request reopens
+            self.last_error = getattr(exc, "reason", type(exc).__name__)
+
+    def _on_close(self, reason: str) -> None:
+        self.last_error = reason
+        callbacks, self._callbacks = self._callbacks, {}
+        self._sent_at.clear()
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_result(ErrorFrame(reason=reason))
+        failed = Response(rid=0, ok=False, reason=reason or "link.closed")
+        for cb in callbacks.values():
+            if isinstance(cb, asyncio.Future):
+                if not cb.done():
+                    cb.set_result(failed)
+            elif cb is not None:
+                with contextlib.suppress(Exception):
+                    cb(failed)
+
+    def _on_frame(self, frame: Any) -> None:
+        kind = type(frame)
+        if kind is Response:
+            rid = frame.rid
+            cb = self._callbacks.pop(rid, None)
+            sent = self._sent_at.pop(rid, None)
+            if sent is not None:
+                self.latency.add(time.perf_counter_ns() - sent)
+            if not frame.ok:
+                self.refusals += 1
+            if isinstance(cb, asyncio.Future):
+                if not cb.done():
+                    cb.set_result(frame)
+            elif cb is not None:
+                cb(frame)
+        elif kind is SessionReady:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(frame)
+            else:
+                self._schedule_renewal(frame.expires_at)
+        elif kind is ErrorFrame:
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(frame)
+            self.last_error = frame.reason
+        elif kind is Ping:
+            self.conn.send(Pong(n=frame.n))  # type: ignore[union-attr]
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            conn.flush()
+
+    def request(self, action: str, resource: str, body: bytes, *, symbol: str = "", notional: float = 0.0,
+                callback: Callable[[Response], None] | asyncio.Future | None = None, trace_id: str = "") -> bool:
+        """Queue one request (flushed at the end of this loop turn); False when the link is down."""
+        conn = self.conn
+        if conn is None or conn.closed or not self.up:
+            return False
+        self._rid += 1
+        rid = self._rid
+        conn.queue(Request(rid=rid, action=action, resource=resource, body=msgspec.Raw(body), symbol=symbol,
+                           notional=notional, trace_id=trace_id))
+        self._callbacks[rid] = callback
+        self._sent_at[rid] = time.perf_counter_ns()
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+        return True
+
+    async def call(self, action: str, resource: str, body: bytes, **kw: Any) -> Response:
+        """One request and its reply (connecting first when needed)."""
+        await self.ensure()
+        fut = asyncio.get_running_loop().create_future()
+        if not self.request(action, resource, body, callback=fut, **kw):
+            raise LinkDown(f"{self.target} is down", reason="link.down")
+        return await fut
+
+    @property
+    def outstanding(self) -> int:
+        return len(self._callbacks)
+
+    def close(self) -> None:
+        if self._renew_handle is not None:
+            self._renew_handle.cancel()
+        if self.conn is not None:
+            self.conn.close()
+
+
+class FloorService:
+    """A service's own logic; subclasses register handlers and may run background tasks."""
+
+    name = "service"
+    peers: tuple[str, ...] = ()
+
+    def __init__(self, runtime: "ServiceRuntime") -> None:
+        self.rt = runtime
+
+    def register(self, svc: GuardedService) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        """Background work (market data ticks, strategies...); returns when the service stops."""
+        await self.rt.stopped.wait()
+
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    def on_command(self, command: Command) -> None:
+        pass
+
+    def module_file(self) -> str:
+        return inspect.getfile(type(self))
+
+
+class ServiceRuntime:
+    def __init__(self, name: str, mode: str, boot: dict[str, Any], *, clock: Clock = SYSTEM_CLOCK) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}")
+        self.name = name
+        self.mode = mode
+        self.boot = boot
+        self.clock = clock
+        self.home = Path(boot["home"])
+        self.topology = Topology.load(boot["topology"])
+        self.spiffe_id = self.topology.spiffe_id(name)
+        self.ports: dict[str, int] = {k: int(v) for k, v in boot["ports"].items()}
+        self.spool = Spool(self.home / "spool" / name, name, clock=clock)
+        self.sink = ServiceSink(self.spool)
+        self.events = Emitter(name, self.sink, clock)
+        self.stopped = asyncio.Event()
+        self.links: dict[str, PeerLink] = {}
+        self.tls: TLSConfig | None = None
+        self.control: control_client.ControlClient | None = None
+        self.pep: EnforcementPoint | None = None
+        self.server: FrameServer | None = None
+        self.revocations = RevocationSet()
+        self.quarantine_acks: list[str] = []
+        self._perimeter_owners: set[str] = set()
+        self._report_task: asyncio.Task | None = None
+        self.service: FloorService | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    # ------------------------------------------------------------------ helpers for services
+    def loop_task(self, coro: Any) -> asyncio.Task:
+        """A background task whose failure is swallowed (links retry on their own)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(lambda t: (self._tasks.discard(t), t.cancelled() or t.exception()))
+        return task
+
+    def link(self, target: str) -> PeerLink:
+        link = self.links.get(target)
+        if link is None:
+            link = self.links[target] = PeerLink(self, target)
+        return link
+
+    def principal(self, ctx: Context, claimed: str) -> str:
+        """Who is calling: the session's principal; in perimeter mode whatever the caller claims."""
+        if self.mode == ZERO_TRUST:
+            return ctx.principal
+        return claimed
+
+    def owner(self, ctx: Context) -> str:
+        if ctx.session is not None:
+            return str(ctx.session.session_id)
+        return str(ctx.extra.get("owner", ""))
+
+    def live_owners(self) -> set[str]:
+        if self.pep is not None:
+            return {str(s.session_id) for s in self.pep.sessions()}
+        return set(self._perimeter_owners)
+
+    # ------------------------------------------------------------------ start
+    async def start(self, service: FloorService) -> int:
+        self.service = service
+        if self.mode == ZERO_TRUST:
+            await self._join()
+            svc = GuardedService(self.name, self.pep)  # type: ignore[arg-type]
+            handler = guarded_handler(self.pep, svc)  # type: ignore[arg-type]
+        else:
+            svc = GuardedService(self.name, None)  # type: ignore[arg-type]
+            handler = self._open_handler(svc)
+        service.register(svc)
+
+        async def serve(conn: FrameConnection) -> None:
+            coalesce_sends(conn)
+            await handler(conn)
+
+        self.server = await FrameServer(serve, tls=self.tls, emitter=self.events, name=self.name,
+                                        limits=LINK_LIMITS).start("127.0.0.1", self.ports[self.name])
+        if self.mode == PERIMETER:
+            await self._open_ops_channel()
+        self._report_task = asyncio.get_running_loop().create_task(self._report_loop())
+        return self.server.port
+
+    async def _join(self) -> None:
+        b = self.boot
+        posture = base64.b64decode(b["posture"])
+        creds, reply = await control_client.join(
+            "127.0.0.1", int(b["bootstrap_port"]), bundle_pem=b["bundle_pem"].encode(), control_id=b["control_id"],
+            join_token=b["join_token"], spiffe_id=self.spiffe_id,
+            code_digest=code_digest_of(self.service.module_file(), self.name), posture=posture)  # type: ignore[union-attr]
+        creds.write(self.home / "floor" / "creds" / self.name)  # the workload's own key files (0600)
+        self.credentials = RotatingCredentials(creds)
+        self.tls = TLSConfig(self.credentials, revocation=self.revocations, clock=self.clock)
+        self.control = control_client.ControlClient("127.0.0.1", int(b["control_port"]), self.tls,
+                                                    reply.control_id, self.name)
+        subscribed = await self.control.start()
+        for serial in subscribed.revoked.serials:
+            self.revocations.revoke_serial(int(serial), self.clock.now(), "snapshot")
+        for sid in subscribed.revoked.spiffe_ids:
+            self.revocations.revoke_spiffe_id(sid, self.clock.now(), "quarantine.snapshot")
+        verifier = TokenVerifier(StaticJwks(msgspec.json.decode(subscribed.jwks)), reply.issuer, clock=self.clock)
+        tables = control_client.ControlTableSource("127.0.0.1", int(b["control_port"]), self.tls, reply.control_id)
+        self.pep = EnforcementPoint(self.spiffe_id, tables, verifier, clock=self.clock, sink=self.sink,
+                                    source=self.name)
+        self.pep.attach_revocations(self.revocations)
+        self.sink.forward = True
+        self.control.on_invalidation = self._on_invalidation
+        self.control.on_revocation = self._on_revocation
+        self.control.on_command = self._on_command
+        asyncio.get_running_loop().create_task(self._rotate_loop())
+
+    async def _open_ops_channel(self) -> None:
+        """Perimeter mode: a plain channel to the launcher for reports and commands only."""
+        b = self.boot
+        self.control = control_client.ControlClient("127.0.0.1", int(b["control_port"]), None, None, self.name)
+        await self.control.start()
+        self.control.on_command = self._on_command
+
+    def _on_invalidation(self, inv: Any) -> None:
+        assert self.pep is not None
+        self.pep.on_invalidation(inv)
+        if inv.principal and inv.reason.startswith(QUARANTINE_PREFIX) and not self.pep.sessions(inv.principal):
+            self.quarantine_acks.append(inv.principal)
+
+    def _on_revocation(self, push: Any) -> None:
+        now = self.clock.now()
+        try:
+            if push.kind == "serial":
+                self.revocations.revoke_serial(int(push.value), now, push.reason)
+            elif push.kind == "spiffe_id":
+                self.revocations.revoke_spiffe_id(push.value, now, push.reason)
+                if self.pep is not None and not self.pep.sessions(push.value):
+                    self.quarantine_acks.append(push.value)
+            elif push.kind == "release_spiffe_id":
+                self.revocations.release_spiffe_id(push.value, now, push.reason)
+        except TrustFabricError:
+            pass
+
+    def _on_command(self, command: Command) -> None:
+        if command.name == "stop":
+            self.stopped.set()
+        elif self.service is not None:
+            self.service.on_command(command)
+
+    async def _rotate_loop(self) -> None:
+        """Renew the certificate at half its lifetime (new key, posture checked again)."""
+        while not self.stopped.is_set():
+            creds = self.credentials.current()
+            wait = max(1.0, (creds.not_before + (creds.not_after - creds.not_before) / 2) - self.clock.now())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), wait)
+            if self.stopped.is_set():
+                return
+            try:
+                posture = base64.b64decode(self.boot["posture"])
+                fresh = await self.control.renew(self.spiffe_id, posture)  # type: ignore[union-attr]
+                self.credentials.replace(fresh)
+                fresh.write(self.home / "floor" / "creds" / self.name)
+            except TrustFabricError as exc:
+                self.events.emit(Kind.CERT_REFUSED, principal=self.spiffe_id, action="cert.renew", decision="deny",
+                                 reason=exc.reason)
+                await asyncio.sleep(5.0)
+
+    def _open_handler(self, svc: GuardedService):
+        """Perimeter mode: every request reaches its handler, no session, no check."""
+
+        async def handler(conn: FrameConnection) -> None:
+            loop = asyncio.get_running_loop()
+            owner = f"conn-{id(conn)}"
+            self._perimeter_owners.add(owner)
+            send = conn.send
+
+            async def run(req: Request) -> None:
+                reply = await svc.dispatch_request(Context(None, req.trace_id, {"owner": owner}), req)
+                if conn.closed:
+                    return
+                if isinstance(reply, (bytes, bytearray)):
+                    send(Response(rid=req.rid, ok=True, body=msgspec.Raw(reply)))
+                elif reply is None:
+                    send(Response(rid=req.rid, ok=True))
+                else:
+                    send(Response(rid=req.rid, ok=False, reason=getattr(reply, "reason", "refused")))
+
+            def on_frame(frame: Any) -> None:
+                if type(frame) is Request:
+                    loop.create_task(run(frame))
+                elif type(frame) is Ping:
+                    send(Pong(n=frame.n))
+                else:
+                    conn.fail("frame.unexpected", type(frame).__name__)
+
+            conn.on_frame = on_frame
+            try:
+                await conn.wait_closed()
+            finally:
+                self._perimeter_owners.discard(owner)
+                with contextlib.suppress(Exception):
+                    self.spool.flush()
+
+        return handler
+
+    # ------------------------------------------------------------------ reports
+    def stats(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        if self.pep is not None:
+            pep = self.pep
+            out.update(pep_allowed=pep.allowed, pep_denied=pep.denied, pep_refused=pep.refused,
+                       fail_open=pep.fail_open, engine_failures=pep.engine_failures,
+                       sessions=len(pep.sessions()))
+        else:
+            out.update(pep_allowed=0, pep_denied=0, pep_refused=0, fail_open=0)
+        if self.server is not None:
+            out["handshake_refusals"] = float(sum(self.server.refusals.values()))
+        if self.service is not None:
+            out.update(self.service.stats())
+        return out
+
+    def report_now(self) -> None:
+        if self.control is None:
+            return
+        if self.mode == PERIMETER:
+            with contextlib.suppress(Exception):
+                self.spool.flush()
+        events, self.sink.security = self.sink.security, []
+        acks, self.quarantine_acks = self.quarantine_acks, []
+        from trustfabric.audit.events import encode_event
+
+        links = {f"{self.name}->{t}": l.latency.summary() for t, l in self.links.items()}
+        self.control.report(Report(service=self.name, stats=self.stats(), links=links,
+                                   events=[encode_event(e) for e in events], quarantine_acks=acks))
+
+    async def _report_loop(self) -> None:
+        while not self.stopped.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), REPORT_INTERVAL_S)
+            self.report_now()
+            if self.control is not None and self.control.conn is not None and self.control.conn.closed:
+                self.stopped.set()  # the control plane is gone: the floor is shutting down
+
+    async def close(self) -> None:
+        self.stopped.set()
+        self.report_now()
+        for link in self.links.values():
+            link.close()
+        if self.server is not None:
+            await self.server.close()
+        if self.control is not None:
+            self.control.close()
+        with contextlib.suppress(Exception):
+            self.spool.close()
+
+
+async def serve_service(name: str, mode: str, boot: dict[str, Any], factory: Callable[[ServiceRuntime], FloorService]
+                        ) -> int:
+    """Run one service until SIGTERM, a ``stop`` command, or the control plane going away."""
+    runtime = ServiceRuntime(name, mode, boot)
+    service = factory(runtime)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, runtime.stopped.set)
+    try:
+        port = await runtime.start(service)
+    except TrustFabricError as exc:
+        print(f"REFUSED {exc.reason} {exc.detail[:200]}", flush=True)
+        runtime.spool.close()
+        return 3
+    print(f"READY {port}", flush=True)
+    task = loop.create_task(service.run())
+    await runtime.stopped.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    await runtime.close()
+    return 0
+
+
+def read_boot() -> dict[str, Any]:
+    line = sys.stdin.readline()
+    return msgspec.json.decode(line.encode()) if line.strip() else {}

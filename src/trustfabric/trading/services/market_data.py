@@ -1,0 +1,115 @@
+"""market-data: GBM quotes and trades for every symbol of the topology, as per-symbol streams.
+
+A subscriber long-polls one stream per request (``subscribe`` on ``md/<SYMBOL>``
+with the last sequence it saw); every delivery is therefore a request the
+subscriber's enforcement-point session must allow, so a quarantine or a lost
+grant stops the data at the next delivery. The generator is seeded: the same
+seed replays the same session (the venues run the same path for their liquidity).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections import deque
+
+from trustfabric.trading.marketdata import DEFAULT_UNIVERSE, MarketDataGenerator, SymbolSpec
+from trustfabric.trading.messages import PRICE_SCALE, Quote
+from trustfabric.trading.services.base import FloorService, encode_body
+from trustfabric.trading.services.wire import MdBatch, MdPoll, decoder
+
+POLL_WAIT_S = 1.0
+KEEP = 64
+
+
+def universe_for(symbols: list[str] | tuple[str, ...], seed: int) -> list[SymbolSpec]:
+    """Specs for the topology's symbols: the default universe's where known, seeded ones otherwise."""
+    known = {s.symbol: s for s in DEFAULT_UNIVERSE}
+    rng = random.Random(seed ^ 0x5EED)
+    out = []
+    for sym in symbols:
+        spec = known.get(sym)
+        if spec is None:
+            spec = SymbolSpec(sym, int(round(rng.uniform(20.0, 400.0), 2) * PRICE_SCALE), rng.uniform(0.15, 0.45))
+        out.append(spec)
+    return out
+
+
+def generator_for(symbols, seed: int) -> MarketDataGenerator:
+    return MarketDataGenerator(random.Random(seed), universe_for(symbols, seed), trade_probability=0.1)
+
+
+class MarketDataService(FloorService):
+    name = "market-data"
+
+    def __init__(self, runtime) -> None:
+        super().__init__(runtime)
+        self.seed = int(runtime.boot.get("seed", 7))
+        self.interval = float(runtime.boot.get("md_interval_s", 0.2))
+        self.gen = generator_for(runtime.topology.symbols, self.seed)
+        self.streams: dict[str, deque] = {s: deque(maxlen=KEEP) for s in runtime.topology.symbols}
+        self.waiters: dict[str, asyncio.Event] = {s: asyncio.Event() for s in runtime.topology.symbols}
+        self.seq = 0
+        self.published = 0
+        self.deliveries = 0
+        self._poll = decoder(MdPoll)
+
+    def register(self, svc) -> None:
+        @svc.handler(action="subscribe", resource=lambda req: req.resource)
+        async def subscribe(req, ctx):
+            symbol = req.resource[3:] if req.resource.startswith("md/") else ""
+            stream = self.streams.get(symbol)
+            if stream is None:
+                return encode_body(MdBatch(seq=self.seq))
+            after = self._poll.decode(req.body).after if req.body else 0
+            if not stream or stream[-1][0] <= after:
+                event = self.waiters[symbol]
+                try:
+                    await asyncio.wait_for(event.wait(), POLL_WAIT_S)
+                except TimeoutError:
+                    pass
+            events = [e for s, e in stream if s > after]
+            self.deliveries += 1
+            return encode_body(MdBatch(seq=stream[-1][0] if stream else after, events=events))
+
+    async def run(self) -> None:
+        step = 0
+        while not self.rt.stopped.is_set():
+            step += 1
+            now_ns = time.time_ns()
+            for event in self.gen.step(self.interval, now_ns):
+                self.seq += 1
+                self.streams[event.symbol].append((self.seq, event))
+                self.published += 1
+            for symbol, event in list(self.waiters.items()):
+                event.set()
+                self.waiters[symbol] = asyncio.Event()
+            await asyncio.sleep(self.interval)
+
+    def stats(self) -> dict[str, float]:
+        return {"md_published": self.published, "md_deliveries": self.deliveries}
+
+
+def last_quotes(batch: MdBatch) -> list[Quote]:
+    return [e for e in batch.events if isinstance(e, Quote)]
+
+
+async def follow_stream(runtime, symbol: str, on_event) -> None:
+    """Long-poll ``md/<symbol>`` at market-data until the service stops; a refusal backs off."""
+    link = runtime.link("market-data")
+    dec = decoder(MdBatch)
+    after = 0
+    while not runtime.stopped.is_set():
+        try:
+            reply = await link.call("subscribe", f"md/{symbol}", encode_body(MdPoll(after)), symbol=symbol)
+        except Exception:  # noqa: BLE001 - link down or refused: retry later
+            await asyncio.sleep(0.5)
+            continue
+        if not reply.ok:
+            await asyncio.sleep(0.5)
+            continue
+        batch = dec.decode(reply.body)
+        after = max(after, batch.seq)
+        for event in batch.events:
+            on_event(event)
