@@ -7,6 +7,10 @@ the new ack position (atomically). A ``kill -9`` anywhere leaves either the ack 
 the central commit (the batch is re-shipped and deduplicated on ``(source, seq)``) or
 both in step: no record is lost and none is stored twice.
 
+Compact decision records (:mod:`trustfabric.audit.compact`, what enforcement points spool
+on the hop) are expanded here into the full ``AuditEventV1`` they stand for, so the
+central log holds one schema whatever the spool held.
+
 Fully acknowledged segments are deleted once a later segment holds a record (so the
 spool's sequence numbers can still be recovered from the later segment or the ack).
 Runs in-process (:meth:`Collector.run` with a stop event) or as ``trustfabric audit collect``.
@@ -19,7 +23,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from trustfabric.audit.events import AuditEventV1, EventSink, Kind, decode_event
+from trustfabric.audit.compact import canonical, record_seq
+from trustfabric.audit.events import AuditEventV1, EventSink, Kind
 from trustfabric.audit.log import AuditLog
 from trustfabric.audit.spool import Ack, read_ack, read_spool_records, segment_number, segment_paths, write_ack
 from trustfabric.errors import TrustFabricError
@@ -67,7 +72,7 @@ class Collector:
         payloads: list[bytes] = []
         position = (ack.segment, ack.offset)
         for segment, end, payload in read_spool_records(directory, ack):
-            payloads.append(payload)
+            payloads.append(canonical(payload))
             position = (segment, end)
             if len(payloads) >= self.batch:
                 ack = self._commit(directory, ack, payloads, position)
@@ -85,7 +90,7 @@ class Collector:
     def _commit(self, directory: Path, ack: Ack, payloads: list[bytes], position: tuple[int, int]) -> Ack:
         self._last_appended = self.log.ingest(payloads)  # the central commit first ...
         new = Ack(position[0], position[1], ack.records + len(payloads),
-                  max(ack.last_seq, decode_event(payloads[-1]).seq))
+                  max(ack.last_seq, record_seq(payloads[-1])))
         write_ack(directory, new)  # ... then the acknowledgement
         return new
 

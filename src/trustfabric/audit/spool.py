@@ -24,6 +24,22 @@ enters a *refusing* state in which every ``append``/``flush`` raises too: the ca
 refuse new work. :meth:`Spool.recover` retries the write (after a hung write, reopen).
 Memory is bounded: when ``max_buffer`` records are waiting, ``append`` flushes itself
 (the caller pays for the write: backpressure).
+
+Durability modes (``durability=``):
+
+* ``"fsync"`` (:data:`DURABILITY_FSYNC`, the default): ``flush`` returns once the batch is
+  written AND fsynced - durable against an OS crash or power loss; costs a disk flush
+  (tens of microseconds to milliseconds) per batch.
+* ``"write"`` (:data:`DURABILITY_WRITE`, what enforcement points use on the hop): ``flush``
+  does ONE ``write()`` of the batch and returns. Bytes handed to the kernel survive the
+  death of the process (``kill -9``, a crash): the page cache keeps them and writes them
+  back. A background syncer thread fsyncs every ``sync_interval_s`` (a few milliseconds),
+  so an OS crash or power loss can lose at most that window; a failing fsync puts the
+  spool in the refusing state like a failing write. :meth:`Spool.sync` forces one now.
+
+Compact decision records (:mod:`trustfabric.audit.compact`) are appended with
+:meth:`Spool.append_decisions`; they share the spool's one sequence with full events, and
+the collector expands them into full ``AuditEventV1`` records.
 """
 
 from __future__ import annotations
@@ -40,8 +56,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from trustfabric.audit.compact import DECISION_TAG, DecisionRow, encode_compact, record_seq
 from trustfabric.audit.errors import AuditUnavailable, SpoolCorrupt, SpoolError
-from trustfabric.audit.events import AuditEventV1, EventSink, Kind, decode_event, encode_event
+from trustfabric.audit.events import AuditEventV1, EventSink, Kind, encode_event
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 
 FRAME_HEADER = struct.Struct(">II")
@@ -49,6 +66,12 @@ MAX_RECORD_BYTES = 1 << 20
 SEGMENT_SUFFIX = ".seg"
 ACK_FILE = "ack.json"
 DEFAULT_SEGMENT_BYTES = 64 << 20
+DURABILITY_FSYNC = "fsync"  # flush = write + fsync (durable against an OS crash)
+DURABILITY_WRITE = "write"  # flush = one write(); a background syncer fsyncs (durable against kill -9)
+DURABILITY_MODES = (DURABILITY_FSYNC, DURABILITY_WRITE)
+DEFAULT_SYNC_INTERVAL_S = 0.005
+_crc32 = zlib.crc32
+_pack_header = FRAME_HEADER.pack
 
 
 def encode_frame(payload: bytes) -> bytes:
@@ -174,9 +197,22 @@ class Spool:
         alerts: EventSink | None = None,
         write: Callable[[int, bytes], int] = os.write,
         fsync: Callable[[int], None] = os.fsync,
+        durability: str = DURABILITY_FSYNC,
+        sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S,
     ) -> None:
         if max_buffer < 1 or segment_bytes < 1:
             raise SpoolError("max_buffer and segment_bytes must be positive")
+        if durability not in DURABILITY_MODES:
+            raise SpoolError(f"durability must be one of {DURABILITY_MODES}, not {durability!r}")
+        if not sync_interval_s > 0:
+            raise SpoolError("sync_interval_s must be positive")
+        self.durability = durability
+        self.sync_interval_s = float(sync_interval_s)
+        self._sync_each_flush = durability == DURABILITY_FSYNC
+        self._sync_lock = threading.Lock()
+        self._sync_stop = threading.Event()
+        self._syncer: threading.Thread | None = None
+        self.syncs = 0
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.source = source
@@ -199,6 +235,10 @@ class Spool:
         self.torn_bytes_truncated = 0
         self._fd = -1
         self._open_tail()
+        self._written_seq = self._synced_seq = self.last_seq
+        if not self._sync_each_flush:
+            self._syncer = threading.Thread(target=self._sync_loop, name=f"audit-sync:{source}", daemon=True)
+            self._syncer.start()
 
     # -- recovery -------------------------------------------------------------------------
     def _open_tail(self) -> None:
@@ -221,12 +261,12 @@ class Spool:
                 os.fsync(fh.fileno())
         last_seq = 0
         if frames:
-            last_seq = decode_event(frames[-1][1]).seq
+            last_seq = record_seq(frames[-1][1])
         else:
             for earlier in reversed(segments[:-1]):
                 earlier_frames, _ = scan_frames(earlier.read_bytes())
                 if earlier_frames:
-                    last_seq = decode_event(earlier_frames[-1][1]).seq
+                    last_seq = record_seq(earlier_frames[-1][1])
                     break
         self.last_seq = max(last_seq, read_ack(self.directory).last_seq)
         self._durable_seq = self.last_seq
@@ -267,6 +307,35 @@ class Spool:
             self.last_seq = event.seq
             self.records_in += 1
 
+    def append_decisions(self, rows: list[DecisionRow], time_ns: int) -> int:
+        """Buffer compact decision records (one per row, see :mod:`trustfabric.audit.compact`).
+
+        Each gets the next sequence number; ``time_ns`` stamps them all (the drain time).
+        All rows are encoded before any is buffered: either the whole batch is taken or none.
+        Returns the last sequence number given.
+        """
+        with self._lock:
+            self._check_accepting()
+            seq = self.last_seq
+            source, prefix = self.source, self._prefix
+            frames = []
+            for row in rows:
+                seq += 1
+                payload = encode_compact((DECISION_TAG, source, prefix, seq, time_ns, row))
+                frames.append(_pack_header(len(payload), _crc32(payload)) + payload)
+            if len(self._buffer) + len(frames) > self.max_buffer:
+                self._flush_locked()  # backpressure: the caller pays for the write
+            self._buffer += frames
+            self.last_seq = seq
+            self.records_in += len(frames)
+            return seq
+
+    def write_decisions(self, rows: list[DecisionRow], time_ns: int) -> int:
+        """:meth:`append_decisions` then :meth:`flush` under one lock: the hop's one call per batch."""
+        with self._lock:
+            self.append_decisions(rows, time_ns)
+            return self._flush_locked()
+
     def _check_accepting(self) -> None:
         if self._refusing is not None:
             raise AuditUnavailable(f"spool {self.source} is refusing: {self._refusing.detail}")
@@ -281,10 +350,11 @@ class Spool:
             return self._flush_locked()
 
     def _flush_locked(self) -> int:
-        if not self._buffer:
+        buffer = self._buffer
+        if not buffer:
             return 0
-        batch = b"".join(self._buffer)
-        count = len(self._buffer)
+        batch = buffer[0] if len(buffer) == 1 else b"".join(buffer)
+        count = len(buffer)
         try:
             if self.flush_timeout_s is None:
                 self._write_batch(batch)
@@ -302,23 +372,78 @@ class Spool:
                 self._poisoned = True
             raise self._enter_refusing(os.strerror(exc.errno) if exc.errno else str(exc), exc.errno or 0) from None
         self._offset += len(batch)
-        self._buffer.clear()
+        buffer.clear()
         self.records_flushed += count
-        self._durable_seq = self.last_seq
+        self._durable_seq = self._written_seq = self.last_seq
+        if self._sync_each_flush:
+            self._synced_seq = self.last_seq
         if self._offset >= self.segment_bytes:
             self._rotate()
         return count
 
     def _write_batch(self, batch: bytes) -> None:
-        view = memoryview(batch)
-        while view:
-            written = self._write(self._fd, view)
-            if written <= 0:
-                raise OSError(errno_codes.EIO, "short write")
-            view = view[written:]
-        self._fsync(self._fd)
+        written = self._write(self._fd, batch)  # one write() in the common case
+        if written != len(batch):
+            view = memoryview(batch)
+            while True:
+                if written <= 0:
+                    raise OSError(errno_codes.EIO, "short write")
+                view = view[written:]
+                if not view:
+                    break
+                written = self._write(self._fd, view)
+        if self._sync_each_flush:
+            self._fsync(self._fd)
+
+    # -- background sync (durability="write") --------------------------------------------
+    def _sync_loop(self) -> None:
+        while not self._sync_stop.wait(self.sync_interval_s):
+            try:
+                self.sync()
+            except AuditUnavailable:
+                pass  # the spool is refusing now; the alert is raised; the next flush refuses
+            except Exception:  # noqa: BLE001 - the syncer never dies silently: refuse instead
+                with self._lock:
+                    if self._refusing is None:
+                        self._enter_refusing("background sync failed", errno_codes.EIO)
+
+    def sync(self) -> int:
+        """fsync everything written so far; the highest sequence number now durable on disk.
+
+        In ``"write"`` mode the background syncer calls this every ``sync_interval_s``; a
+        failing fsync enters the refusing state (and raises :class:`AuditUnavailable`).
+        """
+        with self._sync_lock:
+            target = self._written_seq
+            if target <= self._synced_seq or self._fd < 0:
+                return self._synced_seq
+            try:
+                self._fsync(self._fd)
+            except OSError as exc:
+                failure: OSError | None = exc
+            else:
+                failure = None
+                self._synced_seq = target
+                self.syncs += 1
+        if failure is None:
+            return target
+        with self._lock:
+            self._poisoned = True  # what the kernel held may be gone: only a reopen may resume
+            raise self._enter_refusing(f"fsync failed: {failure}", failure.errno or errno_codes.EIO) from None
+
+    @property
+    def synced_seq(self) -> int:
+        """The highest sequence number known to be fsynced (durable against an OS crash)."""
+        return self._synced_seq
 
     def _rotate(self) -> None:
+        with self._sync_lock:
+            if not self._sync_each_flush and self._synced_seq < self._written_seq:
+                self._fsync(self._fd)  # the old segment's tail is on disk before we move on
+                self._synced_seq = self._written_seq
+            self._rotate_locked()
+
+    def _rotate_locked(self) -> None:
         os.close(self._fd)
         self._segment += 1
         path = segment_path(self.directory, self._segment)
@@ -373,12 +498,18 @@ class Spool:
         return self.last_seq
 
     def close(self) -> None:
+        self._sync_stop.set()
+        syncer = self._syncer
+        if syncer is not None and syncer is not threading.current_thread():
+            syncer.join(5)
         with self._lock:
             if self._fd < 0:
                 return
             try:
                 if self._refusing is None:
                     self._flush_locked()
+                    if not self._sync_each_flush:
+                        self.sync()
             finally:
                 os.close(self._fd)
                 self._fd = -1

@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import statistics
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -37,6 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.table import Table
 
 from trustfabric.audit.events import MemorySink
+from trustfabric.audit.spool import DURABILITY_WRITE, Spool
 from trustfabric.commands.common import console
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.guard import guarded_handler
@@ -151,7 +154,8 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     server_creds = issue_for_test(ca, server_id, now - 60)
     client_creds = issue_for_test(ca, client_id, now - 60)
     tokens = _BenchTokens()
-    sink = MemorySink()
+    spool_dir = Path(tempfile.mkdtemp(prefix="tf-bench-hop-"))
+    sink = Spool(spool_dir / "pep", "bench-hop-pep", durability=DURABILITY_WRITE)
     pep = EnforcementPoint(server_id, _GenerousRate(engine), tokens, sink=sink)
     engine.bus.subscribe(pep.on_invalidation)
 
@@ -276,6 +280,9 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     result["revocation_ms_p50"] = _percentile(revocations, 0.5)
     pep.flush_decisions()
     result["fail_open"] = pep.fail_open + sum(p.fail_open for p in peps)
+    result["audit_records_spooled"] = sink.records_flushed
+    sink.close()
+    shutil.rmtree(spool_dir, ignore_errors=True)
     result["targets_met"] = {
         "zt_added_us_p50<=5": result["zt_added_us_p50"] <= 5, "zt_added_us_p99<=20": result["zt_added_us_p99"] <= 20,
         "speedup_vs_cedar>=10": result["speedup_vs_cedar"] >= 10,

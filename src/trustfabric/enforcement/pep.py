@@ -29,9 +29,16 @@ table before being decided - or is denied if the engine is unreachable.
 epochs; a quarantine invalidation, :meth:`quarantine` or :meth:`revoke_certificate`
 close every affected session at once and refuse the next handshake.
 
-*Audit*: :meth:`flush_decisions` drains the decision buffer into events
-(``Kind.DECISION``) on the enforcement point's sink and flushes the sink; the
-transport calls it before any effect leaves (``on_before_flush``). While
+*Audit*: :meth:`flush_decisions` drains the decision buffer into the enforcement
+point's sink and flushes the sink; the transport calls it before any effect leaves
+(``on_before_flush``). With a sink that takes compact decision records
+(``append_decisions``: the audit :class:`~trustfabric.audit.spool.Spool`, best in its
+``durability="write"`` mode) each decision is spooled as one small MessagePack array
+and the batch leaves with ONE ``write()`` - no ``AuditEventV1`` is built on the hop; the
+collector expands the records into the same ``Kind.DECISION`` events. The PEP's other
+events then go through the spool's own ``emit`` so that one sequence covers both.
+With any other sink (a :class:`~trustfabric.audit.events.MemorySink` in tests) each
+decision is emitted as a full event. While
 draining it re-checks every recorded allow against the epochs and deadlines
 captured with it; an allow that was not covered increments ``fail_open`` - a
 tripwire that must stay 0.
@@ -87,7 +94,16 @@ class EnforcementPoint:
         self._clock = clock
         self._mono = clock.monotonic
         self.sink: EventSink = sink if sink is not None else MemorySink()
-        self.events = Emitter(source or f"pep:{self.audience}", self.sink, clock)
+        self._append_decisions = getattr(self.sink, "append_decisions", None)
+        self._sink_flush = getattr(self.sink, "flush", None)
+        self._write_decisions = getattr(self.sink, "write_decisions", None)  # append + flush in one call
+        if not hasattr(self.sink, "last_seq"):
+            self._write_decisions = None
+        if self._append_decisions is not None and callable(getattr(self.sink, "emit", None)):
+            self.events: Any = self.sink  # a spool: its emit stamps from the sequence it shares with decisions
+        else:
+            self._append_decisions = self._write_decisions = None
+            self.events = Emitter(source or f"pep:{self.audience}", self.sink, clock)
         self._is_revoked = is_revoked
         self._principals: dict[str, PrincipalState] = {}
         self._global = [0]  # the newest global epoch pushed (a cell so the hot path reads one index)
@@ -505,17 +521,38 @@ class EnforcementPoint:
         """
         with self._drain_lock:
             n = self._n
-            records = self._buf[:n]
-            for i in range(n):
-                self._buf[i] = None
+            buf = self._buf
+            if n == 1:
+                records = [buf[0]]
+                buf[0] = None
+            else:
+                records = buf[:n]
+                for i in range(n):
+                    buf[i] = None
             self._n = 0
-            offset = self._clock.now() - self._mono()
+            wall = self._clock.now()
+            offset = wall - self._mono()
             done = 0
             try:
-                for record in records:
-                    self._emit_decision(record, offset)
-                    done += 1
-                flush = getattr(self.sink, "flush", None)
+                flush = self._sink_flush
+                if self._append_decisions is not None:
+                    if n:
+                        rows = self._rows(records, offset)
+                        if self._write_decisions is not None:
+                            before = self.sink.last_seq  # type: ignore[attr-defined]
+                            try:
+                                self._write_decisions(rows, int(wall * 1e9))
+                            finally:  # rows are taken whole or not at all; a failed write is held by the sink
+                                if self.sink.last_seq != before:  # type: ignore[attr-defined]
+                                    done = n
+                            flush = None
+                        else:
+                            self._append_decisions(rows, int(wall * 1e9))
+                            done = n
+                else:
+                    for record in records:
+                        self._emit_decision(record, offset)
+                        done += 1
                 if flush is not None:
                     flush()
             except Exception:
@@ -523,14 +560,34 @@ class EnforcementPoint:
                 # allow nothing more until a flush succeeds (fail closed). The caller's
                 # flush hook sees the exception, so the pending effects do not leave.
                 self.audit_down = True
-                rest = records[done:] + self._buf[:self._n]
+                rest = records[done:] + buf[:self._n]
                 self._n = 0
-                for record in rest[:len(self._buf)]:
-                    self._buf[self._n] = record
+                for record in rest[:len(buf)]:
+                    buf[self._n] = record
                     self._n += 1
                 raise
             self.audit_down = False
             return n
+
+    def _rows(self, records: list[tuple], offset: float) -> list[tuple]:
+        """Compact decision rows (:mod:`trustfabric.audit.compact`) of drained records; checks fail-open."""
+        rows = []
+        append = rows.append
+        for (t, s, action, resource, allowed, reason, notional, symbol,
+             tab_epoch, cur_epoch, tab_global, cur_global, deadline) in records:
+            if s is None:
+                if allowed:
+                    self.fail_open += 1
+                append(("", action, resource, allowed, reason, tab_epoch, (), "", "", None, t + offset,
+                        notional, symbol))
+                continue
+            if allowed and (tab_epoch < cur_epoch or tab_global < cur_global or t >= deadline):
+                self.fail_open += 1
+            entry = s.entries.get((action, resource))
+            append((s.principal, action, resource, allowed, reason, tab_epoch,
+                    entry.policy_ids if entry is not None else (), s.trace_id, s.peer_fingerprint,
+                    s.session_id, t + offset, notional, symbol))
+        return rows
 
     def _emit_decision(self, record: tuple, offset: float) -> None:
         (t, s, action, resource, allowed, reason, notional, symbol,
