@@ -374,6 +374,7 @@ class ServiceRuntime:
         self._perimeter_owners: set[str] = set()
         self._report_task: asyncio.Task | None = None
         self.service: FloorService | None = None
+        self.sim_effects: dict[str, float] = {}  # threat simulator: effects of tagged requests
         self._tasks: set[asyncio.Task] = set()
 
     # ------------------------------------------------------------------ helpers for services
@@ -417,6 +418,10 @@ class ServiceRuntime:
             svc = GuardedService(self.name, None)  # type: ignore[arg-type]
             handler = self._open_handler(svc)
         service.register(svc)
+        if self.boot.get("sim_effects"):
+            from trustfabric.simulation.effects import install_effect_counter
+
+            install_effect_counter(svc, self.sim_effects)
 
         async def serve(conn: FrameConnection) -> None:
             coalesce_sends(conn)
@@ -561,6 +566,7 @@ class ServiceRuntime:
             out["handshake_refusals"] = float(sum(self.server.refusals.values()))
         if self.service is not None:
             out.update(self.service.stats())
+        out.update(self.sim_effects)
         return out
 
     def report_now(self) -> None:
