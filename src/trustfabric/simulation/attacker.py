@@ -144,12 +144,11 @@ class Attacker:
                 token = self.footing.fixed_token
             elif self.footing.tokens is not None:
                 token = await self.footing.tokens(target) or ""
-                if not token:  # refused for this audience: try any token it can get
-                    for other in sorted(self.ports):
-                        if other != target:
-                            token = await self.footing.tokens(other) or ""
-                            if token:
-                                break
+                if not token:  # refused for this audience: try a token it gets for its own peers
+                    for other in self.footing.notes.get("own_audiences", ()):
+                        token = await self.footing.tokens(other) or ""
+                        if token:
+                            break
             conn.send(OpenSession(token=token))
             try:
                 async with asyncio.timeout(REPLY_TIMEOUT_S):

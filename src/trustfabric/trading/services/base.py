@@ -66,6 +66,7 @@ ZERO_TRUST = "zero-trust"
 PERIMETER = "perimeter"
 MODES = (ZERO_TRUST, PERIMETER)
 REPORT_INTERVAL_S = 0.25
+SYNC_INTERVAL_S = 0.05
 LINK_LIMITS = Limits(idle_timeout_s=3600.0)
 _body_encoder = msgspec.msgpack.Encoder()
 
@@ -97,6 +98,7 @@ class ServiceSink:
         self.spool = spool
         self.security: list[AuditEventV1] = []
         self.forward = False
+        self.on_security: Callable[[], None] | None = None  # ship them now (not at the next report tick)
 
     def append(self, event: AuditEventV1) -> None:
         seq = self.spool.last_seq + 1
@@ -105,6 +107,8 @@ class ServiceSink:
         self.spool.append(stamped)
         if self.forward and is_security_event(stamped) and len(self.security) < 10_000:
             self.security.append(stamped)
+            if self.on_security is not None:
+                self.on_security()
 
     def flush(self) -> None:
         self.spool.flush()
@@ -360,7 +364,10 @@ class ServiceRuntime:
         self.topology = Topology.load(boot["topology"])
         self.spiffe_id = self.topology.spiffe_id(name)
         self.ports: dict[str, int] = {k: int(v) for k, v in boot["ports"].items()}
-        self.spool = Spool(self.home / "spool" / name, name, clock=clock)
+        # Group commit: a flush writes to the OS before any effect leaves (a killed process loses
+        # nothing); the fsync to the device follows within SYNC_INTERVAL_S, off the hot path.
+        self._dirty_fd = -1
+        self.spool = Spool(self.home / "spool" / name, name, clock=clock, fsync=self._defer_fsync)
         self.sink = ServiceSink(self.spool)
         self.events = Emitter(name, self.sink, clock)
         self.stopped = asyncio.Event()
@@ -375,7 +382,23 @@ class ServiceRuntime:
         self._report_task: asyncio.Task | None = None
         self.service: FloorService | None = None
         self.sim_effects: dict[str, float] = {}  # threat simulator: effects of tagged requests
+        self._report_pending = False
         self._tasks: set[asyncio.Task] = set()
+
+    def _defer_fsync(self, fd: int) -> None:
+        self._dirty_fd = fd
+
+    def sync_audit(self) -> None:
+        fd, self._dirty_fd = self._dirty_fd, -1
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.fsync(fd)
+
+    async def _sync_loop(self) -> None:
+        while not self.stopped.is_set():
+            await asyncio.sleep(SYNC_INTERVAL_S)
+            if self._dirty_fd >= 0:
+                await asyncio.get_running_loop().run_in_executor(None, self.sync_audit)
 
     # ------------------------------------------------------------------ helpers for services
     def loop_task(self, coro: Any) -> asyncio.Task:
@@ -432,6 +455,7 @@ class ServiceRuntime:
         if self.mode == PERIMETER:
             await self._open_ops_channel()
         self._report_task = asyncio.get_running_loop().create_task(self._report_loop())
+        self.loop_task(self._sync_loop())
         return self.server.port
 
     async def _join(self) -> None:
@@ -457,6 +481,7 @@ class ServiceRuntime:
                                     source=self.name)
         self.pep.attach_revocations(self.revocations)
         self.sink.forward = True
+        self.sink.on_security = self.report_soon
         self.control.on_invalidation = self._on_invalidation
         self.control.on_revocation = self._on_revocation
         self.control.on_command = self._on_command
@@ -474,6 +499,7 @@ class ServiceRuntime:
         self.pep.on_invalidation(inv)
         if inv.principal and inv.reason.startswith(QUARANTINE_PREFIX) and not self.pep.sessions(inv.principal):
             self.quarantine_acks.append(inv.principal)
+            self.report_soon()
 
     def _on_revocation(self, push: Any) -> None:
         now = self.clock.now()
@@ -484,6 +510,7 @@ class ServiceRuntime:
                 self.revocations.revoke_spiffe_id(push.value, now, push.reason)
                 if self.pep is not None and not self.pep.sessions(push.value):
                     self.quarantine_acks.append(push.value)
+                    self.report_soon()
             elif push.kind == "release_spiffe_id":
                 self.revocations.release_spiffe_id(push.value, now, push.reason)
         except TrustFabricError:
@@ -569,6 +596,22 @@ class ServiceRuntime:
         out.update(self.sim_effects)
         return out
 
+    def report_soon(self) -> None:
+        """Security events and quarantine confirmations leave on the next loop turn, not the next tick."""
+        if self._report_pending:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on the service's loop: the periodic report carries them
+            return
+        self._report_pending = True
+
+        def send() -> None:
+            self._report_pending = False
+            self.report_now()
+
+        loop.call_soon(send)
+
     def report_now(self) -> None:
         if self.control is None:
             return
@@ -600,6 +643,9 @@ class ServiceRuntime:
             await self.server.close()
         if self.control is not None:
             self.control.close()
+        with contextlib.suppress(Exception):
+            self.spool.flush()
+        self.sync_audit()
         with contextlib.suppress(Exception):
             self.spool.close()
 
