@@ -220,3 +220,150 @@ class Floor:
 
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self.processes.values()]
+
+
+# ---------------------------------------------------------------------- demo and bench
+
+ATTACK_SUCCESS_KEYS = ("venue_direct", "settlement_read", "other_streams", "risk_bypass", "flood")
+
+
+def floor_summary(floor: Floor) -> dict[str, Any]:
+    """The floor's counters summed over its services (what the demo and ``up`` show)."""
+    stats = floor.stats()
+    plane = floor.plane
+    control_refusals = 0.0
+    if plane is not None:
+        control_refusals = plane.counters["token_refusals"] + plane.counters["join_refusals"]
+    return {
+        "orders_submitted": int(floor.total("orders_submitted")),
+        "orders_filled": int(stats.get("oms", {}).get("orders_filled", 0)),
+        "fills": int(stats.get("oms", {}).get("oms_fills", 0)),
+        "risk_rejects": int(floor.total("risk_rejects") - sum(s.get("risk_rejects", 0) for n, s in stats.items()
+                                                            if n.startswith("algo-"))),
+        "decisions_allowed": int(floor.total("pep_allowed")),
+        "denied_hops": int(floor.total("pep_denied") + floor.total("pep_refused") + floor.total("handshake_refusals")
+                           + control_refusals),
+        "fail_open": int(floor.total("fail_open")),
+        "settlement_fills": int(stats.get("settlement", {}).get("settlement_fills", 0)),
+    }
+
+
+async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: float = 60.0) -> dict[str, Any]:
+    """Start the attacker process against ``floor`` holding ``victim``'s stolen credentials."""
+    boot = {"home": str(floor.home), "topology": str(floor.topology_path), "ports": floor.ports,
+            "control_port": floor.server.control_port if floor.server else 0,  # type: ignore[union-attr]
+            "control_id": floor.plane.control_id if floor.plane else "", "victim": victim}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.services", "attacker",
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(boot).encode() + b"\n")
+    await proc.stdin.drain()
+    proc.stdin.close()
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
+        result = json.loads(line.decode() or "{}")
+    except (TimeoutError, ValueError):
+        result = {"victim": victim, "attempts": [], "error": "attacker.no_result"}
+    finally:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+        await proc.wait()
+    return result
+
+
+async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_tick=None) -> dict[str, Any]:
+    """Trade, compromise an algo half-way (attacker process), keep trading; returns the summary."""
+    floor = Floor(home, ZERO_TRUST, seed=seed)
+    t0 = time.monotonic()
+    await floor.start()
+    try:
+        attack_at = max(3.0, duration_s * 0.5)
+        while time.monotonic() - t0 < attack_at:
+            await asyncio.sleep(0.25)
+            if on_tick:
+                on_tick(floor, "trading")
+        before = floor_summary(floor)
+        if on_tick:
+            on_tick(floor, "attack")
+        attack = await run_attacker(floor)
+        while time.monotonic() - t0 < duration_s:
+            await asyncio.sleep(0.25)
+            if on_tick:
+                on_tick(floor, "after attack")
+        floor.command("settlement", "eod")
+        await asyncio.sleep(0.6)
+        after = floor_summary(floor)
+        attempts = attack.get("attempts", [])
+        plane = floor.plane
+        incidents = plane.incidents() if plane else []
+        result: dict[str, Any] = dict(after)
+        result.update(
+            mode=floor.mode, duration_s=round(time.monotonic() - t0, 1), seed=seed,
+            attack_attempts=len(attempts), attack_successes=sum(1 for a in attempts if a.get("succeeded")),
+            attack_by_scenario={k: {"attempts": sum(1 for a in attempts if a["scenario"] == k),
+                                    "successes": sum(1 for a in attempts if a["scenario"] == k and a["succeeded"])}
+                                for k in ATTACK_SUCCESS_KEYS},
+            attempts=attempts,
+            alerts=len(plane.alerts) if plane else 0,
+            incidents=[{"principal": i["principal"], "contained": i.get("contained"), "ttd_ms": i.get("ttd_ms"),
+                        "ttc_ms": i.get("ttc_ms"), "trigger": i.get("trigger")} for i in incidents],
+            orders_after_attack=after["orders_submitted"] - before["orders_submitted"],
+            fills_after_attack=after["fills"] - before["fills"],
+            links=floor.links(), services=floor.stats(),
+        )
+        return result
+    finally:
+        await floor.stop()
+
+
+def bench_policies(source: Path, target: Path, factor: int = 1000) -> Path:
+    """A copy of the policy set with every rate obligation raised ``factor`` times (same grants, same checks)."""
+    import re
+    import shutil
+
+    shutil.copytree(source, target, dirs_exist_ok=True)
+    for path in target.glob("*.cedar"):
+        text = path.read_text()
+        path.write_text(re.sub(r'@max_rate\("(\d+)"\)', lambda m: f'@max_rate("{int(m.group(1)) * factor}")', text))
+    return target
+
+
+BENCH_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
+                  "algo-momentum")
+
+
+async def bench_mode(home: Path, mode: str, orders: int, policies: Path, timeout_s: float = 120.0) -> dict[str, Any]:
+    boot = {"risk_limits": {"rate_per_s": 1e9, "burst": 10**9, "credit_dollars": 10**12, "dup_window_ns": 0,
+                            "max_order_qty": 10**6}, "md_interval_s": 0.2}
+    floor = Floor(home, mode, services=BENCH_SERVICES, policies=policies, boot_extra=boot)
+    await floor.start()
+    try:
+        oms = lambda: floor.stats().get("oms", {}).get("oms_orders", 0)  # noqa: E731
+        algo = lambda: floor.stats().get("algo-momentum", {})  # noqa: E731
+        await floor.wait_for(lambda: algo().get("link_up", 0) == 1.0, 20.0)
+        await asyncio.sleep(1.5)  # quotes in
+        base = oms()
+        floor.command("algo-momentum", "bench", orders=orders)
+        t0 = time.perf_counter()
+        done = await floor.wait_for(lambda: oms() - base >= orders, timeout_s, interval_s=0.01)
+        elapsed = time.perf_counter() - t0
+        reached = oms() - base
+        summary = floor_summary(floor)
+        return {"orders": orders, "reached_oms": int(reached), "elapsed_s": round(elapsed, 3), "complete": done,
+                "orders_per_s": round(reached / elapsed, 1) if elapsed > 0 else 0.0, "fail_open": summary["fail_open"],
+                "denied_hops": summary["denied_hops"], "links": floor.links()}
+    finally:
+        await floor.stop()
+
+
+async def run_bench(home: Path, *, orders: int = 4000) -> dict[str, Any]:
+    """The same floor in zero-trust and perimeter mode, same run: end-to-end orders/s (algo -> OMS)."""
+    policies = bench_policies(DEFAULT_POLICIES, Path(home) / "bench-policies")
+    zt = await bench_mode(Path(home) / "zt", ZERO_TRUST, orders, policies)
+    perimeter = await bench_mode(Path(home) / "perimeter", "perimeter", orders, policies)
+    ratio = zt["orders_per_s"] / perimeter["orders_per_s"] if perimeter["orders_per_s"] else 0.0
+    return {"zt_orders_per_s": zt["orders_per_s"], "perimeter_orders_per_s": perimeter["orders_per_s"],
+            "zt_vs_perimeter": round(ratio, 3), "orders": orders, "zero_trust": zt, "perimeter": perimeter,
+            "policy_note": "bench policy copy: every @max_rate raised 1000x; risk throttle and credit raised in both modes"}

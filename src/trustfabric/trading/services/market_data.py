@@ -47,6 +47,7 @@ class MarketDataService(FloorService):
         super().__init__(runtime)
         self.seed = int(runtime.boot.get("seed", 7))
         self.interval = float(runtime.boot.get("md_interval_s", 0.2))
+        self.market_step_s = float(runtime.boot.get("md_step_s", 30.0))  # market seconds per tick
         self.gen = generator_for(runtime.topology.symbols, self.seed)
         self.streams: dict[str, deque] = {s: deque(maxlen=KEEP) for s in runtime.topology.symbols}
         self.waiters: dict[str, asyncio.Event] = {s: asyncio.Event() for s in runtime.topology.symbols}
@@ -78,7 +79,7 @@ class MarketDataService(FloorService):
         while not self.rt.stopped.is_set():
             step += 1
             now_ns = time.time_ns()
-            for event in self.gen.step(self.interval, now_ns):
+            for event in self.gen.step(self.market_step_s, now_ns):
                 self.seq += 1
                 self.streams[event.symbol].append((self.seq, event))
                 self.published += 1

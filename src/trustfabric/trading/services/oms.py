@@ -68,7 +68,7 @@ class OmsService(FloorService):
         @svc.handler(action="read_positions", resource="oms/positions")
         def read_positions(req, ctx):
             after = max(0, self._query.decode(req.body).after) if req.body else 0
-            entries = self.log[after:after + 5000]
+            entries = self.log[after:after + 100]  # a reply stays far below the 64 KiB frame limit
             fills = [e for k, e in entries if k == "fill"]
             done = [e for k, e in entries if k == "done"]
             return encode_body(PositionsReply(cursor=after + len(entries), fills=fills, done=done,
@@ -83,9 +83,11 @@ class OmsService(FloorService):
                     except Exception:  # noqa: BLE001
                         await asyncio.sleep(0.2)
                         continue
-                batch, self.to_settle = self.to_settle, []
+                batch, self.to_settle = self.to_settle[:100], self.to_settle[100:]
                 if not self.settlement.request("settle", "settlement/ledger", encode_body(SettleBatch(batch))):
                     self.to_settle = batch + self.to_settle
+                    await asyncio.sleep(0.05)
+                continue
             await asyncio.sleep(0.05)
 
     def stats(self) -> dict[str, float]:

@@ -118,13 +118,17 @@ class RiskService(FloorService):
                         await self.router.ensure(timeout_s=1.0)
                     except Exception:  # noqa: BLE001
                         pass
+                more = False
                 try:
                     reply = await oms.call("read_positions", "oms/positions", encode_body(PositionsQuery(self.cursor)))
                     if reply.ok:
-                        self.apply(self._positions.decode(reply.body))
+                        view = self._positions.decode(reply.body)
+                        more = view.cursor - self.cursor >= 100  # a full page: read on at once
+                        self.apply(view)
                 except Exception:  # noqa: BLE001 - the OMS is not up yet or refused: try again
                     pass
-                await asyncio.sleep(OMS_POLL_S)
+                if not more:
+                    await asyncio.sleep(OMS_POLL_S)
         finally:
             for t in tasks:
                 t.cancel()

@@ -22,6 +22,7 @@ from trustfabric.trading.services.wire import OmsBatch, ParentInfo, VenueOrder, 
 
 MARKET_MAKER = "mm"
 SWEEP_S = 0.2
+CHUNK = 60  # reports (or parents) per OMS request: a frame stays far below 64 KiB
 
 
 class VenueService(FloorService):
@@ -33,6 +34,7 @@ class VenueService(FloorService):
         self.core = VenueCore(runtime.name)
         self.seed = int(runtime.boot.get("seed", 7))
         self.interval = float(runtime.boot.get("md_interval_s", 0.2))
+        self.market_step_s = float(runtime.boot.get("md_step_s", 30.0))  # market seconds per tick
         self.gen = generator_for(runtime.topology.symbols, self.seed)
         self.extra_ticks = 0 if runtime.name.endswith("a") else 1  # venue-b quotes one tick wider
         self.mm_size = int(runtime.boot.get("mm_size", 2000))
@@ -67,10 +69,14 @@ class VenueService(FloorService):
             self.rt.loop_task(self.oms.ensure())
             asyncio.get_running_loop().call_later(0.05, self._reschedule)
             return
-        batch = OmsBatch(parents=self.pending_parents, reports=self.pending_reports)
-        if self.oms.request("report_fill", "oms/fills", encode_body(batch)):
-            self.reports_out += len(self.pending_reports)
-            self.pending_parents, self.pending_reports = [], []
+        while self.pending_parents or self.pending_reports:  # chunks well below the frame limit
+            parents, reports = self.pending_parents[:CHUNK], self.pending_reports[:CHUNK]
+            if not self.oms.request("report_fill", "oms/fills", encode_body(OmsBatch(parents, reports))):
+                asyncio.get_running_loop().call_later(0.05, self._reschedule)
+                return
+            self.reports_out += len(reports)
+            del self.pending_parents[:CHUNK]
+            del self.pending_reports[:CHUNK]
 
     def _reschedule(self) -> None:
         if not self._scheduled:
@@ -98,7 +104,7 @@ class VenueService(FloorService):
             return encode_body(VenueReply(reports=[], book=self.core.snapshot(cancel.symbol)))
 
     def quote_market(self, now_ns: int) -> None:
-        for event in self.gen.step(self.interval, now_ns):
+        for event in self.gen.step(self.market_step_s, now_ns):
             if not hasattr(event, "bid"):
                 continue
             book = self.core.book(event.symbol)
