@@ -64,6 +64,14 @@ UNREACHABLE = "policy.engine_unreachable"  # a table source's own "cannot reach 
 RELEASE_PREFIX = "release"
 
 DEFAULT_BUFFER = 8192
+PERSON_PREFIX = "user:"
+DEVICE_SEGMENT = "desk"  # people connect from desk terminals whose certificates name the device
+
+
+def is_desk_device(spiffe_id: str) -> bool:
+    """``spiffe://<td>/desk/<host>``: a desk terminal's device certificate."""
+    parts = spiffe_id.split("/")
+    return len(parts) == 5 and parts[0] == "spiffe:" and parts[3] == DEVICE_SEGMENT and bool(parts[4])
 
 
 def _claim(claims: Any, name: str) -> Any:
@@ -150,8 +158,12 @@ class EnforcementPoint:
         if state is not None and state.quarantined:
             raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
 
-    def _verify_token(self, token: str, principal: str, cert_der: bytes, wall: float) -> tuple[str, float]:
-        """Run the identity provider's verifier, then the PEP's own checks; returns (jti, exp)."""
+    def _verify_token(self, token: str, principal: str, cert_der: bytes, wall: float) -> tuple[str, float, str]:
+        """Run the identity provider's verifier, then the PEP's own checks; returns (jti, exp, subject).
+
+        The subject is the peer itself, or - when the peer is a desk terminal's device
+        certificate - the person (``user:<name>``) whose MFA login token it presents.
+        """
         try:
             claims = self._tokens.verify(token, self.audience, cert_der, now=wall)
         except TrustFabricError as exc:
@@ -162,7 +174,10 @@ class EnforcementPoint:
         if claims is None:
             raise SessionRefused("verifier returned no claims", reason=E.SESSION_TOKEN_INVALID)
         sub = _claim(claims, "sub")
-        if str(sub) != principal:
+        person = (isinstance(sub, str) and sub.startswith(PERSON_PREFIX) and len(sub) > len(PERSON_PREFIX)
+                  and is_desk_device(principal) and bool(_claim(claims, "amr"))
+                  and _claim(claims, "auth_time") is not None)
+        if str(sub) != principal and not person:
             raise SessionRefused(f"token subject {sub!r} is not the peer {principal}",
                                  reason=E.SESSION_TOKEN_WRONG_SUBJECT)
         aud = _claim(claims, "aud")
@@ -182,7 +197,7 @@ class EnforcementPoint:
                 for old in [k for k, v in self._seen_jti.items() if v <= wall]:
                     del self._seen_jti[old]
             self._seen_jti[str(jti)] = float(exp)
-        return str(jti), float(exp)
+        return str(jti), float(exp), str(sub)
 
     def _table_valid(self, table: DecisionTable, principal: str, wall: float) -> bool:
         state = self._principals.get(principal)
@@ -228,7 +243,12 @@ class EnforcementPoint:
         principal = str(peer.spiffe_id)
         try:
             self.admit_peer(peer)
-            jti, exp = self._verify_token(token, principal, peer.cert_der, wall)
+            jti, exp, subject = self._verify_token(token, principal, peer.cert_der, wall)
+            if subject != principal:  # a person on a desk terminal: the session is the person's
+                principal = subject
+                person_state = self._principals.get(principal)
+                if person_state is not None and person_state.quarantined:
+                    raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
             table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
             self.refused += 1
@@ -314,7 +334,7 @@ class EnforcementPoint:
 
         try:
             self.admit_peer(_Peer)
-            jti, exp = self._verify_token(token, principal, session.cert_der, wall)
+            jti, exp, _subject = self._verify_token(token, principal, session.cert_der, wall)
             table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
             self.refused += 1
