@@ -165,21 +165,81 @@ def identity_walkthrough(console: Console, home: Path | None = None, clock: Cloc
             temp.cleanup()
 
 
-def command(
-    duration: float = typer.Option(0.0, "--duration", help="Seconds to run a live floor (unused until the "
-                                                          "floor exists)."),
-    keep: bool = typer.Option(False, "--keep", help="Keep state in $TRUSTFABRIC_HOME instead of a temp dir."),
-    json_out: bool = typer.Option(False, "--json", help="Also print the summary as JSON."),
-) -> None:
-    """Run the walk-through: CAs, attested workload certificate, a person with TOTP, a bound token, refusals."""
-    console = Console()
-    home = None
-    if keep:
-        from trustfabric.home import sub_dir
+def _summary_table(result: dict[str, Any]) -> Table:
+    table = Table(title="trustfabric demo: the floor under attack")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for key in ("orders_submitted", "orders_filled", "fills", "risk_rejects", "decisions_allowed", "denied_hops",
+                "fail_open", "attack_attempts", "attack_successes", "alerts", "orders_after_attack",
+                "fills_after_attack", "settlement_fills"):
+        table.add_row(key, str(result.get(key, "")))
+    for inc in result.get("incidents", []):
+        table.add_row(f"quarantined {inc['principal'].rsplit('/', 1)[-1]}",
+                      f"ttd {inc.get('ttd_ms') or 0:.1f} ms, ttc {inc.get('ttc_ms') or 0:.1f} ms")
+    return table
 
-        home = sub_dir("demo")
-    summary = identity_walkthrough(console, home)
+
+def _attempts_table(result: dict[str, Any]) -> Table:
+    table = Table(title="the compromised agent's attempts")
+    for col in ("scenario", "target", "outcome", "reason"):
+        table.add_column(col)
+    for a in result.get("attempts", []):
+        table.add_row(a["scenario"], a["target"], "[red]SUCCEEDED[/]" if a["succeeded"] else "[green]refused[/]",
+                      str(a["reason"])[:60])
+    return table
+
+
+def write_report(result: dict[str, Any], directory: Path) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "demo.json").write_text(json.dumps(result, indent=2, default=str))
+    lines = ["# trustfabric demo", "", f"mode: {result['mode']}, duration {result['duration_s']} s, seed {result['seed']}",
+             "", "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {result[k]} |" for k in ("orders_submitted", "orders_filled", "risk_rejects", "denied_hops",
+                                                 "fail_open", "attack_attempts", "attack_successes")]
+    lines += ["", "| scenario | target | outcome | reason |", "|---|---|---|---|"]
+    lines += [f"| {a['scenario']} | {a['target']} | {'SUCCEEDED' if a['succeeded'] else 'refused'} | {a['reason']} |"
+              for a in result.get("attempts", [])]
+    (directory / "README.md").write_text("\n".join(lines) + "\n")
+    return directory
+
+
+def command(
+    duration: float = typer.Option(60.0, "--duration", help="Seconds the floor runs; the attack starts half-way."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as one JSON object (no tables)."),
+    report: Path = typer.Option(None, "--report", help="Report directory (default $TRUSTFABRIC_HOME/reports/demo-<time>)."),
+    seed: int = typer.Option(7, "--seed", help="Market-data seed (the run is reproducible from it)."),
+    prologue: bool = typer.Option(False, "--identity-prologue", help="Show the identity walk-through first."),
+) -> None:
+    """Run the floor in zero-trust mode, compromise an algo half-way, and show that every attempt is refused."""
+    import asyncio
+    import time
+
+    from trustfabric.home import home_dir
+    from trustfabric.trading.runtime import run_demo
+
+    console = Console(stderr=json_out)
+    if prologue and not json_out:
+        identity_walkthrough(console)
+    home = Path(tempfile.mkdtemp(prefix="floor-", dir=home_dir()))
+    if not json_out:
+        console.print(f"[bold]starting the floor[/] (zero-trust, {duration:.0f} s, state in {home})")
+    phases: dict[str, bool] = {}
+
+    def on_tick(floor, phase: str) -> None:
+        if not json_out and phase not in phases:
+            phases[phase] = True
+            console.print(f"[cyan]{phase}[/]")
+
+    result = asyncio.run(run_demo(home, duration_s=duration, seed=seed, on_tick=on_tick))
+    directory = report or (home_dir() / "reports" / time.strftime("demo-%Y%m%d-%H%M%S"))
+    write_report(result, Path(directory))
+    result["report_dir"] = str(directory)
     if json_out:
-        typer.echo(json.dumps(summary, indent=2, default=str))
-    if not summary["all_refused"]:
+        slim = {k: v for k, v in result.items() if k not in ("services", "links")}
+        typer.echo(json.dumps(slim, default=str))
+    else:
+        console.print(_attempts_table(result))
+        console.print(_summary_table(result))
+        console.print(f"report: {directory}")
+    if result["attack_successes"] or result["fail_open"]:
         raise typer.Exit(1)

@@ -1,0 +1,37 @@
+"""``trustfabric bench floor --json``: end-to-end orders/s of the same floor in zero-trust and perimeter mode.
+
+Both floors run in this one invocation, one after the other, on loopback: an
+algo sends a burst of marketable orders (pipelined) through pre-trade risk, the
+router and the venues, and the clock stops when the OMS has every order. The
+policy set is the floor's own with every rate obligation raised 1000x, and the
+risk throttle and credit limits are raised in both modes alike, so the transport
+and enforcement - not the configured caps - are measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import tempfile
+from pathlib import Path
+
+import typer
+
+from trustfabric.commands.common import console
+
+
+def command(
+    orders: int = typer.Option(4000, "--orders", help="Orders per mode."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Orders/s algo -> risk -> router -> venue -> OMS, zero-trust vs perimeter, same run."""
+    from trustfabric.home import home_dir
+    from trustfabric.trading.runtime import run_bench
+
+    home = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=home_dir()))
+    result = asyncio.run(run_bench(home, orders=orders))
+    if json_out:
+        typer.echo(json.dumps(result, default=str))
+        return
+    console.print(f"zero-trust: {result['zt_orders_per_s']:.0f} orders/s, perimeter: "
+                  f"{result['perimeter_orders_per_s']:.0f} orders/s, ratio {result['zt_vs_perimeter']:.2f}")

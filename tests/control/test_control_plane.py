@@ -1,0 +1,105 @@
+"""The control plane's refusals, in process: join tokens, attestation, token audiences, table cuts."""
+
+import base64
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+
+from trustfabric.clock import FakeClock
+from trustfabric.control.errors import BootstrapRefused, ControlRefused
+from trustfabric.control.joins import JoinTokens
+from trustfabric.control.plane import ControlPlane
+from trustfabric.identity.workload import new_key_and_csr
+from trustfabric.signals.posture import encode_signed
+
+DIGEST = "ab" * 32
+
+
+@pytest.fixture()
+def plane(tmp_path):
+    cp = ControlPlane(tmp_path, clock=FakeClock(1_790_000_000.0))
+    cp.promote("venue-a", DIGEST)
+    yield cp
+    cp.close()
+
+
+def _csr(sid):
+    _key, csr = new_key_and_csr(sid)
+    return csr.public_bytes(serialization.Encoding.PEM)
+
+
+def test_join_issues_an_attested_certificate_once(plane):
+    sid = plane.spiffe_id("venue-a")
+    token = plane.issue_join_token("venue-a")
+    cert, bundle = plane.join(token, sid, _csr(sid), DIGEST, plane.posture_report("venue-a"))
+    assert b"BEGIN CERTIFICATE" in cert and b"BEGIN CERTIFICATE" in bundle
+    with pytest.raises(BootstrapRefused) as err:
+        plane.join(token, sid, _csr(sid), DIGEST, plane.posture_report("venue-a"))
+    assert err.value.reason == "bootstrap.join_token_reused"
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("unknown_token", "bootstrap.join_token_unknown"),
+    ("other_identity", "bootstrap.identity_mismatch"),
+    ("unpromoted", "attest.unpromoted_digest"),
+    ("other_service_release", "bootstrap.release_of_another_service"),
+    ("no_posture", "posture.unsigned"),
+    ("stale_posture", "posture.stale"),
+])
+def test_join_refusals(plane, case, reason):
+    sid = plane.spiffe_id("venue-a")
+    token = plane.issue_join_token("venue-a")
+    digest, posture, claim = DIGEST, plane.posture_report("venue-a"), sid
+    if case == "unknown_token":
+        token = "nope"
+    elif case == "other_identity":
+        claim = plane.spiffe_id("algo-momentum")
+    elif case == "unpromoted":
+        digest = "cd" * 32
+    elif case == "other_service_release":
+        token = plane.issue_join_token("venue-b")
+        claim = plane.spiffe_id("venue-b")
+    elif case == "no_posture":
+        posture = b""
+    elif case == "stale_posture":
+        plane.clock.advance(400)  # the report was signed 400 s ago; prod accepts 300 s
+        token = plane.issue_join_token("venue-a")
+    with pytest.raises(BootstrapRefused if case in ("unknown_token", "other_identity", "other_service_release")
+                       else Exception) as err:
+        plane.join(token, claim, _csr(claim), digest, posture)
+    assert err.value.reason == reason or (case == "no_posture" and err.value.reason.startswith("posture."))
+    assert plane.counters["joins"] == 0
+
+
+def test_join_token_expires():
+    tokens = JoinTokens()
+    token = tokens.issue("spiffe://prod.acme.example/venue/venue-a", 100.0, ttl_s=10)
+    with pytest.raises(BootstrapRefused) as err:
+        tokens.redeem(token, "spiffe://prod.acme.example/venue/venue-a", 111.0)
+    assert err.value.reason == "bootstrap.join_token_expired"
+
+
+def test_tokens_only_for_audiences_the_caller_may_connect_to(plane):
+    algo = plane.spiffe_id("algo-momentum")
+    der = plane.credentials.cert_der  # any certificate: the binding is checked where the token is used
+    with pytest.raises(ControlRefused) as err:
+        plane.token_for(algo, der, "venue-a")
+    assert err.value.reason == "control.audience_not_permitted"
+    with pytest.raises(ControlRefused) as err:
+        plane.token_for(algo, der, "no-such-service")
+    assert err.value.reason == "control.unknown_audience"
+    # the denied attempt reached the response engine: the algo is quarantined, so even risk is refused now
+    assert plane.containment.is_quarantined(algo)
+    with pytest.raises(ControlRefused):
+        plane.token_for(algo, der, "pre-trade-risk")
+
+
+def test_tables_are_cut_to_the_asking_services_resources(plane):
+    algo = plane.spiffe_id("algo-momentum")
+    table = plane.table_for(plane.spiffe_id("venue-a"), algo, plane.clock.now())
+    assert {r for _a, r in table.entries} <= {"svc/venue-a", "venue-a/orders"}
+    assert not any(d.allowed for d in table.entries.values())
+    risk_table = plane.table_for(plane.spiffe_id("pre-trade-risk"), algo, plane.clock.now())
+    assert risk_table.lookup("submit_order", "risk/orders").allowed is True
+    with pytest.raises(ControlRefused):
+        plane.table_for("spiffe://prod.acme.example/x/not-a-service", algo, plane.clock.now())

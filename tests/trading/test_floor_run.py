@@ -1,0 +1,103 @@
+"""The running floor: real processes on 127.0.0.1, zero-trust and perimeter, the attack, impostors, shutdown."""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from trustfabric.audit.spool import segment_paths
+from trustfabric.trading.runtime import Floor, floor_summary, run_demo
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not a running process
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(tmp_path):
+    result = await run_demo(tmp_path, duration_s=10.0, seed=7)
+    for key in ("orders_submitted", "orders_filled", "risk_rejects", "denied_hops", "fail_open", "attack_attempts",
+                "attack_successes"):
+        assert key in result
+    assert result["orders_submitted"] > 0 and result["orders_filled"] > 0
+    assert result["attack_attempts"] >= 10 and result["attack_successes"] == 0
+    assert result["fail_open"] == 0 and result["denied_hops"] > 0
+    assert all(not a["succeeded"] for a in result["attempts"])
+    assert {a["scenario"] for a in result["attempts"]} >= {"venue_direct", "settlement_read", "other_streams",
+                                                            "risk_bypass", "flood"}
+    assert any(i["principal"].endswith("/algo-momentum") for i in result["incidents"])
+    assert result["services"]["oms"]["positions"] > 0
+    for name in ("oms", "pre-trade-risk", "order-router", "venue-a", "control-plane"):
+        assert segment_paths(tmp_path / "spool" / name), name  # audit records are on disk
+    manifest = json.loads((tmp_path / "floor" / "runtime.json").read_text())
+    assert manifest["mode"] == "zero-trust"
+    assert manifest["services"]["oms"]["spiffe_id"] == "spiffe://prod.acme.example/oms/oms"
+    pids = [s["pid"] for s in manifest["services"].values()]
+    assert not [p for p in pids if _alive(p)]
+
+
+@pytest.mark.slow
+async def test_perimeter_mode_trades_on_plain_tcp(tmp_path):
+    floor = Floor(tmp_path, "perimeter", services=("settlement", "oms", "venue-a", "venue-b", "order-router",
+                                                   "market-data", "pre-trade-risk", "algo-momentum"))
+    await floor.start()
+    try:
+        assert floor.plane is None and floor.server.bootstrap_port == 0
+        assert await floor.wait_for(lambda: floor_summary(floor)["orders_filled"] > 0, 30.0, 0.2)
+        assert floor_summary(floor)["decisions_allowed"] == 0  # no per-hop authorization at all
+    finally:
+        await floor.stop()
+    assert not [p for p in floor.pids() if _alive(p)]
+
+
+async def test_a_service_started_with_another_services_identity_is_refused(tmp_path):
+    floor = Floor(tmp_path, "zero-trust", services=("settlement",))
+    await floor.start()
+    try:
+        floor.promote("venue-a")
+        # the venue's code claiming the algo's identity, with a join token for that identity
+        impostor = await floor.launch("venue-a", floor.boot_line("venue-a", identity="algo-momentum"),
+                                      identity="algo-momentum", timeout_s=20.0)
+        assert impostor.status == "refused" and "attest.unpromoted_digest" in impostor.detail
+        # the algo's identity with the algo's join token but the venue's own release digest
+        token = floor.plane.issue_join_token("algo-momentum")
+        floor.promote("algo-momentum")
+        wrong = await floor.launch("venue-a", floor.boot_line("venue-a", identity="algo-momentum", join_token=token),
+                                   identity="algo-momentum", timeout_s=20.0)
+        assert wrong.status == "refused"
+        # a replayed join token is refused even for the right code
+        again = await floor.launch("algo-momentum", floor.boot_line("algo-momentum", join_token=token),
+                                   timeout_s=20.0)
+        assert again.status == "refused" and "bootstrap.join_token_reused" in again.detail
+        for p in (impostor, wrong, again):
+            await asyncio.wait_for(p.proc.wait(), 10.0)
+        assert floor.plane.counters["joins"] == 1 and floor.plane.counters["join_refusals"] >= 3
+    finally:
+        await floor.stop()
+
+
+def test_demo_json_has_the_fields(tmp_path):
+    env = dict(os.environ, TRUSTFABRIC_HOME=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "trustfabric.cli", "demo", "--duration", "6", "--json",
+                          "--report", str(tmp_path / "report")], capture_output=True, text=True, env=env, timeout=80)
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("orders_submitted", "orders_filled", "risk_rejects", "denied_hops", "fail_open", "attack_attempts",
+                "attack_successes"):
+        assert isinstance(result[key], int)
+    assert result["attack_successes"] == 0 and result["fail_open"] == 0
+    assert (tmp_path / "report" / "demo.json").exists()
