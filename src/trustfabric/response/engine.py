@@ -24,10 +24,10 @@ from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.policy.decision import Obligations
 from trustfabric.response.alerts import Alert, Category, EvidenceLink, Severity, event_time, new_alert_id
 from trustfabric.response.baseline import BaselineConfig, BehaviourBaselines, RiskSink
-from trustfabric.response.containment import Containment
+from trustfabric.response.containment import Containment, OfficerFacts
 from trustfabric.response.detectors import BoundedMap, Detector, DetectorConfig, default_detectors
 from trustfabric.response.floor_map import FloorMap
-from trustfabric.response.incidents import IncidentStore
+from trustfabric.response.incidents import Incident, IncidentStore
 from trustfabric.response.policy import ALERT_ONLY, QUARANTINE, TIGHTEN, ResponsePolicy
 
 IGNORED_KINDS = frozenset({Kind.ALERT, Kind.CONTAINMENT, Kind.RELEASE})
@@ -60,6 +60,7 @@ class ResponseEngine:
         self.store: IncidentStore = store if store is not None else containment.store
         self.suppress_s = suppress_s
         self._recent: BoundedMap[tuple[str, str, str], float] = BoundedMap(max_suppressed)
+        self._released_at: BoundedMap[str, float] = BoundedMap(max_suppressed)  # folding restarts at release
         self._lock = threading.Lock()
         self.events_seen = 0
         self.alerts_raised = 0
@@ -130,6 +131,9 @@ class ResponseEngine:
     def _fresh(self, alert: Alert) -> bool:
         key = (alert.principal, alert.category, alert.resource)
         last = self._recent.get(key)
+        released = self._released_at.get(alert.principal)
+        if last is not None and released is not None and last <= released:
+            last = None  # alerts before a release do not fold a re-offence after it
         if last is not None and alert.detected_at - last < self.suppress_s:
             self.alerts_suppressed += 1
             return False
@@ -177,6 +181,15 @@ class ResponseEngine:
                         "evidence": [[e.event_id, e.source, e.seq] for e in alert.evidence[:32]]})
         except Exception:  # noqa: BLE001
             self.audit_errors += 1
+
+    def release(self, principal: str, officer: OfficerFacts, now: float | None = None) -> Incident:
+        """Release through :meth:`Containment.release` (a fresh-MFA security officer), then restart
+        alert folding for the principal: a re-offence after the release raises - and contains - afresh."""
+        incident = self.containment.release(principal, officer, now)
+        with self._lock:
+            self._released_at.put(principal, self.clock.now() if now is None else now)
+            self._anomalous.discard(principal)
+        return incident
 
     def quarantine_manually(self, principal: str, operator: str, reason: str = "") -> Alert:
         """An operator's quarantine: an alert of category ``manual.operator``, then containment."""

@@ -216,8 +216,34 @@ class SimulationRunner:
         elif foothold.kind == "build":
             footing.join = self._join(floor, foothold.identity, foothold.digest)
         elif foothold.kind == "person":
-            footing.notes["person"] = foothold.identity
+            footing.tls, footing.tokens = self._desk_login(floor, people, foothold.identity, foothold.device)
         return footing, principals
+
+    def _desk_login(self, floor: Any, people: People | None, name: str, device: str) -> tuple[TLSConfig, Any]:
+        """A person at a desk terminal: password + TOTP at the identity plane, then person tokens
+        (amr, auth_time) presented over the terminal's device certificate."""
+        from trustfabric.signals.host_agent import HostPostureAgent
+
+        plane = floor.plane
+        if device not in plane.agents:  # the desk terminal's host, attested like every host
+            agent = HostPostureAgent(device)
+            agent.register(plane.hub.host_keys)
+            plane.identity.register_host(device, agent._key.public_key())
+            plane.agents[device] = agent
+            plane.refresh_posture()
+        now = time.time()
+        auth = people.directory.login(name, people.passwords[name], people.code(name, now), now)  # type: ignore[union-attr]
+        plane.hub.record_authentication(name, mfa=True, step_up_at=None, device_host=device)
+        desk = issue_for_test(plane.identity.ca(plane.trust_domain), f"spiffe://{plane.trust_domain}/desk/{device}",
+                              now, ATTACKER_CERT_TTL_S)
+
+        async def person_token(audience: str) -> str | None:
+            if audience not in floor.topology.services:
+                return None
+            return plane.tokens.issue(f"user:{name}", floor.topology.spiffe_id(audience), time.time(), 300,
+                                      amr=auth.amr, auth_time=auth.auth_time)
+
+        return TLSConfig(desk), person_token
 
     def _credentials(self, floor: Any, service: str) -> WorkloadCredentials:
         """A running service's credential files (what an attacker on its host reads); a not-launched
@@ -304,7 +330,7 @@ class SimulationRunner:
             if not plane.containment.is_quarantined(principal):
                 continue
             now = time.time()
-            plane.containment.release(principal, people.officer_facts(now), now)  # type: ignore[union-attr]
+            plane.response.release(principal, people.officer_facts(now), now)  # type: ignore[union-attr]
             released.append(principal)
         if released:
             await asyncio.sleep(0.3)  # pushes reach the services; their links reopen on the next request
