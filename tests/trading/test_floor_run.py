@@ -39,7 +39,7 @@ async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(t
     assert all(not a["succeeded"] for a in result["attempts"])
     assert {a["scenario"] for a in result["attempts"]} >= {"venue_direct", "settlement_read", "other_streams",
                                                             "risk_bypass", "flood"}
-    assert any(i["principal"].endswith("/algo-momentum") for i in result["incidents"])
+    assert any(i["principal"].endswith("/algo-momentum") and i["contained"] for i in result["incidents"])
     assert result["services"]["oms"]["positions"] > 0
     for name in ("oms", "pre-trade-risk", "order-router", "venue-a", "control-plane"):
         assert segment_paths(tmp_path / "spool" / name), name  # audit records are on disk

@@ -51,7 +51,7 @@ class ControlServer:
         self.mode = mode
         self.stats: dict[str, dict[str, float]] = {}
         self.links: dict[str, dict[str, list[float]]] = {}
-        self.subscribers: dict[str, FrameConnection] = {}
+        self.subscribers: dict[str, set[FrameConnection]] = {}
         self.bootstrap_port = 0
         self.control_port = 0
         self._bootstrap: asyncio.base_events.Server | None = None
@@ -120,17 +120,18 @@ class ControlServer:
             frame: Any = PushInvalidation(invalidation=item)
         else:  # a RevocationEntry
             frame = PushRevocation(kind=item.kind, value=item.value, reason=item.reason)
-        for conn in list(self.subscribers.values()):
+        for conn in [c for conns in list(self.subscribers.values()) for c in list(conns)]:
             if not conn.closed:
                 with contextlib.suppress(Exception):
                     conn.send(frame)
 
     def send_command(self, service: str, name: str, **args: str) -> bool:
-        conn = self.subscribers.get(service)
-        if conn is None or conn.closed:
-            return False
-        conn.send(Command(name=name, args={k: str(v) for k, v in args.items()}))
-        return True
+        sent = False
+        for conn in list(self.subscribers.get(service, ())):
+            if not conn.closed:
+                conn.send(Command(name=name, args={k: str(v) for k, v in args.items()}))
+                sent = True
+        return sent
 
     async def _serve_control(self, conn: FrameConnection) -> None:
         plane = self.plane
@@ -156,7 +157,7 @@ class ControlServer:
                 if zero_trust and caller.rsplit("/", 1)[-1] != frame.service:
                     conn.fail("control.not_owner")
                     return
-                self.subscribers[frame.service] = conn
+                self.subscribers.setdefault(frame.service, set()).add(conn)
                 if zero_trust and plane is not None:
                     serials, ids = plane.revocation_snapshot()
                     conn.send(Subscribed(jwks=plane.jwks(), revoked=RevocationSnapshot(serials, ids),
@@ -193,6 +194,5 @@ class ControlServer:
         try:
             await conn.wait_closed()
         finally:
-            for name, sub in list(self.subscribers.items()):
-                if sub is conn:
-                    del self.subscribers[name]
+            for conns in self.subscribers.values():
+                conns.discard(conn)
