@@ -193,12 +193,14 @@ class Attacker:
                 while True:
                     frame = await conn.recv()
                     if isinstance(frame, Response) and frame.rid == rid:
-                        return frame.ok and _body_ok(frame.body), frame.reason, bytes(frame.body)
+                        ok, why = _answer(frame)
+                        return ok, why, bytes(frame.body)
         except (TrustFabricError, TimeoutError) as exc:
             return False, conn.close_reason or getattr(exc, "reason", "attack.no_answer"), b""
 
     # ------------------------------------------------------------------ bodies
-    def _order(self, cl_ord_id: str, qty: int = 1) -> NewOrder:
+    def _order(self, cl_ord_id: str, qty: int = 0) -> NewOrder:
+        qty = qty or 1 + self._n % 50  # varied: identical orders would only trip the duplicate check
         price = self._price or 100 * PRICE_SCALE
         return NewOrder(cl_ord_id=cl_ord_id, account=self.footing.account, agent=self.footing.principal,
                         symbol=self.footing.symbol, side="buy", qty=qty, price=price, tif="ioc",
@@ -308,7 +310,7 @@ class Attacker:
                 while len(answers) < len(sent_at):
                     frame = await conn.recv()
                     if isinstance(frame, Response) and frame.rid in sent_at:
-                        answers[frame.rid] = (frame.ok and _body_ok(frame.body), frame.reason)
+                        answers[frame.rid] = _answer(frame)
         for rid, (at, _trace) in sent_at.items():
             ok, reason = answers.get(rid, (False, conn.close_reason or "attack.no_answer"))
             self._record(attempt, at, ok, reason)
@@ -319,22 +321,26 @@ class Attacker:
         self._conns.clear()
 
 
-def _body_ok(body: Any) -> bool:
-    """An ``ok`` transport reply whose body does not itself say ``ok: false``."""
+def _answer(frame: Response) -> tuple[bool, str]:
+    """(ok, reason): a refused transport reply, or an ``ok`` one whose body says ``ok: false`` and why."""
+    if not frame.ok:
+        return False, frame.reason
     try:
-        value = msgspec.msgpack.decode(bytes(body)) if body is not None else None
+        value = msgspec.msgpack.decode(bytes(frame.body)) if frame.body is not None else None
     except (msgspec.DecodeError, TypeError):
-        return True
-    return not (isinstance(value, dict) and value.get("ok") is False)
+        return True, ""
+    if isinstance(value, dict) and value.get("ok") is False:
+        return False, str(value.get("reason", "refused"))
+    return True, ""
 
 
 def last_price(body: bytes) -> int:
-    """The mid of the last quote in a market-data reply (0 if none)."""
+    """The ask of the last quote in a market-data reply (0 if none)."""
     try:
         batch = msgspec.msgpack.decode(body, type=MdBatch)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return 0
     for event in reversed(batch.events):
         if hasattr(event, "bid"):
-            return (event.bid + event.ask) // 2
+            return event.ask  # on the tick grid, and marketable for a buy
     return 0

@@ -20,7 +20,7 @@ import msgspec
 
 TRACE_PREFIX = "sim:"
 SEP = "|"
-READ_ACTIONS = frozenset({"read_positions", "read_client_orders", "subscribe"})
+READ_ACTIONS = frozenset({"read_positions", "read_client_orders"})  # protected data (not market data)
 
 
 def trace_tag(scenario: str, n: int) -> str:
