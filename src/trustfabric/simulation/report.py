@@ -56,6 +56,13 @@ def _fmt_ms(value: float | None) -> str:
     return f"{value:.1f} ms"
 
 
+def _fmt_ttc(summary: dict[str, Any], key: str, label: str) -> str:
+    value = summary.get(key)
+    if value is None:
+        return f"nothing contained during the run (0 of {summary.get('scenarios', 0)} scenarios)"
+    return f"{_fmt_ms(value)} ({label}, {summary.get('contained', 0)} of {summary.get('scenarios', 0)} contained)"
+
+
 def _charts(results: dict[str, Any], out: Path) -> dict[str, str]:
     import matplotlib
 
@@ -156,8 +163,8 @@ def _seed_tables(results: dict[str, Any]) -> tuple[list[dict[str, Any]], list[di
          "perimeter": _fmt_ms(per.get("ttd_ms_p50")) + " (p50)" if per else "not run",
          "zt": _fmt_ms(zt.get("ttd_ms_p99")) + " (p99)" if zt else "not run"},
         {"title": SEED_METRICS["ttr"][0], "seed_perimeter": SEED_METRICS["ttr"][1], "seed_zt": SEED_METRICS["ttr"][2],
-         "perimeter": _fmt_ms(per.get("ttc_ms_p50")) + " (p50)" if per else "not run",
-         "zt": _fmt_ms(zt.get("ttc_ms_p99")) + " (p99)" if zt else "not run"},
+         "perimeter": _fmt_ttc(per, "ttc_ms_p50", "p50") if per else "not run",
+         "zt": _fmt_ttc(zt, "ttc_ms_p99", "p99") if zt else "not run"},
         {"title": SEED_METRICS["hop"][0], "seed_perimeter": SEED_METRICS["hop"][1], "seed_zt": SEED_METRICS["hop"][2],
          "perimeter": f"{hop['plain_rtt_us_p50']:.1f} us round trip (p50, plain TCP)" if hop.get("plain_rtt_us_p50") else "not measured",
          "zt": (f"+{hop['zt_added_us_p50']:.1f} us added (p50), +{hop.get('zt_added_us_p99', 0):.1f} us (p99)"

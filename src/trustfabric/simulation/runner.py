@@ -192,7 +192,7 @@ class SimulationRunner:
         footing = Footing(principal=principal, account=(svc.account if svc and svc.account else "acct-desk"))
         if svc is not None and svc.symbols:
             footing.symbol = sorted(svc.symbols)[0]
-        footing.notes["learn_price"] = floor.plane is None or foothold.kind == "workload" and foothold.identity in floor.ports
+        footing.notes["learn_price"] = floor.plane is None or (foothold.kind == "workload" and foothold.identity in floor.ports)
         ref = topo.resolve(principal)
         footing.notes["own_audiences"] = sorted(
             r[4:] for a, r in (topo.flows_of(ref) if ref is not None else ()) if a == "connect" and r.startswith("svc/"))
