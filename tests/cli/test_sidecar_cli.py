@@ -58,7 +58,7 @@ def sidecar(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "trustfabric.cli", "sidecar", "--listen", "127.0.0.1:0",
          "--upstream", f"127.0.0.1:{echo_port}", "--identity", str(tmp_path / "venue"),
-         "--policies", str(POLICIES), "--events", str(events)],
+         "--policies", str(POLICIES), "--assume-healthy", "--events", str(events)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "COLUMNS": "300"})
     try:
         line = proc.stdout.readline()

@@ -36,7 +36,7 @@ POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 @pytest.fixture(scope="module")
 def floor():
-    engine = PolicyEngine.from_dir(POLICIES)
+    engine = PolicyEngine.from_dir(POLICIES, assume_healthy=True)
     now = time.time()
     ca = CertificateAuthority.create(engine.topology.trust_domain if hasattr(engine.topology, "trust_domain")
                                      else "prod.acme.example", now - 60)

@@ -24,7 +24,7 @@ POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 @pytest.fixture(scope="module")
 def engine():
-    return PolicyEngine.from_dir(POLICIES)
+    return PolicyEngine.from_dir(POLICIES, assume_healthy=True)
 
 
 @pytest.fixture
@@ -74,8 +74,8 @@ def test_unknown_principal_refused(risk_pep):
 
 
 def test_real_engine_process_killed_fails_closed(engine):
-    proc = subprocess.Popen([sys.executable, "-m", "trustfabric.enforcement.remote", "--policies", str(POLICIES)],
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "trustfabric.enforcement.remote", "--policies", str(POLICIES),
+                             "--assume-healthy"], stdout=subprocess.PIPE, text=True)
     try:
         port = int(proc.stdout.readline().split()[1])
         audience = engine.topology.spiffe_id("pre-trade-risk")
@@ -93,3 +93,19 @@ def test_real_engine_process_killed_fails_closed(engine):
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=5)
+
+
+def test_engine_without_signal_source_denies_and_refuses_sessions() -> None:
+    """A missing signal source never becomes an allow: decisions deny, tables are refused."""
+    engine = PolicyEngine.from_dir(POLICIES)  # no signals, no assume_healthy opt-in
+    algo = engine.topology.spiffe_id("algo-momentum")
+    decision = engine.decide(algo, "submit_order", "risk/orders", {"notional": 10})
+    assert decision.allowed is False
+    assert any("signal" in e for e in decision.errors)
+    healthy = PolicyEngine.from_dir(POLICIES, assume_healthy=True)
+    assert healthy.decide(algo, "submit_order", "risk/orders", {"notional": 10}).allowed is True
+    pep = EnforcementPoint(engine.topology.spiffe_id("pre-trade-risk"), engine, FakeTokenVerifier())
+    with pytest.raises(SessionRefused) as exc:
+        _open(pep, algo)
+    assert exc.value.reason == "signal.unavailable"
+    assert pep.fail_open == 0

@@ -146,7 +146,7 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     from trustfabric.transport.frames import OpenSession, Request, SessionReady
     from trustfabric.transport.tls import TLSConfig
 
-    engine = PolicyEngine.from_dir(policies)
+    engine = PolicyEngine.from_dir(policies, assume_healthy=True)  # deliberate: the bench measures the hop, not signals
     topo = engine.topology
     server_id, client_id = topo.spiffe_id("pre-trade-risk"), topo.spiffe_id("algo-momentum")
     now = time.time()

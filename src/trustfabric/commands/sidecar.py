@@ -3,7 +3,9 @@
 A thin shell around :class:`trustfabric.enforcement.sidecar.Sidecar`: loads the
 workload's credentials (``cert.pem``, ``key.pem``, ``bundle.pem`` in
 ``--identity``), a table source (the Cedar policy engine over ``--policies`` or a
-``--rules`` file), and writes every event (handshake refusals, sessions,
+``--rules`` file; the engine reads the signals set with ``trustfabric signal ...``
+(``$TRUSTFABRIC_HOME/policy/signals.json``) unless ``--assume-healthy`` is given
+deliberately), and writes every event (handshake refusals, sessions,
 decisions) as JSON lines to ``--events`` (default
 ``$TRUSTFABRIC_HOME/spool/sidecar-<service>/events.jsonl``), flushed before any
 byte is forwarded upstream.
@@ -55,6 +57,9 @@ def command(
     rules: Path = typer.Option(None, help="Rules file (JSON) instead of a policy directory."),
     resource: str = typer.Option("", help="Resource callers must be allowed to 'connect' to (default svc/<service>)."),
     events: Path = typer.Option(None, help="Where events go as JSON lines."),
+    assume_healthy: bool = typer.Option(False, "--assume-healthy",
+                                        help="With --policies: fixed, healthy signals instead of the recorded "
+                                             "signal state (tests and demos only)."),
 ) -> None:
     """Terminate mTLS for a non-Python service: authorize each connection by policy, log it, proxy bytes."""
     from trustfabric.enforcement.pep import EnforcementPoint
@@ -74,7 +79,16 @@ def command(
         if policies is not None:
             from trustfabric.policy.engine import PolicyEngine
 
-            tables = PolicyEngine.from_dir(policies)
+            if assume_healthy:
+                tables = PolicyEngine.from_dir(policies, assume_healthy=True)
+            else:
+                from trustfabric.policy.topology import Topology
+                from trustfabric.signals.state import hub_from_state, load_state
+
+                manifest = policies / "floor.toml"
+                topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+                hub = hub_from_state(topology, load_state(sub_dir("policy") / "signals.json"))
+                tables = PolicyEngine.from_dir(policies, topology=topology, signals=hub)
         else:
             tables = StaticTableSource.from_file(rules)
         sink = JsonLinesSink(events or sub_dir("spool", f"sidecar-{service}") / "events.jsonl")

@@ -133,11 +133,14 @@ def main(argv: list[str] | None = None) -> None:
     group.add_argument("--rules", help="a rules file (JSON)")
     group.add_argument("--policies", help="a Cedar policy directory for the policy engine")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--assume-healthy", action="store_true",
+                        help="with --policies: read fixed, healthy signals (tests only); without it every decision "
+                             "denies, since this process has no signal feed")
     args = parser.parse_args(argv)
     if args.policies:
         from trustfabric.policy.engine import PolicyEngine
 
-        source = PolicyEngine.from_dir(args.policies)
+        source = PolicyEngine.from_dir(args.policies, assume_healthy=args.assume_healthy)
     else:
         source = StaticTableSource.from_file(args.rules)
     server = serve(source, "127.0.0.1", args.port)

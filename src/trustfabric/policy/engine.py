@@ -63,7 +63,8 @@ from trustfabric.policy.decision import (
     NO_OBLIGATIONS,
     Obligations,
 )
-from trustfabric.policy.errors import PolicyLoadError, RequestError
+from trustfabric.errors import PolicyError
+from trustfabric.policy.errors import PolicyLoadError, RequestError, SignalsMissing
 from trustfabric.policy.topology import ACTIONS, PrincipalRef, Topology
 from trustfabric.signals.context import BENIGN, SignalSource, SignalValues
 
@@ -187,6 +188,22 @@ def _translate(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class MissingSignals:
+    """The signal source of an engine given none: every read fails, so every decision denies.
+
+    ``signals_for`` raises :class:`~trustfabric.policy.errors.SignalsMissing` (``signal.missing``); the engine turns that
+    into a deny (``decide``) or a refused table (``decision_table``), never an allow.
+    """
+
+    reason = "signal.missing"
+
+    def signals_for(self, principal: Any, now: float) -> SignalValues:
+        raise SignalsMissing(f"no signal source configured for {getattr(principal, 'key', principal)}")
+
+    def add_listener(self, listener: Any) -> None:
+        return None
+
+
 class PolicyEngine:
     """Decides access with Cedar over the topology's entities and live signals; compiles decision tables."""
 
@@ -220,21 +237,27 @@ class PolicyEngine:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_dir(cls, directory: str | Path, topology: Topology | None = None, signals: SignalSource | None = None,
-                 **kwargs: Any) -> "PolicyEngine":
+                 *, assume_healthy: bool = False, **kwargs: Any) -> "PolicyEngine":
         """An engine with ``directory``'s policies loaded; raises :class:`PolicyLoadError` if they are refused.
 
-        Without ``signals`` the engine reads fixed, healthy signals
-        (:class:`~trustfabric.signals.context.StaticSignals`): right for tests,
-        benchmarks and a floor with no signal feeds; a production control plane
-        passes its live :class:`~trustfabric.signals.hub.SignalHub`.
+        Signals are never assumed: pass the live source (a control plane's
+        :class:`~trustfabric.signals.hub.SignalHub`). Without one the engine reads
+        :class:`MissingSignals` and denies every request (``signal.missing``) - a missing
+        signal never becomes an allow. ``assume_healthy=True`` is the deliberate opt-in to
+        fixed, healthy signals (:class:`~trustfabric.signals.context.StaticSignals`) for
+        tests, ``policy test`` and benchmarks; it cannot be combined with ``signals``.
         """
         from trustfabric.signals.context import StaticSignals
 
+        if assume_healthy and signals is not None:
+            raise PolicyError("give a signal source or assume_healthy=True, not both", reason="policy.signals_conflict")
         directory = Path(directory)
         if topology is None:
             manifest = directory / "floor.toml"
             topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
-        engine = cls(topology, signals if signals is not None else StaticSignals(), **kwargs)
+        if signals is None:
+            signals = StaticSignals() if assume_healthy else MissingSignals()
+        engine = cls(topology, signals, **kwargs)
         engine.load_dir(directory)
         return engine
 

@@ -13,7 +13,8 @@ output::
     │     policy.request.unknown_principal, policy.request.unknown_action,
     │     policy.request.unknown_resource, policy.request.malformed_context,
     │     policy.request.oversized_context, policy.request.wrong_trust_domain
-    └── PolicyTestError                       policy.test.*      (a test-case file that cannot be read)
+    ├── PolicyTestError                       policy.test.*      (a test-case file that cannot be read)
+    └── SignalsMissing                        signal.missing     (an engine with no signal source: every read denies)
 
 Signal errors live in :mod:`trustfabric.signals.errors`. cedarpy's ``ValueError``
 and its validation results are translated into these in
@@ -45,3 +46,9 @@ class RequestError(PolicyError):
 
 class PolicyTestError(PolicyError):
     reason = "policy.test.invalid"
+
+
+class SignalsMissing(PolicyError):
+    """No signal source was configured: what the engine would need to decide is unknown, so it denies."""
+
+    reason = "signal.missing"
