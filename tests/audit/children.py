@@ -4,6 +4,10 @@
 spool, flushes (group commit), and only then "releases" their effects, reporting each
 released batch on stdout as ``R first_seq last_seq``. The parent kills it at any moment.
 
+``writer-compact DIR``: the same in the spool's ``durability="write"`` mode, as an
+enforcement point on the hop spools: compact decision records (one ``write()`` per batch,
+no fsync before the release; the background syncer fsyncs), mixed with full events.
+
 ``collector SPOOL_DIR AUDIT_DIR``: a collector shipping small batches and reporting
 ``S n`` after each central commit + ack; the parent kills it mid-ship.
 """
@@ -12,12 +16,13 @@ from __future__ import annotations
 
 import random
 import sys
+import time
 from pathlib import Path
 
 from trustfabric.audit.collector import Collector
 from trustfabric.audit.events import Kind
 from trustfabric.audit.log import open_log
-from trustfabric.audit.spool import Spool
+from trustfabric.audit.spool import DURABILITY_WRITE, Spool
 
 
 def writer(directory: str) -> None:
@@ -37,6 +42,20 @@ def writer(directory: str) -> None:
         out.flush()
 
 
+def writer_compact(directory: str) -> None:
+    rng = random.Random()
+    spool = Spool(Path(directory), "pep-kill", segment_bytes=64 * 1024, durability=DURABILITY_WRITE)
+    out = sys.stdout
+    while True:
+        first = spool.emit(Kind.SESSION_OPEN, principal="spiffe://prod.acme/algo/momentum").seq
+        rows = [("spiffe://prod.acme/algo/momentum", "submit_order", "risk/orders", rng.random() < 0.8,
+                 "enforcement.allow", 3, ["floor.algo_submit"], f"ord-{i}", "ab" * 32, 7, time.time(), 100.0, "AAPL")
+                for i in range(rng.randint(1, 64))]
+        last = spool.write_decisions(rows, time.time_ns())  # one write(): only now may the effects leave
+        out.write(f"R {first} {last}\n")
+        out.flush()
+
+
 def collector(spool_dir: str, audit_dir: str) -> None:
     log = open_log(Path(audit_dir), checkpoint_every=500)
     c = Collector(log, Path(spool_dir), batch=97)
@@ -50,4 +69,4 @@ def collector(spool_dir: str, audit_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    {"writer": writer, "collector": collector}[sys.argv[1]](*sys.argv[2:])
+    {"writer": writer, "writer-compact": writer_compact, "collector": collector}[sys.argv[1]](*sys.argv[2:])

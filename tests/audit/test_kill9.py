@@ -28,9 +28,9 @@ def spawn(*args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(CHILD), *args], stdout=subprocess.PIPE, env=env)
 
 
-def run_writer_and_kill(spool_dir: Path, rng: random.Random) -> set[int]:
+def run_writer_and_kill(spool_dir: Path, rng: random.Random, kind: str = "writer") -> set[int]:
     """Start the writer, kill -9 it after a random number of released batches; what it released."""
-    child = spawn("writer", str(spool_dir))
+    child = spawn(kind, str(spool_dir))
     released: set[int] = set()
     target = rng.randint(5, 120)
     try:
@@ -99,5 +99,35 @@ def test_collector_killed_mid_ship_nothing_lost_nor_duplicated(tmp_path) -> None
     seqs = [r.seq for r in log.store.records()]
     assert seqs == list(range(1, total + 1))  # none lost, none twice, in order
     log.checkpoint()
+    verify_log(log.store, load_public_key(audit_dir))
+    log.close()
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_write_mode_compact_writer_killed_nothing_released_is_lost(tmp_path, seed) -> None:
+    """durability="write": the batch is handed to the kernel with one write() before release, no fsync.
+
+    kill -9 cannot take back what the kernel holds: every released record, full or compact,
+    reaches the central log once, expanded into a complete AuditEventV1.
+    """
+    rng = random.Random(seed)
+    spool_dir, audit_dir = tmp_path / "spool" / "pep-kill", tmp_path / "audit"
+    released: set[int] = set()
+    log = open_log(audit_dir, checkpoint_every=1000)
+    collector = Collector(log, tmp_path / "spool")
+    for round_ in range(3):
+        released |= run_writer_and_kill(spool_dir, rng, "writer-compact")
+        if round_ == 1:
+            collector.collect_once()
+    collector.collect_once()
+    log.checkpoint()
+    records = [r for r in log.store.records() if r.source == "pep-kill"]
+    seqs = [r.seq for r in records]
+    assert len(seqs) == len(set(seqs)), "a record is duplicated"
+    assert not released - set(seqs), f"released but missing: {sorted(released - set(seqs))[:10]}"
+    assert seqs == list(range(1, len(seqs) + 1))
+    decisions = [r.event() for r in records if r.kind == Kind.DECISION]
+    assert decisions and all(e.principal == "spiffe://prod.acme/algo/momentum" and e.policy_ids == ("floor.algo_submit",)
+                             and e.decision in ("allow", "deny") and e.detail["symbol"] == "AAPL" for e in decisions)
     verify_log(log.store, load_public_key(audit_dir))
     log.close()
