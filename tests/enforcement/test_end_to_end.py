@@ -1,4 +1,6 @@
-"""A real mTLS session through the enforcement point: identity CA, transport FrameServer, policy engine."""
+"""A real mTLS session through the enforcement point: identity CA, real EdDSA access tokens bound to the
+client certificate (``cnf.x5t#S256``, identity plane's TokenIssuer/TokenVerifier/ReplayCache), transport
+FrameServer, policy engine."""
 
 from __future__ import annotations
 
@@ -25,7 +27,13 @@ from trustfabric.transport.tls import TLSConfig
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.transport.errors import HandshakeRefused
 
-from .fakes import FakePeer, FakeTokenVerifier, make_token
+from trustfabric.identity.tokens import KeyRing, ReplayCache, TokenIssuer, TokenVerifier
+
+from .fakes import FakePeer
+
+ISSUER = "https://idp.prod.acme.example"
+KEYS = KeyRing.generate(time.time())
+TOKENS = TokenIssuer(KEYS, ISSUER)
 
 
 def FakePeerOf(creds):
@@ -50,7 +58,8 @@ async def risk(floor):
     engine, creds = floor
     revocations = RevocationSet()
     sink = MemorySink()
-    pep = EnforcementPoint(str(creds["risk"].spiffe_id), engine, FakeTokenVerifier(), sink=sink)
+    verifier = TokenVerifier(KEYS, ISSUER, replay_cache=ReplayCache())
+    pep = EnforcementPoint(str(creds["risk"].spiffe_id), engine, verifier, sink=sink)
     pep.attach_revocations(revocations)
     unsubscribe = engine.bus.subscribe(pep.on_invalidation)
     svc = GuardedService("risk", pep)
@@ -68,8 +77,8 @@ async def risk(floor):
     assert pep.fail_open == 0
 
 
-def token_for(creds, audience, ttl=60.0):
-    return make_token(str(creds.spiffe_id), audience, creds.cert_der, time.time() + ttl)
+def token_for(creds, audience, ttl=60, issuer=TOKENS, cert_der=None):
+    return issuer.issue(str(creds.spiffe_id), audience, time.time(), ttl, cert_der=cert_der or creds.cert_der)
 
 
 async def test_session_and_orders_over_mtls(floor, risk):
@@ -101,8 +110,48 @@ async def test_token_for_other_audience_refused_over_mtls(floor, risk):
     conn = await connect("127.0.0.1", server.port, tls=TLSConfig(creds["algo"]))
     conn.send(OpenSession(token=token_for(creds["algo"], "spiffe://prod.acme.example/oms/oms")))
     reply = await asyncio.wait_for(conn.recv(), 3)
-    assert isinstance(reply, ErrorFrame) and reply.reason == "token.wrong_audience"
+    assert isinstance(reply, ErrorFrame) and reply.reason == "token.wrong_aud"
     conn.close()
+
+
+async def _open_refused(server, creds, token) -> str:
+    conn = await connect("127.0.0.1", server.port, tls=TLSConfig(creds))
+    try:
+        conn.send(OpenSession(token=token))
+        reply = await asyncio.wait_for(conn.recv(), 3)
+        assert isinstance(reply, ErrorFrame), reply
+        return reply.reason
+    finally:
+        conn.close()
+
+
+async def test_token_bound_to_another_certificate_refused_over_mtls(floor, risk):
+    engine, creds = floor
+    pep, server, _, _ = risk
+    now = time.time()
+    other_ca = CertificateAuthority.create("prod.acme.example", now - 60)
+    stolen_from = issue_for_test(other_ca, str(creds["algo"].spiffe_id), now - 60)  # same name, another key
+    token = token_for(creds["algo"], pep.audience, cert_der=stolen_from.cert_der)
+    assert await _open_refused(server, creds["algo"], token) == "token.cnf_mismatch"
+
+
+async def test_replayed_token_refused_over_mtls(floor, risk):
+    _, creds = floor
+    pep, server, _, _ = risk
+    token = token_for(creds["algo"], pep.audience)
+    conn = await connect("127.0.0.1", server.port, tls=TLSConfig(creds["algo"]))
+    conn.send(OpenSession(token=token))
+    assert isinstance(await asyncio.wait_for(conn.recv(), 3), SessionReady)
+    conn.close()
+    assert await _open_refused(server, creds["algo"], token) == "token.replayed"
+
+
+async def test_token_signed_by_another_key_refused_over_mtls(floor, risk):
+    _, creds = floor
+    pep, server, _, _ = risk
+    forger = TokenIssuer(KeyRing.generate(time.time()), ISSUER)
+    token = token_for(creds["algo"], pep.audience, issuer=forger)
+    assert await _open_refused(server, creds["algo"], token) == "token.unknown_kid"
 
 
 async def test_revocation_push_closes_session_and_refuses_handshake(floor, risk):

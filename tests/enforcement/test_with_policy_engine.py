@@ -17,7 +17,31 @@ from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.remote import LoopbackTableSource
 from trustfabric.policy.engine import PolicyEngine
 
-from .fakes import FakeTokenVerifier, make_peer, make_token
+from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.tokens import KeyRing, ReplayCache, TokenIssuer, TokenVerifier
+from trustfabric.identity.workload import issue_for_test
+
+from .fakes import FakePeer
+
+ISSUER = "https://idp.prod.acme.example"
+KEYS = KeyRing.generate(SYSTEM_CLOCK.now())
+TOKENS = TokenIssuer(KEYS, ISSUER)
+_CA: list[CertificateAuthority] = []
+_CREDS: dict[str, object] = {}
+
+
+def verifier() -> TokenVerifier:
+    """The identity plane's real verifier: EdDSA signature, audience, cnf binding, replay."""
+    return TokenVerifier(KEYS, ISSUER, replay_cache=ReplayCache())
+
+
+def credentials(principal: str):
+    """A real workload certificate for ``principal`` (one CA per test module)."""
+    if principal not in _CREDS:
+        if not _CA:
+            _CA.append(CertificateAuthority.create(principal.split("/")[2], SYSTEM_CLOCK.now() - 60))
+        _CREDS[principal] = issue_for_test(_CA[0], principal, SYSTEM_CLOCK.now() - 60)
+    return _CREDS[principal]
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
@@ -30,7 +54,7 @@ def engine():
 @pytest.fixture
 def risk_pep(engine):
     audience = engine.topology.spiffe_id("pre-trade-risk")
-    pep = EnforcementPoint(audience, engine, FakeTokenVerifier())
+    pep = EnforcementPoint(audience, engine, verifier())
     unsubscribe = engine.bus.subscribe(pep.on_invalidation)
     yield pep
     unsubscribe()
@@ -39,8 +63,10 @@ def risk_pep(engine):
 
 
 def _open(pep, principal):
-    peer = make_peer(principal)
-    return pep.open_session(peer, make_token(principal, pep.audience, peer.cert_der, SYSTEM_CLOCK.now() + 60))
+    creds = credentials(str(principal))
+    peer = FakePeer(str(creds.spiffe_id), creds.cert_der, creds.fingerprint_sha256, creds.serial)
+    token = TOKENS.issue(str(principal), pep.audience, SYSTEM_CLOCK.now(), 60, cert_der=creds.cert_der)
+    return pep.open_session(peer, token)
 
 
 def test_floor_orders_enforced_with_cedar_obligations(engine, risk_pep):
@@ -79,7 +105,7 @@ def test_real_engine_process_killed_fails_closed(engine):
     try:
         port = int(proc.stdout.readline().split()[1])
         audience = engine.topology.spiffe_id("pre-trade-risk")
-        pep = EnforcementPoint(audience, LoopbackTableSource("127.0.0.1", port, 0.5), FakeTokenVerifier())
+        pep = EnforcementPoint(audience, LoopbackTableSource("127.0.0.1", port, 0.5), verifier())
         s = _open(pep, engine.topology.spiffe_id("algo-momentum"))
         assert pep.check(s, "submit_order", "risk/orders", 10, "AAPL") == (True, E.ALLOW)
         os.kill(proc.pid, signal.SIGKILL)
@@ -104,7 +130,7 @@ def test_engine_without_signal_source_denies_and_refuses_sessions() -> None:
     assert any("signal" in e for e in decision.errors)
     healthy = PolicyEngine.from_dir(POLICIES, assume_healthy=True)
     assert healthy.decide(algo, "submit_order", "risk/orders", {"notional": 10}).allowed is True
-    pep = EnforcementPoint(engine.topology.spiffe_id("pre-trade-risk"), engine, FakeTokenVerifier())
+    pep = EnforcementPoint(engine.topology.spiffe_id("pre-trade-risk"), engine, verifier())
     with pytest.raises(SessionRefused) as exc:
         _open(pep, algo)
     assert exc.value.reason == "signal.unavailable"

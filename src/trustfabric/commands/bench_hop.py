@@ -23,19 +23,15 @@ all the same).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import shutil
 import statistics
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-import jwt
 import typer
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.table import Table
 
 from trustfabric.audit.events import MemorySink
@@ -44,7 +40,6 @@ from trustfabric.commands.common import console
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.guard import guarded_handler
 from trustfabric.enforcement.pep import EnforcementPoint
-from trustfabric.errors import IdentityError
 from trustfabric.policy.decision import DecisionTable, Obligations
 
 ACTION, RESOURCE, SYMBOL, NOTIONAL = "submit_order", "risk/orders", "AAPL", 10_000.0
@@ -64,31 +59,20 @@ def _percentile(samples: list[float], q: float) -> float:
 
 
 class _BenchTokens:
-    """Signed, certificate-bound access tokens (EdDSA JWT, RFC 8705 cnf) for the benchmark's sessions."""
+    """The identity plane's real tokens: EdDSA JWTs from a :class:`TokenIssuer`, bound (``cnf.x5t#S256``)
+    to the client certificate, checked by a :class:`TokenVerifier` with a :class:`ReplayCache`."""
+
+    ISSUER = "https://idp.bench-hop.trustfabric"
 
     def __init__(self) -> None:
-        self._key = Ed25519PrivateKey.generate()
-        self._public = self._key.public_key()
+        from trustfabric.identity.tokens import KeyRing, ReplayCache, TokenIssuer, TokenVerifier
 
-    def issue(self, sub: str, aud: str, cert_der: bytes, ttl: float = 300.0) -> str:
-        import hashlib
+        keys = KeyRing.generate(time.time())
+        self.issuer = TokenIssuer(keys, self.ISSUER)
+        self.verifier = TokenVerifier(keys, self.ISSUER, replay_cache=ReplayCache())
 
-        x5t = base64.urlsafe_b64encode(hashlib.sha256(cert_der).digest()).rstrip(b"=").decode()
-        now = time.time()
-        return jwt.encode({"sub": sub, "aud": aud, "iat": int(now), "exp": now + ttl, "jti": uuid.uuid4().hex,
-                           "cnf": {"x5t#S256": x5t}}, self._key, algorithm="EdDSA")
-
-    def verify(self, token: str, audience: str, presented_cert_der: bytes | None = None, now: float | None = None):
-        import hashlib
-
-        try:
-            claims = jwt.decode(token, self._public, algorithms=["EdDSA"], audience=audience)
-        except jwt.PyJWTError as exc:
-            raise IdentityError(str(exc), reason="token.invalid") from None
-        x5t = base64.urlsafe_b64encode(hashlib.sha256(presented_cert_der or b"").digest()).rstrip(b"=").decode()
-        if claims.get("cnf", {}).get("x5t#S256") != x5t:
-            raise IdentityError("token bound to another certificate", reason="token.cnf_mismatch")
-        return claims
+    def issue(self, sub: str, aud: str, cert_der: bytes, ttl: int = 300) -> str:
+        return self.issuer.issue(sub, aud, time.time(), ttl, cert_der=cert_der)
 
 
 class _GenerousRate:
@@ -137,7 +121,8 @@ async def _samples(conn, frame, n: int) -> list[int]:
     return out
 
 
-async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any]:
+async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 500,
+                   repeat: int = 200) -> dict[str, Any]:
     from trustfabric.identity.ca import CertificateAuthority
     from trustfabric.identity.workload import issue_for_test
     from trustfabric.policy.engine import PolicyEngine
@@ -156,7 +141,7 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     tokens = _BenchTokens()
     spool_dir = Path(tempfile.mkdtemp(prefix="tf-bench-hop-"))
     sink = Spool(spool_dir / "pep", "bench-hop-pep", durability=DURABILITY_WRITE)
-    pep = EnforcementPoint(server_id, _GenerousRate(engine), tokens, sink=sink)
+    pep = EnforcementPoint(server_id, _GenerousRate(engine), tokens.verifier, sink=sink)
     engine.bus.subscribe(pep.on_invalidation)
 
     async def plain_echo(conn):
@@ -178,7 +163,7 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     s_tls: list[int] = []
     s_zt: list[int] = []
     for conn in (c_plain, c_tls, c_zt):  # warm-up
-        await _samples(conn, frame, 500)
+        await _samples(conn, frame, warmup)
     round_p50 = []
     for _ in range(rounds):  # interleaved: noise falls on all three alike
         a = await _samples(c_plain, frame, per_round)
@@ -209,7 +194,7 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     check = pep.check
     batch = 200
     per_call = []
-    for _ in range(300):
+    for _ in range(max(3, repeat * 3 // 2)):
         start = time.perf_counter_ns()
         for _ in range(batch):
             check(direct, ACTION, RESOURCE, NOTIONAL, SYMBOL)
@@ -223,12 +208,12 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     if not engine.naive_decide(bundle):
         raise RuntimeError("cedar denies the benchmark decision")
     naive = []
-    for _ in range(200):
+    for _ in range(repeat):
         start = time.perf_counter_ns()
         engine.naive_decide(bundle)
         naive.append((time.perf_counter_ns() - start) / 1000)
     parsed = []
-    for _ in range(1000):
+    for _ in range(repeat * 5):
         start = time.perf_counter_ns()
         engine.decide(client_id, ACTION, RESOURCE, {"notional": int(NOTIONAL)})
         parsed.append((time.perf_counter_ns() - start) / 1000)
@@ -244,7 +229,7 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     # Session open at the PEP: token signature and binding, replay, table pull.
     opens = []
     peer = _PeerOf(client_creds)
-    for _ in range(200):
+    for _ in range(repeat):
         token = tokens.issue(client_id, server_id, client_creds.cert_der)
         start = time.perf_counter_ns()
         s = pep.open_session(peer, token)
@@ -255,11 +240,11 @@ async def _measure(rounds: int, per_round: int, policies: Path) -> dict[str, Any
     # Revocation: quarantine published on the policy bus -> refused at 20 enforcement points.
     peps = []
     for i in range(20):
-        p = EnforcementPoint(f"{server_id}-{i}", _GenerousRate(engine), tokens, sink=MemorySink())
+        p = EnforcementPoint(f"{server_id}-{i}", _GenerousRate(engine), tokens.verifier, sink=MemorySink())
         engine.bus.subscribe(p.on_invalidation)
         peps.append(p)
     revocations = []
-    for _ in range(50):
+    for _ in range(max(2, repeat // 4)):
         sessions = []
         for p in peps:
             p.release(client_id)
@@ -306,6 +291,8 @@ def command(
     rounds: int = typer.Option(10, help="Interleaved rounds of plain / TLS / zero-trust round trips."),
     per_round: int = typer.Option(2000, help="Round trips per server per round."),
     policies: Path = typer.Option(None, help="Policy directory (default: the repository's policies/)."),
+    warmup: int = typer.Option(500, help="Warm-up round trips per server before measuring."),
+    repeat: int = typer.Option(200, help="Samples of the micro-benchmarks (Cedar, session open, revocation)."),
 ) -> None:
     """Measure a zero-trust hop (mTLS + enforcement) against plain TCP and TLS, side by side, on loopback."""
     try:
@@ -315,7 +302,7 @@ def command(
     except ImportError:  # pragma: no cover
         runner = asyncio.Runner()
     with runner:
-        result = runner.run(_measure(rounds, per_round, policies or _policies_dir()))
+        result = runner.run(_measure(rounds, per_round, policies or _policies_dir(), warmup, repeat))
     if json_out:
         print(json.dumps(result))
         return
