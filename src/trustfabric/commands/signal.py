@@ -4,7 +4,9 @@ State is a snapshot under ``$TRUSTFABRIC_HOME/policy/signals.json``; every chang
 goes through :class:`~trustfabric.signals.hub.SignalHub`, so the same checks apply
 (a risk score out of range, an unparseable STIX bundle, an unknown kill-switch
 state are refused and the snapshot is left as it was) and every change is a
-``signal.changed`` event appended to ``$TRUSTFABRIC_HOME/policy/signal-events.jsonl``.
+``signal.changed`` event (refusals: ``signal.refused``) appended durably to the audit
+spool ``$TRUSTFABRIC_HOME/spool/policy-cli/`` (:class:`~trustfabric.audit.spool.Spool`,
+source ``policy-cli``), which ``trustfabric audit collect`` ships into the central log.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Iterator
 
 import typer
 
-from trustfabric.audit.events import AuditEventV1, Emitter, encode_event
+from trustfabric.audit.events import Emitter
+from trustfabric.audit.spool import Spool
 from trustfabric.commands.common import console, refusals_exit
 from trustfabric.home import sub_dir
 from trustfabric.policy.topology import Topology
@@ -28,13 +31,7 @@ posture_app = typer.Typer(no_args_is_help=True, help="Host posture verdicts from
 app.add_typer(posture_app, name="posture")
 
 
-class _JsonlSink:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def append(self, event: AuditEventV1) -> None:
-        with self.path.open("ab") as fh:
-            fh.write(encode_event(event) + b"\n")
+AUDIT_SOURCE = "policy-cli"
 
 
 @contextmanager
@@ -45,11 +42,15 @@ def _hub(firm: str | None = None, save: bool = True) -> Iterator[tuple[SignalHub
     state = load_state(path)
     topology = Topology.load(Topology.default_path(), firm=firm)
     hub = hub_from_state(topology, state)
-    hub.emitter = Emitter("signal-cli", _JsonlSink(sub_dir("policy") / "signal-events.jsonl"))
-    extra = {"calendar": state.calendar, "threat_bundle": state.threat_bundle}
-    yield hub, extra
-    if save:
-        save_state(path, state_of(hub, extra["calendar"], extra["threat_bundle"]))
+    spool = Spool(sub_dir("spool") / AUDIT_SOURCE, AUDIT_SOURCE)
+    try:
+        hub.emitter = Emitter(AUDIT_SOURCE, spool, start_seq=spool.emitter_start_seq())
+        extra = {"calendar": state.calendar, "threat_bundle": state.threat_bundle}
+        yield hub, extra
+        if save:
+            save_state(path, state_of(hub, extra["calendar"], extra["threat_bundle"]))
+    finally:
+        spool.close()  # every event of this command durable (write + fsync), refused ones too
 
 
 @app.command("show")
