@@ -331,10 +331,46 @@ class Spool:
             return seq
 
     def write_decisions(self, rows: list[DecisionRow], time_ns: int) -> int:
-        """:meth:`append_decisions` then :meth:`flush` under one lock: the hop's one call per batch."""
+        """:meth:`append_decisions` then :meth:`flush` under one lock: the hop's one call per batch.
+
+        Returns the number of records written. In ``"write"`` mode with nothing else buffered
+        this is a straight line: encode, frame, ONE ``write()``; anything unusual (a short or
+        failed write, a refusing spool) takes the general path with its error handling.
+        """
         with self._lock:
-            self.append_decisions(rows, time_ns)
-            return self._flush_locked()
+            if (self._buffer or self._sync_each_flush or self._refusing is not None or self._fd < 0
+                    or self.flush_timeout_s is not None):
+                self.append_decisions(rows, time_ns)
+                return self._flush_locked()
+            seq = self.last_seq
+            source, prefix = self.source, self._prefix
+            frames = []
+            for row in rows:
+                seq += 1
+                payload = encode_compact((DECISION_TAG, source, prefix, seq, time_ns, row))
+                frames.append(_pack_header(len(payload), _crc32(payload)) + payload)
+            batch = frames[0] if len(frames) == 1 else b"".join(frames)
+            count = len(frames)
+            try:
+                written = self._write(self._fd, batch)
+            except OSError:
+                written = -1
+            self.last_seq = seq
+            self.records_in += count
+            if written != len(batch):  # undo a partial write, then the general path retries / refuses
+                if written > 0:
+                    try:
+                        os.ftruncate(self._fd, self._offset)
+                    except OSError:
+                        self._poisoned = True
+                self._buffer += frames
+                return self._flush_locked()
+            self._offset += written
+            self.records_flushed += count
+            self._durable_seq = self._written_seq = seq
+            if self._offset >= self.segment_bytes:
+                self._rotate()
+            return count
 
     def _check_accepting(self) -> None:
         if self._refusing is not None:

@@ -122,7 +122,7 @@ async def _samples(conn, frame, n: int) -> list[int]:
 
 
 async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 500,
-                   repeat: int = 200) -> dict[str, Any]:
+                   repeat: int = 200, sync_interval_ms: float = 5.0) -> dict[str, Any]:
     from trustfabric.identity.ca import CertificateAuthority
     from trustfabric.identity.workload import issue_for_test
     from trustfabric.policy.engine import PolicyEngine
@@ -140,7 +140,8 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
     client_creds = issue_for_test(ca, client_id, now - 60)
     tokens = _BenchTokens()
     spool_dir = Path(tempfile.mkdtemp(prefix="tf-bench-hop-"))
-    sink = Spool(spool_dir / "pep", "bench-hop-pep", durability=DURABILITY_WRITE)
+    sink = Spool(spool_dir / "pep", "bench-hop-pep", durability=DURABILITY_WRITE,
+                 sync_interval_s=sync_interval_ms / 1000)
     pep = EnforcementPoint(server_id, _GenerousRate(engine), tokens.verifier, sink=sink)
     engine.bus.subscribe(pep.on_invalidation)
 
@@ -266,6 +267,8 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
     pep.flush_decisions()
     result["fail_open"] = pep.fail_open + sum(p.fail_open for p in peps)
     result["audit_records_spooled"] = sink.records_flushed
+    result["audit_durability"] = f"{sink.durability}, fsync every {sync_interval_ms:g} ms"
+    result["audit_fsyncs"] = sink.syncs
     sink.close()
     shutil.rmtree(spool_dir, ignore_errors=True)
     result["targets_met"] = {
@@ -293,6 +296,7 @@ def command(
     policies: Path = typer.Option(None, help="Policy directory (default: the repository's policies/)."),
     warmup: int = typer.Option(500, help="Warm-up round trips per server before measuring."),
     repeat: int = typer.Option(200, help="Samples of the micro-benchmarks (Cedar, session open, revocation)."),
+    sync_interval_ms: float = typer.Option(5.0, help="The PEP spool's background fsync period (durability=write)."),
 ) -> None:
     """Measure a zero-trust hop (mTLS + enforcement) against plain TCP and TLS, side by side, on loopback."""
     try:
@@ -302,7 +306,8 @@ def command(
     except ImportError:  # pragma: no cover
         runner = asyncio.Runner()
     with runner:
-        result = runner.run(_measure(rounds, per_round, policies or _policies_dir(), warmup, repeat))
+        result = runner.run(_measure(rounds, per_round, policies or _policies_dir(), warmup, repeat,
+                                    sync_interval_ms))
     if json_out:
         print(json.dumps(result))
         return

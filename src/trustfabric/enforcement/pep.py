@@ -542,6 +542,25 @@ class EnforcementPoint:
         with self._drain_lock:
             n = self._n
             buf = self._buf
+            write = self._write_decisions
+            if n == 1 and write is not None:  # the hop: one decision, one compact record, one write()
+                record = buf[0]
+                wall = self._clock.now()
+                rows = self._rows((record,), wall - self._mono())
+                sink = self.sink
+                before = sink.last_seq  # type: ignore[attr-defined]
+                try:
+                    write(rows, int(wall * 1e9))
+                except Exception:
+                    self.audit_down = True
+                    if sink.last_seq != before:  # type: ignore[attr-defined] # taken: the sink holds it
+                        buf[0] = None
+                        self._n = 0
+                    raise
+                buf[0] = None
+                self._n = 0
+                self.audit_down = False
+                return 1
             if n == 1:
                 records = [buf[0]]
                 buf[0] = None
@@ -589,7 +608,7 @@ class EnforcementPoint:
             self.audit_down = False
             return n
 
-    def _rows(self, records: list[tuple], offset: float) -> list[tuple]:
+    def _rows(self, records: Iterable[tuple], offset: float) -> list[tuple]:
         """Compact decision rows (:mod:`trustfabric.audit.compact`) of drained records; checks fail-open."""
         rows = []
         append = rows.append
