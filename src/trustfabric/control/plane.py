@@ -47,9 +47,10 @@ from trustfabric.policy.decision import DecisionTable, Invalidation
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.topology import Topology
 from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
-from trustfabric.response.containment import Containment
+from trustfabric.response.containment import Containment, OfficerFacts
 from trustfabric.response.engine import ResponseEngine
 from trustfabric.response.floor_map import FloorMap
+from trustfabric.response.incidents import Incident
 from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.hub import SignalHub
 from trustfabric.signals.market import MarketCalendar
@@ -59,6 +60,7 @@ SOURCE = "control-plane"
 CONTROL_SEGMENT = "control"
 CONTROL_NAME = "control-plane"
 TOKEN_TTL_S = 300
+PRINCIPAL_QUARANTINED = "control.principal_quarantined"
 DEFAULT_POLICIES = Path(__file__).resolve().parents[3] / "policies"
 # What services report to the response engine: refusals and denials at enforcement points.
 SECURITY_KINDS = frozenset({Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.TOKEN_REFUSED, Kind.CERT_REFUSED})
@@ -237,6 +239,10 @@ class ControlPlane:
         service = asking.rsplit("/", 1)[-1]
         if service not in self.topology.services or asking != self.topology.spiffe_id(service):
             raise ControlRefused(f"{asking} is no service", reason="control.not_owner")
+        if self.is_quarantined(principal):
+            # a quarantined principal opens no session anywhere, even at a point that missed the push:
+            # a person's still-valid login tokens are refused here, at every session open
+            raise ControlRefused(f"{principal} is quarantined", reason=PRINCIPAL_QUARANTINED)
         table = self.engine.decision_table(principal, min(now, self.clock.now()))
         owned = {rid for rid, r in self.topology.resources.items() if r.owner == service}
         entries = {k: v for k, v in table.entries.items() if k[1] in owned}
@@ -281,6 +287,31 @@ class ControlPlane:
 
     def acknowledge(self, principal: str, service: str) -> None:
         self.containment.acknowledge(principal, service)
+
+    # ------------------------------------------------------------------ quarantine and release
+    def is_quarantined(self, principal: str) -> bool:
+        """Contained by the response engine, or quarantined on the signal hub (an operator's flag)."""
+        return self.containment.is_quarantined(principal) or principal in self.hub.quarantined()
+
+    def release(self, principal: str, officer: OfficerFacts, now: float | None = None) -> Incident:
+        """The floor's release path: :meth:`ResponseEngine.release` (a security officer with a fresh
+        step-up; revocation lifted for a workload, quarantine flag cleared, epochs bumped, alert folding
+        restarted so that a re-offence is contained afresh). Raises ``ReleaseRefused`` otherwise."""
+        return self.response.release(principal, officer, now)
+
+    def release_with_step_up(self, principal: str, officer: str, totp_code: str, now: float | None = None
+                             ) -> Incident:
+        """:meth:`release` for an officer who proves a step-up now: the identity plane re-verifies the
+        TOTP code (wrong, replayed or locked out: refused and logged, nothing released)."""
+        now = self.clock.now() if now is None else now
+        try:
+            auth = self.identity.users().step_up(officer, totp_code, now)
+        except TrustFabricError as exc:
+            self.emitter.emit(Kind.RELEASE, principal=principal, decision="deny", reason=exc.reason,
+                              detail={"officer": officer})
+            raise
+        facts = OfficerFacts(name=auth.name, roles=(auth.role,), step_up_at=auth.auth_time)
+        return self.release(principal, facts, now)
 
     def register_points(self, services: list[str]) -> None:
         for name in services:

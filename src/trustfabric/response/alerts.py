@@ -34,6 +34,7 @@ class Category:
     BEHAVIOUR = "anomaly.behaviour"
     INDICATOR_MATCH = "intel.indicator_match"
     ATTESTATION_REFUSED = "supply_chain.attestation_refused"
+    INSIDER_PROTECTED = "insider.protected_access"
     MANUAL = "manual.operator"
 
 

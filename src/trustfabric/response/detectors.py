@@ -20,6 +20,13 @@ Detectors:
 * :class:`IndicatorDetector` - a threat-intel indicator matched a principal.
 * :class:`AttestationDetector` - a certificate refused for attestation reasons
   (``attest.*``: an unpromoted code digest, a tampered build, a rogue deployment).
+* :class:`InsiderDetector` - a person (``user:<name>``) asking for an action on a
+  protected resource (client orders, positions, settlement, treasury, venue or
+  routing order flow) that their roles were never granted: a trader reading client
+  orders or booking into settlement. Not a slip of the desk application - the
+  application offers no such action - so it is a high-confidence insider alert.
+  Refusals about limits or freshness (rate, notional, MFA step-up age) on a
+  *granted* pair never count.
 
 Thresholds and confidences are data (:class:`DetectorConfig`).
 """
@@ -36,6 +43,7 @@ from trustfabric.response.alerts import Alert, Category, EvidenceLink, Severity,
 from trustfabric.response.floor_map import (
     SERVICE_RESOURCE_PREFIX,
     FloorMap,
+    is_person,
     is_workload,
     service_from_spiffe_id,
 )
@@ -72,6 +80,7 @@ class DetectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     burst_confidence: float = 0.6
     indicator_confidence: float = 0.99
     attestation_confidence: float = 0.95
+    insider_confidence: float = 0.9
     max_principals: int = 100_000  # bound on per-principal state
 
 
@@ -299,6 +308,31 @@ class AttestationDetector:
                        summary=f"certificate refused: {event.reason} (rogue deployment or tampered build)")]
 
 
+class InsiderDetector:
+    """A person's request for a never-granted action on a protected resource (allowed or denied)."""
+
+    name = "insider"
+
+    def __init__(self, floor: FloorMap, config: DetectorConfig = DetectorConfig()) -> None:
+        self.floor = floor
+        self.config = config
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if event.kind != Kind.DECISION or not is_person(event.principal) or not event.resource:
+            return []
+        if event.decision == DENY and event.reason in NON_LATERAL_REASONS:
+            return []
+        if not self.floor.is_protected(event.resource):
+            return []
+        if self.floor.granted(event.principal, event.action, event.resource):
+            return []
+        verb = "ALLOWED" if event.decision == ALLOW else "denied"
+        severity = Severity.CRITICAL if event.decision == ALLOW else Severity.HIGH
+        return [_alert(event, at, detector=self.name, category=Category.INSIDER_PROTECTED, severity=severity,
+                       confidence=self.config.insider_confidence,
+                       summary=f"person {verb} {event.action} on protected {event.resource}, outside their role")]
+
+
 def default_detectors(floor: FloorMap, config: DetectorConfig = DetectorConfig()) -> list[Detector]:
     return [
         CrossSegmentDetector(floor, config),
@@ -307,4 +341,5 @@ def default_detectors(floor: FloorMap, config: DetectorConfig = DetectorConfig()
         DenialBurstDetector(config),
         IndicatorDetector(config),
         AttestationDetector(config),
+        InsiderDetector(floor, config),
     ]

@@ -9,6 +9,11 @@ plane's topology manifest (:meth:`FloorMap.from_topology`, duck-typed on
 
 Workload principals are SPIFFE IDs ``spiffe://<td>/<segment>/<service>``; the
 segment is read from the ID itself when the map does not list the principal.
+
+``protected_resources`` are the resources whose data or effect is the firm's
+crown jewels (client orders, positions and fills, settlement, treasury, venue
+and routing order flow): a person reaching for one outside their role's grants
+is an insider signal strong enough to contain (``detectors.InsiderDetector``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from typing import Any, Iterable, Mapping
 
 SPIFFE_SCHEME = "spiffe://"
 SERVICE_RESOURCE_PREFIX = "svc/"
+PERSON_PREFIX = "user:"
+# Resource kinds (policies/floor.toml) holding protected data or moving money and orders.
+PROTECTED_KINDS = frozenset({"client_orders", "positions", "settlement", "treasury", "venue", "routing"})
 
 
 def segment_from_spiffe_id(principal: str) -> str:
@@ -39,6 +47,10 @@ def is_workload(principal: str) -> bool:
     return principal.startswith(SPIFFE_SCHEME)
 
 
+def is_person(principal: str) -> bool:
+    return principal.startswith(PERSON_PREFIX) and len(principal) > len(PERSON_PREFIX)
+
+
 @dataclass(frozen=True)
 class FloorMap:
     """Segments and grants of the floor (plain data; lookups only)."""
@@ -47,11 +59,13 @@ class FloorMap:
     resource_segments: Mapping[str, str] = field(default_factory=dict)  # resource id -> segment
     grants: Mapping[str, frozenset[tuple[str, str]]] = field(default_factory=dict)  # principal -> flows
     sensitive_segments: frozenset[str] = frozenset({"settlement", "venue", "treasury"})
+    protected_resources: frozenset[str] = frozenset()  # resource ids (see PROTECTED_KINDS)
 
     @classmethod
     def build(cls, services: Mapping[str, str], resources: Mapping[str, str],
               grants: Mapping[str, Iterable[tuple[str, str]]],
-              sensitive_segments: Iterable[str] | None = None) -> "FloorMap":
+              sensitive_segments: Iterable[str] | None = None,
+              protected_resources: Iterable[str] = ()) -> "FloorMap":
         """``resources`` maps resource id -> owning service (or directly a segment)."""
         seg = dict(services)
         res = {rid: seg.get(owner, owner) for rid, owner in resources.items()}
@@ -61,7 +75,8 @@ class FloorMap:
         if sensitive_segments is not None:
             kwargs["sensitive_segments"] = frozenset(sensitive_segments)
         return cls(service_segments=seg, resource_segments=res,
-                   grants={p: frozenset(g) for p, g in grants.items()}, **kwargs)
+                   grants={p: frozenset(g) for p, g in grants.items()},
+                   protected_resources=frozenset(protected_resources), **kwargs)
 
     @classmethod
     def from_topology(cls, topology: Any, sensitive_segments: Iterable[str] | None = None) -> "FloorMap":
@@ -73,7 +88,8 @@ class FloorMap:
             ref = topology.resolve(key)
             if ref is not None:
                 grants[key] = topology.flows_of(ref)
-        return cls.build(services, resources, grants, sensitive_segments)
+        protected = [rid for rid, r in topology.resources.items() if getattr(r, "kind", "") in PROTECTED_KINDS]
+        return cls.build(services, resources, grants, sensitive_segments, protected)
 
     # ------------------------------------------------------------------ lookups
     def segment_of_principal(self, principal: str) -> str:
@@ -103,3 +119,6 @@ class FloorMap:
 
     def is_sensitive(self, segment: str) -> bool:
         return segment in self.sensitive_segments
+
+    def is_protected(self, resource: str) -> bool:
+        return resource in self.protected_resources

@@ -12,8 +12,10 @@ confidence and severity floors are met decides the action:
 
 No rule matching means ``alert``. The default rules quarantine high-confidence
 lateral movement, indicator matches and attestation refusals, and tighten on
-medium-confidence anomalies. Load other rules from TOML/JSON with
-:meth:`ResponsePolicy.from_mapping`.
+medium-confidence anomalies; a person (``user:<name>``) reaching protected data
+or actions outside their role's grants (category ``insider``) is quarantined like a
+workload - decisions deny, sessions closed, session opens refused everywhere.
+Load other rules from TOML/JSON with :meth:`ResponsePolicy.from_mapping`.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ DEFAULT_RULES: tuple[ResponseRule, ...] = (
     ResponseRule(category="intel", action=QUARANTINE, min_confidence=0.8),
     ResponseRule(category="supply_chain", action=QUARANTINE, min_confidence=0.8),
     ResponseRule(category="lateral", action=QUARANTINE, min_confidence=0.8, min_severity=Severity.HIGH),
+    ResponseRule(category="insider", action=QUARANTINE, min_confidence=0.8, min_severity=Severity.HIGH),
     ResponseRule(category="manual", action=QUARANTINE),
     ResponseRule(category="*", action=TIGHTEN, min_confidence=0.5, min_severity=Severity.MEDIUM),
     ResponseRule(category="*", action=ALERT_ONLY),

@@ -15,8 +15,10 @@ services counting the effects of simulator-tagged requests, lets it trade for
    containment incident of the principal, and scores them
    (:func:`trustfabric.simulation.measure.score`);
 4. zero-trust: a security officer with a fresh TOTP step-up releases every
-   principal the scenario got quarantined, so the next scenario starts from a
-   clean floor (the released workloads reconnect and trade again).
+   principal the scenario got quarantined - workloads and people alike - through
+   the control plane's release path (:meth:`ControlPlane.release`, which is
+   :meth:`ResponseEngine.release`), so the next scenario starts from a clean
+   floor (the released workloads reconnect and trade again).
 
 Reusing one floor per mode is sound because every scenario's effects are
 counted under its own trace tag and each quarantine is released (and checked
@@ -330,7 +332,7 @@ class SimulationRunner:
             if not plane.containment.is_quarantined(principal):
                 continue
             now = time.time()
-            plane.response.release(principal, people.officer_facts(now), now)  # type: ignore[union-attr]
+            plane.release(principal, people.officer_facts(now), now)  # type: ignore[union-attr]
             released.append(principal)
         if released:
             await asyncio.sleep(0.3)  # pushes reach the services; their links reopen on the next request
