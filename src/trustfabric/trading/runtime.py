@@ -38,7 +38,9 @@ from trustfabric.trading.services import SERVICES, module_file
 from trustfabric.trading.services.base import MODES, ZERO_TRUST, code_digest_of
 
 DEFAULT_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
-                    "risk-dashboard", "algo-meanrev", "algo-momentum")
+                    "risk-dashboard", "algo-meanrev", "algo-momentum", "fix-gateway")
+FIX_CLIENTS = {"CLIENT-A": "client-a", "CLIENT-B": "client-b"}  # SenderCompID -> client name
+FIX_COMP_ID = "TRUSTFABRIC"
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
 
@@ -47,6 +49,31 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def fix_edge_pki(home: Path, floor_trust_domain: str, clients: dict[str, str] = FIX_CLIENTS,
+                 now: float | None = None) -> dict[str, Any]:
+    """The FIX edge's own trust domain (``fix-edge.<floor domain>``): a CA, the gateway's server
+    certificate and one client certificate per client, written under ``floor/fix-edge/``.
+
+    Returns the gateway's boot fields (``fix_edge_dir``, ``fix_clients``: SenderCompID -> the
+    client certificate's SPIFFE ID) and ``client_dirs`` (client name -> its credentials directory).
+    """
+    from trustfabric.identity.ca import CertificateAuthority
+    from trustfabric.identity.workload import issue_for_test
+
+    now = time.time() if now is None else now
+    domain = f"fix-edge.{floor_trust_domain}"
+    ca = CertificateAuthority.create(domain, now)
+    base = Path(home) / "floor" / "fix-edge"
+    gateway_dir = issue_for_test(ca, f"spiffe://{domain}/gateway/fix-gateway", now).write(base / "fix-gateway")
+    bindings, client_dirs = {}, {}
+    for comp_id, client in clients.items():
+        spiffe = f"spiffe://{domain}/client/{client}"
+        client_dirs[client] = str(issue_for_test(ca, spiffe, now).write(base / client))
+        bindings[comp_id] = spiffe
+    return {"fix_edge_dir": str(gateway_dir), "fix_clients": bindings, "client_dirs": client_dirs,
+            "fix_comp_id": FIX_COMP_ID}
 
 
 @dataclass
@@ -82,6 +109,8 @@ class Floor:
         self.topology = Topology.load(self.topology_path)
         self.ports: dict[str, int] = {}
         self.approval_key = secrets.token_bytes(32).hex()
+        self.fix_edge: dict[str, Any] = {}
+        self.fix_port = 0
 
     @property
     def manifest_path(self) -> Path:
@@ -97,6 +126,9 @@ class Floor:
         else:
             self.server = await ControlServer(None, mode=self.mode).start()
         self.ports = {name: free_port() for name in self.services}
+        if "fix-gateway" in self.services:
+            self.fix_edge = fix_edge_pki(self.home, self.topology.trust_domain)
+            self.fix_port = free_port()
         self.started_at = time.time()
         await asyncio.gather(*(self.spawn(name) for name in self.services))
         bad = {n: p.detail for n, p in self.processes.items() if p.status != "ready"}
@@ -114,6 +146,9 @@ class Floor:
         }
         if name in ("pre-trade-risk", "order-router"):
             boot["approval_key"] = self.approval_key
+        if name == "fix-gateway":
+            boot.update(fix_port=self.fix_port, fix_edge_dir=self.fix_edge["fix_edge_dir"],
+                        fix_clients=self.fix_edge["fix_clients"], fix_comp_id=self.fix_edge["fix_comp_id"])
         if self.plane is not None:
             boot.update(bootstrap_port=self.server.bootstrap_port,  # type: ignore[union-attr]
                         control_id=self.plane.control_id,
@@ -168,6 +203,9 @@ class Floor:
                 "control": {"control_port": self.server.control_port if self.server else 0,
                             "bootstrap_port": self.server.bootstrap_port if self.server else 0,
                             "spiffe_id": self.plane.control_id if self.plane else ""},
+                "fix": {"port": self.fix_port, "comp_id": self.fix_edge.get("fix_comp_id", ""),
+                        "clients": self.fix_edge.get("client_dirs", {}),
+                        "bindings": self.fix_edge.get("fix_clients", {})} if self.fix_port else {},
                 "services": {n: {"port": p.port, "pid": p.proc.pid, "spiffe_id": p.spiffe_id, "status": p.status,
                                  "mode": self.mode} for n, p in self.processes.items()}}
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)

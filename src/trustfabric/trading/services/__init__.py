@@ -45,10 +45,15 @@ def _dashboard(rt):
     return DashboardService(rt)
 
 
+def _fix_gateway(rt):
+    from trustfabric.trading.services.fix_gateway import FixGatewayService
+    return FixGatewayService(rt)
+
+
 SERVICES: dict[str, Callable] = {
     "market-data": _md, "algo-meanrev": _algo, "algo-momentum": _algo, "pre-trade-risk": _risk,
     "order-router": _router, "venue-a": _venue, "venue-b": _venue, "oms": _oms, "settlement": _settlement,
-    "risk-dashboard": _dashboard,
+    "risk-dashboard": _dashboard, "fix-gateway": _fix_gateway,
 }
 
 
@@ -60,6 +65,7 @@ MODULE_FILES: dict[str, str] = {
     "market-data": "market_data.py", "algo-meanrev": "algo.py", "algo-momentum": "algo.py",
     "pre-trade-risk": "risk.py", "order-router": "router.py", "venue-a": "venue.py", "venue-b": "venue.py",
     "oms": "oms.py", "settlement": "settlement.py", "risk-dashboard": "dashboard.py",
+    "fix-gateway": "fix_gateway.py",
 }
 
 

@@ -338,6 +338,9 @@ class FloorService:
     def register(self, svc: GuardedService) -> None:
         raise NotImplementedError
 
+    async def prepare(self) -> None:
+        """Open extra listeners (the FIX gateway's edge port) before the process reports READY."""
+
     async def run(self) -> None:
         """Background work (market data ticks, strategies...); returns when the service stops."""
         await self.rt.stopped.wait()
@@ -441,6 +444,7 @@ class ServiceRuntime:
             svc = GuardedService(self.name, None)  # type: ignore[arg-type]
             handler = self._open_handler(svc)
         service.register(svc)
+        await service.prepare()
         if self.boot.get("sim_effects"):
             from trustfabric.simulation.effects import install_effect_counter
 

@@ -4,7 +4,10 @@ Venues report (``report_fill`` on ``oms/fills``) with the parent order on first
 sight; the OMS folds child reports into the parent's state machine
 (:class:`~trustfabric.trading.floor_logic.OmsCore`), keeps an ordered log of fills
 and finished orders that pre-trade risk and the dashboard read with a cursor
-(``read_positions``), and ships fills to settlement (``settle``).
+(``read_positions``), and ships fills to settlement (``settle``). Parent-level
+reports of FIX client orders (ClOrdIDs ``FIX.<SenderCompID>.<ClOrdID>``) are kept in
+their own ordered log that the FIX gateway reads with a cursor
+(``read_client_orders`` on ``oms/client-orders``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,10 @@ from trustfabric.errors import TradingError
 from trustfabric.trading.floor_logic import OmsCore
 from trustfabric.trading.messages import RoutedOrder
 from trustfabric.trading.services.base import FloorService, encode_body
-from trustfabric.trading.services.wire import OmsBatch, PositionsQuery, PositionsReply, SettleBatch, decoder
+from trustfabric.trading.services.wire import ClientReportsReply, OmsBatch, PositionsQuery, PositionsReply, SettleBatch, decoder
+
+
+CLIENT_PREFIX = "FIX."
 
 
 class OmsService(FloorService):
@@ -30,6 +36,7 @@ class OmsService(FloorService):
         self.core = OmsCore()
         self.log: list[tuple[str, object]] = []  # ("fill", Fill) | ("done", (agent, cl_ord_id))
         self.to_settle: list = []
+        self.client_reports: list = []  # parent-level ExecutionReports of FIX client orders
         self.reports = self.report_errors = self.parents = 0
         self._batch = decoder(OmsBatch)
         self._query = decoder(PositionsQuery)
@@ -47,7 +54,9 @@ class OmsService(FloorService):
                     self.core.on_new_order(parent)
                     children = [RoutedOrder(order=msgspec.structs.replace(parent, cl_ord_id=c),
                                             parent_cl_ord_id=parent.cl_ord_id) for c in info.siblings]
-                    self.core.on_routed(parent.cl_ord_id, children, time.time_ns())
+                    new_report = self.core.on_routed(parent.cl_ord_id, children, time.time_ns())
+                    if parent.cl_ord_id.startswith(CLIENT_PREFIX):
+                        self.client_reports.append(new_report)
                     self.parents += 1
                 except TradingError:
                     self.report_errors += 1
@@ -63,7 +72,15 @@ class OmsService(FloorService):
                     self.to_settle.append(fill)
                 for done in update.done:
                     self.log.append(("done", done))
+                if update.report is not None and update.report.cl_ord_id.startswith(CLIENT_PREFIX):
+                    self.client_reports.append(update.report)
             return None
+
+        @svc.handler(action="read_client_orders", resource="oms/client-orders")
+        def read_client_orders(req, ctx):
+            after = max(0, self._query.decode(req.body).after) if req.body else 0
+            reports = self.client_reports[after:after + 100]
+            return encode_body(ClientReportsReply(cursor=after + len(reports), reports=reports))
 
         @svc.handler(action="read_positions", resource="oms/positions")
         def read_positions(req, ctx):

@@ -72,6 +72,13 @@ class PositionsReply(msgspec.Struct, frozen=True):
     positions: list[PositionSnapshot] = []
 
 
+class ClientReportsReply(msgspec.Struct, frozen=True):
+    """Parent-level execution reports of FIX client orders (``FIX.`` ClOrdIDs), after a cursor."""
+
+    cursor: int
+    reports: list[ExecutionReport] = []
+
+
 class SettleBatch(msgspec.Struct, frozen=True):
     fills: list[Fill]
 

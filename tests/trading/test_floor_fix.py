@@ -1,0 +1,83 @@
+"""The fix-gateway as a running process: a real FIX client over mTLS against the floor (both modes)."""
+
+import asyncio
+import time
+
+import pytest
+
+from trustfabric.trading.runtime import Floor
+from trustfabric.trading.services.fix_client import EdgeFixClient, exec_reports, place_orders
+
+pytestmark = pytest.mark.timeout(90)
+
+FIX_FLOOR = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
+             "fix-gateway")
+
+
+def _client_dir(floor: Floor, name: str) -> str:
+    return floor.fix_edge["client_dirs"][name]
+
+
+@pytest.mark.parametrize("mode", ["zero-trust", "perimeter"])
+async def test_fix_client_logs_on_and_orders_are_acknowledged(tmp_path, mode):
+    floor = Floor(tmp_path, mode, services=FIX_FLOOR)
+    await floor.start()
+    try:
+        assert await floor.wait_for(lambda: floor.stats().get("fix-gateway", {}).get("link_up") == 1.0, 20.0)
+        result = {}
+        for attempt in range(10):  # until risk holds reference prices for the symbols
+            result = await place_orders(floor.fix_port, _client_dir(floor, "client-a"), "CLIENT-A", orders=3,
+                                        prefix=f"t{attempt}", timeout_s=5.0)
+            if all(o["statuses"] and o["statuses"][0] == "0" for o in result["orders"]):
+                break
+            await asyncio.sleep(0.3)
+        assert result["logon"]
+        assert all(o["statuses"][0] == "0" for o in result["orders"]), result  # ExecutionReport New
+        assert await floor.wait_for(lambda: floor.stats()["fix-gateway"]["fix_logons"] >= 1
+                                    and floor.stats()["fix-gateway"]["fix_reports"] >= 3, 3.0)
+    finally:
+        await floor.stop()
+
+
+async def test_fix_refusals_identity_mismatch_and_message_before_logon(tmp_path):
+    floor = Floor(tmp_path, "zero-trust", services=("pre-trade-risk", "oms", "settlement", "fix-gateway",
+                                                     "order-router", "venue-a", "venue-b", "market-data"))
+    await floor.start()
+    try:
+        # client-b's certificate claiming CLIENT-A's SenderCompID: Logout, connection closed
+        impostor = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-b"), "CLIENT-A").connect()
+        reply = await impostor.logon(reset=True)
+        assert reply is not None and reply.message_type == b"5"
+        assert b"not bound" in (reply.get(58) or b"")
+        await impostor.read_until(lambda m: False, 2.0)
+        assert impostor.closed
+        await impostor.close()
+
+        # an order before Logon: no answer, connection closed
+        early = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-a"), "CLIENT-A").connect()
+        early.send(early.fix.new_order_single(time.time(), "x-1", "AAPL", "buy", 100, 1_895_000))
+        got = await early.read_until(lambda m: True, 3.0)
+        assert got == [] and early.closed
+        await early.close()
+
+        # the right certificate logs on; sequence numbers continue across reconnects
+        good = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-a"), "CLIENT-A").connect()
+        logon = await good.logon(reset=True)
+        assert logon is not None and logon.message_type == b"A"
+        good.send(good.fix.logout(time.time()))
+        await good.read_until(lambda m: m.message_type == b"5", 2.0)
+        await good.close()
+        again = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-a"), "CLIENT-A").connect()
+        again.fix.next_out = good.fix.next_out
+        logon2 = await again.logon()
+        assert logon2 is not None and logon2.message_type == b"A"
+        assert int(logon2.get(34)) > int(logon.get(34))  # the gateway's outgoing sequence went on
+        await again.close()
+
+        gw = floor.stats()
+        assert await floor.wait_for(
+            lambda: floor.stats()["fix-gateway"]["fix_logon_refusals"] >= 1
+            and floor.stats()["fix-gateway"]["fix_session_problems"] >= 2, 3.0), gw
+    finally:
+        await floor.stop()
+
