@@ -4,7 +4,7 @@ One floor is started for the module (the runner's own reuse: effects per trace t
 quarantines released between scenarios) and the tests read what it measured:
 
 * each scenario: no effect performed for the attacker (0 successes, 0 blast radius),
-  detected, and - for workloads - contained at every enforcement point;
+  detected, and contained at every enforcement point (workloads and people);
 * false positives: minutes-long-equivalent normal trading before the attacks raises
   no alert, and no legitimate service other than the attacked identities is ever quarantined;
 * a released principal works again (its granted order is performed after release);
@@ -77,8 +77,7 @@ def test_every_scenario_is_refused_detected_and_contained(measured):
         assert r.blast_radius == 0, (r.name, r.details)
         assert r.detected, r.name
         assert r.attempts > 0
-        if not r.name.startswith("insider"):  # people are alerted on; the response policy quarantines workloads
-            assert r.contained and r.ttc_ms is not None, (r.name, r.details)
+        assert r.contained and r.ttc_ms is not None, (r.name, r.details)  # people (insiders) too
     assert measured["fail_open"] == 0
 
 
