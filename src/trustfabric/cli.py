@@ -29,6 +29,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "signal": ("trustfabric.commands.signal", "Live signals: posture, threat intel, risk, market context."),
     "audit": ("trustfabric.commands.audit", "The audit log: verify, prove, query, compliance reports."),
     "response": ("trustfabric.commands.response", "Alerts, quarantine and release."),
+    "floor": ("trustfabric.commands.floor", "The running floor: kill switch (halt, reduce, resume)."),
 }
 SINGLE: dict[str, str] = {
     "sidecar": "trustfabric.commands.sidecar",

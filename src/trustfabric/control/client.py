@@ -90,6 +90,44 @@ async def join(host: str, port: int, *, bundle_pem: bytes, control_id: str, join
     return WorkloadCredentials(cert_pem=reply.cert_pem, key_pem=key_to_pem(key), bundle_pem=reply.bundle_pem), reply
 
 
+async def kill_switch(host: str, port: int, *, bundle_pem: bytes, control_id: str, request: Any,
+                      timeout_s: float = 10.0) -> Any:
+    """A person's kill-switch request over the bootstrap port (server-authenticated TLS, one exchange).
+
+    Returns the ``KillSwitchReply``; :class:`ControlRefused` (``control.unreachable``) when the
+    control plane cannot be reached or is not who the runtime manifest says.
+    """
+    try:
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port, ssl=_client_context(bundle_pem))
+            try:
+                der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+                server_id = str(peer_spiffe_id(x509.load_der_x509_certificate(der)))
+                if server_id != control_id:
+                    raise ControlRefused(f"operator endpoint is {server_id}", reason="control.wrong_server")
+                writer.write(CONTROL_CODEC.encode(request))
+                await writer.drain()
+                decoder = FrameDecoder(CONTROL_CODEC)
+                frames: list[Any] = []
+                while not frames:
+                    data = await reader.read(65536)
+                    if not data:
+                        break
+                    frames = decoder.feed(data)
+            finally:
+                writer.close()
+    except ControlRefused:
+        raise
+    except (OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
+        raise ControlRefused(f"control plane unreachable: {exc!r}", reason="control.unreachable") from None
+    reply = frames[0] if frames else None
+    if isinstance(reply, ErrorFrame):
+        raise ControlRefused(reply.detail, reason=reply.reason)
+    if reply is None:
+        raise ControlRefused("no reply", reason="control.unreachable")
+    return reply
+
+
 class ControlClient:
     """The workload's mTLS control channel (one event loop)."""
 

@@ -68,8 +68,15 @@ SECURITY_KINDS = frozenset({Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.T
 Listener = Callable[[Any], None]
 
 
+# An order refused because a person halted (or set to reducing) its scope is the consequence of that
+# person's decision, not evidence against the caller: it does not go to the response engine.
+KILL_SWITCH_REASONS = frozenset({"risk.halted", "risk.reducing_only"})
+
+
 def is_security_event(event: AuditEventV1) -> bool:
-    return event.kind in SECURITY_KINDS or (event.kind == Kind.DECISION and event.decision == "deny")
+    if event.kind == Kind.DECISION and event.decision == "deny":
+        return event.reason not in KILL_SWITCH_REASONS
+    return event.kind in SECURITY_KINDS
 
 
 class ControlPlane:
@@ -145,6 +152,28 @@ class ControlPlane:
 
     def spiffe_id(self, service: str) -> str:
         return self.topology.spiffe_id(service)
+
+    # ------------------------------------------------------------------ operators (people)
+    def authenticate_operator(self, user: str, password: str, totp: str, action: str) -> tuple[str, bool, float]:
+        """A person's login for a kill-switch action: password + TOTP, then a fresh step-up check.
+
+        Returns ``(principal, privileged, mfa_at)``; raises the identity plane's
+        :class:`~trustfabric.identity.errors.UserError` (``user.bad_credentials``,
+        ``user.bad_totp``, ``user.totp_replay``, ``user.locked``, ``user.step_up_required``).
+        Privileged = a risk or security officer (``PRIVILEGED_ROLES``).
+        """
+        from trustfabric.identity.users import PRIVILEGED_ROLES
+
+        with self._lock:
+            now = self.clock.now()
+            users = self.identity.users()
+            auth = users.login(user, password, totp, now)
+            users.require_step_up(user, f"killswitch.{action}", now)
+            privileged = auth.role in PRIVILEGED_ROLES
+            self.emitter.emit(Kind.ADMIN_ACTION, principal=f"user:{user}", action=f"killswitch.{action}.login",
+                              decision="allow" if privileged else "deny",
+                              reason="" if privileged else "killswitch.not_privileged", detail={"role": auth.role})
+            return f"user:{user}", privileged, auth.auth_time
 
     # ------------------------------------------------------------------ bootstrap
     def _service_of(self, spiffe_id: str) -> str:

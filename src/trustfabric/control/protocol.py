@@ -16,6 +16,12 @@ Control channel (mTLS, the caller is its certificate's SPIFFE ID):
 * :class:`Report` (service -> control, no reply): stats, security events for the
   response engine, and quarantine confirmations.
 
+Operators (the bootstrap port, server-authenticated TLS, one exchange): a person
+sends :class:`KillSwitchRequest` with their password and TOTP code; the control
+plane logs them in (password + TOTP, then a fresh step-up check), hands the
+command to pre-trade-risk as a :class:`Command` and relays its
+:class:`CommandResult` as a :class:`KillSwitchReply`.
+
 Every reply carries the request's ``rid``; a refusal is ``TokenReply(ok=False,
 reason=...)`` etc. so the caller never has to parse free text.
 """
@@ -124,7 +130,35 @@ class Report(Frame, frozen=True, tag="report"):
     quarantine_acks: list[str] = []
 
 
+class KillSwitchRequest(Frame, frozen=True, tag="ksreq"):
+    user: str
+    password: str
+    totp: str
+    action: str  # "halt" | "reduce" | "resume"
+    scope: str  # "firm" | "account" | "agent"
+    target: str = ""
+
+
+class KillSwitchReply(Frame, frozen=True, tag="ksrep"):
+    ok: bool
+    reason: str = ""
+    state: str = ""
+    pending: bool = False  # a resume waiting for its second person
+    cancels: int = 0
+    operator: str = ""
+
+
+class CommandResult(Frame, frozen=True, tag="cmdres"):
+    """A service's answer to a :class:`Command` that carried an ``id`` argument."""
+
+    id: str
+    ok: bool
+    reason: str = ""
+    result: dict[str, str] = {}
+
+
 CONTROL_TYPES = (JoinRequest, JoinReply, TokenRequest, TokenReply, TableRequest, TableReply, RenewRequest,
-                 RenewReply, Subscribe, Subscribed, PushInvalidation, PushRevocation, Command, Report)
+                 RenewReply, Subscribe, Subscribed, PushInvalidation, PushRevocation, Command, Report,
+                 KillSwitchRequest, KillSwitchReply, CommandResult)
 
 CONTROL_CODEC = FrameCodec(CONTROL_TYPES, max_frame=MAX_CONTROL_FRAME)

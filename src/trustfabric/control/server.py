@@ -8,6 +8,10 @@
   the caller is its certificate's SPIFFE ID (checked against the live
   revocation set at the handshake). Tokens, tables, renewals, the push stream and
   the service reports (see :mod:`trustfabric.control.protocol`).
+* **Operators** (the bootstrap port too): one :class:`~trustfabric.control.protocol.KillSwitchRequest`
+  per connection from a person (password + TOTP); :meth:`ControlServer.kill_switch`
+  logs them in, sends pre-trade-risk a ``killswitch`` command and relays its
+  ``CommandResult`` as a ``KillSwitchReply``.
 * In ``perimeter`` mode the control port is plain TCP and serves only reports and
   commands (there is no identity to hand out): the same processes, no fabric.
 """
@@ -24,7 +28,7 @@ import msgspec
 from trustfabric.control.errors import BootstrapRefused
 from trustfabric.control.plane import ControlPlane
 from trustfabric.control.protocol import (
-    CONTROL_CODEC, Command, JoinReply, JoinRequest, PushInvalidation, PushRevocation, RenewReply,
+    CONTROL_CODEC, Command, CommandResult, JoinReply, JoinRequest, KillSwitchReply, KillSwitchRequest, PushInvalidation, PushRevocation, RenewReply,
     RenewRequest, Report, RevocationSnapshot, Subscribe, Subscribed, TableReply, TableRequest, TokenReply,
     TokenRequest,
 )
@@ -35,6 +39,9 @@ from trustfabric.transport.frames import HEADER, ErrorFrame, FrameDecoder, Ping,
 from trustfabric.transport.tls import TLSConfig, build_context
 
 BOOTSTRAP_TIMEOUT_S = 5.0
+COMMAND_TIMEOUT_S = 3.0
+KILL_SWITCH_SERVICE = "pre-trade-risk"
+KILL_SWITCH_ACTIONS = ("halt", "reduce", "resume")
 CONTROL_LIMITS = Limits(idle_timeout_s=3600.0)
 
 
@@ -43,6 +50,11 @@ def bootstrap_context(credentials: Any) -> ssl.SSLContext:
     ctx = build_context(credentials, server_side=True)
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+class _Answered(Exception):
+    def __init__(self, reply: Any) -> None:
+        self.reply = reply
 
 
 class ControlServer:
@@ -57,6 +69,8 @@ class ControlServer:
         self._bootstrap: asyncio.base_events.Server | None = None
         self._control: FrameServer | None = None
         self._unsubscribe = None
+        self._results: dict[str, asyncio.Future] = {}
+        self._command_ids = 0
 
     async def start(self, host: str = "127.0.0.1") -> "ControlServer":
         if self.mode == "zero-trust":
@@ -97,12 +111,17 @@ class ControlServer:
                 decoder = FrameDecoder(CONTROL_CODEC)
                 frames = decoder.feed(header + await reader.readexactly(size))
                 req = frames[0] if frames else None
+                if isinstance(req, KillSwitchRequest):
+                    reply: Any = await self.kill_switch(req)
+                    raise _Answered(reply)
                 if not isinstance(req, JoinRequest):
                     raise BootstrapRefused("expected a join request", reason="bootstrap.bad_request")
                 cert_pem, bundle_pem = self.plane.join(req.join_token, req.spiffe_id, req.csr_pem,
                                                        req.code_digest, req.posture)
-                reply: Any = JoinReply(cert_pem=cert_pem, bundle_pem=bundle_pem, issuer=self.plane.tokens.issuer,
+                reply = JoinReply(cert_pem=cert_pem, bundle_pem=bundle_pem, issuer=self.plane.tokens.issuer,
                                        jwks=self.plane.jwks(), control_id=self.plane.control_id)
+        except _Answered as answered:
+            reply = answered.reply
         except TrustFabricError as exc:
             reply = ErrorFrame(reason=exc.reason, detail=exc.detail[:200])
         except Exception as exc:  # noqa: BLE001 - timeouts, resets, garbage: refuse, never crash
@@ -113,6 +132,46 @@ class ControlServer:
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    # ------------------------------------------------------------------ operators
+    async def command_with_result(self, service: str, name: str, timeout_s: float = COMMAND_TIMEOUT_S,
+                                  **args: Any) -> CommandResult:
+        """Send a command carrying an ``id`` and wait (bounded) for the service's ``CommandResult``."""
+        self._command_ids += 1
+        cid = f"cmd-{self._command_ids}"
+        fut = asyncio.get_running_loop().create_future()
+        self._results[cid] = fut
+        try:
+            if not self.send_command(service, name, id=cid, **args):
+                return CommandResult(id=cid, ok=False, reason="control.service_unavailable")
+            return await asyncio.wait_for(fut, timeout_s)
+        except TimeoutError:
+            return CommandResult(id=cid, ok=False, reason="control.service_timeout")
+        finally:
+            self._results.pop(cid, None)
+
+    async def kill_switch(self, req: KillSwitchRequest) -> KillSwitchReply:
+        """A person's kill-switch command: MFA login and step-up here, the switch itself at pre-trade-risk.
+
+        Fails closed: a refused login, a non-privileged person, an unknown action, a risk
+        service that does not answer - each is a refusal with its reason, never a change.
+        """
+        if self.plane is None:
+            return KillSwitchReply(ok=False, reason="control.perimeter_mode")
+        if req.action not in KILL_SWITCH_ACTIONS:
+            return KillSwitchReply(ok=False, reason="killswitch.bad_action")
+        try:
+            principal, privileged, mfa_at = self.plane.authenticate_operator(req.user, req.password, req.totp,
+                                                                             req.action)
+        except TrustFabricError as exc:
+            return KillSwitchReply(ok=False, reason=exc.reason, operator=f"user:{req.user}")
+        result = await self.command_with_result(KILL_SWITCH_SERVICE, "killswitch", action=req.action,
+                                                scope=req.scope, target=req.target, operator=principal,
+                                                privileged="1" if privileged else "0", mfa_at=repr(mfa_at))
+        r = result.result
+        return KillSwitchReply(ok=result.ok, reason=result.reason, state=r.get("state", ""),
+                               pending=r.get("pending") == "1", cancels=int(r.get("cancels", "0") or 0),
+                               operator=principal)
 
     # ------------------------------------------------------------------ control channel
     def _push(self, item: Any) -> None:
@@ -132,6 +191,9 @@ class ControlServer:
                 conn.send(Command(name=name, args={k: str(v) for k, v in args.items()}))
                 sent = True
         return sent
+
+    def _answerers(self) -> set[str]:
+        return {self.plane.spiffe_id(KILL_SWITCH_SERVICE)} if self.plane is not None else set()
 
     async def _serve_control(self, conn: FrameConnection) -> None:
         plane = self.plane
@@ -166,6 +228,11 @@ class ControlServer:
                     conn.send(Subscribed(jwks=b"", revoked=RevocationSnapshot()))
             elif kind is Ping:
                 conn.send(Pong(n=frame.n))
+            elif kind is CommandResult:
+                fut = self._results.get(frame.id)
+                # only the service the command went to may answer it
+                if fut is not None and not fut.done() and (not zero_trust or caller in self._answerers()):
+                    fut.set_result(frame)
             elif not zero_trust or plane is None:
                 conn.fail("control.perimeter_mode", kind.__name__)
             elif kind is TokenRequest:

@@ -146,6 +146,9 @@ class Floor:
         }
         if name in ("pre-trade-risk", "order-router"):
             boot["approval_key"] = self.approval_key
+        if name == "pre-trade-risk" and self.fix_edge:
+            boot["agent_aliases"] = {client: self.fix_edge["fix_clients"][comp]
+                                     for comp, client in FIX_CLIENTS.items() if comp in self.fix_edge["fix_clients"]}
         if name == "fix-gateway":
             boot.update(fix_port=self.fix_port, fix_edge_dir=self.fix_edge["fix_edge_dir"],
                         fix_clients=self.fix_edge["fix_clients"], fix_comp_id=self.fix_edge["fix_comp_id"])
@@ -202,7 +205,8 @@ class Floor:
         data = {"mode": self.mode, "started_at": self.started_at,
                 "control": {"control_port": self.server.control_port if self.server else 0,
                             "bootstrap_port": self.server.bootstrap_port if self.server else 0,
-                            "spiffe_id": self.plane.control_id if self.plane else ""},
+                            "spiffe_id": self.plane.control_id if self.plane else "",
+                            "bundle_pem": self.plane.credentials.bundle_pem.decode() if self.plane else ""},
                 "fix": {"port": self.fix_port, "comp_id": self.fix_edge.get("fix_comp_id", ""),
                         "clients": self.fix_edge.get("client_dirs", {}),
                         "bindings": self.fix_edge.get("fix_clients", {})} if self.fix_port else {},
@@ -227,6 +231,18 @@ class Floor:
 
     def command(self, service: str, name: str, **args: Any) -> bool:
         return bool(self.server and self.server.send_command(service, name, **args))
+
+    async def kill_switch(self, action: str, scope: str, target: str, *, user: str, password: str, totp: str
+                          ) -> dict[str, Any]:
+        """A person's kill-switch command through the control plane (what ``trustfabric floor halt`` sends)."""
+        from trustfabric.control.protocol import KillSwitchRequest
+
+        if self.server is None:
+            raise ConfigError("the floor is not running", reason="config.floor.not_running")
+        reply = await self.server.kill_switch(KillSwitchRequest(user=user, password=password, totp=totp,
+                                                                action=action, scope=scope, target=target))
+        return {"ok": reply.ok, "reason": reply.reason, "state": reply.state, "pending": reply.pending,
+                "cancels": reply.cancels, "operator": reply.operator}
 
     async def wait_for(self, predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
         deadline = time.monotonic() + timeout_s

@@ -7,6 +7,13 @@ approval - pipelined, the agent's ack does not wait for the router. Reference
 prices come from every market-data stream; fills and finished orders come from
 the OMS (``read_positions`` with a cursor) and ride back to each agent on its
 next ack.
+
+Kill switch: the control plane sends a ``killswitch`` command (action, scope,
+target, the person's principal, whether they are privileged, when they last
+passed MFA) after logging the person in; the core applies it (halt cancels the
+working orders in scope, which go to the router as cancels; ``resume`` is the
+first person's request or, when one is pending, the second person's approval)
+and the answer goes back as a ``CommandResult``.
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from collections import defaultdict
 
 import msgspec
 
+from trustfabric.control.protocol import Command, CommandResult
+from trustfabric.errors import TrustFabricError
+from trustfabric.trading import killswitch as ks
 from trustfabric.trading.approval import ApprovalKeyring, ApprovalSigner
 from trustfabric.trading.floor_logic import PreTradeRisk
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, NewOrder, RoutedOrder
@@ -50,6 +60,7 @@ class RiskService(FloorService):
         self.orders: dict[str, NewOrder] = {}  # cl_ord_id -> order (working at risk)
         self.cursor = 0
         self.received = self.approved = self.rejects = self.routed = self.route_rejects = 0
+        self.halt_cancels = 0
         self._new = decoder(NewOrder)
         self._cancel = decoder(CancelOrder)
         self._route = decoder(RouteReply)
@@ -104,6 +115,54 @@ class RiskService(FloorService):
             self.router.request("cancel_order", "router/orders", encode_body(msg), symbol=msg.symbol)
             return encode_body(OrderAck(True, "risk.ok", msg.cl_ord_id, self._drain(msg.agent)))
 
+    # ------------------------------------------------------------------ kill switch
+    def agent_id(self, target: str) -> str:
+        """An agent target as orders carry it: a service name or FIX client name -> its SPIFFE ID."""
+        if target.startswith("spiffe://"):
+            return target
+        if target in self.rt.topology.services:
+            return self.rt.topology.spiffe_id(target)
+        return dict(self.rt.boot.get("agent_aliases", {})).get(target, target)
+
+    def apply_kill_switch(self, action: str, scope: str, target: str, operator: ks.Operator, now: float
+                          ) -> ks.KillSwitchChange:
+        """Apply one kill-switch action (raises ``KillSwitchRefused``); a halt's cancels go to the router."""
+        if scope == ks.AGENT:
+            target = self.agent_id(target)
+        if action == "resume":
+            pending = (scope, target) in self.core.checker.killswitch._requests  # noqa: SLF001 - no public view
+            action = "approve_resume" if pending else "request_resume"
+        change = self.core.kill_switch(action, scope, target, operator, now)
+        for ref in change.cancels:
+            order = self.orders.get(ref.cl_ord_id)
+            cancel = CancelOrder(cl_ord_id=f"{ref.cl_ord_id}-halt", orig_cl_ord_id=ref.cl_ord_id, account=ref.account,
+                                 agent=ref.agent, symbol=ref.symbol, side=order.side if order else "buy",
+                                 time_ns=time.time_ns())
+            self.router.request("cancel_order", "router/orders", encode_body(cancel), symbol=ref.symbol,
+                                trace_id=ref.cl_ord_id)
+        self.halt_cancels += len(change.cancels)
+        return change
+
+    def on_command(self, command: Command) -> None:
+        if command.name != "killswitch":
+            return
+        a = command.args
+        try:
+            operator = ks.Operator(principal=a.get("operator", ""), privileged=a.get("privileged") == "1",
+                                   mfa_at=float(a["mfa_at"]) if a.get("mfa_at") else None)
+            change = self.apply_kill_switch(a.get("action", ""), a.get("scope", ""), a.get("target", ""), operator,
+                                            time.time())
+            result = CommandResult(id=a.get("id", ""), ok=True, result={
+                "state": change.state, "pending": "1" if change.pending else "0", "cancels": str(len(change.cancels))})
+        except TrustFabricError as exc:
+            result = CommandResult(id=a.get("id", ""), ok=False, reason=exc.reason)
+        except Exception as exc:  # noqa: BLE001 - refused, never applied half-way silently
+            result = CommandResult(id=a.get("id", ""), ok=False, reason="killswitch.internal",
+                                   result={"error": type(exc).__name__})
+        control = self.rt.control
+        if a.get("id") and control is not None and control.conn is not None and not control.conn.closed:
+            control.conn.send(result)
+
     def on_market_data(self, event) -> None:
         self.core.on_market_data(event)
 
@@ -147,4 +206,5 @@ class RiskService(FloorService):
     def stats(self) -> dict[str, float]:
         return {"risk_received": self.received, "risk_approved": self.approved, "risk_rejects": self.rejects,
                 "routed": self.routed, "route_rejects": self.route_rejects,
-                "working": len(self.core.checker.working)}
+                "working": len(self.core.checker.working), "halt_cancels": self.halt_cancels,
+                "kill_switch_not_active": len(self.core.checker.killswitch.not_active())}
