@@ -144,3 +144,19 @@ def test_attestation_refusal_is_critical_other_cert_refusals_are_not(sid):
     assert alerts and alerts[0].category == Category.ATTESTATION_REFUSED and alerts[0].severity == Severity.CRITICAL
     other = f.event(Kind.CERT_REFUSED, principal=sid("algo-momentum"), reason="cert.csr_invalid")
     assert det.observe(other, clock.now()) == []
+
+
+def test_pre_trade_risk_rejections_are_business_rules_not_lateral_movement(floor, sid):
+    """A credit-limit rejection in normal trading (pre-trade risk's own decision event) once raised a
+    high never-granted alert and quarantined an algo; no lateral or insider detector takes it now."""
+    from trustfabric.response.detectors import InsiderDetector
+
+    clock, f = _factory()
+    algo = sid("algo-momentum")
+    rejections = [f.decision(algo, "risk.check", "TSLA", False, reason="risk.credit_agent"),
+                  f.decision(algo, "risk.check", "NVDA", False, reason="risk.price_collar"),
+                  f.decision("user:alice", "risk.check", "AAPL", False, reason="risk.credit_agent")]
+    for det in (CrossSegmentDetector(floor), NeverGrantedDetector(floor), InsiderDetector(floor)):
+        assert [det.observe(e, clock.now()) for e in rejections] == [[], [], []], det.name
+    # the same principal reaching for settlement is still caught
+    assert NeverGrantedDetector(floor).observe(f.decision(algo, "settle", "settlement/ledger", False), clock.now())

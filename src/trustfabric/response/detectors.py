@@ -65,6 +65,18 @@ NON_LATERAL_REASONS = frozenset({
 })
 
 
+# Pre-trade risk's own verdicts (action ``risk.check``, reasons ``risk.credit_agent``,
+# ``risk.price_collar``...) are business rules (SEC 15c3-5 limits) on orders the
+# principal may send, not access attempts: a credit-limit rejection in normal trading
+# is never lateral movement nor an insider's reach (it was once taken for a
+# never-granted pair and quarantined an algo). A storm of them still counts as a burst.
+BUSINESS_RULE_PREFIX = "risk."
+
+
+def is_business_rule(event: AuditEventV1) -> bool:
+    return event.action.startswith(BUSINESS_RULE_PREFIX) or event.reason.startswith(BUSINESS_RULE_PREFIX)
+
+
 class DetectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Detector thresholds and confidences (load from TOML/JSON with msgspec.convert)."""
 
@@ -157,7 +169,7 @@ class CrossSegmentDetector:
     def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
         if event.kind != Kind.DECISION or event.decision != DENY or not event.principal:
             return []
-        if event.reason in NON_LATERAL_REASONS:
+        if event.reason in NON_LATERAL_REASONS or is_business_rule(event):
             return []
         if self.floor.granted(event.principal, event.action, event.resource):
             return []
@@ -216,7 +228,7 @@ class NeverGrantedDetector:
             return []
         if event.decision == DENY and event.reason in NON_LATERAL_REASONS:
             return []
-        if self.floor.granted(event.principal, event.action, event.resource):
+        if is_business_rule(event) or self.floor.granted(event.principal, event.action, event.resource):
             return []
         pair = (event.action, event.resource)
         seen = self._seen.get(event.principal)
@@ -320,7 +332,7 @@ class InsiderDetector:
     def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
         if event.kind != Kind.DECISION or not is_person(event.principal) or not event.resource:
             return []
-        if event.decision == DENY and event.reason in NON_LATERAL_REASONS:
+        if (event.decision == DENY and event.reason in NON_LATERAL_REASONS) or is_business_rule(event):
             return []
         if not self.floor.is_protected(event.resource):
             return []

@@ -1,0 +1,70 @@
+"""False positives: a normal trading run of several market minutes on the real zero-trust floor
+raises no quarantine and no alert of high severity.
+
+The floor is the real one (control plane, every service a process, mTLS, policies, the
+response engine seeing every refusal and denial the enforcement points report). Market
+data runs accelerated: one tick every 0.05 s wall clock advances the market by 1 s
+(``md_step_s``), so the 30 s of wall-clock trading below cover about 650 ticks, i.e.
+about eleven minutes of market time for all 30 symbols (the test asserts at least 5
+market minutes from the ticks actually published). Two measured runs: 657 and 659 ticks,
+296 and 319 orders through pre-trade risk, the router and the venues, about 30,600
+enforcement-point decisions each (market-data deliveries, orders, routes, executions,
+fills, settlement); the test asserts lower bounds (50 orders, 1,000 decisions).
+
+This test caught a real false positive: pre-trade risk's credit-limit rejection (a
+``risk.check`` decision event) was read as a never-granted access and quarantined an
+algo; business-rule rejections no longer feed the lateral and insider detectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from trustfabric.policy.topology import Topology
+from trustfabric.response.alerts import Severity
+from trustfabric.trading.runtime import Floor
+
+from tests.floor_fixtures import POLICY_DIR
+
+pytestmark = pytest.mark.timeout(90)
+
+TRADING_WALL_S = 30.0
+MD_INTERVAL_S = 0.05
+MD_STEP_S = 1.0  # market seconds per tick
+
+
+async def _trade(home) -> dict:
+    topology = Topology.load(POLICY_DIR / "floor.toml")
+    floor = Floor(home=home, mode="zero-trust", md_interval_s=MD_INTERVAL_S, boot_extra={"md_step_s": MD_STEP_S})
+    await floor.start()
+    try:
+        await asyncio.sleep(TRADING_WALL_S)
+        await asyncio.sleep(0.6)  # the services' last reports reach the control plane
+        stats = floor.stats()
+        plane = floor.plane
+        return {
+            "ticks": stats.get("market-data", {}).get("md_published", 0) / max(1, len(topology.symbols)),
+            "orders": floor.total("risk_received"),
+            "venue_orders": floor.total("venue_orders"),
+            "decisions": floor.total("pep_allowed") + floor.total("pep_denied"),
+            "alerts": list(plane.alerts),
+            "incidents": plane.containment.store.incidents(limit=1000),
+            "hub_quarantined": plane.hub.quarantined(),
+            "fail_open": floor.total("fail_open"),
+        }
+    finally:
+        await floor.stop()
+
+
+def test_minutes_of_normal_trading_raise_no_quarantine_and_no_high_alert(tmp_path):
+    run = asyncio.run(_trade(tmp_path))
+    market_s = run["ticks"] * MD_STEP_S
+    assert market_s >= 300, run["ticks"]  # at least five market minutes
+    assert run["orders"] >= 50 and run["venue_orders"] > 0  # it really traded
+    assert run["decisions"] >= 1000
+    high = [a for a in run["alerts"] if a.severity in (Severity.HIGH, Severity.CRITICAL)]
+    assert high == [], [(a.principal, a.category, a.summary) for a in high]
+    assert run["incidents"] == [] and run["hub_quarantined"] == {}
+    assert run["fail_open"] == 0
