@@ -100,4 +100,8 @@ def test_demo_json_has_the_fields(tmp_path):
                 "attack_successes"):
         assert isinstance(result[key], int)
     assert result["attack_successes"] == 0 and result["fail_open"] == 0
-    assert (tmp_path / "report" / "demo.json").exists()
+    summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+    assert summary["attack_attempts"] == result["attack_attempts"] and "denied_by_reason" in summary
+    readme = (tmp_path / "report" / "README.md").read_text()
+    for section in ("## the floor", "## denied hops by reason", "## the attack", "## incidents"):
+        assert section in readme

@@ -1,6 +1,14 @@
-"""``trustfabric demo``: the walk-through of the fabric, shown with Rich.
+"""``trustfabric demo``: the floor under attack, shown with Rich, with a report directory.
 
-For now it is the identity walk-through (:func:`identity_walkthrough`): create
+The command runs the zero-trust floor in a fresh state directory under
+``$TRUSTFABRIC_HOME`` (:func:`~trustfabric.trading.runtime.run_demo`): the algos and
+a FIX client over mTLS trade, an algo is compromised half-way and its attempts are
+refused and contained, the audit collector ships every spool into that run's
+central log. ``--report DIR`` (default ``$TRUSTFABRIC_HOME/reports/demo-<time>``)
+gets ``summary.json`` and ``README.md`` (orders, fills, denied hops by reason, the
+attack's attempts, incidents with time to detect and contain).
+
+``--identity-prologue`` first shows the identity walk-through (:func:`identity_walkthrough`): create
 the CAs of prod/test/dev, attest a workload (promoted code digest + signed,
 fresh host posture) and issue its certificate, enrol a person with TOTP and log
 in, issue a certificate-bound token and verify it, then show forgeries and
@@ -190,15 +198,33 @@ def _attempts_table(result: dict[str, Any]) -> Table:
 
 
 def write_report(result: dict[str, Any], directory: Path) -> Path:
+    """``summary.json`` (the whole result) and ``README.md`` (a short Markdown summary of the run)."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "demo.json").write_text(json.dumps(result, indent=2, default=str))
-    lines = ["# trustfabric demo", "", f"mode: {result['mode']}, duration {result['duration_s']} s, seed {result['seed']}",
-             "", "| measure | value |", "|---|---|"]
-    lines += [f"| {k} | {result[k]} |" for k in ("orders_submitted", "orders_filled", "risk_rejects", "denied_hops",
-                                                 "fail_open", "attack_attempts", "attack_successes")]
-    lines += ["", "| scenario | target | outcome | reason |", "|---|---|---|---|"]
+    (directory / "summary.json").write_text(json.dumps(result, indent=2, default=str))
+    lines = ["# trustfabric demo", "",
+             f"mode: {result['mode']}, duration {result['duration_s']} s, seed {result['seed']}", "",
+             "## the floor", "", "| measure | value |", "|---|---|"]
+    lines += [f"| {k} | {result.get(k, '')} |" for k in (
+        "orders_submitted", "orders_filled", "fills", "risk_rejects", "decisions_allowed", "denied_hops", "fail_open",
+        "attack_attempts", "attack_successes", "alerts", "orders_after_attack", "fills_after_attack",
+        "settlement_fills", "audit_collected")]
+    fix = result.get("fix") or {}
+    if fix:
+        lines += ["", "## FIX client (mTLS, CLIENT-A)", "", f"logon: {fix.get('logon')}", "",
+                  "| ClOrdID | OrdStatus sequence | text |", "|---|---|---|"]
+        lines += [f"| {o['cl_ord_id']} | {' '.join(o['statuses'])} | {' '.join(o['text'])} |"
+                  for o in fix.get("orders", [])]
+    lines += ["", "## denied hops by reason (central audit log)", "", "| reason | count |", "|---|---|"]
+    lines += [f"| {reason} | {n} |" for reason, n in (result.get("denied_by_reason") or {}).items()]
+    lines += ["", "## the attack", "", "| scenario | target | outcome | reason |", "|---|---|---|---|"]
     lines += [f"| {a['scenario']} | {a['target']} | {'SUCCEEDED' if a['succeeded'] else 'refused'} | {a['reason']} |"
               for a in result.get("attempts", [])]
+    lines += ["", "## incidents", "", "| principal | trigger | contained | ttd ms | ttc ms |", "|---|---|---|---|---|"]
+    lines += [f"| {i['principal']} | {i.get('trigger')} | {i.get('contained')} | {i.get('ttd_ms') or 0:.1f} | "
+              f"{i.get('ttc_ms') or 0:.1f} |" for i in result.get("incidents", [])]
+    if result.get("audit_dir"):
+        lines += ["", f"central audit log: `{result['audit_dir']}` "
+                      f"(`TRUSTFABRIC_HOME={Path(result['audit_dir']).parent} trustfabric audit verify`)"]
     (directory / "README.md").write_text("\n".join(lines) + "\n")
     return directory
 
@@ -241,5 +267,6 @@ def command(
         console.print(_attempts_table(result))
         console.print(_summary_table(result))
         console.print(f"report: {directory}")
+        console.print(f"audit: TRUSTFABRIC_HOME={home} trustfabric audit verify | audit query --trace <ClOrdID>")
     if result["attack_successes"] or result["fail_open"]:
         raise typer.Exit(1)

@@ -11,7 +11,11 @@
    its boot line on stdin, waits (bounded) for ``READY <port>``, and writes
    ``$TRUSTFABRIC_HOME/floor/runtime.json`` (service -> port, pid, SPIFFE ID, mode);
 4. collects the services' reports (stats, per-link latency) and, on
-   :meth:`Floor.stop`, sends SIGTERM, then SIGKILL after a bound: no orphans.
+   :meth:`Floor.stop`, sends SIGTERM, then SIGKILL after a bound: no orphans;
+5. runs the audit :class:`~trustfabric.audit.collector.Collector` over
+   ``$TRUSTFABRIC_HOME/spool`` into the central log (``$TRUSTFABRIC_HOME/audit``) on
+   an interval in its own thread, with a last pass after every process has
+   stopped: after a run the central log holds every decision of it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import secrets
 import signal
 import socket
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +104,8 @@ class Floor:
     plane: ControlPlane | None = None
     server: ControlServer | None = None
     started_at: float = 0.0
+    collect_audit: bool = True
+    collect_interval_s: float = 1.0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -111,6 +118,10 @@ class Floor:
         self.approval_key = secrets.token_bytes(32).hex()
         self.fix_edge: dict[str, Any] = {}
         self.fix_port = 0
+        self._collector_stop = threading.Event()
+        self._collector_thread: threading.Thread | None = None
+        self.collected = 0
+        self.collector_error = ""
 
     @property
     def manifest_path(self) -> Path:
@@ -130,6 +141,9 @@ class Floor:
             self.fix_edge = fix_edge_pki(self.home, self.topology.trust_domain)
             self.fix_port = free_port()
         self.started_at = time.time()
+        if self.collect_audit:
+            self._collector_thread = threading.Thread(target=self._collect_loop, name="audit-collector", daemon=True)
+            self._collector_thread.start()
         await asyncio.gather(*(self.spawn(name) for name in self.services))
         bad = {n: p.detail for n, p in self.processes.items() if p.status != "ready"}
         self.write_manifest()
@@ -137,6 +151,39 @@ class Floor:
             await self.stop()
             raise ConfigError(f"services did not start: {bad}", reason="config.floor.start_failed")
         return self
+
+    def _collect_loop(self) -> None:
+        """The collector thread: its own connection to the central log; a last pass once stopped."""
+        from trustfabric.audit.collector import Collector
+        from trustfabric.audit.log import audit_dir, open_log
+
+        try:
+            log = open_log(audit_dir(self.home))
+        except Exception as exc:  # noqa: BLE001 - reported in the summary; the spools keep the records
+            self.collector_error = getattr(exc, "reason", type(exc).__name__)
+            return
+        collector = Collector(log, self.home / "spool")
+        try:
+            while True:
+                try:
+                    self.collected += collector.collect_once().appended
+                    self.collector_error = ""
+                except Exception as exc:  # noqa: BLE001 - left in the spool, retried next pass
+                    self.collector_error = getattr(exc, "reason", type(exc).__name__)
+                if self._collector_stop.is_set():
+                    return
+                self._collector_stop.wait(self.collect_interval_s)
+        finally:
+            with contextlib.suppress(Exception):
+                log.close()
+
+    async def stop_collector(self, timeout_s: float = 60.0) -> None:
+        """Last collection pass (after the spools' writers stopped), bounded."""
+        thread, self._collector_thread = self._collector_thread, None
+        if thread is None:
+            return
+        self._collector_stop.set()
+        await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout_s)
 
     def boot_line(self, name: str, *, identity: str | None = None, join_token: str | None = None) -> dict[str, Any]:
         identity = identity or name
@@ -271,6 +318,7 @@ class Floor:
         if self.plane is not None:
             self.plane.close()
             self.plane = None
+        await self.stop_collector()
 
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self.processes.values()]
@@ -332,8 +380,11 @@ async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_ti
     floor = Floor(home, ZERO_TRUST, seed=seed)
     t0 = time.monotonic()
     await floor.start()
+    fix_result: dict[str, Any] = {}
     try:
         attack_at = max(3.0, duration_s * 0.5)
+        if "fix-gateway" in floor.processes:
+            fix_result = await demo_fix_client(floor, timeout_s=min(10.0, attack_at))
         while time.monotonic() - t0 < attack_at:
             await asyncio.sleep(0.25)
             if on_tick:
@@ -367,9 +418,40 @@ async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_ti
             fills_after_attack=after["fills"] - before["fills"],
             links=floor.links(), services=floor.stats(),
         )
-        return result
     finally:
         await floor.stop()
+    result.update(audit_collected=floor.collected, audit_error=floor.collector_error,
+                  audit_dir=str(Path(home) / "audit"), fix=fix_result, denied_by_reason=denied_by_reason(home))
+    return result
+
+
+async def demo_fix_client(floor: Floor, timeout_s: float = 10.0) -> dict[str, Any]:
+    """The demo's FIX client: CLIENT-A logs on over mTLS, sends a few orders, reads the execution reports."""
+    from trustfabric.trading.services.fix_client import place_orders
+
+    await floor.wait_for(lambda: floor.stats().get("fix-gateway", {}).get("link_up") == 1.0, timeout_s)
+    await asyncio.sleep(1.0)  # reference prices at risk
+    try:
+        return await place_orders(floor.fix_port, floor.fix_edge["client_dirs"]["client-a"], "CLIENT-A", orders=5,
+                                  timeout_s=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - reported, the demo goes on
+        return {"error": getattr(exc, "reason", type(exc).__name__)}
+
+
+def denied_by_reason(home: Path) -> dict[str, int]:
+    """Denials in the run's central log, by reason code."""
+    from collections import Counter
+
+    from trustfabric.audit.log import Query, audit_dir, open_log
+
+    try:
+        log = open_log(audit_dir(Path(home)))
+    except Exception:  # noqa: BLE001
+        return {}
+    try:
+        return dict(Counter(r.event().reason or "(none)" for r in log.query(Query(decision="deny"))).most_common())
+    finally:
+        log.close()
 
 
 def bench_policies(source: Path, target: Path, factor: int = 1000) -> Path:
@@ -391,7 +473,7 @@ BENCH_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "ma
 async def bench_mode(home: Path, mode: str, orders: int, policies: Path, timeout_s: float = 120.0) -> dict[str, Any]:
     boot = {"risk_limits": {"rate_per_s": 1e9, "burst": 10**9, "credit_dollars": 10**12, "dup_window_ns": 0,
                             "max_order_qty": 10**6}, "md_interval_s": 0.2}
-    floor = Floor(home, mode, services=BENCH_SERVICES, policies=policies, boot_extra=boot)
+    floor = Floor(home, mode, services=BENCH_SERVICES, policies=policies, boot_extra=boot, collect_audit=False)
     await floor.start()
     try:
         oms = lambda: floor.stats().get("oms", {}).get("oms_orders", 0)  # noqa: E731

@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import time
 
+from trustfabric.audit.events import Kind
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, NewOrder, Quote
 from trustfabric.trading.services.base import FloorService, encode_body
 from trustfabric.trading.services.market_data import follow_stream
@@ -87,6 +88,9 @@ class AlgoService(FloorService):
                                trace_id=order.cl_ord_id)
         if ok:
             self.submitted += 1
+            self.rt.events.emit(Kind.DECISION, trace_id=order.cl_ord_id, principal=order.agent,
+                                action="order.intent", resource=order.symbol, decision="allow",
+                                detail={"side": order.side, "qty": order.qty, "price": order.price})
             if ref:
                 self.refs[ref] = (order.cl_ord_id, order.symbol, order.side)
                 self.by_cl[order.cl_ord_id] = ref

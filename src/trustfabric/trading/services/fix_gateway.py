@@ -221,6 +221,9 @@ class FixGatewayService(FloorService):
 
         if isinstance(msg, NewOrder):
             self.counters["fix_orders"] += 1
+            self.rt.events.emit(Kind.DECISION, trace_id=ref, principal=msg.agent, action="order.intent",
+                                resource=msg.symbol, decision="allow",
+                                detail={"side": msg.side, "qty": msg.qty, "price": msg.price, "via": "fix"})
             sent = self.risk.request("submit_order", "risk/orders", encode_body(msg), symbol=msg.symbol,
                                      notional=msg.qty * msg.price / PRICE_SCALE, callback=on_reply, trace_id=ref)
         else:

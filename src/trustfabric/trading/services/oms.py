@@ -17,6 +17,7 @@ import time
 
 import msgspec
 
+from trustfabric.audit.events import Kind
 from trustfabric.errors import TradingError
 from trustfabric.trading.floor_logic import OmsCore
 from trustfabric.trading.messages import RoutedOrder
@@ -68,6 +69,10 @@ class OmsService(FloorService):
                     self.report_errors += 1
                     continue
                 for fill in update.fills:
+                    self.rt.events.emit(Kind.DECISION, trace_id=fill.cl_ord_id, principal=fill.agent,
+                                        action="oms.fill", resource=fill.symbol, decision="allow",
+                                        detail={"qty": fill.qty, "price": fill.price, "venue": fill.venue,
+                                                "exec_id": fill.exec_id})
                     self.log.append(("fill", fill))
                     self.to_settle.append(fill)
                 for done in update.done:

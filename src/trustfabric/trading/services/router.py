@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 
+from trustfabric.audit.events import Kind
 from trustfabric.trading.approval import ApprovalKeyring, ApprovalVerifier
 from trustfabric.trading.floor_logic import RouterCore
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, RoutedOrder
@@ -51,6 +52,9 @@ class RouterService(FloorService):
                 return encode_body(RouteReply(False, outcome.reject.reason))
             parent = routed.order
             siblings = [c.order.cl_ord_id for c in outcome.children]
+            self.rt.events.emit(Kind.DECISION, trace_id=parent.cl_ord_id, principal=parent.agent, action="route",
+                                resource=parent.symbol, decision="allow", reason="route.ok",
+                                detail={"children": [[c.venue, c.order.qty] for c in outcome.children]})
             for child in outcome.children:
                 link = self.rt.link(child.venue)
                 if not link.up:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from trustfabric.audit.events import Kind
 from trustfabric.errors import TradingError
 from trustfabric.trading.floor_logic import SettlementCore
 from trustfabric.trading.services.base import FloorService
@@ -35,6 +36,9 @@ class SettlementService(FloorService):
                 if fill.account not in self.core.ledger.balances:
                     self.core.fund(fill.account, FUNDING_PER_ACCOUNT, f"deposit-{fill.account}")
                 self.core.on_fill(fill)
+                self.rt.events.emit(Kind.DECISION, trace_id=fill.cl_ord_id, principal=fill.account,
+                                    action="settlement.settle", resource=fill.symbol, decision="allow",
+                                    detail={"qty": fill.qty, "price": fill.price, "exec_id": fill.exec_id})
             return None
 
     def on_command(self, command) -> None:
