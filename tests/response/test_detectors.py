@@ -160,3 +160,26 @@ def test_pre_trade_risk_rejections_are_business_rules_not_lateral_movement(floor
         assert [det.observe(e, clock.now()) for e in rejections] == [[], [], []], det.name
     # the same principal reaching for settlement is still caught
     assert NeverGrantedDetector(floor).observe(f.decision(algo, "settle", "settlement/ledger", False), clock.now())
+
+
+def test_order_flood_of_rate_refusals_is_high_and_quarantines_but_a_short_burst_is_not(floor, sid):
+    from tests.response.conftest import make_rig
+    from trustfabric.response.detectors import FloodDetector
+
+    clock, f = _factory()
+    det = FloodDetector()
+    algo = sid("algo-meanrev")
+    fired = []
+    for _ in range(99):  # an honest algo bumping into its rate: below the flood threshold
+        fired += det.observe(f.decision(algo, "submit_order", "risk/orders", False, reason="enforcement.rate"), 0)
+    assert fired == []
+    clock.advance(2.0)  # the window moved on: the next 99 do not complete a flood with the old ones
+    for _ in range(99):
+        fired += det.observe(f.decision(algo, "submit_order", "risk/orders", False, reason="enforcement.rate"), 0)
+    assert fired == []
+    fired += det.observe(f.decision(algo, "submit_order", "risk/orders", False, reason="enforcement.rate"), 0)
+    assert len(fired) == 1 and fired[0].category == Category.ORDER_FLOOD and fired[0].severity == Severity.HIGH
+    rig = make_rig(floor)
+    for _ in range(100):
+        rig.engine.observe(rig.factory.decision(algo, "submit_order", "risk/orders", False, reason="enforcement.rate"))
+    assert rig.containment.is_quarantined(algo)

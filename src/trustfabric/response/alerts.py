@@ -35,6 +35,7 @@ class Category:
     INDICATOR_MATCH = "intel.indicator_match"
     ATTESTATION_REFUSED = "supply_chain.attestation_refused"
     INSIDER_PROTECTED = "insider.protected_access"
+    ORDER_FLOOD = "abuse.order_flood"
     MANUAL = "manual.operator"
 
 

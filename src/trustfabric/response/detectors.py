@@ -20,6 +20,9 @@ Detectors:
 * :class:`IndicatorDetector` - a threat-intel indicator matched a principal.
 * :class:`AttestationDetector` - a certificate refused for attestation reasons
   (``attest.*``: an unpromoted code digest, a tampered build, a rogue deployment).
+* :class:`FloodDetector` - ``flood_denials`` rate refusals (``enforcement.rate``) of one
+  principal within ``flood_window_ms``: a runaway or hijacked order loop, far past
+  what an honest burst against its rate obligation produces.
 * :class:`InsiderDetector` - a person (``user:<name>``) asking for an action on a
   protected resource (client orders, positions, settlement, treasury, venue or
   routing order flow) that their roles were never granted: a trader reading client
@@ -93,6 +96,9 @@ class DetectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     indicator_confidence: float = 0.99
     attestation_confidence: float = 0.95
     insider_confidence: float = 0.9
+    flood_denials: int = 100
+    flood_window_ms: float = 1000.0
+    flood_confidence: float = 0.9
     max_principals: int = 100_000  # bound on per-principal state
 
 
@@ -320,6 +326,37 @@ class AttestationDetector:
                        summary=f"certificate refused: {event.reason} (rogue deployment or tampered build)")]
 
 
+class FloodDetector:
+    """``flood_denials`` rate refusals by one principal within ``flood_window_ms``; fires once per flood."""
+
+    name = "flood"
+    RATE_REASON = "enforcement.rate"
+
+    def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
+        self.config = config
+        self._windows: BoundedMap[str, deque[tuple[float, EvidenceLink]]] = BoundedMap(config.max_principals)
+
+    def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if (event.kind != Kind.DECISION or event.decision != DENY or event.reason != self.RATE_REASON
+                or not event.principal):
+            return []
+        n = max(2, self.config.flood_denials)
+        window = self._windows.get(event.principal)
+        if window is None:
+            window = deque(maxlen=n)
+            self._windows.put(event.principal, window)
+        t = event_time(event)
+        window.append((t, EvidenceLink.of(event)))
+        if len(window) < n or (t - window[0][0]) * 1000.0 > self.config.flood_window_ms:
+            return []
+        evidence = [link for _, link in list(window)[:16]]
+        first = window[0][0]
+        window.clear()
+        return [_alert(event, at, detector=self.name, category=Category.ORDER_FLOOD, severity=Severity.HIGH,
+                       confidence=self.config.flood_confidence, evidence=evidence, first_seen=first,
+                       summary=f"{n} rate refusals within {self.config.flood_window_ms:.0f} ms (order flood)")]
+
+
 class InsiderDetector:
     """A person's request for a never-granted action on a protected resource (allowed or denied)."""
 
@@ -354,4 +391,5 @@ def default_detectors(floor: FloorMap, config: DetectorConfig = DetectorConfig()
         IndicatorDetector(config),
         AttestationDetector(config),
         InsiderDetector(floor, config),
+        FloodDetector(config),
     ]

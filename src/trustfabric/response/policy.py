@@ -14,7 +14,9 @@ No rule matching means ``alert``. The default rules quarantine high-confidence
 lateral movement, indicator matches and attestation refusals, and tighten on
 medium-confidence anomalies; a person (``user:<name>``) reaching protected data
 or actions outside their role's grants (category ``insider``) is quarantined like a
-workload - decisions deny, sessions closed, session opens refused everywhere.
+workload - decisions deny, sessions closed, session opens refused everywhere. A
+runaway order flood (category ``abuse``: a hundred rate refusals within a second) is
+quarantined too: the rate obligation already refuses the excess; containment stops it.
 Load other rules from TOML/JSON with :meth:`ResponsePolicy.from_mapping`.
 """
 
@@ -60,6 +62,7 @@ DEFAULT_RULES: tuple[ResponseRule, ...] = (
     ResponseRule(category="supply_chain", action=QUARANTINE, min_confidence=0.8),
     ResponseRule(category="lateral", action=QUARANTINE, min_confidence=0.8, min_severity=Severity.HIGH),
     ResponseRule(category="insider", action=QUARANTINE, min_confidence=0.8, min_severity=Severity.HIGH),
+    ResponseRule(category="abuse", action=QUARANTINE, min_confidence=0.8, min_severity=Severity.HIGH),
     ResponseRule(category="manual", action=QUARANTINE),
     ResponseRule(category="*", action=TIGHTEN, min_confidence=0.5, min_severity=Severity.MEDIUM),
     ResponseRule(category="*", action=ALERT_ONLY),
