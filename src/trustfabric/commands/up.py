@@ -27,6 +27,7 @@ def _view(floor, rates: dict[str, float]) -> Table:
     table.add_row("orders/s", f"{rates.get('orders', 0):.1f}")
     table.add_row("fills", str(s["fills"]))
     table.add_row("decisions/s allowed", f"{rates.get('allowed', 0):.0f}")
+    table.add_row("decisions/s denied", f"{rates.get('denied', 0):.1f}")
     table.add_row("denied hops (total)", str(s["denied_hops"]))
     table.add_row("alerts", str(len(floor.plane.alerts) if floor.plane else 0))
     table.add_row("fail-open", str(s["fail_open"]))
@@ -39,6 +40,7 @@ def _view(floor, rates: dict[str, float]) -> Table:
 def command(
     mode: str = typer.Option("zero-trust", "--mode", help="zero-trust or perimeter."),
     seed: int = typer.Option(7, "--seed", help="Market-data seed."),
+    duration: float = typer.Option(0.0, "--duration", hidden=True, help="Stop after this many seconds (tests)."),
 ) -> None:
     """Run the floor until Ctrl-C, with a live view."""
     from trustfabric.home import home_dir
@@ -52,12 +54,14 @@ def command(
         rates: dict[str, float] = {}
         try:
             with Live(_view(floor, rates), console=console, refresh_per_second=2) as live:
-                while True:
+                started = time.monotonic()
+                while not duration or time.monotonic() - started < duration:
                     await asyncio.sleep(0.5)
                     now, s = time.monotonic(), floor_summary(floor)
                     dt = now - last[0]
                     rates = {"orders": (s["orders_submitted"] - last[1]["orders_submitted"]) / dt,
-                             "allowed": (s["decisions_allowed"] - last[1]["decisions_allowed"]) / dt}
+                             "allowed": (s["decisions_allowed"] - last[1]["decisions_allowed"]) / dt,
+                             "denied": (s["denied_hops"] - last[1]["denied_hops"]) / dt}
                     last = (now, s)
                     if floor.plane is not None and int(now) % 60 == 0:
                         floor.plane.refresh_posture()
@@ -68,4 +72,5 @@ def command(
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
-        console.print("floor stopped")
+        pass
+    console.print("floor stopped")
