@@ -1,6 +1,8 @@
 """``trustfabric bench floor --json``: end-to-end orders/s of the same floor in zero-trust and perimeter mode.
 
-Both floors run in this one invocation, one after the other, on loopback: an
+Both floors run side by side in this one invocation on loopback; after a warm-up
+of each, ``--rounds`` rounds alternate the two modes (which one goes first
+alternates too) with the same burst; medians and min-max are reported. An
 algo sends a burst of marketable orders (pipelined) through pre-trade risk, the
 router and the venues, and the clock stops when the OMS has every order. The
 policy set is the floor's own with every rate obligation raised 1000x, and the
@@ -21,7 +23,9 @@ from trustfabric.commands.common import console
 
 
 def command(
-    orders: int = typer.Option(4000, "--orders", help="Orders per mode."),
+    orders: int = typer.Option(4000, "--orders", help="Orders per round."),
+    rounds: int = typer.Option(3, "--rounds", help="Alternating rounds per mode."),
+    warmup: int = typer.Option(500, "--warmup", help="Warm-up orders per mode before the rounds."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Orders/s algo -> risk -> router -> venue -> OMS, zero-trust vs perimeter, same run."""
@@ -29,9 +33,10 @@ def command(
     from trustfabric.trading.runtime import run_bench
 
     home = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=home_dir()))
-    result = asyncio.run(run_bench(home, orders=orders))
+    result = asyncio.run(run_bench(home, orders=orders, rounds=rounds, warmup=warmup))
     if json_out:
         typer.echo(json.dumps(result, default=str))
         return
     console.print(f"zero-trust: {result['zt_orders_per_s']:.0f} orders/s, perimeter: "
-                  f"{result['perimeter_orders_per_s']:.0f} orders/s, ratio {result['zt_vs_perimeter']:.2f}")
+                  f"{result['perimeter_orders_per_s']:.0f} orders/s (medians of {rounds}), ratio "
+                  f"{result['zt_vs_perimeter']:.2f}; per round {result['round_ratios']}")

@@ -470,36 +470,78 @@ BENCH_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "ma
                   "algo-momentum")
 
 
-async def bench_mode(home: Path, mode: str, orders: int, policies: Path, timeout_s: float = 120.0) -> dict[str, Any]:
-    boot = {"risk_limits": {"rate_per_s": 1e9, "burst": 10**9, "credit_dollars": 10**12, "dup_window_ns": 0,
-                            "max_order_qty": 10**6}, "md_interval_s": 0.2}
-    floor = Floor(home, mode, services=BENCH_SERVICES, policies=policies, boot_extra=boot, collect_audit=False)
+BENCH_BOOT = {"risk_limits": {"rate_per_s": 1e9, "burst": 10**9, "credit_dollars": 10**12, "dup_window_ns": 0,
+                              "max_order_qty": 10**6}, "md_interval_s": 0.2}
+
+
+async def start_bench_floor(home: Path, mode: str, policies: Path) -> Floor:
+    """A bench floor (no audit collector: the order path is measured), trading-ready: link up, quotes in."""
+    floor = Floor(home, mode, services=BENCH_SERVICES, policies=policies, boot_extra=BENCH_BOOT, collect_audit=False)
     await floor.start()
-    try:
-        oms = lambda: floor.stats().get("oms", {}).get("oms_orders", 0)  # noqa: E731
-        algo = lambda: floor.stats().get("algo-momentum", {})  # noqa: E731
-        await floor.wait_for(lambda: algo().get("link_up", 0) == 1.0, 20.0)
-        await asyncio.sleep(1.5)  # quotes in
-        base = oms()
-        floor.command("algo-momentum", "bench", orders=orders)
-        t0 = time.perf_counter()
-        done = await floor.wait_for(lambda: oms() - base >= orders, timeout_s, interval_s=0.01)
-        elapsed = time.perf_counter() - t0
-        reached = oms() - base
-        summary = floor_summary(floor)
-        return {"orders": orders, "reached_oms": int(reached), "elapsed_s": round(elapsed, 3), "complete": done,
-                "orders_per_s": round(reached / elapsed, 1) if elapsed > 0 else 0.0, "fail_open": summary["fail_open"],
-                "denied_hops": summary["denied_hops"], "links": floor.links()}
-    finally:
-        await floor.stop()
+    algo = lambda: floor.stats().get("algo-momentum", {})  # noqa: E731
+    await floor.wait_for(lambda: algo().get("link_up", 0) == 1.0, 20.0)
+    await asyncio.sleep(1.5)  # quotes in
+    return floor
 
 
-async def run_bench(home: Path, *, orders: int = 4000) -> dict[str, Any]:
-    """The same floor in zero-trust and perimeter mode, same run: end-to-end orders/s (algo -> OMS)."""
+async def bench_round(floor: Floor, orders: int, timeout_s: float = 120.0) -> dict[str, Any]:
+    """One burst of ``orders`` through the floor; the clock stops when the OMS has every one."""
+    oms = lambda: floor.stats().get("oms", {}).get("oms_orders", 0)  # noqa: E731
+    await asyncio.sleep(0.3)  # a fresh report: the base count is current
+    base = oms()
+    floor.command("algo-momentum", "bench", orders=orders)
+    t0 = time.perf_counter()
+    done = await floor.wait_for(lambda: oms() - base >= orders, timeout_s, interval_s=0.01)
+    elapsed = time.perf_counter() - t0
+    reached = oms() - base
+    return {"orders": orders, "reached_oms": int(reached), "elapsed_s": round(elapsed, 3), "complete": done,
+            "orders_per_s": round(reached / elapsed, 1) if elapsed > 0 else 0.0}
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    import statistics
+
+    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
+
+
+async def run_bench(home: Path, *, orders: int = 4000, rounds: int = 3, warmup: int = 500) -> dict[str, Any]:
+    """Zero-trust vs perimeter on the same machine in the same run, fairly.
+
+    Both floors run side by side (each idles while the other is measured), both are
+    warmed up with ``warmup`` orders, then ``rounds`` rounds alternate the two modes
+    (ZT first in even rounds, perimeter first in odd ones) with the same burst of
+    ``orders``. Reported: median and min-max orders/s per mode, the ratio of the
+    medians, and every round's own ratio.
+    """
     policies = bench_policies(DEFAULT_POLICIES, Path(home) / "bench-policies")
-    zt = await bench_mode(Path(home) / "zt", ZERO_TRUST, orders, policies)
-    perimeter = await bench_mode(Path(home) / "perimeter", "perimeter", orders, policies)
-    ratio = zt["orders_per_s"] / perimeter["orders_per_s"] if perimeter["orders_per_s"] else 0.0
-    return {"zt_orders_per_s": zt["orders_per_s"], "perimeter_orders_per_s": perimeter["orders_per_s"],
-            "zt_vs_perimeter": round(ratio, 3), "orders": orders, "zero_trust": zt, "perimeter": perimeter,
+    floors: dict[str, Floor] = {}
+    try:
+        floors[ZERO_TRUST] = await start_bench_floor(Path(home) / "zt", ZERO_TRUST, policies)
+        floors["perimeter"] = await start_bench_floor(Path(home) / "perimeter", "perimeter", policies)
+        for floor in floors.values():
+            await bench_round(floor, warmup)
+        results: dict[str, list[dict[str, Any]]] = {ZERO_TRUST: [], "perimeter": []}
+        for n in range(rounds):
+            order = (ZERO_TRUST, "perimeter") if n % 2 == 0 else ("perimeter", ZERO_TRUST)
+            for mode in order:
+                results[mode].append(await bench_round(floors[mode], orders))
+        zt_rates = [r["orders_per_s"] for r in results[ZERO_TRUST]]
+        p_rates = [r["orders_per_s"] for r in results["perimeter"]]
+        zt, per = _spread(zt_rates), _spread(p_rates)
+        summaries = {mode: floor_summary(f) for mode, f in floors.items()}
+        links = {mode: f.links() for mode, f in floors.items()}
+    finally:
+        for floor in floors.values():
+            await floor.stop()
+    ratio = zt["median"] / per["median"] if per["median"] else 0.0
+    return {"zt_orders_per_s": zt["median"], "perimeter_orders_per_s": per["median"],
+            "zt_vs_perimeter": round(ratio, 3),
+            "zt_orders_per_s_range": [zt["min"], zt["max"]], "perimeter_orders_per_s_range": [per["min"], per["max"]],
+            "round_ratios": [round(a / b, 3) if b else 0.0 for a, b in zip(zt_rates, p_rates)],
+            "orders": orders, "rounds": rounds, "warmup_orders": warmup,
+            "complete": all(r["complete"] for rs in results.values() for r in rs),
+            "fail_open": summaries[ZERO_TRUST]["fail_open"], "denied_hops": summaries[ZERO_TRUST]["denied_hops"],
+            "zero_trust": {"rounds": results[ZERO_TRUST], "links": links[ZERO_TRUST]},
+            "perimeter": {"rounds": results["perimeter"], "links": links["perimeter"]},
+            "method": "both floors up side by side; warm-up each; rounds alternate ZT/perimeter order; medians",
             "policy_note": "bench policy copy: every @max_rate raised 1000x; risk throttle and credit raised in both modes"}
