@@ -192,12 +192,6 @@ def test_demo_walkthrough_refuses_every_forgery() -> None:
     assert "token.cnf_mismatch" in out.getvalue()
 
 
-def test_demo_command_runs() -> None:
-    result = run("demo")
-    assert result.exit_code == 0, result.output
-    assert "identity walk-through" in result.output
-
-
 def test_no_attest_bypass_lands_in_the_audit_spool(home, tmp_path) -> None:
     from trustfabric.audit.events import Kind, decode_event
     from trustfabric.audit.spool import Ack, read_spool_records
