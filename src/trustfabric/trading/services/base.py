@@ -29,6 +29,7 @@ requests are coalesced: one flush (one write, one fsync) per event-loop turn.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import base64
 import contextlib
@@ -326,7 +327,7 @@ class PeerLink:
             self.conn.close()
 
 
-class FloorService:
+class FloorService(abc.ABC):
     """A service's own logic; subclasses register handlers and may run background tasks."""
 
     name = "service"
@@ -335,8 +336,9 @@ class FloorService:
     def __init__(self, runtime: "ServiceRuntime") -> None:
         self.rt = runtime
 
+    @abc.abstractmethod
     def register(self, svc: GuardedService) -> None:
-        raise NotImplementedError
+        """Declare this service's handlers on ``svc`` (called once, before the server starts)."""
 
     async def prepare(self) -> None:
         """Open extra listeners (the FIX gateway's edge port) before the process reports READY."""
@@ -349,7 +351,7 @@ class FloorService:
         return {}
 
     def on_command(self, command: Command) -> None:
-        pass
+        """An operator command other than ``stop`` (the kill switch...); most services take none."""
 
     def module_file(self) -> str:
         return inspect.getfile(type(self))
