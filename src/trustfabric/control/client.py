@@ -31,7 +31,7 @@ from trustfabric.control.protocol import (
 )
 from trustfabric.enforcement.remote import EngineUnreachable
 from trustfabric.errors import PolicyError
-from trustfabric.identity.certs import load_certificate, peer_spiffe_id
+from trustfabric.identity.certs import peer_spiffe_id
 from trustfabric.identity.workload import WorkloadCredentials, key_to_pem, new_key_and_csr
 from trustfabric.policy.decision import DecisionTable
 from trustfabric.transport.connection import FrameConnection, Limits, connect
@@ -52,21 +52,24 @@ def _client_context(bundle_pem: bytes) -> ssl.SSLContext:
     return ctx
 
 
-async def join(host: str, port: int, *, bundle_pem: bytes, control_id: str, join_token: str, spiffe_id: str,
-               code_digest: str, posture: bytes) -> tuple[WorkloadCredentials, JoinReply]:
-    """Attest and get the first certificate; :class:`BootstrapRefused` with the server's reason code."""
-    key, csr = new_key_and_csr(spiffe_id)
-    request = JoinRequest(join_token=join_token, spiffe_id=spiffe_id,
-                          csr_pem=csr.public_bytes(serialization.Encoding.PEM), code_digest=code_digest,
-                          posture=posture)
+async def _one_exchange(host: str, port: int, *, bundle_pem: bytes, control_id: str, request: Any, timeout_s: float,
+                        refused: type[ControlRefused] | type[BootstrapRefused], wrong_server: str,
+                        unreachable: str) -> Any:
+    """Send one frame over server-authenticated TLS and return the first frame back (or None).
+
+    The server must present ``control_id``; a different server is ``refused`` with reason
+    ``wrong_server``, a transport failure or timeout with ``unreachable``, an ``ErrorFrame``
+    with the server's own reason.
+    """
     try:
-        async with asyncio.timeout(JOIN_TIMEOUT_S):
+        async with asyncio.timeout(timeout_s):
             reader, writer = await asyncio.open_connection(host, port, ssl=_client_context(bundle_pem))
             try:
                 der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
                 server_id = str(peer_spiffe_id(x509.load_der_x509_certificate(der)))
                 if server_id != control_id:
-                    raise BootstrapRefused(f"bootstrap server is {server_id}", reason="bootstrap.wrong_server")
+                    raise refused(f"server is {server_id}, expected {control_id}",
+                                  reason=wrong_server)
                 writer.write(CONTROL_CODEC.encode(request))
                 await writer.drain()
                 decoder = FrameDecoder(CONTROL_CODEC)
@@ -78,13 +81,26 @@ async def join(host: str, port: int, *, bundle_pem: bytes, control_id: str, join
                     frames = decoder.feed(data)
             finally:
                 writer.close()
-    except BootstrapRefused:
+    except refused:
         raise
     except (OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
-        raise BootstrapRefused(f"bootstrap failed: {exc!r}", reason="bootstrap.unreachable") from None
+        raise refused(f"{host}:{port} unreachable: {exc!r}", reason=unreachable) from None
     reply = frames[0] if frames else None
     if isinstance(reply, ErrorFrame):
-        raise BootstrapRefused(reply.detail, reason=reply.reason)
+        raise refused(reply.detail, reason=reply.reason)
+    return reply
+
+
+async def join(host: str, port: int, *, bundle_pem: bytes, control_id: str, join_token: str, spiffe_id: str,
+               code_digest: str, posture: bytes) -> tuple[WorkloadCredentials, JoinReply]:
+    """Attest and get the first certificate; :class:`BootstrapRefused` with the server's reason code."""
+    key, csr = new_key_and_csr(spiffe_id)
+    request = JoinRequest(join_token=join_token, spiffe_id=spiffe_id,
+                          csr_pem=csr.public_bytes(serialization.Encoding.PEM), code_digest=code_digest,
+                          posture=posture)
+    reply = await _one_exchange(host, port, bundle_pem=bundle_pem, control_id=control_id, request=request,
+                                timeout_s=JOIN_TIMEOUT_S, refused=BootstrapRefused,
+                                wrong_server="bootstrap.wrong_server", unreachable="bootstrap.unreachable")
     if not isinstance(reply, JoinReply):
         raise BootstrapRefused("no join reply", reason="bootstrap.unreachable")
     return WorkloadCredentials(cert_pem=reply.cert_pem, key_pem=key_to_pem(key), bundle_pem=reply.bundle_pem), reply
@@ -97,32 +113,9 @@ async def kill_switch(host: str, port: int, *, bundle_pem: bytes, control_id: st
     Returns the ``KillSwitchReply``; :class:`ControlRefused` (``control.unreachable``) when the
     control plane cannot be reached or is not who the runtime manifest says.
     """
-    try:
-        async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_connection(host, port, ssl=_client_context(bundle_pem))
-            try:
-                der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
-                server_id = str(peer_spiffe_id(x509.load_der_x509_certificate(der)))
-                if server_id != control_id:
-                    raise ControlRefused(f"operator endpoint is {server_id}", reason="control.wrong_server")
-                writer.write(CONTROL_CODEC.encode(request))
-                await writer.drain()
-                decoder = FrameDecoder(CONTROL_CODEC)
-                frames: list[Any] = []
-                while not frames:
-                    data = await reader.read(65536)
-                    if not data:
-                        break
-                    frames = decoder.feed(data)
-            finally:
-                writer.close()
-    except ControlRefused:
-        raise
-    except (OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
-        raise ControlRefused(f"control plane unreachable: {exc!r}", reason="control.unreachable") from None
-    reply = frames[0] if frames else None
-    if isinstance(reply, ErrorFrame):
-        raise ControlRefused(reply.detail, reason=reply.reason)
+    reply = await _one_exchange(host, port, bundle_pem=bundle_pem, control_id=control_id, request=request,
+                                timeout_s=timeout_s, refused=ControlRefused,
+                                wrong_server="control.wrong_server", unreachable="control.unreachable")
     if reply is None:
         raise ControlRefused("no reply", reason="control.unreachable")
     return reply
@@ -227,6 +220,7 @@ class ControlTableSource:
         self.timeout_s = timeout_s
         self._sock: ssl.SSLSocket | None = None
         self._decoder: FrameDecoder | None = None
+        self._backlog: list[Any] = []
         self._rid = 0
         self._lock = threading.Lock()
 
@@ -249,9 +243,8 @@ class ControlTableSource:
     def _read_frame(self, sock: ssl.SSLSocket) -> Any:
         assert self._decoder is not None
         while True:
-            pending = getattr(self, "_backlog", None)
-            if pending:
-                return pending.pop(0)
+            if self._backlog:
+                return self._backlog.pop(0)
             data = sock.recv(65536)
             if not data:
                 raise ConnectionError("control plane closed the connection")
@@ -284,6 +277,3 @@ class ControlTableSource:
                 self._sock.close()
             self._sock = None
 
-
-def cert_not_after(cert_pem: bytes) -> float:
-    return load_certificate(cert_pem).not_valid_after_utc.timestamp()

@@ -5,11 +5,13 @@
     IdentityError (trustfabric.errors)
     └── BootstrapRefused          bootstrap.join_token_unknown, bootstrap.join_token_reused,
                                   bootstrap.join_token_expired, bootstrap.identity_mismatch,
-                                  bootstrap.bad_request, and every attest.* / posture.* /
+                                  bootstrap.bad_request, bootstrap.wrong_server,
+                                  bootstrap.unreachable, and every attest.* / posture.* /
                                   cert.* reason of the attesting issuer (copied through)
     PolicyError (trustfabric.errors)
     └── ControlRefused            control.audience_not_permitted, control.unknown_audience,
-                                  control.not_owner, control.bad_request, control.unreachable
+                                  control.not_owner, control.bad_request, control.unreachable,
+                                  control.wrong_server
 
 A refusal crosses the wire as its reason code only (``ErrorFrame`` / a refused
 reply); the workload side raises the same class with the same reason.
