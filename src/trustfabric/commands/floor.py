@@ -57,37 +57,21 @@ def _send(action: str, scope: str, target: str, user: str, totp: str, password: 
         raise fail(reply.reason, f"{action} {scope} {target} refused")
 
 
-def _password(value: str) -> str:
-    return value or typer.prompt("password", hide_input=True)
+def _register(action: str, doc: str) -> None:
+    """Add the ``action`` command (halt, reduce, resume): the same arguments, one kill-switch request."""
+
+    def command(scope: str = typer.Argument(..., help=SCOPE_HELP), target: str = typer.Argument("", help=TARGET_HELP),
+                user: str = typer.Option(..., "--user", help="Your user name (risk or security officer)."),
+                totp: str = typer.Option(..., "--totp", help="Your current TOTP code."),
+                password: str = typer.Option("", "--password", envvar="TRUSTFABRIC_PASSWORD",
+                                             help="Password (else a prompt)."),
+                as_json: bool = typer.Option(False, "--json", help="Print the reply as JSON.")) -> None:
+        _send(action, scope, target, user, totp, password or typer.prompt("password", hide_input=True), as_json)
+
+    command.__doc__ = doc
+    app.command(name=action)(command)
 
 
-@app.command()
-def halt(scope: str = typer.Argument(..., help=SCOPE_HELP), target: str = typer.Argument("", help=TARGET_HELP),
-         user: str = typer.Option(..., "--user", help="Your user name (risk or security officer)."),
-         totp: str = typer.Option(..., "--totp", help="Your current TOTP code."),
-         password: str = typer.Option("", "--password", envvar="TRUSTFABRIC_PASSWORD", help="Password (else a prompt)."),
-         as_json: bool = typer.Option(False, "--json", help="Print the reply as JSON.")) -> None:
-    """HALTED: refuse every order in the scope and cancel its working orders."""
-    _send("halt", scope, target, user, totp, _password(password), as_json)
-
-
-@app.command()
-def reduce(scope: str = typer.Argument(..., help=SCOPE_HELP), target: str = typer.Argument("", help=TARGET_HELP),
-           user: str = typer.Option(..., "--user", help="Your user name (risk or security officer)."),
-           totp: str = typer.Option(..., "--totp", help="Your current TOTP code."),
-           password: str = typer.Option("", "--password", envvar="TRUSTFABRIC_PASSWORD",
-                                        help="Password (else a prompt)."),
-           as_json: bool = typer.Option(False, "--json", help="Print the reply as JSON.")) -> None:
-    """REDUCING: only risk-reducing orders pass in the scope."""
-    _send("reduce", scope, target, user, totp, _password(password), as_json)
-
-
-@app.command()
-def resume(scope: str = typer.Argument(..., help=SCOPE_HELP), target: str = typer.Argument("", help=TARGET_HELP),
-           user: str = typer.Option(..., "--user", help="Your user name (risk or security officer)."),
-           totp: str = typer.Option(..., "--totp", help="Your current TOTP code."),
-           password: str = typer.Option("", "--password", envvar="TRUSTFABRIC_PASSWORD",
-                                        help="Password (else a prompt)."),
-           as_json: bool = typer.Option(False, "--json", help="Print the reply as JSON.")) -> None:
-    """Back to ACTIVE, four-eyes: a first person requests, a different second person approves."""
-    _send("resume", scope, target, user, totp, _password(password), as_json)
+_register("halt", "HALTED: refuse every order in the scope and cancel its working orders.")
+_register("reduce", "REDUCING: only risk-reducing orders pass in the scope.")
+_register("resume", "Back to ACTIVE, four-eyes: a first person requests, a different second person approves.")
