@@ -11,20 +11,9 @@ import pytest
 from trustfabric.audit.spool import segment_paths
 from trustfabric.trading.runtime import Floor, floor_summary, run_demo
 
+from tests.trading.processes import alive
+
 pytestmark = pytest.mark.timeout(90)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a zombie is not a running process
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 @pytest.mark.slow
@@ -47,7 +36,7 @@ async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(t
     assert manifest["mode"] == "zero-trust"
     assert manifest["services"]["oms"]["spiffe_id"] == "spiffe://prod.acme.example/oms/oms"
     pids = [s["pid"] for s in manifest["services"].values()]
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if alive(p)]
 
 
 @pytest.mark.slow
@@ -61,7 +50,7 @@ async def test_perimeter_mode_trades_on_plain_tcp(tmp_path):
         assert floor_summary(floor)["decisions_allowed"] == 0  # no per-hop authorization at all
     finally:
         await floor.stop()
-    assert not [p for p in floor.pids() if _alive(p)]
+    assert not [p for p in floor.pids() if alive(p)]
 
 
 async def test_a_service_started_with_another_services_identity_is_refused(tmp_path):

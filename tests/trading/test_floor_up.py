@@ -9,21 +9,11 @@ import time
 
 import pytest
 
+from tests.trading.processes import alive
+
 pytestmark = pytest.mark.timeout(120)
 
 COLUMNS = ("orders/s", "fills", "decisions/s allowed", "decisions/s denied", "alerts", "hop ", "p50", "p99")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _pids(home) -> list[int]:
@@ -43,7 +33,7 @@ def test_up_shows_the_live_view_and_stops_on_ctrl_c_without_orphans(tmp_path):
         assert (tmp_path / "floor" / "runtime.json").exists()
         time.sleep(5.0)  # trading, reports, link latencies
         pids = _pids(tmp_path)
-        assert pids and all(_alive(p) for p in pids)
+        assert pids and all(alive(p) for p in pids)
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:
@@ -54,7 +44,7 @@ def test_up_shows_the_live_view_and_stops_on_ctrl_c_without_orphans(tmp_path):
     for column in COLUMNS:
         assert column in out, (column, out[-3000:])
     assert "floor stopped" in out
-    assert not [p for p in pids if _alive(p)]
+    assert not [p for p in pids if alive(p)]
 
 
 @pytest.mark.slow
@@ -64,4 +54,4 @@ def test_up_with_a_bounded_lifetime_exits_by_itself(tmp_path):
                          env=env, capture_output=True, text=True, timeout=90)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "orders/s" in out.stdout and "floor stopped" in out.stdout
-    assert not [p for p in _pids(tmp_path) if _alive(p)]
+    assert not [p for p in _pids(tmp_path) if alive(p)]
