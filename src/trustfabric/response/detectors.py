@@ -138,6 +138,36 @@ class BoundedMap(Generic[K, V]):
         return len(self._d)
 
 
+class PrincipalWindows:
+    """The last ``count`` events of each principal (LRU-bounded); full once they span ``window_ms`` or less.
+
+    :meth:`add` returns (first event time, evidence) when the window fills and empties it:
+    the next report needs a fresh run of ``count`` events.
+    """
+
+    def __init__(self, count: int, window_ms: float, max_principals: int) -> None:
+        self.count = max(2, count)
+        self.window_ms = window_ms
+        self._windows: BoundedMap[str, deque[tuple[float, EvidenceLink]]] = BoundedMap(max_principals)
+
+    def add(self, event: AuditEventV1) -> tuple[float, list[EvidenceLink]] | None:
+        window = self._windows.get(event.principal)
+        if window is None:
+            window = deque(maxlen=self.count)
+            self._windows.put(event.principal, window)
+        t = event_time(event)
+        window.append((t, EvidenceLink.of(event)))
+        first = window[0][0]
+        if len(window) < self.count or (t - first) * 1000.0 > self.window_ms:
+            return None
+        evidence = [link for _, link in window]
+        window.clear()
+        return first, evidence
+
+    def __len__(self) -> int:
+        return len(self._windows)
+
+
 def _alert(event: AuditEventV1, at: float, *, detector: str, category: str, severity: str,
            confidence: float, summary: str, evidence: Iterable[EvidenceLink] | None = None,
            first_seen: float | None = None, principal: str | None = None) -> Alert:
@@ -265,26 +295,18 @@ class DenialBurstDetector:
 
     def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
         self.config = config
-        self._windows: BoundedMap[str, deque[tuple[float, EvidenceLink]]] = BoundedMap(config.max_principals)
+        self._windows = PrincipalWindows(config.burst_denials, config.burst_window_ms, config.max_principals)
 
     def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
         if event.kind != Kind.DECISION or event.decision != DENY or not event.principal:
             return []
-        n = max(2, self.config.burst_denials)
-        window = self._windows.get(event.principal)
-        if window is None:
-            window = deque(maxlen=n)
-            self._windows.put(event.principal, window)
-        t = event_time(event)
-        window.append((t, EvidenceLink.of(event)))
-        if len(window) < n or (t - window[0][0]) * 1000.0 > self.config.burst_window_ms:
+        full = self._windows.add(event)
+        if full is None:
             return []
-        evidence = [link for _, link in window]
-        first = window[0][0]
-        window.clear()  # the next alert needs a fresh burst
+        first, evidence = full
         return [_alert(event, at, detector=self.name, category=Category.DENIAL_BURST, severity=Severity.MEDIUM,
                        confidence=self.config.burst_confidence, evidence=evidence, first_seen=first,
-                       summary=f"{n} denials within {self.config.burst_window_ms:.0f} ms")]
+                       summary=f"{self._windows.count} denials within {self.config.burst_window_ms:.0f} ms")]
 
 
 class IndicatorDetector:
@@ -334,27 +356,20 @@ class FloodDetector:
 
     def __init__(self, config: DetectorConfig = DetectorConfig()) -> None:
         self.config = config
-        self._windows: BoundedMap[str, deque[tuple[float, EvidenceLink]]] = BoundedMap(config.max_principals)
+        self._windows = PrincipalWindows(config.flood_denials, config.flood_window_ms, config.max_principals)
 
     def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
         if (event.kind != Kind.DECISION or event.decision != DENY or event.reason != self.RATE_REASON
                 or not event.principal):
             return []
-        n = max(2, self.config.flood_denials)
-        window = self._windows.get(event.principal)
-        if window is None:
-            window = deque(maxlen=n)
-            self._windows.put(event.principal, window)
-        t = event_time(event)
-        window.append((t, EvidenceLink.of(event)))
-        if len(window) < n or (t - window[0][0]) * 1000.0 > self.config.flood_window_ms:
+        full = self._windows.add(event)
+        if full is None:
             return []
-        evidence = [link for _, link in list(window)[:16]]
-        first = window[0][0]
-        window.clear()
+        first, evidence = full
         return [_alert(event, at, detector=self.name, category=Category.ORDER_FLOOD, severity=Severity.HIGH,
-                       confidence=self.config.flood_confidence, evidence=evidence, first_seen=first,
-                       summary=f"{n} rate refusals within {self.config.flood_window_ms:.0f} ms (order flood)")]
+                       confidence=self.config.flood_confidence, evidence=evidence[:16], first_seen=first,
+                       summary=f"{self._windows.count} rate refusals within {self.config.flood_window_ms:.0f} ms "
+                               "(order flood)")]
 
 
 class InsiderDetector:
