@@ -47,6 +47,7 @@ tripwire that must stay 0.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 from trustfabric.audit.events import Emitter, EventSink, Kind, MemorySink
@@ -72,6 +73,16 @@ def is_desk_device(spiffe_id: str) -> bool:
     """``spiffe://<td>/desk/<host>``: a desk terminal's device certificate."""
     parts = spiffe_id.split("/")
     return len(parts) == 5 and parts[0] == "spiffe:" and parts[3] == DEVICE_SEGMENT and bool(parts[4])
+
+
+@dataclass(frozen=True, slots=True)
+class _Presented:
+    """A :class:`PeerLike` re-presented: a session's certificate, under the principal being admitted."""
+
+    spiffe_id: str
+    cert_der: bytes
+    fingerprint_sha256: str
+    serial: int | None
 
 
 def _claim(claims: Any, name: str) -> Any:
@@ -241,39 +252,50 @@ class EnforcementPoint:
         wall = self._clock.now()
         mono = self._mono()
         principal = str(peer.spiffe_id)
+        peer_id = principal
         try:
             self.admit_peer(peer)
-            jti, exp, subject = self._verify_token(token, principal, peer.cert_der, wall)
-            if subject != principal:  # a person on a desk terminal: the session is the person's
+            jti, exp, subject = self._verify_token(token, peer_id, peer.cert_der, wall)
+            if subject != peer_id:  # a person on a desk terminal: the session is the person's
                 principal = subject
-                person_state = self._principals.get(principal)
-                if person_state is not None and person_state.quarantined:
-                    raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
+                self.admit_peer(_Presented(principal, peer.cert_der, peer.fingerprint_sha256,
+                                           getattr(peer, "serial", None)))
             table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
-            self.refused += 1
-            self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=exc.reason, trace_id=trace_id,
-                             peer_fingerprint=peer.fingerprint_sha256, detail={"detail": exc.detail[:300]})
-            raise
+            raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
         state = self._state(principal)
         session = Session(principal, peer.cert_der, peer.fingerprint_sha256, getattr(peer, "serial", None),
-                          state, trace_id)
+                          state, trace_id, peer_id)
         self._install(session, table, wall, mono)
         session.jti = jti
         session.token_deadline = mono + (exp - wall)
+        self._open(session, state, mono, trace_id)
+        detail = {"session": session.session_id, "jti": jti, "token_exp": exp,
+                  "table_expires_at": table.expires_at, "entries": len(table.entries)}
+        if peer_id != principal:
+            detail["device"] = peer_id
+        self.events.emit(Kind.SESSION_OPEN, principal=principal, epoch=table.epoch, trace_id=trace_id,
+                         peer_fingerprint=peer.fingerprint_sha256, detail=detail)
+        return session
+
+    def _refused(self, exc: SessionRefused, principal: str, fingerprint: str, trace_id: str = "",
+                 **detail: Any) -> SessionRefused:
+        """Count and log a refused session open or renewal; returns ``exc`` for the caller to raise."""
+        self.refused += 1
+        self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=exc.reason, trace_id=trace_id,
+                         peer_fingerprint=fingerprint, detail={**detail, "detail": exc.detail[:300]})
+        return exc
+
+    def _open(self, session: Session, state: PrincipalState, mono: float, trace_id: str) -> None:
+        """Mark ``session`` open - unless its principal was quarantined while it was being checked."""
         session.opened_mono = mono
         with self._lock:
-            if state.quarantined:  # quarantined while we were checking
-                self.refused += 1
-                self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=E.SESSION_PEER_QUARANTINED)
-                raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
-            session.open = True
-            state.sessions.add(session)
-        self.events.emit(Kind.SESSION_OPEN, principal=principal, epoch=table.epoch, trace_id=trace_id,
-                         peer_fingerprint=peer.fingerprint_sha256,
-                         detail={"session": session.session_id, "jti": jti, "token_exp": exp,
-                                 "table_expires_at": table.expires_at, "entries": len(table.entries)})
-        return session
+            if not state.quarantined:
+                session.open = True
+                state.sessions.add(session)
+                return
+        refusal = SessionRefused(f"{session.principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
+        raise self._refused(refusal, session.principal, session.peer_fingerprint, trace_id)
 
     def open_connection(self, peer: PeerLike, *, trace_id: str = "") -> Session:
         """A certificate-only session, for the sidecar whose clients are not Python and carry no token.
@@ -290,10 +312,7 @@ class EnforcementPoint:
             self.admit_peer(peer)
             table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
-            self.refused += 1
-            self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=exc.reason, trace_id=trace_id,
-                             peer_fingerprint=peer.fingerprint_sha256, detail={"detail": exc.detail[:300]})
-            raise
+            raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
         not_after = getattr(peer, "not_after", None)
         if hasattr(not_after, "timestamp"):
             not_after = not_after.timestamp()
@@ -303,12 +322,7 @@ class EnforcementPoint:
                           state, trace_id)
         self._install(session, table, wall, mono)
         session.token_deadline = mono + (until - wall)
-        session.opened_mono = mono
-        with self._lock:
-            if state.quarantined:
-                raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
-            session.open = True
-            state.sessions.add(session)
+        self._open(session, state, mono, trace_id)
         self.events.emit(Kind.SESSION_OPEN, principal=principal, epoch=table.epoch, trace_id=trace_id,
                          peer_fingerprint=peer.fingerprint_sha256,
                          detail={"session": session.session_id, "certificate_only": True, "until": until})
@@ -325,23 +339,22 @@ class EnforcementPoint:
         wall = self._clock.now()
         mono = self._mono()
         principal = session.principal
-
-        class _Peer:  # the peer as the connection presented it at open
-            spiffe_id = principal
-            cert_der = session.cert_der
-            fingerprint_sha256 = session.peer_fingerprint
-            serial = session.peer_serial
-
         try:
-            self.admit_peer(_Peer)
-            jti, exp, _subject = self._verify_token(token, principal, session.cert_der, wall)
+            # the same checks as at open, for the certificate the connection presented
+            # (a desk terminal's, for a person) and then for the session's principal
+            device = _Presented(session.peer_id, session.cert_der, session.peer_fingerprint, session.peer_serial)
+            self.admit_peer(device)
+            jti, exp, subject = self._verify_token(token, device.spiffe_id, session.cert_der, wall)
+            if subject != principal:
+                raise SessionRefused(f"renewal token subject {subject!r} is not the session's {principal}",
+                                     reason=E.SESSION_TOKEN_WRONG_SUBJECT)
+            if principal != device.spiffe_id:
+                self.admit_peer(_Presented(principal, session.cert_der, session.peer_fingerprint,
+                                           session.peer_serial))
             table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
-            self.refused += 1
-            self.events.emit(Kind.SESSION_REFUSED, principal=principal, reason=exc.reason,
-                             peer_fingerprint=session.peer_fingerprint,
-                             detail={"session": session.session_id, "renewal": True, "detail": exc.detail[:300]})
-            raise
+            raise self._refused(exc, principal, session.peer_fingerprint,
+                                session=session.session_id, renewal=True) from None
         self._install(session, table, wall, mono)
         session.jti = jti
         session.token_deadline = mono + (exp - wall)
@@ -396,6 +409,9 @@ class EnforcementPoint:
         with self._lock:
             state.quarantined = True
             victims = list(state.sessions)
+            # a quarantined desk terminal takes the people's sessions opened from it along
+            victims += [s for st in self._principals.values() if st is not state for s in st.sessions
+                        if s.peer_id == principal]
             self._cached.pop(principal, None)
         for session in victims:
             self.close(session, reason if reason.startswith(QUARANTINE_PREFIX) else f"quarantine.{reason}")

@@ -43,10 +43,10 @@ class Session:
     __slots__ = ("session_id", "principal", "cert_der", "peer_fingerprint", "peer_serial",
                  "state", "entries", "table_epoch", "table_global_epoch", "table_deadline",
                  "token_deadline", "jti", "open", "close_reason", "renewals", "opened_mono",
-                 "on_close", "trace_id", "__weakref__")
+                 "on_close", "trace_id", "peer_id", "__weakref__")
 
     def __init__(self, principal: str, cert_der: bytes, peer_fingerprint: str, peer_serial: int | None,
-                 state: PrincipalState, trace_id: str = "") -> None:
+                 state: PrincipalState, trace_id: str = "", peer_id: str = "") -> None:
         self.session_id = next(_session_ids)
         self.principal = principal
         self.cert_der = cert_der
@@ -65,6 +65,9 @@ class Session:
         self.opened_mono = 0.0
         self.on_close: Callable[[str], None] | None = None  # set by the transport to drop the link
         self.trace_id = trace_id
+        # The SPIFFE ID of the certificate presented: the principal itself, or the desk
+        # terminal a person's session was opened from.
+        self.peer_id = peer_id or principal
 
     def __repr__(self) -> str:
         status = "open" if self.open else f"closed:{self.close_reason}"
