@@ -104,16 +104,7 @@ class GuardedService:
             return Refusal(E.NOT_IN_TABLE, req.action)
         if not callable(route.resource) and route.resource != req.resource:
             return Refusal(E.NOT_IN_TABLE, req.action, "resource differs from the handler's")
-        self.handled += 1
-        try:
-            result = route.handler(req, ctx)
-            if inspect.isawaitable(result):
-                result = await result
-            return result
-        except TrustFabricError as exc:
-            return Refusal(exc.reason, req.action, exc.detail[:200])
-        except Exception as exc:  # noqa: BLE001
-            return Refusal(HANDLER_FAILED, req.action, type(exc).__name__)
+        return await self._run(route, req, ctx)
 
     async def dispatch(self, ctx: Context, action: str, msg: Any) -> Any:
         """Check ``msg`` with the PEP, then run its handler; a :class:`Refusal` when denied."""
@@ -134,6 +125,10 @@ class GuardedService:
         if not allowed:
             self.refused += 1
             return Refusal(reason, action)
+        return await self._run(route, msg, ctx)
+
+    async def _run(self, route: Route, msg: Any, ctx: Context) -> Any:
+        """Run an allowed message's handler; its failure is a :class:`Refusal`, never a crash."""
         self.handled += 1
         try:
             result = route.handler(msg, ctx)
@@ -141,6 +136,6 @@ class GuardedService:
                 result = await result
             return result
         except TrustFabricError as exc:
-            return Refusal(exc.reason, action, exc.detail[:200])
+            return Refusal(exc.reason, route.action, exc.detail[:200])
         except Exception as exc:  # noqa: BLE001 - a handler bug is an error reply, not a crash
-            return Refusal(HANDLER_FAILED, action, type(exc).__name__)
+            return Refusal(HANDLER_FAILED, route.action, type(exc).__name__)
