@@ -107,6 +107,29 @@ def test_refusing_spool_takes_no_compact_rows(tmp_path) -> None:
     assert spool.last_seq == 1  # refused whole: no sequence number given
 
 
+def test_partial_write_that_cannot_be_undone_refuses(tmp_path, monkeypatch) -> None:
+    """A torn frame left in the segment would hide every later record from the collector:
+    the spool refuses instead of writing the batch again after it."""
+    def write(fd, data):
+        return os.write(fd, data[:5])  # a short write
+
+    def ftruncate(fd, length):
+        raise OSError(errno.EIO, "Input/output error")
+
+    alerts = MemorySink()
+    spool = Spool(tmp_path, "pep-a", write=write, durability=DURABILITY_WRITE, sync_interval_s=3600,
+                  alerts=alerts)
+    monkeypatch.setattr(os, "ftruncate", ftruncate)
+    with pytest.raises(AuditUnavailable):
+        spool.write_decisions([ROW], 1)
+    monkeypatch.undo()
+    assert spool.refusing and spool.counters().buffered == 1  # held, not dropped
+    assert [a.kind for a in alerts.events] == [Kind.ALERT]
+    with pytest.raises(AuditUnavailable):
+        spool.recover()  # only a reopen (which cuts the torn tail) may resume
+    assert (tmp_path / "00000001.seg").stat().st_size == 5  # nothing written after the torn bytes
+
+
 def test_bad_durability_mode_refused(tmp_path) -> None:
     with pytest.raises(SpoolError):
         Spool(tmp_path, "pep-a", durability="maybe")

@@ -358,12 +358,14 @@ class Spool:
             self.last_seq = seq
             self.records_in += count
             if written != len(batch):  # undo a partial write, then the general path retries / refuses
+                self._buffer += frames
                 if written > 0:
                     try:
                         os.ftruncate(self._fd, self._offset)
-                    except OSError:
+                    except OSError as exc:  # a torn frame stays: writing after it would hide the batch
                         self._poisoned = True
-                self._buffer += frames
+                        raise self._enter_refusing(f"partial write not undone: {exc}",
+                                                   exc.errno or errno_codes.EIO) from None
                 return self._flush_locked()
             self._offset += written
             self.records_flushed += count
