@@ -210,3 +210,14 @@ def test_garbage_pem_is_refused() -> None:
     with pytest.raises(CertificateError) as info:
         load_certificates(b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
     assert info.value.reason == "cert.malformed"
+
+
+def test_a_revocation_set_that_cannot_answer_is_a_refusal(prod_ca: CertificateAuthority) -> None:
+    class Unreachable:
+        def is_revoked(self, serial: int, spiffe_id: str) -> bool:
+            raise OSError("revocation store down")
+
+    creds = issue_for_test(prod_ca, RISK, T0)
+    with pytest.raises(CertificateError) as info:
+        verify_chain(creds.certificate, prod_ca.bundle_pem(), T0, PROD, revocations=Unreachable())
+    assert info.value.reason == "cert.revoked"

@@ -4,6 +4,9 @@
   URI SAN, else ``cert.san``).
 * :func:`x5t_s256` - the RFC 8705 certificate thumbprint (base64url, no padding,
   SHA-256 of the DER) that binds tokens to certificates.
+* :func:`check_workload_certificate` - the checks that need no chain (one SPIFFE
+  ID of our trust domain, not a CA, validity, revocation), shared with the
+  transport, whose chain OpenSSL verifies.
 * :func:`verify_chain` - the check an enforcement point makes on a presented
   certificate against *its own* trust domain's bundle: validity window, chain to
   a trusted CA certificate of the bundle (each link's signature and validity),
@@ -33,6 +36,7 @@ __all__ = [
     "x5t_s256",
     "fingerprint_sha256",
     "verify_chain",
+    "check_workload_certificate",
     "load_certificates",
     "load_certificate",
     "certs_to_pem",
@@ -115,21 +119,65 @@ def _check_validity(cert: x509.Certificate, now: float, what: str) -> None:
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
+    """True for a CA certificate; unreadable extensions are a refusal, never "not a CA"."""
     try:
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
-    except (x509.ExtensionNotFound, ValueError):
+    except x509.ExtensionNotFound:
         return False
+    except ValueError as exc:
+        raise CertificateError(f"unreadable extensions: {exc}", reason="cert.malformed") from exc
     return bc.ca
 
 
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
-    if child.issuer != issuer.subject or not _is_ca(issuer):
+    if child.issuer != issuer.subject:
+        return False
+    try:
+        if not _is_ca(issuer):
+            return False
+    except CertificateError:
         return False
     try:
         child.verify_directly_issued_by(issuer)
     except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
+
+
+def check_workload_certificate(
+    cert: x509.Certificate,
+    now: float,
+    trust_domain: str,
+    *,
+    revocations: RevocationCheck | None = None,
+) -> SpiffeId:
+    """The checks of a presented workload certificate that need no chain; its SPIFFE ID or a refusal.
+
+    Exactly one SPIFFE URI SAN (``cert.san``), of ``trust_domain``
+    (``cert.wrong_trust_domain``), not a CA (``cert.untrusted``), inside its
+    validity window at ``now`` (``cert.expired``/``cert.not_yet_valid``), serial and
+    SPIFFE ID not revoked (``cert.revoked``; a revocation set that fails is a
+    refusal too). :func:`verify_chain` adds the chain; the transport calls this
+    after OpenSSL verified the chain against the same bundle.
+    """
+    spiffe_id = peer_spiffe_id(cert)
+    if spiffe_id.trust_domain != trust_domain:
+        raise CertificateError(
+            f"{spiffe_id} is from trust domain {spiffe_id.trust_domain!r}, expected {trust_domain!r}",
+            reason="cert.wrong_trust_domain",
+        )
+    if _is_ca(cert):
+        raise CertificateError("a CA certificate cannot be a workload identity", reason="cert.untrusted")
+    _check_validity(cert, now, "certificate")
+    if revocations is not None:
+        try:
+            revoked = revocations.is_revoked(cert.serial_number, str(spiffe_id))
+        except Exception as exc:  # noqa: BLE001 - a revocation set that cannot answer is a refusal
+            raise CertificateError(f"revocation check failed: {exc!r}", reason="cert.revoked") from exc
+        if revoked:
+            raise CertificateError(f"{spiffe_id} (serial {cert.serial_number:x}) is revoked",
+                                   reason="cert.revoked")
+    return spiffe_id
 
 
 def verify_chain(
@@ -149,15 +197,7 @@ def verify_chain(
     anchors = list(load_certificates(bundle)) if isinstance(bundle, (bytes, str)) else list(bundle)
     if not anchors:
         raise CertificateError("empty trust bundle", reason="cert.untrusted")
-    spiffe_id = peer_spiffe_id(cert)
-    if spiffe_id.trust_domain != trust_domain:
-        raise CertificateError(
-            f"{spiffe_id} is from trust domain {spiffe_id.trust_domain!r}, expected {trust_domain!r}",
-            reason="cert.wrong_trust_domain",
-        )
-    if _is_ca(cert):
-        raise CertificateError("a CA certificate cannot be a workload identity", reason="cert.untrusted")
-    _check_validity(cert, now, "certificate")
+    spiffe_id = check_workload_certificate(cert, now, trust_domain, revocations=revocations)
     current = cert
     pool = list(intermediates)
     for _ in range(MAX_CHAIN_DEPTH):
@@ -174,6 +214,4 @@ def verify_chain(
         current = step
     else:
         raise CertificateError("chain too long", reason="cert.untrusted")
-    if revocations is not None and revocations.is_revoked(cert.serial_number, str(spiffe_id)):
-        raise CertificateError(f"{spiffe_id} (serial {cert.serial_number:x}) is revoked", reason="cert.revoked")
     return spiffe_id

@@ -48,7 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from trustfabric.audit.events import Emitter, Kind
 from trustfabric.clock import SYSTEM_CLOCK, Clock
-from trustfabric.identity.certs import load_certificate, peer_spiffe_id, x5t_s256
+from trustfabric.identity.certs import RevocationCheck, load_certificate, peer_spiffe_id, x5t_s256
 from trustfabric.identity.errors import IdentityError, TokenError
 from trustfabric.identity.store import IdentityStore, SigningKeyRow
 
@@ -379,10 +379,6 @@ class ReplayCache:
 
 
 # --------------------------------------------------------------------------- verifying
-
-
-class RevocationCheck(Protocol):
-    def is_revoked(self, serial: int, spiffe_id: str) -> bool: ...
 
 
 def _number(payload: Mapping[str, Any], name: str) -> float:

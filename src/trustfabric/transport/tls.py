@@ -37,7 +37,7 @@ from cryptography import x509
 
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.errors import TrustFabricError
-from trustfabric.identity.certs import peer_spiffe_id
+from trustfabric.identity.certs import RevocationCheck, check_workload_certificate
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.transport import errors as E
 from trustfabric.transport.errors import HandshakeRefused
@@ -47,6 +47,9 @@ _V_ERR_CERT_NOT_YET_VALID = 9
 _V_ERR_CERT_HAS_EXPIRED = 10
 _V_ERR_UNTRUSTED_ISSUER = frozenset({2, 18, 19, 20, 21, 30, 31})  # unknown issuer / self-signed / no chain
 _V_ERR_REVOKED = 23
+
+# Refusal reasons of trustfabric.identity.certs kept as they are; any other is cert.invalid.
+_PASSED_ON = frozenset({E.CERT_SAN, E.CERT_WRONG_TRUST_DOMAIN, E.CERT_EXPIRED, E.CERT_NOT_YET_VALID, E.CERT_REVOKED})
 
 
 class Credentials(Protocol):
@@ -62,8 +65,7 @@ class CredentialsSource(Protocol):
     def current(self) -> Credentials: ...
 
 
-class RevocationLike(Protocol):
-    def is_revoked(self, serial: int, spiffe_id: str) -> bool: ...
+RevocationLike = RevocationCheck  # anything with is_revoked(serial, spiffe_id)
 
 
 class StaticCredentials:
@@ -194,35 +196,17 @@ def identity_from_der(
     except ValueError as exc:
         raise HandshakeRefused(f"unreadable peer certificate: {exc}", reason=E.CERT_INVALID) from None
     try:
-        spiffe_id = peer_spiffe_id(cert)
+        spiffe_id = check_workload_certificate(cert, now, trust_domain, revocations=revocation)
     except TrustFabricError as exc:
-        reason = E.CERT_SAN if exc.reason == "cert.san" else E.CERT_INVALID
+        reason = exc.reason if exc.reason in _PASSED_ON else E.CERT_INVALID
         raise HandshakeRefused(exc.detail, reason=reason) from None
-    if spiffe_id.trust_domain != trust_domain:
-        raise HandshakeRefused(f"{spiffe_id} is outside trust domain {trust_domain}",
-                               reason=E.CERT_WRONG_TRUST_DOMAIN)
-    not_before = cert.not_valid_before_utc.timestamp()
-    not_after = cert.not_valid_after_utc.timestamp()
-    if now < not_before:
-        raise HandshakeRefused(f"{spiffe_id} certificate not valid before {not_before:.0f}",
-                               reason=E.CERT_NOT_YET_VALID)
-    if now > not_after:
-        raise HandshakeRefused(f"{spiffe_id} certificate expired at {not_after:.0f}", reason=E.CERT_EXPIRED)
-    serial = cert.serial_number
-    if revocation is not None:
-        try:
-            revoked = revocation.is_revoked(serial, str(spiffe_id))
-        except Exception as exc:  # noqa: BLE001 - a revocation set that fails is a refusal
-            raise HandshakeRefused(f"revocation check failed: {exc!r}", reason=E.CERT_REVOKED) from None
-        if revoked:
-            raise HandshakeRefused(f"{spiffe_id} certificate {serial:x} is revoked", reason=E.CERT_REVOKED)
     return PeerIdentity(
         spiffe_id=spiffe_id,
         cert_der=der,
         fingerprint_sha256=hashlib.sha256(der).hexdigest(),
-        serial=serial,
-        not_after=not_after,
-        not_before=not_before,
+        serial=cert.serial_number,
+        not_after=cert.not_valid_after_utc.timestamp(),
+        not_before=cert.not_valid_before_utc.timestamp(),
     )
 
 
