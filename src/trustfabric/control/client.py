@@ -133,6 +133,7 @@ class ControlClient:
         self.on_revocation: Callable[[PushRevocation], None] | None = None
         self.on_command: Callable[[Command], None] | None = None
         self.subscribed: asyncio.Future | None = None
+        self._refusal = ""
 
     async def start(self) -> Subscribed:
         self.conn = await connect(self.host, self.port, tls=self.tls, codec=CONTROL_CODEC, limits=CONTROL_LIMITS,
@@ -148,9 +149,12 @@ class ControlClient:
 
     def _on_close(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
+        if self.subscribed is not None:
+            pending[0] = self.subscribed  # a refused subscription ends start() now, not at its timeout
+        refused = self._refusal or "control.unreachable"  # the server's reason code when it sent one
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(ControlRefused(f"control channel closed: {reason}", reason="control.unreachable"))
+                fut.set_exception(ControlRefused(f"control channel closed: {reason}", reason=refused))
 
     def _on_frame(self, frame: Any) -> None:
         kind = type(frame)
@@ -166,6 +170,8 @@ class ControlClient:
         elif kind is Subscribed:
             if self.subscribed is not None and not self.subscribed.done():
                 self.subscribed.set_result(frame)
+        elif kind is ErrorFrame:  # the server refuses and closes: keep its reason for what is pending
+            self._refusal = frame.reason
         else:
             fut = self._pending.pop(getattr(frame, "rid", -1), None)
             if fut is not None and not fut.done():

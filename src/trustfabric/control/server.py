@@ -32,7 +32,7 @@ from trustfabric.control.protocol import (
     RenewRequest, Report, RevocationSnapshot, Subscribe, Subscribed, TableReply, TableRequest, TokenReply,
     TokenRequest,
 )
-from trustfabric.errors import TrustFabricError
+from trustfabric.errors import ConfigError, TrustFabricError
 from trustfabric.policy.decision import Invalidation
 from trustfabric.transport.connection import FrameConnection, FrameServer, Limits
 from trustfabric.transport.frames import HEADER, ErrorFrame, FrameDecoder, Ping, Pong
@@ -43,6 +43,9 @@ COMMAND_TIMEOUT_S = 3.0
 KILL_SWITCH_SERVICE = "pre-trade-risk"
 KILL_SWITCH_ACTIONS = ("halt", "reduce", "resume")
 CONTROL_LIMITS = Limits(idle_timeout_s=3600.0)
+ZERO_TRUST = "zero-trust"
+PERIMETER = "perimeter"
+MODES = (ZERO_TRUST, PERIMETER)
 
 
 def bootstrap_context(credentials: Any) -> ssl.SSLContext:
@@ -52,13 +55,33 @@ def bootstrap_context(credentials: Any) -> ssl.SSLContext:
     return ctx
 
 
+def _is_service(plane: ControlPlane, caller: str, service: str) -> bool:
+    """True when ``caller`` (a peer certificate's SPIFFE ID) is exactly ``service``'s identity."""
+    try:
+        return caller == plane.spiffe_id(service)
+    except KeyError:  # no such service in the topology
+        return False
+
+
 class _Answered(Exception):
     def __init__(self, reply: Any) -> None:
         self.reply = reply
 
 
 class ControlServer:
-    def __init__(self, plane: ControlPlane | None, *, mode: str = "zero-trust") -> None:
+    """Zero-trust (a :class:`ControlPlane`, mTLS, identities) or perimeter (no plane, plain reports).
+
+    The pairing is checked here: a zero-trust server without a plane, a perimeter server
+    with one, or any other mode is a :class:`~trustfabric.errors.ConfigError`, so the
+    perimeter shortcuts (plain TCP, unchecked reports) never run beside a plane.
+    """
+
+    def __init__(self, plane: ControlPlane | None, *, mode: str = ZERO_TRUST) -> None:
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {MODES}, not {mode!r}", reason="config.control.mode")
+        if (mode == ZERO_TRUST) != (plane is not None):
+            raise ConfigError(f"a {mode} control server {'needs' if plane is None else 'takes no'} control plane",
+                              reason="config.control.mode")
         self.plane = plane
         self.mode = mode
         self.stats: dict[str, dict[str, float]] = {}
@@ -73,8 +96,7 @@ class ControlServer:
         self._command_ids = 0
 
     async def start(self, host: str = "127.0.0.1") -> "ControlServer":
-        if self.mode == "zero-trust":
-            assert self.plane is not None
+        if self.plane is not None:  # zero-trust (checked in __init__)
             ctx = bootstrap_context(self.plane.credentials)
             self._bootstrap = await asyncio.start_server(self._serve_join, host, 0, ssl=ctx)
             self.bootstrap_port = self._bootstrap.sockets[0].getsockname()[1]
@@ -199,28 +221,28 @@ class ControlServer:
         plane = self.plane
         caller = str(conn.peer.spiffe_id) if conn.peer is not None else ""
         cert_der = conn.peer.cert_der if conn.peer is not None else b""
-        zero_trust = self.mode == "zero-trust"
+        zero_trust = plane is not None  # the mode, as checked in __init__
 
         def on_frame(frame: Any) -> None:
             kind = type(frame)
             if kind is Report:
+                # a service reports about itself only: its name must be its certificate's
+                if zero_trust and not _is_service(plane, caller, frame.service):
+                    conn.fail("control.not_owner")
+                    return
                 self.stats[frame.service] = dict(frame.stats)
                 self.links[frame.service] = dict(frame.links)
-                if zero_trust and plane is not None:
-                    # a service reports about itself only: its name must be its certificate's
-                    if caller.rsplit("/", 1)[-1] != frame.service:
-                        conn.fail("control.not_owner")
-                        return
+                if zero_trust:
                     if frame.events:
                         plane.observe_encoded([bytes(e) for e in frame.events])
                     for principal in frame.quarantine_acks:
                         plane.acknowledge(principal, frame.service)
             elif kind is Subscribe:
-                if zero_trust and caller.rsplit("/", 1)[-1] != frame.service:
+                if zero_trust and not _is_service(plane, caller, frame.service):
                     conn.fail("control.not_owner")
                     return
                 self.subscribers.setdefault(frame.service, set()).add(conn)
-                if zero_trust and plane is not None:
+                if zero_trust:
                     serials, ids = plane.revocation_snapshot()
                     conn.send(Subscribed(jwks=plane.jwks(), revoked=RevocationSnapshot(serials, ids),
                                          global_epoch=plane.engine.global_epoch))
@@ -233,7 +255,7 @@ class ControlServer:
                 # only the service the command went to may answer it
                 if fut is not None and not fut.done() and (not zero_trust or caller in self._answerers()):
                     fut.set_result(frame)
-            elif not zero_trust or plane is None:
+            elif not zero_trust:
                 conn.fail("control.perimeter_mode", kind.__name__)
             elif kind is TokenRequest:
                 try:
