@@ -269,7 +269,6 @@ class Spool:
                     last_seq = record_seq(earlier_frames[-1][1])
                     break
         self.last_seq = max(last_seq, read_ack(self.directory).last_seq)
-        self._durable_seq = self.last_seq
         self._segment = segment_number(last)
         self._offset = good_end
         self._fd = os.open(last, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
@@ -316,13 +315,7 @@ class Spool:
         """
         with self._lock:
             self._check_accepting()
-            seq = self.last_seq
-            source, prefix = self.source, self._prefix
-            frames = []
-            for row in rows:
-                seq += 1
-                payload = encode_compact((DECISION_TAG, source, prefix, seq, time_ns, row))
-                frames.append(_pack_header(len(payload), _crc32(payload)) + payload)
+            frames, seq = self._decision_frames(rows, time_ns)
             if len(self._buffer) + len(frames) > self.max_buffer:
                 self._flush_locked()  # backpressure: the caller pays for the write
             self._buffer += frames
@@ -342,13 +335,7 @@ class Spool:
                     or self.flush_timeout_s is not None):
                 self.append_decisions(rows, time_ns)
                 return self._flush_locked()
-            seq = self.last_seq
-            source, prefix = self.source, self._prefix
-            frames = []
-            for row in rows:
-                seq += 1
-                payload = encode_compact((DECISION_TAG, source, prefix, seq, time_ns, row))
-                frames.append(_pack_header(len(payload), _crc32(payload)) + payload)
+            frames, seq = self._decision_frames(rows, time_ns)
             batch = frames[0] if len(frames) == 1 else b"".join(frames)
             count = len(frames)
             try:
@@ -369,10 +356,21 @@ class Spool:
                 return self._flush_locked()
             self._offset += written
             self.records_flushed += count
-            self._durable_seq = self._written_seq = seq
+            self._written_seq = seq
             if self._offset >= self.segment_bytes:
                 self._rotate()
             return count
+
+    def _decision_frames(self, rows: list[DecisionRow], time_ns: int) -> tuple[list[bytes], int]:
+        """The frames of compact decision records numbered after ``last_seq``, and the last number."""
+        seq = self.last_seq
+        source, prefix = self.source, self._prefix
+        frames = []
+        for row in rows:
+            seq += 1
+            payload = encode_compact((DECISION_TAG, source, prefix, seq, time_ns, row))
+            frames.append(_pack_header(len(payload), _crc32(payload)) + payload)
+        return frames, seq
 
     def _check_accepting(self) -> None:
         if self._refusing is not None:
@@ -412,7 +410,7 @@ class Spool:
         self._offset += len(batch)
         buffer.clear()
         self.records_flushed += count
-        self._durable_seq = self._written_seq = self.last_seq
+        self._written_seq = self.last_seq
         if self._sync_each_flush:
             self._synced_seq = self.last_seq
         if self._offset >= self.segment_bytes:
