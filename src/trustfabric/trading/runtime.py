@@ -40,7 +40,7 @@ from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
 from trustfabric.trading.services import SERVICES, module_file
-from trustfabric.trading.services.base import MODES, ZERO_TRUST, code_digest_of
+from trustfabric.trading.services.base import MODES, PERIMETER, ZERO_TRUST, code_digest_of
 
 DEFAULT_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
                     "risk-dashboard", "algo-meanrev", "algo-momentum", "fix-gateway")
@@ -517,16 +517,16 @@ async def run_bench(home: Path, *, orders: int = 4000, rounds: int = 3, warmup: 
     floors: dict[str, Floor] = {}
     try:
         floors[ZERO_TRUST] = await start_bench_floor(Path(home) / "zt", ZERO_TRUST, policies)
-        floors["perimeter"] = await start_bench_floor(Path(home) / "perimeter", "perimeter", policies)
+        floors[PERIMETER] = await start_bench_floor(Path(home) / PERIMETER, PERIMETER, policies)
         for floor in floors.values():
             await bench_round(floor, warmup)
-        results: dict[str, list[dict[str, Any]]] = {ZERO_TRUST: [], "perimeter": []}
+        results: dict[str, list[dict[str, Any]]] = {ZERO_TRUST: [], PERIMETER: []}
         for n in range(rounds):
-            order = (ZERO_TRUST, "perimeter") if n % 2 == 0 else ("perimeter", ZERO_TRUST)
+            order = (ZERO_TRUST, PERIMETER) if n % 2 == 0 else (PERIMETER, ZERO_TRUST)
             for mode in order:
                 results[mode].append(await bench_round(floors[mode], orders))
         zt_rates = [r["orders_per_s"] for r in results[ZERO_TRUST]]
-        p_rates = [r["orders_per_s"] for r in results["perimeter"]]
+        p_rates = [r["orders_per_s"] for r in results[PERIMETER]]
         zt, per = _spread(zt_rates), _spread(p_rates)
         summaries = {mode: floor_summary(f) for mode, f in floors.items()}
         links = {mode: f.links() for mode, f in floors.items()}
@@ -542,6 +542,6 @@ async def run_bench(home: Path, *, orders: int = 4000, rounds: int = 3, warmup: 
             "complete": all(r["complete"] for rs in results.values() for r in rs),
             "fail_open": summaries[ZERO_TRUST]["fail_open"], "denied_hops": summaries[ZERO_TRUST]["denied_hops"],
             "zero_trust": {"rounds": results[ZERO_TRUST], "links": links[ZERO_TRUST]},
-            "perimeter": {"rounds": results["perimeter"], "links": links["perimeter"]},
+            PERIMETER: {"rounds": results[PERIMETER], "links": links[PERIMETER]},
             "method": "both floors up side by side; warm-up each; rounds alternate ZT/perimeter order; medians",
             "policy_note": "bench policy copy: every @max_rate raised 1000x; risk throttle and credit raised in both modes"}

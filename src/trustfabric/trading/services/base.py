@@ -52,6 +52,7 @@ from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control import client as control_client
 from trustfabric.control.plane import is_security_event
 from trustfabric.control.protocol import Command, Report
+from trustfabric.control.server import MODES, PERIMETER, ZERO_TRUST
 from trustfabric.enforcement.guard import guarded_handler
 from trustfabric.enforcement.pep import QUARANTINE_PREFIX, EnforcementPoint
 from trustfabric.enforcement.service import Context, GuardedService
@@ -63,9 +64,6 @@ from trustfabric.transport.connection import FrameConnection, FrameServer, Limit
 from trustfabric.transport.frames import ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 
-ZERO_TRUST = "zero-trust"
-PERIMETER = "perimeter"
-MODES = (ZERO_TRUST, PERIMETER)
 REPORT_INTERVAL_S = 0.25
 SYNC_INTERVAL_S = 0.05
 LINK_LIMITS = Limits(idle_timeout_s=3600.0)
