@@ -152,6 +152,10 @@ def test_edge_cases_refused() -> None:
         lambda: merkle.verify_inclusion(hs[0], -1, 4, [], r),
         lambda: merkle.verify_inclusion(b"short", 0, 1, [], b"short"),
         lambda: merkle.verify_inclusion(hs[0], 0, 4, [b"x"], r),
+        lambda: merkle.verify_inclusion(hs[0], 0, 1, None, hs[0]),  # not a list: typed, not a TypeError
+        lambda: merkle.verify_inclusion(hs[0], 0, 1, b"", hs[0]),
+        lambda: merkle.verify_consistency(1, 2, None, hs[0], r),
+        lambda: merkle.verify_consistency(1, 2, hs[1], hs[0], merkle.root(hs[:2])),
     ):
         with pytest.raises(ProofError):
             call()

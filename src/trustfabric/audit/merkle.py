@@ -112,12 +112,18 @@ def _check_hash(value: bytes, what: str, error: type[Exception]) -> None:
         raise error(f"{what} is not a {HASH_SIZE}-byte hash", reason="audit.proof.malformed")
 
 
+def _check_proof(proof: Sequence[bytes], error: type[Exception]) -> None:
+    if not isinstance(proof, (list, tuple)):
+        raise error(f"the proof is a {type(proof).__name__}, not a list of hashes", reason="audit.proof.malformed")
+    for p in proof:
+        _check_hash(p, "proof element", error)
+
+
 def verify_inclusion(leaf: bytes, index: int, tree_size: int, proof: Sequence[bytes], root_hash: bytes) -> None:
     """RFC 9162 2.1.3.2: check that ``leaf`` is leaf ``index`` of the tree ``root_hash`` of ``tree_size``."""
     _check_hash(leaf, "leaf hash", InclusionProofError)
     _check_hash(root_hash, "root hash", InclusionProofError)
-    for p in proof:
-        _check_hash(p, "proof element", InclusionProofError)
+    _check_proof(proof, InclusionProofError)
     if not isinstance(index, int) or not isinstance(tree_size, int) or index < 0 or index >= tree_size:
         raise InclusionProofError(f"leaf index {index} is not below tree size {tree_size}", reason="audit.proof.index")
     fn, sn = index, tree_size - 1
@@ -145,8 +151,7 @@ def verify_consistency(size1: int, size2: int, proof: Sequence[bytes], root1: by
     """RFC 9162 2.1.4.2: check that the tree ``root1`` of ``size1`` is a prefix of ``root2`` of ``size2``."""
     _check_hash(root1, "first root", ConsistencyProofError)
     _check_hash(root2, "second root", ConsistencyProofError)
-    for p in proof:
-        _check_hash(p, "proof element", ConsistencyProofError)
+    _check_proof(proof, ConsistencyProofError)
     if not isinstance(size1, int) or not isinstance(size2, int) or size1 < 0 or size2 < size1:
         raise ConsistencyProofError(f"sizes {size1} -> {size2} are not in order", reason="audit.proof.size")
     if size1 == size2:
