@@ -517,8 +517,9 @@ class ServiceRuntime:
                     self.report_soon()
             elif push.kind == "release_spiffe_id":
                 self.revocations.release_spiffe_id(push.value, now, push.reason)
-        except TrustFabricError:
-            pass
+        except (TrustFabricError, ValueError) as exc:  # a malformed push revokes nothing: say so in the audit log
+            self.events.emit(Kind.ALERT, principal=str(push.value)[:200], action="revocation.mirror", decision="deny",
+                             reason=getattr(exc, "reason", "revocation.bad_serial"), detail={"kind": push.kind})
 
     def _on_command(self, command: Command) -> None:
         if command.name == "stop":
