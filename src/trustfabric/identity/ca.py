@@ -28,6 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trustfabric.identity.certs import certs_to_pem, load_certificates
@@ -41,6 +42,7 @@ __all__ = [
     "DEFAULT_MAX_LEAF_TTL_S",
     "DEFAULT_CA_TTL_S",
     "write_private_file",
+    "key_to_pem",
 ]
 
 DEFAULT_LEAF_TTL_S = 3600
@@ -65,7 +67,8 @@ def write_private_file(path: Path, data: bytes) -> None:
     os.chmod(path, 0o600)
 
 
-def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+def key_to_pem(key: PrivateKeyTypes) -> bytes:
+    """PKCS#8 PEM, unencrypted (written only to 0600 files)."""
     return key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
@@ -290,8 +293,8 @@ class CertificateAuthority:
         }
         for g in self._generations:
             prefix = f"g{g.number}"
-            write_private_file(root / f"{prefix}-root.key", _key_pem(g.root_key))
-            write_private_file(root / f"{prefix}-issuing.key", _key_pem(g.issuing_key))
+            write_private_file(root / f"{prefix}-root.key", key_to_pem(g.root_key))
+            write_private_file(root / f"{prefix}-issuing.key", key_to_pem(g.issuing_key))
             (root / f"{prefix}-root.pem").write_bytes(certs_to_pem([g.root_cert]))
             (root / f"{prefix}-issuing.pem").write_bytes(certs_to_pem([g.issuing_cert]))
             meta["generations"].append({"number": g.number, "trusted_until": g.trusted_until})

@@ -48,6 +48,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from trustfabric.audit.events import Emitter, Kind
 from trustfabric.clock import SYSTEM_CLOCK, Clock
+from trustfabric.identity.ca import key_to_pem
 from trustfabric.identity.certs import RevocationCheck, load_certificate, peer_spiffe_id, x5t_s256
 from trustfabric.identity.errors import IdentityError, TokenError
 from trustfabric.identity.store import IdentityStore, SigningKeyRow
@@ -122,10 +123,7 @@ class SigningKey:
         return self.private_key.public_key()
 
     def to_row(self) -> SigningKeyRow:
-        pem = self.private_key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        return SigningKeyRow(self.kid, pem, self.created_at, self.retired_at)
+        return SigningKeyRow(self.kid, key_to_pem(self.private_key), self.created_at, self.retired_at)
 
     @classmethod
     def from_row(cls, row: SigningKeyRow) -> "SigningKey":

@@ -23,12 +23,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from trustfabric.identity.ca import DEFAULT_LEAF_TTL_S, CertificateAuthority, write_private_file
+from trustfabric.identity.ca import DEFAULT_LEAF_TTL_S, CertificateAuthority, key_to_pem, write_private_file
 from trustfabric.identity.certs import certs_to_pem, fingerprint_sha256, load_certificates, peer_spiffe_id, x5t_s256
 from trustfabric.identity.errors import CertificateError
 from trustfabric.identity.spiffe import SpiffeId
 
-__all__ = ["WorkloadCredentials", "new_key_and_csr", "issue_for_test", "CERT_FILE", "KEY_FILE", "BUNDLE_FILE"]
+__all__ = [
+    "WorkloadCredentials", "new_key_and_csr", "issue_for_test", "key_to_pem", "CERT_FILE", "KEY_FILE", "BUNDLE_FILE",
+]
 
 CERT_FILE, KEY_FILE, BUNDLE_FILE = "cert.pem", "key.pem", "bundle.pem"
 
@@ -44,12 +46,6 @@ def new_key_and_csr(spiffe_id: SpiffeId | str) -> tuple[ec.EllipticCurvePrivateK
         .sign(key, hashes.SHA256())
     )
     return key, csr
-
-
-def key_to_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 @dataclass(frozen=True)
