@@ -407,3 +407,15 @@ def test_non_finite_and_deeply_nested_claims_refused(ring, verifier) -> None:
     token = signing_input.decode() + "." + b64(ring.active.private_key.sign(signing_input))
     assert reason(verifier, token) == "token.malformed"
     assert reason(verifier, "é.e30.AAAA") == "token.malformed"
+
+
+def test_a_revocation_set_that_cannot_answer_refuses_the_token(ring, issuer, algo_creds) -> None:
+    class Unreachable:
+        def is_revoked(self, serial: int, spiffe_id: str) -> bool:
+            raise OSError("revocation store down")
+
+    verifier = TokenVerifier(ring, ISS, revocations=Unreachable())
+    token = issuer.issue(str(ALGO), AUD, T0, cert_der=algo_creds.cert_der)
+    assert reason(verifier, token, algo_creds.cert_der) == "token.revoked"
+    person = issuer.issue("alice", "console", T0, amr=["pwd", "otp"], auth_time=T0)
+    assert reason(verifier, person, aud="console") == "token.revoked"

@@ -538,8 +538,7 @@ class TokenVerifier:
         if cnf is None:
             if sub.startswith("spiffe://"):
                 raise TokenError("workload token is not bound to a certificate", reason="token.unbound")
-            if self._revocations is not None and self._revocations.is_revoked(-1, sub):
-                raise TokenError(f"{sub} is revoked", reason="token.revoked")
+            self._refuse_revoked(-1, sub)
             return None
         thumb = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
         if not isinstance(thumb, str) or not thumb:
@@ -555,6 +554,16 @@ class TokenVerifier:
             raise TokenError(f"presented certificate unusable: {exc.detail}", reason="token.cert_invalid") from exc
         if cert_id != sub:
             raise TokenError(f"certificate is {cert_id}, token subject {sub}", reason="token.sub_mismatch")
-        if self._revocations is not None and self._revocations.is_revoked(cert.serial_number, sub):
-            raise TokenError(f"{sub} (serial {cert.serial_number:x}) is revoked", reason="token.revoked")
+        self._refuse_revoked(cert.serial_number, sub)
         return thumb
+
+    def _refuse_revoked(self, serial: int, sub: str) -> None:
+        """``token.revoked`` when ``sub`` (or the serial) is revoked, or when the set cannot answer."""
+        if self._revocations is None:
+            return
+        try:
+            revoked = self._revocations.is_revoked(serial, sub)
+        except Exception as exc:  # noqa: BLE001 - a revocation set that cannot answer is a refusal
+            raise TokenError(f"revocation check failed: {exc!r}", reason="token.revoked") from exc
+        if revoked:
+            raise TokenError(f"{sub} is revoked", reason="token.revoked")
