@@ -33,7 +33,6 @@ import abc
 import asyncio
 import base64
 import contextlib
-import hashlib
 import inspect
 import os
 import signal
@@ -57,9 +56,11 @@ from trustfabric.enforcement.guard import guarded_handler
 from trustfabric.enforcement.pep import QUARANTINE_PREFIX, EnforcementPoint
 from trustfabric.enforcement.service import Context, GuardedService
 from trustfabric.errors import TrustFabricError
+from trustfabric.identity.attestation import code_digest
 from trustfabric.identity.revocation import RevocationSet
 from trustfabric.identity.tokens import StaticJwks, TokenVerifier
 from trustfabric.policy.topology import Topology
+from trustfabric.transport.client import summarize
 from trustfabric.transport.connection import FrameConnection, FrameServer, Limits, connect
 from trustfabric.transport.frames import ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
@@ -80,9 +81,8 @@ def package_version() -> str:
 def code_digest_of(module_file: str | Path, service: str) -> str:
     """SHA-256 over a service's build: its module source, the trustfabric version and the service name
     (two services built from one module - venue-a and venue-b - are two releases)."""
-    digest = hashlib.sha256(Path(module_file).read_bytes())
-    digest.update(b"\0trustfabric " + package_version().encode() + b"\0" + service.encode())
-    return digest.hexdigest()
+    build = b"\0trustfabric " + package_version().encode() + b"\0" + service.encode()
+    return code_digest(Path(module_file).read_bytes() + build)
 
 
 def encode_body(obj: Any) -> bytes:
@@ -127,9 +127,8 @@ class LatencyRing:
     def summary(self) -> list[float]:
         if not self.samples:
             return [0.0, 0.0, 0.0]
-        ordered = sorted(self.samples)
-        n = len(ordered)
-        return [ordered[n // 2] / 1000.0, ordered[min(n - 1, int(n * 0.99))] / 1000.0, float(self.count)]
+        rtt = summarize(list(self.samples))
+        return [rtt.p50_us, rtt.p99_us, float(self.count)]
 
 
 def coalesce_sends(conn: FrameConnection) -> None:
