@@ -49,7 +49,9 @@ def test_renewal_across_a_ca_rotation() -> None:
             ca.rotate(clock.now(), overlap_s=TTL)
         renewer.tick()
         creds = renewer.current()
-        verify_chain(creds.certificate, ca.bundle_pem(clock.now()), clock.now(), PROD)
+        assert verify_chain(creds.certificate, ca.bundle_pem(clock.now()), clock.now(), PROD) == SID
+    assert renewer.renewals >= 10
+    assert renewer.current().certificate.issuer == ca.current.issuing_cert.subject  # renewed under the new CA
 
 
 def test_failing_renewal_keeps_the_old_until_expiry_then_refuses() -> None:

@@ -164,7 +164,7 @@ async def test_validity_is_rechecked_against_the_injected_clock(server_creds, cl
         await server.close()
 
 
-async def test_refused_revoked_certificate_by_serial_and_by_spiffe_id(server_tls, client_tls, revocation, emitter, sink):
+async def test_refused_revoked_certificate_by_serial(server_tls, client_tls, revocation, emitter, sink):
     creds = client_tls.credentials.current()
     revocation.revoke_serial(creds.serial, time.time())
     server = await _start(server_tls, emitter)

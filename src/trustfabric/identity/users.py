@@ -136,7 +136,7 @@ class UserDirectory:
         return UserError(f"{name}: {reason.split('.', 1)[1].replace('_', ' ')}", reason=reason)
 
     def _check_totp(self, row: UserRow, code: str, now: float) -> int:
-        """The matching TOTP step, or a reason code string prefixed 'user.'."""
+        """The step (within the allowed drift) whose code matches, or -1."""
         totp = pyotp.TOTP(row.totp_secret, interval=TOTP_INTERVAL_S)
         code = (code or "").strip()
         current = int(now // TOTP_INTERVAL_S)

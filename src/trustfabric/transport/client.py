@@ -10,8 +10,8 @@
   ever presented.
 * :func:`measure_rtt` times one small request/response round trip, many times,
   on an open connection (p50/p99 in microseconds); :func:`loopback_rtt` runs it
-  against an echo server over plain TCP or mTLS on 127.0.0.1. The hop benchmark
-  reuses both.
+  against an echo server over plain TCP or mTLS on 127.0.0.1 (the hop benchmark
+  reuses :func:`echo_handler`).
 """
 
 from __future__ import annotations

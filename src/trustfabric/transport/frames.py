@@ -12,8 +12,8 @@ delivered and get the complete frames back. Anything wrong raises a
 :class:`~trustfabric.transport.errors.FrameError` with a reason code:
 
 * ``frame.oversized``  - a length above the maximum (refused from the header alone,
-  before the body is buffered) or a zero length;
-* ``frame.malformed``  - a body that is not a valid frame of a known type;
+  before the body is buffered);
+* ``frame.malformed``  - a zero length, or a body that is not a valid frame of a known type;
 * ``frame.unknown_type`` - a well-formed body whose tag no schema declares;
 * ``frame.truncated``  - the stream ended inside a frame (:meth:`FrameDecoder.eof`).
 
