@@ -1,76 +1,38 @@
-"""The floor's services, one OS process each (see ``README.md`` beside this file)."""
+"""The floor's services, one OS process each (see ``README.md`` beside this file).
+
+:data:`SERVICES` names each service's module and :class:`~trustfabric.trading.services.base.FloorService`
+class; the module is both what the process runs and what its code digest is computed over, so
+one table serves :func:`factory_for` and :func:`module_file`. Modules are imported only when
+a process starts its service.
+"""
 
 from __future__ import annotations
 
+import importlib
+from pathlib import Path
 from typing import Callable
 
-
-def _algo(rt):
-    from trustfabric.trading.services.algo import AlgoService
-    return AlgoService(rt)
-
-
-def _md(rt):
-    from trustfabric.trading.services.market_data import MarketDataService
-    return MarketDataService(rt)
-
-
-def _risk(rt):
-    from trustfabric.trading.services.risk import RiskService
-    return RiskService(rt)
-
-
-def _router(rt):
-    from trustfabric.trading.services.router import RouterService
-    return RouterService(rt)
-
-
-def _venue(rt):
-    from trustfabric.trading.services.venue import VenueService
-    return VenueService(rt)
-
-
-def _oms(rt):
-    from trustfabric.trading.services.oms import OmsService
-    return OmsService(rt)
-
-
-def _settlement(rt):
-    from trustfabric.trading.services.settlement import SettlementService
-    return SettlementService(rt)
-
-
-def _dashboard(rt):
-    from trustfabric.trading.services.dashboard import DashboardService
-    return DashboardService(rt)
-
-
-def _fix_gateway(rt):
-    from trustfabric.trading.services.fix_gateway import FixGatewayService
-    return FixGatewayService(rt)
-
-
-SERVICES: dict[str, Callable] = {
-    "market-data": _md, "algo-meanrev": _algo, "algo-momentum": _algo, "pre-trade-risk": _risk,
-    "order-router": _router, "venue-a": _venue, "venue-b": _venue, "oms": _oms, "settlement": _settlement,
-    "risk-dashboard": _dashboard, "fix-gateway": _fix_gateway,
+SERVICES: dict[str, tuple[str, str]] = {  # service name -> (module in this package, class)
+    "market-data": ("market_data", "MarketDataService"),
+    "algo-meanrev": ("algo", "AlgoService"),
+    "algo-momentum": ("algo", "AlgoService"),
+    "pre-trade-risk": ("risk", "RiskService"),
+    "order-router": ("router", "RouterService"),
+    "venue-a": ("venue", "VenueService"),
+    "venue-b": ("venue", "VenueService"),
+    "oms": ("oms", "OmsService"),
+    "settlement": ("settlement", "SettlementService"),
+    "risk-dashboard": ("dashboard", "DashboardService"),
+    "fix-gateway": ("fix_gateway", "FixGatewayService"),
 }
 
 
 def factory_for(name: str) -> Callable:
-    return SERVICES[name]
+    """The service class of ``name`` (called with the process's ``ServiceRuntime``)."""
+    module, cls = SERVICES[name]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
 
 
-MODULE_FILES: dict[str, str] = {
-    "market-data": "market_data.py", "algo-meanrev": "algo.py", "algo-momentum": "algo.py",
-    "pre-trade-risk": "risk.py", "order-router": "router.py", "venue-a": "venue.py", "venue-b": "venue.py",
-    "oms": "oms.py", "settlement": "settlement.py", "risk-dashboard": "dashboard.py",
-    "fix-gateway": "fix_gateway.py",
-}
-
-
-def module_file(name: str):
+def module_file(name: str) -> Path:
     """The code artefact of a service (what its code digest is computed over)."""
-    from pathlib import Path
-
-    return Path(__file__).resolve().parent / MODULE_FILES[name]
+    return Path(__file__).resolve().parent / f"{SERVICES[name][0]}.py"
