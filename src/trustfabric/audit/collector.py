@@ -75,24 +75,26 @@ class Collector:
             payloads.append(canonical(payload))
             position = (segment, end)
             if len(payloads) >= self.batch:
-                ack = self._commit(directory, ack, payloads, position)
+                ack, new = self._commit(directory, ack, payloads, position)
                 read += len(payloads)
-                appended += self._last_appended
+                appended += new
                 payloads = []
         if payloads:
-            ack = self._commit(directory, ack, payloads, position)
+            ack, new = self._commit(directory, ack, payloads, position)
             read += len(payloads)
-            appended += self._last_appended
+            appended += new
         if self.delete_acked:
             self._delete_acked(directory, ack)
         return read, appended
 
-    def _commit(self, directory: Path, ack: Ack, payloads: list[bytes], position: tuple[int, int]) -> Ack:
-        self._last_appended = self.log.ingest(payloads)  # the central commit first ...
+    def _commit(self, directory: Path, ack: Ack, payloads: list[bytes],
+                position: tuple[int, int]) -> tuple[Ack, int]:
+        """Ingest one batch, then acknowledge it: (the new ack, records new in the central log)."""
+        appended = self.log.ingest(payloads)  # the central commit first ...
         new = Ack(position[0], position[1], ack.records + len(payloads),
                   max(ack.last_seq, record_seq(payloads[-1])))
         write_ack(directory, new)  # ... then the acknowledgement
-        return new
+        return new, appended
 
     def _delete_acked(self, directory: Path, ack: Ack) -> None:
         # The ack points just past a shipped record of segment ack.segment, so that segment
