@@ -37,7 +37,20 @@ from trustfabric.transport.frames import (
     ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady,
 )
 
-NO_SERVICE_BODY = b"\xc0"  # MessagePack nil
+
+
+def service_response(rid: int, reply: Any) -> Response:
+    """The ``Response`` frame for a service handler's reply (shared with the floor's perimeter mode).
+
+    A :class:`Refusal` is a refusal with its reason; a handler's reply already
+    encoded (MessagePack bytes) is the body; any other reply (``None``, or a value
+    the handler does not send back) is an empty ``ok``.
+    """
+    if isinstance(reply, Refusal):
+        return Response(rid=rid, ok=False, reason=reply.reason)
+    if isinstance(reply, (bytes, bytearray, memoryview)):
+        return Response(rid=rid, ok=True, body=msgspec.Raw(reply))
+    return Response(rid=rid, ok=True)
 
 
 def _ready(session: Session, pep: EnforcementPoint) -> SessionReady:
@@ -60,13 +73,8 @@ def guarded_handler(pep: EnforcementPoint, service: GuardedService | None = None
 
         async def run_service(session: Session, req: Request) -> None:
             reply = await service.dispatch_request(Context(session, req.trace_id), req)  # type: ignore[union-attr]
-            if conn.closed:
-                return
-            if isinstance(reply, Refusal):
-                send(Response(rid=req.rid, ok=False, reason=reply.reason))
-            else:  # a handler returns its reply already encoded (MessagePack bytes), or None
-                body = msgspec.Raw(reply) if isinstance(reply, (bytes, bytearray, memoryview)) else msgspec.Raw(NO_SERVICE_BODY)
-                send(Response(rid=req.rid, ok=True, body=body))
+            if not conn.closed:
+                send(service_response(req.rid, reply))
 
         def on_frame(frame: Any) -> None:
             if type(frame) is Request:
