@@ -42,6 +42,7 @@ from rich.table import Table
 
 from trustfabric.audit.events import MemorySink
 from trustfabric.audit.spool import DURABILITY_WRITE, Spool
+from trustfabric.commands.bench_pdp import percentile
 from trustfabric.commands.common import console
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.guard import guarded_handler
@@ -57,11 +58,6 @@ def _policies_dir() -> Path:
         if (parent / "policies" / "floor.toml").exists():
             return parent / "policies"
     raise typer.BadParameter("policies/ directory not found; pass --policies")
-
-
-def _percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
 class _BenchTokens:
@@ -184,7 +180,7 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
         conn.close()
     for server in (plain, tls, zt):
         await server.close()
-    us = lambda xs, q: _percentile(xs, q) / 1000  # noqa: E731
+    us = lambda xs, q: percentile(xs, q) / 1000  # noqa: E731
     result: dict[str, Any] = {
         "plain_rtt_us_p50": us(s_plain, 0.5), "tls_rtt_us_p50": us(s_tls, 0.5), "zt_rtt_us_p50": us(s_zt, 0.5),
         "plain_rtt_us_p99": us(s_plain, 0.99), "tls_rtt_us_p99": us(s_tls, 0.99), "zt_rtt_us_p99": us(s_zt, 0.99),
@@ -224,13 +220,13 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
         start = time.perf_counter_ns()
         engine.decide(client_id, ACTION, RESOURCE, {"notional": int(NOTIONAL)})
         parsed.append((time.perf_counter_ns() - start) / 1000)
-    pep_p50 = _percentile(per_call, 0.5)
+    pep_p50 = percentile(per_call, 0.5)
     result.update({
         "pep_check_us_p50": pep_p50,
-        "cedar_per_request_us_p50": _percentile(naive, 0.5),
-        "cedar_decide_us_p50": _percentile(parsed, 0.5),
-        "speedup_vs_cedar": _percentile(naive, 0.5) / pep_p50,
-        "speedup_vs_cedar_preparsed": _percentile(parsed, 0.5) / pep_p50,
+        "cedar_per_request_us_p50": percentile(naive, 0.5),
+        "cedar_decide_us_p50": percentile(parsed, 0.5),
+        "speedup_vs_cedar": percentile(naive, 0.5) / pep_p50,
+        "speedup_vs_cedar_preparsed": percentile(parsed, 0.5) / pep_p50,
     })
 
     # Session open at the PEP: token signature and binding, replay, table pull.
@@ -242,7 +238,7 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
         s = pep.open_session(peer, token)
         opens.append((time.perf_counter_ns() - start) / 1e6)
         pep.close(s)
-    result["session_open_ms_p50"] = _percentile(opens, 0.5)
+    result["session_open_ms_p50"] = percentile(opens, 0.5)
 
     # Revocation: quarantine published on the policy bus -> refused at 20 enforcement points.
     peps = []
@@ -269,7 +265,7 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
             except SessionRefused:
                 pass
         engine.bump([client_id], "release.bench", "bench")
-    result["revocation_ms_p50"] = _percentile(revocations, 0.5)
+    result["revocation_ms_p50"] = percentile(revocations, 0.5)
     pep.flush_decisions()
     result["fail_open"] = pep.fail_open + sum(p.fail_open for p in peps)
     result["audit_records_spooled"] = sink.records_flushed
