@@ -9,8 +9,6 @@
   ``cnf`` binding to the presented certificate; returns claims or raises.
 * :class:`PeerLike` - what the TLS layer says about the caller
   (``trustfabric.transport.tls.PeerIdentity``).
-* :class:`DecisionSink` - where drained decision records go (an Emitter-fed sink,
-  e.g. the audit Spool).
 
 Anything that raises through these ports is treated as unreachable: fail closed.
 """
@@ -36,8 +34,3 @@ class PeerLike(Protocol):
     cert_der: bytes
     fingerprint_sha256: str
 
-
-class FlushableSink(Protocol):
-    def append(self, event: Any) -> None: ...
-
-    def flush(self) -> None: ...
