@@ -7,6 +7,8 @@ import os
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -61,6 +63,15 @@ def test_tables_served_over_loopback(engine):
     assert pep.check(s, "write", "risk/limits") == (False, E.NOT_IN_TABLE)
 
 
+def _wait_stopped(pid: int) -> None:
+    """SIGSTOP is delivered asynchronously: wait (bounded) until the process is really stopped."""
+    stat = Path(f"/proc/{pid}/stat")
+    for _ in range(200):
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+            return
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("fault", ["kill-9", "hung"])
 def test_engine_fault_fails_closed(engine, fault):
     proc, port = engine
@@ -71,6 +82,7 @@ def test_engine_fault_fails_closed(engine, fault):
         proc.wait(timeout=5)
     else:
         os.kill(proc.pid, signal.SIGSTOP)  # alive, listening, never answering
+        _wait_stopped(proc.pid)
     # A principal with no cached table cannot open a session.
     with pytest.raises(SessionRefused) as exc:
         _open(pep, OMS)
