@@ -111,7 +111,7 @@ class SimulationRunner:
         self.scenarios = scenarios
         self.config = config
         self.results: list[ScenarioResult] = []
-        self.flood_rate: float | None = None
+        self.flood_rates: dict[str, float] = {}  # principal -> its granted order rate (zero-trust policy)
         self.floor_summaries: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ entry
@@ -172,12 +172,17 @@ class SimulationRunner:
         ref = floor.topology.resolve(footing.principal)
         if ref is not None:
             grants = floor.topology.flows_of(ref)
-        if self.flood_rate is None and floor.plane is not None:
-            self.flood_rate = _max_rate(floor, footing.principal)
+        rate = self.flood_rates.get(footing.principal)
+        if rate is None and floor.plane is not None:
+            rate = _max_rate(floor, footing.principal)
+            if rate is not None:  # kept for the perimeter run: both modes allow the same honest rate
+                self.flood_rates[footing.principal] = rate
         result = score(scenario, mode, records, effects, grants, detection,
-                       flood_rate=self.flood_rate or _risk_rate(), floor_started=floor.started_at,
+                       flood_rate=rate or _risk_rate(), floor_started=floor.started_at,
                        review_interval_s=self.config.review_interval_s)
         result.details["foothold"] = f"{scenario.foothold.kind}:{scenario.foothold.identity}"
+        if floor.plane is None and scenario.foothold.kind == "build":
+            result.details["modelled"] = "identities_issued: no deployment gate in perimeter mode, the build runs"
         if floor.plane is not None:
             result.details["released"] = await self.release(floor, people, principals)
         return result
