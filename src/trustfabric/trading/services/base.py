@@ -52,7 +52,7 @@ from trustfabric.control import client as control_client
 from trustfabric.control.plane import is_security_event
 from trustfabric.control.protocol import Command, Report
 from trustfabric.control.server import MODES, PERIMETER, ZERO_TRUST
-from trustfabric.enforcement.guard import guarded_handler
+from trustfabric.enforcement.guard import guarded_handler, service_response
 from trustfabric.enforcement.pep import QUARANTINE_PREFIX, EnforcementPoint
 from trustfabric.enforcement.service import Context, GuardedService
 from trustfabric.errors import TrustFabricError
@@ -558,12 +558,7 @@ class ServiceRuntime:
                 reply = await svc.dispatch_request(Context(None, req.trace_id, {"owner": owner}), req)
                 if conn.closed:
                     return
-                if isinstance(reply, (bytes, bytearray)):
-                    send(Response(rid=req.rid, ok=True, body=msgspec.Raw(reply)))
-                elif reply is None:
-                    send(Response(rid=req.rid, ok=True))
-                else:
-                    send(Response(rid=req.rid, ok=False, reason=getattr(reply, "reason", "refused")))
+                send(service_response(req.rid, reply))
 
             def on_frame(frame: Any) -> None:
                 if type(frame) is Request:
