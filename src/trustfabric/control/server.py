@@ -23,7 +23,6 @@ import contextlib
 import ssl
 from typing import Any
 
-import msgspec
 
 from trustfabric.control.errors import BootstrapRefused
 from trustfabric.control.plane import ControlPlane
