@@ -25,11 +25,11 @@ from typing import Any, Awaitable, Callable
 
 import msgspec
 
-from trustfabric.control.protocol import CONTROL_CODEC, JoinReply, JoinRequest, TokenReply, TokenRequest
+from trustfabric.control.protocol import CONTROL_CODEC, TokenReply, TokenRequest
 from trustfabric.errors import TrustFabricError
 from trustfabric.simulation.effects import trace_tag
 from trustfabric.simulation.measure import AttemptRecord
-from trustfabric.simulation.scenarios import APPROVAL_METHODS, Attempt, Scenario
+from trustfabric.simulation.scenarios import Attempt, Scenario
 from trustfabric.trading.messages import PRICE_SCALE, Fill, NewOrder, RiskApproval, RoutedOrder
 from trustfabric.trading.services.wire import MdBatch, MdPoll, PositionsQuery, SettleBatch, VenueOrder
 from trustfabric.transport.connection import FrameConnection, Limits, connect
