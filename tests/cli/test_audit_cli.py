@@ -91,6 +91,32 @@ def test_verify_with_witnessed_head_catches_rollback(home, tmp_path) -> None:
     assert invoke("verify", "--head", str(witness)).exit_code == 2
 
 
+def test_verify_a_demo_run_by_name_latest_or_path_and_refuse_a_tampered_or_missing_run(home) -> None:
+    import os
+    import shutil
+
+    assert invoke("verify", "--run", "latest").exit_code == 2  # no floor-* run yet
+    invoke("collect")
+    invoke("checkpoint")
+    older, newer = home / "floor-older", home / "floor-newer"
+    for run in (older, newer):
+        shutil.copytree(home / "audit", run / "audit")
+    os.utime(older / "audit" / "audit.db", (1, 1))
+    db = sqlite3.connect(older / "audit" / "audit.db")
+    with db:
+        db.execute("DELETE FROM records WHERE idx = 2")
+    db.close()
+    os.utime(older / "audit" / "audit.db", (1, 1))  # still the older run
+    latest = invoke("verify", "--run", "latest")
+    assert latest.exit_code == 0 and "intact" in latest.stdout
+    assert invoke("verify", "--run", "floor-newer").exit_code == 0
+    bad = invoke("verify", "--run", str(older))
+    assert bad.exit_code == 3 and "audit.tamper" in bad.stderr
+    missing = invoke("verify", "--run", "floor-none")
+    assert missing.exit_code == 2 and "audit.run.missing" in missing.stderr
+    assert invoke("verify", str(home / "audit"), "--run", "latest").exit_code == 2  # one or the other
+
+
 def test_verify_without_log_fails(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
     assert invoke("verify").exit_code == 2

@@ -79,10 +79,12 @@ async def test_a_service_started_with_another_services_identity_is_refused(tmp_p
         await floor.stop()
 
 
-def test_demo_json_has_the_fields(tmp_path):
+@pytest.mark.timeout(180)
+def test_demo_json_has_the_fields_the_simulator_comparison_and_a_working_verify_command(tmp_path):
     env = dict(os.environ, TRUSTFABRIC_HOME=str(tmp_path))
     out = subprocess.run([sys.executable, "-m", "trustfabric.cli", "demo", "--duration", "6", "--json",
-                          "--report", str(tmp_path / "report")], capture_output=True, text=True, env=env, timeout=80)
+                          "--report", str(tmp_path / "report"), "--simulate-scenario", "algo-direct-venue"],
+                         capture_output=True, text=True, env=env, timeout=170)
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
     for key in ("orders_submitted", "orders_filled", "risk_rejects", "denied_hops", "fail_open", "attack_attempts",
@@ -92,5 +94,27 @@ def test_demo_json_has_the_fields(tmp_path):
     summary = json.loads((tmp_path / "report" / "summary.json").read_text())
     assert summary["attack_attempts"] == result["attack_attempts"] and "denied_by_reason" in summary
     readme = (tmp_path / "report" / "README.md").read_text()
-    for section in ("## the floor", "## denied hops by reason", "## the attack", "## incidents"):
+    for section in ("## the floor", "## denied hops by reason", "## the attack", "## incidents",
+                    "## threat simulator: zero trust vs perimeter"):
         assert section in readme
+    simulation = result["simulation"]
+    assert set(simulation["summary"]) == {"zero-trust", "perimeter"}
+    zt, perimeter = simulation["summary"]["zero-trust"], simulation["summary"]["perimeter"]
+    assert zt["successes"] == 0 and zt["blast_radius"] == 0 and zt["ttd_ms_p99"] is not None
+    assert perimeter["successes"] > 0  # the edge gateway lets the compromised agent reach the venue
+    assert {(r["name"], r["mode"]) for r in simulation["scenarios"]} == {("algo-direct-venue", "zero-trust"),
+                                                                       ("algo-direct-venue", "perimeter")}
+    assert simulation["report"] == str(tmp_path / "report" / "simulate" / "report.html")
+    assert json.loads((tmp_path / "report" / "simulate" / "results.json").read_text())["summary"] == \
+        simulation["summary"]
+    # the printed verify command works as printed, from another directory, without TRUSTFABRIC_HOME
+    argv = result["verify_command"].split()
+    assert argv[:3] == ["trustfabric", "audit", "verify"]
+    clean_env = {k: v for k, v in os.environ.items() if k != "TRUSTFABRIC_HOME"}
+    verify = subprocess.run([sys.executable, "-m", "trustfabric.cli", *argv[1:]], capture_output=True, text=True,
+                            env=clean_env, cwd=tmp_path / "report", timeout=60)
+    assert verify.returncode == 0, verify.stderr
+    assert "intact" in verify.stdout
+    latest = subprocess.run([sys.executable, "-m", "trustfabric.cli", "audit", "verify", "--run", "latest"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert latest.returncode == 0 and "intact" in latest.stdout, latest.stderr

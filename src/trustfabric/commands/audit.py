@@ -37,6 +37,32 @@ def _dir(path: Optional[Path]) -> Path:
     return path.parent if path.is_file() else path
 
 
+FLOOR_RUN_PREFIX = "floor-"  # each ``trustfabric demo`` keeps its state in $TRUSTFABRIC_HOME/floor-<random>
+
+
+def run_audit_dir(run: str) -> Path:
+    """The central audit directory of a demo run: ``latest``, a run's name (``floor-...``) or its path.
+
+    A demo keeps each run's state (and so its central log) under
+    ``$TRUSTFABRIC_HOME/floor-<random>/audit``; ``latest`` is the most recently
+    modified run that has a log. No such run is ``audit.run.missing`` (exit 2).
+    """
+    from trustfabric.home import home_dir
+
+    if run == "latest":
+        runs = [p for p in home_dir(create=False).glob(f"{FLOOR_RUN_PREFIX}*") if (p / "audit" / DB_FILE).exists()]
+        if not runs:
+            raise fail("audit.run.missing", f"no demo run with an audit log under {home_dir(create=False)}", code=2)
+        return max(runs, key=lambda p: (p / "audit" / DB_FILE).stat().st_mtime) / "audit"
+    candidate = Path(run)
+    if not candidate.exists():
+        candidate = home_dir(create=False) / run
+    directory = candidate if (candidate / DB_FILE).exists() else candidate / "audit"
+    if not (directory / DB_FILE).exists():
+        raise fail("audit.run.missing", f"no audit log for run {run!r} ({directory})", code=2)
+    return directory
+
+
 def _existing_dir(path: Optional[Path]) -> Path:
     directory = _dir(path)
     if not (directory / DB_FILE).exists():
@@ -55,14 +81,18 @@ def _echo_json(value: object) -> None:
 @app.command()
 def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or its audit.db (default $TRUSTFABRIC_HOME/audit)."),
            head: list[Path] = typer.Option([], "--head", help="A tree head exported earlier (checkpoint --export), "
-                                           "kept by a witness; repeatable.")) -> None:
+                                           "kept by a witness; repeatable."),
+           run: Optional[str] = typer.Option(None, "--run", help="A demo run's log instead: latest, a floor-* "
+                                             "run name or its directory (under $TRUSTFABRIC_HOME).")) -> None:
     """Recompute every leaf, the Merkle tree and every signed tree head; exit 0 only when intact.
 
     Names the first bad position when a record was edited, deleted, reordered or inserted, the
     log was truncated below a signed head, or a tree head was forged (exit 3). Records after the
     latest signed head are reported as the unsigned tail.
     """
-    directory = _existing_dir(path)
+    if run is not None and path is not None:
+        raise fail("audit.args.conflict", "give either a directory or --run, not both", code=2)
+    directory = run_audit_dir(run) if run is not None else _existing_dir(path)
     with refusals_exit(2):
         public_key = load_public_key(directory)
         witnessed = []

@@ -8,6 +8,13 @@ central log. ``--report DIR`` (default ``$TRUSTFABRIC_HOME/reports/demo-<time>``
 gets ``summary.json`` and ``README.md`` (orders, fills, denied hops by reason, the
 attack's attempts, incidents with time to detect and contain).
 
+After the live floor (unless ``--no-simulate``) the threat simulator
+(:func:`run_comparison`) runs its scenarios in zero-trust and perimeter modes, writes
+``<report>/simulate/report.html`` + ``results.json`` and the demo prints the
+comparison (successes, blast radius, detected, contained, ttd/ttc p99); ``--json``
+carries it under ``"simulation"``. The closing lines print the exact
+``trustfabric audit verify <run>/audit`` command for the run's central log.
+
 ``--identity-prologue`` first shows the identity walk-through (:func:`identity_walkthrough`): create
 the CAs of prod/test/dev, attest a workload (promoted code digest + signed,
 fresh host posture) and issue its certificate, enrol a person with TOTP and log
@@ -197,6 +204,10 @@ def _attempts_table(result: dict[str, Any]) -> Table:
     return table
 
 
+def _cell(value: Any) -> str:
+    return "-" if value is None else f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
 def write_report(result: dict[str, Any], directory: Path) -> Path:
     """``summary.json`` (the whole result) and ``README.md`` (a short Markdown summary of the run)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -222,11 +233,66 @@ def write_report(result: dict[str, Any], directory: Path) -> Path:
     lines += ["", "## incidents", "", "| principal | trigger | contained | ttd ms | ttc ms |", "|---|---|---|---|---|"]
     lines += [f"| {i['principal']} | {i.get('trigger')} | {i.get('contained')} | {i.get('ttd_ms') or 0:.1f} | "
               f"{i.get('ttc_ms') or 0:.1f} |" for i in result.get("incidents", [])]
+    simulation = result.get("simulation") or {}
+    if "summary" in simulation:
+        lines += ["", "## threat simulator: zero trust vs perimeter", "",
+                  "| measure | " + " | ".join(simulation["summary"]) + " |",
+                  "|---|" + "---|" * len(simulation["summary"])]
+        for key in ("scenarios", "attempts", "successes", "blast_radius", "detected", "contained", "ttd_ms_p99",
+                    "ttc_ms_p99"):
+            lines.append(f"| {key} | " + " | ".join(_cell(s.get(key)) for s in simulation["summary"].values()) + " |")
+        lines += ["", f"report: `{simulation['report']}`"]
     if result.get("audit_dir"):
-        lines += ["", f"central audit log: `{result['audit_dir']}` "
-                      f"(`TRUSTFABRIC_HOME={Path(result['audit_dir']).parent} trustfabric audit verify`)"]
+        lines += ["", f"central audit log: `{result['audit_dir']}` (`{verify_command(result['audit_dir'])}`)"]
     (directory / "README.md").write_text("\n".join(lines) + "\n")
     return directory
+
+
+SIMULATION_KEYS = ("name", "mode", "attempts", "successes", "blast_radius", "detected", "ttd_ms", "contained",
+                   "ttc_ms")
+
+
+def run_comparison(report_dir: Path, work_dir: Path, scenario: str = "all", progress=None) -> dict[str, Any]:
+    """The threat simulator after the live floor: every scenario (or ``scenario``) in both modes.
+
+    Calls :func:`trustfabric.simulation.simulate.run_simulation` with a one-second warm-up,
+    writes ``report.html`` + ``results.json`` into ``report_dir`` and returns the demo's
+    ``simulation`` object: the per-mode summary, one slim row per (scenario, mode), the
+    per-hop figure and where the report is.
+    """
+    from trustfabric.simulation.simulate import run_simulation
+
+    kwargs: dict[str, Any] = {"report_dir": report_dir, "home": work_dir, "warmup_s": 1.0}
+    if progress is not None:
+        kwargs["progress"] = progress
+    obj = run_simulation("both", scenario, **kwargs)
+    return {"summary": obj["summary"],
+            "scenarios": [{k: row.get(k) for k in SIMULATION_KEYS} for row in obj["scenarios"]],
+            "hop_added_us_p50": obj.get("hop_added_us_p50"),
+            "perimeter_review_interval_s": obj.get("perimeter_review_interval_s"),
+            "report": str(Path(report_dir) / "report.html"), "results": str(Path(report_dir) / "results.json")}
+
+
+def _comparison_table(simulation: dict[str, Any]) -> Table:
+    from trustfabric.commands.simulate import _fmt
+
+    summary = simulation["summary"]
+    modes = [m for m in ("zero-trust", "perimeter") if m in summary]
+    table = Table(title="threat simulator: zero trust vs perimeter (same floor, same scenarios)")
+    table.add_column("measure")
+    for mode in modes:
+        table.add_column(mode, justify="right")
+    rows = (("scenarios", "scenarios", str), ("attempts", "attempts", str), ("successes", "successes", str),
+            ("blast radius", "blast_radius", str), ("detected", "detected", str), ("contained", "contained", str),
+            ("time to detect p99", "ttd_ms_p99", _fmt), ("time to contain p99", "ttc_ms_p99", _fmt))
+    for label, key, show in rows:
+        table.add_row(label, *(show(summary[m].get(key)) if summary[m].get(key) is not None else "-" for m in modes))
+    return table
+
+
+def verify_command(audit_dir: str | Path) -> str:
+    """The exact ``audit verify`` command for a demo run's central log (absolute path: works from anywhere)."""
+    return f"trustfabric audit verify {Path(audit_dir).resolve()}"
 
 
 def command(
@@ -235,8 +301,17 @@ def command(
     report: Path = typer.Option(None, "--report", help="Report directory (default $TRUSTFABRIC_HOME/reports/demo-<time>)."),
     seed: int = typer.Option(7, "--seed", help="Market-data seed (the run is reproducible from it)."),
     prologue: bool = typer.Option(False, "--identity-prologue", help="Show the identity walk-through first."),
+    no_simulate: bool = typer.Option(False, "--no-simulate",
+                                     help="Skip the closing threat-simulator comparison (zero trust vs perimeter)."),
+    simulate_scenario: str = typer.Option("all", "--simulate-scenario",
+                                          help="Scenario for the closing comparison (a name, or all)."),
 ) -> None:
-    """Run the floor in zero-trust mode, compromise an algo half-way, and show that every attempt is refused."""
+    """Run the floor in zero-trust mode, compromise an algo half-way, and show that every attempt is refused.
+
+    Then (unless --no-simulate) the threat simulator runs its scenarios on the same
+    floor in perimeter and zero-trust modes and prints the comparison; its report
+    goes to <report>/simulate/report.html.
+    """
     import asyncio
     import time
 
@@ -257,16 +332,49 @@ def command(
             console.print(f"[cyan]{phase}[/]")
 
     result = asyncio.run(run_demo(home, duration_s=duration, seed=seed, on_tick=on_tick))
-    directory = report or (home_dir() / "reports" / time.strftime("demo-%Y%m%d-%H%M%S"))
-    write_report(result, Path(directory))
+    directory = Path(report or (home_dir() / "reports" / time.strftime("demo-%Y%m%d-%H%M%S")))
     result["report_dir"] = str(directory)
+    result["verify_command"] = verify_command(result["audit_dir"])
+    simulation_failed = False
+    if not no_simulate:
+        console.print("[bold]threat simulator[/]: the scenarios on the floor in zero-trust and perimeter modes "
+                      "(short run)")
+
+        def progress(event: str, data: dict[str, Any]) -> None:
+            if event == "floor.starting":
+                console.print(f"  [cyan]{data['mode']}[/]: starting the floor")
+            elif event == "scenario.done":
+                r = data["result"]
+                colour = "green" if r.successes == 0 else "red"
+                console.print(f"    [{colour}]{r.name:<28}[/] successes {r.successes:>3}  blast {r.blast_radius:>3}",
+                              highlight=False)
+
+        try:
+            result["simulation"] = run_comparison(directory / "simulate", home / "simulate", simulate_scenario,
+                                                  progress)
+        except TrustFabricError as exc:
+            simulation_failed = True
+            result["simulation"] = {"error": exc.reason, "detail": exc.detail}
+            console.print(f"[bold red]{exc.reason}[/]: {exc.detail}")
+    write_report(result, directory)
     if json_out:
         slim = {k: v for k, v in result.items() if k not in ("services", "links")}
         typer.echo(json.dumps(slim, default=str))
     else:
         console.print(_attempts_table(result))
         console.print(_summary_table(result))
+        simulation = result.get("simulation") or {}
+        if "summary" in simulation:
+            console.print(_comparison_table(simulation))
+            if simulation.get("hop_added_us_p50") is not None:
+                console.print(f"a zero-trust hop adds {simulation['hop_added_us_p50']:.1f} us (p50) over plain TCP; "
+                              f"perimeter detection is a log review every "
+                              f"{simulation['perimeter_review_interval_s']:g} s (modelled)")
+            console.print(f"simulator report: {simulation['report']}")
         console.print(f"report: {directory}")
-        console.print(f"audit: TRUSTFABRIC_HOME={home} trustfabric audit verify | audit query --trace <ClOrdID>")
-    if result["attack_successes"] or result["fail_open"]:
+        console.print(f"verify the audit log: {result['verify_command']}", highlight=False)
+        console.print(f"trace an order: trustfabric audit query --dir {Path(result['audit_dir']).resolve()} "
+                      f"--trace <ClOrdID>", highlight=False)
+    zt_successes = ((result.get("simulation") or {}).get("summary") or {}).get("zero-trust", {}).get("successes", 0)
+    if result["attack_successes"] or result["fail_open"] or zt_successes or simulation_failed:
         raise typer.Exit(1)
