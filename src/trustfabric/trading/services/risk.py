@@ -60,7 +60,7 @@ class RiskService(FloorService):
         self.orders: dict[str, NewOrder] = {}  # cl_ord_id -> order (working at risk)
         self.cursor = 0
         self.received = self.approved = self.rejects = self.routed = self.route_rejects = 0
-        self.halt_cancels = 0
+        self.halt_cancels = self.fills_applied = 0
         self._new = decoder(NewOrder)
         self._cancel = decoder(CancelOrder)
         self._route = decoder(RouteReply)
@@ -196,6 +196,7 @@ class RiskService(FloorService):
         self.cursor = reply.cursor
         for fill in reply.fills:
             self.core.on_fill(fill)
+            self.fills_applied += 1
             self.updates[fill.agent].append(AgentUpdate("fill", fill.cl_ord_id, fill.symbol, fill.side, fill.qty))
         for agent, cl_ord_id in reply.done:
             self.core.on_order_done(agent, cl_ord_id)
@@ -207,4 +208,5 @@ class RiskService(FloorService):
         return {"risk_received": self.received, "risk_approved": self.approved, "risk_rejects": self.rejects,
                 "routed": self.routed, "route_rejects": self.route_rejects,
                 "working": len(self.core.checker.working), "halt_cancels": self.halt_cancels,
+                "risk_fills": self.fills_applied,
                 "kill_switch_not_active": len(self.core.checker.killswitch.not_active())}

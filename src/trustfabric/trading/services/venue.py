@@ -133,6 +133,10 @@ class VenueService(FloorService):
                     self.forward(cancelled)
             await asyncio.sleep(self.interval)
 
+    def resting(self) -> int:
+        """Floor orders (not the simulated market maker's) resting in this venue's books."""
+        return sum(1 for book in self.core.books.values() for o in book.orders() if o.owner != MARKET_MAKER)
+
     def stats(self) -> dict[str, float]:
         return {"venue_orders": self.orders, "venue_fills": self.fills, "reports_to_oms": self.reports_out,
-                "disconnect_cancels": self.disconnect_cancels}
+                "disconnect_cancels": self.disconnect_cancels, "venue_resting": self.resting()}
