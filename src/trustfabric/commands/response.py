@@ -3,9 +3,21 @@
 State: incidents and alerts in ``$TRUSTFABRIC_HOME/response.db`` (SQLite);
 certificate quarantine by SPIFFE ID in the identity store's revocation set
 (``identity.db``), which every enforcement point consults at handshake and
-renewal. ``release`` verifies the officer's TOTP step-up through
-``trustfabric.identity.users`` (see :func:`officer_facts`); without it no release
-is possible (fail closed).
+renewal.
+
+``release`` goes through the running control plane when there is one (a floor
+started by ``trustfabric up`` whose ``$TRUSTFABRIC_HOME/floor/runtime.json`` names an
+operator endpoint that accepts connections): the officer's password and TOTP go
+to :meth:`trustfabric.control.plane.ControlPlane.release_by_operator`, which logs
+them in now (the fresh step-up) and releases through the response engine (the
+security_officer role is checked there), so the certificates, the policy engine's
+quarantine flag and every enforcement point's decisions are released together.
+When such a plane is named but cannot be reached or is not the one named, the
+release is refused (``control.unreachable`` / ``control.wrong_server``), never done
+offline behind its back. With no floor running the release is offline: the
+officer's TOTP step-up through ``trustfabric.identity.users`` (see
+:func:`officer_facts`) and the identity store's revocation set; without the users
+module no release is possible (fail closed).
 """
 
 from __future__ import annotations
@@ -173,13 +185,70 @@ def quarantine(
         raise typer.Exit(1)
 
 
+def live_control_plane() -> dict | None:
+    """The running floor's operator endpoint (port, SPIFFE ID, bundle) or ``None`` when no floor runs.
+
+    A floor is running when ``$TRUSTFABRIC_HOME/floor/runtime.json`` names a zero-trust
+    control plane whose operator port accepts a TCP connection on loopback. A port that
+    refuses connections means the floor has stopped (the manifest outlives it).
+    """
+    import socket
+
+    path = home_dir(create=False) / "floor" / "runtime.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    control = manifest.get("control") or {}
+    if manifest.get("mode") != "zero-trust" or not control.get("bundle_pem") or not control.get("bootstrap_port"):
+        return None
+    try:
+        socket.create_connection(("127.0.0.1", int(control["bootstrap_port"])), timeout=1.0).close()
+    except ConnectionRefusedError:
+        return None
+    except OSError:
+        pass  # something is there but does not answer: the live path decides (and refuses)
+    return control
+
+
+def release_live(control: dict, principal: str, officer: str, password: str, totp: str):
+    """Send the release to the running control plane; returns its ``ReleaseReply`` (ControlRefused if unreachable)."""
+    import asyncio
+
+    from trustfabric.control.client import release as send_release
+    from trustfabric.control.protocol import ReleaseRequest
+
+    request = ReleaseRequest(user=officer, password=password, totp=totp, principal=principal)
+    return asyncio.run(send_release("127.0.0.1", int(control["bootstrap_port"]),
+                                    bundle_pem=control["bundle_pem"].encode(), control_id=control["spiffe_id"],
+                                    request=request))
+
+
 @app.command("release")
 def release(
     principal: str = typer.Argument(..., help="The quarantined SPIFFE ID (or user:<name>)."),
     officer: str = typer.Option(..., "--officer", help="The security officer releasing it."),
     totp: str = typer.Option(..., "--totp", prompt=True, hide_input=True, help="The officer's TOTP code (step-up)."),
+    password: str = typer.Option("", "--password", envvar="TRUSTFABRIC_PASSWORD",
+                                 help="The officer's password, needed when a floor is running (else a prompt)."),
 ) -> None:
-    """Release PRINCIPAL: only a security_officer with a fresh TOTP step-up may (code checked now)."""
+    """Release PRINCIPAL: only a security_officer with a fresh TOTP step-up may (code checked now).
+
+    With a floor running (trustfabric up) the release goes through its control plane
+    (password + TOTP login there); otherwise it is applied to the identity store offline.
+    """
+    control = live_control_plane()
+    if control is not None:
+        if not password:
+            password = typer.prompt("password", hide_input=True)
+        with refusals_exit():
+            reply = release_live(control, principal, officer, password, totp)
+        if not reply.ok:
+            typer.echo(f"{reply.reason}: release of {principal} refused by the control plane", err=True)
+            raise typer.Exit(1)
+        console.print(f"[bold]{principal}[/] released by {officer} through the control plane "
+                      f"(incident {reply.incident_id})")
+        return
     with refusals_exit():
         now = SYSTEM_CLOCK.now()
         with _AuditOut() as out:

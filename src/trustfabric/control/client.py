@@ -121,6 +121,22 @@ async def kill_switch(host: str, port: int, *, bundle_pem: bytes, control_id: st
     return reply
 
 
+async def release(host: str, port: int, *, bundle_pem: bytes, control_id: str, request: Any,
+                  timeout_s: float = 10.0) -> Any:
+    """A security officer's :class:`~trustfabric.control.protocol.ReleaseRequest` over the operator endpoint.
+
+    Returns the ``ReleaseReply``; :class:`ControlRefused` (``control.unreachable``,
+    ``control.wrong_server``) when the control plane cannot be reached or is not who the
+    runtime manifest says.
+    """
+    reply = await _one_exchange(host, port, bundle_pem=bundle_pem, control_id=control_id, request=request,
+                                timeout_s=timeout_s, refused=ControlRefused,
+                                wrong_server="control.wrong_server", unreachable="control.unreachable")
+    if reply is None:
+        raise ControlRefused("no reply", reason="control.unreachable")
+    return reply
+
+
 class ControlClient:
     """The workload's mTLS control channel (one event loop)."""
 

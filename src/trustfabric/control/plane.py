@@ -342,6 +342,22 @@ class ControlPlane:
         facts = OfficerFacts(name=auth.name, roles=(auth.role,), step_up_at=auth.auth_time)
         return self.release(principal, facts, now)
 
+    def release_by_operator(self, principal: str, user: str, password: str, totp_code: str,
+                            now: float | None = None) -> Incident:
+        """:meth:`release` for a person at the operator endpoint: password + TOTP login now (a fresh
+        step-up), then the release path, which itself requires the security_officer role. A refused
+        login is logged as a denied release and re-raised (``user.*``); nothing is released."""
+        now = self.clock.now() if now is None else now
+        with self._lock:
+            try:
+                auth = self.identity.users().login(user, password, totp_code, now)
+            except TrustFabricError as exc:
+                self.emitter.emit(Kind.RELEASE, principal=principal, decision="deny", reason=exc.reason,
+                                  detail={"officer": user})
+                raise
+        facts = OfficerFacts(name=auth.name, roles=(auth.role,), step_up_at=auth.auth_time)
+        return self.release(principal, facts, now)
+
     def register_points(self, services: list[str]) -> None:
         for name in services:
             self.containment.register_point(name)

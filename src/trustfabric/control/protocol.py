@@ -20,7 +20,9 @@ Operators (the bootstrap port, server-authenticated TLS, one exchange): a person
 sends :class:`KillSwitchRequest` with their password and TOTP code; the control
 plane logs them in (password + TOTP, then a fresh step-up check), hands the
 command to pre-trade-risk as a :class:`Command` and relays its
-:class:`CommandResult` as a :class:`KillSwitchReply`.
+:class:`CommandResult` as a :class:`KillSwitchReply`. A security officer releases a
+quarantined principal the same way: :class:`ReleaseRequest` (password + TOTP) ->
+:class:`ReleaseReply` (the control plane's release path, fresh step-up checked).
 
 Every reply carries the request's ``rid``; a refusal is ``TokenReply(ok=False,
 reason=...)`` etc. so the caller never has to parse free text.
@@ -157,8 +159,24 @@ class CommandResult(Frame, frozen=True, tag="cmdres"):
     result: dict[str, str] = {}
 
 
+class ReleaseRequest(Frame, frozen=True, tag="relreq"):
+    """A security officer's release of a quarantined principal (SPIFFE ID or ``user:<name>``)."""
+
+    user: str
+    password: str
+    totp: str
+    principal: str
+
+
+class ReleaseReply(Frame, frozen=True, tag="relrep"):
+    ok: bool
+    reason: str = ""
+    incident_id: str = ""
+    officer: str = ""
+
+
 CONTROL_TYPES = (JoinRequest, JoinReply, TokenRequest, TokenReply, TableRequest, TableReply, RenewRequest,
                  RenewReply, Subscribe, Subscribed, PushInvalidation, PushRevocation, Command, Report,
-                 KillSwitchRequest, KillSwitchReply, CommandResult)
+                 KillSwitchRequest, KillSwitchReply, CommandResult, ReleaseRequest, ReleaseReply)
 
 CONTROL_CODEC = FrameCodec(CONTROL_TYPES, max_frame=MAX_CONTROL_FRAME)

@@ -11,7 +11,8 @@
 * **Operators** (the bootstrap port too): one :class:`~trustfabric.control.protocol.KillSwitchRequest`
   per connection from a person (password + TOTP); :meth:`ControlServer.kill_switch`
   logs them in, sends pre-trade-risk a ``killswitch`` command and relays its
-  ``CommandResult`` as a ``KillSwitchReply``.
+  ``CommandResult`` as a ``KillSwitchReply``; or one :class:`~trustfabric.control.protocol.ReleaseRequest`
+  from a security officer, answered by :meth:`ControlServer.release` with a ``ReleaseReply``.
 * In ``perimeter`` mode the control port is plain TCP and serves only reports and
   commands (there is no identity to hand out): the same processes, no fabric.
 """
@@ -27,7 +28,8 @@ from typing import Any
 from trustfabric.control.errors import BootstrapRefused
 from trustfabric.control.plane import ControlPlane
 from trustfabric.control.protocol import (
-    CONTROL_CODEC, Command, CommandResult, JoinReply, JoinRequest, KillSwitchReply, KillSwitchRequest, PushInvalidation, PushRevocation, RenewReply,
+    CONTROL_CODEC, Command, CommandResult, JoinReply, JoinRequest, KillSwitchReply, KillSwitchRequest, PushInvalidation,
+    ReleaseReply, ReleaseRequest, PushRevocation, RenewReply,
     RenewRequest, Report, RevocationSnapshot, Subscribe, Subscribed, TableReply, TableRequest, TokenReply,
     TokenRequest,
 )
@@ -135,6 +137,8 @@ class ControlServer:
                 if isinstance(req, KillSwitchRequest):
                     reply: Any = await self.kill_switch(req)
                     raise _Answered(reply)
+                if isinstance(req, ReleaseRequest):
+                    raise _Answered(self.release(req))
                 if not isinstance(req, JoinRequest):
                     raise BootstrapRefused("expected a join request", reason="bootstrap.bad_request")
                 cert_pem, bundle_pem = self.plane.join(req.join_token, req.spiffe_id, req.csr_pem,
@@ -193,6 +197,20 @@ class ControlServer:
         return KillSwitchReply(ok=result.ok, reason=result.reason, state=r.get("state", ""),
                                pending=r.get("pending") == "1", cancels=int(r.get("cancels", "0") or 0),
                                operator=principal)
+
+    def release(self, req: ReleaseRequest) -> ReleaseReply:
+        """A security officer's release through the live plane (password + TOTP now, then the role check).
+
+        Fails closed: perimeter mode, a refused login, a wrong role, a stale step-up or a
+        principal that is not quarantined - each is a refusal with its reason, nothing released.
+        """
+        if self.plane is None:
+            return ReleaseReply(ok=False, reason="control.perimeter_mode")
+        try:
+            incident = self.plane.release_by_operator(req.principal, req.user, req.password, req.totp)
+        except TrustFabricError as exc:
+            return ReleaseReply(ok=False, reason=exc.reason, officer=f"user:{req.user}")
+        return ReleaseReply(ok=True, incident_id=incident.incident_id, officer=f"user:{req.user}")
 
     # ------------------------------------------------------------------ control channel
     def _push(self, item: Any) -> None:
