@@ -529,6 +529,11 @@ class Spool:
         shipped = read_ack(self.directory).records
         return SpoolCounters(self.records_in, self.records_flushed, shipped, len(self._buffer), self.refusing)
 
+    @property
+    def id_prefix(self) -> str:
+        """The prefix of this spool's event ids (``<prefix>-<seq>``), as its compact records carry it."""
+        return self._prefix
+
     def emitter_start_seq(self) -> int:
         """Where an :class:`~trustfabric.audit.events.Emitter` for this spool must start."""
         return self.last_seq

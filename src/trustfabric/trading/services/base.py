@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from trustfabric.audit.compact import DecisionRow, decision_event
 from trustfabric.audit.events import AuditEventV1, Emitter, Kind
 from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK, Clock
@@ -91,7 +92,13 @@ def encode_body(obj: Any) -> bytes:
 
 class ServiceSink:
     """The process's one audit sink: re-stamps every event into the spool's sequence, and keeps a
-    copy of the security-relevant ones (denials, refusals) for the control plane's response engine."""
+    copy of the security-relevant ones (denials, refusals) for the control plane's response engine.
+
+    The enforcement point's decisions take the spool's compact path (:mod:`trustfabric.audit.compact`:
+    one small MessagePack array per decision instead of a full event, expanded by the collector into
+    the same ``AuditEventV1``); only the denials among them are expanded here, for the response engine,
+    with the very event ids the central log will show.
+    """
 
     def __init__(self, spool: Spool) -> None:
         self.spool = spool
@@ -99,13 +106,46 @@ class ServiceSink:
         self.forward = False
         self.on_security: Callable[[], None] | None = None  # ship them now (not at the next report tick)
 
+    @property
+    def last_seq(self) -> int:
+        return self.spool.last_seq
+
     def append(self, event: AuditEventV1) -> None:
         seq = self.spool.last_seq + 1
         stamped = msgspec.structs.replace(event, source=self.spool.source, seq=seq,
                                           event_id=f"{self.spool.source}-{os.getpid()}-{seq}")
         self.spool.append(stamped)
-        if self.forward and is_security_event(stamped) and len(self.security) < 10_000:
-            self.security.append(stamped)
+        self._forward(stamped)
+
+    def emit(self, kind: str, **fields: Any) -> AuditEventV1:
+        """Stamp and spool one event (the enforcement point's own events: sessions, refusals)."""
+        event = self.spool.emit(kind, **fields)
+        self._forward(event)
+        return event
+
+    def append_decisions(self, rows: list[DecisionRow], time_ns: int) -> int:
+        """Compact decision records into the spool's buffer; returns the last sequence number given."""
+        last = self.spool.append_decisions(rows, time_ns)
+        self._forward_denials(rows, last, time_ns)
+        return last
+
+    def write_decisions(self, rows: list[DecisionRow], time_ns: int) -> int:
+        """Compact decision records written at once (the hop's one call); returns how many."""
+        count = self.spool.write_decisions(rows, time_ns)
+        self._forward_denials(rows, self.spool.last_seq, time_ns)
+        return count
+
+    def _forward_denials(self, rows: list[DecisionRow], last_seq: int, time_ns: int) -> None:
+        if not self.forward:
+            return
+        first = last_seq - len(rows) + 1
+        for i, row in enumerate(rows):
+            if row[3] is not True:  # denials only: _forward keeps those the response engine reads
+                self._forward(decision_event(self.spool.source, self.spool.id_prefix, first + i, time_ns, row))
+
+    def _forward(self, event: AuditEventV1) -> None:
+        if self.forward and is_security_event(event) and len(self.security) < 10_000:
+            self.security.append(event)
             if self.on_security is not None:
                 self.on_security()
 
