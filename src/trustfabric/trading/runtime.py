@@ -485,16 +485,22 @@ async def start_bench_floor(home: Path, mode: str, policies: Path) -> Floor:
 
 
 async def bench_round(floor: Floor, orders: int, timeout_s: float = 120.0) -> dict[str, Any]:
-    """One burst of ``orders`` through the floor; the clock stops when the OMS has every one."""
-    oms = lambda: floor.stats().get("oms", {}).get("oms_orders", 0)  # noqa: E731
+    """One burst of ``orders`` through the floor, timed from the command to the OMS receiving the last one.
+
+    The OMS counts and stamps (wall clock, same machine) only the benchmark's own orders
+    (ClOrdIDs with the bench prefix), so an order the strategy placed before the burst is
+    not counted, and the stats report's period does not blur the end time.
+    """
+    oms = lambda: floor.stats().get("oms", {})  # noqa: E731
     await asyncio.sleep(0.3)  # a fresh report: the base count is current
-    base = oms()
+    base = int(oms().get("bench_orders", 0))
+    t0 = time.time()
     floor.command("algo-momentum", "bench", orders=orders)
-    t0 = time.perf_counter()
-    done = await floor.wait_for(lambda: oms() - base >= orders, timeout_s, interval_s=0.01)
-    elapsed = time.perf_counter() - t0
-    reached = oms() - base
-    return {"orders": orders, "reached_oms": int(reached), "elapsed_s": round(elapsed, 3), "complete": done,
+    done = await floor.wait_for(lambda: oms().get("bench_orders", 0) - base >= orders, timeout_s, interval_s=0.01)
+    stats = oms()
+    reached = int(stats.get("bench_orders", 0)) - base
+    elapsed = float(stats.get("bench_last_at", 0.0)) - t0 if done else time.time() - t0
+    return {"orders": orders, "reached_oms": reached, "elapsed_s": round(elapsed, 4), "complete": done,
             "orders_per_s": round(reached / elapsed, 1) if elapsed > 0 else 0.0}
 
 
@@ -504,7 +510,7 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
 
 
-async def run_bench(home: Path, *, orders: int = 4000, rounds: int = 3, warmup: int = 500) -> dict[str, Any]:
+async def run_bench(home: Path, *, orders: int = 8000, rounds: int = 5, warmup: int = 1000) -> dict[str, Any]:
     """Zero-trust vs perimeter on the same machine in the same run, fairly.
 
     Both floors run side by side (each idles while the other is measured), both are

@@ -21,6 +21,7 @@ from trustfabric.trading.services.wire import OrderAck, decoder
 from trustfabric.trading.strategies import CancelIntent, MeanReversion, Momentum, OrderIntent
 
 BENCH_WINDOW = 512
+BENCH_PREFIX = "BENCH."  # ClOrdIDs of the floor benchmark's orders (the OMS counts them apart)
 
 
 class AlgoService(FloorService):
@@ -75,8 +76,8 @@ class AlgoService(FloorService):
             elif isinstance(intent, CancelIntent):
                 self.cancel(intent)
 
-    def new_order(self, symbol: str, side: str, qty: int, price: int, tif: str) -> NewOrder:
-        return NewOrder(cl_ord_id=f"{self.name}-{next(self.ids)}", account=self.account, agent=self.rt.spiffe_id,
+    def new_order(self, symbol: str, side: str, qty: int, price: int, tif: str, prefix: str = "") -> NewOrder:
+        return NewOrder(cl_ord_id=f"{prefix}{self.name}-{next(self.ids)}", account=self.account, agent=self.rt.spiffe_id,
                         symbol=symbol, side=side, qty=qty, price=price, tif=tif, time_ns=time.time_ns())
 
     def send(self, order: NewOrder, ref: str = "") -> bool:
@@ -143,21 +144,28 @@ class AlgoService(FloorService):
             self._bench = asyncio.get_running_loop().create_task(self.bench(n))
 
     async def bench(self, n: int) -> None:
-        """Send ``n`` marketable IOC orders, keeping at most BENCH_WINDOW unanswered."""
+        """Send ``n`` marketable IOC orders, keeping at most BENCH_WINDOW unanswered.
+
+        Their ClOrdIDs carry :data:`BENCH_PREFIX`, so the OMS counts and times them apart
+        from any order the strategy placed before the burst. An order the link could not
+        take is sent again: all ``n`` go out.
+        """
         await self.link.ensure()
         while not self.quotes:
             await asyncio.sleep(0.05)
         symbols = sorted(self.quotes)
         sides = ("buy", "sell")
         for i in range(n):
-            while self.link.outstanding >= BENCH_WINDOW:
-                await asyncio.sleep(0.0005)
+            if self.link.outstanding >= BENCH_WINDOW:
+                await self.link.wait_window(BENCH_WINDOW)
             q = self.quotes[symbols[i % len(symbols)]]
             side = sides[(i // len(symbols)) % 2]
             qty = 1 + (i // (2 * len(symbols))) % 50
-            order = self.new_order(q.symbol, side, qty, q.ask if side == "buy" else q.bid, "ioc")
-            if not self.send(order):
+            order = self.new_order(q.symbol, side, qty, q.ask if side == "buy" else q.bid, "ioc",
+                                   prefix=BENCH_PREFIX)
+            while not self.send(order):
                 await asyncio.sleep(0.01)
+                await self.link.ensure()
             self.bench_sent += 1
             if i % 64 == 0:
                 await asyncio.sleep(0)

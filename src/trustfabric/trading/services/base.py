@@ -212,6 +212,7 @@ class PeerLink:
         self.refusals = 0
         self.last_error = ""
         self._renew_handle: asyncio.TimerHandle | None = None
+        self._window: tuple[int, asyncio.Future] | None = None  # wait_window's (limit, waiter)
 
     @property
     def up(self) -> bool:
@@ -284,6 +285,7 @@ class PeerLink:
         self.last_error = reason
         callbacks, self._callbacks = self._callbacks, {}
         self._sent_at.clear()
+        self._wake_window()
         if self._ready is not None and not self._ready.done():
             self._ready.set_result(ErrorFrame(reason=reason))
         failed = Response(rid=0, ok=False, reason=reason or "link.closed")
@@ -305,6 +307,9 @@ class PeerLink:
                 self.latency.add(time.perf_counter_ns() - sent)
             if not frame.ok:
                 self.refusals += 1
+            window = self._window
+            if window is not None and len(self._callbacks) < window[0]:
+                self._wake_window()
             if isinstance(cb, asyncio.Future):
                 if not cb.done():
                     cb.set_result(frame)
@@ -356,6 +361,18 @@ class PeerLink:
     @property
     def outstanding(self) -> int:
         return len(self._callbacks)
+
+    async def wait_window(self, limit: int) -> None:
+        """Return once fewer than ``limit`` requests are unanswered (or the link closed): no polling."""
+        while len(self._callbacks) >= limit and self.up:
+            waiter = asyncio.get_running_loop().create_future()
+            self._window = (limit, waiter)
+            await waiter
+
+    def _wake_window(self) -> None:
+        window, self._window = self._window, None
+        if window is not None and not window[1].done():
+            window[1].set_result(None)
 
     def close(self) -> None:
         if self._renew_handle is not None:

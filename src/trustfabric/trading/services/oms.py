@@ -26,6 +26,7 @@ from trustfabric.trading.services.wire import ClientReportsReply, OmsBatch, Posi
 
 
 CLIENT_PREFIX = "FIX."
+BENCH_PREFIX = "BENCH."  # the floor benchmark's orders (see AlgoService.bench)
 
 
 class OmsService(FloorService):
@@ -39,6 +40,8 @@ class OmsService(FloorService):
         self.to_settle: list = []
         self.client_reports: list = []  # parent-level ExecutionReports of FIX client orders
         self.reports = self.report_errors = self.parents = 0
+        self.bench_orders = 0
+        self.bench_last_at = 0.0  # wall time the last benchmark order reached the OMS
         self._batch = decoder(OmsBatch)
         self._query = decoder(PositionsQuery)
         self.settlement = runtime.link("settlement")
@@ -59,6 +62,9 @@ class OmsService(FloorService):
                     if parent.cl_ord_id.startswith(CLIENT_PREFIX):
                         self.client_reports.append(new_report)
                     self.parents += 1
+                    if parent.cl_ord_id.startswith(BENCH_PREFIX):
+                        self.bench_orders += 1
+                        self.bench_last_at = time.time()
                 except TradingError:
                     self.report_errors += 1
             for report in batch.reports:
@@ -117,4 +123,5 @@ class OmsService(FloorService):
         return {"oms_orders": self.parents, "oms_reports": self.reports, "orders_filled":
                 sum(1 for r in self.core.manager.orders.values() if r.cum_qty > 0),
                 "oms_fills": fills, "positions": len(self.core.manager.positions),
-                "oms_report_errors": self.report_errors}
+                "oms_report_errors": self.report_errors, "bench_orders": self.bench_orders,
+                "bench_last_at": self.bench_last_at}
