@@ -252,6 +252,7 @@ class ControlServer:
                 if zero_trust:
                     if frame.events:
                         plane.observe_encoded([bytes(e) for e in frame.events])
+                    plane.response.decay_risk()  # alert risk heals on the report cadence (rate-limited)
                     for principal in frame.quarantine_acks:
                         plane.acknowledge(principal, frame.service)
             elif kind is Subscribe:

@@ -9,7 +9,14 @@ carrying ``ttd_ms``.
 
 Repeat alerts of the same (principal, category, resource) within
 ``suppress_s`` are folded (counted, not re-raised), and the engine ignores its
-own output kinds (alert, containment, release) if they are fed back. Memory is
+own output kinds (alert, containment, release) if they are fed back.
+
+The risk a *tighten* pushes decays (:mod:`~trustfabric.response.risk_decay`): held
+``hold_s`` after the last such alert, then halved every ``half_life_s``, combined
+with the baseline's own score; :meth:`decay_risk` republishes it (the engine calls
+it on its events at most every ``tick_every_s``; the control plane on its reports),
+so an honest algo whose orders pre-trade risk rejected for a while returns to
+normal without a person. A quarantine never decays: only a release lifts it. Memory is
 bounded by the detectors' and baseline's LRUs and the suppression table's size.
 One lock makes :meth:`observe` safe to call from many threads.
 """
@@ -29,6 +36,7 @@ from trustfabric.response.detectors import BoundedMap, Detector, DetectorConfig,
 from trustfabric.response.floor_map import FloorMap
 from trustfabric.response.incidents import Incident, IncidentStore
 from trustfabric.response.policy import ALERT_ONLY, QUARANTINE, TIGHTEN, ResponsePolicy
+from trustfabric.response.risk_decay import DecayingRisk, RiskDecayConfig
 
 IGNORED_KINDS = frozenset({Kind.ALERT, Kind.CONTAINMENT, Kind.RELEASE})
 ALERT_RISK_SOURCE = "response.alert"
@@ -47,13 +55,16 @@ class ResponseEngine:
                  baselines: BehaviourBaselines | None = None, risk: RiskSink | None = None,
                  tightener: ObligationTightener | None = None, emitter: Emitter | None = None,
                  clock: Clock = SYSTEM_CLOCK, store: IncidentStore | None = None,
-                 suppress_s: float = 60.0, max_suppressed: int = 100_000) -> None:
+                 suppress_s: float = 60.0, max_suppressed: int = 100_000,
+                 risk_decay: RiskDecayConfig = RiskDecayConfig()) -> None:
         self.floor = floor
         self.containment = containment
         self.policy = policy or ResponsePolicy()
         self.detectors = list(detectors) if detectors is not None else default_detectors(floor, detector_config)
-        self.risk = risk
-        self.baselines = baselines if baselines is not None else BehaviourBaselines(BaselineConfig(), risk)
+        # the alert part of the risk decays; the baseline's part passes through; the sink gets the max
+        self.risk = DecayingRisk(risk, clock, risk_decay) if risk is not None else None
+        self.baselines = (baselines if baselines is not None
+                          else BehaviourBaselines(BaselineConfig(), self.risk))
         self.tightener = tightener
         self.emitter = emitter
         self.clock = clock
@@ -74,6 +85,7 @@ class ResponseEngine:
         """Feed one audit event; returns the alerts it raised (already acted upon)."""
         if event.kind in IGNORED_KINDS:
             return []
+        self.decay_risk()
         with self._lock:
             self.events_seen += 1
             at = self.clock.now()
@@ -182,10 +194,21 @@ class ResponseEngine:
         except Exception:  # noqa: BLE001
             self.audit_errors += 1
 
+    def decay_risk(self, now: float | None = None, force: bool = False) -> list[tuple[str, float]]:
+        """Republish decayed alert risk (at most every ``tick_every_s`` unless ``force``); returns what moved."""
+        if self.risk is None:
+            return []
+        now = self.clock.now() if now is None else now
+        if not force and not self.risk.due(now):
+            return []
+        return self.risk.tick(now)
+
     def release(self, principal: str, officer: OfficerFacts, now: float | None = None) -> Incident:
         """Release through :meth:`Containment.release` (a fresh-MFA security officer), then restart
         alert folding for the principal: a re-offence after the release raises - and contains - afresh."""
         incident = self.containment.release(principal, officer, now)
+        if self.risk is not None:
+            self.risk.forget(principal)
         with self._lock:
             self._released_at.put(principal, self.clock.now() if now is None else now)
             self._anomalous.discard(principal)
