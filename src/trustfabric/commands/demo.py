@@ -370,11 +370,15 @@ def command(
                 console.print(f"a zero-trust hop adds {simulation['hop_added_us_p50']:.1f} us (p50) over plain TCP; "
                               f"perimeter detection is a log review every "
                               f"{simulation['perimeter_review_interval_s']:g} s (modelled)")
-            console.print(f"simulator report: {simulation['report']}")
+            console.print(f"simulator report: {simulation['report']}", soft_wrap=True)
         console.print(f"report: {directory}")
-        console.print(f"verify the audit log: {result['verify_command']}", highlight=False)
+        # soft_wrap: the commands stay on one line, to be copied as printed
+        console.print(f"verify the audit log: {result['verify_command']}", highlight=False, soft_wrap=True)
         console.print(f"trace an order: trustfabric audit query --dir {Path(result['audit_dir']).resolve()} "
-                      f"--trace <ClOrdID>", highlight=False)
+                      f"--trace <ClOrdID>", highlight=False, soft_wrap=True)
+    if not result["attack_attempts"]:
+        console.print("[bold red]demo.attack_not_run[/]: the compromised agent made no attempt; nothing was shown")
     zt_successes = ((result.get("simulation") or {}).get("summary") or {}).get("zero-trust", {}).get("successes", 0)
-    if result["attack_successes"] or result["fail_open"] or zt_successes or simulation_failed:
+    if (result["attack_successes"] or result["fail_open"] or zt_successes or simulation_failed
+            or not result["attack_attempts"]):
         raise typer.Exit(1)
