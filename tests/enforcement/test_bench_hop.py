@@ -15,7 +15,8 @@ from trustfabric.cli import app
 
 KEYS = ("plain_rtt_us_p50", "tls_rtt_us_p50", "zt_rtt_us_p50", "zt_added_us_p50", "zt_added_us_p99",
         "tls_added_us_p50", "zt_over_tls_us_p50", "pep_check_us_p50", "cedar_per_request_us_p50",
-        "speedup_vs_cedar", "session_open_ms_p50", "revocation_ms_p50")
+        "speedup_vs_cedar", "session_open_ms_p50", "revocation_ms_p50", "tls_floor_added_us_p50",
+        "zt_added_over_tls_floor_us_p50")
 
 
 def test_bench_hop_json_has_its_figures_and_never_fails_open(tmp_path, monkeypatch) -> None:

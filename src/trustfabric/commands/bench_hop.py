@@ -18,7 +18,11 @@ replay, table pull), and revocation: from a quarantine published on the policy
 bus to refusal at 20 enforcement points.
 
 ``tls_added_us_p50`` (TLS minus plain, no enforcement) is the TLS record layer's own
-cost; ``zt_over_tls_us_p50`` is what enforcement and audit add on top of it.
+cost in our transport; ``zt_over_tls_us_p50`` is what enforcement and audit add on top of it.
+``tls_floor_added_us_p50`` is the same TLS cost measured with nothing around it (two
+blocking loopback sockets driven by hand, the ``ssl`` module only): the least any mTLS
+hop adds on this machine, so the part of ``zt_added_us_p50`` that no Python code of ours
+can remove. ``zt_added_over_tls_floor_us_p50`` is the rest.
 
 The decision measured is the floor's ``algo-momentum`` -> ``submit_order`` on
 ``risk/orders`` with its notional cap and symbol set; its rate obligation is
@@ -162,6 +166,7 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
     if not isinstance(ready, SessionReady):
         raise RuntimeError(f"session refused: {ready}")
     frame = Request(rid=1, action=ACTION, resource=RESOURCE, symbol=SYMBOL, notional=NOTIONAL)
+    frame_bytes = zt.codec.encode(frame)
     s_plain: list[int] = []
     s_tls: list[int] = []
     s_zt: list[int] = []
@@ -191,6 +196,10 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
         "zt_added_us_p50_rounds_min": min(round_p50), "zt_added_us_p50_rounds_max": max(round_p50),
         "rounds": rounds, "messages_per_round": per_round,
     }
+
+    # The TLS record layer alone (no loop, no framing, no enforcement): the floor under zt_added.
+    result.update(_tls_floor(TLSConfig(server_creds), client_tls, bytes(frame_bytes), rounds, per_round))
+    result["zt_added_over_tls_floor_us_p50"] = result["zt_added_us_p50"] - result["tls_floor_added_us_p50"]
 
     # The in-session check alone, in batches (the timer costs more than the check).
     direct = pep.open_session(_PeerOf(client_creds), tokens.issue(client_id, server_id, client_creds.cert_der))
@@ -280,6 +289,69 @@ async def _measure(rounds: int, per_round: int, policies: Path, warmup: int = 50
         "revocation_ms_p50<=10": result["revocation_ms_p50"] <= 10,
     }
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in result.items()}
+
+
+def _tls_floor(server_tls, client_tls, payload: bytes, rounds: int, per_round: int) -> dict[str, float]:
+    """The TLS record layer's own cost on this machine, with no framework around it.
+
+    Two connected loopback sockets in one thread, blocking, driven by hand: one
+    ``payload`` there and back per sample, through plain ``send``/``recv`` and through
+    the ``ssl`` module's TLS objects (the same contexts as the servers). Nothing else
+    runs: no event loop, no framing, no enforcement. Its added p50 is the least any
+    mTLS hop can add here, so it is the floor under ``zt_added_us_p50``.
+    """
+    import socket
+    import threading
+
+    def connected() -> tuple[socket.socket, socket.socket]:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        client = socket.create_connection(listener.getsockname()[:2], timeout=5)
+        server, _ = listener.accept()
+        listener.close()
+        for sock in (client, server):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return server, client
+
+    plain_server, plain_client = connected()
+    raw_server, raw_client = connected()
+    server_ctx, _ = server_tls.context(server_side=True)
+    client_ctx, _ = client_tls.context(server_side=False)
+    box: dict[str, Any] = {}
+    accept = threading.Thread(target=lambda: box.setdefault("s", server_ctx.wrap_socket(raw_server, server_side=True)))
+    accept.start()
+    tls_client = client_ctx.wrap_socket(raw_client, server_side=False)
+    accept.join(10)
+    tls_server = box["s"]
+
+    def sample(server_read, server_write, client_read, client_write, n: int) -> list[int]:
+        out = []
+        timer = time.perf_counter_ns
+        for _ in range(n):
+            start = timer()
+            client_write(payload)
+            server_read(65536)
+            server_write(payload)
+            client_read(65536)
+            out.append(timer() - start)
+        return out
+
+    plain_args = (plain_server.recv, plain_server.send, plain_client.recv, plain_client.send)
+    tls_args = (tls_server.recv, tls_server.send, tls_client.recv, tls_client.send)
+    plain: list[int] = []
+    tls: list[int] = []
+    try:
+        sample(*plain_args, per_round)
+        sample(*tls_args, per_round)
+        for _ in range(rounds):
+            plain += sample(*plain_args, per_round)
+            tls += sample(*tls_args, per_round)
+    finally:
+        for sock in (plain_server, plain_client, tls_server, tls_client):
+            sock.close()
+    p_plain, p_tls = percentile(plain, 0.5) / 1000, percentile(tls, 0.5) / 1000
+    return {"raw_plain_rtt_us_p50": p_plain, "raw_tls_rtt_us_p50": p_tls, "tls_floor_added_us_p50": p_tls - p_plain}
 
 
 class _PeerOf:
