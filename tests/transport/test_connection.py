@@ -299,3 +299,54 @@ async def test_server_closes_a_connection_once_the_peer_certificate_expires(serv
         assert recorder.closed == ["cert.expired"]
         frames = await _read_all(conn)
         assert frames[-1].reason == "cert.expired"
+
+
+async def test_queued_tls_records_are_decoded_in_one_loop_turn(server_tls, client_tls):
+    """Several large records waiting in the kernel are taken together (as one plain recv would)."""
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+    at_next_turn: list[int] = []
+
+    async def handler(conn):
+        def on_frame(frame):
+            seen.append(frame.rid)
+            if len(seen) == 1:
+                loop.call_soon(lambda: at_next_turn.append(len(seen)))
+
+        conn.on_frame = on_frame
+        await conn.wait_closed()
+
+    server = await FrameServer(handler, tls=server_tls, limits=FAST_LIMITS).start()
+    try:
+        client = await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
+        body = msgspec.Raw(msgspec.msgpack.encode("x" * 3000))  # each flush: one record above COALESCE_RECORD
+        for rid in range(1, 5):  # four records written before the server's loop turn
+            client.send(Request(rid=rid, action="a", resource="r", body=body))
+        await _until(lambda: len(seen) == 4)
+        assert seen == [1, 2, 3, 4]
+        assert at_next_turn == [4]  # all four records were delivered before the loop moved on
+        client.close()
+    finally:
+        await server.close()
+
+
+async def test_data_then_close_in_one_read_delivers_the_data_first(server_tls, client_tls):
+    got: list = []
+    reasons: list[str] = []
+
+    async def handler(conn):
+        conn.on_frame = got.append
+        reasons.append(await conn.wait_closed())
+
+    server = await FrameServer(handler, tls=server_tls, limits=FAST_LIMITS).start()
+    try:
+        client = await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
+        body = msgspec.Raw(msgspec.msgpack.encode("y" * 3000))
+        client.send(Request(rid=7, action="a", resource="r", body=body))
+        client.send(Request(rid=8, action="a", resource="r", body=body))
+        client.close()
+        await _until(lambda: reasons)
+        assert [f.rid for f in got] == [7, 8]
+        assert reasons == ["transport.closed"]
+    finally:
+        await server.close()

@@ -11,7 +11,10 @@ this adds about half as much over plain TCP as asyncio's SSL protocol does. The
 plain-TCP mode runs the very same code without the ``ssl`` wrapper, so the two
 are compared like for like.
 
-* **Receive**: bytes go through a :class:`~trustfabric.transport.frames.FrameDecoder`;
+* **Receive**: a plain ``recv`` takes all the kernel holds; TLS ``read`` returns one record
+  at a time, so while records are large (a batching peer) the connection reads on until the
+  kernel is empty and decodes them together: batches stay as large as in plain mode.
+  Bytes go through a :class:`~trustfabric.transport.frames.FrameDecoder`;
   each frame is handed to ``on_frame`` (a plain callback: the fastest path) or,
   when none is set, queued for ``await recv()``.
 * **Send, batched**: ``queue(frame)`` appends to one batch buffer; ``flush()``
@@ -54,6 +57,7 @@ from trustfabric.transport.frames import DEFAULT_CODEC, ErrorFrame, Frame, Frame
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
 RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
+COALESCE_RECORD = 2048  # a TLS record at least this big: look for more before decoding (see _readable_tls)
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -140,22 +144,64 @@ class FrameConnection:
 
     # -- receiving ---------------------------------------------------------------------
     def _readable(self) -> None:
+        if self._tls:
+            self._readable_tls()
+            return
         while not self.closed:
             try:
                 data = self._recv(RECV_SIZE)
             except _WOULD_BLOCK:
                 return
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):  # the peer closed (cleanly or not)
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):  # pragma: no cover - plain sockets
                 data = b""
-            except (ssl.SSLError, OSError) as exc:
+            except OSError as exc:
                 self._abort(E.RESET, f"{type(exc).__name__}: {exc}")
                 return
             if not data:
                 self._at_eof()
                 return
             self._received(data)
-            if not self._pending():  # TLS: decrypted bytes left in OpenSSL; plain: never
+            return
+
+    def _readable_tls(self) -> None:
+        """Read TLS records until the kernel has no more (or RECV_SIZE bytes), then decode them at once.
+
+        One ``read`` returns at most one record, while one ``recv`` on a plain socket takes
+        everything the kernel holds. Under load a peer's batches queue up as several records;
+        taking them all in one event-loop turn keeps this side's batches (replies, onward
+        requests, audit writes) as large as the plain mode's. A small record (below
+        :data:`COALESCE_RECORD`) means a lightly loaded peer: it is delivered at once, without
+        a further ``read`` that would only say "nothing more" and cost a system call.
+        """
+        chunks: list[bytes] = []
+        total = 0
+        eof = False
+        while not self.closed:
+            try:
+                data = self._recv(RECV_SIZE)
+            except _WOULD_BLOCK:
+                break
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):  # the peer closed (cleanly or not)
+                eof = True
+                break
+            except (ssl.SSLError, OSError) as exc:
+                if chunks:
+                    self._received(b"".join(chunks))
+                self._abort(E.RESET, f"{type(exc).__name__}: {exc}")
                 return
+            if not data:
+                eof = True
+                break
+            chunks.append(data)
+            total += len(data)
+            if self._pending():  # the rest of this record is decrypted and waiting
+                continue
+            if len(data) < COALESCE_RECORD or total >= RECV_SIZE:
+                break
+        if chunks and not self.closed:
+            self._received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        if eof and not self.closed:
+            self._at_eof()
 
     def _received(self, data: bytes) -> None:
         try:
