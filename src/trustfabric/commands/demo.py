@@ -377,7 +377,9 @@ def command(
         console.print(f"trace an order: trustfabric audit query --dir {Path(result['audit_dir']).resolve()} "
                       f"--trace <ClOrdID>", highlight=False, soft_wrap=True)
     if not result["attack_attempts"]:
-        console.print("[bold red]demo.attack_not_run[/]: the compromised agent made no attempt; nothing was shown")
+        why = " ".join(x for x in (result.get("attack_error", ""), result.get("attack_error_detail", "")) if x)
+        console.print("[bold red]demo.attack_not_run[/]: the compromised agent made no attempt; nothing was shown"
+                      + (f" ({why})" if why else ""), highlight=False)
     zt_successes = ((result.get("simulation") or {}).get("summary") or {}).get("zero-trust", {}).get("successes", 0)
     if (result["attack_successes"] or result["fail_open"] or zt_successes or simulation_failed
             or not result["attack_attempts"]):

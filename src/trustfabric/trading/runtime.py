@@ -357,14 +357,17 @@ async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: f
             "control_id": floor.plane.control_id if floor.plane else "", "victim": victim}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.services", "attacker",
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.DEVNULL, start_new_session=True)
-    assert proc.stdin is not None and proc.stdout is not None
+                                                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
     proc.stdin.write(json.dumps(boot).encode() + b"\n")
     await proc.stdin.drain()
     proc.stdin.close()
+    stderr = asyncio.get_running_loop().create_task(proc.stderr.read(64 * 1024))
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
         result = json.loads(line.decode() or "{}")
+        if not isinstance(result, dict) or not result:
+            raise ValueError("no result line")
     except (TimeoutError, ValueError):
         result = {"victim": victim, "attempts": [], "error": "attacker.no_result"}
     finally:
@@ -372,6 +375,12 @@ async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: f
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
         await proc.wait()
+    with contextlib.suppress(Exception):
+        lines = (await asyncio.wait_for(stderr, 2.0)).decode(errors="replace").strip().splitlines()
+        if lines and not result.get("attempts"):
+            result["error_detail"] = lines[-1][:300]  # why an attacker that tried nothing stopped
+    if not stderr.done():
+        stderr.cancel()
     return result
 
 
@@ -407,6 +416,7 @@ async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_ti
         result.update(
             mode=floor.mode, duration_s=round(time.monotonic() - t0, 1), seed=seed,
             attack_attempts=len(attempts), attack_successes=sum(1 for a in attempts if a.get("succeeded")),
+            attack_error=attack.get("error", ""), attack_error_detail=attack.get("error_detail", ""),
             attack_by_scenario={k: {"attempts": sum(1 for a in attempts if a["scenario"] == k),
                                     "successes": sum(1 for a in attempts if a["scenario"] == k and a["succeeded"])}
                                 for k in ATTACK_SUCCESS_KEYS},
