@@ -141,13 +141,14 @@ class AlgoService(FloorService):
     def on_command(self, command) -> None:
         if command.name == "bench":
             n = int(command.args.get("orders", "1000"))
-            self._bench = asyncio.get_running_loop().create_task(self.bench(n))
+            tag = int(command.args.get("tag", "0"))
+            self._bench = asyncio.get_running_loop().create_task(self.bench(n, tag))
 
-    async def bench(self, n: int) -> None:
+    async def bench(self, n: int, tag: int = 0) -> None:
         """Send ``n`` marketable IOC orders, keeping at most BENCH_WINDOW unanswered.
 
-        Their ClOrdIDs carry :data:`BENCH_PREFIX`, so the OMS counts and times them apart
-        from any order the strategy placed before the burst. An order the link could not
+        Their ClOrdIDs are ``BENCH.<tag>.<agent>-<n>``, so the OMS counts and times each burst
+        apart from any order the strategy placed and from earlier bursts. An order the link could not
         take is sent again: all ``n`` go out.
         """
         await self.link.ensure()
@@ -162,7 +163,7 @@ class AlgoService(FloorService):
             side = sides[(i // len(symbols)) % 2]
             qty = 1 + (i // (2 * len(symbols))) % 50
             order = self.new_order(q.symbol, side, qty, q.ask if side == "buy" else q.bid, "ioc",
-                                   prefix=BENCH_PREFIX)
+                                   prefix=f"{BENCH_PREFIX}{tag}.")
             while not self.send(order):
                 await asyncio.sleep(0.01)
                 await self.link.ensure()

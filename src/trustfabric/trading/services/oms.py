@@ -40,8 +40,11 @@ class OmsService(FloorService):
         self.to_settle: list = []
         self.client_reports: list = []  # parent-level ExecutionReports of FIX client orders
         self.reports = self.report_errors = self.parents = 0
+        # The floor benchmark's current burst (ClOrdIDs BENCH.<tag>.*): how many reached the OMS, and
+        # the wall times (same machine as the launcher) of the first and the last.
+        self.bench_tag = -1
         self.bench_orders = 0
-        self.bench_last_at = 0.0  # wall time the last benchmark order reached the OMS
+        self.bench_first_at = self.bench_last_at = 0.0
         self._batch = decoder(OmsBatch)
         self._query = decoder(PositionsQuery)
         self.settlement = runtime.link("settlement")
@@ -63,8 +66,7 @@ class OmsService(FloorService):
                         self.client_reports.append(new_report)
                     self.parents += 1
                     if parent.cl_ord_id.startswith(BENCH_PREFIX):
-                        self.bench_orders += 1
-                        self.bench_last_at = time.time()
+                        self._bench_order(parent.cl_ord_id)
                 except TradingError:
                     self.report_errors += 1
             for report in batch.reports:
@@ -102,6 +104,17 @@ class OmsService(FloorService):
             return encode_body(PositionsReply(cursor=after + len(entries), fills=fills, done=done,
                                               positions=self.core.positions(time.time_ns())))
 
+    def _bench_order(self, cl_ord_id: str) -> None:
+        now = time.time()
+        try:
+            tag = int(cl_ord_id[len(BENCH_PREFIX):].split(".", 1)[0])
+        except ValueError:
+            return
+        if tag != self.bench_tag:  # a new burst
+            self.bench_tag, self.bench_orders, self.bench_first_at = tag, 0, now
+        self.bench_orders += 1
+        self.bench_last_at = now
+
     async def run(self) -> None:
         while not self.rt.stopped.is_set():
             if self.to_settle:
@@ -123,5 +136,6 @@ class OmsService(FloorService):
         return {"oms_orders": self.parents, "oms_reports": self.reports, "orders_filled":
                 sum(1 for r in self.core.manager.orders.values() if r.cum_qty > 0),
                 "oms_fills": fills, "positions": len(self.core.manager.positions),
-                "oms_report_errors": self.report_errors, "bench_orders": self.bench_orders,
+                "oms_report_errors": self.report_errors, "bench_tag": self.bench_tag,
+                "bench_orders": self.bench_orders, "bench_first_at": self.bench_first_at,
                 "bench_last_at": self.bench_last_at}
