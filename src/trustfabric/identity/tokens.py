@@ -379,6 +379,11 @@ class ReplayCache:
 # --------------------------------------------------------------------------- verifying
 
 
+def _trust_domain(spiffe_id: str) -> str:
+    """The trust domain of a ``spiffe://domain/path`` string (the text between ``//`` and the next ``/``)."""
+    return spiffe_id[len("spiffe://"):].split("/", 1)[0].lower()
+
+
 def _number(payload: Mapping[str, Any], name: str) -> float:
     value = payload.get(name)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -508,6 +513,10 @@ class TokenVerifier:
             raise TokenError("aud must be a string or a list of strings", reason="token.malformed")
         if audience not in audiences:
             raise TokenError(f"token is not for {audience!r}", reason="token.wrong_aud")
+        if sub.startswith("spiffe://") and audience.startswith("spiffe://") and \
+                _trust_domain(sub) != _trust_domain(audience):  # a workload is served in its own domain only
+            raise TokenError(f"subject's trust domain {_trust_domain(sub)[:64]!r} is not the audience's "
+                             f"{_trust_domain(audience)[:64]!r}", reason="token.wrong_trust_domain")
         if now > exp + self._leeway:
             raise TokenError("token expired", reason="token.expired")
         if nbf > now + self._leeway:
