@@ -14,7 +14,8 @@ client certificate (RFC 8705), a person's token ``amr`` and ``auth_time``.
 (``token.unknown_crit``), unknown ``kid`` (``token.unknown_kid``), an ``alg``
 other than the one pinned to that key - e.g. HS256 "signed" with the public key
 (``token.alg_mismatch``), a bad or empty signature (``token.bad_signature``),
-wrong ``iss``/``aud`` (``token.wrong_iss``/``token.wrong_aud``), missing ``exp``
+wrong ``iss``/``aud`` (``token.wrong_iss``/``token.wrong_aud``), a workload subject of
+another trust domain than the audience's (``token.wrong_trust_domain``), missing ``exp``
 (``token.missing_exp``) or other claim (``token.missing_claim``), expired
 (``token.expired``), ``nbf``/``iat`` in the future beyond 30 s
 (``token.not_yet_valid``/``token.iat_future``), lifetime over 300 s
