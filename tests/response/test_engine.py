@@ -146,8 +146,25 @@ def test_a_broken_detector_does_not_blind_the_others(floor, sid):
             raise RuntimeError("bug")
 
     rig = make_rig(floor, detectors=[Broken(), *default_detectors(floor)])
-    assert rig.engine.observe(rig.factory.decision(sid("algo-meanrev"), "settle", "settlement/ledger", False))
+    alerts = rig.engine.observe(rig.factory.decision(sid("algo-meanrev"), "settle", "settlement/ledger", False))
     assert rig.engine.detector_errors == 1 and rig.containment.is_quarantined(sid("algo-meanrev"))
+    failures = [a for a in alerts if a.category == Category.DETECTOR_FAILURE]
+    assert len(failures) == 1 and failures[0].detector == "broken"  # the blind spot is an alert, not silence
+    assert failures[0].evidence  # linked to the event it could not examine
+
+
+def test_a_detector_failure_alone_only_alerts(floor, sid):
+    class Broken:
+        name = "broken"
+
+        def observe(self, event, at):
+            raise RuntimeError("bug")
+
+    rig = make_rig(floor, detectors=[Broken()])
+    alerts = rig.engine.observe(rig.factory.decision(sid("algo-meanrev"), "read", "oms/positions", True))
+    assert [a.category for a in alerts] == [Category.DETECTOR_FAILURE]
+    assert not rig.containment.is_quarantined(sid("algo-meanrev"))  # our bug never punishes the principal
+    assert rig.engine.actions["tighten"] == 0 and rig.engine.actions["alert"] == 1
 
 
 def test_engine_ignores_its_own_output_kinds(rig, sid):

@@ -37,6 +37,7 @@ class Category:
     INSIDER_PROTECTED = "insider.protected_access"
     ORDER_FLOOD = "abuse.order_flood"
     MANUAL = "manual.operator"
+    DETECTOR_FAILURE = "health.detector_failure"  # a detector raised: that event went partly unexamined
 
 
 class EvidenceLink(msgspec.Struct, frozen=True, array_like=True):

@@ -24,7 +24,7 @@ One lock makes :meth:`observe` safe to call from many threads.
 from __future__ import annotations
 
 import threading
-from typing import Iterable, Protocol
+from typing import Any, Iterable, Protocol
 
 from trustfabric.audit.events import AuditEventV1, Emitter, Kind
 from trustfabric.clock import SYSTEM_CLOCK, Clock
@@ -93,8 +93,9 @@ class ResponseEngine:
             for detector in self.detectors:
                 try:
                     raised.extend(detector.observe(event, at))
-                except Exception:  # noqa: BLE001 - one broken detector must not blind the others
+                except Exception as exc:  # noqa: BLE001 - one broken detector must not blind the others
                     self.detector_errors += 1
+                    raised.append(self._detector_failure(detector, event, at, exc))
             anomaly = self._anomaly(event, at)
             if anomaly is not None:
                 raised.append(anomaly)
@@ -139,6 +140,14 @@ class ResponseEngine:
                      first_seen=event_time(event), detected_at=at, action=event.action,
                      resource=event.resource,
                      summary="anomaly score {:.0f} ({})".format(score, ", ".join(sorted(components)) or "-"))
+
+    def _detector_failure(self, detector: Any, event: AuditEventV1, at: float, exc: Exception) -> Alert:
+        """An alert that a detector failed on this event: people see the blind spot (alert only)."""
+        name = getattr(detector, "name", type(detector).__name__)
+        return Alert(alert_id=new_alert_id(), severity=Severity.MEDIUM, confidence=1.0, principal=event.principal,
+                     category=Category.DETECTOR_FAILURE, detector=str(name), evidence=(EvidenceLink.of(event),),
+                     first_seen=event_time(event), detected_at=at, action=event.action, resource=event.resource,
+                     summary=f"detector {name} failed on this event: {type(exc).__name__}")
 
     def _fresh(self, alert: Alert) -> bool:
         key = (alert.principal, alert.category, alert.resource)

@@ -17,6 +17,8 @@ or actions outside their role's grants (category ``insider``) is quarantined lik
 workload - decisions deny, sessions closed, session opens refused everywhere. A
 runaway order flood (category ``abuse``: a hundred rate refusals within a second) is
 quarantined too: the rate obligation already refuses the excess; containment stops it.
+A detector that fails on an event (category ``health``) is only an alert: the blind
+spot is shown to people, and no principal is punished for our own fault.
 Load other rules from TOML/JSON with :meth:`ResponsePolicy.from_mapping`.
 """
 
@@ -64,6 +66,7 @@ DEFAULT_RULES: tuple[ResponseRule, ...] = (
     ResponseRule(category="insider", action=QUARANTINE, min_confidence=0.8, min_severity=Severity.HIGH),
     ResponseRule(category="abuse", action=QUARANTINE, min_confidence=0.8, min_severity=Severity.HIGH),
     ResponseRule(category="manual", action=QUARANTINE),
+    ResponseRule(category="health", action=ALERT_ONLY),  # our own fault (a detector failed): tell people only
     ResponseRule(category="*", action=TIGHTEN, min_confidence=0.5, min_severity=Severity.MEDIUM),
     ResponseRule(category="*", action=ALERT_ONLY),
 )

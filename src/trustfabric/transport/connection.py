@@ -560,8 +560,13 @@ class FrameServer:
 
     async def _serve(self, raw: socket.socket) -> None:
         loop = asyncio.get_running_loop()
-        address = raw.getpeername() if raw.fileno() >= 0 else ""
-        _tune(raw)
+        try:
+            address: Any = raw.getpeername()
+            _tune(raw)
+        except OSError:  # reset between accept and here: nothing to serve
+            self._refuse(E.RESET, "connection reset before the handshake", "")
+            raw.close()
+            return
         sock: socket.socket = raw
         peer: PeerIdentity | None = None
         try:
