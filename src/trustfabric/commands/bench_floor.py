@@ -3,8 +3,11 @@
 Both floors run side by side in this one invocation on loopback; after a warm-up
 of each, ``--rounds`` rounds alternate the two modes (which one goes first
 alternates too) with the same burst; medians and min-max are reported. An
-algo sends a burst of marketable orders (pipelined) through pre-trade risk, the
-router and the venues, and the clock stops when the OMS has every order. The
+algo sends a burst of marketable orders (pipelined, at most 512 unanswered) through
+pre-trade risk, the router and the venues to the OMS. Each burst carries its own
+tag; the OMS counts exactly that burst's orders and stamps the first and the last,
+and a round's orders/s is the steady rate between them (the time from the command
+to the last order is reported beside it as ``end_to_end_s``). The
 policy set is the floor's own with every rate obligation raised 1000x, and the
 risk throttle and credit limits are raised in both modes alike, so the transport
 and enforcement - not the configured caps - are measured.
