@@ -27,7 +27,7 @@ from trustfabric.commands.common import console
 
 def command(
     orders: int = typer.Option(16000, "--orders", help="Orders per round."),
-    rounds: int = typer.Option(5, "--rounds", help="Alternating rounds per mode."),
+    rounds: int = typer.Option(7, "--rounds", help="Alternating rounds per mode."),
     warmup: int = typer.Option(2000, "--warmup", help="Warm-up orders per mode before the rounds."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:

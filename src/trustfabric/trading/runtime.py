@@ -532,7 +532,7 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
 
 
-async def run_bench(home: Path, *, orders: int = 16000, rounds: int = 5, warmup: int = 2000) -> dict[str, Any]:
+async def run_bench(home: Path, *, orders: int = 16000, rounds: int = 7, warmup: int = 2000) -> dict[str, Any]:
     """Zero-trust vs perimeter on the same machine in the same run, fairly.
 
     Both floors run side by side (each idles while the other is measured), both are
