@@ -106,12 +106,14 @@ async def join(host: str, port: int, *, bundle_pem: bytes, control_id: str, join
     return WorkloadCredentials(cert_pem=reply.cert_pem, key_pem=key_to_pem(key), bundle_pem=reply.bundle_pem), reply
 
 
-async def kill_switch(host: str, port: int, *, bundle_pem: bytes, control_id: str, request: Any,
-                      timeout_s: float = 10.0) -> Any:
-    """A person's kill-switch request over the bootstrap port (server-authenticated TLS, one exchange).
+async def operator_request(host: str, port: int, *, bundle_pem: bytes, control_id: str, request: Any,
+                           timeout_s: float = 10.0) -> Any:
+    """A person's one request over the operator endpoint (server-authenticated TLS, one exchange).
 
-    Returns the ``KillSwitchReply``; :class:`ControlRefused` (``control.unreachable``) when the
-    control plane cannot be reached or is not who the runtime manifest says.
+    A :class:`~trustfabric.control.protocol.KillSwitchRequest` gets a ``KillSwitchReply``, a
+    :class:`~trustfabric.control.protocol.ReleaseRequest` a ``ReleaseReply``. Raises
+    :class:`ControlRefused` (``control.unreachable``, ``control.wrong_server``) when the control
+    plane cannot be reached or is not who the runtime manifest says.
     """
     reply = await _one_exchange(host, port, bundle_pem=bundle_pem, control_id=control_id, request=request,
                                 timeout_s=timeout_s, refused=ControlRefused,
@@ -121,20 +123,8 @@ async def kill_switch(host: str, port: int, *, bundle_pem: bytes, control_id: st
     return reply
 
 
-async def release(host: str, port: int, *, bundle_pem: bytes, control_id: str, request: Any,
-                  timeout_s: float = 10.0) -> Any:
-    """A security officer's :class:`~trustfabric.control.protocol.ReleaseRequest` over the operator endpoint.
-
-    Returns the ``ReleaseReply``; :class:`ControlRefused` (``control.unreachable``,
-    ``control.wrong_server``) when the control plane cannot be reached or is not who the
-    runtime manifest says.
-    """
-    reply = await _one_exchange(host, port, bundle_pem=bundle_pem, control_id=control_id, request=request,
-                                timeout_s=timeout_s, refused=ControlRefused,
-                                wrong_server="control.wrong_server", unreachable="control.unreachable")
-    if reply is None:
-        raise ControlRefused("no reply", reason="control.unreachable")
-    return reply
+kill_switch = operator_request  # a person's kill-switch request: halt, reduce, resume
+release = operator_request  # a security officer's release of a quarantined principal
 
 
 class ControlClient:

@@ -333,14 +333,8 @@ class ControlPlane:
         """:meth:`release` for an officer who proves a step-up now: the identity plane re-verifies the
         TOTP code (wrong, replayed or locked out: refused and logged, nothing released)."""
         now = self.clock.now() if now is None else now
-        try:
-            auth = self.identity.users().step_up(officer, totp_code, now)
-        except TrustFabricError as exc:
-            self.emitter.emit(Kind.RELEASE, principal=principal, decision="deny", reason=exc.reason,
-                              detail={"officer": officer})
-            raise
-        facts = OfficerFacts(name=auth.name, roles=(auth.role,), step_up_at=auth.auth_time)
-        return self.release(principal, facts, now)
+        return self._release_after(principal, officer, now, lambda: self.identity.users().step_up(
+            officer, totp_code, now))
 
     def release_by_operator(self, principal: str, user: str, password: str, totp_code: str,
                             now: float | None = None) -> Incident:
@@ -348,13 +342,22 @@ class ControlPlane:
         step-up), then the release path, which itself requires the security_officer role. A refused
         login is logged as a denied release and re-raised (``user.*``); nothing is released."""
         now = self.clock.now() if now is None else now
-        with self._lock:
-            try:
-                auth = self.identity.users().login(user, password, totp_code, now)
-            except TrustFabricError as exc:
-                self.emitter.emit(Kind.RELEASE, principal=principal, decision="deny", reason=exc.reason,
-                                  detail={"officer": user})
-                raise
+
+        def login() -> Any:
+            with self._lock:
+                return self.identity.users().login(user, password, totp_code, now)
+
+        return self._release_after(principal, user, now, login)
+
+    def _release_after(self, principal: str, officer: str, now: float, authenticate: Callable[[], Any]
+                       ) -> Incident:
+        """Authenticate the officer (a refusal is logged as a denied release and re-raised), then release."""
+        try:
+            auth = authenticate()
+        except TrustFabricError as exc:
+            self.emitter.emit(Kind.RELEASE, principal=principal, decision="deny", reason=exc.reason,
+                              detail={"officer": officer})
+            raise
         facts = OfficerFacts(name=auth.name, roles=(auth.role,), step_up_at=auth.auth_time)
         return self.release(principal, facts, now)
 
