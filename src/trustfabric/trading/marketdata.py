@@ -10,7 +10,25 @@ prints at the bid or ask.
 
 :func:`write_csv` / :func:`read_csv` store and replay a stream of quotes and trades
 (one row per event, exact integer prices); the reader refuses malformed rows with
-``marketdata.bad_row``.
+``marketdata.bad_row``. :func:`record_session` runs a generator for a number of
+ticks (what ``trustfabric floor record-md`` writes).
+
+:class:`CsvReplay` is a recorded session with the generator's interface (``step``,
+``symbols``): a floor started with ``md_csv`` publishes the file's quotes and trades
+instead of GBM, one recorded tick per step. The whole file is read and checked when
+the replay is built, so a bad file is refused at start, never half-way through a
+session. Refusals (``TradingError``, each with its reason)::
+
+    marketdata.unreadable      the file cannot be opened or is not UTF-8 text
+    marketdata.bad_header      the first row is not CSV_FIELDS
+    marketdata.bad_row         a row with a bad kind, number, symbol or price
+    marketdata.empty           no event at all
+    marketdata.not_monotonic   time_ns goes backwards or seq does not increase
+    marketdata.unknown_symbol  a symbol the floor's topology does not know
+
+At the end of the file the replay *stops*: ``step`` returns no event, ``done`` is
+true, and the services say so in their stats (``md_replay_done``); it never loops
+(a looped session would jump prices back to the first tick).
 """
 
 from __future__ import annotations
@@ -19,7 +37,8 @@ import csv
 import io
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import msgspec
 
@@ -28,6 +47,11 @@ from trustfabric.trading.messages import PRICE_SCALE, Quote, Trade
 from trustfabric.trading.risk import tick_size
 
 BAD_ROW = "marketdata.bad_row"
+BAD_HEADER = "marketdata.bad_header"
+UNREADABLE = "marketdata.unreadable"
+EMPTY = "marketdata.empty"
+NOT_MONOTONIC = "marketdata.not_monotonic"
+UNKNOWN_SYMBOL = "marketdata.unknown_symbol"
 
 SECONDS_PER_YEAR = 252 * 6.5 * 3600  # trading seconds
 
@@ -134,10 +158,21 @@ def write_csv(events: Iterable[Quote | Trade], out: io.TextIOBase) -> int:
 def read_csv(source: io.TextIOBase) -> Iterator[Quote | Trade]:
     """Replay a CSV written by :func:`write_csv`; a malformed row raises ``marketdata.bad_row``."""
     reader = csv.reader(source)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise TradingError(f"line 1: {exc}", reason=BAD_HEADER) from None
     if header is None or tuple(header) != CSV_FIELDS:
-        raise TradingError("unexpected CSV header", reason=BAD_ROW)
-    for line, row in enumerate(reader, start=2):
+        raise TradingError(f"header must be {','.join(CSV_FIELDS)}", reason=BAD_HEADER)
+    line = 1
+    while True:
+        line += 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:
+            raise TradingError(f"line {line}: {exc}", reason=BAD_ROW) from None
         try:
             kind, time_ns, seq, symbol = row[0], int(row[1]), int(row[2]), row[3]
             if not symbol:
@@ -157,3 +192,97 @@ def read_csv(source: io.TextIOBase) -> Iterator[Quote | Trade]:
                 raise ValueError(f"kind {kind!r}")
         except (ValueError, IndexError) as exc:
             raise TradingError(f"line {line}: {exc}", reason=BAD_ROW) from None
+
+
+def record_session(generator: MarketDataGenerator, ticks: int, *, step_s: float = 30.0,
+                   start_ns: int = 0, interval_ns: int = 1_000_000_000) -> list[Quote | Trade]:
+    """``ticks`` steps of ``generator`` (``step_s`` market seconds each), stamped ``start_ns + i * interval_ns``."""
+    if ticks < 1:
+        raise TradingError("a session needs at least one tick", reason=EMPTY)
+    events: list[Quote | Trade] = []
+    for i in range(ticks):
+        events.extend(generator.step(step_s, start_ns + i * interval_ns))
+    return events
+
+
+class CsvReplay:
+    """A recorded session, tick by tick, behind the generator's ``step(dt_s, time_ns)``.
+
+    A tick is a run of consecutive events with the same recorded ``time_ns`` (one
+    generator step when :func:`record_session` wrote the file). Each ``step`` returns
+    the next tick's events with prices, sizes and ``seq`` as recorded and ``time_ns``
+    set to the floor's clock (the session is replayed now, at the floor's pace, so a
+    reference price is as fresh as the tick that set it); ``dt_s`` is ignored, the
+    file fixes the path. After the last tick ``step`` returns ``[]`` and ``done`` is
+    true: the replay stops, it does not loop.
+    """
+
+    def __init__(self, events: Sequence[Quote | Trade], *, known_symbols: Iterable[str] | None = None,
+                 source: str = "") -> None:
+        self.source = source
+        if not events:
+            raise TradingError(f"{source or 'session'}: no quote or trade", reason=EMPTY)
+        known = None if known_symbols is None else frozenset(known_symbols)
+        seen: dict[str, None] = {}
+        ticks: list[tuple[Quote | Trade, ...]] = []
+        current: list[Quote | Trade] = []
+        previous: Quote | Trade | None = None
+        for n, event in enumerate(events, start=1):
+            if previous is not None:
+                if event.time_ns < previous.time_ns:
+                    raise TradingError(f"event {n}: time_ns {event.time_ns} before {previous.time_ns}",
+                                       reason=NOT_MONOTONIC)
+                if event.seq <= previous.seq:
+                    raise TradingError(f"event {n}: seq {event.seq} after {previous.seq}", reason=NOT_MONOTONIC)
+                if event.time_ns != previous.time_ns:
+                    ticks.append(tuple(current))
+                    current = []
+            seen.setdefault(event.symbol, None)
+            current.append(event)
+            previous = event
+        ticks.append(tuple(current))
+        if known is not None:
+            unknown = sorted(set(seen) - known)
+            if unknown:
+                shown = ", ".join(unknown[:10]) + (" ..." if len(unknown) > 10 else "")
+                raise TradingError(f"{source or 'session'}: symbols not in the topology: {shown}",
+                                   reason=UNKNOWN_SYMBOL)
+        self._symbols = list(seen)
+        self.ticks: tuple[tuple[Quote | Trade, ...], ...] = tuple(ticks)
+        self.events = sum(len(t) for t in ticks)
+        self.position = 0
+
+    @classmethod
+    def from_csv(cls, source: io.TextIOBase, *, known_symbols: Iterable[str] | None = None,
+                 name: str = "") -> "CsvReplay":
+        return cls(list(read_csv(source)), known_symbols=known_symbols, source=name)
+
+    @classmethod
+    def open(cls, path: str | Path, *, known_symbols: Iterable[str] | None = None) -> "CsvReplay":
+        """Read and check the whole file at ``path``; every failure is a ``marketdata.*`` refusal."""
+        try:
+            with open(path, encoding="utf-8", newline="") as fh:
+                return cls.from_csv(fh, known_symbols=known_symbols, name=str(path))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TradingError(f"{path}: {type(exc).__name__}: {exc}", reason=UNREADABLE) from None
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols of the file, in order of first appearance."""
+        return list(self._symbols)
+
+    @property
+    def done(self) -> bool:
+        return self.position >= len(self.ticks)
+
+    def step(self, dt_s: float, time_ns: int) -> list[Quote | Trade]:
+        """The next recorded tick, stamped ``time_ns``; ``[]`` once the file is exhausted."""
+        if self.done:
+            return []
+        tick = self.ticks[self.position]
+        self.position += 1
+        return [msgspec.structs.replace(e, time_ns=time_ns) for e in tick]
+
+    def stats(self, prefix: str = "md_replay") -> dict[str, float]:
+        return {f"{prefix}_ticks": float(self.position), f"{prefix}_ticks_total": float(len(self.ticks)),
+                f"{prefix}_done": float(self.done)}

@@ -7,6 +7,10 @@ order on first sight). The rest of the market is simulated: a market maker quote
 around the same seeded price path market-data publishes, so resting orders fill
 when the market moves through them. When a session (or, in perimeter mode, a
 connection) ends, its resting orders are cancelled.
+
+With ``md_csv`` in the boot line the market maker quotes around the recorded
+session instead (the same file market-data replays, checked before READY); at the
+end of the file its last quotes stay in the book (``venue_replay_done`` = 1).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ import time
 from trustfabric.trading.floor_logic import VenueCore
 from trustfabric.trading.messages import CancelOrder, NewOrder
 from trustfabric.trading.services.base import FloorService, encode_body
-from trustfabric.trading.services.market_data import generator_for
+from trustfabric.trading.marketdata import CsvReplay, MarketDataGenerator
+from trustfabric.trading.services.market_data import market_source
 from trustfabric.trading.services.wire import OmsBatch, ParentInfo, VenueOrder, VenueReply, decoder
 
 MARKET_MAKER = "mm"
@@ -35,7 +40,7 @@ class VenueService(FloorService):
         self.seed = int(runtime.boot.get("seed", 7))
         self.interval = float(runtime.boot.get("md_interval_s", 0.2))
         self.market_step_s = float(runtime.boot.get("md_step_s", 30.0))  # market seconds per tick
-        self.gen = generator_for(runtime.topology.symbols, self.seed)
+        self.gen: MarketDataGenerator | CsvReplay | None = None  # set in prepare(): a bad file is REFUSED
         self.extra_ticks = 0 if runtime.name.endswith("a") else 1  # venue-b quotes one tick wider
         self.mm_size = int(runtime.boot.get("mm_size", 2000))
         self.pending_parents: list[ParentInfo] = []
@@ -103,7 +108,11 @@ class VenueService(FloorService):
                 return encode_body(VenueReply(reports=out, book=self.core.snapshot(cancel.symbol)))
             return encode_body(VenueReply(reports=[], book=self.core.snapshot(cancel.symbol)))
 
+    async def prepare(self) -> None:
+        self.gen = market_source(self.rt.boot, self.rt.topology.symbols)
+
     def quote_market(self, now_ns: int) -> None:
+        assert self.gen is not None
         for event in self.gen.step(self.market_step_s, now_ns):
             if not hasattr(event, "bid"):
                 continue
@@ -138,5 +147,8 @@ class VenueService(FloorService):
         return sum(1 for book in self.core.books.values() for o in book.orders() if o.owner != MARKET_MAKER)
 
     def stats(self) -> dict[str, float]:
-        return {"venue_orders": self.orders, "venue_fills": self.fills, "reports_to_oms": self.reports_out,
-                "disconnect_cancels": self.disconnect_cancels, "venue_resting": self.resting()}
+        out = {"venue_orders": self.orders, "venue_fills": self.fills, "reports_to_oms": self.reports_out,
+               "disconnect_cancels": self.disconnect_cancels, "venue_resting": self.resting()}
+        if isinstance(self.gen, CsvReplay):
+            out.update(self.gen.stats("venue_replay"))
+        return out
