@@ -48,6 +48,7 @@ DEFAULT_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "
 FIX_CLIENTS = {"CLIENT-A": "client-a", "CLIENT-B": "client-b"}  # SenderCompID -> client name
 FIX_COMP_ID = "TRUSTFABRIC"
 READY_TIMEOUT_S = 30.0
+MD_CSV_SERVICES = ("market-data", "venue-a", "venue-b")  # replay a recorded session when md_csv is set
 STOP_TIMEOUT_S = 5.0
 
 
@@ -107,6 +108,7 @@ class Floor:
     started_at: float = 0.0
     collect_audit: bool = True
     collect_interval_s: float = 1.0
+    md_csv: Path | None = None  # a recorded session (marketdata.write_csv) instead of GBM
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -130,6 +132,11 @@ class Floor:
 
     # ------------------------------------------------------------------ start
     async def start(self) -> "Floor":
+        if self.md_csv is not None:  # a bad file is refused here (marketdata.*), before any process starts
+            from trustfabric.trading.marketdata import CsvReplay
+
+            self.md_csv = Path(self.md_csv).resolve()
+            CsvReplay.open(self.md_csv, known_symbols=self.topology.symbols)
         (self.home / "floor" / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.mode == ZERO_TRUST:
             self.plane = ControlPlane(self.home, policies=self.policies)
@@ -194,6 +201,8 @@ class Floor:
         }
         if name in ("pre-trade-risk", "order-router"):
             boot["approval_key"] = self.approval_key
+        if self.md_csv is not None and name in MD_CSV_SERVICES:
+            boot["md_csv"] = str(self.md_csv)
         if name == "pre-trade-risk" and self.fix_edge:
             boot["agent_aliases"] = {client: self.fix_edge["fix_clients"][comp]
                                      for comp, client in FIX_CLIENTS.items() if comp in self.fix_edge["fix_clients"]}
@@ -385,9 +394,10 @@ async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: f
     return result
 
 
-async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_tick=None) -> dict[str, Any]:
+async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_tick=None,
+                   md_csv: Path | None = None) -> dict[str, Any]:
     """Trade, compromise an algo half-way (attacker process), keep trading; returns the summary."""
-    floor = Floor(home, ZERO_TRUST, seed=seed)
+    floor = Floor(home, ZERO_TRUST, seed=seed, md_csv=md_csv)
     t0 = time.monotonic()
     await floor.start()
     fix_result: dict[str, Any] = {}
