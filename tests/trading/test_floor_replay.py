@@ -8,15 +8,21 @@ venues' market maker quotes around the same file.
 """
 
 import asyncio
+import os
 import random
+import subprocess
+import sys
 
+import msgspec
 import pytest
 
 from trustfabric.audit.log import Query, audit_dir, open_log
 from trustfabric.errors import TradingError
-from trustfabric.trading.marketdata import MarketDataGenerator, SymbolSpec, record_session, write_csv
+from trustfabric.policy.topology import Topology
+from trustfabric.trading.marketdata import CsvReplay, MarketDataGenerator, SymbolSpec, record_session, write_csv
 from trustfabric.trading.messages import PRICE_SCALE, Quote
 from trustfabric.trading.runtime import Floor
+from trustfabric.trading.services.market_data import generator_for
 
 from tests.trading.processes import alive
 
@@ -116,3 +122,28 @@ async def test_a_market_data_process_given_a_malformed_file_is_refused_at_start(
             await asyncio.wait_for(proc.proc.wait(), 10.0)
     finally:
         await floor.stop()
+
+
+def _cli(home, *args):
+    env = dict(os.environ, TRUSTFABRIC_HOME=str(home), COLUMNS="160")
+    return subprocess.run([sys.executable, "-m", "trustfabric.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+def test_record_md_writes_a_session_the_floor_replays_and_up_refuses_a_bad_one(tmp_path):
+    out = tmp_path / "s.csv"
+    done = _cli(tmp_path, "floor", "record-md", "--symbols", "AAPL,JPM", "--ticks", "4", "--seed", "5",
+                "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    replay = CsvReplay.open(out, known_symbols=Topology.load(Topology.default_path()).symbols)
+    assert replay.symbols == ["AAPL", "JPM"] and len(replay.ticks) == 4
+    # the same generator and seed as a GBM floor: the floor's own first tick
+    first = generator_for(["AAPL", "JPM"], 5).step(30.0, 0)
+    assert [msgspec.structs.replace(e, time_ns=0) for e in replay.step(30.0, 0)] == first
+    refused = _cli(tmp_path, "floor", "record-md", "--symbols", "AAPL,ZZZZ", "--out", str(tmp_path / "z.csv"))
+    assert refused.returncode == 1 and "marketdata.unknown_symbol" in refused.stderr
+    assert not (tmp_path / "z.csv").exists()
+    out.write_text(out.read_text() + "Q,1\n")
+    up = _cli(tmp_path, "up", "--md-csv", str(out), "--duration", "1")
+    assert up.returncode == 1 and "marketdata.bad_row" in up.stderr, up.stderr[-2000:]
+    assert not (tmp_path / "floor" / "runtime.json").exists()  # refused before anything started

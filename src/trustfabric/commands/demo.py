@@ -4,8 +4,9 @@ The command runs the zero-trust floor in a fresh state directory under
 ``$TRUSTFABRIC_HOME`` (:func:`~trustfabric.trading.runtime.run_demo`): the algos and
 a FIX client over mTLS trade, an algo is compromised half-way and its attempts are
 refused and contained, the audit collector ships every spool into that run's
-central log. ``--report DIR`` (default ``$TRUSTFABRIC_HOME/reports/demo-<time>``)
-gets ``summary.json`` and ``README.md`` (orders, fills, denied hops by reason, the
+central log (``--md-csv FILE``: market data replayed from a recorded session instead
+of GBM). ``--report DIR`` (default ``$TRUSTFABRIC_HOME/reports/demo-<time>``) gets
+``summary.json`` and ``README.md`` (orders, fills, denied hops by reason, the
 attack's attempts, incidents with time to detect and contain).
 
 After the live floor (unless ``--no-simulate``) the threat simulator
@@ -305,6 +306,9 @@ def command(
                                      help="Skip the closing threat-simulator comparison (zero trust vs perimeter)."),
     simulate_scenario: str = typer.Option("all", "--simulate-scenario",
                                           help="Scenario for the closing comparison (a name, or all)."),
+    md_csv: Path = typer.Option(None, "--md-csv", help="Replay this recorded session (trustfabric floor record-md) "
+                                "at market-data and both venues instead of GBM (about 5 ticks per second of "
+                                "--duration; publishing stops at the end of the file)."),
 ) -> None:
     """Run the floor in zero-trust mode, compromise an algo half-way, and show that every attempt is refused.
 
@@ -331,9 +335,14 @@ def command(
             phases[phase] = True
             console.print(f"[cyan]{phase}[/]")
 
-    result = asyncio.run(run_demo(home, duration_s=duration, seed=seed, on_tick=on_tick))
+    try:
+        result = asyncio.run(run_demo(home, duration_s=duration, seed=seed, on_tick=on_tick, md_csv=md_csv))
+    except TrustFabricError as exc:  # a bad --md-csv is refused before any process starts
+        console.print(f"[bold red]{exc.reason}[/]: {exc.detail}", highlight=False)
+        raise typer.Exit(1) from None
     directory = Path(report or (home_dir() / "reports" / time.strftime("demo-%Y%m%d-%H%M%S")))
     result["report_dir"] = str(directory)
+    result["md_source"] = str(Path(md_csv).resolve()) if md_csv else f"gbm seed {seed}"
     result["verify_command"] = verify_command(result["audit_dir"])
     simulation_failed = False
     if not no_simulate:

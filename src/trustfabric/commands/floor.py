@@ -1,4 +1,5 @@
-"""``trustfabric floor halt|reduce|resume SCOPE TARGET --user NAME --totp CODE``: the kill switch.
+"""``trustfabric floor halt|reduce|resume SCOPE TARGET --user NAME --totp CODE``: the kill switch;
+``trustfabric floor record-md --out FILE``: record a market-data session to replay.
 
 Against a running ``trustfabric up`` (its ``$TRUSTFABRIC_HOME/floor/runtime.json``
 names the control plane's operator endpoint and its certificate): the person logs
@@ -7,18 +8,27 @@ in with password + TOTP, the control plane checks a fresh step-up and the role
 four-eyes: the first person's resume is a request, a *second* person's resume
 approves it. The password comes from ``--password``, ``$TRUSTFABRIC_PASSWORD`` or a
 prompt. Exit 0 when applied, 1 with the reason code when refused.
+
+``record-md`` runs the floor's own market-data generator (seeded GBM, the same
+path a floor started with that seed publishes) for ``--ticks`` steps and writes the
+quotes and trades as CSV (:func:`~trustfabric.trading.marketdata.write_csv`);
+``trustfabric up --md-csv FILE`` / ``trustfabric demo --md-csv FILE`` replay it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import time
+from pathlib import Path
 
 import typer
 
 from trustfabric.commands.common import console, fail
 
-app = typer.Typer(help="The running floor: kill switch (halt, reduce, resume).", no_args_is_help=True)
+app = typer.Typer(help="The running floor: kill switch (halt, reduce, resume); record market data (record-md).",
+                  no_args_is_help=True)
 
 SCOPE_HELP = "firm, account or agent."
 TARGET_HELP = "The account, or the agent (a service name such as algo-momentum, or a FIX client such as client-a)."
@@ -75,3 +85,41 @@ def _register(action: str, doc: str) -> None:
 _register("halt", "HALTED: refuse every order in the scope and cancel its working orders.")
 _register("reduce", "REDUCING: only risk-reducing orders pass in the scope.")
 _register("resume", "Back to ACTIVE, four-eyes: a first person requests, a different second person approves.")
+
+
+@app.command("record-md")
+def record_md(
+    out: Path = typer.Option(..., "--out", help="CSV file to write (replaced atomically if it exists)."),
+    symbols: str = typer.Option("", "--symbols",
+                                help="Comma-separated symbols (default: every symbol of the floor's topology)."),
+    ticks: int = typer.Option(300, "--ticks", min=1,
+                              help="Generator steps; the floor replays one per md interval (0.2 s by default)."),
+    seed: int = typer.Option(7, "--seed", help="Generator seed (the same seed a GBM floor would run)."),
+    step_s: float = typer.Option(30.0, "--step-s", help="Market seconds per step (the floor's md_step_s)."),
+    topology: Path = typer.Option(None, "--topology", help="Floor manifest (default: policies/floor.toml)."),
+) -> None:
+    """Record a market-data session (quotes and trades, the floor's generator) to a CSV file to replay."""
+    from trustfabric.errors import TrustFabricError
+    from trustfabric.policy.topology import Topology
+    from trustfabric.trading.marketdata import UNKNOWN_SYMBOL, record_session, write_csv
+    from trustfabric.trading.services.market_data import generator_for
+
+    try:
+        known = Topology.load(topology or Topology.default_path()).symbols
+        chosen = [s.strip() for s in symbols.split(",") if s.strip()] or list(known)
+        unknown = sorted(set(chosen) - set(known))
+        if unknown:
+            raise fail(UNKNOWN_SYMBOL, f"not in the floor's topology: {', '.join(unknown)}")
+        events = record_session(generator_for(chosen, seed), ticks, step_s=step_s, start_ns=time.time_ns(),
+                                interval_ns=int(step_s * 1e9))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        partial = out.with_name(out.name + ".partial")
+        with open(partial, "w", encoding="utf-8", newline="") as fh:
+            n = write_csv(events, fh)
+        os.replace(partial, out)
+    except TrustFabricError as exc:
+        raise fail(exc.reason, exc.detail) from None
+    except OSError as exc:
+        raise fail("marketdata.unwritable", f"{out}: {exc}") from None
+    console.print(f"recorded {n} events ({ticks} ticks, {len(chosen)} symbols, seed {seed}) to {out}",
+                  highlight=False, soft_wrap=True)

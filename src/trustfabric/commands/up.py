@@ -3,18 +3,25 @@
 The view (Rich) refreshes twice a second: orders/s, fills, decisions/s allowed and
 denied, alerts, and hop latency p50/p99 per link (from the services' reports).
 Ctrl-C stops every service (SIGTERM, then SIGKILL after a bound).
+
+``--md-csv FILE`` starts the floor on a recorded session (``trustfabric floor
+record-md``): market-data and both venues replay the file instead of GBM, and the
+view shows the replay's progress; at the end of the file publishing stops (the
+floor keeps running on the last prices). A bad file is refused before any process
+starts (``marketdata.<reason>``, exit 1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import typer
 from rich.live import Live
 from rich.table import Table
 
-from trustfabric.commands.common import console
+from trustfabric.commands.common import console, fail
 
 
 def _view(floor, rates: dict[str, float]) -> Table:
@@ -31,6 +38,11 @@ def _view(floor, rates: dict[str, float]) -> Table:
     table.add_row("denied hops (total)", str(s["denied_hops"]))
     table.add_row("alerts", str(len(floor.plane.alerts) if floor.plane else 0))
     table.add_row("fail-open", str(s["fail_open"]))
+    md = floor.stats().get("market-data", {})
+    if "md_replay_ticks_total" in md:
+        ended = " (ended: publishing stopped)" if md.get("md_replay_done") else ""
+        progress = f"{md['md_replay_ticks']:.0f}/{md['md_replay_ticks_total']:.0f} ticks"
+        table.add_row("market data replay", progress + ended)
     for link, (p50, p99, n) in sorted(floor.links().items()):
         if n:
             table.add_row(f"hop {link}", f"p50 {p50:.0f} us / p99 {p99:.0f} us")
@@ -41,14 +53,20 @@ def command(
     mode: str = typer.Option("zero-trust", "--mode", help="zero-trust or perimeter."),
     seed: int = typer.Option(7, "--seed", help="Market-data seed."),
     duration: float = typer.Option(0.0, "--duration", hidden=True, help="Stop after this many seconds (tests)."),
+    md_csv: Path = typer.Option(None, "--md-csv", help="Replay this recorded session (trustfabric floor record-md) "
+                                "at market-data and both venues instead of GBM; stops at the end of the file."),
 ) -> None:
     """Run the floor until Ctrl-C, with a live view."""
+    from trustfabric.errors import TrustFabricError
     from trustfabric.home import home_dir
     from trustfabric.trading.runtime import Floor, floor_summary
 
     async def main() -> None:
-        floor = Floor(home_dir(), mode, seed=seed)
-        await floor.start()
+        floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv)
+        try:
+            await floor.start()
+        except TrustFabricError as exc:
+            raise fail(exc.reason, exc.detail) from None
         console.print(f"floor up: {floor.manifest_path}")
         last = (time.monotonic(), floor_summary(floor))
         rates: dict[str, float] = {}

@@ -174,6 +174,8 @@ def read_csv(source: io.TextIOBase) -> Iterator[Quote | Trade]:
         except csv.Error as exc:
             raise TradingError(f"line {line}: {exc}", reason=BAD_ROW) from None
         try:
+            if len(row) != len(CSV_FIELDS):
+                raise ValueError(f"{len(row)} fields, expected {len(CSV_FIELDS)}")
             kind, time_ns, seq, symbol = row[0], int(row[1]), int(row[2]), row[3]
             if not symbol:
                 raise ValueError("empty symbol")
