@@ -5,7 +5,7 @@ import pytest
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.control.protocol import PushRevocation
-from trustfabric.trading.services.base import FloorService, ServiceRuntime
+from trustfabric.trading.services.base import FloorService, ServiceRuntime, ServiceSink
 
 from tests.floor_fixtures import POLICY_DIR
 
@@ -39,3 +39,41 @@ def test_a_floor_service_must_register_its_handlers(runtime):
 
     with pytest.raises(TypeError):
         Incomplete(runtime)  # abstract: no register()
+
+
+class _Control:
+    def __init__(self) -> None:
+        self.reports: list = []
+        self.conn = None
+
+    def report(self, report) -> None:
+        self.reports.append(report)
+
+
+def test_a_non_numeric_stat_is_dropped_and_counted_and_the_report_still_leaves(runtime):
+    import msgspec
+
+    from trustfabric.control.protocol import CONTROL_CODEC, Report
+
+    runtime.control = _Control()
+    runtime.sink = ServiceSink(runtime.spool)
+    runtime.stats = lambda: {"orders": 3, "tag": "r1", "flag": True, "rate": 2.5}  # type: ignore[method-assign]
+    runtime.report_now()
+    report = runtime.control.reports[0]
+    assert report.stats == {"orders": 3.0, "rate": 2.5, "report_stats_dropped": 2.0}
+    decoded = CONTROL_CODEC.decode(CONTROL_CODEC.encode(report))  # the control plane's decoder takes it
+    assert isinstance(decoded, Report) and decoded.stats == report.stats
+    with pytest.raises(msgspec.ValidationError):  # what an unfiltered report would have met
+        msgspec.convert({"service": "x", "stats": {"tag": "r1"}}, Report)
+
+
+def test_stats_that_raise_still_send_the_report(runtime):
+    runtime.control = _Control()
+    runtime.sink = ServiceSink(runtime.spool)
+
+    def broken():
+        raise RuntimeError("bug")
+
+    runtime.stats = broken  # type: ignore[method-assign]
+    runtime.report_now()
+    assert runtime.control.reports[0].stats == {"report_stats_failed": 1.0}

@@ -679,8 +679,31 @@ class ServiceRuntime:
         from trustfabric.audit.events import encode_event
 
         links = {f"{self.name}->{t}": l.latency.summary() for t, l in self.links.items()}
-        self.control.report(Report(service=self.name, stats=self.stats(), links=links,
+        self.control.report(Report(service=self.name, stats=self.report_stats(), links=links,
                                    events=[encode_event(e) for e in events], quarantine_acks=acks))
+
+    def report_stats(self) -> dict[str, float]:
+        """The stats as the report's schema wants them (numbers only).
+
+        A value that is not a number is left out and counted in ``report_stats_dropped``,
+        and a ``stats()`` that raises sends only ``report_stats_failed``. The control plane's
+        decoder would otherwise refuse the whole report, and with it the security events it
+        carries.
+        """
+        try:
+            raw = self.stats()
+        except Exception:  # noqa: BLE001 - the events in the report must still leave
+            return {"report_stats_failed": 1.0}
+        out: dict[str, float] = {}
+        dropped = 0
+        for key, value in raw.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                dropped += 1
+                continue
+            out[str(key)] = float(value)
+        if dropped:
+            out["report_stats_dropped"] = float(dropped)
+        return out
 
     async def _report_loop(self) -> None:
         while not self.stopped.is_set():
