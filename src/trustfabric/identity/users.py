@@ -79,6 +79,23 @@ class Authentication:
     amr: tuple[str, ...] = ("pwd", "otp")
 
 
+_DUMMY_HASHES: dict[tuple, str] = {}
+
+
+def _dummy_hash(hasher: PasswordHasher) -> str:
+    """A hash of no one's password with ``hasher``'s parameters (an unknown user costs a full verify).
+
+    Computed once per parameter set and process: the hash itself is public-safe (it matches
+    no password anyone has), and a directory per request no longer pays a second argon2 run.
+    """
+    key = (hasher.time_cost, hasher.memory_cost, hasher.parallelism, hasher.hash_len, hasher.salt_len,
+           hasher.type)
+    cached = _DUMMY_HASHES.get(key)
+    if cached is None:
+        cached = _DUMMY_HASHES[key] = hasher.hash("not a password of anyone")
+    return cached
+
+
 class UserDirectory:
     """Enrolment, login, MFA and step-up over an :class:`IdentityStore`."""
 
@@ -95,7 +112,7 @@ class UserDirectory:
         self.policy = policy
         self._hasher = hasher or default_hasher()
         self._issuer = totp_issuer
-        self._dummy_hash = self._hasher.hash("not a password of anyone")
+        self._dummy_hash = _dummy_hash(self._hasher)
 
     # ------------------------------------------------------------------ enrolment
 
