@@ -178,6 +178,7 @@ async def test_halting_an_agent_cancels_its_resting_orders_and_only_its_own(floo
         assert r["ok"] and r["state"] == "HALTED" and r["cancels"] == 1, r
         canceled = await b.status(b_resting, (b"4",))
         assert canceled.get(150) == b"4" and canceled.get(151) == b"0"
+        assert canceled.get(58) == b"killswitch.halted"  # the client is told why (Text)
         assert await floor.wait_for(lambda: venue_resting(floor) == 1, WAIT_S)  # a's order still rests
         assert await floor.wait_for(lambda: floor.total("halt_cancels") == halts_before + 1, WAIT_S)
         assert all(m.get(39) != b"4" for m in a.reports(a_resting))

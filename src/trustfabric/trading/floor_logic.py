@@ -250,7 +250,7 @@ class VenueCore:
         if order_id is None:
             return Reject(ref_id=cancel.cl_ord_id, reason="book.unknown_order", time_ns=now_ns)
         try:
-            return [book.cancel(order_id, session, now_ns)]
+            return [book.cancel(order_id, session, now_ns, reason=cancel.reason)]
         except TradingError as exc:
             return Reject(ref_id=cancel.cl_ord_id, reason=exc.reason, time_ns=now_ns)
 

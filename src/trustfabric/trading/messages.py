@@ -96,6 +96,7 @@ class CancelOrder(_Msg, frozen=True):
     symbol: str
     side: Side
     time_ns: int = 0
+    reason: str = ""  # why, when the floor cancels on its own (e.g. ``killswitch.halted``): the client is told
 
 
 class ReplaceOrder(_Msg, frozen=True):

@@ -137,7 +137,7 @@ class RiskService(FloorService):
             order = self.orders.get(ref.cl_ord_id)
             cancel = CancelOrder(cl_ord_id=f"{ref.cl_ord_id}-halt", orig_cl_ord_id=ref.cl_ord_id, account=ref.account,
                                  agent=ref.agent, symbol=ref.symbol, side=order.side if order else "buy",
-                                 time_ns=time.time_ns())
+                                 time_ns=time.time_ns(), reason=f"killswitch.{change.state.lower()}")
             self.router.request("cancel_order", "router/orders", encode_body(cancel), symbol=ref.symbol,
                                 trace_id=ref.cl_ord_id)
         self.halt_cancels += len(change.cancels)
