@@ -77,3 +77,17 @@ def test_stats_that_raise_still_send_the_report(runtime):
     runtime.stats = broken  # type: ignore[method-assign]
     runtime.report_now()
     assert runtime.control.reports[0].stats == {"report_stats_failed": 1.0}
+
+
+def test_floor_ports_are_free_distinct_and_below_the_ephemeral_range():
+    import socket
+
+    from trustfabric.trading.runtime import _ephemeral_low, free_port
+
+    taken: set[int] = set()
+    ports = [free_port(taken) for _ in range(20)]
+    assert len(set(ports)) == 20 and set(ports) == taken
+    assert all(20000 <= p < _ephemeral_low() for p in ports)  # no outgoing connection's source port
+    for port in ports[:3]:  # each is bindable now
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", port))

@@ -52,8 +52,44 @@ MD_CSV_SERVICES = ("market-data", "venue-a", "venue-b")  # replay a recorded ses
 STOP_TIMEOUT_S = 5.0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+_PORT_FLOOR = 20000  # the lowest port a floor listens on
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (the source ports of outgoing connections)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(taken: set[int] | None = None) -> int:
+    """A loopback port free now, chosen BELOW the ephemeral range.
+
+    The floor tells every service its peers' ports before any of them binds, so a port
+    must stay free between this check and the service's ``bind``. A port from the
+    ephemeral range (``bind(0)``) can be taken meanwhile as the source port of any
+    outgoing connection on the machine; a port below it cannot. ``taken`` holds ports
+    already handed out for this floor.
+    """
+    import random
+
+    low = _ephemeral_low()
+    high = low - 1 if low - 1 > _PORT_FLOOR + 1000 else 32767
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randint(_PORT_FLOOR, high)
+        if taken is not None and port in taken:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        if taken is not None:
+            taken.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded machine: the kernel's pick
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
@@ -144,10 +180,11 @@ class Floor:
             self.plane.register_points(list(self.services))
         else:
             self.server = await ControlServer(None, mode=self.mode).start()
-        self.ports = {name: free_port() for name in self.services}
+        taken: set[int] = set()
+        self.ports = {name: free_port(taken) for name in self.services}
         if "fix-gateway" in self.services:
             self.fix_edge = fix_edge_pki(self.home, self.topology.trust_domain)
-            self.fix_port = free_port()
+            self.fix_port = free_port(taken)
         self.started_at = time.time()
         if self.collect_audit:
             self._collector_thread = threading.Thread(target=self._collect_loop, name="audit-collector", daemon=True)
