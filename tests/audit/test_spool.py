@@ -176,3 +176,42 @@ def test_bounded_buffer_applies_backpressure(tmp_path) -> None:
     c = spool.counters()
     assert (c.records_in, c.records_flushed + c.buffered) == (20, 20)
     spool.close()
+
+
+def test_close_while_refusing_writes_the_held_records_once_the_cause_is_gone(tmp_path) -> None:
+    failing = {"on": False}
+
+    def write(fd, data):
+        if failing["on"]:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return os.write(fd, data)
+
+    spool = Spool(tmp_path, "pep-a", alerts=MemorySink(), write=write)
+    spool.emit(Kind.DECISION)
+    spool.flush()
+    failing["on"] = True
+    spool.emit(Kind.DECISION, trace_id="held")
+    with pytest.raises(AuditUnavailable):
+        spool.flush()
+    failing["on"] = False  # space freed, but nobody called recover() before shutdown
+    spool.close()
+    assert spool.dropped_on_close == 0
+    assert payload_seqs(tmp_path) == [1, 2]
+
+
+def test_close_while_still_refusing_counts_and_alerts_the_dropped_records(tmp_path) -> None:
+    def write(fd, data):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    alerts = MemorySink()
+    spool = Spool(tmp_path, "pep-a", alerts=alerts, write=write)
+    spool.emit(Kind.DECISION)
+    spool.emit(Kind.DECISION)
+    with pytest.raises(AuditUnavailable):
+        spool.flush()
+    spool.close()
+    assert spool.dropped_on_close == 2
+    dropped = [a for a in alerts.of_kind(Kind.ALERT) if a.reason == "audit.spool.dropped_on_close"]
+    assert len(dropped) == 1 and dropped[0].detail["dropped_records"] == 2
+    assert (dropped[0].detail["first_seq"], dropped[0].detail["last_seq"]) == (1, 2)
+    assert payload_seqs(tmp_path) == []

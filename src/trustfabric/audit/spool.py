@@ -22,6 +22,9 @@ Failure (the Vault model, never OPA's silent drop): when a batch cannot be made 
 the spool raises :class:`AuditUnavailable`, keeps the batch in memory, emits an ALERT and
 enters a *refusing* state in which every ``append``/``flush`` raises too: the caller must
 refuse new work. :meth:`Spool.recover` retries the write (after a hung write, reopen).
+Closing while refusing tries the held batch once more; what still cannot be written is
+counted in ``dropped_on_close`` and reported by an ``audit.spool.dropped_on_close`` alert
+(those records' effects never left: nothing was allowed while refusing).
 Memory is bounded: when ``max_buffer`` records are waiting, ``append`` flushes itself
 (the caller pays for the write: backpressure).
 
@@ -45,6 +48,7 @@ the collector expands them into full ``AuditEventV1`` records.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import errno as errno_codes
 import json
 import os
@@ -228,6 +232,7 @@ class Spool:
         self._buffer_last_seq = 0
         self._prefix = os.urandom(6).hex()
         self._refusing: AuditUnavailable | None = None
+        self.dropped_on_close = 0  # records still refused at close (each reported by an alert)
         self._poisoned = False
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.records_in = 0
@@ -551,11 +556,43 @@ class Spool:
                     self._flush_locked()
                     if not self._sync_each_flush:
                         self.sync()
+                elif self._buffer and not self._poisoned:
+                    self._last_chance()
             finally:
+                if self._buffer:
+                    self._report_dropped()
                 os.close(self._fd)
                 self._fd = -1
                 if self._executor is not None:
                     self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _last_chance(self) -> None:
+        """Closing while refusing: try the held records once more (the cause may be gone)."""
+        held, self._refusing = self._refusing, None
+        try:
+            self._flush_locked()
+            if not self._sync_each_flush:
+                self.sync()
+        except Exception:  # noqa: BLE001 - still failing: _report_dropped tells what is lost
+            if self._refusing is None:
+                self._refusing = held
+
+    def _report_dropped(self) -> None:
+        """Records still held at close are lost with the process: count them and raise an alert.
+
+        Their effects never left (a refusing spool refuses new work), but they must not vanish
+        without a trace: ``dropped_on_close`` counts them and the ``alerts`` sink gets an alert.
+        """
+        self.dropped_on_close = len(self._buffer)
+        if self.alerts is not None:
+            with contextlib.suppress(Exception):
+                self.alerts.append(AuditEventV1(
+                    event_id=f"{self._prefix}-dropped-{self.records_in}", source=f"{self.source}#spool", seq=0,
+                    time_ns=int(self.clock.now() * 1e9), kind=Kind.ALERT, reason="audit.spool.dropped_on_close",
+                    resource=str(self.directory),
+                    detail={"dropped_records": self.dropped_on_close,
+                            "first_seq": self.last_seq - self.dropped_on_close + 1, "last_seq": self.last_seq}))
+        self._buffer.clear()
 
     def __enter__(self) -> "Spool":
         return self
