@@ -350,3 +350,32 @@ async def test_data_then_close_in_one_read_delivers_the_data_first(server_tls, c
         assert reasons == ["transport.closed"]
     finally:
         await server.close()
+
+
+async def test_a_small_record_after_a_large_one_does_not_end_the_turn(server_tls, client_tls):
+    """A large batch ends in a small record; the peer's next batch behind it is taken in the same turn."""
+    loop = asyncio.get_running_loop()
+    seen: list[int] = []
+    at_next_turn: list[int] = []
+
+    async def handler(conn):
+        def on_frame(frame):
+            seen.append(frame.rid)
+            if len(seen) == 1:
+                loop.call_soon(lambda: at_next_turn.append(len(seen)))
+
+        conn.on_frame = on_frame
+        await conn.wait_closed()
+
+    server = await FrameServer(handler, tls=server_tls, limits=FAST_LIMITS).start()
+    try:
+        client = await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
+        big = msgspec.Raw(msgspec.msgpack.encode("x" * 3000))
+        small = msgspec.Raw(msgspec.msgpack.encode("y"))
+        for rid, body in ((1, big), (2, small), (3, big)):  # three records before the server's turn
+            client.send(Request(rid=rid, action="a", resource="r", body=body))
+        await _until(lambda: len(seen) == 3)
+        assert at_next_turn == [3]
+        client.close()
+    finally:
+        await server.close()

@@ -169,9 +169,11 @@ class FrameConnection:
         One ``read`` returns at most one record, while one ``recv`` on a plain socket takes
         everything the kernel holds. Under load a peer's batches queue up as several records;
         taking them all in one event-loop turn keeps this side's batches (replies, onward
-        requests, audit writes) as large as the plain mode's. A small record (below
+        requests, audit writes) as large as the plain mode's. A small first record (below
         :data:`COALESCE_RECORD`) means a lightly loaded peer: it is delivered at once, without
-        a further ``read`` that would only say "nothing more" and cost a system call.
+        a further ``read`` that would only say "nothing more" and cost a system call. After a
+        large record the reading goes on (a large batch ends in a small record, and the
+        peer's next batch may already be behind it).
         """
         chunks: list[bytes] = []
         total = 0
@@ -196,8 +198,8 @@ class FrameConnection:
             total += len(data)
             if self._pending():  # the rest of this record is decrypted and waiting
                 continue
-            if len(data) < COALESCE_RECORD or total >= RECV_SIZE:
-                break
+            if (len(data) < COALESCE_RECORD and len(chunks) == 1) or total >= RECV_SIZE:
+                break  # a lone small record (light load: deliver now), or enough for one turn
         if chunks and not self.closed:
             self._received(chunks[0] if len(chunks) == 1 else b"".join(chunks))
         if eof and not self.closed:
