@@ -179,7 +179,7 @@ def test_bounded_buffer_applies_backpressure(tmp_path) -> None:
 
 
 def test_close_while_refusing_writes_the_held_records_once_the_cause_is_gone(tmp_path) -> None:
-    failing = {"on": False}
+    failing = {"on": True}
 
     def write(fd, data):
         if failing["on"]:
@@ -187,12 +187,11 @@ def test_close_while_refusing_writes_the_held_records_once_the_cause_is_gone(tmp
         return os.write(fd, data)
 
     spool = Spool(tmp_path, "pep-a", alerts=MemorySink(), write=write)
-    spool.emit(Kind.DECISION)
-    spool.flush()
-    failing["on"] = True
     spool.emit(Kind.DECISION, trace_id="held")
+    spool.emit(Kind.DECISION, trace_id="held too")
     with pytest.raises(AuditUnavailable):
         spool.flush()
+    assert spool.refusing
     failing["on"] = False  # space freed, but nobody called recover() before shutdown
     spool.close()
     assert spool.dropped_on_close == 0

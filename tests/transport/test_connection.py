@@ -301,8 +301,11 @@ async def test_server_closes_a_connection_once_the_peer_certificate_expires(serv
         assert frames[-1].reason == "cert.expired"
 
 
-async def test_queued_tls_records_are_decoded_in_one_loop_turn(server_tls, client_tls):
-    """Several large records waiting in the kernel are taken together (as one plain recv would)."""
+async def _delivered_in_one_turn(server_tls, client_tls, bodies: list) -> tuple[list[int], list[int]]:
+    """Send one request per body (one TLS record each) before the server's loop turn.
+
+    Returns the rids the server saw, and how many it had seen when the loop next turned.
+    """
     loop = asyncio.get_running_loop()
     seen: list[int] = []
     at_next_turn: list[int] = []
@@ -319,15 +322,21 @@ async def test_queued_tls_records_are_decoded_in_one_loop_turn(server_tls, clien
     server = await FrameServer(handler, tls=server_tls, limits=FAST_LIMITS).start()
     try:
         client = await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
-        body = msgspec.Raw(msgspec.msgpack.encode("x" * 3000))  # each flush: one record above COALESCE_RECORD
-        for rid in range(1, 5):  # four records written before the server's loop turn
+        for rid, body in enumerate(bodies, start=1):
             client.send(Request(rid=rid, action="a", resource="r", body=body))
-        await _until(lambda: len(seen) == 4)
-        assert seen == [1, 2, 3, 4]
-        assert at_next_turn == [4]  # all four records were delivered before the loop moved on
+        await _until(lambda: len(seen) == len(bodies))
         client.close()
     finally:
         await server.close()
+    return seen, at_next_turn
+
+
+async def test_queued_tls_records_are_decoded_in_one_loop_turn(server_tls, client_tls):
+    """Several large records waiting in the kernel are taken together (as one plain recv would)."""
+    big = msgspec.Raw(msgspec.msgpack.encode("x" * 3000))  # each flush: one record above COALESCE_RECORD
+    seen, at_next_turn = await _delivered_in_one_turn(server_tls, client_tls, [big] * 4)
+    assert seen == [1, 2, 3, 4]
+    assert at_next_turn == [4]  # all four records were delivered before the loop moved on
 
 
 async def test_data_then_close_in_one_read_delivers_the_data_first(server_tls, client_tls):
@@ -354,28 +363,7 @@ async def test_data_then_close_in_one_read_delivers_the_data_first(server_tls, c
 
 async def test_a_small_record_after_a_large_one_does_not_end_the_turn(server_tls, client_tls):
     """A large batch ends in a small record; the peer's next batch behind it is taken in the same turn."""
-    loop = asyncio.get_running_loop()
-    seen: list[int] = []
-    at_next_turn: list[int] = []
-
-    async def handler(conn):
-        def on_frame(frame):
-            seen.append(frame.rid)
-            if len(seen) == 1:
-                loop.call_soon(lambda: at_next_turn.append(len(seen)))
-
-        conn.on_frame = on_frame
-        await conn.wait_closed()
-
-    server = await FrameServer(handler, tls=server_tls, limits=FAST_LIMITS).start()
-    try:
-        client = await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
-        big = msgspec.Raw(msgspec.msgpack.encode("x" * 3000))
-        small = msgspec.Raw(msgspec.msgpack.encode("y"))
-        for rid, body in ((1, big), (2, small), (3, big)):  # three records before the server's turn
-            client.send(Request(rid=rid, action="a", resource="r", body=body))
-        await _until(lambda: len(seen) == 3)
-        assert at_next_turn == [3]
-        client.close()
-    finally:
-        await server.close()
+    big = msgspec.Raw(msgspec.msgpack.encode("x" * 3000))
+    small = msgspec.Raw(msgspec.msgpack.encode("y"))
+    seen, at_next_turn = await _delivered_in_one_turn(server_tls, client_tls, [big, small, big])
+    assert seen == [1, 2, 3] and at_next_turn == [3]
