@@ -61,10 +61,6 @@ COALESCE_RECORD = 2048  # a TLS record at least this big: look for more before d
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
-def _no_pending() -> int:
-    return 0
-
-
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Bounds of one connection (seconds and bytes)."""
@@ -105,7 +101,7 @@ class FrameConnection:
         self._tls = isinstance(sock, ssl.SSLSocket)
         self._recv = sock.recv
         self._send = sock.send
-        self._pending: Callable[[], int] = _no_pending
+        self._pending: Callable[[], int] = int  # decrypted bytes left in OpenSSL (asked of TLS only)
         if self._tls:
             # The C-level TLS object under ssl.SSLSocket: read/write/pending without the
             # Python wrapper's checks (measured: about a microsecond per round trip).
@@ -147,21 +143,19 @@ class FrameConnection:
         if self._tls:
             self._readable_tls()
             return
-        while not self.closed:
-            try:
-                data = self._recv(RECV_SIZE)
-            except _WOULD_BLOCK:
-                return
-            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):  # pragma: no cover - plain sockets
-                data = b""
-            except OSError as exc:
-                self._abort(E.RESET, f"{type(exc).__name__}: {exc}")
-                return
-            if not data:
-                self._at_eof()
-                return
-            self._received(data)
+        if self.closed:
             return
+        try:
+            data = self._recv(RECV_SIZE)  # plain TCP: everything the kernel holds, in one call
+        except _WOULD_BLOCK:
+            return
+        except OSError as exc:
+            self._abort(E.RESET, f"{type(exc).__name__}: {exc}")
+            return
+        if data:
+            self._received(data)
+        else:
+            self._at_eof()
 
     def _readable_tls(self) -> None:
         """Read TLS records until the kernel has no more (or RECV_SIZE bytes), then decode them at once.
