@@ -557,7 +557,10 @@ class Spool:
                     if not self._sync_each_flush:
                         self.sync()
                 elif self._buffer and not self._poisoned:
-                    self._last_chance()
+                    with contextlib.suppress(Exception):  # the cause may be gone: one last try
+                        self.recover()
+                        if not self._sync_each_flush:
+                            self.sync()
             finally:
                 if self._buffer:
                     self._report_dropped()
@@ -565,17 +568,6 @@ class Spool:
                 self._fd = -1
                 if self._executor is not None:
                     self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _last_chance(self) -> None:
-        """Closing while refusing: try the held records once more (the cause may be gone)."""
-        held, self._refusing = self._refusing, None
-        try:
-            self._flush_locked()
-            if not self._sync_each_flush:
-                self.sync()
-        except Exception:  # noqa: BLE001 - still failing: _report_dropped tells what is lost
-            if self._refusing is None:
-                self._refusing = held
 
     def _report_dropped(self) -> None:
         """Records still held at close are lost with the process: count them and raise an alert.
