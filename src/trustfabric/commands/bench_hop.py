@@ -35,8 +35,10 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import statistics
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -300,8 +302,6 @@ def _tls_floor(server_tls, client_tls, payload: bytes, rounds: int, per_round: i
     runs: no event loop, no framing, no enforcement. Its added p50 is the least any
     mTLS hop can add here, so it is the floor under ``zt_added_us_p50``.
     """
-    import socket
-    import threading
 
     def connected() -> tuple[socket.socket, socket.socket]:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
