@@ -37,7 +37,6 @@ class VenueService(FloorService):
         super().__init__(runtime)
         self.name = runtime.name
         self.core = VenueCore(runtime.name)
-        self.seed = int(runtime.boot.get("seed", 7))
         self.interval = float(runtime.boot.get("md_interval_s", 0.2))
         self.market_step_s = float(runtime.boot.get("md_step_s", 30.0))  # market seconds per tick
         self.gen: MarketDataGenerator | CsvReplay | None = None  # set in prepare(): a bad file is REFUSED
