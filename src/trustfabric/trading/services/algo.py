@@ -17,11 +17,10 @@ from trustfabric.audit.events import Kind
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, NewOrder, Quote
 from trustfabric.trading.services.base import FloorService, encode_body
 from trustfabric.trading.services.market_data import follow_stream
-from trustfabric.trading.services.wire import OrderAck, decoder
+from trustfabric.trading.services.wire import BENCH_PREFIX, OrderAck, decoder
 from trustfabric.trading.strategies import CancelIntent, MeanReversion, Momentum, OrderIntent
 
 BENCH_WINDOW = 512
-BENCH_PREFIX = "BENCH."  # ClOrdIDs of the floor benchmark's orders (the OMS counts them apart)
 
 
 class AlgoService(FloorService):

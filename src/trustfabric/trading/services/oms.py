@@ -22,11 +22,12 @@ from trustfabric.errors import TradingError
 from trustfabric.trading.floor_logic import OmsCore
 from trustfabric.trading.messages import RoutedOrder
 from trustfabric.trading.services.base import FloorService, encode_body
-from trustfabric.trading.services.wire import ClientReportsReply, OmsBatch, PositionsQuery, PositionsReply, SettleBatch, decoder
+from trustfabric.trading.services.wire import (
+    BENCH_PREFIX, ClientReportsReply, OmsBatch, PositionsQuery, PositionsReply, SettleBatch, decoder,
+)
 
 
 CLIENT_PREFIX = "FIX."
-BENCH_PREFIX = "BENCH."  # the floor benchmark's orders (see AlgoService.bench)
 
 
 class OmsService(FloorService):

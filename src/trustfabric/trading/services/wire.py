@@ -9,6 +9,9 @@ import msgspec
 from trustfabric.trading.messages import ExecutionReport, Fill, NewOrder, PositionSnapshot, Quote, Trade
 from trustfabric.trading.sor import VenueBook
 
+# ClOrdIDs BENCH.<tag>.<agent>-<n>: the floor benchmark's orders (AlgoService.bench), counted apart at the OMS
+BENCH_PREFIX = "BENCH."
+
 
 class AgentUpdate(msgspec.Struct, frozen=True):
     kind: str  # "fill" | "done"
