@@ -44,9 +44,21 @@ def person_token(world, peer, sub: str = ALICE, *, amr=MFA, auth_time: float | N
     return msgspec.json.encode(claims).decode()
 
 
+def on_desk(world, desk_id: str = DESK):
+    """A desk terminal's peer and the MFA session its person opened from it."""
+    desk = make_peer(desk_id)
+    return desk, world.pep.open_session(desk, person_token(world, desk))
+
+
+def refusal(call) -> str:
+    """The reason ``call()`` is refused with."""
+    with pytest.raises(SessionRefused) as err:
+        call()
+    return err.value.reason
+
+
 def test_mfa_token_from_a_desk_opens_the_persons_session(desk_world):
-    desk = make_peer(DESK)
-    session = desk_world.pep.open_session(desk, person_token(desk_world, desk))
+    _, session = on_desk(desk_world)
     assert session.principal == ALICE and session.peer_id == DESK
     assert desk_world.pep.check(session, "read", "risk/limits") == (True, E.ALLOW)
     assert desk_world.pep.check(session, "submit_order", "risk/orders")[0] is False
@@ -55,69 +67,54 @@ def test_mfa_token_from_a_desk_opens_the_persons_session(desk_world):
 @pytest.mark.parametrize("weaker", [{"amr": None}, {"amr": ()}, {"auth_time": None}])
 def test_person_token_without_mfa_evidence_refused(desk_world, weaker):
     desk = make_peer(DESK)
-    with pytest.raises(SessionRefused) as err:
-        desk_world.pep.open_session(desk, person_token(desk_world, desk, **weaker))
-    assert err.value.reason == E.SESSION_TOKEN_WRONG_SUBJECT
+    token = person_token(desk_world, desk, **weaker)
+    assert refusal(lambda: desk_world.pep.open_session(desk, token)) == E.SESSION_TOKEN_WRONG_SUBJECT
     assert desk_world.pep.sessions(ALICE) == []
 
 
 def test_person_token_from_a_workload_certificate_refused(desk_world):
     algo = make_peer(ALGO)
-    with pytest.raises(SessionRefused) as err:
-        desk_world.pep.open_session(algo, person_token(desk_world, algo))
-    assert err.value.reason == E.SESSION_TOKEN_WRONG_SUBJECT
+    token = person_token(desk_world, algo)
+    assert refusal(lambda: desk_world.pep.open_session(algo, token)) == E.SESSION_TOKEN_WRONG_SUBJECT
 
 
 def test_person_renewal_needs_mfa_evidence_too(desk_world):
-    desk = make_peer(DESK)
-    session = desk_world.pep.open_session(desk, person_token(desk_world, desk))
-    with pytest.raises(SessionRefused) as err:
-        desk_world.pep.renew(session, person_token(desk_world, desk, amr=None))
-    assert err.value.reason == E.SESSION_TOKEN_WRONG_SUBJECT
+    desk, session = on_desk(desk_world)
+    token = person_token(desk_world, desk, amr=None)
+    assert refusal(lambda: desk_world.pep.renew(session, token)) == E.SESSION_TOKEN_WRONG_SUBJECT
     assert session.renewals == 0
     desk_world.pep.renew(session, person_token(desk_world, desk))
     assert session.renewals == 1 and session.principal == ALICE
 
 
 def test_renewal_cannot_switch_person_or_fall_back_to_the_device(desk_world):
-    desk = make_peer(DESK)
-    session = desk_world.pep.open_session(desk, person_token(desk_world, desk))
-    with pytest.raises(SessionRefused) as err:
-        desk_world.pep.renew(session, person_token(desk_world, desk, sub="user:mallory"))
-    assert err.value.reason == E.SESSION_TOKEN_WRONG_SUBJECT
-    with pytest.raises(SessionRefused) as err:
-        desk_world.pep.renew(session, desk_world.token(desk))  # the desk's own workload token
-    assert err.value.reason == E.SESSION_TOKEN_WRONG_SUBJECT
+    desk, session = on_desk(desk_world)
+    for token in (person_token(desk_world, desk, sub="user:mallory"),
+                  desk_world.token(desk)):  # another person; the desk's own workload token
+        assert refusal(lambda: desk_world.pep.renew(session, token)) == E.SESSION_TOKEN_WRONG_SUBJECT
     assert session.principal == ALICE and session.renewals == 0
 
 
 def test_quarantined_desk_closes_the_people_on_it_and_refuses_them(desk_world):
-    desk = make_peer(DESK)
-    session = desk_world.pep.open_session(desk, person_token(desk_world, desk))
+    _, session = on_desk(desk_world)
     assert desk_world.pep.quarantine(DESK, "quarantine.response") == 1
     assert not session.open
     assert desk_world.pep.check(session, "read", "risk/limits") == (False, E.NO_SESSION)
-    with pytest.raises(SessionRefused) as err:
-        desk_world.pep.open_session(desk, person_token(desk_world, desk))
-    assert err.value.reason == E.SESSION_PEER_QUARANTINED
+    assert refusal(lambda: on_desk(desk_world)) == E.SESSION_PEER_QUARANTINED
 
 
 def test_quarantined_person_refused_on_any_desk(desk_world):
-    desk = make_peer(DESK)
-    session = desk_world.pep.open_session(desk, person_token(desk_world, desk))
+    _, session = on_desk(desk_world)
     desk_world.pep.quarantine(ALICE, "quarantine.response")
     assert not session.open
-    other = make_peer("spiffe://prod.acme/desk/desk-2")
-    with pytest.raises(SessionRefused) as err:
-        desk_world.pep.open_session(other, person_token(desk_world, other))
-    assert err.value.reason == E.SESSION_PEER_QUARANTINED
+    other_desk = "spiffe://prod.acme/desk/desk-2"
+    assert refusal(lambda: on_desk(desk_world, other_desk)) == E.SESSION_PEER_QUARANTINED
 
 
 def test_person_revoked_at_the_identity_provider_refused(desk_world):
     desk = make_peer(DESK)
     pep = EnforcementPoint(RISK, desk_world.tables, desk_world.tokens, clock=desk_world.clock,
                            is_revoked=lambda peer: str(peer.spiffe_id) == ALICE)
-    with pytest.raises(SessionRefused) as err:
-        pep.open_session(desk, person_token(desk_world, desk))
-    assert err.value.reason == E.SESSION_PEER_REVOKED
+    token = person_token(desk_world, desk)
+    assert refusal(lambda: pep.open_session(desk, token)) == E.SESSION_PEER_REVOKED
     assert pep.refused == 1 and pep.sessions() == []
