@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from trustfabric.audit.spool import segment_paths
-from trustfabric.trading.runtime import Floor, floor_summary, run_demo
+from trustfabric.trading.runtime import Floor, _tail, floor_summary, run_demo
 
 from tests.trading.processes import alive
 
@@ -118,3 +118,13 @@ def test_demo_json_has_the_fields_the_simulator_comparison_and_a_working_verify_
     latest = subprocess.run([sys.executable, "-m", "trustfabric.cli", "audit", "verify", "--run", "latest"],
                             capture_output=True, text=True, env=env, timeout=60)
     assert latest.returncode == 0 and "intact" in latest.stdout, latest.stderr
+
+
+async def test_the_attackers_stderr_is_drained_to_its_last_line():
+    """Why an attacker stopped is its LAST stderr line, however much it wrote first (line by line)."""
+    script = "import sys\nfor _ in range(3000): print('x' * 40, file=sys.stderr)\nraise SystemExit('attacker.reason')"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", script, stderr=asyncio.subprocess.PIPE)
+    assert proc.stderr is not None
+    kept = await asyncio.wait_for(_tail(proc.stderr, keep=4096), 20)
+    await proc.wait()
+    assert len(kept) <= 4096 and kept.decode().splitlines()[-1] == "attacker.reason"

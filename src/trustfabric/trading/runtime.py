@@ -397,6 +397,14 @@ def floor_summary(floor: Floor) -> dict[str, Any]:
     }
 
 
+async def _tail(stream: asyncio.StreamReader, keep: int = 64 * 1024) -> bytes:
+    """Read ``stream`` to its end (so the writer never blocks on a full pipe), keeping its last ``keep`` bytes."""
+    kept = b""
+    while chunk := await stream.read(keep):
+        kept = (kept + chunk)[-keep:]
+    return kept
+
+
 async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: float = 60.0) -> dict[str, Any]:
     """Start the attacker process against ``floor`` holding ``victim``'s stolen credentials."""
     boot = {"home": str(floor.home), "topology": str(floor.topology_path), "ports": floor.ports,
@@ -409,7 +417,7 @@ async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: f
     proc.stdin.write(json.dumps(boot).encode() + b"\n")
     await proc.stdin.drain()
     proc.stdin.close()
-    stderr = asyncio.get_running_loop().create_task(proc.stderr.read(64 * 1024))
+    stderr = asyncio.get_running_loop().create_task(_tail(proc.stderr))
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
         result = json.loads(line.decode() or "{}")
