@@ -38,6 +38,8 @@ from trustfabric.response.baseline import RISK_SOURCE as BASELINE_SOURCE
 from trustfabric.response.baseline import RiskSink
 from trustfabric.response.errors import ResponseConfigError
 
+DECAY_SOURCE = "response.decay"  # the source of a republished (decayed) score
+
 
 class RiskDecayConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How fast an alert's risk heals: held ``hold_s``, then halved every ``half_life_s``."""
@@ -73,12 +75,10 @@ class DecayingRisk:
     """A :class:`RiskSink` that decays the alert contribution and combines it with the baseline's."""
 
     def __init__(self, sink: RiskSink | None, clock: Clock = SYSTEM_CLOCK,
-                 config: RiskDecayConfig = RiskDecayConfig(), alert_sources: frozenset[str] | None = None) -> None:
+                 config: RiskDecayConfig = RiskDecayConfig()) -> None:
         self.sink = sink
         self.clock = clock
         self.config = config
-        # sources whose scores decay; anything else (the baseline) passes through as its level
-        self.alert_sources = alert_sources
         self._alerts: dict[str, _AlertRisk] = {}
         self._baseline: dict[str, float] = {}
         self._published: dict[str, float] = {}
@@ -91,7 +91,7 @@ class DecayingRisk:
         """An alert source raises the decaying contribution; the baseline sets its own level."""
         now = self.clock.now()
         with self._lock:
-            if self._decays(source):
+            if source != BASELINE_SOURCE:  # an alert's score decays; the baseline's passes through as its level
                 current = self._alert_level(principal, now)
                 self._alerts[principal] = _AlertRisk(level=max(float(score), current), raised_at=now)
             else:
@@ -149,11 +149,6 @@ class DecayingRisk:
             return {p: decayed_level(a.level, a.raised_at, now, self.config) for p, a in self._alerts.items()}
 
     # ------------------------------------------------------------------ internals
-    def _decays(self, source: str) -> bool:
-        if self.alert_sources is not None:
-            return source in self.alert_sources
-        return source != BASELINE_SOURCE
-
     def _alert_level(self, principal: str, now: float) -> float:
         alert = self._alerts.get(principal)
         return 0.0 if alert is None else decayed_level(alert.level, alert.raised_at, now, self.config)
@@ -168,6 +163,3 @@ class DecayingRisk:
             self.sink.set_risk(principal, round(score, 1), source)
         except Exception:  # noqa: BLE001 - a failing sink is counted; the last published score only tightens
             self.sink_errors += 1
-
-
-DECAY_SOURCE = "response.decay"
