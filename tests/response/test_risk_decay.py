@@ -123,3 +123,25 @@ def test_the_baseline_level_is_kept_under_a_decayed_alert():
 def test_bad_decay_config_is_refused(bad):
     with pytest.raises(ResponseConfigError):
         RiskDecayConfig(**bad)
+
+
+def test_a_raise_the_sink_failed_to_take_is_reported_and_retried_not_taken_as_published():
+    clock = FakeClock()
+    seen: dict[str, float] = {}
+    failing = [True]
+
+    class Sink:
+        def set_risk(self, principal, score, source):
+            if failing[0]:
+                raise OSError("policy engine unreachable")
+            seen[principal] = score
+
+    risk = DecayingRisk(Sink(), clock, CONFIG)
+    with pytest.raises(OSError):  # the caller (engine, baseline) counts it
+        risk.set_risk("p", 80.0, "response.alert")
+    assert "p" not in seen
+    clock.advance(CONFIG.tick_every_s)
+    assert risk.tick() == [] and risk.sink_errors == 1  # still failing: nothing counted as published
+    failing[0] = False
+    clock.advance(CONFIG.tick_every_s)
+    assert risk.tick() == [("p", 80.0)] and seen["p"] == 80.0  # the raise reaches the sink on the next tick

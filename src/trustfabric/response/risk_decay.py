@@ -97,8 +97,7 @@ class DecayingRisk:
             else:
                 self._baseline[principal] = float(score)
             combined = self._combined(principal, now)
-            self._published[principal] = combined
-        self._publish(principal, combined, source)
+        self._publish(principal, combined, source)  # a sink failure reaches the caller (counted); tick retries it
 
     # ------------------------------------------------------------------ decay
     def score(self, principal: str, now: float | None = None) -> float:
@@ -110,7 +109,7 @@ class DecayingRisk:
     def tick(self, now: float | None = None) -> list[tuple[str, float]]:
         """Republish every principal whose score decayed by ``publish_step`` or whose alert part ran out.
 
-        Returns the (principal, score) pairs published. Call it periodically (the
+        Returns the (principal, score) pairs the sink took. Call it periodically (the
         response engine does on its events, the control plane on its reports).
         """
         now = self.clock.now() if now is None else now
@@ -125,12 +124,18 @@ class DecayingRisk:
                     del self._alerts[principal]
                 combined = self._combined(principal, now)
                 last = self._published.get(principal, 0.0)
-                if expired or last - combined >= self.config.publish_step:
-                    self._published[principal] = combined
+                # down by a step as it decays; up when the sink failed to take a raise (retried here)
+                if expired or abs(last - combined) >= self.config.publish_step:
                     out.append((principal, combined))
+        published: list[tuple[str, float]] = []
         for principal, combined in out:
-            self._publish(principal, combined, DECAY_SOURCE)
-        return out
+            try:
+                self._publish(principal, combined, DECAY_SOURCE)
+            except Exception:  # noqa: BLE001 - counted; the sink keeps the higher score it had
+                self.sink_errors += 1
+            else:
+                published.append((principal, combined))
+        return published
 
     def due(self, now: float) -> bool:
         return now - self._last_tick >= self.config.tick_every_s
@@ -157,9 +162,8 @@ class DecayingRisk:
         return max(self._alert_level(principal, now), self._baseline.get(principal, 0.0))
 
     def _publish(self, principal: str, score: float, source: str) -> None:
-        if self.sink is None:
-            return
-        try:
+        """Hand the score to the sink; only a score the sink took counts as published (a failure raises)."""
+        if self.sink is not None:
             self.sink.set_risk(principal, round(score, 1), source)
-        except Exception:  # noqa: BLE001 - a failing sink is counted; the last published score only tightens
-            self.sink_errors += 1
+        with self._lock:
+            self._published[principal] = score
