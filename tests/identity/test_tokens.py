@@ -215,6 +215,12 @@ def test_workload_token_for_an_audience_in_another_trust_domain_refused(ring, ve
     assert verifier.verify(token, AUD, algo_creds.cert_der, now=T0 + 1).sub == str(ALGO)  # its own domain: fine
 
 
+def test_workload_token_with_a_malformed_spiffe_subject_refused(ring, verifier, algo_creds) -> None:
+    """The subject's trust domain is read by the strict SPIFFE parser: an upper-case domain is not ours."""
+    for sub in ("spiffe://PROD.acme.example/trading/algo", "spiffe://prod.acme.example//algo"):
+        assert reason(verifier, _ok(ring, sub=sub), algo_creds.cert_der) == "token.malformed"
+
+
 def test_expiry_and_leeway(ring, verifier, algo_creds) -> None:
     token = _ok(ring)
     verifier.verify(token, AUD, algo_creds.cert_der, now=T0 + 300 + 30)  # within leeway

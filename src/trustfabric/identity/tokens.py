@@ -51,7 +51,8 @@ from trustfabric.audit.events import Emitter, Kind
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.identity.ca import key_to_pem
 from trustfabric.identity.certs import RevocationCheck, load_certificate, peer_spiffe_id, x5t_s256
-from trustfabric.identity.errors import IdentityError, TokenError
+from trustfabric.identity.errors import IdentityError, SpiffeIdError, TokenError
+from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.store import IdentityStore, SigningKeyRow
 
 __all__ = [
@@ -381,8 +382,11 @@ class ReplayCache:
 
 
 def _trust_domain(spiffe_id: str) -> str:
-    """The trust domain of a ``spiffe://domain/path`` string (the text between ``//`` and the next ``/``)."""
-    return spiffe_id[len("spiffe://"):].split("/", 1)[0].lower()
+    """The trust domain of a SPIFFE ID, parsed strictly (:meth:`SpiffeId.parse`); malformed: ``token.malformed``."""
+    try:
+        return SpiffeId.parse(spiffe_id).trust_domain
+    except SpiffeIdError as exc:
+        raise TokenError(f"malformed SPIFFE ID {spiffe_id[:64]!r}: {exc.detail}", reason="token.malformed") from None
 
 
 def _number(payload: Mapping[str, Any], name: str) -> float:
@@ -514,10 +518,11 @@ class TokenVerifier:
             raise TokenError("aud must be a string or a list of strings", reason="token.malformed")
         if audience not in audiences:
             raise TokenError(f"token is not for {audience!r}", reason="token.wrong_aud")
-        if sub.startswith("spiffe://") and audience.startswith("spiffe://") and \
-                _trust_domain(sub) != _trust_domain(audience):  # a workload is served in its own domain only
-            raise TokenError(f"subject's trust domain {_trust_domain(sub)[:64]!r} is not the audience's "
-                             f"{_trust_domain(audience)[:64]!r}", reason="token.wrong_trust_domain")
+        if sub.startswith("spiffe://") and audience.startswith("spiffe://"):  # a workload: served in its domain only
+            sub_domain, audience_domain = _trust_domain(sub), _trust_domain(audience)
+            if sub_domain != audience_domain:
+                raise TokenError(f"subject's trust domain {sub_domain!r} is not the audience's {audience_domain!r}",
+                                 reason="token.wrong_trust_domain")
         if now > exp + self._leeway:
             raise TokenError("token expired", reason="token.expired")
         if nbf > now + self._leeway:
