@@ -105,3 +105,12 @@ def test_a_stopped_floor_means_the_offline_path(floor):
     offline = _release(algo, "dave", "pw-dave-long-enough", "000000")
     assert offline.exit_code == 1  # offline: the CLI home has no such officer, nothing released
     running.stop = lambda: None  # already stopped
+
+
+def test_an_unreadable_manifest_is_a_refusal_not_the_offline_path(floor, tmp_path):
+    plane, algo, codes, _ = floor
+    manifest = tmp_path / "cli-home" / "floor" / "runtime.json"
+    manifest.write_text("{ not json")
+    result = _release(algo, "dave", "pw-dave-long-enough", codes["dave"].at(plane.clock.now()))
+    assert "control.manifest_unreadable" in _refused(result)
+    assert plane.is_quarantined(algo)  # neither path released anything

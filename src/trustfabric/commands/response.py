@@ -190,15 +190,24 @@ def live_control_plane() -> dict | None:
 
     A floor is running when ``$TRUSTFABRIC_HOME/floor/runtime.json`` names a zero-trust
     control plane whose operator port accepts a TCP connection on loopback. A port that
-    refuses connections means the floor has stopped (the manifest outlives it).
+    refuses connections means the floor has stopped (the manifest outlives it); no
+    manifest means no floor was started here. A manifest that exists but cannot be read
+    is a refusal (``control.manifest_unreadable``), never a silent fall back to the
+    offline path while a floor may be running.
     """
     import socket
+
+    from trustfabric.control.errors import ControlRefused
 
     path = home_dir(create=False) / "floor" / "runtime.json"
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, ValueError):
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except FileNotFoundError:
         return None
+    except (OSError, ValueError) as exc:
+        raise ControlRefused(f"{path}: {exc}", reason="control.manifest_unreadable") from None
     control = manifest.get("control") or {}
     if manifest.get("mode") != "zero-trust" or not control.get("bundle_pem") or not control.get("bootstrap_port"):
         return None
@@ -237,7 +246,8 @@ def release(
     With a floor running (trustfabric up) the release goes through its control plane
     (password + TOTP login there); otherwise it is applied to the identity store offline.
     """
-    control = live_control_plane()
+    with refusals_exit():
+        control = live_control_plane()
     if control is not None:
         if not password:
             password = typer.prompt("password", hide_input=True)
