@@ -22,7 +22,7 @@ def test_larger_size_first_at_equal_price_and_no_split_when_one_venue_suffices()
 
 def test_splits_across_venues_by_price_then_size():
     children = route(order(side="buy", qty=450, price=1002), books())
-    assert [(c.venue, c.order.qty, c.order.price) for c in children] == [("V2", 200, 1001), ("V1", 250, 1002)]
+    assert [(c.venue, c.order.qty, c.order.price) for c in children] == [("V2", 200, 1002), ("V1", 250, 1002)]  # every child at the limit
     assert sum(c.order.qty for c in children) == 450
 
 

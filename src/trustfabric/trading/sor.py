@@ -4,10 +4,12 @@ Given each venue's depth snapshot (:class:`VenueBook`), :func:`route` walks the
 opposite side's levels across all venues best price first; at equal prices the
 venue showing the larger size goes first (then the venue name, for determinism).
 It takes liquidity up to the order's limit, producing one child order per venue
-(quantities merged per venue, child price = the worst level price taken there,
-which is still within the parent's limit). Any quantity left unmatched is posted
-at the parent's limit on the venue with the best same-side price (or the first
-venue) so it can rest. Children carry ClOrdIDs ``<parent>.<n>`` and the parent's
+(quantities merged per venue). Every child carries the parent's limit, the price
+the client asked for and risk approved: the books the split is planned on may be
+stale by the time a child arrives, and a child priced at the level it saw would
+rest when that level has gone; at the limit, the venue's matching fills it at the
+prices resting there. Any quantity left unmatched is posted on the venue with the
+best same-side price (or the first venue) so it can rest. Children carry ClOrdIDs ``<parent>.<n>`` and the parent's
 ClOrdID.
 """
 
@@ -44,29 +46,19 @@ def route(order: NewOrder, books: list[VenueBook] | tuple[VenueBook, ...]) -> li
     # best price first (lowest ask / highest bid), then larger size, then venue name
     levels.sort(key=(lambda lv: (lv[0], -lv[1], lv[2])) if buy else (lambda lv: (-lv[0], -lv[1], lv[2])))
     remaining = order.qty
-    per_venue: dict[str, list[int]] = {}  # venue -> [qty, worst price]
-    for price, size, venue in levels:
+    per_venue: dict[str, int] = {}  # venue -> quantity taken there
+    for _price, size, venue in levels:
         if remaining == 0:
             break
         take = min(size, remaining)
         remaining -= take
-        slot = per_venue.get(venue)
-        if slot is None:
-            per_venue[venue] = [take, price]
-        else:
-            slot[0] += take
-            slot[1] = max(slot[1], price) if buy else min(slot[1], price)
+        per_venue[venue] = per_venue.get(venue, 0) + take
     if remaining:
         post_venue = _best_same_side_venue(order, books)
-        slot = per_venue.get(post_venue)
-        if slot is None:
-            per_venue[post_venue] = [remaining, order.price]
-        else:
-            slot[0] += remaining
-            slot[1] = order.price  # the limit is the worst acceptable price
+        per_venue[post_venue] = per_venue.get(post_venue, 0) + remaining
     children = []
-    for n, (venue, (qty, price)) in enumerate(per_venue.items(), start=1):
-        child = msgspec.structs.replace(order, cl_ord_id=f"{order.cl_ord_id}.{n}", qty=qty, price=price)
+    for n, (venue, qty) in enumerate(per_venue.items(), start=1):
+        child = msgspec.structs.replace(order, cl_ord_id=f"{order.cl_ord_id}.{n}", qty=qty)
         children.append(RoutedOrder(order=child, venue=venue, parent_cl_ord_id=order.cl_ord_id))
     return children
 

@@ -5,18 +5,13 @@ approval (forged, altered, replayed or missing: refused with its reason, whoever
 the caller is), splits the order across the venues by their last known books,
 and sends each child to its venue (``execute``). Venue replies refresh the books.
 
-The split is planned on the books the router last saw, which may be stale by the
-time a child reaches its venue. A child therefore goes out at the parent's limit
-(the price the client asked for and risk approved), not at the level price seen:
-the venue's matching still fills it at the resting prices, and a marketable order
-whose level has moved fills at the next one instead of resting at a stale price.
+The split is planned on the books the router last saw, which may be stale; each
+child carries the parent's limit (:mod:`trustfabric.trading.sor` says why).
 """
 
 from __future__ import annotations
 
 import time
-
-import msgspec
 
 from trustfabric.audit.events import Kind
 from trustfabric.trading.approval import ApprovalKeyring, ApprovalVerifier
@@ -67,8 +62,7 @@ class RouterService(FloorService):
                 link = self.rt.link(child.venue)
                 if not link.up:
                     self.rt.loop_task(link.ensure())
-                order = child.order if child.order.price == parent.price else msgspec.structs.replace(
-                    child.order, price=parent.price)
+                order = child.order
                 ok = link.request("execute", f"{child.venue}/orders",
                                   encode_body(VenueOrder(child=order, parent=parent, siblings=siblings)),
                                   symbol=order.symbol, notional=order.qty * order.price / PRICE_SCALE,
