@@ -26,6 +26,7 @@ import contextlib
 import itertools
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -72,8 +73,6 @@ def free_port(taken: set[int] | None = None) -> int:
     outgoing connection on the machine; a port below it cannot. ``taken`` holds ports
     already handed out for this floor.
     """
-    import random
-
     low = _ephemeral_low()
     high = low - 1 if low - 1 > _PORT_FLOOR + 1000 else 32767
     rng = random.SystemRandom()
