@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -16,6 +17,7 @@ from typer.testing import CliRunner
 
 from trustfabric.cli import app
 from trustfabric.identity.attestation import code_digest
+from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.signals.host_agent import HostPostureAgent
@@ -274,3 +276,28 @@ def test_no_attest_bypass_lands_in_the_audit_spool(home, tmp_path) -> None:
     refused = [e for e in events if e.kind == Kind.CERT_REFUSED]
     assert refused and refused[0].reason == "posture.unsigned" and refused[0].decision == "deny"
     assert [e.seq for e in events] == sorted({e.seq for e in events})
+
+
+def test_token_verify_refuses_overflowing_and_surrogate_claims_in_one_line(home, tmp_path) -> None:
+    """The report: an exp of 10**400 made `token verify` print a traceback (OverflowError)."""
+    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    cert = str(tmp_path / "algo" / "cert.pem")
+    creds = WorkloadCredentials.load(tmp_path / "algo")
+    with IdentityPlane(home) as plane:
+        key, issuer = plane.keys.active, plane.issuer_name
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    good = {"iss": issuer, "sub": ALGO, "aud": OMS, "iat": now, "nbf": now, "exp": now + 60, "jti": "j",
+            "cnf": {"x5t#S256": creds.x5t_s256}}
+    for changes, why in (({"exp": 10**400}, "token.missing_claim"), ({"iat": 10**400}, "token.missing_claim"),
+                         ({"iss": issuer + "\ud800"}, "token.malformed"),
+                         ({"cnf": {"x5t#S256": creds.x5t_s256[:-1] + "\ud800"}}, "token.malformed")):
+        signing_input = f"{b64(json.dumps({'alg': 'EdDSA', 'kid': key.kid}).encode())}." \
+                        f"{b64(json.dumps({**good, **changes}).encode())}".encode()
+        token = signing_input.decode() + "." + b64(key.private_key.sign(signing_input))
+        result = run("token", "verify", token, "--aud", OMS, "--cert", cert)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert refusal(result) == why
