@@ -289,7 +289,7 @@ class EnforcementPoint:
         session.kid = kid
         session.token_deadline = mono + (exp - wall)
         self._open(session, state, mono, trace_id)
-        detail = {"session": session.session_id, "jti": jti, "token_exp": exp,
+        detail = {"session": session.session_id, "jti": jti, "kid": kid, "token_exp": exp,
                   "table_expires_at": table.expires_at, "entries": len(table.entries)}
         if peer_id != principal:
             detail["device"] = peer_id
