@@ -3,6 +3,7 @@ a retired key can be revoked at once, and the revocation is pushed to whoever su
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -53,6 +54,28 @@ def test_retired_key_verifies_inside_its_window_and_is_refused_after() -> None:
     clock.advance(200)
     assert reason(lambda: TokenVerifier(KeyRing(store, clock=clock), ISS).verify(
         token, AUD, CREDS.cert_der, now=T0 + 200)) == "token.unknown_kid"
+
+
+def test_a_services_copy_of_the_jwks_ends_a_retired_key_at_its_window_too() -> None:
+    """Services verify with a copy of the JWKS: the retired key's ``exp`` ends it there without a push."""
+    clock = FakeClock(T0)
+    ring = KeyRing.generate(T0, clock=clock, retain_s=100)
+    token = TokenIssuer(ring, ISS).issue(str(ALGO), AUD, T0, cert_der=CREDS.cert_der)
+    old = ring.active.kid
+    ring.rotate(T0 + 60)
+    copy = StaticJwks(json.loads(json.dumps(ring.jwks())))
+    verifier = TokenVerifier(copy, ISS)
+    assert verifier.verify(token, AUD, CREDS.cert_der, now=T0 + 159).kid == old
+    assert reason(lambda: verifier.verify(token, AUD, CREDS.cert_der, now=T0 + 160)) == "token.unknown_kid"
+    assert set(copy.verification_keys(T0 + 160)) == {ring.active.kid}
+
+
+@pytest.mark.parametrize("exp", [-1, 1.5, True, "soon", 10**400])
+def test_a_jwks_key_with_a_bad_exp_is_refused(exp) -> None:
+    ring = KeyRing.generate(T0, clock=FakeClock(T0))
+    document = ring.jwks()
+    document["keys"][0]["exp"] = exp
+    assert reason(lambda: StaticJwks(document)) == "token.bad_jwks"
 
 
 def test_a_ring_from_the_store_loads_only_the_active_key_and_keys_within_their_window() -> None:
@@ -128,7 +151,8 @@ def test_identity_plane_revocation_is_recorded_pushed_and_audited(tmp_path) -> N
         assert old not in kids(plane.keys)
     with IdentityPlane(tmp_path, clock=clock, sink=sink) as plane:  # persisted
         assert plane.revocations.is_token_key_revoked(old) and old not in kids(plane.keys)
-    actions = [(e.action, e.decision, e.reason) for e in sink.of_kind(Kind.ADMIN_ACTION) if e.action.startswith("token")]
+    actions = [(e.action, e.decision, e.reason) for e in sink.of_kind(Kind.ADMIN_ACTION)
+               if e.action.startswith("token")]
     assert actions == [("token.revoke_key", "deny", "token.key_active"), ("token.rotate_key", "allow", ""),
                        ("token.key_removed", "allow", "key.revoked"), ("token.revoke_key", "allow", "")]
 

@@ -339,7 +339,8 @@ def test_jwks_verifies_and_rotation_keeps_old_tokens_valid(algo_creds) -> None:
     new_token = issuer.issue(str(ALGO), AUD, T0 + 60, cert_der=algo_creds.cert_der)
     jwks = ring.jwks()
     assert {k["kid"] for k in jwks["keys"]} == {old_kid, ring.active.kid}
-    assert all(set(k) == {"kty", "crv", "x", "kid", "alg", "use"} for k in jwks["keys"])
+    assert all(set(k) - {"exp"} == {"kty", "crv", "x", "kid", "alg", "use"} for k in jwks["keys"])
+    assert {k["kid"]: k.get("exp") for k in jwks["keys"]} == {old_kid: int(T0) + 60 + 630, ring.active.kid: None}
     verifier = TokenVerifier(StaticJwks(json.loads(json.dumps(jwks))), ISS)
     assert verifier.verify(old_token, AUD, algo_creds.cert_der, now=T0 + 61).kid == old_kid
     assert verifier.verify(new_token, AUD, algo_creds.cert_der, now=T0 + 61).kid == ring.active.kid

@@ -28,7 +28,8 @@ from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.tokens import MAX_TTL_S
 
-app = typer.Typer(no_args_is_help=True, help="Certificate-bound access tokens: issue, verify; signing keys: JWKS, rotate, revoke.")
+app = typer.Typer(no_args_is_help=True,
+                  help="Certificate-bound access tokens: issue, verify; signing keys: JWKS, rotate, revoke.")
 
 
 def _cert_der(path: Path) -> bytes:

@@ -122,9 +122,14 @@ def jwk_thumbprint(public_key: Ed25519PublicKey) -> str:
     return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 
-def public_jwk(public_key: Ed25519PublicKey, kid: str) -> dict[str, str]:
+def public_jwk(public_key: Ed25519PublicKey, kid: str, until: int | None = None) -> dict[str, Any]:
+    """The public JWK; a retired key carries ``exp`` (the end of its retain window, as OpenID
+    Federation's JWK ``exp``): no token verifies with it from then on, whoever holds the copy."""
     x = _b64url(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": ALGORITHM, "use": "sig"}
+    jwk: dict[str, Any] = {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": ALGORITHM, "use": "sig"}
+    if until is not None:
+        jwk["exp"] = until
+    return jwk
 
 
 # --------------------------------------------------------------------------- keys
@@ -150,6 +155,11 @@ class SigningKey:
     def trusted_at(self, now: float) -> bool:
         """Active, or retired less than its retain window ago."""
         return self.retired_at is None or now < self.retired_at + self.retain_s
+
+    @property
+    def trusted_until(self) -> int | None:
+        """The whole second the retain window ends (``None`` while active)."""
+        return None if self.retired_at is None else math.floor(self.retired_at + self.retain_s)
 
     def retire(self, now: float, retain_s: float) -> "SigningKey":
         return replace(self, retired_at=now, retain_s=retain_s)
@@ -179,6 +189,7 @@ class VerificationKey:
     kid: str
     public_key: Ed25519PublicKey
     algorithm: str = ALGORITHM
+    until: int | None = None  # a retired key: verifies nothing from this time on
 
 
 class KeySource(Protocol):
@@ -293,13 +304,14 @@ class KeyRing:
 
     def jwks(self, now: float | None = None) -> dict[str, list[dict[str, str]]]:
         """The JWKS document (public keys only) of the keys trusted at ``now``."""
-        return {"keys": [public_jwk(k.public_key, k.kid) for k in self.published(now)]}
+        return {"keys": [public_jwk(k.public_key, k.kid, k.trusted_until) for k in self.published(now)]}
 
 
 class StaticJwks:
     """Verification keys from a JWKS document; only Ed25519 (OKP) keys are accepted.
 
-    A service's copy of the identity provider's JWKS; :meth:`revoke` drops a key the
+    A service's copy of the identity provider's JWKS: a retired key verifies only until
+    its ``exp`` (the end of its retain window), and :meth:`revoke` drops a key the
     identity provider revoked (pushed as a ``token_key`` revocation).
     """
 
@@ -319,11 +331,18 @@ class StaticJwks:
                 raise TokenError(f"unreadable JWKS key: {exc}", reason="token.bad_jwks") from exc
             if not isinstance(key, Ed25519PublicKey):
                 raise TokenError("JWKS key is not an Ed25519 public key", reason="token.bad_jwks")
-            keys[entry["kid"]] = VerificationKey(entry["kid"], key)
+            until = entry.get("exp")
+            if until is not None and (type(until) is not int or not 0 <= until <= MAX_NUMERIC_DATE):
+                raise TokenError("JWKS key exp is not a whole number of seconds", reason="token.bad_jwks")
+            keys[entry["kid"]] = VerificationKey(entry["kid"], key, until=until)
         self._keys = keys
 
     def verification_keys(self, now: float | None = None) -> Mapping[str, VerificationKey]:
-        return self._keys
+        """The keys trusted at ``now``: a retired key's ``exp`` ends it here too, with no push needed."""
+        keys = self._keys
+        if now is None or all(k.until is None or now < k.until for k in keys.values()):
+            return keys
+        return {kid: k for kid, k in keys.items() if k.until is None or now < k.until}
 
     def revoke(self, kid: str) -> bool:
         """Stop trusting ``kid`` (a copy-on-write swap: a verification in flight keeps its snapshot)."""
