@@ -14,6 +14,7 @@ import pytest
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
+from trustfabric.identity.revocation import RevocationSet
 from trustfabric.policy.decision import Obligations
 
 from .conftest import ALGO, RISK
@@ -152,3 +153,14 @@ def test_revoked_token_key_closes_the_sessions_it_admitted_and_refuses_its_token
     assert pep.check(old, "read", "risk/limits") == (False, E.NO_SESSION)
     assert refusal(lambda: pep.open_session(desk, token_of("k-old"))) == "token.key_revoked"
     assert refusal(lambda: pep.renew(new, token_of("k-old"))) == "token.key_revoked"
+
+
+def test_a_token_key_revocation_pushed_by_the_revocation_set_closes_the_sessions(desk_world):
+    desk = make_peer(DESK)
+    pep = desk_world.pep
+    revocations = RevocationSet()
+    pep.attach_revocations(revocations)
+    claims = msgspec.json.decode(person_token(desk_world, desk))
+    session = pep.open_session(desk, msgspec.json.encode({**claims, "kid": "k-old"}).decode())
+    revocations.revoke_token_key("k-old", desk_world.clock.now())
+    assert not session.open and session.close_reason == "token.key_revoked"
