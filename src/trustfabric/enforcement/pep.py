@@ -202,7 +202,7 @@ class EnforcementPoint:
         if str(sub) != principal and not person:
             raise SessionRefused(f"token subject {sub!r} is not the peer {principal}",
                                  reason=E.SESSION_TOKEN_WRONG_SUBJECT)
-        if person and _bound_thumbprint(claims) != x5t_s256(cert_der):
+        if person and (not isinstance(cert_der, bytes) or _bound_thumbprint(claims) != x5t_s256(cert_der)):
             raise SessionRefused(f"{sub}'s token is bound to another device than {principal}",
                                  reason=TOKEN_CNF_MISMATCH)
         kid = _claim(claims, "kid")
