@@ -135,7 +135,7 @@ def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or 
                    f"{report.unsigned_tail} records beyond the last signed tree head (which covers "
                    f"{report.signed_size} of {report.size}); sign one with: trustfabric audit checkpoint "
                    f"--dir {directory}", code=4)
-    console.print(f"[green]intact[/]: {summary}", highlight=False)
+    console.print(f"[green]intact[/]: {summary}", highlight=False, soft_wrap=True)
 
 
 @app.command()
