@@ -191,3 +191,12 @@ def test_verify_is_never_intact_over_a_spool_it_cannot_read(home) -> None:
     (home / "spool" / "pep-risk" / "ack.json").write_text("{garbled")
     bad = invoke("verify")
     assert bad.exit_code == 4 and "audit.verify.spool_unreadable" in bad.stderr and "intact" not in bad.stdout
+
+
+def test_report_evidence_says_incomplete_while_records_wait_in_a_spool(home, tmp_path) -> None:
+    invoke("collect")
+    with Spool(home / "spool" / "identity", "identity") as spool:
+        spool.emit(Kind.USER_MFA, principal="carol", decision="allow")
+    assert invoke("report", "--framework", "nydfs500", "--out", str(tmp_path / "r")).exit_code == 0
+    md = (tmp_path / "r" / "nydfs500.md").read_text()
+    assert "INCOMPLETE: 1 records in spools" in md and "identity: 1" in md

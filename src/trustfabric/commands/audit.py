@@ -266,6 +266,18 @@ def query(principal: Optional[str] = typer.Option(None, help="SPIFFE ID or user:
     console.print(table)
 
 
+def _completeness(spool_root: Path, store: SQLiteAuditStore) -> str:
+    """What the evidence must say about records the log does not hold yet ("" when it holds them all)."""
+    try:
+        pending = unshipped(spool_root, store)
+    except AuditError as exc:
+        return f" INCOMPLETE: a spool under {spool_root} cannot be read ({exc.reason}); what it holds is not in this evidence."
+    if not pending:
+        return ""
+    return (f" INCOMPLETE: {sum(pending.values())} records in spools under {spool_root} are not in the log yet "
+            f"({', '.join(f'{name}: {count}' for name, count in sorted(pending.items()))}).")
+
+
 @app.command()
 def report(framework: str = typer.Option(..., "--framework", help=f"One of: {', '.join(FRAMEWORKS)}."),
            out: Path = typer.Option(..., "--out", help="Directory for <framework>.md and <framework>.html."),
@@ -291,7 +303,9 @@ def report(framework: str = typer.Option(..., "--framework", help=f"One of: {', 
             try:
                 v = verify_log(store, load_public_key(d))
                 integrity = (f"Verified intact: {v.size} records, Merkle root {v.root_hash}, {v.tree_heads_checked} "
-                             f"signed tree heads (latest covers {v.signed_size}), unsigned tail {v.unsigned_tail}.")
+                             f"signed tree heads (latest covers {v.signed_size}), {v.unsigned_tail} records beyond "
+                             f"the last signed tree head.")
+                integrity += _completeness(d.parent / "spool", store)
             except TamperDetected as exc:
                 integrity = f"TAMPERING DETECTED at position {exc.position}: {exc.reason}: {exc.detail}"
             evidence = build_evidence(((r.index, r.event()) for r in store.records()), now_ns=time.time_ns(),
