@@ -536,7 +536,7 @@ class ServiceRuntime:
         for sid in subscribed.revoked.spiffe_ids:
             self.revocations.revoke_spiffe_id(sid, self.clock.now(), "quarantine.snapshot")
         verifier = TokenVerifier(StaticJwks(msgspec.json.decode(subscribed.jwks)), reply.issuer, clock=self.clock)
-        tables = control_client.ControlTableSource("127.0.0.1", int(b["control_port"]), self.tls, reply.control_id)
+        tables = control_client.ControlTableSource(self.control)  # awaited on the control channel, never blocking
         self.pep = EnforcementPoint(self.spiffe_id, tables, verifier, clock=self.clock, sink=self.sink,
                                     source=self.name)
         self.pep.attach_revocations(self.revocations)
