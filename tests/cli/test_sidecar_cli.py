@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -16,14 +17,27 @@ from pathlib import Path
 
 import pytest
 
+from trustfabric.commands.sidecar import _follow_control_plane
+from trustfabric.control.protocol import (
+    CONTROL_CODEC, PushInvalidation, PushRevocation, RevocationSnapshot, Subscribe, Subscribed,
+)
+from trustfabric.enforcement.errors import SessionRefused
+from trustfabric.enforcement.pep import EnforcementPoint
+from trustfabric.enforcement.sidecar import RevocationMirror
+from trustfabric.enforcement.tables import StaticTableSource
 from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.revocation import RevocationSet
+from trustfabric.policy.decision import Invalidation
+from trustfabric.transport.connection import FrameServer
+from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import issue_for_test
-from trustfabric.transport.tls import build_context
+from trustfabric.transport.tls import PeerIdentity, TLSConfig, build_context
 
 DOMAIN = "prod.acme.example"
 VENUE = f"spiffe://{DOMAIN}/venue/venue-a"
 ROUTER = f"spiffe://{DOMAIN}/routing/order-router"
 ALGO = f"spiffe://{DOMAIN}/algo/algo-momentum"
+CONTROL = f"spiffe://{DOMAIN}/control/control-plane"
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 
 
@@ -77,7 +91,7 @@ def pki(tmp_path):
     now = time.time()
     ca = CertificateAuthority.create(DOMAIN, now - 60)
     creds = {name: issue_for_test(ca, sid, now - 60) for name, sid in
-             (("venue", VENUE), ("router", ROUTER), ("algo", ALGO))}
+             (("venue", VENUE), ("router", ROUTER), ("algo", ALGO), ("control", CONTROL))}
     creds["venue"].write(tmp_path / "venue")
     return creds
 
@@ -187,3 +201,57 @@ def test_a_quarantine_closes_the_live_connection(sidecar, tmp_path):
         ca_revoke(tmp_path, ROUTER)
         assert closed_within(live)
     assert roundtrip(port, creds["router"]) == b""
+
+
+async def test_with_a_control_plane_running_the_sidecar_follows_its_push(tmp_path, pki, monkeypatch):
+    """runtime.json names a control plane: the sidecar subscribes, takes the snapshot and the pushes."""
+    control_id = CONTROL
+    subscribers = []
+
+    async def serve(conn) -> None:
+        def on_frame(frame) -> None:
+            if type(frame) is Subscribe and frame.service == "venue-a":
+                subscribers.append(conn)
+                conn.send(Subscribed(jwks=b"", revoked=RevocationSnapshot(serials=(4242,))))
+
+        conn.on_frame = on_frame
+        await conn.wait_closed()
+
+    server = await FrameServer(serve, tls=TLSConfig(pki["control"]), codec=CONTROL_CODEC, name="control").start(
+        "127.0.0.1", 0)
+    home = tmp_path / "home"
+    (home / "floor").mkdir(parents=True)
+    (home / "floor" / "runtime.json").write_text(json.dumps({"mode": "zero-trust", "control": {
+        "control_port": server.port, "bootstrap_port": server.port, "spiffe_id": control_id,
+        "bundle_pem": pki["venue"].bundle_pem.decode()}}))
+    monkeypatch.setenv("TRUSTFABRIC_HOME", str(home))
+    tables = StaticTableSource.from_mapping({"principals": {}})
+    pep = EnforcementPoint(VENUE, tables, None)
+    mirror = RevocationMirror(RevocationSet())
+    mirror.load([])
+    client = await _follow_control_plane(TLSConfig(pki["venue"]), "venue-a", mirror, pep)
+    try:
+        assert client is not None and subscribers
+        assert mirror.is_revoked(4242, "")  # the snapshot
+        subscribers[0].send(PushRevocation(kind="serial", value=str(pki["router"].serial), reason="revoked"))
+        subscribers[0].send(PushInvalidation(invalidation=Invalidation(ALGO, 9, 9, "quarantine.anomaly")))
+        algo = PeerIdentity(SpiffeId.parse(ALGO), pki["algo"].cert_der, pki["algo"].fingerprint_sha256,
+                            pki["algo"].serial, time.time() + 600)
+        for _ in range(300):  # bounded: both pushes applied
+            if mirror.is_revoked(pki["router"].serial, "") and _refusal(pep, algo):
+                break
+            await asyncio.sleep(0.01)
+        assert mirror.is_revoked(pki["router"].serial, "")
+        assert _refusal(pep, algo) == "session.peer_quarantined"
+    finally:
+        if client is not None:
+            client.close()
+        await server.close()
+
+
+def _refusal(pep, peer) -> str:
+    try:
+        pep.admit_peer(peer)
+    except SessionRefused as exc:
+        return exc.reason
+    return ""
