@@ -263,10 +263,18 @@ class EnforcementPoint:
             # the engine answered "no" (unknown principal, no policy set...): its reason stands
             raise SessionRefused(exc.detail or str(exc), reason=exc.reason) from None
         self.engine_failures += 1
+        try:
+            return self._cached_table(principal, wall)
+        except SessionRefused:
+            raise SessionRefused(f"policy engine unreachable: {exc!r}",
+                                 reason=E.SESSION_ENGINE_UNREACHABLE) from None
+
+    def _cached_table(self, principal: str, wall: float) -> DecisionTable:
         cached = self._cached.get(principal)
         if cached is not None and self._table_valid(cached, principal, wall):
             return cached
-        raise SessionRefused(f"policy engine unreachable: {exc!r}", reason=E.SESSION_ENGINE_UNREACHABLE) from None
+        raise SessionRefused(f"no current table for {principal} (its re-pull did not succeed)",
+                             reason=E.SESSION_ENGINE_UNREACHABLE)
 
     def _table_checked(self, table: DecisionTable, principal: str, wall: float) -> DecisionTable:
         if not self._table_valid(table, principal, wall):
@@ -588,10 +596,18 @@ class EnforcementPoint:
         return s.open and not self.needs_redecide(s) and self._mono() < s.token_deadline
 
     def _redecide(self, s: Session, now: float) -> str | None:
-        """Re-pull the table of a stale or expired session; a reason when it cannot (deny)."""
+        """Re-pull the table of a stale or expired session; a reason when it cannot (deny).
+
+        An awaited source is never called from here (the hot path does not wait on the
+        network): the transport calls :meth:`refresh` first, and what is left is a still-valid
+        cached table or a deny.
+        """
         wall = self._clock.now()
         try:
-            table = self._fetch_table(s.principal, wall)
+            if self._fetch_async is not None:
+                table = self._cached_table(s.principal, wall)
+            else:
+                table = self._fetch_table(s.principal, wall)
         except SessionRefused as exc:
             return _deny_reason(exc)
         self._install(s, table, wall, now)
