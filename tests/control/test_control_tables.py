@@ -42,6 +42,7 @@ class HungControl:
     def __init__(self) -> None:
         self.answering = True
         self.asked = asyncio.Event()
+        self.held: list = []  # (connection, request) not answered while the plane hangs
         self.tables = StaticTableSource.from_mapping({"principals": {ALGO: [
             {"action": "submit_order", "resource": "venue/orders"}]}})
 
@@ -52,11 +53,22 @@ class HungControl:
             elif type(frame) is TableRequest:
                 self.asked.set()
                 if self.answering:
-                    conn.send(TableReply(rid=frame.rid, ok=True,
-                                         table=self.tables.decision_table(frame.principal, frame.now)))
+                    self.answer(conn, frame)
+                else:
+                    self.held.append((conn, frame))
 
         conn.on_frame = on_frame
         await conn.wait_closed()
+
+    def answer(self, conn, frame) -> None:
+        conn.send(TableReply(rid=frame.rid, ok=True, table=self.tables.decision_table(frame.principal, frame.now)))
+
+    def resume(self) -> None:
+        """The plane answers again, the held requests first."""
+        self.answering = True
+        held, self.held = self.held, []
+        for conn, frame in held:
+            self.answer(conn, frame)
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +154,23 @@ async def test_table_repull_against_a_hung_control_plane_leaves_other_connection
         hung.answering = True
         conn.send(Request(rid=3, action="submit_order", resource="venue/orders"))
         assert (await asyncio.wait_for(conn.recv(), DEADLINE_S * 4)).ok
+    finally:
+        conn.close()
+
+
+async def test_a_certificate_revoked_while_its_table_is_awaited_gets_no_session(pki, service):
+    hung, pep, server, token = service
+    hung.answering = False
+    conn = await connect("127.0.0.1", server.port, tls=TLSConfig(pki["algo"]))
+    try:
+        conn.send(OpenSession(token=token()))
+        reply = asyncio.get_running_loop().create_task(conn.recv())
+        await asyncio.wait_for(hung.asked.wait(), DEADLINE_S * 4)
+        pep.revoke_certificate(pki["algo"].fingerprint_sha256)  # pushed while the open waits for its table
+        hung.resume()
+        refused = await asyncio.wait_for(reply, DEADLINE_S * 4)
+        assert isinstance(refused, ErrorFrame) and refused.reason == E.SESSION_PEER_REVOKED
+        assert not pep.sessions()
     finally:
         conn.close()
 

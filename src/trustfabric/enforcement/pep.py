@@ -315,6 +315,9 @@ class EnforcementPoint:
         try:
             table = await self._fetch_table_async(principal, wall)
             self.admit_peer(peer)
+            if principal != str(peer.spiffe_id):  # a person on a desk terminal
+                self.admit_peer(_Presented(principal, peer.cert_der, peer.fingerprint_sha256,
+                                           getattr(peer, "serial", None)))
         except SessionRefused as exc:
             raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
         return self._start_session(peer, principal, jti, exp, table, wall, mono, trace_id)
