@@ -15,7 +15,9 @@ import time
 import pytest
 
 from trustfabric.control.client import ControlClient, ControlTableSource
-from trustfabric.control.protocol import CONTROL_CODEC, RevocationSnapshot, Subscribe, Subscribed, TableReply, TableRequest
+from trustfabric.control.protocol import (
+    CONTROL_CODEC, RevocationSnapshot, Subscribe, Subscribed, TableReply, TableRequest,
+)
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.guard import guarded_handler
 from trustfabric.enforcement.pep import EnforcementPoint

@@ -12,7 +12,9 @@ import pytest
 from trustfabric.audit.events import Kind, MemorySink
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.pep import EnforcementPoint
-from trustfabric.enforcement.sidecar import Sidecar
+from trustfabric.clock import FakeClock
+from trustfabric.enforcement.sidecar import RevocationMirror, Sidecar
+from trustfabric.identity.revocation import RevocationSet
 from trustfabric.enforcement.tables import StaticTableSource
 
 from trustfabric.identity.ca import CertificateAuthority
@@ -201,12 +203,9 @@ class _Row:
 
 @pytest.fixture
 async def mirrored(pki):
-    from trustfabric.clock import FakeClock
-    from trustfabric.enforcement.sidecar import RevocationMirror
-    from trustfabric.identity.revocation import RevocationSet
-
     echo, echo_port = await echo_server()
-    tables = StaticTableSource.from_mapping({"principals": {ROUTER: [{"action": "connect", "resource": "svc/venue-a"}]}})
+    tables = StaticTableSource.from_mapping({"principals": {ROUTER: [{"action": "connect",
+                                                                      "resource": "svc/venue-a"}]}})
     sink = MemorySink()
     clock = FakeClock(time.time())
     mirror = RevocationMirror(RevocationSet(), clock=clock, max_age_s=5.0)
