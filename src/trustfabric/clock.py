@@ -2,7 +2,13 @@
 
 Everything that depends on the clock takes a :class:`Clock` (or a ``now``
 argument) so that tests drive time exactly and never sleep. ``now()`` is Unix
-time in seconds (float); ``monotonic()`` is for measuring intervals.
+time in seconds (float); ``monotonic()`` (seconds) and ``monotonic_ns()``
+(integer nanoseconds) are for every duration and timeout.
+
+Wall time steps (an operator, NTP, a VM resumed); the monotonic clock does not.
+Use wall time only where a timestamp is compared with another host's
+(certificate validity, token ``exp``, FIX SendingTime, audit timestamps), and
+convert such a timestamp once, at receipt, when a local duration hangs on it.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
 
+    def monotonic_ns(self) -> int: ...
+
 
 class SystemClock:
     """The real wall clock and monotonic clock."""
@@ -27,6 +35,9 @@ class SystemClock:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def monotonic_ns(self) -> int:
+        return time.monotonic_ns()
 
 
 class FakeClock:
@@ -43,6 +54,9 @@ class FakeClock:
 
     def monotonic(self) -> float:
         return self._mono
+
+    def monotonic_ns(self) -> int:
+        return round(self._mono * 1e9)
 
     def advance(self, seconds: float) -> None:
         if seconds < 0:

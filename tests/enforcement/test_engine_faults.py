@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ from trustfabric.clock import SYSTEM_CLOCK
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
-from trustfabric.enforcement.remote import EngineUnreachable, LoopbackTableSource
+from trustfabric.enforcement.remote import AsyncLoopbackTableSource, EngineUnreachable, LoopbackTableSource
 from trustfabric.policy.decision import Invalidation
 
 from .conftest import ALGO, OMS, RISK
@@ -100,3 +101,32 @@ def test_engine_fault_fails_closed(engine, fault):
     pep.flush_decisions()
     assert pep.fail_open == 0
     assert pep.engine_failures >= 3
+
+
+async def test_a_stopped_engine_is_awaited_while_the_event_loop_runs_on(engine):
+    """SIGSTOP of the engine process: the session open awaits its table (nothing blocks the loop)
+    and is refused at the source's deadline; a re-pull of a stale session likewise."""
+    proc, port = engine
+    tables = AsyncLoopbackTableSource("127.0.0.1", port, timeout_s=0.2)
+    pep = EnforcementPoint(RISK, tables, FakeTokenVerifier(), clock=SYSTEM_CLOCK)
+    peer = make_peer(ALGO)
+    s = await pep.open_session_async(peer, make_token(ALGO, RISK, peer.cert_der, SYSTEM_CLOCK.now() + 60))
+    assert pep.awaits_tables and pep.check(s, "read", "risk/limits") == (True, E.ALLOW)
+    os.kill(proc.pid, signal.SIGSTOP)
+    _wait_stopped(proc.pid)
+    oms = make_peer(OMS)
+    pending = asyncio.get_running_loop().create_task(
+        pep.open_session_async(oms, make_token(OMS, RISK, oms.cert_der, SYSTEM_CLOCK.now() + 60)))
+    other = asyncio.get_running_loop().create_task(asyncio.sleep(0))  # any other work on the loop
+    await other
+    assert not pending.done()  # the open is waiting, the loop is not
+    with pytest.raises(SessionRefused) as exc:
+        await pending
+    assert exc.value.reason == E.SESSION_ENGINE_UNREACHABLE
+    pep.on_invalidation(Invalidation(ALGO, 2, 1, "signal.changed"))
+    assert pep.needs_redecide(s)
+    assert await pep.refresh(s) == E.ENGINE_UNREACHABLE
+    assert pep.check(s, "read", "risk/limits") == (False, E.ENGINE_UNREACHABLE)
+    tables.close()
+    pep.flush_decisions()
+    assert pep.fail_open == 0

@@ -12,7 +12,9 @@ import pytest
 from trustfabric.audit.events import Kind, MemorySink
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.pep import EnforcementPoint
-from trustfabric.enforcement.sidecar import Sidecar
+from trustfabric.clock import FakeClock
+from trustfabric.enforcement.sidecar import RevocationMirror, Sidecar
+from trustfabric.identity.revocation import RevocationSet
 from trustfabric.enforcement.tables import StaticTableSource
 
 from trustfabric.identity.ca import CertificateAuthority
@@ -187,3 +189,88 @@ async def test_openssl_revoked(rig, pki):
     sidecar.pep.revoke_certificate(pki["router"][0].fingerprint_sha256)
     assert await s_client(port, pki, "router") == b""
     assert sink.of_kind(Kind.SESSION_REFUSED)[-1].reason == E.SESSION_PEER_REVOKED
+
+
+# ---------------------------------------------------------------- the revocation mirror (store poll, push)
+
+
+class _Row:
+    """A store revocation row as ``IdentityStore.list_revocations`` returns it."""
+
+    def __init__(self, kind, value, reason="revoked", revoked_at=0.0):
+        self.kind, self.value, self.reason, self.revoked_at = kind, value, reason, revoked_at
+
+
+@pytest.fixture
+async def mirrored(pki):
+    echo, echo_port = await echo_server()
+    tables = StaticTableSource.from_mapping({"principals": {ROUTER: [{"action": "connect",
+                                                                      "resource": "svc/venue-a"}]}})
+    sink = MemorySink()
+    clock = FakeClock(time.time())
+    mirror = RevocationMirror(RevocationSet(), clock=clock, max_age_s=5.0)
+    mirror.load([])
+    pep = EnforcementPoint(VENUE, tables, FakeTokenVerifier(), sink=sink)
+    pep.attach_revocations(mirror)
+    tls = TLSConfig(pki["server"][0], revocation=mirror)
+    sidecar = Sidecar(pep, "svc/venue-a", ("127.0.0.1", echo_port), server_context(pki), tls.verify_peer,
+                      handshake_timeout_s=2.0)
+    _, port = await sidecar.start("127.0.0.1", 0)
+    yield mirror, clock, port, sink
+    await sidecar.close()
+    echo.close()
+    assert pep.fail_open == 0
+
+
+async def test_store_revocation_closes_the_live_connection_and_refuses_the_handshake(mirrored, pki):
+    mirror, _clock, port, sink = mirrored
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(pki, "router"))
+    writer.write(b"ping")
+    assert await asyncio.wait_for(reader.read(100), 3) == b"ping"
+    rows = [_Row("serial", str(pki["router"][0].serial))]
+    stop = asyncio.Event()
+    poll = asyncio.get_running_loop().create_task(mirror.follow_store(lambda: (1, rows), stop, interval_s=0.01))
+    assert await asyncio.wait_for(reader.read(100), 3) == b""  # closed by the revocation
+    writer.close()
+    stop.set()
+    await poll
+    assert await roundtrip(port, client_context(pki, "router")) == b""
+    refused = [e for e in sink.of_kind(Kind.HANDSHAKE_REFUSED) if e.reason == "cert.revoked"]
+    assert refused  # at the handshake, before any session
+
+
+async def test_pushed_quarantine_and_release(mirrored, pki):
+    mirror, _clock, port, _sink = mirrored
+    mirror.apply("spiffe_id", ROUTER, "quarantine.lateral_movement")
+    assert await roundtrip(port, client_context(pki, "router")) == b""
+    mirror.apply("release_spiffe_id", ROUTER, "released")
+    assert await roundtrip(port, client_context(pki, "router")) == b"hello venue"
+
+
+async def test_a_stale_mirror_refuses_every_handshake(mirrored, pki):
+    mirror, clock, port, sink = mirrored
+    clock.advance(6.0)  # no successful read of the store for longer than max_age_s
+    assert mirror.stale
+    assert await roundtrip(port, client_context(pki, "router")) == b""
+    mirror.load([])
+    assert await roundtrip(port, client_context(pki, "router")) == b"hello venue"
+
+
+async def test_a_failing_store_is_counted_and_unknown_kinds_change_nothing(mirrored):
+    mirror, _clock, _port, _sink = mirrored
+
+    def broken():
+        raise OSError("disk gone")
+
+    stop = asyncio.Event()
+    poll = asyncio.get_running_loop().create_task(mirror.follow_store(broken, stop, interval_s=0.01))
+    for _ in range(300):  # bounded
+        if mirror.store_failures:
+            break
+        await asyncio.sleep(0.01)
+    stop.set()
+    await poll
+    assert mirror.store_failures >= 1 and mirror.last_error == "OSError"
+    assert mirror.load([_Row("jti", "abc"), _Row("serial", "not-a-number")]) == 2
+    assert not mirror.is_revoked(1, ROUTER)
+    assert mirror.last_error == "revocation.bad_entry"

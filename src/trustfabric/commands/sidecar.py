@@ -9,6 +9,14 @@ deliberately), and writes every event (handshake refusals, sessions,
 decisions) as JSON lines to ``--events`` (default
 ``$TRUSTFABRIC_HOME/spool/sidecar-<service>/events.jsonl``), flushed before any
 byte is forwarded upstream.
+
+Revocations and quarantines reach it like every enforcement point: the identity
+store under ``$TRUSTFABRIC_HOME`` (what ``trustfabric ca revoke`` writes) is read
+before the sidecar listens and polled while it runs, and when a floor's control
+plane runs (``$TRUSTFABRIC_HOME/floor/runtime.json``) the sidecar also subscribes
+to its push (revocations, quarantines) under its own certificate. The TLS layer
+and the enforcement point consult that copy: a revoked certificate is refused at
+the handshake and its live connections are closed.
 """
 
 from __future__ import annotations
@@ -21,8 +29,14 @@ import typer
 
 from trustfabric.audit.events import AuditEventV1, encode_event
 from trustfabric.commands.common import console, refusals_exit
-from trustfabric.errors import ConfigError
-from trustfabric.home import sub_dir
+from trustfabric.commands.response import live_control_plane
+from trustfabric.enforcement.pep import QUARANTINE_PREFIX, RELEASE_PREFIX, EnforcementPoint
+from trustfabric.enforcement.sidecar import RevocationMirror, Sidecar
+from trustfabric.errors import ConfigError, TrustFabricError
+from trustfabric.home import home_dir, sub_dir
+from trustfabric.identity.revocation import RevocationSet
+from trustfabric.identity.store import SqliteIdentityStore
+from trustfabric.transport.tls import TLSConfig
 
 
 class JsonLinesSink:
@@ -62,11 +76,9 @@ def command(
                                              "signal state (tests and demos only)."),
 ) -> None:
     """Terminate mTLS for a non-Python service: authorize each connection by policy, log it, proxy bytes."""
-    from trustfabric.enforcement.pep import EnforcementPoint
-    from trustfabric.enforcement.sidecar import Sidecar
     from trustfabric.enforcement.tables import StaticTableSource
     from trustfabric.identity.workload import WorkloadCredentials
-    from trustfabric.transport.tls import TLSConfig, build_context
+    from trustfabric.transport.tls import build_context
 
     with refusals_exit():
         if (policies is None) == (rules is None):
@@ -93,19 +105,28 @@ def command(
             tables = StaticTableSource.from_file(rules)
         sink = JsonLinesSink(events or sub_dir("spool", f"sidecar-{service}") / "events.jsonl")
         pep = EnforcementPoint(own_id, tables, _NoTokens(), sink=sink)
-        tls = TLSConfig(creds)
+        store = SqliteIdentityStore(home_dir() / "identity.db")
+        mirror = RevocationMirror(RevocationSet())
+        mirror.load(store.list_revocations()[1])  # revoked before the start: refused from the first handshake
+        pep.attach_revocations(mirror)
+        tls = TLSConfig(creds, revocation=mirror)
         sidecar = Sidecar(pep, resource or f"svc/{service}", upstream_at, build_context(creds, server_side=True),
                           tls.verify_peer)
 
         async def run() -> None:
             host, port = await sidecar.start(*listen_at)
+            stop = asyncio.Event()
+            poll = asyncio.get_running_loop().create_task(mirror.follow_store(store.list_revocations, stop))
             console.print(f"sidecar {own_id} listening on {host}:{port} -> {upstream_at[0]}:{upstream_at[1]}",
                           highlight=False, soft_wrap=True)
-            stop = asyncio.Event()
+            control = await _follow_control_plane(tls, service, mirror, pep)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await stop.wait()
+            await poll
+            if control is not None:
+                control.close()
             await sidecar.close()
 
         try:
@@ -113,6 +134,50 @@ def command(
         finally:
             pep.flush_decisions()
             sink.close()
+            store.close()
+
+
+async def _follow_control_plane(tls: TLSConfig, service: str, mirror: RevocationMirror, pep: EnforcementPoint):
+    """Subscribe to a running floor's push (revocations, quarantines) under the sidecar's certificate.
+
+    Returns the control client, or ``None`` when no control plane runs or it refuses the
+    subscription (the sidecar's identity is not one of its services); the identity store
+    poll covers those cases (one line says which source the sidecar follows).
+    """
+    from trustfabric.control.client import ControlClient
+
+    try:
+        control = live_control_plane()
+    except TrustFabricError as exc:
+        console.print(f"revocations: identity store only ({exc.reason})", highlight=False)
+        return None
+    if control is None:
+        console.print("revocations: identity store (no control plane running)", highlight=False)
+        return None
+    client = ControlClient("127.0.0.1", int(control["control_port"]), tls, control["spiffe_id"], service)
+
+    def on_invalidation(inv) -> None:  # the sidecar's tables are its own: only quarantines and releases apply
+        if inv.principal and inv.reason.startswith(QUARANTINE_PREFIX):
+            pep.quarantine(inv.principal, inv.reason)
+        elif inv.principal and inv.reason.startswith(RELEASE_PREFIX):
+            pep.release(inv.principal)
+
+    client.on_revocation = lambda push: mirror.apply(push.kind, push.value, push.reason)
+    client.on_invalidation = on_invalidation
+    try:
+        subscribed = await client.start()
+    except (TrustFabricError, OSError, TimeoutError) as exc:
+        client.close()
+        console.print(f"revocations: identity store only (control plane: {getattr(exc, 'reason', repr(exc))})",
+                      highlight=False)
+        return None
+    for serial in subscribed.revoked.serials:
+        mirror.apply("serial", str(serial), "snapshot")
+    for sid in subscribed.revoked.spiffe_ids:
+        mirror.apply("spiffe_id", sid, "quarantine.snapshot")
+    console.print(f"revocations: identity store and the control plane's push ({control['spiffe_id']})",
+                  highlight=False)
+    return client
 
 
 class _NoTokens:

@@ -67,6 +67,9 @@ def command(
             await floor.start()
         except TrustFabricError as exc:
             raise fail(exc.reason, exc.detail) from None
+        for name, why in floor.left_out.items():
+            console.print(f"[yellow]{name} not started: {why}[/] (its identity is quarantined; the floor runs "
+                          f"without it)")
         console.print(f"floor up: {floor.manifest_path}")
         last = (time.monotonic(), floor_summary(floor))
         rates: dict[str, float] = {}

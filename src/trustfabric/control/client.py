@@ -6,19 +6,18 @@
 * :class:`ControlClient` - one mTLS connection on the event loop: ``await
   token(audience)``, ``await renew(csr, posture)``, the push stream
   (invalidations, revocations, commands) delivered to callbacks, and ``report``.
-* :class:`ControlTableSource` - the enforcement point's table source: a blocking
-  mTLS exchange with a hard timeout (session opens are rare; the hot path never
-  calls it). Any failure is :class:`~trustfabric.enforcement.remote.EngineUnreachable`,
-  so the enforcement point fails closed.
+* :class:`ControlTableSource` - the enforcement point's table source: a
+  ``TableRequest`` on that same control connection, awaited with its own deadline
+  (nothing blocks the event loop; the hot path never calls it). Any failure is
+  :class:`~trustfabric.enforcement.remote.EngineUnreachable`, so the enforcement
+  point fails closed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import ssl
-import threading
 from typing import Any, Callable
 
 from cryptography import x509
@@ -35,11 +34,12 @@ from trustfabric.identity.certs import peer_spiffe_id
 from trustfabric.identity.workload import WorkloadCredentials, key_to_pem, new_key_and_csr
 from trustfabric.policy.decision import DecisionTable
 from trustfabric.transport.connection import FrameConnection, Limits, connect
-from trustfabric.transport.frames import ErrorFrame, FrameDecoder, Hello
+from trustfabric.transport.frames import ErrorFrame, FrameDecoder
 from trustfabric.transport.tls import TLSConfig
 
 JOIN_TIMEOUT_S = 5.0
 REQUEST_TIMEOUT_S = 5.0
+TABLE_TIMEOUT_S = 0.5  # a session open waits no longer for its table (then it is refused)
 CONTROL_LIMITS = Limits(idle_timeout_s=3600.0)
 
 
@@ -183,7 +183,7 @@ class ControlClient:
             if fut is not None and not fut.done():
                 fut.set_result(frame)
 
-    async def _request(self, make: Callable[[int], Any]) -> Any:
+    async def _request(self, make: Callable[[int], Any], timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
         if self.conn is None or self.conn.closed:
             raise ControlRefused("control channel down", reason="control.unreachable")
         self._rid += 1
@@ -192,10 +192,16 @@ class ControlClient:
         self._pending[rid] = fut
         self.conn.send(make(rid))
         try:
-            return await asyncio.wait_for(fut, REQUEST_TIMEOUT_S)
+            return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
+            raise ControlRefused(f"control plane did not answer in {timeout_s} s",
+                                 reason="control.unreachable") from None
+        finally:  # answered, timed out or cancelled: nothing waits for this rid any more
             self._pending.pop(rid, None)
-            raise ControlRefused("control plane did not answer", reason="control.unreachable") from None
+
+    async def table(self, principal: str, now: float, *, timeout_s: float = REQUEST_TIMEOUT_S) -> TableReply:
+        """The decision table of ``principal`` (the control plane answers ``ok=False`` with a reason)."""
+        return await self._request(lambda rid: TableRequest(rid=rid, principal=principal, now=now), timeout_s)
 
     async def token(self, audience: str) -> tuple[str, str]:
         """(token, audience SPIFFE ID) for ``audience`` (a service name)."""
@@ -223,69 +229,27 @@ class ControlClient:
 
 
 class ControlTableSource:
-    """Decision tables from the control plane over a blocking mTLS socket with a hard timeout."""
+    """Decision tables over the workload's control channel, awaited with their own deadline.
 
-    def __init__(self, host: str, port: int, tls: TLSConfig, control_id: str, timeout_s: float = 0.5) -> None:
-        self.address = (host, port)
-        self.tls = tls
-        self.control_id = control_id
+    An enforcement point awaits :meth:`fetch_table` (session open, renewal, re-pull of a
+    stale table) while its event loop keeps serving every other connection; a control
+    plane that does not answer within ``timeout_s`` (stopped, hung, gone) is
+    :class:`~trustfabric.enforcement.remote.EngineUnreachable` and the session is refused.
+    """
+
+    def __init__(self, client: ControlClient, timeout_s: float = TABLE_TIMEOUT_S) -> None:
+        self.client = client
         self.timeout_s = timeout_s
-        self._sock: ssl.SSLSocket | None = None
-        self._decoder: FrameDecoder | None = None
-        self._backlog: list[Any] = []
-        self._rid = 0
-        self._lock = threading.Lock()
 
-    def _open(self) -> ssl.SSLSocket:
-        ctx, _creds = self.tls.context(server_side=False)
-        raw = socket.create_connection(self.address, timeout=self.timeout_s)
-        sock = ctx.wrap_socket(raw, server_side=False)
-        sock.settimeout(self.timeout_s)
-        peer = self.tls.verify_peer(sock)
-        if str(peer.spiffe_id) != self.control_id:
-            sock.close()
-            raise ConnectionError(f"control endpoint is {peer.spiffe_id}")
-        self._decoder = FrameDecoder(CONTROL_CODEC)
-        hello = self._read_frame(sock)
-        if not isinstance(hello, Hello):
-            sock.close()
-            raise ConnectionError(f"expected hello, got {type(hello).__name__}")
-        return sock
-
-    def _read_frame(self, sock: ssl.SSLSocket) -> Any:
-        assert self._decoder is not None
-        while True:
-            if self._backlog:
-                return self._backlog.pop(0)
-            data = sock.recv(65536)
-            if not data:
-                raise ConnectionError("control plane closed the connection")
-            self._backlog = self._decoder.feed(data)
-
-    def decision_table(self, principal: str, now: float) -> DecisionTable:
-        with self._lock:
-            try:
-                if self._sock is None:
-                    self._backlog = []
-                    self._sock = self._open()
-                self._rid += 1
-                self._sock.sendall(CONTROL_CODEC.encode(TableRequest(rid=self._rid, principal=principal, now=now)))
-                while True:
-                    reply = self._read_frame(self._sock)
-                    if isinstance(reply, TableReply) and reply.rid == self._rid:
-                        break
-                    if isinstance(reply, ErrorFrame):
-                        raise ConnectionError(reply.reason)
-            except Exception as exc:  # noqa: BLE001 - any failure: the engine is unreachable (fail closed)
-                self.close()
-                raise EngineUnreachable(f"{self.address}: {exc!r}") from None
+    async def fetch_table(self, principal: str, now: float) -> DecisionTable:
+        try:
+            reply = await self.client.table(principal, now, timeout_s=self.timeout_s)
+        except ControlRefused as exc:
+            raise EngineUnreachable(f"control plane: {exc.detail or exc.reason}") from None
         if not reply.ok or reply.table is None:
             raise PolicyError(f"control plane refused the table of {principal}", reason=reply.reason or "policy.error")
         return reply.table
 
-    def close(self) -> None:
-        if self._sock is not None:
-            with contextlib.suppress(Exception):
-                self._sock.close()
-            self._sock = None
-
+    def decision_table(self, principal: str, now: float) -> DecisionTable:
+        """Never blocks: these tables are awaited (:meth:`fetch_table`), so a synchronous pull is unreachable."""
+        raise EngineUnreachable("the control plane's tables are awaited (fetch_table), never pulled synchronously")

@@ -16,6 +16,13 @@
   no service, an empty ``ok`` reply (the benchmark's echo);
 * a request before any session is denied ``enforcement.no_session``.
 
+With a table source that is awaited (the control plane in another process), the
+session open, the renewal and the re-pull of a stale session's table run as tasks
+with the source's own deadline: that connection's next frames wait, in order, and
+every other connection on the loop is served meanwhile. A source that does not
+answer in time refuses the session (``session.engine_unreachable``) or denies the
+message (``enforcement.engine_unreachable``).
+
 The connection's ``on_before_flush`` drains the PEP's decision records into the
 audit sink, so a reply never leaves before its decision is recorded. When the PEP
 closes the session (quarantine, revocation) the connection fails with that
@@ -25,10 +32,12 @@ reason at once.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections import deque
+from typing import Any, Callable
 
 import msgspec
 
+from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.errors import SessionClosed, SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.service import Context, GuardedService, Refusal
@@ -36,7 +45,6 @@ from trustfabric.enforcement.session import Session
 from trustfabric.transport.frames import (
     ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady,
 )
-
 
 
 def service_response(rid: int, reply: Any) -> Response:
@@ -61,9 +69,13 @@ def _ready(session: Session, pep: EnforcementPoint) -> SessionReady:
 def guarded_handler(pep: EnforcementPoint, service: GuardedService | None = None):
     """A ``FrameServer`` handler enforcing ``pep`` on every frame of every connection."""
 
+    awaits = pep.awaits_tables
+
     async def handler(conn) -> None:
         loop = asyncio.get_running_loop()
         box: list[Session | None] = [None]
+        held: list[deque | None] = [None]  # this connection's frames that wait for a control-plane call
+        tasks: set[asyncio.Task] = set()
         send = conn.send
         check = pep.check
         conn.on_before_flush = pep.flush_decisions
@@ -76,39 +88,93 @@ def guarded_handler(pep: EnforcementPoint, service: GuardedService | None = None
             if not conn.closed:
                 send(service_response(req.rid, reply))
 
+        def hold(work: Any, done: Callable[[Any], None]) -> None:
+            """Await ``work`` (a table from the control plane) off the event loop's turn; this
+            connection's next frames wait for it, in order, and every other connection is served."""
+            held[0] = deque()
+
+            async def run() -> None:
+                try:
+                    result = await work
+                except (SessionRefused, SessionClosed) as exc:
+                    result = exc
+                except Exception:  # noqa: BLE001 - a bug refuses, never allows
+                    result = SessionRefused("internal error", reason=E.INTERNAL)
+                queue, held[0] = held[0], None
+                if conn.closed:
+                    if isinstance(result, Session):
+                        pep.close(result, conn.close_reason or "session.connection_closed")
+                    return
+                done(result)
+                while queue:
+                    if held[0] is not None:  # held again: the rest keeps its place in line
+                        held[0].extend(queue)
+                        break
+                    on_frame(queue.popleft())
+
+            task = loop.create_task(run())
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+        def decide(frame: Request) -> None:
+            session = box[0]
+            allowed, reason = check(session, frame.action, frame.resource, frame.notional, frame.symbol or None)
+            if not allowed:
+                send(Response(rid=frame.rid, ok=False, reason=reason))
+            elif service is None:
+                send(Response(rid=frame.rid, ok=True))
+            else:
+                loop.create_task(run_service(session, frame))  # type: ignore[arg-type]
+
+        def opened(result: Any) -> None:
+            if isinstance(result, SessionRefused):
+                conn.fail(result.reason, result.detail)
+                return
+            result.on_close = dropped
+            box[0] = result
+            send(_ready(result, pep))
+
+        def renewed(session: Session, result: Any) -> None:
+            if isinstance(result, (SessionRefused, SessionClosed)):
+                send(ErrorFrame(reason=result.reason, detail=result.detail[:200]))
+            else:
+                send(_ready(session, pep))
+
         def on_frame(frame: Any) -> None:
+            if held[0] is not None:
+                held[0].append(frame)
+                return
             if type(frame) is Request:
                 session = box[0]
-                allowed, reason = check(session, frame.action, frame.resource, frame.notional, frame.symbol or None)
-                if not allowed:
-                    send(Response(rid=frame.rid, ok=False, reason=reason))
-                elif service is None:
-                    send(Response(rid=frame.rid, ok=True))
+                if awaits and session is not None and pep.needs_redecide(session):
+                    hold(pep.refresh(session), lambda _why: decide(frame))
                 else:
-                    loop.create_task(run_service(session, frame))  # type: ignore[arg-type]
+                    decide(frame)
             elif type(frame) is OpenSession:
                 if box[0] is not None:
                     conn.fail("session.already_open")
                     return
-                try:
-                    session = pep.open_session(conn.peer, frame.token)
-                except SessionRefused as exc:
-                    conn.fail(exc.reason, exc.detail)
+                if awaits:
+                    hold(pep.open_session_async(conn.peer, frame.token), opened)
                     return
-                session.on_close = dropped
-                box[0] = session
-                send(_ready(session, pep))
+                try:
+                    opened(pep.open_session(conn.peer, frame.token))
+                except SessionRefused as exc:
+                    opened(exc)
             elif type(frame) is RenewSession:
                 session = box[0]
                 if session is None:
                     send(ErrorFrame(reason="enforcement.no_session"))
                     return
+                if awaits:
+                    hold(pep.renew_async(session, frame.token), lambda result: renewed(session, result))
+                    return
                 try:
                     pep.renew(session, frame.token)
                 except (SessionRefused, SessionClosed) as exc:
-                    send(ErrorFrame(reason=exc.reason, detail=exc.detail[:200]))
+                    renewed(session, exc)
                     return
-                send(_ready(session, pep))
+                renewed(session, None)
             elif type(frame) is Ping:
                 send(Pong(n=frame.n))
             else:
@@ -118,6 +184,8 @@ def guarded_handler(pep: EnforcementPoint, service: GuardedService | None = None
         try:
             await conn.wait_closed()
         finally:
+            for task in list(tasks):
+                task.cancel()
             if box[0] is not None:
                 pep.close(box[0], conn.close_reason or "session.connection_closed")
             pep.flush_decisions()

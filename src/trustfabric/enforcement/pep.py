@@ -18,6 +18,14 @@ If the engine cannot be reached (raises, times out, is dead or hung) a session
 opens only from a cached table that is still valid (epoch current, before its
 hard ``expires_at``); otherwise it is refused. Nothing else.
 
+A table source in another process (the control plane) is *awaited*, never
+blocked on: it offers ``async fetch_table`` with its own deadline, and the
+transport calls :meth:`~EnforcementPoint.open_session_async`,
+:meth:`~EnforcementPoint.renew_async` and, before a message of a session whose
+table must be re-pulled (:meth:`~EnforcementPoint.needs_redecide`),
+:meth:`~EnforcementPoint.refresh`; the event loop serves every other connection
+meanwhile. The synchronous methods are the same checks for in-process sources.
+
 *The hot path* (:meth:`EnforcementPoint.check`) does no policy evaluation and no
 I/O: a dict lookup, two epoch comparisons, two deadline comparisons against one
 monotonic clock read, the obligations (notional cap, symbol set, token bucket),
@@ -50,7 +58,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable
 
 from trustfabric.audit.events import Emitter, EventSink, Kind, MemorySink
 from trustfabric.clock import SYSTEM_CLOCK, Clock
@@ -82,6 +90,11 @@ class _Presented:
     cert_der: bytes
     fingerprint_sha256: str
     serial: int | None
+
+
+def _deny_reason(exc: SessionRefused) -> str:
+    """A failed re-pull's refusal as the hot path's deny reason."""
+    return E.ENGINE_UNREACHABLE if exc.reason == E.SESSION_ENGINE_UNREACHABLE else exc.reason
 
 
 def _claim(claims: Any, name: str) -> Any:
@@ -116,6 +129,10 @@ class EnforcementPoint:
     ) -> None:
         self.audience = str(audience)
         self._tables = tables
+        # a source reached over the network answers asynchronously (``fetch_table``): session opens,
+        # renewals and re-pulls await it (the ``*_async`` methods, :meth:`refresh`) and the hot path never does
+        self._fetch_async: Callable[[str, float], Awaitable[DecisionTable]] | None = getattr(tables, "fetch_table",
+                                                                                              None)
         self._tokens = tokens
         self._clock = clock
         self._mono = clock.monotonic
@@ -234,20 +251,50 @@ class EnforcementPoint:
         return (isinstance(table, DecisionTable) and table.principal == principal and wall < table.expires_at
                 and table.epoch >= epoch and table.global_epoch >= self._global[0])
 
+    @property
+    def awaits_tables(self) -> bool:
+        """True when the table source is awaited (:meth:`open_session_async`, :meth:`refresh`...), never blocked on."""
+        return self._fetch_async is not None
+
     def _fetch_table(self, principal: str, wall: float) -> DecisionTable:
         """Pull the principal's table; on any failure fall back to a still-valid cached one, or refuse."""
         try:
             table = self._tables.decision_table(principal, wall)
         except Exception as exc:  # noqa: BLE001 - unreachable, timed out, crashed: fail closed
-            if isinstance(exc, TrustFabricError) and exc.reason != UNREACHABLE:
-                # the engine answered "no" (unknown principal, no policy set...): its reason stands
-                raise SessionRefused(exc.detail or str(exc), reason=exc.reason) from None
-            self.engine_failures += 1
-            cached = self._cached.get(principal)
-            if cached is not None and self._table_valid(cached, principal, wall):
-                return cached
+            return self._table_unavailable(exc, principal, wall)
+        return self._table_checked(table, principal, wall)
+
+    async def _fetch_table_async(self, principal: str, wall: float) -> DecisionTable:
+        """:meth:`_fetch_table` awaiting an asynchronous source (its own deadline bounds the wait)."""
+        fetch = self._fetch_async
+        if fetch is None:
+            return self._fetch_table(principal, wall)
+        try:
+            table = await fetch(principal, wall)
+        except Exception as exc:  # noqa: BLE001 - unreachable, timed out, crashed: fail closed
+            return self._table_unavailable(exc, principal, wall)
+        return self._table_checked(table, principal, wall)
+
+    def _table_unavailable(self, exc: Exception, principal: str, wall: float) -> DecisionTable:
+        """The source failed: a still-valid cached table, or a refusal (the engine's own "no" keeps its reason)."""
+        if isinstance(exc, TrustFabricError) and exc.reason != UNREACHABLE:
+            # the engine answered "no" (unknown principal, no policy set...): its reason stands
+            raise SessionRefused(exc.detail or str(exc), reason=exc.reason) from None
+        self.engine_failures += 1
+        try:
+            return self._cached_table(principal, wall)
+        except SessionRefused:
             raise SessionRefused(f"policy engine unreachable: {exc!r}",
                                  reason=E.SESSION_ENGINE_UNREACHABLE) from None
+
+    def _cached_table(self, principal: str, wall: float) -> DecisionTable:
+        cached = self._cached.get(principal)
+        if cached is not None and self._table_valid(cached, principal, wall):
+            return cached
+        raise SessionRefused(f"no current table for {principal} (its re-pull did not succeed)",
+                             reason=E.SESSION_ENGINE_UNREACHABLE)
+
+    def _table_checked(self, table: DecisionTable, principal: str, wall: float) -> DecisionTable:
         if not self._table_valid(table, principal, wall):
             raise SessionRefused(f"decision table for {principal} is stale, expired or not theirs",
                                  reason=E.SESSION_TABLE_INVALID)
@@ -267,10 +314,35 @@ class EnforcementPoint:
 
     def open_session(self, peer: PeerLike, token: str, *, trace_id: str = "") -> Session:
         """Open a session for ``peer`` presenting ``token``; raises :class:`SessionRefused`."""
-        wall = self._clock.now()
-        mono = self._mono()
-        principal = str(peer.spiffe_id)
-        peer_id = principal
+        wall, mono = self._clock.now(), self._mono()
+        principal, jti, exp = self._admit_session(peer, token, wall, trace_id)
+        try:
+            table = self._fetch_table(principal, wall)
+        except SessionRefused as exc:
+            raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
+        return self._start_session(peer, principal, jti, exp, table, wall, mono, trace_id)
+
+    async def open_session_async(self, peer: PeerLike, token: str, *, trace_id: str = "") -> Session:
+        """:meth:`open_session` awaiting the table source (other connections are served meanwhile).
+
+        The peer is admitted again once the table is in: a revocation or quarantine pushed
+        during the wait refuses the session it would otherwise have missed.
+        """
+        wall, mono = self._clock.now(), self._mono()
+        principal, jti, exp = self._admit_session(peer, token, wall, trace_id)
+        try:
+            table = await self._fetch_table_async(principal, wall)
+            self.admit_peer(peer)
+            if principal != str(peer.spiffe_id):  # a person on a desk terminal
+                self.admit_peer(_Presented(principal, peer.cert_der, peer.fingerprint_sha256,
+                                           getattr(peer, "serial", None)))
+        except SessionRefused as exc:
+            raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
+        return self._start_session(peer, principal, jti, exp, table, wall, mono, trace_id)
+
+    def _admit_session(self, peer: PeerLike, token: str, wall: float, trace_id: str) -> tuple[str, str, float]:
+        """The checks of a session open before its table: admission and token; returns (principal, jti, exp)."""
+        principal = peer_id = str(peer.spiffe_id)
         try:
             self.admit_peer(peer)
             jti, exp, subject, kid = self._verify_token(token, peer_id, peer.cert_der, wall)
@@ -278,9 +350,13 @@ class EnforcementPoint:
                 principal = subject
                 self.admit_peer(_Presented(principal, peer.cert_der, peer.fingerprint_sha256,
                                            getattr(peer, "serial", None)))
-            table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
             raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
+        return principal, jti, exp
+
+    def _start_session(self, peer: PeerLike, principal: str, jti: str, exp: float, table: DecisionTable,
+                       wall: float, mono: float, trace_id: str) -> Session:
+        peer_id = str(peer.spiffe_id)
         state = self._state(principal)
         session = Session(principal, peer.cert_der, peer.fingerprint_sha256, getattr(peer, "serial", None),
                           state, trace_id, peer_id)
@@ -324,14 +400,30 @@ class EnforcementPoint:
         carries one) takes the place of the token's expiry, bounded by the
         table's hard TTL. Quarantine and revocation close it like any session.
         """
-        wall = self._clock.now()
-        mono = self._mono()
+        wall, mono = self._clock.now(), self._mono()
         principal = str(peer.spiffe_id)
         try:
             self.admit_peer(peer)
             table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
             raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
+        return self._start_connection(peer, table, wall, mono, trace_id)
+
+    async def open_connection_async(self, peer: PeerLike, *, trace_id: str = "") -> Session:
+        """:meth:`open_connection` awaiting the table source; the peer is admitted again once it is in."""
+        wall, mono = self._clock.now(), self._mono()
+        principal = str(peer.spiffe_id)
+        try:
+            self.admit_peer(peer)
+            table = await self._fetch_table_async(principal, wall)
+            self.admit_peer(peer)
+        except SessionRefused as exc:
+            raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
+        return self._start_connection(peer, table, wall, mono, trace_id)
+
+    def _start_connection(self, peer: PeerLike, table: DecisionTable, wall: float, mono: float,
+                          trace_id: str) -> Session:
+        principal = str(peer.spiffe_id)
         not_after = getattr(peer, "not_after", None)
         if hasattr(not_after, "timestamp"):
             not_after = not_after.timestamp()
@@ -353,14 +445,37 @@ class EnforcementPoint:
         A refused renewal leaves the old token's deadline in force (so the session
         stops passing messages when it runs out) and raises :class:`SessionRefused`.
         """
+        wall, mono = self._clock.now(), self._mono()
+        jti, exp = self._check_renewal(session, token, wall)
+        try:
+            table = self._fetch_table(session.principal, wall)
+        except SessionRefused as exc:
+            raise self._refused(exc, session.principal, session.peer_fingerprint,
+                                session=session.session_id, renewal=True) from None
+        self._renewed(session, jti, exp, table, wall, mono)
+
+    async def renew_async(self, session: Session, token: str) -> None:
+        """:meth:`renew` awaiting the table source; the session's certificate is admitted again once it is in."""
+        wall, mono = self._clock.now(), self._mono()
+        jti, exp = self._check_renewal(session, token, wall)
+        try:
+            table = await self._fetch_table_async(session.principal, wall)
+            self.admit_peer(_Presented(session.peer_id, session.cert_der, session.peer_fingerprint,
+                                       session.peer_serial))
+            if not session.open:
+                raise SessionClosed(f"session {session.session_id} is closed ({session.close_reason})")
+        except SessionRefused as exc:
+            raise self._refused(exc, session.principal, session.peer_fingerprint,
+                                session=session.session_id, renewal=True) from None
+        self._renewed(session, jti, exp, table, wall, mono)
+
+    def _check_renewal(self, session: Session, token: str, wall: float) -> tuple[str, float]:
+        """A renewal's checks before its table: the same as at open, for the certificate the
+        connection presented (a desk terminal's, for a person) and then for the session's principal."""
         if not session.open:
             raise SessionClosed(f"session {session.session_id} is closed ({session.close_reason})")
-        wall = self._clock.now()
-        mono = self._mono()
         principal = session.principal
         try:
-            # the same checks as at open, for the certificate the connection presented
-            # (a desk terminal's, for a person) and then for the session's principal
             device = _Presented(session.peer_id, session.cert_der, session.peer_fingerprint, session.peer_serial)
             self.admit_peer(device)
             jti, exp, subject, kid = self._verify_token(token, device.spiffe_id, session.cert_der, wall)
@@ -370,16 +485,19 @@ class EnforcementPoint:
             if principal != device.spiffe_id:
                 self.admit_peer(_Presented(principal, session.cert_der, session.peer_fingerprint,
                                            session.peer_serial))
-            table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
             raise self._refused(exc, principal, session.peer_fingerprint,
                                 session=session.session_id, renewal=True) from None
+        return jti, exp
+
+    def _renewed(self, session: Session, jti: str, exp: float, table: DecisionTable, wall: float,
+                 mono: float) -> None:
         self._install(session, table, wall, mono)
         session.jti = jti
         session.kid = kid
         session.token_deadline = mono + (exp - wall)
         session.renewals += 1
-        self.events.emit(Kind.SESSION_RENEW, principal=principal, epoch=table.epoch,
+        self.events.emit(Kind.SESSION_RENEW, principal=session.principal, epoch=table.epoch,
                          peer_fingerprint=session.peer_fingerprint,
                          detail={"session": session.session_id, "jti": jti, "token_exp": exp})
 
@@ -503,14 +621,47 @@ class EnforcementPoint:
 
     # ------------------------------------------------------------------ hot path
 
+    def needs_redecide(self, s: Session) -> bool:
+        """True when the next message of ``s`` re-pulls its table first (an epoch moved, or its TTL ran out)."""
+        return (s.table_epoch < s.state.epoch or s.table_global_epoch < self._global[0]
+                or self._mono() >= s.table_deadline)
+
+    def is_current(self, s: Session) -> bool:
+        """True when ``s`` is open, its table current and unexpired and its token (or certificate) unexpired:
+        a message of it is decided from what it holds, with no re-pull."""
+        return s.open and not self.needs_redecide(s) and self._mono() < s.token_deadline
+
     def _redecide(self, s: Session, now: float) -> str | None:
-        """Re-pull the table of a stale or expired session; a reason when it cannot (deny)."""
+        """Re-pull the table of a stale or expired session; a reason when it cannot (deny).
+
+        An awaited source is never called from here (the hot path does not wait on the
+        network): the transport calls :meth:`refresh` first, and what is left is a still-valid
+        cached table or a deny.
+        """
         wall = self._clock.now()
         try:
-            table = self._fetch_table(s.principal, wall)
+            if self._fetch_async is not None:
+                table = self._cached_table(s.principal, wall)
+            else:
+                table = self._fetch_table(s.principal, wall)
         except SessionRefused as exc:
-            return E.ENGINE_UNREACHABLE if exc.reason == E.SESSION_ENGINE_UNREACHABLE else exc.reason
+            return _deny_reason(exc)
         self._install(s, table, wall, now)
+        return None
+
+    async def refresh(self, s: Session) -> str | None:
+        """Re-pull the table of a stale or expired session, awaiting the source; a reason when it cannot.
+
+        The transport awaits this before handing the session's next message to :meth:`check`
+        (``needs_redecide``), so the hot path never waits on the network; when it fails,
+        :meth:`check` still denies the message (fail closed).
+        """
+        wall, mono = self._clock.now(), self._mono()
+        try:
+            table = await self._fetch_table_async(s.principal, wall)
+        except SessionRefused as exc:
+            return _deny_reason(exc)
+        self._install(s, table, wall, mono)
         return None
 
     def check(self, s: Session | None, action: str, resource: str, notional: float = 0.0,

@@ -4,6 +4,10 @@
   :class:`~trustfabric.policy.decision.DecisionTable` for a given time.
   ``trustfabric.policy.engine.PolicyEngine`` satisfies it; so does
   :class:`trustfabric.enforcement.remote.LoopbackTableSource` (another process).
+* :class:`AsyncTableSource` - a table source in another process also offers
+  ``async fetch_table`` with its own deadline; the PEP's session opens, renewals
+  and re-pulls then await it instead of blocking the event loop
+  (``trustfabric.control.client.ControlTableSource``, ``AsyncLoopbackTableSource``).
 * :class:`TokenCheck` - the identity provider's token verifier
   (``trustfabric.identity.tokens.TokenVerifier``): audience, signature, expiry and
   ``cnf`` binding to the presented certificate; returns claims or raises.
@@ -22,6 +26,10 @@ from trustfabric.policy.decision import DecisionTable
 
 class TableSource(Protocol):
     def decision_table(self, principal: str, now: float) -> DecisionTable: ...
+
+
+class AsyncTableSource(TableSource, Protocol):
+    async def fetch_table(self, principal: str, now: float) -> DecisionTable: ...
 
 
 class TokenCheck(Protocol):

@@ -1,7 +1,8 @@
 """Decision tables over loopback: a table server process and the client an enforcement point uses.
 
 The policy engine may live in another process. :class:`LoopbackTableSource` asks
-it for a principal's table over TCP on 127.0.0.1 with a hard timeout; anything
+it for a principal's table over TCP on 127.0.0.1 with a hard timeout (blocking;
+:class:`AsyncLoopbackTableSource` awaits it on the caller's event loop); anything
 that goes wrong (refused, reset, killed with ``kill -9``, hung, garbage answer)
 raises :class:`EngineUnreachable`, which the enforcement point turns into a
 refusal (fail closed). :func:`serve` is the other end, wrapping any table source;
@@ -16,6 +17,7 @@ Wire format: 4-byte big-endian length + MessagePack, one request
 from __future__ import annotations
 
 import argparse
+import asyncio
 import socket
 import socketserver
 import struct
@@ -98,6 +100,48 @@ class LoopbackTableSource:
                 self._sock.close()
             finally:
                 self._sock = None
+
+
+class AsyncLoopbackTableSource(LoopbackTableSource):
+    """The same engine, awaited on the caller's event loop (``fetch_table``): an enforcement point
+    given this source never blocks its loop on the engine, and its hot path never calls it."""
+
+    def __init__(self, host: str, port: int, timeout_s: float = 0.25) -> None:
+        super().__init__(host, port, timeout_s)
+        self._stream: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self._alock: asyncio.Lock | None = None
+
+    async def fetch_table(self, principal: str, now: float) -> DecisionTable:
+        """:meth:`decision_table` awaited on the caller's event loop (its own connection, same deadline)."""
+        if self._alock is None:
+            self._alock = asyncio.Lock()
+        async with self._alock:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    if self._stream is None:
+                        self._stream = await asyncio.open_connection(*self.address)
+                    reader, writer = self._stream
+                    body = _enc.encode(_Request(principal, now))
+                    writer.write(_LEN.pack(len(body)) + body)
+                    (size,) = _LEN.unpack(await reader.readexactly(4))
+                    if size > MAX_REPLY:
+                        raise ValueError(f"reply of {size} bytes")
+                    reply = _rep_dec.decode(await reader.readexactly(size))
+            except Exception as exc:  # noqa: BLE001 - any failure: unreachable (fail closed)
+                self._close_stream()
+                raise EngineUnreachable(f"{self.address}: {exc!r}") from None
+        if reply.table is None:  # the engine answered, and refused
+            raise PolicyError(f"engine refused {principal}", reason=reply.error or "policy.error")
+        return reply.table
+
+    def _close_stream(self) -> None:
+        if self._stream is not None:
+            self._stream[1].close()
+            self._stream = None
+
+    def close(self) -> None:
+        self._close_stream()
+        super().close()
 
 
 def serve(source, host: str = "127.0.0.1", port: int = 0) -> socketserver.ThreadingTCPServer:

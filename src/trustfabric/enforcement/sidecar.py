@@ -17,23 +17,125 @@ TCP on loopback; the sidecar stands in front of it:
    new decision denies or the engine is unreachable).
 
 The policy side is any table source (the policy engine, or a rules file).
+
+Revocations and quarantines reach the sidecar like every enforcement point: a
+:class:`RevocationMirror` keeps a copy of the fabric's revocation set, fed by
+the identity store (polled off the event loop, :meth:`RevocationMirror.follow_store`)
+and by the control plane's push when one runs (:meth:`RevocationMirror.apply`).
+The TLS layer and the enforcement point both consult it, so a revoked
+certificate or quarantined identity is refused at the handshake, and a change
+closes the live connections it covers at once. A mirror that has not heard from
+the store for ``max_age_s`` refuses every handshake (fail closed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from trustfabric.audit.events import Kind
+from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.ports import PeerLike
-from trustfabric.errors import TrustFabricError
+from trustfabric.errors import IdentityError, TrustFabricError
 from trustfabric.transport.tls import classify_handshake_error
 
 CONNECT = "connect"
 CHUNK = 64 * 1024
+STORE_POLL_S = 0.25  # how often the identity store's revocations are read
+REVOCATIONS_MAX_AGE_S = 5.0  # a mirror not refreshed for this long refuses every handshake
+REVOCATION_KINDS = ("serial", "spiffe_id", "release_spiffe_id")
+
+
+class RevocationsStale(IdentityError):
+    """The sidecar's copy of the revocation set is too old to answer: handshakes are refused."""
+
+    reason = "revocation.stale"
+
+
+class RevocationMirror:
+    """The sidecar's copy of the revocation set: ``is_revoked`` for the TLS layer and the PEP, pushed changes.
+
+    ``revocations`` is an in-memory identity ``RevocationSet`` (its ``revoke_serial``,
+    ``revoke_spiffe_id``, ``release_spiffe_id``, ``is_revoked`` and ``subscribe``); the mirror
+    applies to it the identity store's rows (:meth:`load`, in store order) and the control
+    plane's pushes (:meth:`apply`). Both run on the event loop's thread, so the sessions a
+    change closes are closed there.
+    """
+
+    def __init__(self, revocations: Any, *, clock: Clock = SYSTEM_CLOCK,
+                 max_age_s: float = REVOCATIONS_MAX_AGE_S) -> None:
+        self.revocations = revocations
+        self._clock = clock
+        self.max_age_s = max_age_s
+        self._loaded = 0  # store rows applied so far (the table is append-only)
+        self._fresh_at: float | None = None  # monotonic time of the last successful read of the store
+        self.store_failures = 0
+        self.last_error = ""
+
+    def load(self, rows: Iterable[Any]) -> int:
+        """Apply the store's revocation rows not applied yet (rows in store order); returns how many."""
+        rows = list(rows)
+        if len(rows) < self._loaded:  # the store was replaced: re-apply all (each change is idempotent)
+            self._loaded = 0
+        fresh = rows[self._loaded:]
+        for row in fresh:
+            self.apply(row.kind, row.value, row.reason, row.revoked_at)
+        self._loaded = len(rows)
+        self._fresh_at = self._clock.monotonic()
+        return len(fresh)
+
+    def apply(self, kind: str, value: str, reason: str, at: float | None = None) -> None:
+        """One change (a store row or a control-plane push); an unknown kind or bad value changes nothing."""
+        if kind not in REVOCATION_KINDS:
+            return
+        now = self._clock.now() if at is None else at
+        try:
+            if kind == "serial":
+                if not self.revocations.is_revoked(int(value), ""):
+                    self.revocations.revoke_serial(int(value), now, reason)
+            elif kind == "spiffe_id":
+                if not self.revocations.is_quarantined(value):
+                    self.revocations.revoke_spiffe_id(value, now, reason)
+            elif self.revocations.is_quarantined(value):
+                self.revocations.release_spiffe_id(value, now, reason)
+        except (TrustFabricError, ValueError) as exc:
+            self.last_error = getattr(exc, "reason", "revocation.bad_entry")
+
+    @property
+    def stale(self) -> bool:
+        return self._fresh_at is None or self._clock.monotonic() - self._fresh_at > self.max_age_s
+
+    def is_revoked(self, serial: int, spiffe_id: str) -> bool:
+        """True when the serial is revoked or the identity quarantined; raises when the copy is too old."""
+        if self.stale:
+            raise RevocationsStale(f"no revocation data for {self.max_age_s} s ({self.last_error or 'never read'})")
+        return bool(self.revocations.is_revoked(serial, spiffe_id))
+
+    def is_quarantined(self, spiffe_id: str) -> bool:
+        return bool(self.revocations.is_quarantined(spiffe_id))
+
+    def subscribe(self, callback: Callable[[Any], None]) -> Callable[[], None]:
+        return self.revocations.subscribe(callback)
+
+    async def follow_store(self, read: Callable[[], Any], stop: asyncio.Event,
+                           interval_s: float = STORE_POLL_S) -> None:
+        """Poll ``read()`` (the store's ``(version, rows)``) in a worker thread every ``interval_s``
+        until ``stop``; the rows are applied on the event loop. A failed read is counted and retried."""
+        loop = asyncio.get_running_loop()
+        while not stop.is_set():
+            try:
+                _version, rows = await loop.run_in_executor(None, read)
+                self.load(rows)
+            except Exception as exc:  # noqa: BLE001 - counted; the mirror turns stale and refuses
+                self.store_failures += 1
+                self.last_error = getattr(exc, "reason", type(exc).__name__)
+            try:
+                await asyncio.wait_for(stop.wait(), interval_s)
+            except TimeoutError:
+                pass
 
 
 class _HeldConnection(asyncio.Protocol):
@@ -165,8 +267,7 @@ class Sidecar:
     def _still_allowed(self, session) -> bool:
         if not session.open:
             return False
-        if (session.table_epoch < session.state.epoch or session.table_global_epoch < self.pep._global[0]
-                or self.pep._mono() >= session.token_deadline or self.pep._mono() >= session.table_deadline):
+        if not self.pep.is_current(session):
             allowed, reason = self.pep.check(session, self.action, self.resource)
             self.pep.flush_decisions()
             if not allowed:

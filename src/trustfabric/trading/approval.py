@@ -14,6 +14,11 @@ key id, in an unambiguous length-prefixed encoding. The router's
   instead of forgetting: fail closed),
 * an expired one, or one issued in the future beyond the allowed skew.
 
+Time: ``now_ns`` and ``issued_ns`` are the host's monotonic clock in nanoseconds
+(``Clock.monotonic_ns``; system-wide, so pre-trade-risk and the router it signs for
+read the same clock on the floor's host): a wall-clock step neither expires an
+approval early nor stretches its validity.
+
 Keys rotate: a :class:`ApprovalKeyring` has one active key id used for signing
 and keeps the previous keys accepted until retired, so rotation never drops
 in-flight orders.

@@ -13,6 +13,11 @@ effective state is the most severe of its firm, account and agent states
 Who is privileged is decided elsewhere (the policy engine, a role check); MFA is
 a fact from the identity plane. Both arrive here as plain data in
 :class:`Operator`, so this module stays pure and exact.
+
+Time: every ``now`` and ``Operator.mfa_at`` are on ONE clock, the caller's
+monotonic clock (pre-trade-risk moves the identity plane's MFA time onto it at
+receipt), so the MFA age and the resume request's TTL are durations a wall-clock
+step cannot stretch or shrink.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ class Operator(msgspec.Struct, frozen=True):
     """A person acting on the kill switch, with facts established elsewhere.
 
     ``privileged``: the outcome of the role/policy check for this action.
-    ``mfa_at``: Unix time of this person's last successful MFA, or ``None``.
+    ``mfa_at``: this person's last successful MFA, on the clock the kill switch is given ``now`` on, or ``None``.
     """
 
     principal: str

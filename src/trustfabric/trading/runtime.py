@@ -9,7 +9,9 @@
    service instance;
 3. starts every service (``python -m trustfabric.trading.services <name>``) with
    its boot line on stdin, waits (bounded) for ``READY <port>``, and writes
-   ``$TRUSTFABRIC_HOME/floor/runtime.json`` (service -> port, pid, SPIFFE ID, mode);
+   ``$TRUSTFABRIC_HOME/floor/runtime.json`` (service -> port, pid, SPIFFE ID, mode); a
+   service whose identity is quarantined is left out (``left_out``, an audit event)
+   and the rest of the floor starts without it;
 4. collects the services' reports (stats, per-link latency) and, on
    :meth:`Floor.stop`, sends SIGTERM, then SIGKILL after a bound: no orphans;
 5. runs the audit :class:`~trustfabric.audit.collector.PeriodicCollector` over
@@ -44,7 +46,7 @@ from typing import Any
 
 from trustfabric.audit.collector import PeriodicCollector
 from trustfabric.audit.errors import AuditError
-from trustfabric.audit.events import AuditEventV1
+from trustfabric.audit.events import AuditEventV1, Kind
 from trustfabric.audit.log import audit_dir, open_log
 from trustfabric.audit.spool import Spool
 from trustfabric.control.plane import DEFAULT_POLICIES, ControlPlane
@@ -64,6 +66,7 @@ STOP_TIMEOUT_S = 5.0
 CHECKPOINT_INTERVAL_S = 1.0  # a signed tree head about every second while the floor runs
 LEARN_CHUNK = 128  # decisions learned per event-loop callback (about 11 us each: the loop is never held long)
 MAX_LEARN_PENDING = 200_000  # decisions waiting for the loop; beyond, a pass's are refused and alerted
+SERVICE_QUARANTINED = "floor.service_quarantined"  # a service left out at start: its identity is quarantined
 
 
 _PORT_FLOOR = 20000  # the lowest port a floor listens on
@@ -157,6 +160,7 @@ class Floor:
     collect_audit: bool = True
     collect_interval_s: float = 1.0
     md_csv: Path | None = None  # a recorded session (marketdata.write_csv) instead of GBM
+    left_out: dict[str, str] = field(default_factory=dict)  # service -> why it was not started (quarantined)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -202,13 +206,30 @@ class Floor:
         self.started_at = time.time()
         if self.collect_audit:
             self._start_collector()
-        await asyncio.gather(*(self.spawn(name) for name in self.services))
+        await asyncio.gather(*(self.spawn(name) for name in self._startable()))
         bad = {n: p.detail for n, p in self.processes.items() if p.status != "ready"}
         self.write_manifest()
         if bad:
             await self.stop()
             raise ConfigError(f"services did not start: {bad}", reason="config.floor.start_failed")
         return self
+
+    def _startable(self) -> tuple[str, ...]:
+        """The services to start: one whose identity is quarantined is left out (``left_out``, and an
+        audit event), so that the rest of the floor starts without it instead of not at all."""
+        plane = self.plane
+        if plane is None:
+            return self.services
+        for name in self.services:
+            try:
+                sid = self.topology.spiffe_id(name)
+            except KeyError:
+                continue  # spawn refuses it
+            if plane.is_quarantined(sid) or plane.identity.revocations.is_quarantined(sid):
+                self.left_out[name] = SERVICE_QUARANTINED
+                plane.emitter.emit(Kind.ADMIN_ACTION, principal=sid, action="floor.start", resource=name,
+                                   decision="deny", reason=SERVICE_QUARANTINED)
+        return tuple(name for name in self.services if name not in self.left_out)
 
     # ------------------------------------------------------------------ audit collection
     @property
@@ -350,6 +371,7 @@ class Floor:
                 "fix": {"port": self.fix_port, "comp_id": self.fix_edge.get("fix_comp_id", ""),
                         "clients": self.fix_edge.get("client_dirs", {}),
                         "bindings": self.fix_edge.get("fix_clients", {})} if self.fix_port else {},
+                "left_out": dict(self.left_out),
                 "services": {n: {"port": p.port, "pid": p.proc.pid, "spiffe_id": p.spiffe_id, "status": p.status,
                                  "mode": self.mode} for n, p in self.processes.items()}}
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,11 @@ Theory of operation:
 * **ResendRequest** from the peer is answered by resending stored application
   messages (PossDupFlag=Y, OrigSendingTime) and SequenceReset-GapFill over admin
   messages and anything not stored.
+* **Two clocks.** ``now`` is wall time: it stamps SendingTime and is compared with
+  the peer's SendingTime (another host's clock). ``mono`` (a monotonic reading,
+  passed with ``now`` to every entry point) runs the logon timeout and the
+  heartbeat / TestRequest timers, so a wall-clock step neither fires nor
+  silences them. Without ``mono`` the timers run on ``now``.
 * **Application messages** D, F, G, H, q become typed events
   (:class:`FixNewOrderSingle`...). Replies are built with :mod:`.codec` builders and
   sent with :meth:`FixSession.send_app`, which stamps and stores them.
@@ -257,6 +262,7 @@ class FixSession:
         store: SeqStore,
         *,
         now: float,
+        mono: float | None = None,
         logon_timeout_s: float = 10.0,
         max_heartbeat_s: int = 300,
         max_garbled: int = 10,
@@ -274,9 +280,10 @@ class FixSession:
         self.max_garbled = max_garbled
         self.max_skew_s = max_skew_s
         self._framer = FixFramer()
-        self._created = now
-        self._last_received = now
-        self._last_sent = now
+        self._mono = now if mono is None else mono  # the monotonic reading of the current entry point
+        self._created = self._mono
+        self._last_received = self._mono
+        self._last_sent = self._mono
         self._test_request_id = ""
         self._test_requests = 0
         self._resend_requested_from = 0
@@ -312,11 +319,15 @@ class FixSession:
             self.store.save_sent(self.key, next_out, raw)
         self.store.set_next_out(self.key, next_out + 1)
         out.outgoing.append(raw)
-        self._last_sent = now
+        self._last_sent = self._mono
         return raw
 
-    def send_app(self, body: simplefix.FixMessage, now: float) -> bytes:
+    def _tick(self, now: float, mono: float | None) -> None:
+        self._mono = now if mono is None else mono
+
+    def send_app(self, body: simplefix.FixMessage, now: float, mono: float | None = None) -> bytes:
         """Stamp, store (for resends) and return one application message (8, 9, j...)."""
+        self._tick(now, mono)
         if self.state != ACTIVE:
             raise FixError("session is not logged on", reason=NOT_LOGGED_ON)
         out = _Out()
@@ -358,7 +369,8 @@ class FixSession:
         self.state = CLOSED
 
     # --- input -------------------------------------------------------------------------------------------
-    def on_bytes(self, data: bytes, now: float) -> SessionOutput:
+    def on_bytes(self, data: bytes, now: float, mono: float | None = None) -> SessionOutput:
+        self._tick(now, mono)
         out = _Out()
         if self.state == CLOSED:
             out.disconnect = True
@@ -378,7 +390,7 @@ class FixSession:
                         self.state = CLOSED
                 continue
             self._garbled_in_row = 0
-            self._last_received = now
+            self._last_received = self._mono
             try:
                 if self.state == AWAITING_LOGON:
                     self._on_logon(framed.message, out, now)
@@ -395,16 +407,19 @@ class FixSession:
         """The transport closed; sequence numbers stay in the store for the next Logon."""
         self.state = CLOSED
 
-    def logout(self, text: str, now: float) -> SessionOutput:
+    def logout(self, text: str, now: float, mono: float | None = None) -> SessionOutput:
+        self._tick(now, mono)
         out = _Out()
         if self.state == ACTIVE:
             self._logout(out, text, now, "fix.local_logout")
         return out.freeze()
 
-    def on_timer(self, now: float) -> SessionOutput:
+    def on_timer(self, now: float, mono: float | None = None) -> SessionOutput:
+        self._tick(now, mono)
+        mono_now = self._mono
         out = _Out()
         if self.state == AWAITING_LOGON:
-            if now - self._created >= self.logon_timeout_s:
+            if mono_now - self._created >= self.logon_timeout_s:
                 out.events.append(SessionProblem(sender="", reason=LOGON_TIMEOUT))
                 out.disconnect = True
                 self.state = CLOSED
@@ -412,7 +427,7 @@ class FixSession:
         if self.state != ACTIVE:
             return out.freeze()
         hb = self.heartbeat_s
-        silent = now - self._last_received
+        silent = mono_now - self._last_received
         if self._test_request_id and silent >= 2.4 * hb:
             self._logout(out, "heartbeat timeout", now, HEARTBEAT_TIMEOUT)
             return out.freeze()
@@ -420,7 +435,7 @@ class FixSession:
             self._test_requests += 1
             self._test_request_id = f"TEST-{self._test_requests}"
             self._send(out, self._admin(TEST_REQUEST, (112, self._test_request_id)), now)
-        if now - self._last_sent >= hb:
+        if mono_now - self._last_sent >= hb:
             self._send(out, self._admin(HEARTBEAT), now)
         return out.freeze()
 

@@ -90,6 +90,16 @@ def encode_body(obj: Any) -> bytes:
     return _body_encoder.encode(obj)
 
 
+def renewal_deadline(creds: Any, clock: Clock) -> float:
+    """When to renew ``creds`` (just received), on ``clock``'s monotonic clock: at half their lifetime.
+
+    The validity is the CA's wall time, compared with ours once, here; the wait then runs on
+    the monotonic clock, so a wall-clock step cannot move the renewal past the expiry.
+    """
+    half_life = creds.not_before + (creds.not_after - creds.not_before) / 2
+    return clock.monotonic() + (half_life - clock.now())
+
+
 class ServiceSink:
     """The process's one audit sink: re-stamps every event into the spool's sequence, and keeps a
     copy of the security-relevant ones (denials, refusals) for the control plane's response engine.
@@ -538,7 +548,7 @@ class ServiceRuntime:
             self.revocations.revoke_spiffe_id(sid, self.clock.now(), "quarantine.snapshot")
         self.jwks = StaticJwks(msgspec.json.decode(subscribed.jwks))
         verifier = TokenVerifier(self.jwks, reply.issuer, clock=self.clock)
-        tables = control_client.ControlTableSource("127.0.0.1", int(b["control_port"]), self.tls, reply.control_id)
+        tables = control_client.ControlTableSource(self.control)  # awaited on the control channel, never blocking
         self.pep = EnforcementPoint(self.spiffe_id, tables, verifier, clock=self.clock, sink=self.sink,
                                     source=self.name)
         self.pep.attach_revocations(self.revocations)
@@ -590,10 +600,11 @@ class ServiceRuntime:
             self.service.on_command(command)
 
     async def _rotate_loop(self) -> None:
-        """Renew the certificate at half its lifetime (new key, posture checked again)."""
+        """Renew the certificate at half its lifetime (new key, posture checked again), timed on the
+        monotonic clock from the moment the certificate was received (:func:`renewal_deadline`)."""
+        renew_at = renewal_deadline(self.credentials.current(), self.clock)
         while not self.stopped.is_set():
-            creds = self.credentials.current()
-            wait = max(1.0, (creds.not_before + (creds.not_after - creds.not_before) / 2) - self.clock.now())
+            wait = max(1.0, renew_at - self.clock.monotonic())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopped.wait(), wait)
             if self.stopped.is_set():
@@ -602,6 +613,7 @@ class ServiceRuntime:
                 posture = base64.b64decode(self.boot["posture"])
                 fresh = await self.control.renew(self.spiffe_id, posture)  # type: ignore[union-attr]
                 self.credentials.replace(fresh)
+                renew_at = renewal_deadline(fresh, self.clock)
                 fresh.write(self.home / "floor" / "creds" / self.name)
             except TrustFabricError as exc:
                 self.events.emit(Kind.CERT_REFUSED, principal=self.spiffe_id, action="cert.renew", decision="deny",

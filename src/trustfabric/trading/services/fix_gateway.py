@@ -101,19 +101,20 @@ class FixGatewayService(FloorService):
             writer.close()
             return
         identity = str(peer.spiffe_id)
+        clock = self.rt.clock  # wall time stamps and checks SendingTime; the monotonic clock runs the timers
         conn = ClientConnection(identity, FixSession(self.comp_id, identity, self.bindings, self.store,
-                                                     now=time.time()), writer)
+                                                     now=clock.now(), mono=clock.monotonic()), writer)
         try:
             while not self.rt.stopped.is_set():
                 try:
                     data = await asyncio.wait_for(reader.read(65536), TIMER_S)
                 except TimeoutError:
-                    if self._apply(conn, conn.session.on_timer(time.time())):
+                    if self._apply(conn, conn.session.on_timer(clock.now(), clock.monotonic())):
                         break
                     continue
                 if not data:
                     break
-                if self._apply(conn, conn.session.on_bytes(data, time.time())):
+                if self._apply(conn, conn.session.on_bytes(data, clock.now(), clock.monotonic())):
                     break
         except (OSError, ConnectionError):
             pass
@@ -160,7 +161,7 @@ class FixGatewayService(FloorService):
         if conn is None or conn.session.state != "active":
             return  # the client is away: it asks for the order's status when it is back
         try:
-            conn.writer.write(conn.session.send_app(message, time.time()))
+            conn.writer.write(conn.session.send_app(message, self.rt.clock.now(), self.rt.clock.monotonic()))
             conn.sent += 1
         except TrustFabricError:
             pass

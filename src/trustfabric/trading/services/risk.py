@@ -10,7 +10,8 @@ next ack.
 
 Kill switch: the control plane sends a ``killswitch`` command (action, scope,
 target, the person's principal, whether they are privileged, when they last
-passed MFA) after logging the person in; the core applies it (halt cancels the
+passed MFA - moved onto this process's monotonic clock at receipt, as the kill
+switch's own durations run on it) after logging the person in; the core applies it (halt cancels the
 working orders in scope, which go to the router as cancels; ``resume`` is the
 first person's request or, when one is pending, the second person's approval)
 and the answer goes back as a ``CommandResult``.
@@ -77,8 +78,8 @@ class RiskService(FloorService):
             order = self._new.decode(req.body)
             self.received += 1
             principal = self.rt.principal(ctx, order.agent)
-            now_ns = time.time_ns()
-            result, approval = self.core.handle_new_order(order, principal, now_ns)
+            # throttles, duplicate windows and the approval's TTL all run on the monotonic clock
+            result, approval = self.core.handle_new_order(order, principal, self.rt.clock.monotonic_ns())
             if not result.approved:
                 self.rejects += 1
                 return encode_body(OrderAck(False, result.reason, order.cl_ord_id, self._drain(order.agent)))
@@ -149,9 +150,9 @@ class RiskService(FloorService):
         a = command.args
         try:
             operator = ks.Operator(principal=a.get("operator", ""), privileged=a.get("privileged") == "1",
-                                   mfa_at=float(a["mfa_at"]) if a.get("mfa_at") else None)
+                                   mfa_at=self.on_monotonic(float(a["mfa_at"])) if a.get("mfa_at") else None)
             change = self.apply_kill_switch(a.get("action", ""), a.get("scope", ""), a.get("target", ""), operator,
-                                            time.time())
+                                            self.rt.clock.monotonic())
             result = CommandResult(id=a.get("id", ""), ok=True, result={
                 "state": change.state, "pending": "1" if change.pending else "0", "cancels": str(len(change.cancels))})
         except TrustFabricError as exc:
@@ -163,8 +164,17 @@ class RiskService(FloorService):
         if a.get("id") and control is not None and control.conn is not None and not control.conn.closed:
             control.conn.send(result)
 
+    def on_monotonic(self, wall: float) -> float:
+        """Another host's timestamp (wall seconds) on this process's monotonic clock: its age is measured
+        once, now, against our wall clock; every duration that hangs on it then runs on the monotonic clock."""
+        clock = self.rt.clock
+        return clock.monotonic() - (clock.now() - wall)
+
     def on_market_data(self, event) -> None:
-        self.core.on_market_data(event)
+        # the quote's time (market-data's wall clock) moved onto the monotonic clock the checker runs on,
+        # so that its reference-price age is measured against the same clock as every other duration
+        offset_ns = self.rt.clock.monotonic_ns() - round(self.rt.clock.now() * 1e9)
+        self.core.on_market_data(msgspec.structs.replace(event, time_ns=event.time_ns + offset_ns))
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

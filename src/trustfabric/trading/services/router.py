@@ -11,7 +11,6 @@ child carries the parent's limit (:mod:`trustfabric.trading.sor` says why).
 
 from __future__ import annotations
 
-import time
 
 from trustfabric.audit.events import Kind
 from trustfabric.trading.approval import ApprovalKeyring, ApprovalVerifier
@@ -48,7 +47,7 @@ class RouterService(FloorService):
         def route_order(req, ctx):
             routed = self._routed.decode(req.body)
             self.received += 1
-            outcome = self.core.handle(routed, time.time_ns())
+            outcome = self.core.handle(routed, self.rt.clock.monotonic_ns())  # the approval's TTL: monotonic
             if outcome.reject is not None:
                 self.refused += 1
                 self.refusals[outcome.reject.reason] = self.refusals.get(outcome.reject.reason, 0) + 1
