@@ -315,12 +315,12 @@ class EnforcementPoint:
     def open_session(self, peer: PeerLike, token: str, *, trace_id: str = "") -> Session:
         """Open a session for ``peer`` presenting ``token``; raises :class:`SessionRefused`."""
         wall, mono = self._clock.now(), self._mono()
-        principal, jti, exp = self._admit_session(peer, token, wall, trace_id)
+        principal, jti, exp, kid = self._admit_session(peer, token, wall, trace_id)
         try:
             table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
             raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
-        return self._start_session(peer, principal, jti, exp, table, wall, mono, trace_id)
+        return self._start_session(peer, principal, jti, exp, kid, table, wall, mono, trace_id)
 
     async def open_session_async(self, peer: PeerLike, token: str, *, trace_id: str = "") -> Session:
         """:meth:`open_session` awaiting the table source (other connections are served meanwhile).
@@ -329,7 +329,7 @@ class EnforcementPoint:
         during the wait refuses the session it would otherwise have missed.
         """
         wall, mono = self._clock.now(), self._mono()
-        principal, jti, exp = self._admit_session(peer, token, wall, trace_id)
+        principal, jti, exp, kid = self._admit_session(peer, token, wall, trace_id)
         try:
             table = await self._fetch_table_async(principal, wall)
             self.admit_peer(peer)
@@ -338,10 +338,12 @@ class EnforcementPoint:
                                            getattr(peer, "serial", None)))
         except SessionRefused as exc:
             raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
-        return self._start_session(peer, principal, jti, exp, table, wall, mono, trace_id)
+        return self._start_session(peer, principal, jti, exp, kid, table, wall, mono, trace_id)
 
-    def _admit_session(self, peer: PeerLike, token: str, wall: float, trace_id: str) -> tuple[str, str, float]:
-        """The checks of a session open before its table: admission and token; returns (principal, jti, exp)."""
+    def _admit_session(self, peer: PeerLike, token: str, wall: float, trace_id: str
+                       ) -> tuple[str, str, float, str]:
+        """The checks of a session open before its table: admission and token; returns
+        (principal, jti, exp, kid)."""
         principal = peer_id = str(peer.spiffe_id)
         try:
             self.admit_peer(peer)
@@ -352,9 +354,9 @@ class EnforcementPoint:
                                            getattr(peer, "serial", None)))
         except SessionRefused as exc:
             raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
-        return principal, jti, exp
+        return principal, jti, exp, kid
 
-    def _start_session(self, peer: PeerLike, principal: str, jti: str, exp: float, table: DecisionTable,
+    def _start_session(self, peer: PeerLike, principal: str, jti: str, exp: float, kid: str, table: DecisionTable,
                        wall: float, mono: float, trace_id: str) -> Session:
         peer_id = str(peer.spiffe_id)
         state = self._state(principal)
@@ -446,18 +448,18 @@ class EnforcementPoint:
         stops passing messages when it runs out) and raises :class:`SessionRefused`.
         """
         wall, mono = self._clock.now(), self._mono()
-        jti, exp = self._check_renewal(session, token, wall)
+        jti, exp, kid = self._check_renewal(session, token, wall)
         try:
             table = self._fetch_table(session.principal, wall)
         except SessionRefused as exc:
             raise self._refused(exc, session.principal, session.peer_fingerprint,
                                 session=session.session_id, renewal=True) from None
-        self._renewed(session, jti, exp, table, wall, mono)
+        self._renewed(session, jti, exp, kid, table, wall, mono)
 
     async def renew_async(self, session: Session, token: str) -> None:
         """:meth:`renew` awaiting the table source; the session's certificate is admitted again once it is in."""
         wall, mono = self._clock.now(), self._mono()
-        jti, exp = self._check_renewal(session, token, wall)
+        jti, exp, kid = self._check_renewal(session, token, wall)
         try:
             table = await self._fetch_table_async(session.principal, wall)
             self.admit_peer(_Presented(session.peer_id, session.cert_der, session.peer_fingerprint,
@@ -467,9 +469,9 @@ class EnforcementPoint:
         except SessionRefused as exc:
             raise self._refused(exc, session.principal, session.peer_fingerprint,
                                 session=session.session_id, renewal=True) from None
-        self._renewed(session, jti, exp, table, wall, mono)
+        self._renewed(session, jti, exp, kid, table, wall, mono)
 
-    def _check_renewal(self, session: Session, token: str, wall: float) -> tuple[str, float]:
+    def _check_renewal(self, session: Session, token: str, wall: float) -> tuple[str, float, str]:
         """A renewal's checks before its table: the same as at open, for the certificate the
         connection presented (a desk terminal's, for a person) and then for the session's principal."""
         if not session.open:
@@ -488,9 +490,9 @@ class EnforcementPoint:
         except SessionRefused as exc:
             raise self._refused(exc, principal, session.peer_fingerprint,
                                 session=session.session_id, renewal=True) from None
-        return jti, exp
+        return jti, exp, kid
 
-    def _renewed(self, session: Session, jti: str, exp: float, table: DecisionTable, wall: float,
+    def _renewed(self, session: Session, jti: str, exp: float, kid: str, table: DecisionTable, wall: float,
                  mono: float) -> None:
         self._install(session, table, wall, mono)
         session.jti = jti
