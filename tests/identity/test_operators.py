@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import stat
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.errors import TrustFabricError
+from trustfabric.control.plane import ControlPlane
 from trustfabric.identity.operators import (
     ACTIONS,
     STEP_UP_ACTIONS,
@@ -28,6 +30,7 @@ from trustfabric.identity.operators import (
     StoreKeys,
     make_proof,
 )
+from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.identity.tokens import KeyRing
 from trustfabric.identity.users import UserDirectory, UserPolicy
@@ -340,7 +343,7 @@ def test_roles_come_from_the_identity_plane_not_the_floor_manifest(world) -> Non
     assert world.authority().authorize(credential, "signal.intel", "bundle", world.clock.now()).role \
         == "security_officer"
     session = world.login("dave")
-    world.store.put_user(__import__("dataclasses").replace(world.store.get_user("dave"), role="trader"))
+    world.store.put_user(dataclasses.replace(world.store.get_user("dave"), role="trader"))
     assert refused(world.authority(), world.request(session, "quarantine", "oms"), "quarantine", "oms",
                    world.clock.now()) == "operator.session_stale"
 
@@ -390,3 +393,31 @@ def test_the_cache_keeps_its_files_private(tmp_path: Path) -> None:
     with pytest.raises(TrustFabricError) as info:
         cache.session()
     assert info.value.reason == "operator.cache_unreadable"
+
+
+def test_a_cli_login_is_verified_by_the_running_control_plane(tmp_path) -> None:
+    """The control plane started first; the login and a key rotation happen in another process's store
+    connection; the plane's authority (its IdentityPlane, its live engine and hub) accepts the session, and
+    its hub's quarantine of the person refuses them."""
+    clock = FakeClock(T0)
+    plane = ControlPlane(tmp_path, clock=clock)
+    try:
+        machine = Ed25519PrivateKey.generate()
+        with IdentityPlane(tmp_path, clock=clock) as cli:
+            totp = pyotp.TOTP(cli.users().enrol("dave", "security_officer", PASSWORD, T0).totp_secret)
+            cli.keys.rotate(T0)
+            session = SessionIssuer.for_plane(cli).login("dave", PASSWORD, totp.at(T0), machine.public_key(), T0)
+        authority = OperatorAuthority.for_plane(plane.identity, plane.engine)
+        clock.advance(2)
+        proof = make_proof(machine, session.token, "quarantine", "algo-meanrev", clock.now())
+        credential = OperatorCredential(user="dave", session=session.token, proof=proof)
+        assert authority.authorize(credential, "quarantine", "algo-meanrev", clock.now()).principal == "user:dave"
+        plane.hub.quarantine("user:dave", reason="test", origin="test")
+        clock.advance(1)
+        proof = make_proof(machine, session.token, "signal.risk", "oms", clock.now())
+        with pytest.raises(TrustFabricError) as info:
+            authority.authorize(OperatorCredential(user="dave", session=session.token, proof=proof), "signal.risk",
+                                "oms", clock.now())
+        assert info.value.reason == "operator.not_permitted" and "guard.quarantine" in info.value.detail
+    finally:
+        plane.close()
