@@ -59,7 +59,7 @@ def login(name: str, totp: pyotp.TOTP):
 
 def events(home, action: str) -> list:
     out = []
-    for _, _, payload in read_spool_records(home / "spool" / "identity", Ack(0, 0)):
+    for _, _, payload in read_spool_records(home / "spool" / "operator-cli", Ack(0, 0)):
         event = decode_event(payload)
         if event.action == action:
             out.append(event)

@@ -10,6 +10,8 @@ from typing import Iterator
 import typer
 from rich.console import Console
 
+from trustfabric.audit.events import Emitter
+from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK
 from trustfabric.errors import TrustFabricError
 from trustfabric.home import home_dir, sub_dir
@@ -43,6 +45,25 @@ def refusals_exit(code: int = 1) -> Iterator[None]:
     except TrustFabricError as exc:
         print(f"{exc.reason}: {exc.detail}" if exc.detail else exc.reason, file=sys.stderr)
         raise typer.Exit(code) from None
+
+
+OPERATOR_AUDIT_SOURCE = "operator-cli"
+
+
+@contextmanager
+def operator_plane() -> Iterator[IdentityPlane]:
+    """The identity plane for an operator command, auditing to its own spool (``spool/operator-cli/``).
+
+    A running control plane writes the ``identity`` spool; a command run beside it (``login``,
+    ``user add``) must not append to the same one.
+    """
+    spool = Spool(sub_dir("spool", OPERATOR_AUDIT_SOURCE), OPERATOR_AUDIT_SOURCE)
+    try:
+        with IdentityPlane(home_dir(), sink=spool) as plane:
+            plane.emitter = Emitter(OPERATOR_AUDIT_SOURCE, spool, plane.clock, start_seq=spool.emitter_start_seq())
+            yield plane
+    finally:
+        spool.close()
 
 
 def operator_cache() -> OperatorCache:

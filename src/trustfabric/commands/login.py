@@ -12,6 +12,7 @@ control plane: the session is issued from the store's token key ring and recorde
 so the control plane's operator endpoint verifies it exactly as a command applying a
 change offline does. ``logout`` ends the session in the store (a copy of it is dead too)
 and removes the cached file; ``whoami`` verifies the cached session as a request would.
+Their audit events go to the ``operator-cli`` spool (the control plane writes ``identity``).
 """
 
 from __future__ import annotations
@@ -21,12 +22,10 @@ import os
 
 import typer
 
-from trustfabric.commands.common import console, err_console, fail, operator_cache, refusals_exit
+from trustfabric.commands.common import console, err_console, fail, operator_cache, operator_plane, refusals_exit
 from trustfabric.errors import TrustFabricError
-from trustfabric.home import home_dir
 from trustfabric.identity.operators import LOGOUT_ACTION, SessionIssuer, machine_jwk, make_proof
 from trustfabric.identity.tokens import jwk_thumbprint
-from trustfabric.identity.plane import IdentityPlane
 
 
 def _utc(ts: float) -> str:
@@ -44,7 +43,7 @@ def command(
     cache = operator_cache()
     with refusals_exit():
         key = cache.machine_key(create=True)
-        with IdentityPlane(home_dir()) as plane:
+        with operator_plane() as plane:
             session = SessionIssuer.for_plane(plane).login(name, password, code, key.public_key(), plane.clock.now())
         cache.save_session(session)
     console.print(f"[green]logged in[/] as [bold]{session.user}[/] ({session.role}) until {_utc(session.expires_at)}, "
@@ -61,7 +60,7 @@ def logout() -> None:
             console.print("not logged in")
             return
         key = cache.machine_key()
-        with IdentityPlane(home_dir()) as plane:
+        with operator_plane() as plane:
             now = plane.clock.now()
             try:
                 if key is None:
@@ -81,7 +80,7 @@ def whoami() -> None:
         cached = cache.session()
         if cached is None:
             raise fail("operator.no_session", "not logged in: trustfabric login")
-        with IdentityPlane(home_dir()) as plane:
+        with operator_plane() as plane:
             session = SessionIssuer.for_plane(plane).inspect(cached.token, plane.clock.now())
             now = plane.clock.now()
         key = cache.machine_key()

@@ -11,7 +11,13 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from trustfabric.commands.common import console, offline_operator_authority, operator_credential, refusals_exit
+from trustfabric.commands.common import (
+    console,
+    offline_operator_authority,
+    operator_credential,
+    operator_plane,
+    refusals_exit,
+)
 from trustfabric.home import home_dir
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.users import ROLES
@@ -34,7 +40,7 @@ def add(
     ``operator.user.add``). The very first enrolment, into a store without people, is the
     bootstrap and is logged as such.
     """
-    with refusals_exit(), IdentityPlane(home_dir()) as plane:
+    with refusals_exit(), operator_plane() as plane:
         users = plane.users()
         users.check_enrolment(name, role)
         bootstrap = users.is_empty()
