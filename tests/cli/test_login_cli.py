@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import stat
+import time
 
 import pyotp
 import pytest
@@ -20,7 +21,9 @@ from typer.testing import CliRunner
 from trustfabric.audit.events import decode_event
 from trustfabric.audit.spool import Ack, read_spool_records
 from trustfabric.cli import app
-from trustfabric.identity.operators import OperatorCache
+from trustfabric.commands.common import offline_operator_authority, operator_credential, operator_plane
+from trustfabric.errors import TrustFabricError
+from trustfabric.identity.operators import OperatorCache, OperatorCredential, make_proof
 from trustfabric.identity.plane import IdentityPlane
 
 runner = CliRunner()
@@ -140,3 +143,24 @@ def test_logout_ends_every_copy_and_tampering_is_refused(home, tmp_path) -> None
     os.chmod(session_file, 0o600)
     assert refusal(run("whoami")) == "operator.session_ended"
     assert [e.principal for e in events(home, "operator.logout") if e.decision == "allow"] == ["user:dave"]
+
+
+def test_offline_step_up_through_the_cached_session(home) -> None:
+    """No floor runs: the command's own authority (Cedar from policies/, the stored signals) takes the session;
+    a release needs a TOTP code with the request, a quarantine does not."""
+    dave = enrol("dave", "security_officer")
+    assert login("dave", dave).exit_code == 0
+    quarantine = operator_credential(None, action="quarantine", target="algo-meanrev")
+    assert quarantine.session and quarantine.proof and not quarantine.password
+    cache = OperatorCache(home / "operator")
+    token = cache.session().token
+    bare_release = OperatorCredential(user="dave", session=token, proof=make_proof(
+        cache.machine_key(), token, "release", "algo-meanrev", time.time()))
+    release = operator_credential(None, step_up=dave.at(time.time() + 30), action="release", target="algo-meanrev")
+    with operator_plane() as plane:
+        authority = offline_operator_authority(plane)
+        assert authority.authorize(quarantine, "quarantine", "algo-meanrev", time.time()).session_id
+        with pytest.raises(TrustFabricError) as info:
+            authority.authorize(bare_release, "release", "algo-meanrev", time.time())
+        assert info.value.reason == "user.step_up_required"
+        assert authority.authorize(release, "release", "algo-meanrev", time.time()).step_up_at > 0

@@ -91,9 +91,13 @@ def operator_credential(user: str | None, *, totp: str | None = None, step_up: s
             cache = operator_cache()
             cached = cache.session()
             now = SYSTEM_CLOCK.now()
-            if cached is not None and (not name or name == cached.user) and now < cached.expires_at:
+            if cached is not None and (not name or name == cached.user):
+                name = cached.user
                 key = cache.machine_key()
-                if key is None:
+                if now >= cached.expires_at:
+                    err_console.print("[yellow]operator.session_expired[/]: the cached session ended; logging in "
+                                      "for this request (trustfabric login for a new session)", highlight=False)
+                elif key is None:
                     err_console.print("[yellow]operator.session_unusable[/]: the cached session's machine key is "
                                       "not on this machine; logging in for this request", highlight=False)
                 else:

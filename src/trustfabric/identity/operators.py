@@ -584,11 +584,15 @@ class OperatorAuthority:
         self._sessions = _Sessions(users, keys, issuer, sessions) if keys is not None and issuer else None
 
     @classmethod
-    def for_plane(cls, plane: "IdentityPlane", policy: OperatorPolicy,
+    def for_plane(cls, plane: "IdentityPlane", policy: OperatorPolicy, *, emitter: Emitter | None = None,
                   sessions: SessionPolicy = SessionPolicy()) -> "OperatorAuthority":
-        """The authority over an identity plane's people and keys (as the store holds them) and ``policy``."""
-        return cls(plane.users(), plane.emitter, policy, keys=StoreKeys(plane.store), issuer=plane.issuer_name,
-                   sessions=sessions)
+        """The authority over an identity plane's people and keys (as the store holds them) and ``policy``.
+
+        The control plane: ``OperatorAuthority.for_plane(self.identity, self.engine, emitter=self.emitter)``;
+        a command with no floor running: :func:`trustfabric.commands.common.offline_operator_authority`.
+        """
+        return cls(plane.users(), emitter or plane.emitter, policy, keys=StoreKeys(plane.store),
+                   issuer=plane.issuer_name, sessions=sessions)
 
     def _authenticate(self, credential: OperatorCredential, action: str, target: str,
                       now: float) -> tuple[str, str, float, tuple[str, ...], str]:
