@@ -105,6 +105,8 @@ __all__ = [
 ACTIONS: dict[str, str] = {
     "quarantine": "containment",
     "release": "containment",
+    "signal.quarantine": "containment",
+    "signal.release": "containment",
     "signal.risk": "signals",
     "signal.intel": "signals",
     "signal.observe": "signals",
@@ -130,7 +132,7 @@ ACTIONS: dict[str, str] = {
 
 # The most dangerous actions: a TOTP code verified with the request itself, whatever the session's age
 # (guards.cedar holds the same list as ``guard.operator-step-up``; a test keeps the two equal).
-STEP_UP_ACTIONS = frozenset({"release", "ca.promote", "ca.issue_unattested", "killswitch.resume",
+STEP_UP_ACTIONS = frozenset({"release", "signal.release", "ca.promote", "ca.issue_unattested", "killswitch.resume",
                              "token.revoke_key"})
 
 SESSION_AUDIENCE = "operator"
