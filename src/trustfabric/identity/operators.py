@@ -76,10 +76,10 @@ from trustfabric.identity.errors import UserError
 from trustfabric.identity.store import IdentityStore
 from trustfabric.identity.tokens import ALGORITHM, KeyRing, VerificationKey, jwk_thumbprint
 from trustfabric.identity.users import Authentication, UserDirectory, valid_name
-from trustfabric.policy.decision import Decision
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # typing only: the identity plane does not depend on the policy engine at run time
     from trustfabric.identity.plane import IdentityPlane
+    from trustfabric.policy.decision import Decision
 
 __all__ = [
     "ACTIONS",
@@ -214,7 +214,7 @@ class OperatorPolicy(Protocol):
 
     def decide_operator(self, person: str, roles: tuple[str, ...], action: str, control: str, *,
                         mfa: bool | None = None, step_up_age_s: int | None = None,
-                        now: float | None = None) -> Decision: ...
+                        now: float | None = None) -> "Decision": ...
 
 
 class KeySource(Protocol):
