@@ -421,3 +421,26 @@ def test_a_cli_login_is_verified_by_the_running_control_plane(tmp_path) -> None:
         assert info.value.reason == "operator.not_permitted" and "guard.quarantine" in info.value.detail
     finally:
         plane.close()
+
+
+def test_the_engine_refuses_malformed_operator_requests(world) -> None:
+    engine = world.engine
+    ok = dict(mfa=True, step_up_age_s=0, now=T0)
+    assert engine.decide_operator("dave", ("security_officer",), "operator.quarantine", "containment", **ok).allowed
+    for args in [("dave", "security_officer", "operator.quarantine", "containment"),  # roles not a tuple
+                 ("dave", ("security_officer",), "quarantine", "containment"),  # not an operator action
+                 ("", ("security_officer",), "operator.quarantine", "containment"),
+                 ("dave", ("security_officer",), "operator.quarantine", ""),
+                 ("dave", (1,), "operator.quarantine", "containment")]:
+        decision = engine.decide_operator(*args, **ok)
+        assert not decision.allowed and decision.errors[0].startswith("policy.request.malformed"), args
+    unknown_role = engine.decide_operator("dave", ("root",), "operator.quarantine", "containment", **ok)
+    assert not unknown_role.allowed and unknown_role.reason == "policy.no_permit"
+    blind = PolicyEngine.from_dir(POLICIES, clock=world.clock)  # no signal source: every read fails
+    refused_blind = blind.decide_operator("dave", ("security_officer",), "operator.quarantine", "containment", **ok)
+    assert not refused_blind.allowed and refused_blind.errors[0].startswith("signal.unavailable")
+    empty = PolicyEngine(engine.topology, StaticSignals(), clock=world.clock)  # no policy set loaded
+    assert empty.decide_operator("dave", ("security_officer",), "operator.quarantine", "containment",
+                                 **ok).errors[0].startswith("policy.no_active_set")
+    assert not engine.decide("algo-meanrev", "operator.quarantine", "containment").allowed
+    assert not engine.decide("user:dave", "operator.quarantine", "containment", {"notional": 1}).allowed
