@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+import tempfile
 
-from trustfabric.audit.events import Kind
+import pyotp
+import pytest
+from argon2 import PasswordHasher, Type
+
+from trustfabric.audit.events import Kind, MemorySink
 from trustfabric.audit.report import NS_PER_DAY, build_evidence, render_html, render_markdown
 from trustfabric.errors import AuditError
+from trustfabric.identity.plane import IdentityPlane
 
 from .conftest import event
 
@@ -55,3 +60,67 @@ def test_rendering_escapes_html_and_refuses_unknown_framework() -> None:
     assert "Order C1" in render_markdown(ev, "15c3-5")
     with pytest.raises(AuditError):
         render_markdown(ev, "sox")
+
+
+def _people_events() -> list:
+    """Two people log in with password and TOTP through the identity plane (its real events), then act."""
+    sink = MemorySink()
+    now = T0 / 1e9
+    with tempfile.TemporaryDirectory() as home, IdentityPlane(home, sink=sink) as plane:
+        users = plane.users(hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
+        for name, role in (("rita", "risk_officer"), ("rob", "trader")):
+            enrolment = users.enrol(name, role, "correct horse battery", now)
+            users.login(name, "correct horse battery", pyotp.TOTP(enrolment.totp_secret).at(now), now)
+    return sink.events
+
+
+def test_mfa_coverage_counts_people_named_by_the_identity_plane_and_by_the_fabric() -> None:
+    people = _people_events()
+    assert {e.principal for e in people if e.kind == Kind.USER_MFA} == {"rita", "rob"}  # bare names, as emitted
+    acts = [event("pep", 100 + i, principal=f"user:{name}", action="read_risk", resource="risk/dashboard",
+                  decision="allow") for i, name in enumerate(("rita", "rob"))]
+    ev = build_evidence(enumerate(people + acts), now_ns=T0, integrity="ok")
+    assert (ev.humans, ev.humans_with_mfa, ev.humans_without_mfa, ev.mfa_coverage) == (2, 2, [], "100.0%")
+    assert "coverage 100.0%" in render_markdown(ev, "nydfs500")
+
+
+def test_a_refused_login_is_not_access_and_a_person_without_mfa_is_named() -> None:
+    evs = [event("identity", 1, principal="mallory", kind=Kind.USER_LOGIN, decision="deny", reason="user.bad_credentials"),
+           event("pep", 2, principal="user:eve", action="read_risk", resource="risk/dashboard", decision="allow")]
+    ev = build_evidence(enumerate(evs), now_ns=T0, integrity="ok")
+    assert (ev.humans, ev.humans_with_mfa, ev.humans_without_mfa) == (1, 0, ["user:eve"])
+
+
+def test_repetitive_rows_are_grouped_with_counts_and_first_and_last_time() -> None:
+    dashboard = "spiffe://prod.acme.example/dashboard/risk-dashboard"
+    polls = [event("oms", s, principal=dashboard, action="read_client_orders", resource="oms/orders",
+                   decision="allow") for s in range(1, 301)]
+    floods = [event("risk", s, principal=ALGO, action="submit_order", resource="risk/orders", decision="deny",
+                    reason="pep.rate") for s in range(1, 51)]
+    ev = build_evidence(enumerate(polls + floods), now_ns=T0, integrity="ok")
+    [poll] = ev.privileged_groups
+    assert (poll.principal, poll.action, poll.count, poll.first_index, poll.last_index) == (
+        dashboard, "read_client_orders", 300, 0, 299)
+    assert poll.first < poll.last
+    [flood] = ev.denied_groups
+    assert (flood.count, flood.reason) == (50, "pep.rate")
+    md = render_markdown(ev, "nydfs500")
+    assert md.count("read_client_orders") == 1 and "| 300 |" in md  # one line, not three hundred
+    assert "300 privileged records in 1 groups" in md
+    html = render_html(ev, "nydfs500")
+    assert html.count("read_client_orders") == 1
+
+
+def test_an_orders_lifecycle_is_in_time_order_whatever_order_it_was_shipped_in() -> None:
+    # the router's spool was shipped before the algo's: log order is not time order
+    evs = [event("router", 5, principal=ALGO, action="route", decision="allow", trace_id="C9"),
+           event("algo", 2, principal=ALGO, action="order.intent", decision="allow", trace_id="C9"),
+           event("oms", 9, principal=ALGO, action="oms.fill", decision="allow", trace_id="C9"),
+           event("risk", 3, principal=ALGO, action="risk.check", decision="allow", trace_id="C9"),
+           event("algo", 1, principal=ALGO, action="order.intent", decision="allow", trace_id="C8")]
+    ev = build_evidence(enumerate(evs), now_ns=T0, integrity="ok")
+    assert [r.action for r in ev.orders["C9"]] == ["order.intent", "risk.check", "route", "oms.fill"]
+    assert list(ev.orders) == ["C8", "C9"]  # orders by their first record's time
+    md = render_markdown(ev, "15c3-5")
+    assert md.index("Order C8") < md.index("Order C9")
+    assert md.index("order.intent") < md.index("risk.check") < md.index("| route |") < md.index("oms.fill")

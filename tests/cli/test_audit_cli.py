@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from trustfabric.audit import merkle
-from trustfabric.audit.events import Kind
+from trustfabric.audit.events import AuditEventV1, Kind, encode_event
+from trustfabric.audit.log import open_log
 from trustfabric.audit.spool import Spool
 from trustfabric.cli import app
 
@@ -155,3 +156,47 @@ def test_report_for_each_framework(home, tmp_path, framework) -> None:
 def test_report_rejects_unknown_framework(home, tmp_path) -> None:
     invoke("collect")
     assert invoke("report", "--framework", "sox", "--out", str(tmp_path)).exit_code == 2
+
+
+def test_collect_signs_and_verify_require_signed_fails_over_an_unsigned_tail_until_signed(home) -> None:
+    assert invoke("collect").exit_code == 0
+    assert invoke("verify", "--require-signed").exit_code == 0  # collect signed what it shipped
+    log = open_log(home / "audit")  # a writer that ingested without signing (no head due yet)
+    log.ingest([encode_event(AuditEventV1(event_id=f"w-{s}", source="writer", seq=s, time_ns=s, kind=Kind.DECISION))
+                for s in (1, 2, 3)])
+    log.close()
+    plain = invoke("verify")
+    assert plain.exit_code == 0 and "intact" in plain.stdout and "3 records beyond the last signed tree head" in plain.stdout
+    strict = invoke("verify", "--require-signed")
+    assert strict.exit_code == 4 and "audit.verify.unsigned_tail" in strict.stderr and "intact" not in strict.stdout
+    assert invoke("checkpoint").exit_code == 0
+    signed = invoke("verify", "--require-signed")
+    assert signed.exit_code == 0 and "0 records beyond the last signed tree head" in signed.stdout
+
+
+def test_verify_is_never_intact_over_records_still_in_a_spool(home) -> None:
+    assert invoke("collect").exit_code == 0
+    with Spool(home / "spool" / "control-plane", "control-plane") as spool:  # written after the last collect
+        spool.emit(Kind.CONTAINMENT, principal=ALGO)
+        spool.emit(Kind.ALERT, principal=ALGO)
+    left = invoke("verify")
+    assert left.exit_code == 4 and "intact" not in left.stdout
+    assert "audit.verify.unshipped" in left.stderr and "control-plane: 2" in left.stderr
+    assert invoke("collect").exit_code == 0
+    assert invoke("verify", "--require-signed").exit_code == 0
+
+
+def test_verify_is_never_intact_over_a_spool_it_cannot_read(home) -> None:
+    assert invoke("collect").exit_code == 0
+    (home / "spool" / "pep-risk" / "ack.json").write_text("{garbled")
+    bad = invoke("verify")
+    assert bad.exit_code == 4 and "audit.verify.spool_unreadable" in bad.stderr and "intact" not in bad.stdout
+
+
+def test_report_evidence_says_incomplete_while_records_wait_in_a_spool(home, tmp_path) -> None:
+    invoke("collect")
+    with Spool(home / "spool" / "identity", "identity") as spool:
+        spool.emit(Kind.USER_MFA, principal="carol", decision="allow")
+    assert invoke("report", "--framework", "nydfs500", "--out", str(tmp_path / "r")).exit_code == 0
+    md = (tmp_path / "r" / "nydfs500.md").read_text()
+    assert "INCOMPLETE: 1 records in spools" in md and "identity: 1" in md

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import os
 import stat
@@ -15,6 +17,8 @@ from typer.testing import CliRunner
 
 from trustfabric.cli import app
 from trustfabric.identity.attestation import code_digest
+from trustfabric.identity.plane import IdentityPlane
+from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.posture import encode_signed
@@ -47,7 +51,7 @@ def refusal(result) -> str:
 def test_help_on_every_command() -> None:
     for group, commands in {"ca": ["init", "issue", "revoke", "promote", "rotate", "bundle", "register-host"],
                             "user": ["add", "login", "list"],
-                            "token": ["issue", "verify", "jwks", "rotate-key"]}.items():
+                            "token": ["issue", "verify", "jwks", "rotate-key", "revoke-key"]}.items():
         for command in commands:
             result = run(group, command, "--help")
             assert result.exit_code == 0 and "Usage" in result.output, (group, command)
@@ -140,7 +144,14 @@ def test_revoke_by_serial_and_by_id(tmp_path) -> None:
     assert refusal(run("ca", "revoke", "not-a-serial")) == "revocation.bad_target"
 
 
-def test_user_add_login_and_person_token() -> None:
+DESK = "spiffe://prod.acme.example/desk/desk-1"
+
+
+def test_user_add_login_and_person_token(tmp_path) -> None:
+    for name in ("desk-1", "desk-2"):
+        assert run("ca", "issue", f"spiffe://prod.acme.example/desk/{name}", "--out", str(tmp_path / name),
+                   "--no-attest").exit_code == 0
+    desk, desk2 = str(tmp_path / "desk-1" / "cert.pem"), str(tmp_path / "desk-2" / "cert.pem")
     added = run("user", "add", "alice", "--role", "trader", "--password", "correct horse battery")
     assert added.exit_code == 0, added.output
     uri = next(line for line in added.stdout.splitlines() if line.startswith("otpauth://"))
@@ -150,14 +161,24 @@ def test_user_add_login_and_person_token() -> None:
     assert refusal(run("user", "login", "alice", "--code", "000000" if totp.now() != "000000" else "111111",
                        "--password", "correct horse battery")) == "user.bad_totp"
     code = totp.now()
+    assert refusal(run("token", "issue", "--sub", "alice", "--aud", "console", "--code", code,
+                       "--password", "correct horse battery")) == "token.unbound"
     issued = run("token", "issue", "--sub", "alice", "--aud", "console", "--code", code,
-                 "--password", "correct horse battery")
+                 "--password", "correct horse battery", "--cert", desk)
     assert issued.exit_code == 0, issued.output
-    claims = json.loads(run("token", "verify", issued.stdout.strip(), "--aud", "console").stdout)
-    assert claims["amr"] == ["pwd", "otp"] and "auth_time" in claims
+    token = issued.stdout.strip()
+    claims = json.loads(run("token", "verify", token, "--aud", "console", "--cert", desk).stdout)
+    assert claims["amr"] == ["pwd", "otp"] and "auth_time" in claims and "x5t#S256" in claims["cnf"]
+    # the person's token is the desk device's: --cert is checked, another desk is refused
+    assert refusal(run("token", "verify", token, "--aud", "console", "--cert", desk2)) == "token.cnf_mismatch"
+    assert refusal(run("token", "verify", token, "--aud", "console")) == "token.cert_required"
     # the same TOTP code again, same step: replay
     assert refusal(run("user", "login", "alice", "--code", code, "--password", "correct horse battery")) \
         == "user.totp_replay"
+
+
+def _kids() -> list[str]:
+    return [k["kid"] for k in json.loads(run("token", "jwks").stdout)["keys"]]
 
 
 def test_jwks_and_key_rotation() -> None:
@@ -166,6 +187,54 @@ def test_jwks_and_key_rotation() -> None:
     assert run("token", "rotate-key").exit_code == 0
     second = json.loads(run("token", "jwks").stdout)
     assert len(second["keys"]) == 2
+
+
+def test_a_key_retired_beyond_its_window_leaves_the_jwks_and_the_store(home, tmp_path) -> None:
+    """The report: `token jwks` still published a key retired 11 minutes earlier, and tokens it signed verified."""
+    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    cert = str(tmp_path / "algo" / "cert.pem")
+    token = run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert).stdout.strip()
+    [old] = _kids()
+    assert run("token", "rotate-key").exit_code == 0
+    store = SqliteIdentityStore(home / "identity.db")
+    row = next(r for r in store.list_signing_keys() if r.kid == old)
+    store.put_signing_key(dataclasses.replace(row, retired_at=time.time() - 660))  # retired 11 minutes ago
+    assert old not in _kids() and len(_kids()) == 1
+    assert old not in {r.kid for r in store.list_signing_keys()}  # its private half destroyed
+    assert [r.kid for r in store.list_removed_signing_keys()] == [old]
+    store.close()
+    assert refusal(run("token", "verify", token, "--aud", OMS, "--cert", cert)) == "token.unknown_kid"
+
+
+def test_revoke_key_is_a_security_officers_step_up_action(home, tmp_path, monkeypatch) -> None:
+    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    cert = str(tmp_path / "algo" / "cert.pem")
+    token = run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert).stdout.strip()
+    totps = {}
+    for name, role in (("dave", "security_officer"), ("tina", "trader")):
+        added = run("user", "add", name, "--role", role, "--password", "correct horse battery")
+        totps[name] = pyotp.parse_uri(next(line for line in added.stdout.splitlines()
+                                           if line.startswith("otpauth://")))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", "correct horse battery")
+    [old] = _kids()
+
+    def revoke(user: str, step: int):
+        return run("token", "revoke-key", old, "--user", user, "--totp", totps[user].at(time.time() + 30 * step))
+
+    nobody = run("token", "revoke-key", old, "--totp", "123456")
+    assert nobody.exit_code != 0 and nobody.stderr.startswith("operator.unauthenticated")
+    assert refusal(revoke("tina", 0)) == "operator.not_permitted"
+    assert refusal(revoke("dave", 0)) == "token.key_active"  # the signing key: rotate first
+    assert run("token", "rotate-key").exit_code == 0
+    assert run("token", "verify", token, "--aud", OMS, "--cert", cert).exit_code == 0  # within the window
+    revoked = revoke("dave", 1)
+    assert revoked.exit_code == 0, revoked.output
+    assert "user:dave" in revoked.stdout and old not in _kids()
+    assert refusal(run("token", "verify", token, "--aud", OMS, "--cert", cert)) == "token.unknown_kid"
+    store = SqliteIdentityStore(home / "identity.db")
+    assert [(r.kid, r.reason) for r in store.list_removed_signing_keys()] == [(old, "key.revoked")]
+    assert [(r.kind, r.value) for r in store.list_revocations()[1]] == [("token_key", old)]
+    store.close()
 
 
 def test_ca_rotation_keeps_old_in_bundle() -> None:
@@ -207,3 +276,28 @@ def test_no_attest_bypass_lands_in_the_audit_spool(home, tmp_path) -> None:
     refused = [e for e in events if e.kind == Kind.CERT_REFUSED]
     assert refused and refused[0].reason == "posture.unsigned" and refused[0].decision == "deny"
     assert [e.seq for e in events] == sorted({e.seq for e in events})
+
+
+def test_token_verify_refuses_overflowing_and_surrogate_claims_in_one_line(home, tmp_path) -> None:
+    """The report: an exp of 10**400 made `token verify` print a traceback (OverflowError)."""
+    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    cert = str(tmp_path / "algo" / "cert.pem")
+    creds = WorkloadCredentials.load(tmp_path / "algo")
+    with IdentityPlane(home) as plane:
+        key, issuer = plane.keys.active, plane.issuer_name
+
+    def b64(data: bytes) -> str:
+        return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+    now = int(time.time())
+    good = {"iss": issuer, "sub": ALGO, "aud": OMS, "iat": now, "nbf": now, "exp": now + 60, "jti": "j",
+            "cnf": {"x5t#S256": creds.x5t_s256}}
+    for changes, why in (({"exp": 10**400}, "token.missing_claim"), ({"iat": 10**400}, "token.missing_claim"),
+                         ({"iss": issuer + "\ud800"}, "token.malformed"),
+                         ({"cnf": {"x5t#S256": creds.x5t_s256[:-1] + "\ud800"}}, "token.malformed")):
+        signing_input = f"{b64(json.dumps({'alg': 'EdDSA', 'kid': key.kid}).encode())}." \
+                        f"{b64(json.dumps({**good, **changes}).encode())}".encode()
+        token = signing_input.decode() + "." + b64(key.private_key.sign(signing_input))
+        result = run("token", "verify", token, "--aud", OMS, "--cert", cert)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        assert refusal(result) == why

@@ -14,6 +14,7 @@ import pytest
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
+from trustfabric.identity.revocation import RevocationSet
 from trustfabric.policy.decision import Obligations
 
 from .conftest import ALGO, RISK
@@ -118,3 +119,48 @@ def test_person_revoked_at_the_identity_provider_refused(desk_world):
     token = person_token(desk_world, desk)
     assert refusal(lambda: pep.open_session(desk, token)) == E.SESSION_PEER_REVOKED
     assert pep.refused == 1 and pep.sessions() == []
+
+
+class _VerifierBlindToBinding:
+    """A token check that verifies nothing about the binding: the PEP must still refuse another device."""
+
+    def verify(self, token, audience, presented_cert_der=None, now=None):
+        return msgspec.json.decode(token)
+
+
+def test_pep_itself_refuses_a_persons_token_from_another_device(desk_world):
+    desk, other = make_peer(DESK), make_peer("spiffe://prod.acme/desk/desk-2")
+    pep = EnforcementPoint(RISK, desk_world.tables, _VerifierBlindToBinding(), clock=desk_world.clock)
+    token = person_token(desk_world, desk)
+    assert refusal(lambda: pep.open_session(other, token)) == "token.cnf_mismatch"
+    assert pep.open_session(desk, token).principal == ALICE
+
+
+def test_revoked_token_key_closes_the_sessions_it_admitted_and_refuses_its_tokens(desk_world):
+    """Sessions keep the kid of their token; a key revocation closes exactly those (claims carry ``kid``)."""
+    desk = make_peer(DESK)
+    pep = desk_world.pep
+
+    def token_of(kid: str) -> str:
+        claims = msgspec.json.decode(person_token(desk_world, desk))
+        return msgspec.json.encode({**claims, "kid": kid}).decode()
+
+    old = pep.open_session(desk, token_of("k-old"))
+    new = pep.open_session(desk, token_of("k-new"))
+    assert (old.kid, new.kid) == ("k-old", "k-new")
+    assert pep.revoke_token_key("k-old") == 1
+    assert not old.open and old.close_reason == "token.key_revoked" and new.open
+    assert pep.check(old, "read", "risk/limits") == (False, E.NO_SESSION)
+    assert refusal(lambda: pep.open_session(desk, token_of("k-old"))) == "token.key_revoked"
+    assert refusal(lambda: pep.renew(new, token_of("k-old"))) == "token.key_revoked"
+
+
+def test_a_token_key_revocation_pushed_by_the_revocation_set_closes_the_sessions(desk_world):
+    desk = make_peer(DESK)
+    pep = desk_world.pep
+    revocations = RevocationSet()
+    pep.attach_revocations(revocations)
+    claims = msgspec.json.decode(person_token(desk_world, desk))
+    session = pep.open_session(desk, msgspec.json.encode({**claims, "kid": "k-old"}).decode())
+    revocations.revoke_token_key("k-old", desk_world.clock.now())
+    assert not session.open and session.close_reason == "token.key_revoked"

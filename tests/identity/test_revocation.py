@@ -49,3 +49,21 @@ def test_bad_inputs_refused() -> None:
     with pytest.raises(IdentityError):
         revocations.revoke_spiffe_id("spiffe://BAD/x", T0)
     assert revocations.version == 0
+
+
+@pytest.mark.parametrize("kid", ["", 7, None, "k" * 129, "k\u00e9"])
+def test_a_bad_token_key_id_is_refused(kid) -> None:
+    with pytest.raises(IdentityError) as info:
+        RevocationSet().revoke_token_key(kid, T0)
+    assert info.value.reason == "revocation.bad_kid"
+
+
+def test_token_key_revocations_are_versioned_persisted_and_pushed() -> None:
+    store = SqliteIdentityStore()
+    revocations = RevocationSet(store)
+    seen = []
+    revocations.subscribe(seen.append)
+    entry = revocations.revoke_token_key("kid-1", T0)
+    assert (entry.kind, entry.value, entry.version) == ("token_key", "kid-1", 1) and seen == [entry]
+    assert RevocationSet(store).is_token_key_revoked("kid-1")
+    assert not revocations.is_revoked(-1, "kid-1")  # a key id is no principal

@@ -48,7 +48,11 @@ def ring() -> KeyRing:
     return KeyRing.generate(T0)
 
 
-ALGO_CREDS = issue_for_test(CertificateAuthority.create(PROD, T0 - 10), ALGO, T0 - 5)
+_PROD_CA = CertificateAuthority.create(PROD, T0 - 10)
+ALGO_CREDS = issue_for_test(_PROD_CA, ALGO, T0 - 5)
+DESK = f"spiffe://{PROD}/desk/desk-1"
+DESK_CREDS = issue_for_test(_PROD_CA, DESK, T0 - 5)
+DESK2_CREDS = issue_for_test(_PROD_CA, f"spiffe://{PROD}/desk/desk-2", T0 - 5)
 
 
 @pytest.fixture(scope="module")
@@ -100,10 +104,12 @@ def test_bound_workload_token_round_trip(issuer, verifier, algo_creds) -> None:
     assert header["alg"] == "EdDSA" and header["kid"] == issuer._keys.active.kid
 
 
-def test_person_token_carries_amr_and_auth_time(issuer, verifier) -> None:
-    token = issuer.issue("alice", "console", T0, ttl_s=120, amr=["pwd", "otp"], auth_time=T0 - 30)
-    claims = verifier.verify(token, "console", now=T0)
-    assert claims.amr == ("pwd", "otp") and claims.auth_time == T0 - 30 and claims.cnf_x5t_s256 is None
+def test_person_token_carries_amr_and_auth_time_and_binds_to_the_desk(issuer, verifier) -> None:
+    token = issuer.issue("alice", "console", T0, ttl_s=120, cert_der=DESK_CREDS.cert_der, amr=["pwd", "otp"],
+                         auth_time=T0 - 30)
+    claims = verifier.verify(token, "console", DESK_CREDS.cert_der, now=T0)
+    assert claims.amr == ("pwd", "otp") and claims.auth_time == T0 - 30
+    assert claims.cnf_x5t_s256 == DESK_CREDS.x5t_s256
 
 
 def test_issuer_refuses_long_ttl_unbound_workload_and_wrong_cert(issuer, algo_creds, prod_ca) -> None:
@@ -323,23 +329,26 @@ def test_replay_cache_is_bounded_and_fails_closed() -> None:
 
 def test_jwks_verifies_and_rotation_keeps_old_tokens_valid(algo_creds) -> None:
     store = SqliteIdentityStore()
-    ring = KeyRing.generate(T0, store)
+    clock = FakeClock(T0)
+    ring = KeyRing.generate(T0, store, clock=clock)
     issuer = TokenIssuer(ring, ISS)
     old_token = issuer.issue(str(ALGO), AUD, T0, cert_der=algo_creds.cert_der)
     old_kid = ring.active.kid
+    clock.advance(60)
     ring.rotate(T0 + 60)
     new_token = issuer.issue(str(ALGO), AUD, T0 + 60, cert_der=algo_creds.cert_der)
     jwks = ring.jwks()
     assert {k["kid"] for k in jwks["keys"]} == {old_kid, ring.active.kid}
-    assert all(set(k) == {"kty", "crv", "x", "kid", "alg", "use"} for k in jwks["keys"])
+    assert all(set(k) - {"exp"} == {"kty", "crv", "x", "kid", "alg", "use"} for k in jwks["keys"])
+    assert {k["kid"]: k.get("exp") for k in jwks["keys"]} == {old_kid: int(T0) + 60 + 630, ring.active.kid: None}
     verifier = TokenVerifier(StaticJwks(json.loads(json.dumps(jwks))), ISS)
     assert verifier.verify(old_token, AUD, algo_creds.cert_der, now=T0 + 61).kid == old_kid
     assert verifier.verify(new_token, AUD, algo_creds.cert_der, now=T0 + 61).kid == ring.active.kid
-    reloaded = KeyRing(store)
+    reloaded = KeyRing(store, clock=clock)
     assert reloaded.active.kid == ring.active.kid
     # long after the retention window the old key is no longer published
     ring.rotate(T0 + 60 + 10_000)
-    assert old_kid not in {k["kid"] for k in ring.jwks()["keys"]}
+    assert old_kid not in {k["kid"] for k in ring.jwks(T0 + 60 + 10_000)["keys"]}
     with pytest.raises(TokenError):
         TokenVerifier(ring, ISS).verify(old_token, AUD, algo_creds.cert_der, now=T0 + 100)
 
@@ -430,5 +439,5 @@ def test_a_revocation_set_that_cannot_answer_refuses_the_token(ring, issuer, alg
     verifier = TokenVerifier(ring, ISS, revocations=Unreachable())
     token = issuer.issue(str(ALGO), AUD, T0, cert_der=algo_creds.cert_der)
     assert reason(verifier, token, algo_creds.cert_der) == "token.revoked"
-    person = issuer.issue("alice", "console", T0, amr=["pwd", "otp"], auth_time=T0)
-    assert reason(verifier, person, aud="console") == "token.revoked"
+    person = issuer.issue("alice", "console", T0, cert_der=DESK_CREDS.cert_der, amr=["pwd", "otp"], auth_time=T0)
+    assert reason(verifier, person, DESK_CREDS.cert_der, aud="console") == "token.revoked"

@@ -119,3 +119,50 @@ def test_engine_turns_a_sustained_anomaly_into_one_tighten_alert(floor):
     assert [(a.category, act) for a, act in rows] == [(Category.BEHAVIOUR, TIGHTEN)]
     assert rig.policy.calls == []  # an anomaly alone tightens; it does not quarantine
     assert rig.policy.tightened[ALGO].max_notional == 50_000.0
+
+
+def _steady_then_flood(rig):
+    """Five minutes of an algo's normal orders, then a flood: the events, as the floor's spools hold them."""
+    rng = random.Random(4)
+    steady, flood = [], []
+    end = rig.clock.now() + 300
+    while rig.clock.now() < end:
+        rig.clock.advance(rng.expovariate(5.0))
+        steady.append(rig.factory.decision(ALGO, "submit_order", "risk/orders", True, qty=100,
+                                           notional=round(rng.uniform(4000, 6000), 2)))
+    for _ in range(400):
+        rig.clock.advance(0.005)
+        flood.append(rig.factory.decision(ALGO, "submit_order", "risk/orders", True, qty=100, notional=5000.0))
+    return steady, flood
+
+
+def test_the_decision_stream_teaches_the_baseline_normal_traffic_and_its_anomalies_tighten(floor):
+    rig = make_rig(floor)
+    steady, flood = _steady_then_flood(rig)
+    assert rig.engine.learn(steady) == []
+    assert rig.engine.baselines.events(ALGO) == len(steady)  # allowed decisions learned, each once
+    assert ("submit_order", "risk/orders") in rig.engine.baselines.pairs(ALGO)
+    raised = []
+    for i in range(0, len(flood), 50):  # as the collector hands them over, pass by pass
+        raised += rig.engine.learn(flood[i:i + 50])
+    assert [a.category for a in raised] == [Category.BEHAVIOUR]
+    assert [(a.category, act) for a, act in rig.store.alerts(principal=ALGO)] == [(Category.BEHAVIOUR, TIGHTEN)]
+    assert rig.engine.events_seen == 0  # the detectors were not fed: they see denials through observe
+
+
+def test_reported_denials_are_not_learned_twice_once_the_stream_is_attached(floor, sid):
+    rig = make_rig(floor)
+    rig.engine.attach_decision_stream()
+    denial = rig.factory.decision(ALGO, "submit_order", "risk/orders", False, reason="enforcement.rate")
+    rig.engine.observe(denial)  # the report path: detectors only
+    assert rig.engine.events_seen == 1 and rig.engine.baselines.events(ALGO) == 0
+    rig.engine.learn([denial])  # the same record, shipped by the collector
+    assert rig.engine.baselines.events(ALGO) == 1
+
+
+def test_learning_is_not_detection_a_lateral_denial_in_the_stream_contains_nobody(floor, sid):
+    rig = make_rig(floor)
+    algo = sid("algo-momentum")
+    lateral = rig.factory.decision(algo, "execute", "venue-b/orders", False)
+    assert rig.engine.learn([lateral]) == [] and not rig.containment.is_quarantined(algo)
+    assert rig.engine.observe(lateral) and rig.containment.is_quarantined(algo)  # the report path detects it

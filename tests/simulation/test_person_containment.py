@@ -95,7 +95,7 @@ def floor(tmp_path):
 
     def token() -> str:
         t = clock.now()
-        return plane.tokens.issue(ALICE, oms, t, 300, amr=("pwd", "otp"), auth_time=t)
+        return plane.tokens.issue(ALICE, oms, t, 300, cert_der=desk_creds.cert_der, amr=("pwd", "otp"), auth_time=t)
 
     directory = plane.identity.users()
     totp = {}

@@ -12,6 +12,7 @@ from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint, is_desk_device
 from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.errors import TokenError
 from trustfabric.identity.tokens import KeyRing, TokenIssuer, TokenVerifier
 from trustfabric.identity.workload import issue_for_test
 
@@ -46,8 +47,9 @@ def world(engine, topology, clock):
     pep = EnforcementPoint(oms, engine, verifier, clock=clock)
     desk = _peer(ca, f"spiffe://{topology.trust_domain}/desk/desk-1", now)
 
-    def person_token(name: str, aud: str = oms, amr=("pwd", "otp")) -> str:
-        return issuer.issue(f"user:{name}", aud, clock.now(), 300, amr=amr, auth_time=clock.now())
+    def person_token(name: str, aud: str = oms, amr=("pwd", "otp"), device: Peer = desk) -> str:
+        return issuer.issue(f"user:{name}", aud, clock.now(), 300, cert_der=device.cert_der, amr=amr,
+                            auth_time=clock.now())
 
     return pep, desk, person_token, issuer, ca, oms
 
@@ -77,8 +79,26 @@ def test_person_token_from_a_workload_certificate_refused(world, topology, clock
     pep, _desk, person_token, _issuer, ca, _oms = world
     algo = _peer(ca, topology.spiffe_id("algo-meanrev"), clock.now())
     with pytest.raises(SessionRefused) as err:
-        pep.open_session(algo, person_token("alice"))
-    assert err.value.reason == E.SESSION_TOKEN_WRONG_SUBJECT
+        pep.open_session(algo, person_token("alice"))  # bound to the desk, presented over the algo's certificate
+    assert err.value.reason == "token.cnf_mismatch"
+    with pytest.raises(TokenError) as info:  # nor is a person's token issued for a workload's certificate
+        person_token("alice", device=algo)
+    assert info.value.reason == "token.not_desk_device"
+
+
+def test_the_same_persons_token_opens_a_session_from_its_own_desk_only(world, topology, clock):
+    """The token binds to the desk device it was issued for (cnf x5t#S256): from a second desk, refused."""
+    pep, desk, person_token, _issuer, ca, _oms = world
+    other_desk = _peer(ca, f"spiffe://{topology.trust_domain}/desk/desk-2", clock.now())
+    token = person_token("alice")
+    with pytest.raises(SessionRefused) as err:
+        pep.open_session(other_desk, token)
+    assert err.value.reason == "token.cnf_mismatch"
+    assert pep.open_session(desk, token).principal == "user:alice"
+    with pytest.raises(SessionRefused) as err:  # a token of hers issued for desk-2 does not open at desk-1
+        pep.open_session(desk, person_token("alice", device=other_desk))
+    assert err.value.reason == "token.cnf_mismatch"
+    assert pep.open_session(other_desk, person_token("alice", device=other_desk)).peer_id == other_desk.spiffe_id
 
 
 def test_workload_token_from_a_desk_refused(world, topology, clock):

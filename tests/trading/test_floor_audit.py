@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from trustfabric.trading.runtime import run_demo
+from trustfabric.audit.log import DB_FILE, Query, SQLiteAuditStore, open_log
+from trustfabric.trading.runtime import Floor, run_demo
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -23,8 +24,9 @@ async def test_demo_run_is_collected_verifiable_and_an_order_is_traced_end_to_en
     result = await run_demo(tmp_path, duration_s=10.0, seed=7)
     assert result["fills"] > 0
     assert result["audit_collected"] > 0 and not result["audit_error"]
-    verify = _cli(tmp_path, "audit", "verify")
+    verify = _cli(tmp_path, "audit", "verify", "--require-signed")  # every spool shipped, all of it signed
     assert verify.returncode == 0, verify.stderr + verify.stdout
+    assert "0 records beyond the last signed tree head" in verify.stdout
     fills = _cli(tmp_path, "audit", "query", "--action", "oms.fill", "--json")
     assert fills.returncode == 0, fills.stderr
     traced = [json.loads(line)["trace_id"] for line in fills.stdout.splitlines() if line.strip()]
@@ -38,3 +40,42 @@ async def test_demo_run_is_collected_verifiable_and_an_order_is_traced_end_to_en
     # every decision the services spooled is in the central log: the spools are fully acknowledged
     tampered_db = tmp_path / "audit" / "audit.db"
     assert tampered_db.exists()
+
+
+TRADING = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk", "algo-momentum")
+
+
+@pytest.mark.slow
+async def test_a_running_floor_signs_checkpoints_its_baselines_learn_allowed_orders_and_stop_leaves_nothing_unsigned(
+        tmp_path):
+    floor = Floor(tmp_path, "zero-trust", services=TRADING)
+    await floor.start()
+    algo = floor.topology.spiffe_id("algo-momentum")
+    baselines = floor.plane.response.baselines
+    try:
+        assert await floor.wait_for(lambda: (tmp_path / "audit" / DB_FILE).exists(), 30.0)
+        store = SQLiteAuditStore(tmp_path / "audit" / DB_FILE)
+
+        def signed() -> int:
+            heads = store.tree_heads()
+            return heads[-1].tree_size if heads else 0
+
+        assert await floor.wait_for(lambda: signed() > 0, 30.0)
+        first = signed()
+        assert await floor.wait_for(lambda: signed() > first, 30.0)  # the checkpoint advances while it runs
+        learned = lambda: baselines.events(algo) >= 20 and ("submit_order", "risk/orders") in baselines.pairs(algo)  # noqa: E731
+        assert await floor.wait_for(learned, 60.0, 0.2)
+        store.close()
+    finally:
+        await floor.stop()
+    assert not floor.collector_error
+    log = open_log(tmp_path / "audit")
+    try:
+        allowed = log.query(Query(principal=algo, action="submit_order", decision="allow"))
+        denied = log.query(Query(principal=algo, decision="deny"))
+    finally:
+        log.close()
+    assert allowed and baselines.events(algo) > len(denied)  # it learned from allowed orders, not denials alone
+    verify = _cli(tmp_path, "audit", "verify", "--require-signed")
+    assert verify.returncode == 0, verify.stderr + verify.stdout
+    assert "0 records beyond the last signed tree head" in verify.stdout

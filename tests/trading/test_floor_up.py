@@ -45,6 +45,11 @@ def test_up_shows_the_live_view_and_stops_on_ctrl_c_without_orphans(tmp_path):
         assert column in out, (column, out[-3000:])
     assert "floor stopped" in out
     assert not [p for p in pids if alive(p)]
+    # the stop shipped every spool and signed a tree head over the whole log
+    verify = subprocess.run([sys.executable, "-m", "trustfabric.cli", "audit", "verify", "--require-signed"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert verify.returncode == 0, verify.stderr + verify.stdout
+    assert "0 records beyond the last signed tree head" in verify.stdout
 
 
 @pytest.mark.slow

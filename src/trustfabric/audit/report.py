@@ -14,12 +14,24 @@ framework, each section citing the rule it serves:
 Grants for the access review come from the caller (``grants``: principal, action,
 resource) - e.g. the policy topology's declared flows - or, if none are given, from the
 allow decisions seen in the log.
+
+People are named once, in one form: the identity plane's own events (login, MFA,
+step-up, lockout) name a person by the bare user name, the rest of the fabric as
+``user:<name>``; :func:`principal_of` gives every record the ``user:<name>`` form before
+anything is counted, so a person's login, MFA and access meet under one name.
+
+Repetitive rows (a dashboard polling a privileged read every second, a flood of the same
+refusal) are shown as groups - one line per (principal, event, action, resource,
+decision, reason) with the count, the first and last time and the first and last log
+index - so the sections read; each record stays in the log (``audit query``). Each
+order's lifecycle (15c3-5) is in time order, whatever order the sources shipped it in.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -34,6 +46,9 @@ PRIVILEGED_ACTIONS = frozenset({"halt", "resume", "quarantine", "release", "tran
                                 "read_client_orders", "load_policy", "revoke", "kill_switch"})
 DENIAL_KINDS = frozenset({Kind.DECISION, Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.TOKEN_REFUSED})
 HUMAN_PREFIX = "user:"
+# The identity plane's events about a person name them by the bare user name.
+PERSON_KINDS = frozenset({Kind.USER_LOGIN, Kind.USER_MFA, Kind.USER_STEP_UP, Kind.USER_LOCKED})
+MFA_KINDS = frozenset({Kind.USER_MFA, Kind.USER_STEP_UP})
 NS_PER_DAY = 86_400 * 10**9
 
 
@@ -51,6 +66,33 @@ class Row:
     resource: str
     decision: str
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Group:
+    """Rows alike in all but their time: how many, from when to when, and where in the log."""
+
+    principal: str
+    kind: str
+    action: str
+    resource: str
+    decision: str
+    reason: str
+    count: int
+    first: str
+    last: str
+    first_index: int
+    last_index: int
+
+
+def group_rows(rows: Sequence[Row]) -> list[Group]:
+    """Rows grouped by (principal, event, action, resource, decision, reason), in order of first appearance."""
+    groups: dict[tuple[str, ...], list[Row]] = {}
+    for r in sorted(rows, key=lambda r: (r.time, r.index)):
+        groups.setdefault((r.principal, r.kind, r.action, r.resource, r.decision, r.reason), []).append(r)
+    return [Group(*key, count=len(rs), first=rs[0].time, last=rs[-1].time,  # type: ignore[misc]
+                  first_index=min(r.index for r in rs), last_index=max(r.index for r in rs))
+            for key, rs in groups.items()]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,9 +139,28 @@ class Evidence:
     def mfa_coverage(self) -> str:
         return "n/a" if not self.humans else f"{100.0 * self.humans_with_mfa / self.humans:.1f}%"
 
+    @cached_property
+    def privileged_groups(self) -> list[Group]:
+        return group_rows(self.privileged)
 
-def _row(index: int, e: AuditEventV1) -> Row:
-    return Row(index, _when(e.time_ns), e.principal, e.kind, e.action, e.resource, e.decision, e.reason)
+    @cached_property
+    def denied_groups(self) -> list[Group]:
+        return group_rows(self.denied)
+
+    @cached_property
+    def lateral_groups(self) -> list[Group]:
+        return group_rows(self.lateral)
+
+
+def principal_of(e: AuditEventV1) -> str:
+    """The record's principal in the one form reports count by (a person is ``user:<name>``)."""
+    if e.kind in PERSON_KINDS and e.principal and not e.principal.startswith(HUMAN_PREFIX):
+        return HUMAN_PREFIX + e.principal
+    return e.principal
+
+
+def _row(index: int, e: AuditEventV1, principal: str) -> Row:
+    return Row(index, _when(e.time_ns), principal, e.kind, e.action, e.resource, e.decision, e.reason)
 
 
 def _segment_of(spiffe: str) -> str:
@@ -122,23 +183,23 @@ def build_evidence(records: Iterable[tuple[int, AuditEventV1]], *, now_ns: int, 
     human_access: set[str] = set()
     human_mfa: set[str] = set()
     last_allow: dict[tuple[str, str, str], int] = {}
-    orders: dict[str, list[Row]] = defaultdict(list)
+    orders: dict[str, list[tuple[int, int, Row]]] = defaultdict(list)
     incidents: dict[str, dict] = {}
     count, first, last = 0, None, None
     for index, e in records:
         count += 1
         first = e.time_ns if first is None else min(first, e.time_ns)
         last = e.time_ns if last is None else max(last, e.time_ns)
-        row = _row(index, e)
+        principal = principal_of(e)
+        row = _row(index, e, principal)
         if e.action in PRIVILEGED_ACTIONS or e.kind in (Kind.ADMIN_ACTION, Kind.CONTAINMENT, Kind.RELEASE):
             privileged.append(row)
-        if e.principal.startswith(HUMAN_PREFIX):
-            if e.kind in (Kind.USER_MFA, Kind.USER_STEP_UP) and e.decision == "allow":
-                human_mfa.add(e.principal)
-            elif e.decision == "allow" or e.kind == Kind.USER_LOGIN:
-                human_access.add(e.principal)
+        if principal.startswith(HUMAN_PREFIX) and e.decision == "allow":
+            human_access.add(principal)  # a login, an MFA, or any access the person was allowed
+            if e.kind in MFA_KINDS:
+                human_mfa.add(principal)
         if e.decision == "allow" and e.kind == Kind.DECISION:
-            key = (e.principal, e.action, e.resource)
+            key = (principal, e.action, e.resource)
             last_allow[key] = max(last_allow.get(key, 0), e.time_ns)
         if e.decision == "deny" and e.kind in DENIAL_KINDS:
             denied.append(row)
@@ -150,7 +211,7 @@ def build_evidence(records: Iterable[tuple[int, AuditEventV1]], *, now_ns: int, 
             if e.kind == Kind.ALERT:
                 alerts.append(row)
             key = str(e.detail.get("incident") or e.trace_id or e.principal or e.event_id)
-            inc = incidents.setdefault(key, {"principal": e.principal, "detected": "", "contained": "",
+            inc = incidents.setdefault(key, {"principal": principal, "detected": "", "contained": "",
                                              "ttd_ms": None, "ttc_ms": None, "reason": e.reason})
             if e.kind == Kind.ALERT and not inc["detected"]:
                 inc["detected"] = row.time
@@ -161,7 +222,7 @@ def build_evidence(records: Iterable[tuple[int, AuditEventV1]], *, now_ns: int, 
                 if isinstance(value, (int, float)):
                     inc[clock_name] = float(value)
         if e.trace_id and (e.trace_id in orders or len(orders) < max_orders):
-            orders[e.trace_id].append(row)
+            orders[e.trace_id].append((e.time_ns, index, row))
     reviewed = list(grants) if grants is not None else list(last_allow)
     cutoff = now_ns - unused_days * NS_PER_DAY
     unused = [Grant(p, a, r, _when(last_allow[(p, a, r)]) if (p, a, r) in last_allow else "")
@@ -172,8 +233,15 @@ def build_evidence(records: Iterable[tuple[int, AuditEventV1]], *, now_ns: int, 
         integrity=integrity, privileged=privileged, humans=len(human_access), humans_with_mfa=len(covered),
         humans_without_mfa=sorted(human_access - human_mfa), unused_days=unused_days, unused_grants=unused,
         grants_reviewed=len(reviewed), denied=denied, lateral=lateral, alerts=alerts,
-        incidents=[Incident(k, **v) for k, v in incidents.items()], orders=dict(orders),
+        incidents=[Incident(k, **v) for k, v in incidents.items()], orders=_in_time_order(orders),
         risk_refusals=risk_refusals)
+
+
+def _in_time_order(orders: dict[str, list[tuple[int, int, Row]]]) -> dict[str, list[Row]]:
+    """Each order's rows by time (then log index), the orders by their first record's time."""
+    timed = {trace: sorted(rows, key=lambda t: (t[0], t[1])) for trace, rows in orders.items()}
+    return {trace: [row for _, _, row in rows]
+            for trace, rows in sorted(timed.items(), key=lambda item: (item[1][0][0], item[1][0][1]))}
 
 
 SECTIONS = {
@@ -198,11 +266,19 @@ Generated {{ ev.generated }} from {{ ev.records }} audit records ({{ ev.first }}
 {% for r in rows %}| {{ r.index }} | {{ r.time }} | {{ r.principal }} | {{ r.kind }} | {{ r.action }} | {{ r.resource }} | {{ r.decision }} | {{ r.reason }} |
 {% endfor %}{% else %}_None recorded._
 {% endif %}{%- endmacro %}
+{% macro groups(gs) -%}
+{% if gs %}| principal | event | action | resource | decision | reason | count | first (UTC) | last (UTC) | records |
+|---|---|---|---|---|---|---|---|---|---|
+{% for g in gs %}| {{ g.principal }} | {{ g.kind }} | {{ g.action }} | {{ g.resource }} | {{ g.decision }} | {{ g.reason }} | {{ g.count }} | {{ g.first }} | {{ g.last }} | {{ g.first_index }}{% if g.count > 1 %}..{{ g.last_index }}{% endif %} |
+{% endfor %}{% else %}_None recorded._
+{% endif %}{%- endmacro %}
 {% for heading, key in sections %}
 ## {{ heading }}
 
 {% if key == "integrity" %}{{ ev.integrity }}
-{% elif key == "privileged" %}{{ table(ev.privileged) }}
+{% elif key == "privileged" %}{{ ev.privileged|length }} privileged records in {{ ev.privileged_groups|length }} groups.
+
+{{ groups(ev.privileged_groups) }}
 {% elif key == "unused" %}{{ ev.grants_reviewed }} grants reviewed; {{ ev.unused_grants|length }} unused for {{ ev.unused_days }} days or more.
 
 {% if ev.unused_grants %}| principal | action | resource | last used |
@@ -217,10 +293,10 @@ Without MFA: {{ ev.humans_without_mfa|join(", ") }}
 
 ### Lateral movement attempts
 
-{{ table(ev.lateral) }}
+{{ groups(ev.lateral_groups) }}
 ### All denied attempts
 
-{{ table(ev.denied) }}
+{{ groups(ev.denied_groups) }}
 {% elif key == "alerts" %}{{ table(ev.alerts) }}
 {% elif key == "incidents" %}{% if ev.incidents %}| incident | principal | detected | contained | time to detect (ms) | time to contain (ms) | reason |
 |---|---|---|---|---|---|---|
@@ -247,16 +323,21 @@ td,th{border:1px solid #bbb;padding:.25em .5em;font-size:90%}th{background:#eee}
 {% if rows %}<table><tr><th>#</th><th>time (UTC)</th><th>principal</th><th>event</th><th>action</th><th>resource</th><th>decision</th><th>reason</th></tr>
 {% for r in rows %}<tr><td>{{ r.index }}</td><td>{{ r.time }}</td><td>{{ r.principal }}</td><td>{{ r.kind }}</td><td>{{ r.action }}</td><td>{{ r.resource }}</td><td>{{ r.decision }}</td><td>{{ r.reason }}</td></tr>
 {% endfor %}</table>{% else %}<p><em>None recorded.</em></p>{% endif %}{%- endmacro %}
+{% macro groups(gs) -%}
+{% if gs %}<table><tr><th>principal</th><th>event</th><th>action</th><th>resource</th><th>decision</th><th>reason</th><th>count</th><th>first (UTC)</th><th>last (UTC)</th><th>records</th></tr>
+{% for g in gs %}<tr><td>{{ g.principal }}</td><td>{{ g.kind }}</td><td>{{ g.action }}</td><td>{{ g.resource }}</td><td>{{ g.decision }}</td><td>{{ g.reason }}</td><td>{{ g.count }}</td><td>{{ g.first }}</td><td>{{ g.last }}</td><td>{{ g.first_index }}{% if g.count > 1 %}..{{ g.last_index }}{% endif %}</td></tr>
+{% endfor %}</table>{% else %}<p><em>None recorded.</em></p>{% endif %}{%- endmacro %}
 {% for heading, key in sections %}<h2>{{ heading }}</h2>
 {% if key == "integrity" %}<p>{{ ev.integrity }}</p>
-{% elif key == "privileged" %}{{ table(ev.privileged) }}
+{% elif key == "privileged" %}<p>{{ ev.privileged|length }} privileged records in {{ ev.privileged_groups|length }} groups.</p>
+{{ groups(ev.privileged_groups) }}
 {% elif key == "unused" %}<p>{{ ev.grants_reviewed }} grants reviewed; {{ ev.unused_grants|length }} unused for {{ ev.unused_days }} days or more.</p>
 {% if ev.unused_grants %}<table><tr><th>principal</th><th>action</th><th>resource</th><th>last used</th></tr>
 {% for g in ev.unused_grants %}<tr><td>{{ g.principal }}</td><td>{{ g.action }}</td><td>{{ g.resource }}</td><td>{{ g.last_used or "never" }}</td></tr>{% endfor %}</table>{% endif %}
 {% elif key == "mfa" %}<p>Human principals with access: {{ ev.humans }}; with MFA: {{ ev.humans_with_mfa }} (coverage {{ ev.mfa_coverage }}).</p>
 {% if ev.humans_without_mfa %}<p>Without MFA: {{ ev.humans_without_mfa|join(", ") }}</p>{% endif %}
 {% elif key == "denied" %}<p>{{ ev.denied|length }} denied attempts, of which {{ ev.lateral|length }} lateral movement.</p>
-<h3>Lateral movement attempts</h3>{{ table(ev.lateral) }}<h3>All denied attempts</h3>{{ table(ev.denied) }}
+<h3>Lateral movement attempts</h3>{{ groups(ev.lateral_groups) }}<h3>All denied attempts</h3>{{ groups(ev.denied_groups) }}
 {% elif key == "alerts" %}{{ table(ev.alerts) }}
 {% elif key == "incidents" %}{% if ev.incidents %}<table><tr><th>incident</th><th>principal</th><th>detected</th><th>contained</th><th>time to detect (ms)</th><th>time to contain (ms)</th><th>reason</th></tr>
 {% for i in ev.incidents %}<tr><td>{{ i.key }}</td><td>{{ i.principal }}</td><td>{{ i.detected }}</td><td>{{ i.contained }}</td><td>{{ i.ttd_ms if i.ttd_ms is not none else "" }}</td><td>{{ i.ttc_ms if i.ttc_ms is not none else "" }}</td><td>{{ i.reason }}</td></tr>{% endfor %}</table>

@@ -96,22 +96,41 @@ def load_or_create_signer(directory: Path) -> TreeHeadSigner:
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = directory / KEY_FILE
     if path.exists():
-        try:
-            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-        except ValueError as exc:
-            raise TreeHeadError(f"{path}: {exc}", reason="audit.tree_head.key") from None
-        if not isinstance(key, Ed25519PrivateKey):
-            raise TreeHeadError(f"{path}: not an Ed25519 key", reason="audit.tree_head.key")
-        return TreeHeadSigner(key)
+        return _load_signer(path)
     signer = TreeHeadSigner.generate()
     pem = signer._key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                      serialization.NoEncryption())
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(pem)
-    (directory / PUBLIC_KEY_FILE).write_bytes(signer.public_key.public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    public = signer.public_key.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+    # Written whole under a name of its own, then linked into place: a second opener at the same
+    # moment (a collector thread and a command) either wins the link or loads the winner's key.
+    tmp = directory / f".{KEY_FILE}.{os.getpid()}.{os.urandom(4).hex()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _load_signer(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    public_tmp = tmp.with_name(tmp.name + ".pub")
+    public_tmp.write_bytes(public)
+    os.replace(public_tmp, directory / PUBLIC_KEY_FILE)
     return signer
+
+
+def _load_signer(path: Path) -> TreeHeadSigner:
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (OSError, ValueError) as exc:
+        raise TreeHeadError(f"{path}: {exc}", reason="audit.tree_head.key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise TreeHeadError(f"{path}: not an Ed25519 key", reason="audit.tree_head.key")
+    return TreeHeadSigner(key)
 
 
 def load_public_key(directory: Path) -> Ed25519PublicKey:

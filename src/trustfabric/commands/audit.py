@@ -17,8 +17,8 @@ import msgspec
 import typer
 from rich.table import Table
 
-from trustfabric.audit.collector import Collector
-from trustfabric.audit.errors import TamperDetected
+from trustfabric.audit.collector import Collector, unshipped
+from trustfabric.audit.errors import AuditError, TamperDetected
 from trustfabric.audit.log import DB_FILE, AuditLog, Query, SQLiteAuditStore, audit_dir, open_log
 from trustfabric.audit.report import FRAMEWORKS, build_evidence, write_report
 from trustfabric.audit.treehead import export_tree_head, import_tree_head, load_public_key
@@ -83,16 +83,23 @@ def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or 
            head: list[Path] = typer.Option([], "--head", help="A tree head exported earlier (checkpoint --export), "
                                            "kept by a witness; repeatable."),
            run: Optional[str] = typer.Option(None, "--run", help="A demo run's log instead: latest, a floor-* "
-                                             "run name or its directory (under $TRUSTFABRIC_HOME).")) -> None:
-    """Recompute every leaf, the Merkle tree and every signed tree head; exit 0 only when intact.
+                                             "run name or its directory (under $TRUSTFABRIC_HOME)."),
+           require_signed: bool = typer.Option(False, "--require-signed", help="Fail (exit 4) if any record lies "
+                                               "beyond the last signed tree head."),
+           spool: Optional[Path] = typer.Option(None, "--spool", help="Spool root whose records must all be in the "
+                                                "log (default: the spool directory beside the audit directory).")) -> None:
+    """Recompute every leaf, the Merkle tree and every signed tree head; exit 0 only when intact and complete.
 
     Names the first bad position when a record was edited, deleted, reordered or inserted, the
-    log was truncated below a signed head, or a tree head was forged (exit 3). Records after the
-    latest signed head are reported as the unsigned tail.
+    log was truncated below a signed head, or a tree head was forged (exit 3). Says how many
+    records lie beyond the last signed tree head (with --require-signed any is a failure,
+    exit 4). Spools beside the log whose records are not in it (not yet collected), or that
+    cannot be read, make the log incomplete (exit 4): it is never called intact over them.
     """
     if run is not None and path is not None:
         raise fail("audit.args.conflict", "give either a directory or --run, not both", code=2)
     directory = run_audit_dir(run) if run is not None else _existing_dir(path)
+    spool_root = spool if spool is not None else directory.parent / "spool"
     with refusals_exit(2):
         public_key = load_public_key(directory)
         witnessed = []
@@ -103,14 +110,32 @@ def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or 
                 raise fail("audit.tree_head.malformed", f"{file}: {exc}", code=2) from None
         store = SQLiteAuditStore(directory / DB_FILE)
         try:
-            report = verify_log(store, public_key, witnessed)
-        except TamperDetected as exc:
-            raise fail(exc.reason, f"first bad position {exc.position}: {exc.detail}", code=3) from None
+            try:
+                report = verify_log(store, public_key, witnessed)
+            except TamperDetected as exc:
+                raise fail(exc.reason, f"first bad position {exc.position}: {exc.detail}", code=3) from None
+            try:
+                pending = unshipped(spool_root, store)
+            except AuditError as exc:
+                raise fail("audit.verify.spool_unreadable",
+                           f"the log verifies ({report.size} records) but a spool under {spool_root} cannot be read "
+                           f"({exc.reason}: {exc.detail}): what it holds is unknown", code=4) from None
         finally:
             store.close()
-    console.print(f"[green]intact[/]: {report.size} records, root {report.root_hash}, "
-                  f"{report.tree_heads_checked} signed tree heads (latest covers {report.signed_size}), "
-                  f"unsigned tail {report.unsigned_tail}", highlight=False)
+    summary = (f"{report.size} records, root {report.root_hash}, {report.tree_heads_checked} signed tree heads "
+               f"(latest covers {report.signed_size}), {report.unsigned_tail} records beyond the last signed tree head")
+    if pending:
+        held = ", ".join(f"{name}: {count}" for name, count in sorted(pending.items()))
+        raise fail("audit.verify.unshipped",
+                   f"the log verifies ({summary}) but {sum(pending.values())} records in spools under {spool_root} "
+                   f"are not in it ({held}); ship them with: trustfabric audit collect --spool {spool_root} "
+                   f"--dir {directory}", code=4)
+    if require_signed and report.unsigned_tail:
+        raise fail("audit.verify.unsigned_tail",
+                   f"{report.unsigned_tail} records beyond the last signed tree head (which covers "
+                   f"{report.signed_size} of {report.size}); sign one with: trustfabric audit checkpoint "
+                   f"--dir {directory}", code=4)
+    console.print(f"[green]intact[/]: {summary}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -167,7 +192,7 @@ def collect(spool: Optional[Path] = typer.Option(None, help="Spool root (default
             loop: bool = typer.Option(False, "--loop", help="Keep collecting until interrupted."),
             interval: float = typer.Option(0.2, help="Seconds between passes with --loop."),
             directory: Optional[Path] = DirOption) -> None:
-    """Ship enforcement points' spool segments into the central log and acknowledge them."""
+    """Ship enforcement points' spool segments into the central log, acknowledge them, and sign a tree head."""
     with refusals_exit(2):
         log = open_log(_dir(directory))
         collector = Collector(log, spool if spool is not None else sub_dir("spool"))
@@ -182,8 +207,12 @@ def collect(spool: Optional[Path] = typer.Option(None, help="Spool root (default
         except KeyboardInterrupt:
             pass
         finally:
-            log.close()
-    console.print(f"collected {total} new records; log size {log.size}", highlight=False)
+            try:
+                head = log.checkpoint()  # what was shipped is signed: no unsigned tail left behind
+            finally:
+                log.close()
+    console.print(f"collected {total} new records; log size {log.size}, signed tree head covers {head.tree_size}",
+                  highlight=False)
 
 
 def _time_ns(value: Optional[str]) -> Optional[int]:
@@ -237,6 +266,18 @@ def query(principal: Optional[str] = typer.Option(None, help="SPIFFE ID or user:
     console.print(table)
 
 
+def _completeness(spool_root: Path, store: SQLiteAuditStore) -> str:
+    """What the evidence must say about records the log does not hold yet ("" when it holds them all)."""
+    try:
+        pending = unshipped(spool_root, store)
+    except AuditError as exc:
+        return f" INCOMPLETE: a spool under {spool_root} cannot be read ({exc.reason}); what it holds is not in this evidence."
+    if not pending:
+        return ""
+    return (f" INCOMPLETE: {sum(pending.values())} records in spools under {spool_root} are not in the log yet "
+            f"({', '.join(f'{name}: {count}' for name, count in sorted(pending.items()))}).")
+
+
 @app.command()
 def report(framework: str = typer.Option(..., "--framework", help=f"One of: {', '.join(FRAMEWORKS)}."),
            out: Path = typer.Option(..., "--out", help="Directory for <framework>.md and <framework>.html."),
@@ -262,7 +303,9 @@ def report(framework: str = typer.Option(..., "--framework", help=f"One of: {', 
             try:
                 v = verify_log(store, load_public_key(d))
                 integrity = (f"Verified intact: {v.size} records, Merkle root {v.root_hash}, {v.tree_heads_checked} "
-                             f"signed tree heads (latest covers {v.signed_size}), unsigned tail {v.unsigned_tail}.")
+                             f"signed tree heads (latest covers {v.signed_size}), {v.unsigned_tail} records beyond "
+                             f"the last signed tree head.")
+                integrity += _completeness(d.parent / "spool", store)
             except TamperDetected as exc:
                 integrity = f"TAMPERING DETECTED at position {exc.position}: {exc.reason}: {exc.detail}"
             evidence = build_evidence(((r.index, r.event()) for r in store.records()), now_ns=time.time_ns(),

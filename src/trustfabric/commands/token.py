@@ -1,9 +1,15 @@
-"""``trustfabric token ...``: issue and verify certificate-bound access tokens; print the JWKS.
+"""``trustfabric token ...``: issue and verify certificate-bound access tokens; the signing keys.
 
 ``token verify`` exits 0 and prints the claims as JSON when the token is valid;
 otherwise it exits non-zero with one line ``reason.code: message``. With
 ``--cert`` the certificate is checked too (chain to the trust domain of the
-audience - or of the certificate - validity and revocation) before the binding.
+audience - or of the certificate - validity and revocation) before the binding;
+every token is bound, a person's to the desk device's certificate it was issued for.
+
+Keys: ``jwks`` prints the keys trusted now (the active one and those retired less
+than their retain window ago), ``rotate-key`` makes a new signing key, and
+``revoke-key KID`` removes a retired key at once - a person's action
+(``token.revoke_key``: password, TOTP, security officer), audited under their name.
 """
 
 from __future__ import annotations
@@ -13,15 +19,17 @@ from pathlib import Path
 
 import typer
 
-from trustfabric.commands.common import refusals_exit
+from trustfabric.commands.common import operator_credential, refusals_exit
 from trustfabric.home import home_dir
 from trustfabric.identity.certs import load_certificate, peer_spiffe_id, verify_chain
 from trustfabric.identity.errors import CertificateError, SpiffeIdError, TokenError
+from trustfabric.identity.operators import OperatorAuthority
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.tokens import MAX_TTL_S
 
-app = typer.Typer(no_args_is_help=True, help="Certificate-bound access tokens: issue, verify, JWKS.")
+app = typer.Typer(no_args_is_help=True,
+                  help="Certificate-bound access tokens: issue, verify; signing keys: JWKS, rotate, revoke.")
 
 
 def _cert_der(path: Path) -> bytes:
@@ -36,33 +44,37 @@ def _cert_der(path: Path) -> bytes:
 
 @app.command("issue")
 def issue(
-    sub: str = typer.Option(..., "--sub", help="Subject: a SPIFFE ID (needs --cert) or a user name (needs --code)."),
+    sub: str = typer.Option(..., "--sub", help="Subject: a SPIFFE ID or a user name (a person: with --code)."),
     aud: str = typer.Option(..., "--aud", help="Audience: the service the token is for."),
-    cert: Path = typer.Option(None, "--cert", help="The workload's cert.pem; binds the token to it (RFC 8705)."),
+    cert: Path = typer.Option(None, "--cert", help="The cert.pem the token binds to (RFC 8705): the workload's own, "
+                                                   "or for a person the desk device's."),
     ttl: int = typer.Option(MAX_TTL_S, "--ttl", help="Lifetime in seconds (at most 300)."),
     code: str = typer.Option(None, "--code", help="For a person: current TOTP code."),
     password: str = typer.Option(None, "--password", help="For a person: password (prompted when omitted)."),
 ) -> None:
-    """Issue a signed access token and print it (a --cert must be valid and unrevoked in its domain)."""
-    if cert is None and not sub.startswith("spiffe:") and password is None and code is not None:
+    """Issue a signed access token bound to --cert and print it (the certificate must be valid and unrevoked)."""
+    if cert is None:
+        with refusals_exit():
+            raise TokenError("a person's token must be bound to the desk device's certificate: pass --cert"
+                             if code is not None else "a token must be bound: pass --cert", reason="token.unbound")
+    person = not sub.startswith("spiffe:")
+    if person and code is not None and password is None:
         password = typer.prompt("password", hide_input=True)
     with refusals_exit(), IdentityPlane(home_dir()) as plane:
         now = plane.clock.now()
         issuer = plane.token_issuer()
-        if cert is not None:
-            cert_der = _cert_der(cert)
-            presented = load_certificate(cert_der)
-            domain = peer_spiffe_id(presented).trust_domain
-            verify_chain(presented, plane.ca(domain).bundle_pem(now), now, domain, revocations=plane.revocations)
+        cert_der = _cert_der(cert)
+        presented = load_certificate(cert_der)
+        domain = peer_spiffe_id(presented).trust_domain
+        verify_chain(presented, plane.ca(domain).bundle_pem(now), now, domain, revocations=plane.revocations)
+        if not person:
             token = issuer.issue(sub, aud, now, ttl, cert_der=cert_der)
-        elif sub.startswith("spiffe:"):
-            raise TokenError("a workload token must be bound: pass --cert", reason="token.unbound")
         else:
             if code is None:
                 raise TokenError("a person's token needs a login: pass --code (and --password)",
                                  reason="token.missing_claim")
             auth = plane.users().login(sub, password or "", code, now)
-            token = issuer.issue(sub, aud, now, ttl, amr=auth.amr, auth_time=auth.auth_time)
+            token = issuer.issue(sub, aud, now, ttl, cert_der=cert_der, amr=auth.amr, auth_time=auth.auth_time)
     typer.echo(token)
 
 
@@ -90,7 +102,7 @@ def verify(
 
 @app.command("jwks")
 def jwks() -> None:
-    """Print the JWKS (public token-signing keys, with kid)."""
+    """Print the JWKS: the public token-signing keys trusted now (active, or retired within their window)."""
     with refusals_exit(), IdentityPlane(home_dir()) as plane:
         document = plane.keys.jwks()
     typer.echo(json.dumps(document, indent=2))
@@ -98,7 +110,26 @@ def jwks() -> None:
 
 @app.command("rotate-key")
 def rotate_key() -> None:
-    """Make a new token signing key; the previous one stays published for tokens still alive."""
+    """Make a new token signing key; the previous one verifies for its retain window, then is destroyed."""
     with refusals_exit(), IdentityPlane(home_dir()) as plane:
-        key = plane.keys.rotate(plane.clock.now())
+        key = plane.rotate_token_key()
     typer.echo(key.kid)
+
+
+@app.command("revoke-key")
+def revoke_key(
+    kid: str = typer.Argument(..., help="The kid of a retired signing key (see `token jwks`)."),
+    user: str = typer.Option(None, "--user", help="Who revokes (a security officer); default $TRUSTFABRIC_USER."),
+    totp: str = typer.Option(None, "--totp", help="Your current TOTP code (the step-up); prompted when omitted."),
+) -> None:
+    """Revoke a retired signing key now: gone from the store, the key ring and the JWKS; its tokens refused.
+
+    The active key cannot be revoked (token.key_active): rotate first.
+    """
+    with refusals_exit():
+        credential = operator_credential(user, totp=totp)
+        with IdentityPlane(home_dir()) as plane:
+            operator = OperatorAuthority(plane.users(), plane.emitter).authorize(
+                credential, "token.revoke_key", kid, plane.clock.now())
+            entry = plane.revoke_token_key(kid, operator.principal)
+    typer.echo(f"revoked token key {kid} (revocation version {entry.version}) by {operator.principal}")

@@ -41,6 +41,7 @@ from trustfabric.errors import TrustFabricError
 from trustfabric.identity.attestation import AttestationRequest
 from trustfabric.identity.certs import certs_to_pem, load_certificate
 from trustfabric.identity.plane import IdentityPlane
+from trustfabric.identity.revocation import RevocationEntry
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy.decision import DecisionTable, Invalidation
@@ -236,6 +237,17 @@ class ControlPlane:
 
     def jwks(self) -> bytes:
         return json.dumps(self.identity.keys.jwks()).encode()
+
+    def revoke_token_key(self, kid: str, operator_principal: str) -> RevocationEntry:
+        """Revoke a retired token signing key on the live floor (the operator is authorized by the caller).
+
+        The key leaves the store, the key ring and the JWKS now; the ``token_key`` revocation is
+        pushed to every service, whose verifier drops the key and whose enforcement point closes
+        the sessions a token of that key admitted. Raises ``token.key_active`` for the signing key
+        (rotate first) and ``token.unknown_kid`` for a key not in the ring. Returns the entry.
+        """
+        with self._lock:
+            return self.identity.revoke_token_key(kid, operator_principal)
 
     # ------------------------------------------------------------------ tokens and tables
     def token_for(self, caller: str, cert_der: bytes, audience: str) -> tuple[str, str]:

@@ -27,7 +27,9 @@ table before being decided - or is denied if the engine is unreachable.
 
 *Push*: :meth:`on_invalidation` (subscribe it to the invalidation bus) bumps the
 epochs; a quarantine invalidation, :meth:`quarantine` or :meth:`revoke_certificate`
-close every affected session at once and refuse the next handshake.
+close every affected session at once and refuse the next handshake;
+:meth:`revoke_token_key` closes the sessions a revoked signing key's tokens admitted
+(each session keeps the ``kid`` of its token).
 
 *Audit*: :meth:`flush_decisions` drains the decision buffer into the enforcement
 point's sink and flushes the sink; the transport calls it before any effect leaves
@@ -58,6 +60,8 @@ from trustfabric.enforcement.obligations import compile_entries
 from trustfabric.enforcement.ports import PeerLike, TableSource, TokenCheck
 from trustfabric.enforcement.session import PrincipalState, Session
 from trustfabric.errors import TrustFabricError
+from trustfabric.identity.certs import x5t_s256
+from trustfabric.identity.tokens import is_desk_device
 from trustfabric.policy.decision import DecisionTable, Invalidation
 
 QUARANTINE_PREFIX = "quarantine"
@@ -66,13 +70,8 @@ RELEASE_PREFIX = "release"
 
 DEFAULT_BUFFER = 8192
 PERSON_PREFIX = "user:"
-DEVICE_SEGMENT = "desk"  # people connect from desk terminals whose certificates name the device
-
-
-def is_desk_device(spiffe_id: str) -> bool:
-    """``spiffe://<td>/desk/<host>``: a desk terminal's device certificate."""
-    parts = spiffe_id.split("/")
-    return len(parts) == 5 and parts[0] == "spiffe:" and parts[3] == DEVICE_SEGMENT and bool(parts[4])
+TOKEN_CNF_MISMATCH = "token.cnf_mismatch"  # a person's token presented from another device than its own
+TOKEN_KEY_REVOKED = "token.key_revoked"  # the signing key of the session's token was revoked
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +89,14 @@ def _claim(claims: Any, name: str) -> Any:
     if isinstance(claims, dict):
         return claims.get(name)
     return getattr(claims, name, None)
+
+
+def _bound_thumbprint(claims: Any) -> Any:
+    """The ``cnf.x5t#S256`` a token is bound to (``Claims.cnf_x5t_s256``, or the raw ``cnf`` mapping)."""
+    if isinstance(claims, dict):
+        cnf = claims.get("cnf")
+        return cnf.get("x5t#S256") if isinstance(cnf, dict) else None
+    return getattr(claims, "cnf_x5t_s256", None)
 
 
 class EnforcementPoint:
@@ -129,6 +136,7 @@ class EnforcementPoint:
         self._cached: dict[str, DecisionTable] = {}
         self._seen_jti: dict[str, float] = {}  # jti -> exp (wall), pruned on open
         self._revoked_fingerprints: set[str] = set()
+        self._revoked_kids: set[str] = set()
         self._lock = threading.RLock()
         # Decision buffer: preallocated; the hot path writes one tuple per decision.
         self._buf: list[Any] = [None] * buffer_size
@@ -169,11 +177,14 @@ class EnforcementPoint:
         if state is not None and state.quarantined:
             raise SessionRefused(f"{principal}: quarantined", reason=E.SESSION_PEER_QUARANTINED)
 
-    def _verify_token(self, token: str, principal: str, cert_der: bytes, wall: float) -> tuple[str, float, str]:
-        """Run the identity provider's verifier, then the PEP's own checks; returns (jti, exp, subject).
+    def _verify_token(self, token: str, principal: str, cert_der: bytes, wall: float
+                      ) -> tuple[str, float, str, str]:
+        """Run the identity provider's verifier, then the PEP's own checks; returns (jti, exp, subject, kid).
 
         The subject is the peer itself, or - when the peer is a desk terminal's device
-        certificate - the person (``user:<name>``) whose MFA login token it presents.
+        certificate - the person (``user:<name>``) whose MFA login token it presents; a
+        person's token must be bound to that very device certificate (``token.cnf_mismatch``).
+        A token signed by a key revoked since this point started is refused (``token.key_revoked``).
         """
         try:
             claims = self._tokens.verify(token, self.audience, cert_der, now=wall)
@@ -191,6 +202,13 @@ class EnforcementPoint:
         if str(sub) != principal and not person:
             raise SessionRefused(f"token subject {sub!r} is not the peer {principal}",
                                  reason=E.SESSION_TOKEN_WRONG_SUBJECT)
+        if person and (not isinstance(cert_der, bytes) or _bound_thumbprint(claims) != x5t_s256(cert_der)):
+            raise SessionRefused(f"{sub}'s token is bound to another device than {principal}",
+                                 reason=TOKEN_CNF_MISMATCH)
+        kid = _claim(claims, "kid")
+        kid = kid if isinstance(kid, str) else ""
+        if kid and kid in self._revoked_kids:
+            raise SessionRefused(f"token signing key {kid} is revoked", reason=TOKEN_KEY_REVOKED)
         aud = _claim(claims, "aud")
         auds = (aud,) if isinstance(aud, str) else tuple(aud or ())
         if self.audience not in auds:
@@ -208,7 +226,7 @@ class EnforcementPoint:
                 for old in [k for k, v in self._seen_jti.items() if v <= wall]:
                     del self._seen_jti[old]
             self._seen_jti[str(jti)] = float(exp)
-        return str(jti), float(exp), str(sub)
+        return str(jti), float(exp), str(sub), kid
 
     def _table_valid(self, table: DecisionTable, principal: str, wall: float) -> bool:
         state = self._principals.get(principal)
@@ -255,7 +273,7 @@ class EnforcementPoint:
         peer_id = principal
         try:
             self.admit_peer(peer)
-            jti, exp, subject = self._verify_token(token, peer_id, peer.cert_der, wall)
+            jti, exp, subject, kid = self._verify_token(token, peer_id, peer.cert_der, wall)
             if subject != peer_id:  # a person on a desk terminal: the session is the person's
                 principal = subject
                 self.admit_peer(_Presented(principal, peer.cert_der, peer.fingerprint_sha256,
@@ -268,9 +286,10 @@ class EnforcementPoint:
                           state, trace_id, peer_id)
         self._install(session, table, wall, mono)
         session.jti = jti
+        session.kid = kid
         session.token_deadline = mono + (exp - wall)
         self._open(session, state, mono, trace_id)
-        detail = {"session": session.session_id, "jti": jti, "token_exp": exp,
+        detail = {"session": session.session_id, "jti": jti, "kid": kid, "token_exp": exp,
                   "table_expires_at": table.expires_at, "entries": len(table.entries)}
         if peer_id != principal:
             detail["device"] = peer_id
@@ -344,7 +363,7 @@ class EnforcementPoint:
             # (a desk terminal's, for a person) and then for the session's principal
             device = _Presented(session.peer_id, session.cert_der, session.peer_fingerprint, session.peer_serial)
             self.admit_peer(device)
-            jti, exp, subject = self._verify_token(token, device.spiffe_id, session.cert_der, wall)
+            jti, exp, subject, kid = self._verify_token(token, device.spiffe_id, session.cert_der, wall)
             if subject != principal:
                 raise SessionRefused(f"renewal token subject {subject!r} is not the session's {principal}",
                                      reason=E.SESSION_TOKEN_WRONG_SUBJECT)
@@ -357,6 +376,7 @@ class EnforcementPoint:
                                 session=session.session_id, renewal=True) from None
         self._install(session, table, wall, mono)
         session.jti = jti
+        session.kid = kid
         session.token_deadline = mono + (exp - wall)
         session.renewals += 1
         self.events.emit(Kind.SESSION_RENEW, principal=principal, epoch=table.epoch,
@@ -441,11 +461,22 @@ class EnforcementPoint:
             self.close(session, reason)
         return len(victims)
 
+    def revoke_token_key(self, kid: str, reason: str = TOKEN_KEY_REVOKED) -> int:
+        """Close every session admitted (or last renewed) with a token of signing key ``kid``, and
+        refuse that key's tokens from now on; the peers reopen with tokens of a trusted key."""
+        with self._lock:
+            self._revoked_kids.add(kid)
+            victims = [s for st in self._principals.values() for s in st.sessions if s.kid == kid]
+        for session in victims:
+            self.close(session, reason)
+        return len(victims)
+
     def attach_revocations(self, revocations: Any) -> Callable[[], None]:
         """Use an identity ``RevocationSet``: checked at every handshake and renewal, its changes pushed.
 
         A revoked serial closes the sessions opened with it; a revoked (quarantined)
-        SPIFFE ID closes every session of that principal; a release lifts it.
+        SPIFFE ID closes every session of that principal; a release lifts it; a revoked
+        token signing key closes the sessions its tokens admitted.
         Returns the unsubscribe function.
         """
         previous = self._is_revoked
@@ -465,6 +496,8 @@ class EnforcementPoint:
                 self.quarantine(entry.value, reason)
             elif entry.kind == "release_spiffe_id":
                 self.release(entry.value)
+            elif entry.kind == "token_key":
+                self.revoke_token_key(entry.value)
 
         return revocations.subscribe(on_change)
 

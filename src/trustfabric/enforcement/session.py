@@ -42,7 +42,7 @@ class PrincipalState:
 class Session:
     __slots__ = ("session_id", "principal", "cert_der", "peer_fingerprint", "peer_serial",
                  "state", "entries", "table_epoch", "table_global_epoch", "table_deadline",
-                 "token_deadline", "jti", "open", "close_reason", "renewals", "opened_mono",
+                 "token_deadline", "jti", "kid", "open", "close_reason", "renewals", "opened_mono",
                  "on_close", "trace_id", "peer_id", "__weakref__")
 
     def __init__(self, principal: str, cert_der: bytes, peer_fingerprint: str, peer_serial: int | None,
@@ -59,6 +59,7 @@ class Session:
         self.table_deadline = 0.0
         self.token_deadline = 0.0
         self.jti = ""
+        self.kid = ""  # the signing key of the token that admitted (or last renewed) the session
         self.open = False
         self.close_reason = ""
         self.renewals = 0

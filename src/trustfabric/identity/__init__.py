@@ -12,9 +12,10 @@ Modules (pure unless noted):
     workload      new_key_and_csr, WorkloadCredentials (cert/key/bundle files), issue_for_test
     attestation   AttestingIssuer: promoted code digest + signed fresh posture, else refused
     rotation      CertificateRenewer: renew at half TTL on an injected clock, fail closed
-    revocation    RevocationSet: versioned serials + quarantined IDs, pushed to subscribers
+    revocation    RevocationSet: versioned serials, quarantined IDs, revoked token keys, pushed
     users         UserDirectory: roles, argon2id, TOTP (replay refused), lockout, step-up
-    tokens        KeyRing/JWKS, TokenIssuer, TokenVerifier (alg pinned per key), ReplayCache
+    tokens        KeyRing/JWKS (key lifecycle: retain window, removal, revocation), TokenIssuer,
+                  TokenVerifier (alg pinned per key, every token bound), ReplayCache
     store         IdentityStore protocol + SQLite implementation (I/O)
     plane         IdentityPlane: everything wired to $TRUSTFABRIC_HOME (I/O shell for CLI/demo)
     errors        the exception tree and reason codes

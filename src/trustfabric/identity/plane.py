@@ -4,7 +4,8 @@
 (``identity.db``), loads the per-domain CAs (keys as 0600 files under
 ``ca/<trust-domain>/``), and hands out the pure pieces - attesting issuer,
 revocation set, token key ring, issuer and verifier, user directory - already
-connected to the store and to one audit emitter. Events go to the durable audit
+connected to the store and to one audit emitter - and the token-key lifecycle
+(:meth:`rotate_token_key`, :meth:`revoke_token_key`). Events go to the durable audit
 spool ``spool/identity/`` (collected into the central log by the audit part),
 or to any sink passed in.
 """
@@ -20,11 +21,11 @@ from trustfabric.audit.events import Emitter, EventSink, Kind
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.identity.attestation import AttestingIssuer, Releases
 from trustfabric.identity.ca import DEFAULT_CA_TTL_S, CertificateAuthority
-from trustfabric.identity.errors import CaError
-from trustfabric.identity.revocation import RevocationSet
+from trustfabric.identity.errors import CaError, TokenError
+from trustfabric.identity.revocation import RevocationEntry, RevocationSet
 from trustfabric.identity.spiffe import validate_trust_domain
 from trustfabric.identity.store import SqliteIdentityStore
-from trustfabric.identity.tokens import KeyRing, ReplayCache, TokenIssuer, TokenVerifier
+from trustfabric.identity.tokens import KeyRing, ReplayCache, SigningKey, TokenIssuer, TokenVerifier
 from trustfabric.identity.users import UserDirectory
 from trustfabric.signals.posture import HostKeyRegistry
 
@@ -53,7 +54,7 @@ class IdentityPlane:
         self._cas: dict[str, CertificateAuthority] = {}
         self.revocations = RevocationSet(self.store)
         self.releases = Releases(self.store)
-        self.keys = KeyRing(self.store)
+        self.keys = KeyRing(self.store, clock=clock, emitter=self.emitter)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -152,6 +153,29 @@ class IdentityPlane:
     def token_verifier(self, replay_cache: ReplayCache | None = None) -> TokenVerifier:
         return TokenVerifier(self.keys, self.issuer_name, clock=self.clock, replay_cache=replay_cache,
                              revocations=self.revocations, emitter=self.emitter)
+
+    def rotate_token_key(self, operator: str = "operator") -> SigningKey:
+        """A new active signing key; the previous one verifies for its retain window, then is removed."""
+        key = self.keys.rotate(self.clock.now())
+        self.emitter.emit(Kind.ADMIN_ACTION, principal=operator, action="token.rotate_key", resource=key.kid,
+                          decision="allow", detail={"retain_s": self.keys.retain_s})
+        return key
+
+    def revoke_token_key(self, kid: str, operator: str = "operator") -> RevocationEntry:
+        """Remove the retired signing key ``kid`` now (store, ring, JWKS) and record the revocation, which
+        the revocation set pushes to every subscriber: enforcement points close the sessions its tokens
+        admitted, verifiers drop it. The active key is refused (``token.key_active``): rotate first."""
+        now = self.clock.now()
+        try:
+            self.keys.revoke(kid, now)
+        except TokenError as exc:
+            self.emitter.emit(Kind.ADMIN_ACTION, principal=operator, action="token.revoke_key",
+                              resource=str(kid)[:200], decision="deny", reason=exc.reason)
+            raise
+        entry = self.revocations.revoke_token_key(kid, now)
+        self.emitter.emit(Kind.ADMIN_ACTION, principal=operator, action="token.revoke_key", resource=kid,
+                          decision="allow", detail={"version": entry.version})
+        return entry
 
     def users(self, **kwargs) -> UserDirectory:
         return UserDirectory(self.store, self.emitter, **kwargs)

@@ -1,11 +1,13 @@
-"""The revocation set: revoked certificate serials and quarantined SPIFFE IDs.
+"""The revocation set: revoked certificate serials, quarantined SPIFFE IDs, revoked token keys.
 
 Enforcement points consult :meth:`RevocationSet.is_revoked` at handshake and
 session renewal. The set is *versioned*: every change bumps ``version``, so a
 consumer can tell it is current, and subscribers are called (push) with the new
 version and the entry. Revoking a SPIFFE ID quarantines the identity: every
 certificate naming it is refused, whatever its serial, until released (a
-release is itself a versioned change). With a store, every change is persisted
+release is itself a versioned change). Revoking a token signing key (``token_key``,
+by ``kid``) tells every enforcement point to close the sessions a token of that key
+admitted and every verifier to drop the key. With a store, every change is persisted
 and a new set loads the persisted state.
 """
 
@@ -19,18 +21,19 @@ from trustfabric.identity.errors import IdentityError
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.store import IdentityStore, RevocationRow
 
-__all__ = ["RevocationSet", "RevocationEntry", "RevocationListener"]
+__all__ = ["RevocationSet", "RevocationEntry", "RevocationListener", "TOKEN_KEY"]
 
 
 @dataclass(frozen=True)
 class RevocationEntry:
     version: int
-    kind: str  # "serial" | "spiffe_id" | "release_spiffe_id"
+    kind: str  # "serial" | "spiffe_id" | "release_spiffe_id" | "token_key"
     value: str
     revoked_at: float
     reason: str
 
 
+TOKEN_KEY = "token_key"
 RevocationListener = Callable[[RevocationEntry], None]
 
 
@@ -42,6 +45,7 @@ class RevocationSet:
         self._lock = threading.RLock()
         self._serials: set[int] = set()
         self._ids: set[str] = set()
+        self._token_keys: set[str] = set()
         self._listeners: list[RevocationListener] = []
         self.version = 0
         if store is not None:
@@ -57,6 +61,8 @@ class RevocationSet:
             self._ids.add(value)
         elif kind == "release_spiffe_id":
             self._ids.discard(value)
+        elif kind == TOKEN_KEY:
+            self._token_keys.add(value)
 
     def _change(self, kind: str, value: str, now: float, reason: str) -> RevocationEntry:
         with self._lock:
@@ -84,6 +90,16 @@ class RevocationSet:
     def release_spiffe_id(self, spiffe_id: SpiffeId | str, now: float, reason: str = "released") -> RevocationEntry:
         sid = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.parse(spiffe_id)
         return self._change("release_spiffe_id", str(sid), now, reason)
+
+    def revoke_token_key(self, kid: str, now: float, reason: str = "token.key_revoked") -> RevocationEntry:
+        """Record that the token signing key ``kid`` is revoked (the key ring removes the key itself)."""
+        if not isinstance(kid, str) or not kid or len(kid) > 128 or not kid.isascii():
+            raise IdentityError(f"bad token key id {str(kid)[:64]!r}", reason="revocation.bad_kid")
+        return self._change(TOKEN_KEY, kid, now, reason)
+
+    def is_token_key_revoked(self, kid: str) -> bool:
+        with self._lock:
+            return kid in self._token_keys
 
     def is_revoked(self, serial: int, spiffe_id: str) -> bool:
         """True when the serial is revoked or the SPIFFE ID is quarantined."""

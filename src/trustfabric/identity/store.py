@@ -4,8 +4,12 @@ A small :class:`IdentityStore` protocol with one implementation on SQLite
 (:class:`SqliteIdentityStore`, the embedded default at
 ``$TRUSTFABRIC_HOME/identity.db``; PostgreSQL can implement the same protocol).
 Rows are plain values; the logic that interprets them lives in the modules that
-use the store. CA private keys are not in the database: they are 0600 files
-under ``$TRUSTFABRIC_HOME/ca/<trust-domain>/`` and the store records where.
+use the store. A token signing key that leaves the key ring is *removed*: its row,
+private half included, is deleted (``secure_delete`` zeroes the freed pages, and
+the write-ahead log is truncated) and only its public half is kept, in
+``removed_signing_keys``, for audit; nothing loads that table into a key ring.
+CA private keys are not in the database: they are 0600 files under
+``$TRUSTFABRIC_HOME/ca/<trust-domain>/`` and the store records where.
 ``sqlite3`` errors are translated to :class:`StoreError` here.
 """
 
@@ -27,6 +31,7 @@ __all__ = [
     "RevocationRow",
     "UserRow",
     "SigningKeyRow",
+    "RemovedSigningKeyRow",
     "ReleaseRow",
     "open_default_store",
 ]
@@ -65,7 +70,20 @@ class SigningKeyRow:
     kid: str
     private_pem: bytes
     created_at: float
-    retired_at: float | None = None  # no longer signs; still published until dropped
+    retired_at: float | None = None  # no longer signs; still verifies until retired_at + retain_s
+    retain_s: float = 0.0  # the window after retirement in which tokens it signed still verify
+
+
+@dataclass(frozen=True)
+class RemovedSigningKeyRow:
+    """The public half of a signing key that left the ring (audit only; never trusted again)."""
+
+    kid: str
+    public_pem: bytes
+    created_at: float
+    retired_at: float | None
+    removed_at: float
+    reason: str  # "key.window_passed" | "key.revoked"
 
 
 class IdentityStore(Protocol):
@@ -86,6 +104,8 @@ class IdentityStore(Protocol):
 
     def put_signing_key(self, row: SigningKeyRow) -> None: ...
     def list_signing_keys(self) -> list[SigningKeyRow]: ...
+    def remove_signing_key(self, kid: str, public_pem: bytes, removed_at: float, reason: str) -> bool: ...
+    def list_removed_signing_keys(self) -> list[RemovedSigningKeyRow]: ...
 
     def put_host_key(self, host: str, public_raw: bytes) -> None: ...
     def list_host_keys(self) -> list[tuple[str, bytes]]: ...
@@ -107,7 +127,11 @@ CREATE TABLE IF NOT EXISTS revocations (
     version INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, value TEXT NOT NULL,
     revoked_at REAL NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS signing_keys (
-    kid TEXT PRIMARY KEY, private_pem BLOB NOT NULL, created_at REAL NOT NULL, retired_at REAL);
+    kid TEXT PRIMARY KEY, private_pem BLOB NOT NULL, created_at REAL NOT NULL, retired_at REAL,
+    retain_s REAL NOT NULL DEFAULT 630);
+CREATE TABLE IF NOT EXISTS removed_signing_keys (
+    kid TEXT PRIMARY KEY, public_pem BLOB NOT NULL, created_at REAL NOT NULL, retired_at REAL,
+    removed_at REAL NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS host_keys (host TEXT PRIMARY KEY, public_raw BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
@@ -125,9 +149,18 @@ class SqliteIdentityStore:
             self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
             self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.execute("PRAGMA secure_delete=ON")  # a removed signing key's bytes do not linger
             self._db.executescript(_SCHEMA)
+            self._migrate()
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open identity store {self.path}: {exc}") from exc
+
+    def _migrate(self) -> None:
+        """Columns added since a store was created: a retired key without a stored window gets the
+        window the key ring used before windows were stored (630 s: twice the token lifetime + leeway)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(signing_keys)")}
+        if "retain_s" not in columns:
+            self._db.execute("ALTER TABLE signing_keys ADD COLUMN retain_s REAL NOT NULL DEFAULT 630")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -214,12 +247,34 @@ class SqliteIdentityStore:
     # token signing keys
     def put_signing_key(self, row: SigningKeyRow) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO signing_keys VALUES (?, ?, ?, ?)",
-                       (row.kid, row.private_pem, row.created_at, row.retired_at))
+            db.execute("INSERT OR REPLACE INTO signing_keys (kid, private_pem, created_at, retired_at, retain_s) "
+                       "VALUES (?, ?, ?, ?, ?)",
+                       (row.kid, row.private_pem, row.created_at, row.retired_at, row.retain_s))
 
     def list_signing_keys(self) -> list[SigningKeyRow]:
-        return [SigningKeyRow(r[0], bytes(r[1]), r[2], r[3])
-                for r in self._query("SELECT * FROM signing_keys ORDER BY created_at")]
+        return [SigningKeyRow(r[0], bytes(r[1]), r[2], r[3], r[4]) for r in self._query(
+            "SELECT kid, private_pem, created_at, retired_at, retain_s FROM signing_keys ORDER BY created_at")]
+
+    def remove_signing_key(self, kid: str, public_pem: bytes, removed_at: float, reason: str) -> bool:
+        """Delete a signing key (its private half destroyed), keep its public half for audit.
+
+        Returns False when no such key was stored (already removed). The write-ahead
+        log is checkpointed and truncated so the deleted page images do not linger there.
+        """
+        with self._tx() as db:
+            rows = db.execute("SELECT created_at, retired_at FROM signing_keys WHERE kid = ?", (kid,)).fetchall()
+            if not rows:
+                return False
+            db.execute("DELETE FROM signing_keys WHERE kid = ?", (kid,))
+            db.execute("INSERT OR REPLACE INTO removed_signing_keys VALUES (?, ?, ?, ?, ?, ?)",
+                       (kid, public_pem, rows[0][0], rows[0][1], removed_at, reason))
+        if self.path != ":memory:":
+            self._query("PRAGMA wal_checkpoint(TRUNCATE)")
+        return True
+
+    def list_removed_signing_keys(self) -> list[RemovedSigningKeyRow]:
+        return [RemovedSigningKeyRow(r[0], bytes(r[1]), r[2], r[3], r[4], r[5])
+                for r in self._query("SELECT * FROM removed_signing_keys ORDER BY removed_at")]
 
     # posture-agent host keys
     def put_host_key(self, host: str, public_raw: bytes) -> None:

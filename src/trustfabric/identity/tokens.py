@@ -1,29 +1,43 @@
 """Short-lived, signed, certificate-bound access tokens (JWT, EdDSA).
 
 The identity provider signs JWTs with Ed25519 (``alg: EdDSA``, PyJWT) under a
-``kid`` that is the key's RFC 7638 thumbprint; :class:`KeyRing` rotates keys and
-publishes the JWKS (the retired key stays published while tokens it signed may
-live). Claims: ``iss sub aud exp nbf iat jti``, ``exp`` at most 300 s after
-``iat``; a workload's token carries ``cnf: {"x5t#S256": ...}`` binding it to the
-client certificate (RFC 8705), a person's token ``amr`` and ``auth_time``.
+``kid`` that is the key's RFC 7638 thumbprint. Claims: ``iss sub aud exp nbf iat
+jti``, ``exp`` at most 300 s after ``iat``. Every token is bound (RFC 8705,
+``cnf: {"x5t#S256": ...}``): a workload's to its own client certificate, a
+person's (``amr`` and ``auth_time`` too) to the certificate of the desk device
+(``spiffe://<td>/desk/<host>``) they signed in at, so it opens sessions from that
+device only.
+
+Key lifecycle (:class:`KeyRing`): one active key signs; :meth:`KeyRing.rotate`
+retires it with a retain window stored with the key (``retired_at + retain_s``)
+during which the tokens it signed still verify; after it the key leaves the ring
+and the JWKS and its private half is destroyed (the store keeps the public half for
+audit). :meth:`KeyRing.revoke` removes a retired key at once (the active one must
+be rotated out first).
 
 :meth:`TokenVerifier.verify` refuses, each with a reason code: oversized
 (> 8 KiB, ``token.oversized``), malformed segments/base64/JSON
 (``token.malformed``), ``alg`` none/None (``token.alg_none``), ``jku``/``x5u``/
 ``jwk``/``x5c`` headers (``token.forbidden_header``), any ``crit``
-(``token.unknown_crit``), unknown ``kid`` (``token.unknown_kid``), an ``alg``
-other than the one pinned to that key - e.g. HS256 "signed" with the public key
-(``token.alg_mismatch``), a bad or empty signature (``token.bad_signature``),
-wrong ``iss``/``aud`` (``token.wrong_iss``/``token.wrong_aud``), a workload subject of
-another trust domain than the audience's (``token.wrong_trust_domain``), missing ``exp``
-(``token.missing_exp``) or other claim (``token.missing_claim``), expired
-(``token.expired``), ``nbf``/``iat`` in the future beyond 30 s
-(``token.not_yet_valid``/``token.iat_future``), lifetime over 300 s
-(``token.lifetime``), a bound token without a certificate
+(``token.unknown_crit``), unknown, retired-and-expired or revoked ``kid``
+(``token.unknown_kid``), an ``alg`` other than the one pinned to that key - e.g.
+HS256 "signed" with the public key (``token.alg_mismatch``), a bad or empty
+signature (``token.bad_signature``), wrong ``iss``/``aud``
+(``token.wrong_iss``/``token.wrong_aud``), a workload subject of another trust
+domain than the audience's (``token.wrong_trust_domain``), missing ``exp``
+(``token.missing_exp``) or another claim missing or of the wrong type
+(``token.missing_claim``: dates are whole seconds in [0, year 9999], never floats,
+booleans, strings or ``10**400``), text that is no Unicode (a lone surrogate) or
+a malformed ``aud``/``cnf`` (``token.malformed``), expired (``token.expired``),
+``nbf``/``iat`` in the future beyond 30 s (``token.not_yet_valid``/
+``token.iat_future``), lifetime over 300 s (``token.lifetime``), a token without
+binding (``token.unbound``), presented without a certificate
 (``token.cert_required``) or with another one (``token.cnf_mismatch``), a
-workload token without binding (``token.unbound``), a certificate naming
-another subject (``token.sub_mismatch``), a revoked subject (``token.revoked``)
-and a replayed ``jti`` (``token.replayed``, with a :class:`ReplayCache`).
+certificate naming another workload (``token.sub_mismatch``) or, for a person, no
+desk device (``token.not_desk_device``), a revoked subject or device
+(``token.revoked``) and a replayed ``jti`` (``token.replayed``, with a
+:class:`ReplayCache`). Whatever the claims hold, the verifier raises
+:class:`TokenError` and nothing else.
 
 The algorithm is never taken from the header: each key carries its algorithm
 and the header must match it. Time is passed in.
@@ -40,7 +54,7 @@ import math
 import re
 import threading
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Mapping, Protocol, Sequence
 
 import jwt
@@ -65,6 +79,8 @@ __all__ = [
     "ReplayCache",
     "TokenError",
     "jwk_thumbprint",
+    "is_desk_device",
+    "DEFAULT_RETAIN_S",
     "ALGORITHM",
     "MAX_TOKEN_BYTES",
     "MAX_TTL_S",
@@ -78,6 +94,12 @@ LEEWAY_S = 30
 FORBIDDEN_HEADERS = ("jku", "x5u", "jwk", "x5c")
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _REQUIRED = ("iss", "sub", "aud", "nbf", "iat", "jti")
+DEFAULT_RETAIN_S = 2 * MAX_TTL_S + LEEWAY_S  # a retired key outlives every token it signed, plus leeway
+KEY_WINDOW_PASSED = "key.window_passed"
+KEY_REVOKED = "key.revoked"
+MAX_NUMERIC_DATE = 253_402_300_799  # 9999-12-31T23:59:59Z: any larger date is no date this issuer writes
+DESK_SEGMENT = "desk"  # people sign in at desk terminals whose certificates name the device
+_X5T_S256 = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256 digest
 
 
 def _b64url(data: bytes) -> str:
@@ -100,9 +122,14 @@ def jwk_thumbprint(public_key: Ed25519PublicKey) -> str:
     return _b64url(hashlib.sha256(canonical.encode()).digest())
 
 
-def public_jwk(public_key: Ed25519PublicKey, kid: str) -> dict[str, str]:
+def public_jwk(public_key: Ed25519PublicKey, kid: str, until: int | None = None) -> dict[str, Any]:
+    """The public JWK; a retired key carries ``exp`` (the end of its retain window, as OpenID
+    Federation's JWK ``exp``): no token verifies with it from then on, whoever holds the copy."""
     x = _b64url(public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw))
-    return {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": ALGORITHM, "use": "sig"}
+    jwk: dict[str, Any] = {"kty": "OKP", "crv": "Ed25519", "x": x, "kid": kid, "alg": ALGORITHM, "use": "sig"}
+    if until is not None:
+        jwk["exp"] = until
+    return jwk
 
 
 # --------------------------------------------------------------------------- keys
@@ -114,6 +141,7 @@ class SigningKey:
     private_key: Ed25519PrivateKey = field(repr=False)
     created_at: float
     retired_at: float | None = None
+    retain_s: float = 0.0
 
     @classmethod
     def generate(cls, now: float) -> "SigningKey":
@@ -124,15 +152,34 @@ class SigningKey:
     def public_key(self) -> Ed25519PublicKey:
         return self.private_key.public_key()
 
+    def trusted_at(self, now: float) -> bool:
+        """Active, or retired less than its retain window ago."""
+        return self.retired_at is None or now < self.retired_at + self.retain_s
+
+    @property
+    def trusted_until(self) -> int | None:
+        """The whole second the retain window ends (``None`` while active)."""
+        return None if self.retired_at is None else math.floor(self.retired_at + self.retain_s)
+
+    def retire(self, now: float, retain_s: float) -> "SigningKey":
+        return replace(self, retired_at=now, retain_s=retain_s)
+
+    def public_pem(self) -> bytes:
+        return self.public_key.public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
     def to_row(self) -> SigningKeyRow:
-        return SigningKeyRow(self.kid, key_to_pem(self.private_key), self.created_at, self.retired_at)
+        return SigningKeyRow(self.kid, key_to_pem(self.private_key), self.created_at, self.retired_at, self.retain_s)
 
     @classmethod
     def from_row(cls, row: SigningKeyRow) -> "SigningKey":
-        key = serialization.load_pem_private_key(row.private_pem, None)
+        try:
+            key = serialization.load_pem_private_key(row.private_pem, None)
+        except (ValueError, TypeError) as exc:
+            raise TokenError(f"signing key {row.kid} is unreadable", reason="token.bad_key") from exc
         if not isinstance(key, Ed25519PrivateKey):
             raise TokenError(f"signing key {row.kid} is not Ed25519", reason="token.bad_key")
-        return cls(row.kid, key, row.created_at, row.retired_at)
+        return cls(row.kid, key, row.created_at, row.retired_at, row.retain_s)
 
 
 @dataclass(frozen=True)
@@ -142,30 +189,58 @@ class VerificationKey:
     kid: str
     public_key: Ed25519PublicKey
     algorithm: str = ALGORITHM
+    until: int | None = None  # a retired key: verifies nothing from this time on
 
 
 class KeySource(Protocol):
-    def verification_keys(self) -> Mapping[str, VerificationKey]: ...
+    def verification_keys(self, now: float) -> Mapping[str, VerificationKey]: ...
 
 
 class KeyRing:
-    """The identity provider's signing keys: one active, recently retired ones still published."""
+    """The identity provider's signing keys: one active, recently retired ones still published.
 
-    def __init__(self, store: IdentityStore | None = None, *, retain_s: float = 2 * MAX_TTL_S + LEEWAY_S) -> None:
+    Lifecycle: a key signs while active; :meth:`rotate` retires it with the ring's
+    ``retain_s`` window, stored with the key (``retired_at + retain_s``), during which
+    tokens it signed still verify; once the window has passed the key leaves the ring
+    and the JWKS and is removed from the store (private half destroyed, public half kept
+    for audit). :meth:`revoke` removes a retired key at once. A ring built from the
+    store loads only the active key and retired keys still within their window; the
+    others it finds are removed then.
+    """
+
+    def __init__(self, store: IdentityStore | None = None, *, retain_s: float = DEFAULT_RETAIN_S,
+                 clock: Clock = SYSTEM_CLOCK, emitter: Emitter | None = None) -> None:
+        if not (isinstance(retain_s, (int, float)) and 0 <= retain_s < math.inf):
+            raise TokenError(f"retain window {retain_s!r} is not a finite number of seconds", reason="token.bad_key")
         self._store = store
-        self._retain_s = retain_s
+        self._retain_s = float(retain_s)
+        self._clock = clock
+        self._emitter = emitter
         self._lock = threading.Lock()
         self._keys: list[SigningKey] = [SigningKey.from_row(r) for r in store.list_signing_keys()] if store else []
+        self.prune(clock.now())
 
     @classmethod
-    def generate(cls, now: float, store: IdentityStore | None = None) -> "KeyRing":
-        ring = cls(store)
+    def generate(cls, now: float, store: IdentityStore | None = None, **kwargs: Any) -> "KeyRing":
+        ring = cls(store, **kwargs)
         ring.ensure(now)
         return ring
+
+    @property
+    def retain_s(self) -> float:
+        return self._retain_s
 
     def _save(self, key: SigningKey) -> None:
         if self._store is not None:
             self._store.put_signing_key(key.to_row())
+
+    def _remove(self, key: SigningKey, now: float, reason: str) -> None:
+        """Destroy a key that left the ring: the store keeps its public half only; audited."""
+        if self._store is not None:
+            self._store.remove_signing_key(key.kid, key.public_pem(), now, reason)
+        if self._emitter is not None:
+            self._emitter.emit(Kind.ADMIN_ACTION, action="token.key_removed", resource=key.kid, decision="allow",
+                               reason=reason, detail={"retired_at": key.retired_at, "retain_s": key.retain_s})
 
     @property
     def active(self) -> SigningKey:
@@ -183,35 +258,62 @@ class KeyRing:
             return self.rotate(now)
 
     def rotate(self, now: float) -> SigningKey:
-        """Make a new active key; the previous one stops signing but stays published ``retain_s``."""
+        """Make a new active key; the previous one stops signing and verifies for ``retain_s`` more."""
         fresh = SigningKey.generate(now)
         with self._lock:
-            kept: list[SigningKey] = []
-            for key in self._keys:
-                if key.retired_at is None:
-                    key = SigningKey(key.kid, key.private_key, key.created_at, now)
-                    self._save(key)
-                if now - (key.retired_at or now) <= self._retain_s:
-                    kept.append(key)
-            kept.append(fresh)
-            self._keys = kept
+            retired = [k.retire(now, self._retain_s) for k in self._keys if k.retired_at is None]
+            self._keys = [k for k in self._keys if k.retired_at is not None] + retired + [fresh]
+        for key in retired:
+            self._save(key)
         self._save(fresh)
+        self.prune(now)
         return fresh
 
-    def published(self) -> list[SigningKey]:
+    def prune(self, now: float) -> list[str]:
+        """Remove every retired key whose window has passed at ``now``; returns their kids."""
+        with self._lock:
+            gone = [k for k in self._keys if not k.trusted_at(now)]
+            if not gone:
+                return []
+            self._keys = [k for k in self._keys if k.trusted_at(now)]
+        for key in gone:
+            self._remove(key, now, KEY_WINDOW_PASSED)
+        return [k.kid for k in gone]
+
+    def revoke(self, kid: str, now: float) -> SigningKey:
+        """Remove a retired key at once (``token.key_active`` for the signing key: rotate first)."""
+        with self._lock:
+            key = next((k for k in self._keys if k.kid == kid), None)
+            if key is None:
+                raise TokenError(f"no signing key {str(kid)[:64]!r} in the ring", reason="token.unknown_kid")
+            if key.retired_at is None:
+                raise TokenError(f"{kid} is the active signing key: rotate first, then revoke it",
+                                 reason="token.key_active")
+            self._keys = [k for k in self._keys if k.kid != kid]
+        self._remove(key, now, KEY_REVOKED)
+        return key
+
+    def published(self, now: float | None = None) -> list[SigningKey]:
+        """The keys trusted at ``now`` (the ring's clock when omitted); expired ones are removed first."""
+        self.prune(self._clock.now() if now is None else now)
         with self._lock:
             return list(self._keys)
 
-    def verification_keys(self) -> Mapping[str, VerificationKey]:
-        return {k.kid: VerificationKey(k.kid, k.public_key) for k in self.published()}
+    def verification_keys(self, now: float | None = None) -> Mapping[str, VerificationKey]:
+        return {k.kid: VerificationKey(k.kid, k.public_key) for k in self.published(now)}
 
-    def jwks(self) -> dict[str, list[dict[str, str]]]:
-        """The JWKS document (public keys only)."""
-        return {"keys": [public_jwk(k.public_key, k.kid) for k in self.published()]}
+    def jwks(self, now: float | None = None) -> dict[str, list[dict[str, str]]]:
+        """The JWKS document (public keys only) of the keys trusted at ``now``."""
+        return {"keys": [public_jwk(k.public_key, k.kid, k.trusted_until) for k in self.published(now)]}
 
 
 class StaticJwks:
-    """Verification keys from a JWKS document; only Ed25519 (OKP) keys are accepted."""
+    """Verification keys from a JWKS document; only Ed25519 (OKP) keys are accepted.
+
+    A service's copy of the identity provider's JWKS: a retired key verifies only until
+    its ``exp`` (the end of its retain window), and :meth:`revoke` drops a key the
+    identity provider revoked (pushed as a ``token_key`` revocation).
+    """
 
     def __init__(self, jwks: Mapping[str, Any]) -> None:
         keys: dict[str, VerificationKey] = {}
@@ -229,11 +331,25 @@ class StaticJwks:
                 raise TokenError(f"unreadable JWKS key: {exc}", reason="token.bad_jwks") from exc
             if not isinstance(key, Ed25519PublicKey):
                 raise TokenError("JWKS key is not an Ed25519 public key", reason="token.bad_jwks")
-            keys[entry["kid"]] = VerificationKey(entry["kid"], key)
+            until = entry.get("exp")
+            if until is not None and (type(until) is not int or not 0 <= until <= MAX_NUMERIC_DATE):
+                raise TokenError("JWKS key exp is not a whole number of seconds", reason="token.bad_jwks")
+            keys[entry["kid"]] = VerificationKey(entry["kid"], key, until=until)
         self._keys = keys
 
-    def verification_keys(self) -> Mapping[str, VerificationKey]:
-        return self._keys
+    def verification_keys(self, now: float | None = None) -> Mapping[str, VerificationKey]:
+        """The keys trusted at ``now``: a retired key's ``exp`` ends it here too, with no push needed."""
+        keys = self._keys
+        if now is None or all(k.until is None or now < k.until for k in keys.values()):
+            return keys
+        return {kid: k for kid, k in keys.items() if k.until is None or now < k.until}
+
+    def revoke(self, kid: str) -> bool:
+        """Stop trusting ``kid`` (a copy-on-write swap: a verification in flight keeps its snapshot)."""
+        if kid not in self._keys:
+            return False
+        self._keys = {k: v for k, v in self._keys.items() if k != kid}
+        return True
 
 
 # --------------------------------------------------------------------------- claims
@@ -301,7 +417,8 @@ class TokenIssuer:
         auth_time: float | None = None,
         scope: str = "",
     ) -> str:
-        """A signed JWT. Workload subjects (``spiffe://``) must be bound to their certificate."""
+        """A signed JWT bound to ``cert_der`` (RFC 8705): a workload's own certificate, or for a person
+        (any subject that is not ``spiffe://``, with ``amr`` and ``auth_time``) the desk device's."""
         if not sub or not isinstance(sub, str):
             raise TokenError("empty subject", reason="token.missing_claim")
         if not (0 < ttl_s <= self._max_ttl_s):
@@ -319,19 +436,21 @@ class TokenIssuer:
             "exp": issued_at + int(ttl_s),
             "jti": uuid.uuid4().hex,
         }
-        if cert_der is not None:
-            try:
-                cert_id = str(peer_spiffe_id(load_certificate(cert_der)))
-            except IdentityError as exc:
-                raise TokenError(f"binding certificate unusable: {exc.detail}", reason="token.cert_invalid") from exc
-            if cert_id != sub:
-                raise TokenError(f"certificate is {cert_id}, subject is {sub}", reason="token.sub_mismatch")
-            payload["cnf"] = {"x5t#S256": x5t_s256(cert_der)}
-        elif sub.startswith("spiffe://"):
-            raise TokenError("a workload token must be bound to its certificate", reason="token.unbound")
-        else:
-            if not amr or auth_time is None:
-                raise TokenError("a person's token needs amr and auth_time", reason="token.missing_claim")
+        person = not sub.startswith("spiffe://")
+        if person and (not amr or auth_time is None):
+            raise TokenError("a person's token needs amr and auth_time", reason="token.missing_claim")
+        if cert_der is None:
+            raise TokenError("a person's token must be bound to the desk device's certificate" if person
+                             else "a workload token must be bound to its certificate", reason="token.unbound")
+        try:
+            cert_id = str(peer_spiffe_id(load_certificate(cert_der)))
+        except IdentityError as exc:
+            raise TokenError(f"binding certificate unusable: {exc.detail}", reason="token.cert_invalid") from exc
+        if person and not is_desk_device(cert_id):
+            raise TokenError(f"a person's token binds to a desk device, not {cert_id}", reason="token.not_desk_device")
+        if not person and cert_id != sub:
+            raise TokenError(f"certificate is {cert_id}, subject is {sub}", reason="token.sub_mismatch")
+        payload["cnf"] = {"x5t#S256": x5t_s256(cert_der)}
         if amr:
             payload["amr"] = list(amr)
         if auth_time is not None:
@@ -389,11 +508,35 @@ def _trust_domain(spiffe_id: str) -> str:
         raise TokenError(f"malformed SPIFFE ID {spiffe_id[:64]!r}: {exc.detail}", reason="token.malformed") from None
 
 
-def _number(payload: Mapping[str, Any], name: str) -> float:
+def _numeric_date(payload: Mapping[str, Any], name: str) -> int:
+    """A NumericDate as this issuer writes it: a whole number of seconds in [0, :data:`MAX_NUMERIC_DATE`].
+
+    Floats, booleans, strings, negatives and integers too large for a float (``10**400``)
+    are refused (``token.missing_claim``), never converted.
+    """
     value = payload.get(name)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TokenError(f"claim {name!r} missing or not a finite number", reason="token.missing_claim")
-    return float(value)
+    if type(value) is not int or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise TokenError(f"claim {name!r} missing or not a whole number of seconds in [0, {MAX_NUMERIC_DATE}]",
+                         reason="token.missing_claim")
+    return value
+
+
+def _text(value: Any, name: str) -> str:
+    """A claim's string value: non-empty (``token.missing_claim``) and encodable text (``token.malformed``:
+    a lone surrogate such as ``"\\ud800"`` decodes from JSON but is no Unicode text)."""
+    if not isinstance(value, str) or not value:
+        raise TokenError(f"claim {name!r} missing or not a non-empty string", reason="token.missing_claim")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TokenError(f"claim {name!r} is not valid Unicode text", reason="token.malformed") from None
+    return value
+
+
+def is_desk_device(spiffe_id: str) -> bool:
+    """``spiffe://<td>/desk/<host>``: a desk terminal's device certificate, the one a person's token binds to."""
+    parts = spiffe_id.split("/")
+    return len(parts) == 5 and parts[0] == "spiffe:" and parts[3] == DESK_SEGMENT and bool(parts[4])
 
 
 class TokenVerifier:
@@ -472,7 +615,7 @@ class TokenVerifier:
         if "crit" in header:
             raise TokenError(f"unknown critical header(s) {header['crit']!r}", reason="token.unknown_crit")
         kid = header.get("kid")
-        keys = self._keys.verification_keys()
+        keys = self._keys.verification_keys(now)
         if not isinstance(kid, str) or kid not in keys:
             raise TokenError(f"unknown kid {str(kid)[:64]!r}", reason="token.unknown_kid")
         key = keys[kid]
@@ -502,20 +645,19 @@ class TokenVerifier:
     def _claims(self, payload: dict[str, Any], kid: str, audience: str, cert_der: bytes | None, now: float) -> Claims:
         if "exp" not in payload:
             raise TokenError("no exp claim", reason="token.missing_exp")
-        exp = _number(payload, "exp")
+        exp = _numeric_date(payload, "exp")
         for name in _REQUIRED:
             if name not in payload:
                 raise TokenError(f"no {name} claim", reason="token.missing_claim")
-        nbf, iat = _number(payload, "nbf"), _number(payload, "iat")
-        iss, sub, jti = payload["iss"], payload["sub"], payload["jti"]
-        if not all(isinstance(v, str) and v for v in (iss, sub, jti)):
-            raise TokenError("iss, sub and jti must be non-empty strings", reason="token.missing_claim")
+        nbf, iat = _numeric_date(payload, "nbf"), _numeric_date(payload, "iat")
+        iss, sub, jti = (_text(payload[name], name) for name in ("iss", "sub", "jti"))
         if not hmac.compare_digest(iss.encode(), self.issuer.encode()):
             raise TokenError(f"issuer {iss[:64]!r} is not {self.issuer!r}", reason="token.wrong_iss")
         aud_claim = payload["aud"]
         audiences = (aud_claim,) if isinstance(aud_claim, str) else aud_claim
-        if not isinstance(audiences, (list, tuple)) or not all(isinstance(a, str) for a in audiences):
-            raise TokenError("aud must be a string or a list of strings", reason="token.malformed")
+        if not isinstance(audiences, (list, tuple)) or not audiences or not all(isinstance(a, str) for a in audiences):
+            raise TokenError("aud must be a string or a non-empty list of strings", reason="token.malformed")
+        audiences = tuple(_text(a, "aud") for a in audiences)
         if audience not in audiences:
             raise TokenError(f"token is not for {audience!r}", reason="token.wrong_aud")
         if sub.startswith("spiffe://") and audience.startswith("spiffe://"):  # a workload: served in its domain only
@@ -530,34 +672,34 @@ class TokenVerifier:
         if iat > now + self._leeway:
             raise TokenError("token issued in the future (iat)", reason="token.iat_future")
         if exp - iat > self._max_ttl or exp < iat:
-            raise TokenError(f"lifetime {exp - iat:.0f}s exceeds {self._max_ttl}s", reason="token.lifetime")
-        cnf_thumb = self._check_binding(payload, sub, cert_der)
-        amr = payload.get("amr", [])
-        auth_time = payload.get("auth_time")
-        if not sub.startswith("spiffe://"):
-            if not isinstance(amr, list) or not amr or isinstance(auth_time, bool) or \
-                    not isinstance(auth_time, (int, float)):
+            raise TokenError(f"lifetime {exp - iat}s exceeds {self._max_ttl}s", reason="token.lifetime")
+        amr: tuple[str, ...] = ()
+        auth_time: int | None = None
+        if not sub.startswith("spiffe://"):  # a person: MFA evidence is part of the token
+            raw_amr = payload.get("amr")
+            if not isinstance(raw_amr, list) or not raw_amr or "auth_time" not in payload:
                 raise TokenError("a person's token needs amr and auth_time", reason="token.missing_claim")
+            amr = tuple(_text(a, "amr") for a in raw_amr)
+            auth_time = _numeric_date(payload, "auth_time")
+        scope = _text(payload["scope"], "scope") if payload.get("scope", "") != "" else ""
+        cnf_thumb = self._check_binding(payload, sub, cert_der)
         if self._replay is not None:
             self._replay.check_and_remember(jti, exp, now)
-        return Claims(
-            iss=iss, sub=sub, aud=tuple(audiences), exp=exp, nbf=nbf, iat=iat, jti=jti, kid=kid,
-            cnf_x5t_s256=cnf_thumb,
-            amr=tuple(str(a) for a in amr) if isinstance(amr, list) else (),
-            auth_time=float(auth_time) if isinstance(auth_time, (int, float)) else None,
-            scope=payload.get("scope", "") if isinstance(payload.get("scope", ""), str) else "",
-        )
+        return Claims(iss=iss, sub=sub, aud=audiences, exp=float(exp), nbf=float(nbf), iat=float(iat), jti=jti,
+                      kid=kid, cnf_x5t_s256=cnf_thumb, amr=amr,
+                      auth_time=float(auth_time) if auth_time is not None else None, scope=scope)
 
-    def _check_binding(self, payload: dict[str, Any], sub: str, cert_der: bytes | None) -> str | None:
+    def _check_binding(self, payload: dict[str, Any], sub: str, cert_der: bytes | None) -> str:
+        """Every token is bound (RFC 8705): a workload's to its own certificate, a person's to the
+        certificate of the desk device they signed in at. Returns the bound thumbprint."""
         cnf = payload.get("cnf")
         if cnf is None:
-            if sub.startswith("spiffe://"):
-                raise TokenError("workload token is not bound to a certificate", reason="token.unbound")
-            self._refuse_revoked(-1, sub)
-            return None
-        thumb = cnf.get("x5t#S256") if isinstance(cnf, dict) else None
-        if not isinstance(thumb, str) or not thumb:
+            raise TokenError("token is not bound to a certificate", reason="token.unbound")
+        if not isinstance(cnf, dict) or "x5t#S256" not in cnf:
             raise TokenError("cnf without x5t#S256", reason="token.malformed")
+        thumb = _text(cnf["x5t#S256"], "cnf.x5t#S256")
+        if not _X5T_S256.fullmatch(thumb):
+            raise TokenError("cnf x5t#S256 is not a base64url SHA-256 thumbprint", reason="token.malformed")
         if cert_der is None:
             raise TokenError("bound token presented without a client certificate", reason="token.cert_required")
         if not hmac.compare_digest(thumb.encode(), x5t_s256(cert_der).encode()):
@@ -567,9 +709,15 @@ class TokenVerifier:
             cert_id = str(peer_spiffe_id(cert))
         except IdentityError as exc:
             raise TokenError(f"presented certificate unusable: {exc.detail}", reason="token.cert_invalid") from exc
-        if cert_id != sub:
-            raise TokenError(f"certificate is {cert_id}, token subject {sub}", reason="token.sub_mismatch")
-        self._refuse_revoked(cert.serial_number, sub)
+        if sub.startswith("spiffe://"):
+            if cert_id != sub:
+                raise TokenError(f"certificate is {cert_id}, token subject {sub}", reason="token.sub_mismatch")
+        elif not is_desk_device(cert_id):
+            raise TokenError(f"a person's token is bound to {cert_id}, not a desk device",
+                             reason="token.not_desk_device")
+        self._refuse_revoked(cert.serial_number, cert_id)
+        if cert_id != sub:  # a person: the person may be revoked too, whatever the device
+            self._refuse_revoked(-1, sub)
         return thumb
 
     def _refuse_revoked(self, serial: int, sub: str) -> None:

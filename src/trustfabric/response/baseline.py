@@ -1,6 +1,8 @@
 """Behavioural baselines per identity and an online anomaly score (0-100).
 
-For every principal the baseline learns, from its own decision events:
+For every principal the baseline learns, from its own decision events - on a floor every
+decision it made, allowed or denied (the response engine's ``learn``, fed by the audit
+collector from the spools' decision records), so that it knows normal traffic:
 
 * **message rate** - messages per second, counted in 1 s buckets over a sliding
   window of buckets; a bucket is compared with the median and MAD of the window;
@@ -220,6 +222,16 @@ class BehaviourBaselines:
     def score(self, principal: str) -> float:
         base = self._principals.get(principal)
         return base.score if base is not None else 0.0
+
+    def events(self, principal: str) -> int:
+        """How many decisions of ``principal`` the baseline has learned from."""
+        base = self._principals.get(principal)
+        return base.events if base is not None else 0
+
+    def pairs(self, principal: str) -> frozenset[tuple[str, str]]:
+        """The (action, resource) pairs ``principal`` was seen using."""
+        base = self._principals.get(principal)
+        return frozenset(base.pairs) if base is not None else frozenset()
 
     def components(self, principal: str) -> dict[str, float]:
         base = self._principals.get(principal)

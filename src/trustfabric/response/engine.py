@@ -7,6 +7,15 @@ response policy - quarantine, tighten or alert only - at once, on the event that
 completed it. Every alert is stored and logged as a ``Kind.ALERT`` audit event
 carrying ``ttd_ms``.
 
+Where the baselines learn from: by default every decision event :meth:`observe` sees
+(on a floor, the denials services report). Once the floor's whole decision stream is
+attached - the audit collector hands over every decision record it shipped, allowed
+and denied, through :meth:`learn` - the baselines learn from that stream alone and
+:meth:`observe` feeds only the detectors: each decision is learned once, and the
+baselines learn normal traffic, not just refusals. Call :meth:`learn` from the thread
+that calls :meth:`observe` (the control plane's event loop): its effects - risk pushed
+to the policy engine, containment - go out the same way.
+
 Repeat alerts of the same (principal, category, resource) within
 ``suppress_s`` are folded (counted, not re-raised), and the engine ignores its
 own output kinds (alert, containment, release) if they are fed back.
@@ -80,6 +89,8 @@ class ResponseEngine:
         self.audit_errors = 0
         self.actions = {QUARANTINE: 0, TIGHTEN: 0, ALERT_ONLY: 0}
         self._anomalous: set[str] = set()
+        self.decision_stream = False  # True once the baselines learn from learn() alone
+        self.decisions_learned = 0
 
     def observe(self, event: AuditEventV1) -> list[Alert]:
         """Feed one audit event; returns the alerts it raised (already acted upon)."""
@@ -96,10 +107,37 @@ class ResponseEngine:
                 except Exception as exc:  # noqa: BLE001 - one broken detector must not blind the others
                     self.detector_errors += 1
                     raised.append(self._detector_failure(detector, event, at, exc))
-            anomaly = self._anomaly(event, at)
+            anomaly = None if self.decision_stream else self._anomaly(event, at)
             if anomaly is not None:
                 raised.append(anomaly)
             fresh = [a for a in raised if self._fresh(a)]
+        for alert in fresh:
+            self._act(alert)
+        return fresh
+
+    def attach_decision_stream(self) -> None:
+        """From now on the baselines learn from :meth:`learn` only (the floor's every decision, once)."""
+        self.decision_stream = True
+
+    def learn(self, events: Iterable[AuditEventV1]) -> list[Alert]:
+        """The baselines learn from decision records - allowed and denied, each once, in time order.
+
+        The detectors are not fed here (they see the denials through :meth:`observe`). An anomaly
+        alert is raised and acted upon as in :meth:`observe`; returns the alerts raised. Attaches
+        the decision stream (:meth:`attach_decision_stream`) if it was not yet.
+        """
+        self.decision_stream = True
+        self.decay_risk()
+        with self._lock:
+            at = self.clock.now()
+            fresh: list[Alert] = []
+            for event in events:
+                if event.kind != Kind.DECISION:
+                    continue
+                self.decisions_learned += 1
+                anomaly = self._anomaly(event, at)
+                if anomaly is not None and self._fresh(anomaly):
+                    fresh.append(anomaly)
         for alert in fresh:
             self._act(alert)
         return fresh
@@ -243,4 +281,5 @@ class ResponseEngine:
     def stats(self) -> dict[str, object]:
         return {"events": self.events_seen, "alerts": self.alerts_raised, "suppressed": self.alerts_suppressed,
                 "actions": dict(self.actions), "detector_errors": self.detector_errors,
-                "audit_errors": self.audit_errors, "principals": len(self.baselines)}
+                "audit_errors": self.audit_errors, "principals": len(self.baselines),
+                "decisions_learned": self.decisions_learned}

@@ -228,7 +228,7 @@ class SimulationRunner:
 
     def _desk_login(self, floor: Any, people: People | None, name: str, device: str) -> tuple[TLSConfig, Any]:
         """A person at a desk terminal: password + TOTP at the identity plane, then person tokens
-        (amr, auth_time) presented over the terminal's device certificate."""
+        (amr, auth_time) bound to the terminal's device certificate and presented over it."""
         from trustfabric.signals.host_agent import HostPostureAgent
 
         plane = floor.plane
@@ -248,7 +248,7 @@ class SimulationRunner:
             if audience not in floor.topology.services:
                 return None
             return plane.tokens.issue(f"user:{name}", floor.topology.spiffe_id(audience), time.time(), 300,
-                                      amr=auth.amr, auth_time=auth.auth_time)
+                                      cert_der=desk.cert_der, amr=auth.amr, auth_time=auth.auth_time)
 
         return TLSConfig(desk), person_token
 

@@ -12,10 +12,15 @@
    ``$TRUSTFABRIC_HOME/floor/runtime.json`` (service -> port, pid, SPIFFE ID, mode);
 4. collects the services' reports (stats, per-link latency) and, on
    :meth:`Floor.stop`, sends SIGTERM, then SIGKILL after a bound: no orphans;
-5. runs the audit :class:`~trustfabric.audit.collector.Collector` over
-   ``$TRUSTFABRIC_HOME/spool`` into the central log (``$TRUSTFABRIC_HOME/audit``) on
-   an interval in its own thread, with a last pass after every process has
-   stopped: after a run the central log holds every decision of it.
+5. runs the audit :class:`~trustfabric.audit.collector.PeriodicCollector` over
+   ``$TRUSTFABRIC_HOME/spool`` (the services' spools and this process's own: the
+   control plane's and the identity plane's, flushed first) into the central log
+   (``$TRUSTFABRIC_HOME/audit``) every ``collect_interval_s`` in its own thread,
+   signing a tree head about every second; the decision records it ships - allowed
+   and denied - go to the response engine's baselines on the event loop
+   (:meth:`ResponseEngine.learn`). On :meth:`Floor.stop`, once every process and the
+   control plane have stopped, a last pass ships everything and signs a tree head over
+   the whole log: after a run nothing lies in a spool or beyond the last signed head.
 """
 
 from __future__ import annotations
@@ -37,6 +42,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from trustfabric.audit.collector import PeriodicCollector
+from trustfabric.audit.errors import AuditError
+from trustfabric.audit.events import AuditEventV1
+from trustfabric.audit.log import audit_dir, open_log
+from trustfabric.audit.spool import Spool
 from trustfabric.control.plane import DEFAULT_POLICIES, ControlPlane
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
@@ -51,6 +61,9 @@ FIX_COMP_ID = "TRUSTFABRIC"
 READY_TIMEOUT_S = 30.0
 MD_CSV_SERVICES = ("market-data", "venue-a", "venue-b")  # replay a recorded session when md_csv is set
 STOP_TIMEOUT_S = 5.0
+CHECKPOINT_INTERVAL_S = 1.0  # a signed tree head about every second while the floor runs
+LEARN_CHUNK = 128  # decisions learned per event-loop callback (about 11 us each: the loop is never held long)
+MAX_LEARN_PENDING = 200_000  # decisions waiting for the loop; beyond, a pass's are refused and alerted
 
 
 _PORT_FLOOR = 20000  # the lowest port a floor listens on
@@ -156,10 +169,12 @@ class Floor:
         self.approval_key = secrets.token_bytes(32).hex()
         self.fix_edge: dict[str, Any] = {}
         self.fix_port = 0
-        self._collector_stop = threading.Event()
-        self._collector_thread: threading.Thread | None = None
-        self.collected = 0
-        self.collector_error = ""
+        self._collector: PeriodicCollector | None = None
+        self._plane_lock = threading.Lock()  # the collector flushes the plane's spools; stop closes them
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._learn_lock = threading.Lock()
+        self._learn_pending = 0
+        self.learn_errors = 0
 
     @property
     def manifest_path(self) -> Path:
@@ -186,8 +201,7 @@ class Floor:
             self.fix_port = free_port(taken)
         self.started_at = time.time()
         if self.collect_audit:
-            self._collector_thread = threading.Thread(target=self._collect_loop, name="audit-collector", daemon=True)
-            self._collector_thread.start()
+            self._start_collector()
         await asyncio.gather(*(self.spawn(name) for name in self.services))
         bad = {n: p.detail for n, p in self.processes.items() if p.status != "ready"}
         self.write_manifest()
@@ -196,38 +210,71 @@ class Floor:
             raise ConfigError(f"services did not start: {bad}", reason="config.floor.start_failed")
         return self
 
-    def _collect_loop(self) -> None:
-        """The collector thread: its own connection to the central log; a last pass once stopped."""
-        from trustfabric.audit.collector import Collector
-        from trustfabric.audit.log import audit_dir, open_log
+    # ------------------------------------------------------------------ audit collection
+    @property
+    def collected(self) -> int:
+        """Records the collector added to the central log during this run."""
+        return self._collector.collected if self._collector is not None else 0
 
-        try:
-            log = open_log(audit_dir(self.home))
-        except Exception as exc:  # noqa: BLE001 - reported in the summary; the spools keep the records
-            self.collector_error = getattr(exc, "reason", type(exc).__name__)
+    @property
+    def collector_error(self) -> str:
+        """The reason of the collector's last failure ("" when its last pass was clean)."""
+        return self._collector.error if self._collector is not None else ""
+
+    def _start_collector(self) -> None:
+        """The periodic collector (its own thread); the baselines learn from the decision records it ships."""
+        self._loop = asyncio.get_running_loop()
+        learn = None
+        if self.plane is not None:
+            self.plane.response.attach_decision_stream()
+            learn = self._hand_decisions
+        self._collector = PeriodicCollector(
+            lambda: open_log(audit_dir(self.home), checkpoint_interval_s=CHECKPOINT_INTERVAL_S),
+            self.home / "spool", interval_s=self.collect_interval_s, flush_first=(self._flush_plane_spools,),
+            on_decisions=learn).start()
+
+    def _flush_plane_spools(self) -> None:
+        """The collector's thread: this process's spools (the control plane's, the identity plane's) buffer
+        their records; each pass writes them out first so that they are shipped while the floor runs."""
+        with self._plane_lock:
+            plane = self.plane
+            if plane is None:
+                return
+            for spool in (plane.spool, plane.identity.emitter.sink):
+                if isinstance(spool, Spool):
+                    spool.flush()
+
+    def _hand_decisions(self, events: list[AuditEventV1]) -> None:
+        """The collector's thread: queue shipped decisions for the event loop, where the engine acts."""
+        loop = self._loop
+        if loop is None or self.plane is None:
             return
-        collector = Collector(log, self.home / "spool")
+        with self._learn_lock:
+            if self._learn_pending + len(events) > MAX_LEARN_PENDING:
+                raise AuditError(f"{self._learn_pending} decisions still wait for the baselines; "
+                                 f"{len(events)} more not learned", reason="audit.collector.learn_backlog")
+            self._learn_pending += len(events)
+        for i in range(0, len(events), LEARN_CHUNK):
+            loop.call_soon_threadsafe(self._learn, events[i:i + LEARN_CHUNK])
+
+    def _learn(self, events: list[AuditEventV1]) -> None:
+        """The event loop: the response engine's baselines learn a chunk of the floor's decisions."""
+        with self._learn_lock:
+            self._learn_pending -= len(events)
+        plane = self.plane
+        if plane is None:
+            return
         try:
-            while True:
-                try:
-                    self.collected += collector.collect_once().appended
-                    self.collector_error = ""
-                except Exception as exc:  # noqa: BLE001 - left in the spool, retried next pass
-                    self.collector_error = getattr(exc, "reason", type(exc).__name__)
-                if self._collector_stop.is_set():
-                    return
-                self._collector_stop.wait(self.collect_interval_s)
-        finally:
-            with contextlib.suppress(Exception):
-                log.close()
+            plane.alerts.extend(plane.response.learn(events))
+        except Exception:  # noqa: BLE001 - counted; the records are in the log, the floor goes on
+            self.learn_errors += 1
 
     async def stop_collector(self, timeout_s: float = 60.0) -> None:
-        """Last collection pass (after the spools' writers stopped), bounded."""
-        thread, self._collector_thread = self._collector_thread, None
-        if thread is None:
+        """Last collection pass (after the spools' writers stopped) and a tree head over the whole log, bounded."""
+        collector = self._collector  # kept: collected and collector_error still tell after the run
+        if collector is None:
             return
-        self._collector_stop.set()
-        await asyncio.get_running_loop().run_in_executor(None, thread.join, timeout_s)
+        await asyncio.get_running_loop().run_in_executor(None, collector.stop, timeout_s)
 
     def boot_line(self, name: str, *, identity: str | None = None, join_token: str | None = None) -> dict[str, Any]:
         identity = identity or name
@@ -362,8 +409,9 @@ class Floor:
         if self.server is not None:
             await self.server.close()
         if self.plane is not None:
-            self.plane.close()
-            self.plane = None
+            with self._plane_lock:  # not while the collector flushes its spools
+                self.plane.close()
+                self.plane = None
         await self.stop_collector()
 
     def pids(self) -> list[int]:

@@ -58,7 +58,7 @@ from trustfabric.enforcement.pep import QUARANTINE_PREFIX, EnforcementPoint
 from trustfabric.enforcement.service import Context, GuardedService
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.attestation import code_digest
-from trustfabric.identity.revocation import RevocationSet
+from trustfabric.identity.revocation import TOKEN_KEY, RevocationSet
 from trustfabric.identity.tokens import StaticJwks, TokenVerifier
 from trustfabric.policy.topology import Topology
 from trustfabric.transport.client import summarize
@@ -436,6 +436,7 @@ class ServiceRuntime:
         self.pep: EnforcementPoint | None = None
         self.server: FrameServer | None = None
         self.revocations = RevocationSet()
+        self.jwks: StaticJwks | None = None  # the token keys this service trusts (the control plane's JWKS)
         self.quarantine_acks: list[str] = []
         self._perimeter_owners: set[str] = set()
         self._report_task: asyncio.Task | None = None
@@ -535,7 +536,8 @@ class ServiceRuntime:
             self.revocations.revoke_serial(int(serial), self.clock.now(), "snapshot")
         for sid in subscribed.revoked.spiffe_ids:
             self.revocations.revoke_spiffe_id(sid, self.clock.now(), "quarantine.snapshot")
-        verifier = TokenVerifier(StaticJwks(msgspec.json.decode(subscribed.jwks)), reply.issuer, clock=self.clock)
+        self.jwks = StaticJwks(msgspec.json.decode(subscribed.jwks))
+        verifier = TokenVerifier(self.jwks, reply.issuer, clock=self.clock)
         tables = control_client.ControlTableSource("127.0.0.1", int(b["control_port"]), self.tls, reply.control_id)
         self.pep = EnforcementPoint(self.spiffe_id, tables, verifier, clock=self.clock, sink=self.sink,
                                     source=self.name)
@@ -573,6 +575,10 @@ class ServiceRuntime:
                     self.report_soon()
             elif push.kind == "release_spiffe_id":
                 self.revocations.release_spiffe_id(push.value, now, push.reason)
+            elif push.kind == TOKEN_KEY:  # the verifier drops the key, then the PEP closes what it admitted
+                if self.jwks is not None:
+                    self.jwks.revoke(push.value)
+                self.revocations.revoke_token_key(push.value, now, push.reason)
         except (TrustFabricError, ValueError) as exc:  # a malformed push revokes nothing: say so in the audit log
             self.events.emit(Kind.ALERT, principal=str(push.value)[:200], action="revocation.mirror", decision="deny",
                              reason=getattr(exc, "reason", "revocation.bad_serial"), detail={"kind": push.kind})
