@@ -444,3 +444,21 @@ def test_the_engine_refuses_malformed_operator_requests(world) -> None:
                                  **ok).errors[0].startswith("policy.no_active_set")
     assert not engine.decide("algo-meanrev", "operator.quarantine", "containment").allowed
     assert not engine.decide("user:dave", "operator.quarantine", "containment", {"notional": 1}).allowed
+
+
+def test_a_session_dies_with_its_signing_key(world) -> None:
+    """Rotated out: the session lives through the key's retain window, not after; a revoked key ends it at once."""
+    session = world.login("dave")
+    world.keys.rotate(world.clock.now())
+    world.clock.advance(10)
+    assert world.authority().authorize(world.request(session, "quarantine", "oms"), "quarantine", "oms",
+                                       world.clock.now()).name == "dave"
+    world.clock.advance(world.keys.retain_s)
+    assert refused(world.authority(), world.request(session, "quarantine", "oms"), "quarantine", "oms",
+                   world.clock.now()) == "operator.session_invalid"
+    world.next_step()
+    second = world.login("dave")
+    world.keys.rotate(world.clock.now())
+    world.keys.revoke(jwt.get_unverified_header(second.token)["kid"], world.clock.now())
+    assert refused(world.authority(), world.request(second, "quarantine", "oms"), "quarantine", "oms",
+                   world.clock.now()) == "operator.session_invalid"

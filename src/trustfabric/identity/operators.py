@@ -70,11 +70,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from trustfabric.audit.events import Emitter, Kind
+from trustfabric.clock import FakeClock
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.ca import key_to_pem, write_private_file
 from trustfabric.identity.errors import UserError
 from trustfabric.identity.store import IdentityStore
-from trustfabric.identity.tokens import ALGORITHM, KeyRing, VerificationKey, jwk_thumbprint
+from trustfabric.identity.tokens import ALGORITHM, KeyRing, KeySource, VerificationKey, jwk_thumbprint
 from trustfabric.identity.users import Authentication, UserDirectory, valid_name
 
 if TYPE_CHECKING:  # typing only: the identity plane does not depend on the policy engine at run time
@@ -217,18 +218,15 @@ class OperatorPolicy(Protocol):
                         now: float | None = None) -> "Decision": ...
 
 
-class KeySource(Protocol):
-    def verification_keys(self) -> Mapping[str, VerificationKey]: ...
-
-
 class StoreKeys:
-    """The token key ring as the store holds it now (a key rotated or removed elsewhere is seen at once)."""
+    """The token key ring as the store holds it at each request: a key rotated, retired past its window or
+    revoked by another process (a command, the control plane) is seen at once, and so are its sessions."""
 
     def __init__(self, store: IdentityStore) -> None:
         self._store = store
 
-    def verification_keys(self) -> Mapping[str, VerificationKey]:
-        return KeyRing(self._store).verification_keys()
+    def verification_keys(self, now: float) -> Mapping[str, VerificationKey]:
+        return KeyRing(self._store, clock=FakeClock(now)).verification_keys(now)  # a clock stopped at the request
 
 
 # --------------------------------------------------------------------------- encoding helpers
@@ -420,9 +418,9 @@ class _Sessions:
         self.policy = policy
         self._lock = threading.Lock()
 
-    def _key_for(self, header: dict) -> Ed25519PublicKey:
+    def _key_for(self, header: dict, now: float) -> Ed25519PublicKey:
         kid = header.get("kid")
-        keys = self._keys.verification_keys()
+        keys = self._keys.verification_keys(now)
         if not isinstance(kid, str) or kid not in keys:
             raise OperatorRefused("signed by a key the identity plane does not hold",
                                   reason="operator.session_invalid")
@@ -431,7 +429,7 @@ class _Sessions:
     def verify(self, token: object, now: float) -> VerifiedSession:
         """The claims of a live session token (no proof checked); raises :class:`OperatorRefused`."""
         bad = "operator.session_invalid"
-        _, claims = _decode_jws(token, self._key_for, SESSION_TYP, bad)
+        _, claims = _decode_jws(token, lambda header: self._key_for(header, now), SESSION_TYP, bad)
         if claims.get("iss") != self.issuer or claims.get("aud") != SESSION_AUDIENCE:
             raise OperatorRefused("not an operator session of this identity plane", reason=bad)
         sub, sid, role = _string(claims, "sub", bad), _string(claims, "jti", bad), _string(claims, "role", bad)
