@@ -248,6 +248,8 @@ def test_bad_names_and_targets_are_refusals(world) -> None:
     credential = OperatorCredential(user="dave", password=PASSWORD, totp=world.code("dave"))
     assert refused(authority, credential, "quarantine", "\ud800" * 5000, T0) == "operator.bad_target"
     assert refused(authority, credential, "floor.delete", "oms", T0) == "operator.unknown_action"
+    assert refused(authority, credential, ["quarantine"], "oms", T0) == "operator.unknown_action"
+    assert refused(authority, credential, "quarantine", None, T0) == "operator.bad_target"
 
 
 def test_logout_ends_the_session_for_every_copy(world) -> None:

@@ -613,7 +613,7 @@ class OperatorAuthority:
         name = user.removeprefix(_SUB)
         detail: dict[str, Any] = {}
         try:
-            if action not in ACTIONS:
+            if not isinstance(action, str) or action not in ACTIONS:
                 raise OperatorRefused(f"no operator action {_event_text(action)!r}", reason="operator.unknown_action")
             if not isinstance(target, str) or len(target) > MAX_TARGET_CHARS:
                 raise OperatorRefused("target must be a string", reason="operator.bad_target")
