@@ -37,6 +37,9 @@ SINGLE: dict[str, str] = {
     "demo": "trustfabric.commands.demo",
     "simulate": "trustfabric.commands.simulate",
     "console": "trustfabric.commands.console",
+    "login": "trustfabric.commands.login",
+    "logout": "trustfabric.commands.login:logout",
+    "whoami": "trustfabric.commands.login:whoami",
 }
 BENCHES: dict[str, str] = {
     "pdp": "trustfabric.commands.bench_pdp",
@@ -60,10 +63,11 @@ def _assemble() -> None:
         mod = _load(module)
         if mod is not None:
             app.add_typer(mod.app, name=name, help=help_text)
-    for name, module in SINGLE.items():
+    for name, spec in SINGLE.items():  # "module" (its ``command``) or "module:function"
+        module, _, attr = spec.partition(":")
         mod = _load(module)
         if mod is not None:
-            app.command(name)(mod.command)
+            app.command(name)(getattr(mod, attr or "command"))
     bench = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same run.", no_args_is_help=True)
     found = False
     for name, module in BENCHES.items():

@@ -211,11 +211,12 @@ def test_revoke_key_is_a_security_officers_step_up_action(home, tmp_path, monkey
     cert = str(tmp_path / "algo" / "cert.pem")
     token = run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert).stdout.strip()
     totps = {}
-    for name, role in (("dave", "security_officer"), ("tina", "trader")):
-        added = run("user", "add", name, "--role", role, "--password", "correct horse battery")
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", "correct horse battery")
+    for name, role in (("dave", "security_officer"), ("tina", "trader")):  # dave, the first, enrols tina
+        officer = ("--user", "dave", "--totp", totps["dave"].at(time.time() - 30)) if totps else ()
+        added = run("user", "add", name, "--role", role, "--password", "correct horse battery", *officer)
         totps[name] = pyotp.parse_uri(next(line for line in added.stdout.splitlines()
                                            if line.startswith("otpauth://")))
-    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", "correct horse battery")
     [old] = _kids()
 
     def revoke(user: str, step: int):

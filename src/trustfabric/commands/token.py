@@ -19,11 +19,10 @@ from pathlib import Path
 
 import typer
 
-from trustfabric.commands.common import operator_credential, refusals_exit
+from trustfabric.commands.common import offline_operator_authority, operator_credential, refusals_exit
 from trustfabric.home import home_dir
 from trustfabric.identity.certs import load_certificate, peer_spiffe_id, verify_chain
 from trustfabric.identity.errors import CertificateError, SpiffeIdError, TokenError
-from trustfabric.identity.operators import OperatorAuthority
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.tokens import MAX_TTL_S
@@ -127,9 +126,9 @@ def revoke_key(
     The active key cannot be revoked (token.key_active): rotate first.
     """
     with refusals_exit():
-        credential = operator_credential(user, totp=totp)
+        credential = operator_credential(user, totp=totp, action="token.revoke_key", target=kid)
         with IdentityPlane(home_dir()) as plane:
-            operator = OperatorAuthority(plane.users(), plane.emitter).authorize(
-                credential, "token.revoke_key", kid, plane.clock.now())
+            operator = offline_operator_authority(plane).authorize(credential, "token.revoke_key", kid,
+                                                                   plane.clock.now())
             entry = plane.revoke_token_key(kid, operator.principal)
     typer.echo(f"revoked token key {kid} (revocation version {entry.version}) by {operator.principal}")

@@ -14,6 +14,9 @@ Modules (pure unless noted):
     rotation      CertificateRenewer: renew at half TTL on an injected clock, fail closed
     revocation    RevocationSet: versioned serials, quarantined IDs, revoked token keys, pushed
     users         UserDirectory: roles, argon2id, TOTP (replay refused), lockout, step-up
+    operators     OperatorAuthority: a person behind every change of security state (password+TOTP
+                  or a session bound to the machine key, proof per request), step-up, Cedar on the
+                  role, audited; SessionIssuer (login/logout); OperatorCache (machine key, 0600)
     tokens        KeyRing/JWKS (key lifecycle: retain window, removal, revocation), TokenIssuer,
                   TokenVerifier (alg pinned per key, every token bound), ReplayCache
     store         IdentityStore protocol + SQLite implementation (I/O)

@@ -39,6 +39,7 @@ __all__ = [
     "Authentication",
     "default_hasher",
     "TOTP_ISSUER",
+    "valid_name",
 ]
 
 ROLES = frozenset({"trader", "risk_officer", "security_officer", "developer", "auditor"})
@@ -46,6 +47,15 @@ PRIVILEGED_ROLES = frozenset({"risk_officer", "security_officer"})
 TOTP_ISSUER = "trustfabric"
 TOTP_INTERVAL_S = 30
 MIN_PASSWORD_LENGTH = 12
+
+
+OPERATOR_SESSIONS_KEY = "operator_sessions:"
+
+
+def valid_name(name: object) -> bool:
+    """A user name: 1-64 letters, digits, ``-``, ``_`` and ``.``."""
+    return (isinstance(name, str) and 0 < len(name) <= 64
+            and name.replace("-", "").replace("_", "").replace(".", "").isalnum())
 
 
 def default_hasher() -> PasswordHasher:
@@ -116,11 +126,10 @@ class UserDirectory:
 
     # ------------------------------------------------------------------ enrolment
 
-    def enrol(self, name: str, role: str, password: str, now: float) -> Enrolment:
-        if not name or not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or len(name) > 64:
-            raise UserError(f"bad user name {name[:64]!r}", reason="user.bad_name")
-        if role not in ROLES:
-            raise UserError(f"role {role!r} is not one of {sorted(ROLES)}", reason="user.bad_role")
+    def enrol(self, name: str, role: str, password: str, now: float, *, by: str = "",
+              bootstrap: bool = False) -> Enrolment:
+        """Enrol a person; ``by`` names who enrolled them (``bootstrap``: the first person of an empty store)."""
+        self.check_enrolment(name, role)
         if len(password) < MIN_PASSWORD_LENGTH:
             raise UserError(f"password shorter than {MIN_PASSWORD_LENGTH} characters", reason="user.weak_password")
         if self._store.get_user(name) is not None:
@@ -128,18 +137,43 @@ class UserDirectory:
         secret = pyotp.random_base32()
         self._store.put_user(UserRow(name=name, role=role, password_hash=self._hasher.hash(password),
                                      totp_secret=secret))
-        self._emitter.emit(Kind.ADMIN_ACTION, action="user.enrol", resource=name, decision="allow",
-                           detail={"role": role})
+        self._emitter.emit(Kind.ADMIN_ACTION, principal=by, action="user.enrol", resource=name, decision="allow",
+                           detail={"role": role, "bootstrap": bootstrap})
         uri = pyotp.TOTP(secret, interval=TOTP_INTERVAL_S).provisioning_uri(name=name, issuer_name=self._issuer)
         return Enrolment(name, role, secret, uri)
 
+    @staticmethod
+    def check_enrolment(name: str, role: str) -> None:
+        """Refuse a bad name or role (``user.bad_name``, ``user.bad_role``) before anything else happens."""
+        if not valid_name(name):
+            raise UserError(f"bad user name {str(name)[:64]!r}", reason="user.bad_name")
+        if role not in ROLES:
+            raise UserError(f"role {role!r} is not one of {sorted(ROLES)}", reason="user.bad_role")
+
     def get(self, name: str) -> UserRow | None:
-        return self._store.get_user(name)
+        return self._store.get_user(name) if valid_name(name) else None
+
+    def is_empty(self) -> bool:
+        """No person enrolled yet (the one moment an enrolment needs no operator)."""
+        return not self._store.list_users()
+
+    # ------------------------------------------------------------------ operator sessions (server side)
+
+    def operator_sessions(self, name: str) -> dict[str, dict]:
+        """``name``'s operator session records by session id (:mod:`trustfabric.identity.operators`)."""
+        records = self._store.get_meta(OPERATOR_SESSIONS_KEY + name, {}) if valid_name(name) else {}
+        return records if isinstance(records, dict) else {}
+
+    def put_operator_sessions(self, name: str, records: dict[str, dict]) -> None:
+        if not valid_name(name):
+            raise UserError(f"bad user name {str(name)[:64]!r}", reason="user.bad_name")
+        self._store.set_meta(OPERATOR_SESSIONS_KEY + name, records)
 
     # ------------------------------------------------------------------ checks
 
     def _refuse(self, row: UserRow | None, name: str, reason: str, kind: str, now: float) -> UserError:
         """Count a failure (locking when over the limit), log it, and return the error to raise."""
+        name = name if valid_name(name) else "(invalid name)"
         if row is not None and reason != "user.locked":
             failures = row.failed_attempts + 1
             locked_until = row.locked_until
@@ -168,7 +202,7 @@ class UserDirectory:
 
     def login(self, name: str, password: str, totp_code: str, now: float) -> Authentication:
         """Password and TOTP; raises :class:`UserError` with a reason code."""
-        row = self._store.get_user(name)
+        row = self.get(name)
         if row is not None and self._locked(row, now):
             raise self._refuse(row, name, "user.locked", Kind.USER_LOGIN, now)
         try:
@@ -197,7 +231,7 @@ class UserDirectory:
 
     def step_up(self, name: str, totp_code: str, now: float) -> Authentication:
         """Re-verify a TOTP code for a privileged action; refreshes the MFA time."""
-        row = self._store.get_user(name)
+        row = self.get(name)
         if row is None:
             raise self._refuse(None, name, "user.unknown", Kind.USER_STEP_UP, now)
         if self._locked(row, now):
@@ -210,7 +244,7 @@ class UserDirectory:
     def require_step_up(self, name: str, action: str, now: float, max_age_s: float | None = None) -> None:
         """Allow ``action`` only if ``name``'s last MFA is recent enough (``user.step_up_required``)."""
         limit = self.policy.step_up_max_age_s if max_age_s is None else max_age_s
-        row = self._store.get_user(name)
+        row = self.get(name)
         if row is None or self._locked(row, now) or row.last_mfa_at <= 0 or now - row.last_mfa_at > limit:
             self._emitter.emit(Kind.USER_STEP_UP, principal=name, action=action, decision="deny",
                                reason="user.step_up_required")

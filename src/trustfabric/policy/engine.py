@@ -30,6 +30,10 @@ signal values, and any evaluation error (a missing attribute) is a deny anyway.
 Tables are cached until the principal's or the global epoch
 moves or the table expires.
 
+Operator decisions (:meth:`PolicyEngine.decide_operator`): a person changing security
+state (``operator.*`` actions on ``Control`` entities) is decided on the role the identity
+plane gives them, their live signals, and the MFA and step-up the request proved.
+
 Epochs: one per principal and one global. A policy reload bumps the global
 epoch; a signal change bumps the epochs of exactly the principals it concerns
 (or the global one); each bump publishes an
@@ -65,7 +69,7 @@ from trustfabric.policy.decision import (
 )
 from trustfabric.errors import PolicyError
 from trustfabric.policy.errors import PolicyLoadError, RequestError, SignalsMissing
-from trustfabric.policy.topology import ACTIONS, PrincipalRef, Topology
+from trustfabric.policy.topology import ACTIONS, PERSON, PrincipalRef, Topology
 from trustfabric.signals.context import BENIGN, SignalSource, SignalValues
 
 SOURCE = "policy-engine"
@@ -74,6 +78,7 @@ MAX_CONTEXT_BYTES = 4096
 REQUEST_FIELDS = {"notional": int, "risk_reducing": bool}
 MAX_NOTIONAL = 10**15
 OBLIGATION_KEYS = {"ttl", "max_rate", "burst", "max_notional", "symbols", "step_up_max_age"}
+OPERATOR_PREFIX = "operator."  # operator actions act on Control entities (decide_operator)
 _RESOURCE_LITERAL = re.compile(r'Resource\s*::\s*"((?:[^"\\]|\\.)*)"')
 
 
@@ -495,6 +500,12 @@ class PolicyEngine:
                now: float | None = None) -> Decision:
         """One decision. Never raises for bad input and never allows on an error."""
         now = self.clock.now() if now is None else now
+        if isinstance(action, str) and action.startswith(OPERATOR_PREFIX):  # a person of the floor operating
+            ref = self.topology.resolve(principal) if isinstance(principal, str) else None
+            if ref is None or ref.kind != PERSON or context:
+                return self._deny(principal, action, resource, ("policy.request.malformed: an operator action "
+                                                                "is a person's, without request fields",))
+            return self.decide_operator(ref.name, ref.roles, action, resource, now=now)
         try:
             ref = self._resolve(principal, action, resource)
             notional, reducing = self._check_context(context)
@@ -507,6 +518,50 @@ class PolicyEngine:
         except Exception as exc:  # noqa: BLE001 - a failing signal source is a deny, never an allow
             return self._deny(ref.key, action, resource, (f"signal.unavailable: {_translate(exc)}",), epoch)
         return self._evaluate(ref, action, resource, ctx, epoch)
+
+    def decide_operator(self, person: str, roles: tuple[str, ...], action: str, control: str, *,
+                        mfa: bool | None = None, step_up_age_s: int | None = None,
+                        now: float | None = None) -> Decision:
+        """May ``person`` (holding ``roles`` in the identity plane) take the operator ``action`` on ``control``?
+
+        Operator actions (``operator.*``) act on a ``Control`` entity (containment, signals, kill-switch,
+        ca, tokens, people). The person need not be in the topology: their ``User`` entity is built
+        from ``roles``. The context is the person's live signals (quarantine, threat, risk), with
+        ``mfa`` and ``step_up_age_s`` replaced by what the request itself proved when given.
+        Never raises, never allows on an error.
+        """
+        now = self.clock.now() if now is None else now
+        key = f"user:{person}"
+        if not (isinstance(person, str) and person and isinstance(action, str) and action.startswith(OPERATOR_PREFIX)
+                and isinstance(control, str) and control and isinstance(roles, tuple)
+                and all(isinstance(r, str) for r in roles)):
+            return self._deny(key, action, control, ("policy.request.malformed: person, operator.* action, control",))
+        active = self._active
+        if active is None:
+            return self._deny(key, action, control, ("policy.no_active_set: no policy set loaded",))
+        known = self.topology.resolve(key)
+        ref = PrincipalRef(key=key, kind=PERSON, name=person, entity_type="User",
+                           account=known.account if known else "acct-firm", roles=tuple(roles))
+        epoch = self._epochs.get(key, 0)
+        try:
+            values = self.signals.signals_for(ref, now)
+            ctx = values.context()
+        except Exception as exc:  # noqa: BLE001 - a failing signal source is a deny, never an allow
+            return self._deny(key, action, control, (f"signal.unavailable: {_translate(exc)}",), epoch)
+        if mfa is not None:
+            ctx["mfa"] = bool(mfa)
+        if step_up_age_s is not None:
+            ctx["step_up_age_s"] = max(0, min(int(step_up_age_s), 10**9))
+        entities = [e for e in json.loads(active.entities_json) if e["uid"] != {"type": "User", "id": person}]
+        entities.append({"uid": {"type": "User", "id": person}, "attrs": {"account": ref.account},
+                         "parents": [{"type": "Role", "id": r} for r in ref.roles if r in self.topology.roles]})
+        request = {"principal": ref.uid, "action": {"type": "Action", "id": action},
+                   "resource": {"type": "Control", "id": control}, "context": json.dumps(ctx)}
+        try:
+            result = cedarpy.is_authorized_batch([request], active.policies, json.dumps(entities))[0]
+        except Exception as exc:  # noqa: BLE001 - foreign failure -> deny
+            return self._deny(key, action, control, (f"policy.evaluation: {_translate(exc)}",), epoch)
+        return self._interpret(active, ref, action, control, result._authz_resp, epoch)
 
     def _evaluate(self, ref: PrincipalRef, action: str, resource: str, ctx: dict, epoch: int) -> Decision:
         active = self._active
@@ -660,6 +715,10 @@ class PolicyEngine:
         decision = self.decide(principal, action, resource, context, now=now)
         ref = self.topology.resolve(principal) if isinstance(principal, str) else None
         active = self._active
+        if isinstance(action, str) and action.startswith(OPERATOR_PREFIX):
+            return Explanation(decision, tuple((pid, active.effects.get(pid, "?") if active else "?",
+                                                active.annotations.get(pid, {}) if active else {})
+                                               for pid in decision.policy_ids), {}, ())
         if ref is None or active is None or decision.reason == REASON_ERROR and not decision.policy_ids \
                 and any(e.startswith("policy.request") or e.startswith("signal.") for e in decision.errors):
             return Explanation(decision, (), {}, ())
