@@ -15,7 +15,17 @@ delivered and get the complete frames back. Anything wrong raises a
   before the body is buffered);
 * ``frame.malformed``  - a zero length, or a body that is not a valid frame of a known type;
 * ``frame.unknown_type`` - a well-formed body whose tag no schema declares;
+* ``frame.too_deep``   - a body nested deeper than :data:`MAX_NESTING` (checked before msgspec
+  decodes it, so no decoder recursion ever sees it);
 * ``frame.truncated``  - the stream ended inside a frame (:meth:`FrameDecoder.eof`).
+
+Nothing else leaves the decoder: any other exception raised while decoding is a
+``frame.malformed`` refusal.
+
+The nesting bound costs almost nothing on the hot path: a body can only nest as deep as it
+holds container headers (0x80-0x9f, 0xdc-0xdf), so the decoder counts those bytes over a
+whole read in one C pass and walks the MessagePack structure (:func:`nesting_exceeds`,
+iterative) only for a frame that holds more of them than the bound.
 
 The encoder and decoder are built once per codec; the hot path encodes straight
 into a caller's ``bytearray`` (``encode_into``) and decodes from memoryviews.
@@ -35,6 +45,76 @@ HEADER = struct.Struct(">I")
 HEADER_SIZE = 4
 DEFAULT_MAX_FRAME = 64 * 1024
 NIL = msgspec.Raw(b"\xc0")  # MessagePack nil: the empty body
+MAX_NESTING = 64  # arrays/maps within each other; the fabric's deepest schema nests under 10
+
+# 1 for a byte that may open a MessagePack container (fixmap, fixarray, array16/32, map16/32), else 0.
+_CONTAINER_FLAGS = bytes(1 if (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF) else 0 for b in range(256))
+# Bytes that follow a MessagePack type byte before the next value: (fixed size, length-field size).
+_SKIP: dict[int, tuple[int, int]] = {
+    0xC0: (0, 0), 0xC2: (0, 0), 0xC3: (0, 0),
+    0xC4: (0, 1), 0xC5: (0, 2), 0xC6: (0, 4),  # bin 8/16/32
+    0xC7: (1, 1), 0xC8: (1, 2), 0xC9: (1, 4),  # ext 8/16/32 (type byte + data)
+    0xCA: (4, 0), 0xCB: (8, 0),
+    0xCC: (1, 0), 0xCD: (2, 0), 0xCE: (4, 0), 0xCF: (8, 0),
+    0xD0: (1, 0), 0xD1: (2, 0), 0xD2: (4, 0), 0xD3: (8, 0),
+    0xD4: (2, 0), 0xD5: (3, 0), 0xD6: (5, 0), 0xD7: (9, 0), 0xD8: (17, 0),  # fixext
+    0xD9: (0, 1), 0xDA: (0, 2), 0xDB: (0, 4),  # str 8/16/32
+}
+_CONTAINER_LEN = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (length bytes, items per entry)
+
+
+def nesting_exceeds(body, limit: int = MAX_NESTING) -> bool:
+    """Whether a MessagePack value nests arrays/maps more than ``limit`` deep.
+
+    Iterative (a stack of item counts, never recursion), and linear in the body: every step
+    consumes at least one byte. A body that is malformed or truncated before the bound is
+    reached is not judged here (``False``): the decoder refuses it as malformed.
+    """
+    data = bytes(body)
+    if len(data) <= limit or data.translate(_CONTAINER_FLAGS).count(1) <= limit:
+        return False  # too few container headers to nest that deep
+    end = len(data)
+    pos = 0
+    pending = [1]  # values still to read at each open level; [0] is the top level
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            continue
+        if pos >= end:
+            return False
+        pending[-1] -= 1
+        op = data[pos]
+        pos += 1
+        if op <= 0x7F or op >= 0xE0:
+            continue
+        if op <= 0x9F:  # fixmap / fixarray
+            items = (op & 0x0F) * 2 if op <= 0x8F else op & 0x0F
+        elif op <= 0xBF:  # fixstr
+            pos += op & 0x1F
+            continue
+        elif op in _CONTAINER_LEN:
+            size, per = _CONTAINER_LEN[op]
+            if pos + size > end:
+                return False
+            items = int.from_bytes(data[pos:pos + size], "big") * per
+            pos += size
+        else:
+            skip = _SKIP.get(op)
+            if skip is None:  # 0xc1: never used
+                return False
+            fixed, size = skip
+            if size:
+                if pos + size > end:
+                    return False
+                fixed += int.from_bytes(data[pos:pos + size], "big")
+                pos += size
+            pos += fixed
+            continue
+        if items:
+            if len(pending) > limit:
+                return True
+            pending.append(items)
+    return False
 
 
 class Frame(msgspec.Struct, frozen=True, array_like=True, tag_field="t", forbid_unknown_fields=True):
@@ -152,18 +232,24 @@ class FrameCodec:
     # -- decoding ------------------------------------------------------------------
     def decode_body(self, body) -> Frame:
         """Decode one frame body (without its length prefix); FrameError on any defect."""
+        if nesting_exceeds(body):
+            raise FrameError(f"body nested deeper than {MAX_NESTING}", reason=E.FRAME_TOO_DEEP)
+        return self._decode_bounded(body)
+
+    def _decode_bounded(self, body) -> Frame:
+        """Decode a body whose nesting is known to be within :data:`MAX_NESTING`."""
         try:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
             raise self._classify(body, exc) from None
-        except msgspec.DecodeError as exc:
-            raise FrameError(str(exc)[:200], reason=E.FRAME_MALFORMED) from None
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or anything else: a refusal, never an escape
+            raise FrameError(f"{type(exc).__name__}: {str(exc)[:200]}", reason=E.FRAME_MALFORMED) from None
 
     def _classify(self, body, exc: Exception) -> FrameError:
         """Error path only: a valid MessagePack array with an unknown tag is unknown_type."""
         try:
             value = msgspec.msgpack.decode(body)
-        except msgspec.DecodeError:
+        except Exception:  # noqa: BLE001 - undecodable in any way: malformed
             return FrameError(str(exc)[:200], reason=E.FRAME_MALFORMED)
         if isinstance(value, list) and value and isinstance(value[0], str) and value[0] not in self.tags:
             return FrameError(f"unknown frame type {value[0][:64]!r}", reason=E.FRAME_UNKNOWN_TYPE)
@@ -193,7 +279,7 @@ class FrameDecoder:
     error): a stream that went wrong is not resynchronised, it is closed.
     """
 
-    __slots__ = ("codec", "max_frame", "_chunks", "_have", "_need", "_decode", "_error")
+    __slots__ = ("codec", "max_frame", "_chunks", "_have", "_need", "_decode_bounded", "_error")
 
     def __init__(self, codec: FrameCodec = DEFAULT_CODEC, *, max_frame: int | None = None) -> None:
         self.codec = codec
@@ -201,7 +287,7 @@ class FrameDecoder:
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = HEADER_SIZE
-        self._decode = codec.decode_body
+        self._decode_bounded = codec._decode_bounded  # feed bounds the nesting itself
         self._error: FrameError | None = None
 
     @property
@@ -227,7 +313,14 @@ class FrameDecoder:
         end = len(view)
         max_frame = self.max_frame
         unpack = HEADER.unpack_from
-        decode = self._decode
+        decode = self._decode_bounded
+        # Container headers in this read, flagged in one C pass: a frame holding no more of them
+        # than the bound cannot nest beyond it and skips the nesting walk.
+        flags = None
+        if end > MAX_NESTING:
+            flags = (data if type(data) is bytes else bytes(view)).translate(_CONTAINER_FLAGS)
+            if flags.count(1) <= MAX_NESTING:
+                flags = None
         need = HEADER_SIZE
         try:
             while end - pos >= HEADER_SIZE:
@@ -240,6 +333,9 @@ class FrameDecoder:
                 if stop > end:
                     need = HEADER_SIZE + size
                     break
+                if (flags is not None and flags.count(1, pos + HEADER_SIZE, stop) > MAX_NESTING
+                        and nesting_exceeds(view[pos + HEADER_SIZE:stop])):
+                    raise FrameError(f"body nested deeper than {MAX_NESTING}", reason=E.FRAME_TOO_DEEP)
                 frames.append(decode(view[pos + HEADER_SIZE:stop]))
                 pos = stop
         except FrameError as exc:
