@@ -24,8 +24,8 @@ Nothing else leaves the decoder: any other exception raised while decoding is a
 
 The nesting bound costs almost nothing on the hot path: a body can only nest as deep as it
 holds container headers (0x80-0x9f, 0xdc-0xdf), so the decoder counts those bytes over a
-whole read in one C pass and walks the MessagePack structure (:func:`nesting_exceeds`,
-iterative) only for a frame that holds more of them than the bound.
+whole read in one C pass and walks the MessagePack structure
+(:func:`trustfabric.nesting.msgpack_nesting_exceeds`, iterative) only for a frame that holds more of them than the bound.
 
 The encoder and decoder are built once per codec; the hot path encodes straight
 into a caller's ``bytearray`` (``encode_into``) and decodes from memoryviews.
@@ -38,6 +38,9 @@ from typing import Iterable, Union
 
 import msgspec
 
+from trustfabric.nesting import CONTAINER_FLAGS as _CONTAINER_FLAGS
+from trustfabric.nesting import MAX_NESTING
+from trustfabric.nesting import msgpack_nesting_exceeds as nesting_exceeds
 from trustfabric.transport import errors as E
 from trustfabric.transport.errors import FrameError
 
@@ -45,77 +48,6 @@ HEADER = struct.Struct(">I")
 HEADER_SIZE = 4
 DEFAULT_MAX_FRAME = 64 * 1024
 NIL = msgspec.Raw(b"\xc0")  # MessagePack nil: the empty body
-MAX_NESTING = 64  # arrays/maps within each other; the fabric's deepest schema nests under 10
-
-# 1 for a byte that may open a MessagePack container (fixmap, fixarray, array16/32, map16/32), else 0.
-_CONTAINER_FLAGS = bytes(1 if (0x80 <= b <= 0x9F or 0xDC <= b <= 0xDF) else 0 for b in range(256))
-# Bytes that follow a MessagePack type byte before the next value: (fixed size, length-field size).
-_SKIP: dict[int, tuple[int, int]] = {
-    0xC0: (0, 0), 0xC2: (0, 0), 0xC3: (0, 0),
-    0xC4: (0, 1), 0xC5: (0, 2), 0xC6: (0, 4),  # bin 8/16/32
-    0xC7: (1, 1), 0xC8: (1, 2), 0xC9: (1, 4),  # ext 8/16/32 (type byte + data)
-    0xCA: (4, 0), 0xCB: (8, 0),
-    0xCC: (1, 0), 0xCD: (2, 0), 0xCE: (4, 0), 0xCF: (8, 0),
-    0xD0: (1, 0), 0xD1: (2, 0), 0xD2: (4, 0), 0xD3: (8, 0),
-    0xD4: (2, 0), 0xD5: (3, 0), 0xD6: (5, 0), 0xD7: (9, 0), 0xD8: (17, 0),  # fixext
-    0xD9: (0, 1), 0xDA: (0, 2), 0xDB: (0, 4),  # str 8/16/32
-}
-_CONTAINER_LEN = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # (length bytes, items per entry)
-
-
-def nesting_exceeds(body, limit: int = MAX_NESTING) -> bool:
-    """Whether a MessagePack value nests arrays/maps more than ``limit`` deep.
-
-    Iterative (a stack of item counts, never recursion), and linear in the body: every step
-    consumes at least one byte. A body that is malformed or truncated before the bound is
-    reached is not judged here (``False``): the decoder refuses it as malformed.
-    """
-    data = bytes(body)
-    if len(data) <= limit or data.translate(_CONTAINER_FLAGS).count(1) <= limit:
-        return False  # too few container headers to nest that deep
-    end = len(data)
-    pos = 0
-    pending = [1]  # values still to read at each open level; [0] is the top level
-    while pending:
-        if pending[-1] == 0:
-            pending.pop()
-            continue
-        if pos >= end:
-            return False
-        pending[-1] -= 1
-        op = data[pos]
-        pos += 1
-        if op <= 0x7F or op >= 0xE0:
-            continue
-        if op <= 0x9F:  # fixmap / fixarray
-            items = (op & 0x0F) * 2 if op <= 0x8F else op & 0x0F
-        elif op <= 0xBF:  # fixstr
-            pos += op & 0x1F
-            continue
-        elif op in _CONTAINER_LEN:
-            size, per = _CONTAINER_LEN[op]
-            if pos + size > end:
-                return False
-            items = int.from_bytes(data[pos:pos + size], "big") * per
-            pos += size
-        else:
-            skip = _SKIP.get(op)
-            if skip is None:  # 0xc1: never used
-                return False
-            fixed, size = skip
-            if size:
-                if pos + size > end:
-                    return False
-                fixed += int.from_bytes(data[pos:pos + size], "big")
-                pos += size
-            pos += fixed
-            continue
-        if items:
-            if len(pending) > limit:
-                return True
-            pending.append(items)
-    return False
-
 
 class Frame(msgspec.Struct, frozen=True, array_like=True, tag_field="t", forbid_unknown_fields=True):
     """Base of every frame type; subclasses set ``tag=...``. Extra fields are refused (strict schemas)."""
