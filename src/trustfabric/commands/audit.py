@@ -17,7 +17,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from trustfabric.audit.collector import Collector
+from trustfabric.audit.collector import Collector, losses
 from trustfabric.audit.errors import TamperDetected
 from trustfabric.audit.log import DB_FILE, AuditLog, Query, SQLiteAuditStore, audit_dir, open_log
 from trustfabric.audit.report import FRAMEWORKS, build_evidence, write_report
@@ -104,10 +104,14 @@ def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or 
         store = SQLiteAuditStore(directory / DB_FILE)
         try:
             report = verify_log(store, public_key, witnessed)
+            lost = losses(store)
         except TamperDetected as exc:
             raise fail(exc.reason, f"first bad position {exc.position}: {exc.detail}", code=3) from None
         finally:
             store.close()
+    if lost:
+        raise fail("audit.spool.corrupt", f"the log verifies ({report.size} records) but records never reached it: "
+                   + "; ".join(lost), code=4)
     console.print(f"[green]intact[/]: {report.size} records, root {report.root_hash}, "
                   f"{report.tree_heads_checked} signed tree heads (latest covers {report.signed_size}), "
                   f"unsigned tail {report.unsigned_tail}", highlight=False)
@@ -184,6 +188,9 @@ def collect(spool: Optional[Path] = typer.Option(None, help="Spool root (default
         finally:
             log.close()
     console.print(f"collected {total} new records; log size {log.size}", highlight=False)
+    if collector.damaged:  # every intact record was shipped; the damaged ones are named (and alerted in the log)
+        raise fail("audit.spool.corrupt", "; ".join(f"{spool}: {damage.describe()}"
+                                                    for spool, damage in collector.damaged), code=3)
 
 
 def _time_ns(value: Optional[str]) -> Optional[int]:
