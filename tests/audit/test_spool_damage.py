@@ -90,13 +90,15 @@ def test_a_running_writer_finds_a_flipped_byte_in_its_own_segment_refuses_and_al
     assert len(segment_paths(tmp_path)) == 2  # the damaged segment is sealed; a reopen writes a new one
 
 
-def test_in_fsync_mode_the_flush_after_the_damage_refuses(tmp_path):
-    spool = _fill(tmp_path, 50, scrub_interval_s=0.0)
+def test_in_fsync_mode_the_background_scrub_finds_it_and_the_next_flush_refuses(tmp_path):
+    spool = _fill(tmp_path, 50, scrub_interval_s=0.002)
     _flip_record(segment_paths(tmp_path)[0], 7)
-    spool.emit(Kind.DECISION)
+    deadline = time.monotonic() + 10
+    while not spool.refusing and time.monotonic() < deadline:  # bounded wait for the scrub thread
+        time.sleep(0.005)
     with pytest.raises(AuditUnavailable) as refused:
-        spool.flush()
-    assert refused.value.reason == "audit.spool.corrupt" and spool.counters().buffered == 1  # held
+        spool.emit(Kind.DECISION)
+    assert refused.value.reason == "audit.spool.corrupt" and spool.damage.record == 7
     spool.close()
 
 
@@ -112,7 +114,7 @@ def test_a_whole_scrub_of_an_intact_segment_finds_nothing_across_chunks(tmp_path
 
 def test_collect_ships_every_intact_record_around_damage_in_the_active_segment_and_names_it(tmp_path):
     directory = tmp_path / "spool" / SOURCE
-    spool = _fill(directory, 500, scrub_interval_s=0.0)
+    spool = _fill(directory, 500, scrub_interval_s=None)
     _flip_record(segment_paths(directory)[0], 200)
     log = open_log(tmp_path / "audit")
     collector = Collector(log, tmp_path / "spool")
@@ -122,9 +124,10 @@ def test_collect_ships_every_intact_record_around_damage_in_the_active_segment_a
     assert (damage.segment, damage.record, damage.after_seq, damage.next_seq) == (1, 200, 199, 201)
     assert "segment 00000001.seg record 200" in damage.describe()
     assert [line.split(": ", 1)[0] for line in losses(log.store)] == [SOURCE]
-    # The running writer finds the damage at its next flush and refuses; reopened, it writes a new
+    # The running writer finds the damage when it scrubs and refuses; reopened, it writes a new
     # segment. Collecting again ships only what is new; the alert for the damaged record is stored once.
     spool.emit(Kind.DECISION)
+    assert spool.scrub(whole=True) is not None
     with pytest.raises(AuditUnavailable):
         spool.flush()
     spool.close()

@@ -27,10 +27,11 @@ the sequence numbers lost. Opening a spool whose last segment is damaged is refu
 writer then starts a new segment.
 
 Scrubbing: a running writer keeps the CRC32 of every :data:`SCRUB_CHUNK` of the segment it
-writes and re-reads one chunk every ``scrub_interval_s`` (the syncer thread in ``"write"``
-mode, ``flush`` in ``"fsync"`` mode). Bytes on disk that differ from what it wrote make it
-refuse (``audit.spool.corrupt``: fail closed, the enforcement point allows nothing more),
-raise an alert naming the damaged record, and seal the segment.
+writes (one ``crc32`` per written batch) and a background thread re-reads one chunk every
+``scrub_interval_s`` (in both durability modes; ``None`` leaves only explicit
+:meth:`Spool.scrub` calls). Bytes on disk that differ from what it wrote make it refuse
+(``audit.spool.corrupt``: fail closed, the enforcement point allows nothing more), raise an
+alert naming the damaged record, and seal the segment.
 
 Failure (the Vault model, never OPA's silent drop): when a batch cannot be made durable
 (``ENOSPC``, ``EROFS``, any ``OSError``, or a write that hangs beyond ``flush_timeout_s``)
@@ -325,7 +326,7 @@ class Spool:
         fsync: Callable[[int], None] = os.fsync,
         durability: str = DURABILITY_FSYNC,
         sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S,
-        scrub_interval_s: float = DEFAULT_SCRUB_INTERVAL_S,
+        scrub_interval_s: float | None = DEFAULT_SCRUB_INTERVAL_S,
     ) -> None:
         if max_buffer < 1 or segment_bytes < 1:
             raise SpoolError("max_buffer and segment_bytes must be positive")
@@ -361,7 +362,7 @@ class Spool:
         self.records_in = 0
         self.records_flushed = 0
         self.torn_bytes_truncated = 0
-        self.scrub_interval_s = float(scrub_interval_s)
+        self.scrub_interval_s = None if scrub_interval_s is None else max(0.001, float(scrub_interval_s))
         self._scrub_at = 0.0  # monotonic time of the next scrub step
         self._scrub_next = 0
         self._chunk_crcs: list[int] = []  # CRC32 of each complete SCRUB_CHUNK of the active segment
@@ -370,7 +371,7 @@ class Spool:
         self._fd = -1
         self._open_tail()
         self._written_seq = self._synced_seq = self.last_seq
-        if not self._sync_each_flush:
+        if not self._sync_each_flush or self.scrub_interval_s is not None:
             self._syncer = threading.Thread(target=self._sync_loop, name=f"audit-sync:{source}", daemon=True)
             self._syncer.start()
 
@@ -523,8 +524,6 @@ class Spool:
     # -- making durable --------------------------------------------------------------------
     def flush(self) -> int:
         """Write every buffered record with one write and one fsync; the number written."""
-        if self._sync_each_flush:
-            self._scrub_if_due()  # in "write" mode the background syncer scrubs
         with self._lock:
             self._check_accepting()
             return self._flush_locked()
@@ -576,12 +575,16 @@ class Spool:
         if self._sync_each_flush:
             self._fsync(self._fd)
 
-    # -- background sync (durability="write") --------------------------------------------
+    # -- background thread: sync (durability="write") and scrub ----------------------------
     def _sync_loop(self) -> None:
-        while not self._sync_stop.wait(self.sync_interval_s):
+        syncing = not self._sync_each_flush
+        interval = self.sync_interval_s if syncing else self.scrub_interval_s
+        while not self._sync_stop.wait(interval):
             try:
-                self.sync()
-                self._scrub_if_due()
+                if syncing:
+                    self.sync()
+                if self.scrub_interval_s is not None:
+                    self._scrub_if_due()
             except AuditUnavailable:
                 pass  # the spool is refusing now; the alert is raised; the next flush refuses
             except Exception:  # noqa: BLE001 - the syncer never dies silently: refuse instead
@@ -674,14 +677,14 @@ class Spool:
     def _scrub_if_due(self) -> None:
         now = time.monotonic()
         if now >= self._scrub_at:
-            self._scrub_at = now + self.scrub_interval_s
+            self._scrub_at = now + (self.scrub_interval_s or 0.0)
             self.scrub()
 
     def scrub(self, *, whole: bool = False) -> Damage | None:
         """Re-read (part of) the active segment and check it against the CRCs of what was written.
 
-        One :data:`SCRUB_CHUNK` per call, in turn (the syncer thread in ``"write"`` mode, ``flush``
-        in ``"fsync"`` mode, every ``scrub_interval_s``), or the ``whole`` segment. Bytes on disk
+        One :data:`SCRUB_CHUNK` per call, in turn (the spool's background thread calls it every
+        ``scrub_interval_s``, off the writer's path), or the ``whole`` segment. Bytes on disk
         that differ from what this writer wrote - a flipped bit, an overwrite, a truncation - are
         damage: the spool refuses from then on (fail closed: nothing is acknowledged after
         records the collector may not be able to read), raises an ``audit.spool.corrupt`` alert
