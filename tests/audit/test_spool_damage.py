@@ -13,7 +13,8 @@ import time
 
 import pytest
 
-from trustfabric.audit.collector import Collector, losses
+from trustfabric.audit.collector import Collector
+from trustfabric.audit.damage import losses
 from trustfabric.audit.errors import AuditUnavailable, SpoolCorrupt, SpoolError
 from trustfabric.audit.events import Kind, MemorySink, decode_event
 from trustfabric.audit.log import open_log

@@ -5,7 +5,9 @@ complete records after the spool's ack position, ingests them into the central
 :class:`~trustfabric.audit.log.AuditLog` (one transaction per batch) and only THEN writes
 the new ack position (atomically). A ``kill -9`` anywhere leaves either the ack behind
 the central commit (the batch is re-shipped and deduplicated on ``(source, seq)``) or
-both in step: no record is lost and none is stored twice.
+both in step: no record is lost and none is stored twice. A damaged stretch of a spool
+stops nothing: the intact records around it are shipped, an alert in its place names what
+was lost (:mod:`trustfabric.audit.damage`), and :attr:`Collector.damaged` lists it.
 
 Compact decision records (:mod:`trustfabric.audit.compact`, what enforcement points spool
 on the hop) are expanded here into the full ``AuditEventV1`` they stand for, so the
@@ -13,15 +15,6 @@ central log holds one schema whatever the spool held.
 
 Fully acknowledged segments are deleted once a later segment holds a record (so the
 spool's sequence numbers can still be recovered from the later segment or the ack).
-
-A damaged stretch of a spool (a bad frame anywhere, including the segment being written;
-see :func:`~trustfabric.audit.spool.read_spool_records`) does not stop the collector: every
-intact record before and after it is shipped, and in the damaged records' place the central
-log gets an ``audit.spool.corrupt`` ALERT naming the segment, the record position and the
-sequence numbers lost (source ``<spool>#collector``, numbered by the first lost sequence
-number, so shipping it again after a crash stores it once). :attr:`Collector.damaged` lists
-what a collector found; ``audit collect`` names each and exits non-zero, and :func:`losses`
-reads them back from the log (``audit verify`` never calls a log intact over them).
 Runs in-process (:meth:`Collector.run` with a stop event) or as ``trustfabric audit collect``.
 """
 
@@ -32,16 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from typing import Iterator
-
 from trustfabric.audit.compact import canonical, record_seq
-from trustfabric.audit.events import AuditEventV1, EventSink, Kind, encode_event
-from trustfabric.audit.log import AuditLog, AuditStore, Query
-from trustfabric.audit.spool import (SPOOL_CORRUPT, Ack, Damage, read_ack, read_spool_records, segment_number,
-                                     segment_paths, write_ack)
+from trustfabric.audit.damage import records_and_alerts
+from trustfabric.audit.events import AuditEventV1, EventSink, Kind
+from trustfabric.audit.log import AuditLog
+from trustfabric.audit.spool import Ack, Damage, read_ack, segment_number, segment_paths, write_ack
 from trustfabric.errors import TrustFabricError
-
-DAMAGE_SOURCE_SUFFIX = "#collector"  # source of the alerts standing in for a spool's damaged records
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +75,7 @@ class Collector:
         read = appended = 0
         payloads: list[bytes] = []
         position = (ack.segment, ack.offset)
-        for segment, end, payload in self._records(directory, ack):
+        for segment, end, payload in records_and_alerts(directory, ack, self.damaged, self._now_ns):
             payloads.append(canonical(payload))
             position = (segment, end)
             if len(payloads) >= self.batch:
@@ -102,14 +91,8 @@ class Collector:
             self._delete_acked(directory, ack)
         return read, appended
 
-    def _records(self, directory: Path, ack: Ack) -> Iterator[tuple[int, int, bytes]]:
-        """The spool's intact records after ``ack``; each damaged stretch becomes an alert record."""
-
-        def damaged(damage: Damage) -> bytes:
-            self.damaged.append((str(directory), damage))
-            return encode_event(damage_alert(directory.name, damage, int(self.log.clock.now() * 1e9)))
-
-        return read_spool_records(directory, ack, damaged=damaged)
+    def _now_ns(self) -> int:
+        return int(self.log.clock.now() * 1e9)
 
     def _commit(self, directory: Path, ack: Ack, payloads: list[bytes],
                 position: tuple[int, int]) -> tuple[Ack, int]:
@@ -151,24 +134,3 @@ class Collector:
             if stop.is_set():
                 return
             stop.wait(interval_s)
-
-
-def damage_alert(spool: str, damage: Damage, time_ns: int) -> AuditEventV1:
-    """The ALERT the central log holds in place of a spool's damaged records.
-
-    Numbered by the first sequence number lost (``after_seq + 1``) under the source
-    ``<spool>#collector``: shipped again after a crash, it is the same record and stored once.
-    """
-    return AuditEventV1(
-        event_id=f"{spool}{DAMAGE_SOURCE_SUFFIX}-{damage.segment}-{damage.offset}", source=spool + DAMAGE_SOURCE_SUFFIX,
-        seq=damage.after_seq + 1, time_ns=time_ns, kind=Kind.ALERT, reason=SPOOL_CORRUPT, resource=spool,
-        detail={"segment": damage.segment, "record": damage.record, "offset": damage.offset,
-                "resume": damage.resume, "after_seq": damage.after_seq, "next_seq": damage.next_seq,
-                "what": damage.describe()})
-
-
-def losses(store: AuditStore) -> list[str]:
-    """What the central log says was lost to spool damage: one line per damaged stretch."""
-    return [f"{r.event().resource}: {r.event().detail.get('what', '')}"
-            for r in store.query(Query(kind=Kind.ALERT)) if r.event().reason == SPOOL_CORRUPT
-            and r.source.endswith(DAMAGE_SOURCE_SUFFIX)]

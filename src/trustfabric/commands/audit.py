@@ -17,7 +17,8 @@ import msgspec
 import typer
 from rich.table import Table
 
-from trustfabric.audit.collector import Collector, losses
+from trustfabric.audit.collector import Collector
+from trustfabric.audit.damage import losses
 from trustfabric.audit.errors import TamperDetected
 from trustfabric.audit.log import DB_FILE, AuditLog, Query, SQLiteAuditStore, audit_dir, open_log
 from trustfabric.audit.report import FRAMEWORKS, build_evidence, write_report
