@@ -133,7 +133,9 @@ def _next_frame(data: bytes | memoryview, start: int) -> int:
     """Where the next intact frame starts at or after ``start`` (-1: none): resynchronisation.
 
     A frame's length is at most :data:`MAX_RECORD_BYTES` (1 MiB), so its header starts with a
-    zero byte: only those positions are tried, each by its length and CRC.
+    zero byte and a byte of at most 0x10: only those positions are tried. A candidate must also
+    end where the data ends or where another such header could start before its CRC is
+    computed, so garbage costs a scan, not a CRC of up to a megabyte per zero byte.
     """
     header = FRAME_HEADER.size
     size = len(data)
@@ -142,7 +144,9 @@ def _next_frame(data: bytes | memoryview, start: int) -> int:
     while 0 <= pos <= size - header:
         length, crc = FRAME_HEADER.unpack_from(raw, pos)
         end = pos + header + length
-        if 0 < length <= MAX_RECORD_BYTES and end <= size and zlib.crc32(raw[pos + header:end]) == crc:
+        if (0 < length <= MAX_RECORD_BYTES and end <= size
+                and (end == size or (raw[end] == 0 and (end + 1 == size or raw[end + 1] <= 0x10)))
+                and zlib.crc32(raw[pos + header:end]) == crc):
             return pos
         pos = raw.find(b"\0", pos + 1)
     return -1
