@@ -18,8 +18,8 @@ from trustfabric.audit.damage import losses
 from trustfabric.audit.errors import AuditUnavailable, SpoolCorrupt, SpoolError
 from trustfabric.audit.events import Kind, MemorySink, decode_event
 from trustfabric.audit.log import open_log
-from trustfabric.audit.spool import (DURABILITY_WRITE, FRAME_HEADER, Ack, Spool, read_spool_records,
-                                     segment_paths, write_ack)
+from trustfabric.audit.spool import (DURABILITY_WRITE, FRAME_HEADER, Ack, Spool, encode_frame, is_torn_tail,
+                                     locate_damage, read_spool_records, scan_segment, segment_paths, write_ack)
 from trustfabric.clock import FakeClock
 
 SOURCE = "pep-a"
@@ -222,3 +222,37 @@ def test_a_failing_ack_write_is_a_typed_refusal_and_nothing_is_lost(tmp_path, mo
     Collector(log, tmp_path / "spool").collect_once()  # shipped again, stored once
     assert _central_seqs(log) == list(range(1, 31))
     log.close()
+
+
+# -- torn tail or damage: the pure classification -------------------------------------------------
+
+GOOD = b"".join(encode_frame(b'{"seq": %d}' % i) for i in range(1, 4))
+
+
+@pytest.mark.parametrize("tail, torn", [
+    (b"\x00\x00", True),  # less than a header
+    (encode_frame(b"x" * 40)[:20], True),  # a last frame cut short (kill -9 mid-write)
+    (b"\x00" * 300, True),  # blocks allocated, never written (OS crash)
+    (encode_frame(b"x" * 40)[:-1] + b"y", False),  # complete, bad CRC
+    (b"\xff\xff\xff\xff\x00\x00\x00\x00" + b"x" * 10, False),  # a length no frame has
+    (encode_frame(b"x" * 40)[:20] + encode_frame(b"z" * 10), False),  # a cut frame with an intact one after it
+])
+def test_a_torn_tail_is_told_from_damage(tail, torn):
+    data = GOOD + tail
+    assert is_torn_tail(data, len(GOOD)) is torn
+    frames, damaged, end = scan_segment(data, last=True)
+    assert len(frames) >= 3
+    assert (damaged == []) is torn and (end == len(GOOD) if torn else end == len(data))
+
+
+@pytest.mark.parametrize("offset", [0, 2, 5, 9, 14])  # the length field, the CRC, the payload
+def test_a_flip_anywhere_in_a_frame_costs_that_frame_only(offset):
+    frames = [encode_frame(b'{"seq": %d, "pad": "%s"}' % (i, b"p" * i)) for i in range(1, 8)]
+    data = bytearray(b"".join(frames))
+    at = sum(len(f) for f in frames[:3]) + offset  # inside the 4th frame
+    data[at] ^= 0x40
+    found, damaged, _ = scan_segment(bytes(data), last=True)
+    assert [p for _, p in found] == [f[8:] for i, f in enumerate(frames) if i != 3]
+    [(start, resume)] = damaged
+    assert (start, resume) == (sum(len(f) for f in frames[:3]), sum(len(f) for f in frames[:4]))
+    assert locate_damage(bytes(data), 1, start, resume).record == 4
