@@ -12,6 +12,7 @@ holds, so ordinary inputs never reach the walk.
 
 from __future__ import annotations
 
+import itertools
 import re
 
 MAX_NESTING = 64
@@ -86,21 +87,24 @@ def msgpack_nesting_exceeds(body, limit: int = MAX_NESTING) -> bool:
     return False
 
 
-_JSON_TOKEN = re.compile(rb'"(?:[^"\\]++|\\.)*+"|[\[\]{}]')
+_JSON_STRING = re.compile(rb'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_STEP = [0] * 256
+for _opener in b"[{":
+    _STEP[_opener] = 1
+for _closer in b"]}":
+    _STEP[_closer] = -1
 
 
 def json_nesting_exceeds(data: bytes | str, limit: int = MAX_NESTING) -> bool:
-    """Whether a JSON text nests arrays/objects more than ``limit`` deep (strings are skipped)."""
+    """Whether a JSON text nests arrays/objects more than ``limit`` deep (brackets in strings do not count).
+
+    Strings are blanked and the brackets left are summed in C. A closer without its opener makes
+    the depth run low afterwards, but a decoder refuses the text at that closer, before anything
+    after it could nest.
+    """
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     if raw.count(b"[") + raw.count(b"{") <= limit:
         return False
-    depth = 0
-    for token in _JSON_TOKEN.finditer(raw):
-        char = token.group()
-        if char in (b"[", b"{"):
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in (b"]", b"}"):
-            depth = max(0, depth - 1)
-    return False
+    brackets = _JSON_STRING.sub(b'""', raw).translate(None, _NOT_BRACKET)
+    return max(itertools.accumulate(map(_STEP.__getitem__, brackets)), default=0) > limit
