@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from trustfabric.audit.compact import canonical, record_seq
 from trustfabric.audit.errors import AuditError
 from trustfabric.audit.events import decode_event
-from trustfabric.audit.spool import encode_frame, scan_frames
+from trustfabric.audit.spool import Ack, encode_frame, read_spool_records, scan_frames
 from trustfabric.clock import FakeClock
 from trustfabric.control.protocol import CONTROL_CODEC
 from trustfabric.enforcement.tables import StaticTableSource
@@ -277,3 +277,27 @@ def test_each_escape_found_is_now_its_decoders_refusal(tmp_path):
     with pytest.raises(ThreatIntelError) as intel:
         parse_bundle(_substituted(BUNDLE, "objects", deep), T0)
     assert intel.value.reason == "signal.intel.malformed"
+
+
+@EXAMPLES
+@given(st.lists(st.binary(min_size=1, max_size=60), min_size=1, max_size=12), st.binary(max_size=200),
+       st.integers(0, 10_000), st.integers(0, 7))
+def test_spool_segments_read_back_only_records_or_typed_refusals(tmp_path_factory, payloads, garbage, where, bit):
+    directory = tmp_path_factory.mktemp("spool")
+    segment = bytearray(b"".join(encode_frame(p) for p in payloads))
+    if segment:
+        segment[where % len(segment)] ^= 1 << bit
+    (directory / "00000001.seg").write_bytes(bytes(segment) + garbage)
+    try:
+        strict = [p for _, _, p in read_spool_records(directory, Ack())]
+    except AuditError:
+        strict = None
+    found: list = []
+    tolerant = [p for _, _, p in read_spool_records(directory, Ack(), damaged=found.append)]
+    assert set(tolerant) <= set(payloads) | set(garbage_frames(garbage))
+    if strict is not None:
+        assert strict == tolerant and not found
+
+
+def garbage_frames(garbage: bytes) -> list[bytes]:
+    return [p for _, p in scan_frames(garbage)[0]]
