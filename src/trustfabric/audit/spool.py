@@ -391,14 +391,13 @@ class Spool:
         data = last.read_bytes()
         frames, damaged, good_end = scan_segment(data, last=True)
         ack = read_ack(self.directory)
-        seal = False
-        if damaged:  # corruption, not a torn tail: never cut away, never written after
-            if not (ack.segment > number or (ack.segment == number and ack.offset >= damaged[-1][1])):
-                damage = locate_damage(data, number, *damaged[0])
-                raise SpoolCorrupt(f"{last}: {damage.describe()}; nothing is cut away: ship the intact records "
-                                   "and record the loss with `trustfabric audit collect`, then reopen")
-            seal = True  # the collector shipped past it: new records go to a new segment
-        elif good_end < len(data):  # a torn tail: cut it off, durably
+        # Damage (not a torn tail) is never cut away nor written after: refused until the collector
+        # has shipped past it and recorded the loss; then new records go to a new segment.
+        if damaged and not (ack.segment > number or (ack.segment == number and ack.offset >= damaged[-1][1])):
+            damage = locate_damage(data, number, *damaged[0])
+            raise SpoolCorrupt(f"{last}: {damage.describe()}; nothing is cut away: ship the intact records "
+                               "and record the loss with `trustfabric audit collect`, then reopen")
+        if good_end < len(data):  # a torn tail: cut it off, durably
             self.torn_bytes_truncated = len(data) - good_end
             with open(last, "r+b") as fh:
                 fh.truncate(good_end)
@@ -415,7 +414,7 @@ class Spool:
         self._fd = os.open(last, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._track_reset()
         self._track(data[:good_end], 0)
-        if seal:
+        if damaged:
             self._rotate_locked()
 
     # -- appending ------------------------------------------------------------------------
