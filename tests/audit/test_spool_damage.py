@@ -16,7 +16,7 @@ import pytest
 from trustfabric.audit.collector import Collector
 from trustfabric.audit.damage import losses
 from trustfabric.audit.errors import AuditUnavailable, SpoolCorrupt, SpoolError
-from trustfabric.audit.events import Kind, MemorySink, decode_event
+from trustfabric.audit.events import Kind, MemorySink
 from trustfabric.audit.log import open_log
 from trustfabric.audit.spool import (DURABILITY_WRITE, FRAME_HEADER, Ack, Spool, encode_frame, is_torn_tail,
                                      locate_damage, read_spool_records, scan_segment, segment_paths, write_ack)
