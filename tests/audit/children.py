@@ -8,6 +8,9 @@ released batch on stdout as ``R first_seq last_seq``. The parent kills it at any
 enforcement point on the hop spools: compact decision records (one ``write()`` per batch,
 no fsync before the release; the background syncer fsyncs), mixed with full events.
 
+``writer-paced DIR``: ``writer-compact`` at about a batch a millisecond in one segment, until
+its spool refuses (it then says ``REFUSED <reason>`` and exits 3).
+
 ``collector SPOOL_DIR AUDIT_DIR``: a collector shipping small batches and reporting
 ``S n`` after each central commit + ack; the parent kills it mid-ship.
 """
@@ -20,6 +23,7 @@ import time
 from pathlib import Path
 
 from trustfabric.audit.collector import Collector
+from trustfabric.audit.errors import AuditUnavailable
 from trustfabric.audit.events import Kind
 from trustfabric.audit.log import open_log
 from trustfabric.audit.spool import DURABILITY_WRITE, Spool
@@ -56,6 +60,24 @@ def writer_compact(directory: str) -> None:
         out.flush()
 
 
+def writer_paced(directory: str) -> None:
+    spool = Spool(Path(directory), "pep-paced", durability=DURABILITY_WRITE, scrub_interval_s=0.01)
+    out = sys.stdout
+    while True:
+        rows = [("spiffe://prod.acme/algo/momentum", "submit_order", "risk/orders", True, "enforcement.allow", 3,
+                 ["floor.algo_submit"], f"ord-{i}", "ab" * 32, 7, time.time(), 100.0, "AAPL") for i in range(8)]
+        try:
+            last = spool.write_decisions(rows, time.time_ns())
+        except AuditUnavailable as exc:
+            out.write(f"REFUSED {exc.reason}\n")
+            out.flush()
+            spool.close()
+            sys.exit(3)
+        out.write(f"R {last - len(rows) + 1} {last}\n")
+        out.flush()
+        time.sleep(0.001)
+
+
 def collector(spool_dir: str, audit_dir: str) -> None:
     log = open_log(Path(audit_dir), checkpoint_every=500)
     c = Collector(log, Path(spool_dir), batch=97)
@@ -69,4 +91,5 @@ def collector(spool_dir: str, audit_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    {"writer": writer, "writer-compact": writer_compact, "collector": collector}[sys.argv[1]](*sys.argv[2:])
+    {"writer": writer, "writer-compact": writer_compact, "writer-paced": writer_paced,
+     "collector": collector}[sys.argv[1]](*sys.argv[2:])

@@ -131,3 +131,42 @@ def test_write_mode_compact_writer_killed_nothing_released_is_lost(tmp_path, see
                              and e.decision in ("allow", "deny") and e.detail["symbol"] == "AAPL" for e in decisions)
     verify_log(log.store, load_public_key(audit_dir))
     log.close()
+
+
+def test_a_byte_flipped_under_a_running_writer_process_stops_it_and_costs_only_the_damaged_record(tmp_path) -> None:
+    spool_dir = tmp_path / "spool" / "pep-paced"
+    child = spawn("writer-paced", str(spool_dir))
+    released: set[int] = set()
+    refusal = ""
+    try:
+        for _ in range(200):  # well into the segment, then one bit flipped inside an early record
+            _, first, last = child.stdout.readline().split()
+            released.update(range(int(first), int(last) + 1))
+        segment = spool_dir / "00000001.seg"
+        with open(segment, "r+b") as fh:
+            fh.seek(1000)
+            byte = fh.read(1)[0]
+            fh.seek(1000)
+            fh.write(bytes([byte ^ 0x01]))
+        for line in iter(child.stdout.readline, b""):  # the writer goes on until its scrub finds it
+            words = line.decode().split()
+            if words[0] == "R":
+                released.update(range(int(words[1]), int(words[2]) + 1))
+            else:
+                refusal = words[1]
+        child.wait(10)
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGKILL)
+            child.wait(10)
+    assert refusal == "audit.spool.corrupt" and child.returncode == 3
+    log = open_log(tmp_path / "audit")
+    collector = Collector(log, tmp_path / "spool")
+    collector.collect_once()
+    [(_, damage)] = collector.damaged
+    assert damage.segment == 1 and damage.record > 1
+    lost = set(range(damage.after_seq + 1, damage.next_seq))
+    central = {r.seq for r in log.store.records() if r.source == "pep-paced"}
+    assert lost and released - lost <= central  # every released record but the damaged one is in the log
+    assert len(lost) == 1
+    log.close()

@@ -367,3 +367,21 @@ async def test_a_small_record_after_a_large_one_does_not_end_the_turn(server_tls
     small = msgspec.Raw(msgspec.msgpack.encode("y"))
     seen, at_next_turn = await _delivered_in_one_turn(server_tls, client_tls, [big, small, big])
     assert seen == [1, 2, 3] and at_next_turn == [3]
+
+
+def _framed(body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + body
+
+
+async def test_a_deeply_nested_frame_is_refused_after_the_frames_before_it_in_the_same_read(served, caplog):
+    server, recorder, client_tls = served
+    deep = _framed(msgspec.msgpack.encode(Request(rid=1, action="a", resource="r",
+                                                  body=msgspec.Raw(b"\x91" * 1000 + b"\xc0"))))
+    conn = await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
+    conn.write_raw(DEFAULT_CODEC.encode(Ping(n=1)) + DEFAULT_CODEC.encode(Ping(n=2)) + deep)
+    frames = await _read_all(conn)
+    assert frames[:2] == [Pong(n=1), Pong(n=2)]  # the good frames of the same read were served
+    assert frames[-1] == ErrorFrame(reason="frame.too_deep", detail=frames[-1].detail)
+    await _until(lambda: recorder.closed)
+    assert recorder.closed == ["frame.too_deep"]
+    assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text

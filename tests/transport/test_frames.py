@@ -7,9 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from trustfabric.nesting import MAX_NESTING, msgpack_nesting_exceeds
 from trustfabric.transport.errors import FrameError
 from trustfabric.transport.frames import (
-    DEFAULT_CODEC, ErrorFrame, Frame, FrameCodec, FrameDecoder, Hello, Ping, Request, Response,
+    DEFAULT_CODEC, MAX_FRAME_NESTING, ErrorFrame, Frame, FrameCodec, FrameDecoder, Hello, Ping, Request, Response,
 )
 
 
@@ -144,3 +145,43 @@ def test_any_chunking_of_a_valid_stream_decodes_the_same(ns, chunk):
     for i in range(0, len(data), chunk):
         out += decoder.feed(data[i:i + chunk])
     assert out == frames
+
+
+def _nested(depth: int, opener: bytes = b"\x91") -> bytes:
+    return opener * depth + b"\xc0"
+
+
+@pytest.mark.parametrize("opener", [b"\x91", b"\x81\xa1k", b"\xdc\x00\x01", b"\xdd\x00\x00\x00\x01",
+                                    b"\xde\x00\x01\xc0", b"\xdf\x00\x00\x00\x01\x01"])
+def test_nesting_is_measured_without_recursion_for_every_container_form(opener):
+    assert not msgpack_nesting_exceeds(_nested(MAX_NESTING, opener))
+    assert msgpack_nesting_exceeds(_nested(MAX_NESTING + 1, opener))
+    assert msgpack_nesting_exceeds(_nested(100_000, opener))  # far beyond any recursion limit
+
+
+def test_wide_but_shallow_values_and_skipped_payloads_are_within_the_bound():
+    wide = msgspec.msgpack.encode([[i, {"k": [1, 2]}] for i in range(500)])
+    assert not msgpack_nesting_exceeds(wide)
+    # Container-looking bytes inside strings, bins and exts are skipped, not counted as depth.
+    payloads = msgspec.msgpack.encode(["\x91" * 200, b"\x91" * 200, msgspec.msgpack.Ext(1, b"\x91" * 200)])
+    assert not msgpack_nesting_exceeds(payloads)
+
+
+@pytest.mark.parametrize("depth", [MAX_FRAME_NESTING, 1000, 100_000])
+def test_a_deeply_nested_body_is_refused_before_decoding_and_the_frames_before_it_are_kept(depth):
+    body = msgspec.msgpack.encode(Request(rid=1, action="a", resource="r", body=msgspec.Raw(_nested(depth))))
+    decoder = FrameDecoder(FrameCodec(max_frame=1 << 20))
+    good = DEFAULT_CODEC.encode(Ping(n=1))
+    with pytest.raises(FrameError) as refused:
+        decoder.feed(good + len(body).to_bytes(4, "big") + body)
+    assert refused.value.reason == "frame.too_deep"
+    assert refused.value.decoded == [Ping(n=1)]
+    with pytest.raises(FrameError) as direct:
+        DEFAULT_CODEC.decode_body(_nested(depth + 1))
+    assert direct.value.reason == "frame.too_deep"
+
+
+def test_a_frame_within_the_bound_in_a_read_full_of_containers_still_decodes():
+    frame = Request(rid=1, action="a", resource="r", body=msgspec.Raw(_nested(MAX_FRAME_NESTING - 1)))
+    stream = DEFAULT_CODEC.encode(frame) * 3
+    assert FrameDecoder().feed(stream) == [frame] * 3

@@ -5,7 +5,9 @@ complete records after the spool's ack position, ingests them into the central
 :class:`~trustfabric.audit.log.AuditLog` (one transaction per batch) and only THEN writes
 the new ack position (atomically). A ``kill -9`` anywhere leaves either the ack behind
 the central commit (the batch is re-shipped and deduplicated on ``(source, seq)``) or
-both in step: no record is lost and none is stored twice.
+both in step: no record is lost and none is stored twice. A damaged stretch of a spool
+stops nothing: the intact records around it are shipped, an alert in its place names what
+was lost (:mod:`trustfabric.audit.damage`), and :attr:`Collector.damaged` lists it.
 
 Compact decision records (:mod:`trustfabric.audit.compact`, what enforcement points spool
 on the hop) are expanded here into the full ``AuditEventV1`` they stand for, so the
@@ -39,10 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from trustfabric.audit.compact import expand_event, is_compact, record_seq
+from trustfabric.audit.compact import canonical, expand_event, is_compact, record_seq
+from trustfabric.audit.damage import records_and_alerts
 from trustfabric.audit.events import AuditEventV1, Kind, encode_event
 from trustfabric.audit.log import AuditLog, AuditStore
-from trustfabric.audit.spool import (Ack, Spool, read_ack, read_spool_records, segment_number, segment_paths,
+from trustfabric.audit.spool import (Ack, Damage, Spool, read_ack, read_spool_records, segment_number, segment_paths,
                                      write_ack)
 from trustfabric.errors import AuditError, TrustFabricError
 
@@ -104,6 +107,7 @@ class Collector:
         self.observer_errors = 0
         self.appended_total = 0  # records new in the central log, over every pass
         self._alerted = ""
+        self.damaged: list[tuple[str, Damage]] = []  # (spool directory, damage) found, in order
 
     def spool_dirs(self) -> list[Path]:
         return spool_dirs(self.spool_root)
@@ -143,7 +147,7 @@ class Collector:
         payloads: list[bytes] = []
         decisions: list[AuditEventV1] = []
         position = (ack.segment, ack.offset)
-        for segment, end, payload in read_spool_records(directory, ack):
+        for segment, end, payload in records_and_alerts(directory, ack, self.damaged, self._now_ns):
             payloads.append(self._canonical(payload, decisions))
             position = (segment, end)
             if len(payloads) >= self.batch:
@@ -159,11 +163,14 @@ class Collector:
     def _canonical(self, payload: bytes, decisions: list[AuditEventV1]) -> bytes:
         """The bytes the central log stores; the decision event kept aside when someone learns from it."""
         if self.on_decisions is None:
-            return encode_event(expand_event(payload)) if is_compact(payload) else bytes(payload)
+            return canonical(payload)
         event = expand_event(payload)
         if event.kind == Kind.DECISION:
             decisions.append(event)
         return encode_event(event) if is_compact(payload) else bytes(payload)
+
+    def _now_ns(self) -> int:
+        return int(self.log.clock.now() * 1e9)
 
     def _commit(self, directory: Path, ack: Ack, payloads: list[bytes], position: tuple[int, int],
                 progress: _Pass) -> Ack:

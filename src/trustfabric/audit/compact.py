@@ -27,6 +27,7 @@ import msgspec
 
 from trustfabric.audit.errors import AuditError
 from trustfabric.audit.events import AuditEventV1, Kind, decode_event, encode_event
+from trustfabric.nesting import msgpack_nesting_exceeds
 
 DECISION_TAG = "d1"
 # (principal, action, resource, allowed, reason, epoch, policy_ids, trace_id, peer_fingerprint,
@@ -47,10 +48,13 @@ def is_compact(payload: bytes | memoryview) -> bool:
 
 def _unpack(payload: bytes) -> list[Any]:
     try:
+        if msgpack_nesting_exceeds(payload):
+            raise ValueError("nested too deep")
         record = _decoder.decode(payload)
-    except msgspec.DecodeError as exc:
+    except Exception as exc:  # noqa: BLE001 - msgspec's errors, or anything else: a refusal
         raise AuditError(f"undecodable compact record: {exc}", reason="audit.spool.malformed") from None
     if not (isinstance(record, list) and len(record) == 6 and record[0] == DECISION_TAG
+            and type(record[3]) is int and type(record[4]) is int
             and isinstance(record[5], list) and len(record[5]) == 13):
         raise AuditError("compact record of an unknown layout", reason="audit.spool.malformed")
     return record

@@ -23,6 +23,8 @@ from typing import Any, Protocol
 import msgspec
 
 from trustfabric.clock import SYSTEM_CLOCK, Clock
+from trustfabric.errors import AuditError
+from trustfabric.nesting import json_nesting_exceeds
 
 SCHEMA_VERSION = 1
 
@@ -90,8 +92,20 @@ def encode_event(event: AuditEventV1) -> bytes:
     return _encoder.encode(event)
 
 
+class EventMalformed(AuditError, msgspec.DecodeError):
+    """Bytes that are not an ``AuditEventV1``. Also a ``msgspec.DecodeError``, as callers catch."""
+
+    reason = "audit.event.malformed"
+
+
 def decode_event(data: bytes) -> AuditEventV1:
-    return _decoder.decode(data)
+    """The event of canonical bytes; :class:`EventMalformed` for anything else (any nesting or encoding)."""
+    if json_nesting_exceeds(data):
+        raise EventMalformed("event nested too deep")
+    try:
+        return _decoder.decode(data)
+    except Exception as exc:  # noqa: BLE001 - msgspec's errors, or anything else: a refusal
+        raise EventMalformed(f"{type(exc).__name__}: {str(exc)[:200]}") from None
 
 
 class EventSink(Protocol):

@@ -12,10 +12,26 @@ On disk (``$TRUSTFABRIC_HOME/spool/<source>/``)::
                                      [u32 length][u32 CRC32(payload)][payload = encode_event(...)]
     ack.json                          written by the collector after the central commit
 
-Recovery: on open, the last segment is scanned; a torn tail (an incomplete frame or a
-frame whose CRC fails, left by ``kill -9`` or a crash mid-write) is truncated away, and
-the source's sequence numbers continue after the highest one found (or acknowledged).
-Sequence numbers are strictly increasing within a spool: the central log relies on it.
+Recovery: on open, the last segment is scanned; a torn tail (what ``kill -9`` or a crash
+mid-write leaves: less than a header, or a last frame running past the end of the file, or
+zeros - see :func:`is_torn_tail`) is truncated away, and the source's sequence numbers
+continue after the highest one found (or acknowledged). Sequence numbers are strictly
+increasing within a spool: the central log relies on it.
+
+Damage is not a torn tail: a complete frame whose CRC fails, a length no frame can have, or
+a bad frame followed by intact ones, in any segment. Nothing is ever cut away or written
+after it. Readers resynchronise past it (:func:`scan_segment`: the next position where a
+frame's length and CRC hold) and name it as a :class:`Damage` - segment, record position,
+the sequence numbers lost. Opening a spool whose last segment is damaged is refused
+(:class:`SpoolCorrupt`) until the collector has shipped past it and recorded the loss; the
+writer then starts a new segment.
+
+Scrubbing: a running writer keeps the CRC32 of every :data:`SCRUB_CHUNK` of the segment it
+writes (one ``crc32`` per written batch) and a background thread re-reads one chunk every
+``scrub_interval_s`` (in both durability modes; ``None`` leaves only explicit
+:meth:`Spool.scrub` calls). Bytes on disk that differ from what it wrote make it refuse
+(``audit.spool.corrupt``: fail closed, the enforcement point allows nothing more), raise an
+alert naming the damaged record, and seal the segment.
 
 Failure (the Vault model, never OPA's silent drop): when a batch cannot be made durable
 (``ENOSPC``, ``EROFS``, any ``OSError``, or a write that hangs beyond ``flush_timeout_s``)
@@ -50,10 +66,12 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import errno as errno_codes
+import itertools
 import json
 import os
 import struct
 import threading
+import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -74,6 +92,9 @@ DURABILITY_FSYNC = "fsync"  # flush = write + fsync (durable against an OS crash
 DURABILITY_WRITE = "write"  # flush = one write(); a background syncer fsyncs (durable against kill -9)
 DURABILITY_MODES = (DURABILITY_FSYNC, DURABILITY_WRITE)
 DEFAULT_SYNC_INTERVAL_S = 0.005
+DEFAULT_SCRUB_INTERVAL_S = 0.05
+SCRUB_CHUNK = 256 << 10  # the active segment is checked in pieces of this size, one per scrub step
+SPOOL_CORRUPT = SpoolCorrupt.reason  # the alert a writer raises when its own segment is damaged
 _crc32 = zlib.crc32
 _pack_header = FRAME_HEADER.pack
 
@@ -108,17 +129,110 @@ def scan_frames(data: bytes | memoryview, offset: int = 0) -> tuple[list[tuple[i
 MAX_TORN_TAIL_SCAN = 8 << 20
 
 
-def _valid_frame_after(data: bytes, bad: int) -> bool:
-    """Whether an intact frame starts anywhere after the bad one (corruption, not a torn tail)."""
-    if len(data) - bad > MAX_TORN_TAIL_SCAN:
-        return True  # far larger than any batch: not a torn write
+def _next_frame(data: bytes | memoryview, start: int) -> int:
+    """Where the next intact frame starts at or after ``start`` (-1: none): resynchronisation.
+
+    A frame's length is at most :data:`MAX_RECORD_BYTES` (1 MiB), so its header starts with a
+    zero byte and a byte of at most 0x10: only those positions are tried. A candidate must also
+    end where the data ends or where another such header could start before its CRC is
+    computed, so garbage costs a scan, not a CRC of up to a megabyte per zero byte.
+    """
     header = FRAME_HEADER.size
-    for pos in range(bad + 1, len(data) - header):
-        length, crc = FRAME_HEADER.unpack_from(data, pos)
+    size = len(data)
+    raw = bytes(data) if isinstance(data, memoryview) else data
+    pos = raw.find(b"\0", start)
+    while 0 <= pos <= size - header:
+        length, crc = FRAME_HEADER.unpack_from(raw, pos)
         end = pos + header + length
-        if 0 < length <= MAX_RECORD_BYTES and end <= len(data) and zlib.crc32(data[pos + header:end]) == crc:
-            return True
+        if (0 < length <= MAX_RECORD_BYTES and end <= size
+                and (end == size or (raw[end] == 0 and (end + 1 == size or raw[end + 1] <= 0x10)))
+                and zlib.crc32(raw[pos + header:end]) == crc):
+            return pos
+        pos = raw.find(b"\0", pos + 1)
+    return -1
+
+
+def is_torn_tail(data: bytes, bad: int) -> bool:
+    """Whether the bytes from ``bad`` (where the last good frame ended) are a torn tail, not corruption.
+
+    A torn tail is what a crash mid-write leaves: less than a header, or a frame whose length
+    runs past the end of the file with no intact frame after it, or zeros (blocks allocated but
+    never written before an OS crash). A complete frame whose CRC fails, a length no frame can
+    have, or damage followed by intact frames is corruption.
+    """
+    rest = len(data) - bad
+    header = FRAME_HEADER.size
+    if rest < header:
+        return True
+    if rest > MAX_TORN_TAIL_SCAN:
+        return False  # far larger than any batch: not a torn write
+    if data.count(0, bad) == rest:
+        return True
+    length, _ = FRAME_HEADER.unpack_from(data, bad)
+    if 0 < length <= MAX_RECORD_BYTES and bad + header + length > len(data):
+        return _next_frame(data, bad + 1) < 0
     return False
+
+
+def scan_segment(data: bytes, offset: int = 0, *, last: bool = False
+                 ) -> tuple[list[tuple[int, bytes]], list[tuple[int, int]], int]:
+    """Every intact frame from ``offset``, resynchronising past damage.
+
+    Returns ``(frames, damaged, end)``: the frames as ``(end offset, payload)``, the damaged
+    byte ranges as ``(start, resume)`` (``resume`` is where intact frames start again, or the
+    end of the data), and where reading stopped. In the ``last`` segment a torn tail (see
+    :func:`is_torn_tail`) ends the reading without being damage: it is still being written,
+    or a crash cut it.
+    """
+    frames: list[tuple[int, bytes]] = []
+    damaged: list[tuple[int, int]] = []
+    pos = offset
+    size = len(data)
+    while True:
+        found, pos = scan_frames(data, pos)
+        frames += found
+        if pos >= size or (last and is_torn_tail(data, pos)):
+            return frames, damaged, pos
+        resume = _next_frame(data, pos + 1)
+        if resume < 0:
+            damaged.append((pos, size))
+            return frames, damaged, size
+        damaged.append((pos, resume))
+        pos = resume
+
+
+@dataclass(frozen=True, slots=True)
+class Damage:
+    """A damaged stretch of a spool segment: the records in it are lost; intact ones around it are not."""
+
+    segment: int
+    record: int  # position in the segment of the first damaged record (1 = its first record)
+    offset: int  # byte offset of the bad frame
+    resume: int  # byte offset where intact records start again (the segment's size: none after it)
+    after_seq: int = 0  # sequence number of the last intact record before it (0: unknown)
+    next_seq: int = 0  # sequence number of the first intact record after it (0: none yet)
+
+    def describe(self) -> str:
+        if not self.record:  # found by the writer's scrub without a frame to blame (cut short, overwritten)
+            return (f"segment {self.segment:08d}{SEGMENT_SUFFIX} bytes {self.offset}-{self.resume} differ from what "
+                    "was written")
+        lost = (f"records after seq {self.after_seq} and before seq {self.next_seq}" if self.next_seq
+                else f"records after seq {self.after_seq}")
+        return (f"segment {self.segment:08d}{SEGMENT_SUFFIX} record {self.record} (bytes {self.offset}-{self.resume}) "
+                f"is damaged: {lost} are lost")
+
+
+def locate_damage(data: bytes, segment: int, start: int, resume: int, after_seq: int = 0) -> Damage:
+    """The :class:`Damage` of the bad bytes ``[start, resume)`` of one segment, with its record position."""
+    before, earlier, _ = scan_segment(data[:start])
+    next_seq = 0
+    if resume < len(data):
+        with contextlib.suppress(Exception):  # an intact frame whose payload is no record: seq unknown
+            next_seq = record_seq(scan_frames(data, resume)[0][0][1])
+    if before:  # else the caller's: the last record of an earlier segment, or the ack's
+        with contextlib.suppress(Exception):
+            after_seq = record_seq(before[-1][1])
+    return Damage(segment, len(before) + len(earlier) + 1, start, resume, after_seq, next_seq)
 
 
 def segment_paths(directory: Path) -> list[Path]:
@@ -154,19 +268,32 @@ def read_ack(directory: Path) -> Ack:
         raise SpoolCorrupt(f"{path}: {exc}", reason="audit.spool.ack_corrupt") from None
 
 
-def write_ack(directory: Path, ack: Ack) -> None:
-    """Atomically replace the ack file (write, fsync, rename, fsync the directory)."""
+def write_ack(directory: Path, ack: Ack, *, write: Callable[[int, bytes], int] = os.write) -> None:
+    """Atomically replace the ack file (write, fsync, rename, fsync the directory).
+
+    A failure (a full or read-only filesystem...) is :class:`SpoolError`
+    ``audit.spool.ack_unwritable`` and leaves the previous ack in place: the records it
+    would have acknowledged are shipped again next time, and the central log skips them.
+    """
     tmp = directory / (ACK_FILE + ".tmp")
     body = json.dumps({"segment": ack.segment, "offset": ack.offset, "records": ack.records,
                        "last_seq": ack.last_seq}).encode()
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, body)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, directory / ACK_FILE)
-    _fsync_dir(directory)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            if write(fd, body) != len(body):
+                raise OSError(errno_codes.EIO, "short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, directory / ACK_FILE)
+        _fsync_dir(directory)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise SpoolError(f"{directory}: cannot write {ACK_FILE}: {exc.strerror or exc}; what was shipped is in "
+                         "the central log and is shipped again (and skipped) next time",
+                         reason="audit.spool.ack_unwritable") from None
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -203,6 +330,7 @@ class Spool:
         fsync: Callable[[int], None] = os.fsync,
         durability: str = DURABILITY_FSYNC,
         sync_interval_s: float = DEFAULT_SYNC_INTERVAL_S,
+        scrub_interval_s: float | None = DEFAULT_SCRUB_INTERVAL_S,
     ) -> None:
         if max_buffer < 1 or segment_bytes < 1:
             raise SpoolError("max_buffer and segment_bytes must be positive")
@@ -238,10 +366,16 @@ class Spool:
         self.records_in = 0
         self.records_flushed = 0
         self.torn_bytes_truncated = 0
+        self.scrub_interval_s = None if scrub_interval_s is None else max(0.001, float(scrub_interval_s))
+        self._scrub_at = 0.0  # monotonic time of the next scrub step
+        self._scrub_next = 0
+        self._chunk_crcs: list[int] = []  # CRC32 of each complete SCRUB_CHUNK of the active segment
+        self._tail_crc = 0  # CRC32 of the active segment's bytes after the last complete chunk
+        self.damage: Damage | None = None  # what the scrub found (the spool then refuses)
         self._fd = -1
         self._open_tail()
         self._written_seq = self._synced_seq = self.last_seq
-        if not self._sync_each_flush:
+        if not self._sync_each_flush or self.scrub_interval_s is not None:
             self._syncer = threading.Thread(target=self._sync_loop, name=f"audit-sync:{source}", daemon=True)
             self._syncer.start()
 
@@ -253,30 +387,35 @@ class Spool:
             segments[0].touch(mode=0o600)
             _fsync_dir(self.directory)
         last = segments[-1]
+        number = segment_number(last)
         data = last.read_bytes()
-        frames, good_end = scan_frames(data)
-        if good_end < len(data):  # a torn tail: cut it off, durably - unless records follow it
-            if _valid_frame_after(data, good_end):
-                raise SpoolCorrupt(f"{last}: bad frame at byte {good_end} followed by intact records; "
-                                   "refusing to truncate them")
+        frames, damaged, good_end = scan_segment(data, last=True)
+        ack = read_ack(self.directory)
+        # Damage (not a torn tail) is never cut away nor written after: refused until the collector
+        # has shipped past it and recorded the loss; then new records go to a new segment.
+        if damaged and not (ack.segment > number or (ack.segment == number and ack.offset >= damaged[-1][1])):
+            damage = locate_damage(data, number, *damaged[0])
+            raise SpoolCorrupt(f"{last}: {damage.describe()}; nothing is cut away: ship the intact records "
+                               "and record the loss with `trustfabric audit collect`, then reopen")
+        if good_end < len(data):  # a torn tail: cut it off, durably
             self.torn_bytes_truncated = len(data) - good_end
             with open(last, "r+b") as fh:
                 fh.truncate(good_end)
                 fh.flush()
                 os.fsync(fh.fileno())
         last_seq = 0
-        if frames:
-            last_seq = record_seq(frames[-1][1])
-        else:
-            for earlier in reversed(segments[:-1]):
-                earlier_frames, _ = scan_frames(earlier.read_bytes())
-                if earlier_frames:
-                    last_seq = record_seq(earlier_frames[-1][1])
-                    break
-        self.last_seq = max(last_seq, read_ack(self.directory).last_seq)
-        self._segment = segment_number(last)
+        for payloads in itertools.chain((frames,), (scan_segment(p.read_bytes())[0] for p in reversed(segments[:-1]))):
+            if payloads:
+                last_seq = record_seq(payloads[-1][1])
+                break
+        self.last_seq = max(last_seq, ack.last_seq)
+        self._segment = number
         self._offset = good_end
         self._fd = os.open(last, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        self._track_reset()
+        self._track(data[:good_end], 0)
+        if damaged:
+            self._rotate_locked()
 
     # -- appending ------------------------------------------------------------------------
     @property
@@ -359,6 +498,7 @@ class Spool:
                         raise self._enter_refusing(f"partial write not undone: {exc}",
                                                    exc.errno or errno_codes.EIO) from None
                 return self._flush_locked()
+            self._track(batch, self._offset)
             self._offset += written
             self.records_flushed += count
             self._written_seq = seq
@@ -379,7 +519,8 @@ class Spool:
 
     def _check_accepting(self) -> None:
         if self._refusing is not None:
-            raise AuditUnavailable(f"spool {self.source} is refusing: {self._refusing.detail}")
+            raise AuditUnavailable(f"spool {self.source} is refusing: {self._refusing.detail}",
+                                   reason=self._refusing.reason)
         if self._fd < 0:
             raise SpoolError("the spool is closed", reason="audit.spool.closed")
 
@@ -412,6 +553,7 @@ class Spool:
             except OSError:
                 self._poisoned = True
             raise self._enter_refusing(os.strerror(exc.errno) if exc.errno else str(exc), exc.errno or 0) from None
+        self._track(batch, self._offset)
         self._offset += len(batch)
         buffer.clear()
         self.records_flushed += count
@@ -436,11 +578,16 @@ class Spool:
         if self._sync_each_flush:
             self._fsync(self._fd)
 
-    # -- background sync (durability="write") --------------------------------------------
+    # -- background thread: sync (durability="write") and scrub ----------------------------
     def _sync_loop(self) -> None:
-        while not self._sync_stop.wait(self.sync_interval_s):
+        syncing = not self._sync_each_flush
+        interval = self.sync_interval_s if syncing else self.scrub_interval_s
+        while not self._sync_stop.wait(interval):
             try:
-                self.sync()
+                if syncing:
+                    self.sync()
+                if self.scrub_interval_s is not None:
+                    self._scrub_if_due()
             except AuditUnavailable:
                 pass  # the spool is refusing now; the alert is raised; the next flush refuses
             except Exception:  # noqa: BLE001 - the syncer never dies silently: refuse instead
@@ -490,11 +637,13 @@ class Spool:
         path = segment_path(self.directory, self._segment)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         self._offset = 0
+        self._track_reset()
         _fsync_dir(self.directory)
 
-    def _enter_refusing(self, why: str, code: int) -> AuditUnavailable:
+    def _enter_refusing(self, why: str, code: int, *, reason: str | None = None,
+                        extra: dict[str, Any] | None = None) -> AuditUnavailable:
         error = AuditUnavailable(f"spool {self.source}: {why} ({errno_codes.errorcode.get(code, code)}); "
-                                 f"{len(self._buffer)} records held, refusing new work")
+                                 f"{len(self._buffer)} records held, refusing new work", reason=reason)
         first = self._refusing is None
         self._refusing = error
         if first and self.alerts is not None:
@@ -502,8 +651,106 @@ class Spool:
                 event_id=f"{self._prefix}-alert-{self.records_in}", source=f"{self.source}#spool", seq=0,
                 time_ns=int(self.clock.now() * 1e9), kind=Kind.ALERT, reason=error.reason,
                 resource=str(self.directory), detail={"errno": errno_codes.errorcode.get(code, str(code)),
-                                                      "held_records": len(self._buffer), "why": why}))
+                                                      "held_records": len(self._buffer), "why": why,
+                                                      **(extra or {})}))
         return error
+
+    # -- scrubbing: the writer checks its own segment ---------------------------------------
+    def _track_reset(self) -> None:
+        self._chunk_crcs = []
+        self._tail_crc = 0
+        self._scrub_next = 0
+
+    def _track(self, data: bytes, start: int) -> None:
+        """Fold bytes just written at ``start`` of the active segment into the chunk CRCs (C speed)."""
+        crc32 = _crc32
+        room = SCRUB_CHUNK - start % SCRUB_CHUNK
+        if len(data) < room:  # the common case: one batch inside one chunk
+            self._tail_crc = crc32(data, self._tail_crc)
+            return
+        view = memoryview(data)
+        while len(view) >= room:
+            self._chunk_crcs.append(crc32(view[:room], self._tail_crc))
+            self._tail_crc = 0
+            view = view[room:]
+            room = SCRUB_CHUNK
+        if view:
+            self._tail_crc = crc32(view, 0)
+
+    def _scrub_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._scrub_at:
+            self._scrub_at = now + (self.scrub_interval_s or 0.0)
+            self.scrub()
+
+    def scrub(self, *, whole: bool = False) -> Damage | None:
+        """Re-read (part of) the active segment and check it against the CRCs of what was written.
+
+        One :data:`SCRUB_CHUNK` per call, in turn (the spool's background thread calls it every
+        ``scrub_interval_s``, off the writer's path), or the ``whole`` segment. Bytes on disk
+        that differ from what this writer wrote - a flipped bit, an overwrite, a truncation - are
+        damage: the spool refuses from then on (fail closed: nothing is acknowledged after
+        records the collector may not be able to read), raises an ``audit.spool.corrupt`` alert
+        naming the segment and record, and seals the segment (later writes, after a reopen, go
+        to a new one). Returns the damage found, or None.
+        """
+        with self._lock:
+            if self._fd < 0 or self._refusing is not None:
+                return self.damage
+            segment, end = self._segment, self._offset
+            chunks = [(i * SCRUB_CHUNK, SCRUB_CHUNK, crc) for i, crc in enumerate(self._chunk_crcs)]
+            if end > len(chunks) * SCRUB_CHUNK:
+                chunks.append((len(chunks) * SCRUB_CHUNK, end - len(chunks) * SCRUB_CHUNK, self._tail_crc))
+            if not chunks:
+                return None
+            if not whole:
+                chunks = [chunks[self._scrub_next % len(chunks)]]
+                self._scrub_next += 1
+        bad = self._first_bad_chunk(segment_path(self.directory, segment), chunks)  # read outside the lock
+        if bad is None:
+            return None
+        with self._lock:
+            if self._segment != segment or self._fd < 0 or self._refusing is not None:
+                return self.damage  # rotated or closed meanwhile: the collector judges the old segment
+            return self._seal_damaged(segment, end, bad)
+
+    @staticmethod
+    def _first_bad_chunk(path: Path, chunks: list[tuple[int, int, int]]) -> int | None:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return 0  # the segment is gone
+        try:
+            for start, length, crc in chunks:
+                got = os.pread(fd, length, start)
+                if len(got) != length or _crc32(got) != crc:
+                    return start
+        except OSError:
+            return chunks[0][0]
+        finally:
+            os.close(fd)
+        return None
+
+    def _seal_damaged(self, segment: int, end: int, bad_chunk: int) -> Damage:
+        """The active segment differs from what was written: refuse, alert, and start a new segment."""
+        path = segment_path(self.directory, segment)
+        try:
+            data = path.read_bytes()[:end]
+        except OSError:
+            data = b""
+        _, damaged, _ = scan_segment(data)
+        if damaged:
+            damage = locate_damage(data, segment, *damaged[0])
+        else:  # cut short, or changed without breaking a frame's CRC: the chunk is all we know
+            damage = Damage(segment, 0, bad_chunk, end)
+        self.damage = damage
+        self._poisoned = True  # only a reopen may resume (and it starts a new segment)
+        self._enter_refusing(damage.describe(), errno_codes.EIO, reason=SPOOL_CORRUPT,
+                             extra={"segment": damage.segment, "record": damage.record, "offset": damage.offset,
+                                    "after_seq": damage.after_seq})
+        with contextlib.suppress(OSError):
+            self._rotate_locked()  # seal: the damaged segment is no longer the one being written
+        return damage
 
     def recover(self) -> int:
         """Retry the held batch after the cause is fixed; leaves the refusing state on success."""
@@ -593,19 +840,50 @@ class Spool:
         self.close()
 
 
-def read_spool_records(directory: Path, start: Ack) -> Iterator[tuple[int, int, bytes]]:
-    """(segment, end offset, payload) of every complete record after ``start``, in order.
+def read_spool_records(directory: Path, start: Ack, *,
+                       damaged: Callable[[Damage], bytes | None] | None = None) -> Iterator[tuple[int, int, bytes]]:
+    """(segment, end offset, payload) of every intact record after ``start``, in order.
 
-    A bad frame followed by a later segment is corruption (raises); at the end of the last
-    segment it is a tail still being written (or torn) and reading stops there.
+    Damage anywhere - a bad frame before a later segment, or one in the last segment that is
+    not a torn tail (:func:`is_torn_tail`: a tail still being written, where reading stops) -
+    raises :class:`SpoolCorrupt` naming the segment and record, after the records before it.
+    With ``damaged``, reading goes on instead: ``damaged(damage)`` is called, reading resumes
+    at the next intact record, and what it returns (unless None) is yielded in the damaged
+    records' place, ending at the resume offset (the collector ships an alert there).
     """
     segments = [p for p in segment_paths(directory) if segment_number(p) >= start.segment]
+    header = FRAME_HEADER.size
+    last_payload: bytes | None = None
     for i, path in enumerate(segments):
         number = segment_number(path)
         offset = start.offset if number == start.segment else 0
-        data = path.read_bytes()
-        frames, good_end = scan_frames(data, offset)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SpoolError(f"{path}: {exc.strerror or exc}", reason="audit.spool.unreadable") from None
+        frames, regions, _ = scan_segment(data, offset, last=i == len(segments) - 1)
+        pending = iter(regions)
+        region = next(pending, None)
         for end, payload in frames:
+            while region is not None and region[0] < end - header - len(payload):
+                yield from _damaged(data, number, region, last_payload, start, damaged)
+                region = next(pending, None)
             yield number, end, payload
-        if good_end < len(data) and i < len(segments) - 1:
-            raise SpoolCorrupt(f"{path}: bad frame at byte {good_end} before a later segment")
+            last_payload = payload
+        while region is not None:
+            yield from _damaged(data, number, region, last_payload, start, damaged)
+            region = next(pending, None)
+
+
+def _damaged(data: bytes, number: int, region: tuple[int, int], last_payload: bytes | None, start: Ack,
+             damaged: Callable[[Damage], bytes | None] | None) -> Iterator[tuple[int, int, bytes]]:
+    after_seq = start.last_seq
+    if last_payload is not None:
+        with contextlib.suppress(Exception):
+            after_seq = record_seq(last_payload)
+    damage = locate_damage(data, number, region[0], region[1], after_seq)
+    if damaged is None:
+        raise SpoolCorrupt(damage.describe())
+    replacement = damaged(damage)
+    if replacement is not None:
+        yield number, damage.resume, replacement

@@ -18,6 +18,7 @@ import typer
 from rich.table import Table
 
 from trustfabric.audit.collector import Collector, unshipped
+from trustfabric.audit.damage import losses
 from trustfabric.audit.errors import AuditError, TamperDetected
 from trustfabric.audit.log import DB_FILE, AuditLog, Query, SQLiteAuditStore, audit_dir, open_log
 from trustfabric.audit.report import FRAMEWORKS, build_evidence, write_report
@@ -112,6 +113,7 @@ def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or 
         try:
             try:
                 report = verify_log(store, public_key, witnessed)
+                lost = losses(store)
             except TamperDetected as exc:
                 raise fail(exc.reason, f"first bad position {exc.position}: {exc.detail}", code=3) from None
             try:
@@ -124,6 +126,9 @@ def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or 
             store.close()
     summary = (f"{report.size} records, root {report.root_hash}, {report.tree_heads_checked} signed tree heads "
                f"(latest covers {report.signed_size}), {report.unsigned_tail} records beyond the last signed tree head")
+    if lost:
+        raise fail("audit.spool.corrupt", f"the log verifies ({summary}) but records never reached it: "
+                   + "; ".join(lost), code=4)
     if pending:
         held = ", ".join(f"{name}: {count}" for name, count in sorted(pending.items()))
         raise fail("audit.verify.unshipped",
@@ -213,6 +218,9 @@ def collect(spool: Optional[Path] = typer.Option(None, help="Spool root (default
                 log.close()
     console.print(f"collected {total} new records; log size {log.size}, signed tree head covers {head.tree_size}",
                   highlight=False)
+    if collector.damaged:  # every intact record was shipped; the damaged ones are named (and alerted in the log)
+        raise fail("audit.spool.corrupt", "; ".join(f"{spool}: {damage.describe()}"
+                                                    for spool, damage in collector.damaged), code=3)
 
 
 def _time_ns(value: Optional[str]) -> Optional[int]:

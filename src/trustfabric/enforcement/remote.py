@@ -27,6 +27,7 @@ import threading
 import msgspec
 
 from trustfabric.errors import PolicyError
+from trustfabric.nesting import msgpack_nesting_exceeds
 from trustfabric.policy.decision import DecisionTable
 
 MAX_REPLY = 8 * 1024 * 1024
@@ -86,7 +87,10 @@ class LoopbackTableSource:
                 (size,) = _LEN.unpack(_recv_exact(sock, 4))
                 if size > MAX_REPLY:
                     raise ValueError(f"reply of {size} bytes")
-                reply = _rep_dec.decode(_recv_exact(sock, size))
+                body = _recv_exact(sock, size)
+                if msgpack_nesting_exceeds(body):
+                    raise ValueError("reply nested too deep")
+                reply = _rep_dec.decode(body)
             except Exception as exc:  # noqa: BLE001 - any failure: unreachable (fail closed)
                 self.close()
                 raise EngineUnreachable(f"{self.address}: {exc!r}") from None
@@ -153,8 +157,11 @@ def serve(source, host: str = "127.0.0.1", port: int = 0) -> socketserver.Thread
             while True:
                 try:
                     (size,) = _LEN.unpack(_recv_exact(sock, 4))
-                    req = _req_dec.decode(_recv_exact(sock, min(size, 65536)))
-                except (ConnectionError, OSError, msgspec.DecodeError, struct.error):
+                    body = _recv_exact(sock, min(size, 65536))
+                    if msgpack_nesting_exceeds(body):
+                        return
+                    req = _req_dec.decode(body)
+                except Exception:  # noqa: BLE001 - a closed, garbled or undecodable request ends its connection
                     return
                 try:
                     reply = _Reply(table=source.decision_table(req.principal, req.now))

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from trustfabric.errors import ConfigError
+from trustfabric.nesting import json_nesting_exceeds
 from trustfabric.policy.decision import (
     REASON_ALLOW, REASON_FORBID, Decision, DecisionTable, Obligations,
 )
@@ -52,8 +53,10 @@ class StaticTableSource:
     def from_file(cls, path: str | Path) -> "StaticTableSource":
         try:
             data = Path(path).read_bytes()
+            if json_nesting_exceeds(data):
+                raise ValueError("nested too deep")
             return cls(msgspec.json.decode(data, type=RulesFile))
-        except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except Exception as exc:  # noqa: BLE001 - unreadable, undecodable, invalid: a refusal, never an escape
             raise ConfigError(f"{path}: {exc}", reason="config.rules_invalid") from None
 
     @classmethod

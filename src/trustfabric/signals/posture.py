@@ -20,6 +20,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from trustfabric.errors import SignalError
+from trustfabric.nesting import json_nesting_exceeds
 
 MAX_CLOCK_SKEW_S = 30.0
 
@@ -90,9 +91,11 @@ def encode_signed(signed: SignedPostureReport) -> bytes:
 
 
 def decode_signed(data: bytes) -> SignedPostureReport:
+    if json_nesting_exceeds(data):
+        raise PostureError("malformed posture report: nested too deep", reason="posture.malformed")
     try:
         return _signed_dec.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except Exception as exc:  # noqa: BLE001 - msgspec's errors, or anything else: a refusal
         raise PostureError(f"malformed posture report: {exc}", reason="posture.malformed") from exc
 
 
@@ -127,8 +130,10 @@ def verify_report(signed: SignedPostureReport | None, registry: HostKeyRegistry)
     except InvalidSignature as exc:
         raise PostureError("posture report signature does not verify", reason="posture.bad_signature") from exc
     try:
+        if json_nesting_exceeds(signed.report):
+            raise ValueError("nested too deep")
         report = _dec.decode(signed.report)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except Exception as exc:  # noqa: BLE001 - msgspec's errors, or anything else: a refusal
         raise PostureError(f"malformed posture report: {exc}", reason="posture.malformed") from exc
     if report.host != host:
         raise PostureError(

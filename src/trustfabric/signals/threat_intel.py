@@ -29,6 +29,7 @@ from datetime import datetime, timezone
 import stix2
 from stix2patterns.pattern import Pattern
 
+from trustfabric.nesting import json_nesting_exceeds
 from trustfabric.signals.errors import ThreatIntelError
 
 FINGERPRINT = "fingerprint"
@@ -79,6 +80,8 @@ def parse_bundle(data: str | bytes | dict, now: float) -> IndicatorSet:
             raise ThreatIntelError(f"bundle is not UTF-8: {exc}", reason="signal.intel.malformed") from exc
     if isinstance(data, str) and len(data) > MAX_BUNDLE_BYTES:
         raise ThreatIntelError("bundle too large", reason="signal.intel.oversized")
+    if isinstance(data, str) and json_nesting_exceeds(data):
+        raise ThreatIntelError("bundle nested too deep", reason="signal.intel.malformed")
     try:
         if isinstance(data, str):
             json.loads(data)

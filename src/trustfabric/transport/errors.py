@@ -6,7 +6,8 @@ into one of these at the transport's boundary; ``ssl.SSLError``,
 
     TransportError (trustfabric.errors)      transport.error
     ├── FrameError                           frame.oversized | frame.malformed |
-    │                                        frame.unknown_type | frame.truncated | frame.timeout
+    │                                        frame.unknown_type | frame.truncated | frame.timeout |
+    │                                        frame.too_deep
     ├── HandshakeRefused                     handshake.* / cert.* (see reason constants below)
     │                                        raised when a peer's certificate is not acceptable
     ├── ConnectionClosed                     transport.closed | transport.idle | transport.reset |
@@ -23,6 +24,7 @@ FRAME_OVERSIZED = "frame.oversized"
 FRAME_MALFORMED = "frame.malformed"
 FRAME_UNKNOWN_TYPE = "frame.unknown_type"
 FRAME_TRUNCATED = "frame.truncated"
+FRAME_TOO_DEEP = "frame.too_deep"  # arrays/maps nested beyond the bound (refused before decoding)
 FRAME_TIMEOUT = "frame.timeout"  # a frame started but not finished in time (slow-loris)
 
 # Handshake / peer-certificate reason codes.

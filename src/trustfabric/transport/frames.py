@@ -15,7 +15,18 @@ delivered and get the complete frames back. Anything wrong raises a
   before the body is buffered);
 * ``frame.malformed``  - a zero length, or a body that is not a valid frame of a known type;
 * ``frame.unknown_type`` - a well-formed body whose tag no schema declares;
+* ``frame.too_deep``   - a body nested deeper than :data:`MAX_FRAME_NESTING` (checked before
+  msgspec decodes it, so no decoder recursion ever sees it);
 * ``frame.truncated``  - the stream ended inside a frame (:meth:`FrameDecoder.eof`).
+
+Nothing else leaves the decoder: any other exception raised while decoding is a
+``frame.malformed`` refusal.
+
+The nesting bound costs nothing on the hot path: a body can nest no deeper than it is long,
+nor deeper than the container headers (0x80-0x9f, 0xdc-0xdf) it holds. Frames up to the
+bound's size are not looked at; for a longer one the decoder flags those bytes over the whole
+read in one C pass, counts the frame's, and walks the MessagePack structure (iteratively, with
+:func:`trustfabric.nesting.msgpack_nesting_exceeds`) only when they exceed the bound.
 
 The encoder and decoder are built once per codec; the hot path encodes straight
 into a caller's ``bytearray`` (``encode_into``) and decodes from memoryviews.
@@ -28,6 +39,7 @@ from typing import Iterable, Union
 
 import msgspec
 
+from trustfabric.nesting import CONTAINER_FLAGS, msgpack_nesting_exceeds
 from trustfabric.transport import errors as E
 from trustfabric.transport.errors import FrameError
 
@@ -35,6 +47,12 @@ HEADER = struct.Struct(">I")
 HEADER_SIZE = 4
 DEFAULT_MAX_FRAME = 64 * 1024
 NIL = msgspec.Raw(b"\xc0")  # MessagePack nil: the empty body
+# Arrays/maps within each other in one frame body. Far above any frame schema (under 10) and far
+# below Python's recursion limit (msgspec's decoder recursion counts against it), so a frame
+# within it always decodes and one beyond it is refused the same way whatever the caller's stack.
+# A body can nest no deeper than it is long: frames of up to this many bytes - nearly every
+# frame on the hot path - need no check at all.
+MAX_FRAME_NESTING = 256
 
 
 class Frame(msgspec.Struct, frozen=True, array_like=True, tag_field="t", forbid_unknown_fields=True):
@@ -152,18 +170,24 @@ class FrameCodec:
     # -- decoding ------------------------------------------------------------------
     def decode_body(self, body) -> Frame:
         """Decode one frame body (without its length prefix); FrameError on any defect."""
+        if msgpack_nesting_exceeds(body, MAX_FRAME_NESTING):
+            raise FrameError(f"body nested deeper than {MAX_FRAME_NESTING}", reason=E.FRAME_TOO_DEEP)
+        return self._decode_bounded(body)
+
+    def _decode_bounded(self, body) -> Frame:
+        """Decode a body whose nesting is known to be within :data:`MAX_FRAME_NESTING`."""
         try:
             return self._decoder.decode(body)
         except msgspec.ValidationError as exc:
             raise self._classify(body, exc) from None
-        except msgspec.DecodeError as exc:
-            raise FrameError(str(exc)[:200], reason=E.FRAME_MALFORMED) from None
+        except Exception as exc:  # noqa: BLE001 - DecodeError, or anything else: a refusal, never an escape
+            raise FrameError(f"{type(exc).__name__}: {str(exc)[:200]}", reason=E.FRAME_MALFORMED) from None
 
     def _classify(self, body, exc: Exception) -> FrameError:
         """Error path only: a valid MessagePack array with an unknown tag is unknown_type."""
         try:
             value = msgspec.msgpack.decode(body)
-        except msgspec.DecodeError:
+        except Exception:  # noqa: BLE001 - undecodable in any way: malformed
             return FrameError(str(exc)[:200], reason=E.FRAME_MALFORMED)
         if isinstance(value, list) and value and isinstance(value[0], str) and value[0] not in self.tags:
             return FrameError(f"unknown frame type {value[0][:64]!r}", reason=E.FRAME_UNKNOWN_TYPE)
@@ -193,7 +217,7 @@ class FrameDecoder:
     error): a stream that went wrong is not resynchronised, it is closed.
     """
 
-    __slots__ = ("codec", "max_frame", "_chunks", "_have", "_need", "_decode", "_error")
+    __slots__ = ("codec", "max_frame", "_chunks", "_have", "_need", "_decode_bounded", "_error")
 
     def __init__(self, codec: FrameCodec = DEFAULT_CODEC, *, max_frame: int | None = None) -> None:
         self.codec = codec
@@ -201,7 +225,7 @@ class FrameDecoder:
         self._chunks: list[bytes] = []
         self._have = 0
         self._need = HEADER_SIZE
-        self._decode = codec.decode_body
+        self._decode_bounded = codec._decode_bounded  # feed bounds the nesting itself
         self._error: FrameError | None = None
 
     @property
@@ -227,7 +251,9 @@ class FrameDecoder:
         end = len(view)
         max_frame = self.max_frame
         unpack = HEADER.unpack_from
-        decode = self._decode
+        decode = self._decode_bounded
+        bound = MAX_FRAME_NESTING
+        flags = None  # container headers of this read (one C pass), once a frame is long enough to need them
         need = HEADER_SIZE
         try:
             while end - pos >= HEADER_SIZE:
@@ -240,6 +266,12 @@ class FrameDecoder:
                 if stop > end:
                     need = HEADER_SIZE + size
                     break
+                if size > bound:  # only a body longer than the bound can nest beyond it
+                    if flags is None:
+                        flags = (data if type(data) is bytes else bytes(view)).translate(CONTAINER_FLAGS)
+                    if (flags.count(1, pos + HEADER_SIZE, stop) > bound
+                            and msgpack_nesting_exceeds(view[pos + HEADER_SIZE:stop], bound)):
+                        raise FrameError(f"body nested deeper than {bound}", reason=E.FRAME_TOO_DEEP)
                 frames.append(decode(view[pos + HEADER_SIZE:stop]))
                 pos = stop
         except FrameError as exc:

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 import simplefix
-import simplefix.errors
 
 from trustfabric.trading.messages import PRICE_SCALE, ExecutionReport
 
@@ -135,7 +134,7 @@ class FixFramer:
         try:
             parser.append_buffer(raw)
             message = parser.get_message()
-        except (simplefix.errors.FixParserError, ValueError) as exc:  # simplefix's own errors
+        except Exception as exc:  # noqa: BLE001 - simplefix's ParsingError family, or anything else: garbled
             return Framed(raw, problem=GARBLED, detail=f"unparseable: {type(exc).__name__}")
         if message is None or message.message_type is None:
             return Framed(raw, problem=GARBLED, detail="no MsgType")
