@@ -110,33 +110,33 @@ def test_expired_issuers_are_refused() -> None:
 
 # -- certificates the parser chokes on --------------------------------------------------
 
-def _self_signed(extensions: list[tuple[x509.ExtensionType, bool]]) -> tuple[x509.Certificate, object]:
+def _self_signed(extensions: list[tuple[x509.ExtensionType, bool]], now: float) -> tuple[x509.Certificate, object]:
     key = key_for("rsa2048", 5)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")])
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-               .serial_number(7).not_valid_before(dt.datetime.fromtimestamp(T0 - 60, dt.timezone.utc))
-               .not_valid_after(dt.datetime.fromtimestamp(T0 + 600, dt.timezone.utc)))
+               .serial_number(7).not_valid_before(dt.datetime.fromtimestamp(now - 60, dt.timezone.utc))
+               .not_valid_after(dt.datetime.fromtimestamp(now + 600, dt.timezone.utc)))
     for ext, critical in extensions:
         builder = builder.add_extension(ext, critical=critical)
     return builder.sign(key, hashes.SHA256()), key
 
 
-def duplicate_extension_certificate() -> x509.Certificate:
+def duplicate_extension_certificate(now: float = T0) -> x509.Certificate:
     """Two subjectAltName extensions (no builder makes it: patched from a private OID of the same length)."""
     san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SID)])
-    cert, key = _self_signed([(san, False)])
+    cert, key = _self_signed([(san, False)], now)
     san_value = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.public_bytes()
     twin = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.99"), san_value)
-    cert, key = _self_signed([(san, False), (twin, False)])
+    cert, key = _self_signed([(san, False), (twin, False)], now)
     return patch_rsa_signed(cert, key, bytes.fromhex("0603551d63"), bytes.fromhex("0603551d11"))
 
 
-def malformed_name_constraint_certificate() -> x509.Certificate:
+def malformed_name_constraint_certificate(now: float = T0) -> x509.Certificate:
     """Name constraints whose iPAddress subtree is an address, not a network (the parser raises TypeError)."""
     raw = bytes.fromhex("300aa0083006870400000001")
     nc = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.30"), raw)
     san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SID)])
-    return _self_signed([(san, False), (nc, True)])[0]
+    return _self_signed([(san, False), (nc, True)], now)[0]
 
 
 @pytest.mark.parametrize("make", [duplicate_extension_certificate, malformed_name_constraint_certificate])

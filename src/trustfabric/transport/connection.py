@@ -37,7 +37,10 @@ are compared like for like.
 
 On the server, each accepted connection picks the TLS context of the *current*
 credentials, so certificate rotation needs no restart. Refused handshakes are
-``HANDSHAKE_REFUSED`` audit events with the reason code.
+``HANDSHAKE_REFUSED`` audit events with the reason code, the peer's address
+(``detail.peer_address``, ``host:port``) and, when the identity step could read it,
+the SPIFFE ID the refused certificate presented (``principal``; see
+:mod:`trustfabric.transport.tls` for certificates of a sibling trust domain).
 """
 
 from __future__ import annotations
@@ -470,6 +473,13 @@ def _tune(sock: socket.socket) -> None:
 
 
 # -- server ----------------------------------------------------------------------------
+def _address(address: Any) -> str:
+    """``host:port`` of a socket address (what refusal events name as their source)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
 Handler = Callable[[FrameConnection], Awaitable[None]]
 
 
@@ -545,13 +555,14 @@ class FrameServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _refuse(self, reason: str, detail: str, address: Any) -> None:
+    def _refuse(self, reason: str, detail: str, address: Any, presented: str = "") -> None:
+        """Count and log a refused handshake: the source address, and the SPIFFE ID presented when read."""
         self.refusals[reason] += 1
         if self.emitter is not None:
             with contextlib.suppress(Exception):
-                self.emitter.emit(Kind.HANDSHAKE_REFUSED, decision="deny", reason=reason,
+                self.emitter.emit(Kind.HANDSHAKE_REFUSED, principal=presented, decision="deny", reason=reason,
                                   trust_domain=self.tls.trust_domain if self.tls else "",
-                                  detail={"detail": detail[:300], "peer_address": str(address),
+                                  detail={"detail": detail[:300], "peer_address": _address(address),
                                           "server": self.name})
 
     async def _serve(self, raw: socket.socket) -> None:
@@ -591,7 +602,7 @@ class FrameServer:
             raise
         except Exception as exc:  # noqa: BLE001 - ssl/OS errors are translated into a refusal
             reason = classify_handshake_error(exc)
-            self._refuse(reason, f"{type(exc).__name__}: {exc}", address)
+            self._refuse(reason, f"{type(exc).__name__}: {exc}", address, getattr(exc, "presented", ""))
             sock.close()
             return
         self.accepted += 1

@@ -65,6 +65,7 @@ from trustfabric.identity.certs import (
     check_workload_certificate,
     load_certificates,
     peer_spiffe_id,
+    read_certificate,
 )
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.transport import errors as E
@@ -265,6 +266,7 @@ def identity_from_der(
     presented = ""
     try:
         cert = x509.load_der_x509_certificate(der)
+        read_certificate(cert)  # every field now: an unparseable certificate is cert.malformed, whatever else
         try:
             presented = str(peer_spiffe_id(cert))
         except TrustFabricError:
