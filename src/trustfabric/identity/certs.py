@@ -118,6 +118,7 @@ _HANDLED_CRITICAL = frozenset({
     ExtensionOID.SUBJECT_ALTERNATIVE_NAME,
 })
 _STRONG_HASHES = (hashes.SHA256, hashes.SHA384, hashes.SHA512)
+_EDDSA_SIGNATURES = frozenset({"1.3.101.112", "1.3.101.113"})  # Ed25519, Ed448
 
 
 class RevocationCheck(Protocol):
@@ -178,12 +179,17 @@ class CertificateFacts:
     signature_hash: hashes.HashAlgorithm | None  # None: EdDSA
     eddsa_signature: bool
 
-
-def _optional(extensions: x509.Extensions, cls: type) -> x509.Extension | None:
-    try:
-        return extensions.get_extension_for_class(cls)
-    except x509.ExtensionNotFound:
-        return None
+    def spiffe_id(self) -> SpiffeId:
+        """The one SPIFFE ID: exactly one URI SAN, a valid SPIFFE ID; else ``cert.san``."""
+        uris = self.uris
+        if uris is None:
+            raise CertificateError("certificate has no subjectAltName", reason="cert.san")
+        if len(uris) != 1:
+            raise CertificateError(f"certificate has {len(uris)} URI SANs, exactly one required", reason="cert.san")
+        try:
+            return SpiffeId.parse(uris[0])
+        except SpiffeIdError as exc:
+            raise CertificateError(f"URI SAN is not a valid SPIFFE ID: {exc.detail}", reason="cert.san") from exc
 
 
 def read_certificate(cert: x509.Certificate) -> CertificateFacts:
@@ -192,41 +198,52 @@ def read_certificate(cert: x509.Certificate) -> CertificateFacts:
     The parser of ``cryptography`` raises, depending on the defect,
     ``DuplicateExtension``, ``UnsupportedGeneralNameType``, ``ValueError``,
     ``TypeError`` (a malformed name constraint) or ``UnsupportedAlgorithm``; all of
-    them end here, as one typed refusal.
+    them end here, as one typed refusal. One pass over the extensions.
     """
     try:
-        extensions = cert.extensions
-        bc = _optional(extensions, x509.BasicConstraints)
-        ku = _optional(extensions, x509.KeyUsage)
-        eku = _optional(extensions, x509.ExtendedKeyUsage)
-        san = _optional(extensions, x509.SubjectAlternativeName)
-        aki = _optional(extensions, x509.AuthorityKeyIdentifier)
-        nc = _optional(extensions, x509.NameConstraints)
-        unhandled = tuple(ext.oid.dotted_string for ext in extensions
-                          if ext.critical and ext.oid not in _HANDLED_CRITICAL)
+        bc = ku = eku = san = aki = None
+        ski = nc = False
+        unhandled: list[str] = []
+        for ext in cert.extensions:
+            oid = ext.oid
+            if oid == ExtensionOID.BASIC_CONSTRAINTS:
+                bc = ext
+            elif oid == ExtensionOID.KEY_USAGE:
+                ku = ext.value
+            elif oid == ExtensionOID.EXTENDED_KEY_USAGE:
+                eku = frozenset(ext.value)
+            elif oid == ExtensionOID.SUBJECT_ALTERNATIVE_NAME:
+                san = ext
+            elif oid == ExtensionOID.AUTHORITY_KEY_IDENTIFIER:
+                aki = ext.value
+            elif oid == ExtensionOID.SUBJECT_KEY_IDENTIFIER:
+                ski = True
+            elif oid == ExtensionOID.NAME_CONSTRAINTS:
+                nc = True
+            if ext.critical and oid not in _HANDLED_CRITICAL:
+                unhandled.append(oid.dotted_string)
+        subject, issuer = cert.subject, cert.issuer
         facts = CertificateFacts(
             ca=bc.value.ca if bc is not None else None,
             path_length=bc.value.path_length if bc is not None else None,
             basic_constraints_critical=bc is not None and bc.critical,
-            key_usage=ku.value if ku is not None else None,
-            eku=frozenset(eku.value) if eku is not None else None,
-            unhandled_critical=unhandled,
-            name_constraints=nc is not None,
+            key_usage=ku,
+            eku=eku,
+            unhandled_critical=tuple(unhandled),
+            name_constraints=nc,
             uris=tuple(san.value.get_values_for_type(x509.UniformResourceIdentifier)) if san is not None else None,
             san_empty=san is not None and len(san.value) == 0,
             san_critical=san is not None and san.critical,
-            subject_key_id=_optional(extensions, x509.SubjectKeyIdentifier) is not None,
-            authority_key_id=aki is not None and aki.value.key_identifier is not None,
-            subject_empty=len(cert.subject) == 0,
-            issuer_empty=len(cert.issuer) == 0,
-            self_issued=cert.subject == cert.issuer,
+            subject_key_id=ski,
+            authority_key_id=aki is not None and aki.key_identifier is not None,
+            subject_empty=len(subject) == 0,
+            issuer_empty=len(issuer) == 0,
+            self_issued=subject == issuer,
             public_key=cert.public_key(),
             signature_hash=cert.signature_hash_algorithm,
-            eddsa_signature=cert.signature_algorithm_oid.dotted_string in ("1.3.101.112", "1.3.101.113"),
+            eddsa_signature=cert.signature_algorithm_oid.dotted_string in _EDDSA_SIGNATURES,
         )
         cert.not_valid_before_utc, cert.not_valid_after_utc, cert.serial_number  # noqa: B018 - parse them now
-    except CertificateError:
-        raise
     except Exception as exc:  # noqa: BLE001 - any parser error is a refusal, never a crash
         raise CertificateError(f"unreadable certificate: {type(exc).__name__}: {exc}",
                                reason="cert.malformed") from None
@@ -235,15 +252,7 @@ def read_certificate(cert: x509.Certificate) -> CertificateFacts:
 
 def peer_spiffe_id(cert: x509.Certificate) -> SpiffeId:
     """The SPIFFE ID of ``cert``: exactly one URI SAN, a valid SPIFFE ID; else ``cert.san``."""
-    uris = read_certificate(cert).uris
-    if uris is None:
-        raise CertificateError("certificate has no subjectAltName", reason="cert.san")
-    if len(uris) != 1:
-        raise CertificateError(f"certificate has {len(uris)} URI SANs, exactly one required", reason="cert.san")
-    try:
-        return SpiffeId.parse(uris[0])
-    except SpiffeIdError as exc:
-        raise CertificateError(f"URI SAN is not a valid SPIFFE ID: {exc.detail}", reason="cert.san") from exc
+    return read_certificate(cert).spiffe_id()
 
 
 def x5t_s256(cert_der: bytes) -> str:
@@ -283,11 +292,16 @@ def _check_key(facts: CertificateFacts, what: str) -> None:
         raise CertificateError(f"{what}: key type {type(key).__name__} not accepted", reason="cert.weak_key")
 
 
-def _check_signature(facts: CertificateFacts, what: str) -> None:
-    if facts.eddsa_signature:
-        return
-    if not isinstance(facts.signature_hash, _STRONG_HASHES):
-        name = facts.signature_hash.name if facts.signature_hash is not None else "none"
+def _check_signature_algorithm(cert: x509.Certificate, what: str) -> None:
+    """SHA-256/384/512 or EdDSA (``cert.weak_signature``); unreadable: ``cert.malformed``."""
+    try:
+        if cert.signature_algorithm_oid.dotted_string in _EDDSA_SIGNATURES:
+            return
+        algorithm = cert.signature_hash_algorithm
+    except Exception as exc:  # noqa: BLE001 - an unknown algorithm: a refusal, never a crash
+        raise CertificateError(f"{what}: unreadable signature algorithm: {exc}", reason="cert.weak_signature") from None
+    if not isinstance(algorithm, _STRONG_HASHES):
+        name = algorithm.name if algorithm is not None else "none"
         raise CertificateError(f"{what}: signed with {name} (SHA-256 or stronger)", reason="cert.weak_signature")
 
 
@@ -363,6 +377,8 @@ def chain_to(
     cert: x509.Certificate,
     anchors: Sequence[x509.Certificate],
     intermediates: Sequence[x509.Certificate] = (),
+    *,
+    climb: bool = True,
 ) -> list[x509.Certificate]:
     """The path ``[cert, ..., anchor]``, each link checked by its signature; ``cert.untrusted`` if none.
 
@@ -371,17 +387,18 @@ def chain_to(
 
     Anchors are preferred at each step (as OpenSSL's trusted-first). Once an anchor
     is reached the path still climbs through the anchors to a self-issued root
-    when the bundle holds it, so the root's constraints are checked too.
+    when the bundle holds it, so the root's constraints are checked too
+    (``climb=False``: stop at the first anchor - enough to know who issued it).
     """
     path = [cert]
     pool = list(intermediates)
     current = cert
     reached = False
     for _ in range(MAX_CHAIN_DEPTH + 1):
-        if reached and current.subject == current.issuer:
+        if reached and (not climb or current.subject == current.issuer):
             return path
         if not reached:  # its signature is checked below: with a strong algorithm only
-            _check_signature(read_certificate(current), "certificate" if current is cert else "intermediate CA")
+            _check_signature_algorithm(current, "certificate" if current is cert else "intermediate CA")
         anchor = next((a for a in anchors if a is not current and _signed_by(current, a)), None)
         if anchor is None and reached:
             return path  # an anchor whose own issuer the bundle does not hold
@@ -406,6 +423,7 @@ def check_workload_certificate(
     *,
     revocations: RevocationCheck | None = None,
     role: str = CLIENT,
+    facts: CertificateFacts | None = None,
 ) -> SpiffeId:
     """The checks of a presented workload certificate that need no chain; its SPIFFE ID or a refusal.
 
@@ -417,10 +435,11 @@ def check_workload_certificate(
     (``cert.expired``/``cert.not_yet_valid``), serial and SPIFFE ID not revoked
     (``cert.revoked``; a revocation set that fails is a refusal too).
     :func:`verify_chain` adds the chain; the transport calls this after OpenSSL
-    verified the chain against the same bundle.
+    verified the chain against the same bundle. ``facts``: :func:`read_certificate` of
+    ``cert`` when the caller already read it.
     """
-    facts = read_certificate(cert)
-    spiffe_id = peer_spiffe_id(cert)
+    facts = facts if facts is not None else read_certificate(cert)
+    spiffe_id = facts.spiffe_id()
     if spiffe_id.trust_domain != trust_domain:
         raise CertificateError(
             f"{spiffe_id} is from trust domain {spiffe_id.trust_domain!r}, expected {trust_domain!r}",

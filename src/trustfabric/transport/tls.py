@@ -44,6 +44,7 @@ into reason codes; nothing above this module sees an ``ssl.SSLError``.
 
 from __future__ import annotations
 
+import _ssl  # the C-level certificates of get_unverified_chain (private before Python 3.13)
 import hashlib
 import os
 import ssl
@@ -64,7 +65,6 @@ from trustfabric.identity.certs import (
     chain_to,
     check_workload_certificate,
     load_certificates,
-    peer_spiffe_id,
     read_certificate,
 )
 from trustfabric.identity.spiffe import SpiffeId
@@ -223,13 +223,32 @@ def _sent_chain(ssl_object: ssl.SSLObject | ssl.SSLSocket, leaf_der: bytes) -> l
         return []
     try:
         entries = getter() or []
-        ders = [e if isinstance(e, bytes) else e.public_bytes(_ENCODING_DER) for e in entries]
+        ders = [e if isinstance(e, bytes) else e.public_bytes(_ssl.ENCODING_DER) for e in entries]
         return [x509.load_der_x509_certificate(d) for d in ders if d != leaf_der]
     except Exception:  # noqa: BLE001 - an unreadable extra certificate only means no path through it
         return []
 
 
-_ENCODING_DER = getattr(ssl, "_ssl", None) and getattr(ssl._ssl, "ENCODING_DER", 2)  # type: ignore[attr-defined]
+class IssuerCache:
+    """Certificates (by SHA-256 of their DER) already found issued by our own CA: one signature check each.
+
+    Bounded (cleared when full) and tied to one set of anchors (cleared when they change).
+    Validity, revocation and the rest are still checked at every handshake.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self.capacity = capacity
+        self._anchors_key = ""
+        self._known: set[str] = set()
+
+    def known(self, anchors_key: str, fingerprint: str) -> bool:
+        return anchors_key == self._anchors_key and fingerprint in self._known
+
+    def add(self, anchors_key: str, fingerprint: str) -> None:
+        if anchors_key != self._anchors_key or len(self._known) >= self.capacity:
+            self._anchors_key = anchors_key
+            self._known = set()
+        self._known.add(fingerprint)
 
 
 def peer_identity(
@@ -239,19 +258,29 @@ def peer_identity(
     clock: Clock = SYSTEM_CLOCK,
     revocation: RevocationLike | None = None,
     anchors: list[x509.Certificate] | None = None,
+    issuer_cache: IssuerCache | None = None,
+    anchors_key: str = "",
 ) -> PeerIdentity:
     """The verified identity of a TLS peer, or :class:`HandshakeRefused` with a reason code.
 
-    ``anchors`` (our own domain's CA certificates) turn on the issuer check; the
-    peer's role is the other side's (a server checks a client certificate).
+    ``anchors`` (our own domain's CA certificates) turn on the issuer check (its
+    positive results kept in ``issuer_cache`` under ``anchors_key``); the peer's
+    role is the other side's (a server checks a client certificate).
     """
     der = ssl_object.getpeercert(binary_form=True)
     if not der:
         raise HandshakeRefused("the peer presented no certificate", reason=E.CERT_MISSING)
     role = CLIENT if ssl_object.server_side else SERVER
-    sent = _sent_chain(ssl_object, der) if anchors is not None else []
-    return identity_from_der(der, trust_domain=trust_domain, now=clock.now(), revocation=revocation,
-                             anchors=anchors, intermediates=sent, role=role)
+    fingerprint = hashlib.sha256(der).hexdigest()
+    # Issued by our own CA, found by its signature at an earlier handshake: not checked again.
+    check_issuer = anchors is not None and not (issuer_cache is not None
+                                                and issuer_cache.known(anchors_key, fingerprint))
+    sent = _sent_chain(ssl_object, der) if check_issuer else []
+    identity = identity_from_der(der, trust_domain=trust_domain, now=clock.now(), revocation=revocation,
+                                 anchors=anchors if check_issuer else None, intermediates=sent, role=role)
+    if check_issuer and issuer_cache is not None:
+        issuer_cache.add(anchors_key, fingerprint)
+    return identity
 
 
 def identity_from_der(
@@ -266,19 +295,22 @@ def identity_from_der(
     presented = ""
     try:
         cert = x509.load_der_x509_certificate(der)
-        read_certificate(cert)  # every field now: an unparseable certificate is cert.malformed, whatever else
+        facts = read_certificate(cert)  # every field now: an unparseable certificate is cert.malformed
         try:
-            presented = str(peer_spiffe_id(cert))
+            presented = str(facts.spiffe_id())
         except TrustFabricError:
             presented = ""
         if anchors is not None:
             try:
-                chain_to(cert, anchors, intermediates)
+                chain_to(cert, anchors, intermediates, climb=False)
             except TrustFabricError as exc:
+                if exc.reason != "cert.untrusted":
+                    raise  # e.g. a signature algorithm too weak: its own reason
                 raise HandshakeRefused(f"{presented or 'the certificate'} is not issued by the {trust_domain} CA "
                                        f"({exc.detail})", reason=E.CERT_WRONG_TRUST_DOMAIN,
                                        presented=presented) from None
-        spiffe_id = check_workload_certificate(cert, now, trust_domain, revocations=revocation, role=role)
+        spiffe_id = check_workload_certificate(cert, now, trust_domain, revocations=revocation, role=role,
+                                               facts=facts)
         serial, not_after = cert.serial_number, cert.not_valid_after_utc.timestamp()
         not_before = cert.not_valid_before_utc.timestamp()
     except HandshakeRefused:
@@ -327,6 +359,7 @@ class TLSConfig:
             load_certificates(self.sibling_bundle_pem)  # unreadable: refused now, not at the first handshake
         self._cache: dict[bool, tuple[str, ssl.SSLContext, Credentials]] = {}
         self._anchors: tuple[str, list[x509.Certificate]] = ("", [])
+        self._issuers = IssuerCache()
         self._lock = threading.Lock()
 
     def context(self, *, server_side: bool) -> tuple[ssl.SSLContext, Credentials]:
@@ -351,8 +384,10 @@ class TLSConfig:
 
     def verify_peer(self, ssl_object: ssl.SSLObject | ssl.SSLSocket) -> PeerIdentity:
         """The identity step: :func:`peer_identity` for this workload's trust domain, issuer included."""
+        anchors = self.own_anchors()
         return peer_identity(ssl_object, trust_domain=self.trust_domain, clock=self.clock,
-                             revocation=self.revocation, anchors=self.own_anchors())
+                             revocation=self.revocation, anchors=anchors, issuer_cache=self._issuers,
+                             anchors_key=self._anchors[0])
 
     @property
     def spiffe_id(self) -> str:
