@@ -69,13 +69,13 @@ class CertSpec:
 
 
 def ca_spec(**kw) -> CertSpec:
-    base = dict(ca=True, key_usage=CA_USAGE, eku=None)
+    base = {"ca": True, "key_usage": CA_USAGE, "eku": None}
     base.update(kw)
     return CertSpec(**base)
 
 
 def _window(validity: str, now: float) -> tuple[dt.datetime, dt.datetime]:
-    utc = dt.timezone.utc
+    utc = dt.UTC
     start, end = {"valid": (now - 3600, now + 3600), "expired": (now - 7200, now - 3600),
                   "not_yet_valid": (now + 3600, now + 7200)}[validity]
     return dt.datetime.fromtimestamp(int(start), utc), dt.datetime.fromtimestamp(int(end), utc)
@@ -170,3 +170,34 @@ def make_chain(root: CertSpec, intermediates: tuple[CertSpec, ...], leaf: CertSp
     leaf_subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "trustfabric-test")])
     leaf_cert = build(leaf, leaf_subject, leaf_key.public_key(), issuer_name, issuer_key, issuer_key.public_key(), now)
     return Chain(root_cert, tuple(reversed(chain)), leaf_cert, leaf_key)
+
+
+# -- certificates the parser chokes on (self-signed is enough) ---------------------------
+
+def _self_signed(extensions: list[tuple[x509.ExtensionType, bool]], now: float) -> tuple[x509.Certificate, object]:
+    key = key_for("rsa2048", 5)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")])
+    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+               .serial_number(7).not_valid_before(dt.datetime.fromtimestamp(now - 60, dt.UTC))
+               .not_valid_after(dt.datetime.fromtimestamp(now + 600, dt.UTC)))
+    for ext, critical in extensions:
+        builder = builder.add_extension(ext, critical=critical)
+    return builder.sign(key, hashes.SHA256()), key
+
+
+def duplicate_extension_certificate(now: float, uri: str) -> x509.Certificate:
+    """Two subjectAltName extensions (no builder makes it: patched from a private OID of the same length)."""
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)])
+    cert, key = _self_signed([(san, False)], now)
+    san_value = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.public_bytes()
+    twin = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.99"), san_value)
+    cert, key = _self_signed([(san, False), (twin, False)], now)
+    return patch_rsa_signed(cert, key, bytes.fromhex("0603551d63"), bytes.fromhex("0603551d11"))
+
+
+def malformed_name_constraint_certificate(now: float, uri: str) -> x509.Certificate:
+    """Name constraints whose iPAddress subtree is an address, not a network (the parser raises TypeError)."""
+    raw = bytes.fromhex("300aa0083006870400000001")
+    nc = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.30"), raw)
+    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)])
+    return _self_signed([(san, False), (nc, True)], now)[0]

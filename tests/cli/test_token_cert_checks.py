@@ -8,8 +8,14 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from typer.testing import CliRunner
 
-from tests.cert_factory import CertSpec, build, key_for, name
-from tests.identity.test_verify_chain import duplicate_extension_certificate, malformed_name_constraint_certificate
+from tests.cert_factory import (
+    CertSpec,
+    build,
+    duplicate_extension_certificate,
+    key_for,
+    malformed_name_constraint_certificate,
+    name,
+)
 from trustfabric.cli import app
 from trustfabric.identity.ca import CertificateAuthority
 
@@ -46,7 +52,7 @@ def _token(tmp_path) -> str:
 def test_an_unparseable_certificate_is_one_refusal_line(tmp_path, make) -> None:
     token = _token(tmp_path)
     bad = tmp_path / "bad.pem"
-    bad.write_bytes(make(time.time()).public_bytes(serialization.Encoding.PEM))
+    bad.write_bytes(make(time.time(), ALGO).public_bytes(serialization.Encoding.PEM))
     assert refusal(runner.invoke(app, ["token", "verify", token, "--aud", OMS, "--cert", str(bad)])) \
         == "cert.malformed"
     assert refusal(runner.invoke(app, ["token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", str(bad)])) \

@@ -6,14 +6,15 @@ One example per defect: each hand-made chain differs from a good one in one fiel
 
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from tests.cert_factory import CertSpec, ca_spec, key_for, make_chain, patch_rsa_signed
+from tests.cert_factory import (
+    CertSpec,
+    ca_spec,
+    duplicate_extension_certificate,
+    make_chain,
+    malformed_name_constraint_certificate,
+)
 from trustfabric.identity.certs import (
     SERVER,
     check_workload_certificate,
@@ -30,9 +31,9 @@ SID = f"spiffe://{PROD}/trading/algo-momentum"
 LEAF = CertSpec(uris=(SID,))
 
 
-def _verdict(root: CertSpec = ca_spec(), intermediates: tuple[CertSpec, ...] = (), leaf: CertSpec = LEAF,
+def _verdict(root: CertSpec | None = None, intermediates: tuple[CertSpec, ...] = (), leaf: CertSpec = LEAF,
              **kw) -> str:
-    chain = make_chain(root, intermediates, leaf, T0)
+    chain = make_chain(root or ca_spec(), intermediates, leaf, T0)
     try:
         verify_chain(chain.leaf, [chain.root], T0, PROD, intermediates=chain.intermediates, **kw)
     except CertificateError as exc:
@@ -110,38 +111,9 @@ def test_expired_issuers_are_refused() -> None:
 
 # -- certificates the parser chokes on --------------------------------------------------
 
-def _self_signed(extensions: list[tuple[x509.ExtensionType, bool]], now: float) -> tuple[x509.Certificate, object]:
-    key = key_for("rsa2048", 5)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "odd")])
-    builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
-               .serial_number(7).not_valid_before(dt.datetime.fromtimestamp(now - 60, dt.timezone.utc))
-               .not_valid_after(dt.datetime.fromtimestamp(now + 600, dt.timezone.utc)))
-    for ext, critical in extensions:
-        builder = builder.add_extension(ext, critical=critical)
-    return builder.sign(key, hashes.SHA256()), key
-
-
-def duplicate_extension_certificate(now: float = T0) -> x509.Certificate:
-    """Two subjectAltName extensions (no builder makes it: patched from a private OID of the same length)."""
-    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SID)])
-    cert, key = _self_signed([(san, False)], now)
-    san_value = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.public_bytes()
-    twin = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.99"), san_value)
-    cert, key = _self_signed([(san, False), (twin, False)], now)
-    return patch_rsa_signed(cert, key, bytes.fromhex("0603551d63"), bytes.fromhex("0603551d11"))
-
-
-def malformed_name_constraint_certificate(now: float = T0) -> x509.Certificate:
-    """Name constraints whose iPAddress subtree is an address, not a network (the parser raises TypeError)."""
-    raw = bytes.fromhex("300aa0083006870400000001")
-    nc = x509.UnrecognizedExtension(ObjectIdentifier("2.5.29.30"), raw)
-    san = x509.SubjectAlternativeName([x509.UniformResourceIdentifier(SID)])
-    return _self_signed([(san, False), (nc, True)], now)[0]
-
-
 @pytest.mark.parametrize("make", [duplicate_extension_certificate, malformed_name_constraint_certificate])
 def test_a_certificate_the_parser_chokes_on_is_a_malformed_refusal_everywhere(make) -> None:
-    cert = make()
+    cert = make(T0, SID)
     with pytest.raises(Exception) as raw:  # what the foreign parser does with it
         cert.extensions  # noqa: B018
     assert not isinstance(raw.value, CertificateError)

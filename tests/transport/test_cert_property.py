@@ -15,6 +15,7 @@ certificates (OpenSSL's level 2 takes them, verify_chain refuses them) - see
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import ssl
 import tempfile
@@ -137,7 +138,7 @@ def _replace(spec: CertSpec, **changes) -> CertSpec:
 def _sha1_only_under_rsa(specs: list[CertSpec]) -> list[CertSpec]:
     """SHA-1 certificates can be made under an RSA issuer only (elsewhere: SHA-256); a root's hash is its own."""
     fixed = [specs[0]]
-    for issuer, spec in zip(specs, specs[1:]):
+    for issuer, spec in itertools.pairwise(specs):
         if spec.hash == "sha1" and not issuer.key.startswith("rsa"):
             spec = _replace(spec, hash="sha256")
         fixed.append(spec)

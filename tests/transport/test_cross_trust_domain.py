@@ -16,7 +16,12 @@ import pytest
 
 from trustfabric.audit.events import Kind
 from trustfabric.identity.ca import CertificateAuthority
-from trustfabric.identity.workload import WorkloadCredentials, credentials_from, issue_for_test, new_key_and_csr
+from trustfabric.identity.workload import (
+    WorkloadCredentials,
+    credentials_from,
+    issue_for_test,
+    new_key_and_csr,
+)
 from trustfabric.response.alerts import Category, Severity
 from trustfabric.response.detectors import HandshakeDetector
 from trustfabric.response.floor_map import FloorMap
@@ -94,7 +99,7 @@ async def test_a_dev_ca_certificate_carrying_a_prod_spiffe_id_is_refused(guarded
     forged_ca = CertificateAuthority(DOMAIN, list(dev_ca.generations))  # dev's keys, told it is prod
     forged = credentials_from(forged_ca, key, forged_ca.issue(csr, CLIENT_ID, time.time() - 60))
     assert forged.spiffe_id.trust_domain == DOMAIN
-    refused, event = await _refusal(guarded_tls, _as_attacker(forged, server_creds.bundle_pem), emitter, sink)
+    _, event = await _refusal(guarded_tls, _as_attacker(forged, server_creds.bundle_pem), emitter, sink)
     assert event.reason == "cert.wrong_trust_domain"
     assert event.principal == CLIENT_ID  # what it claimed to be
     [alert] = _alerts(event)

@@ -7,8 +7,11 @@ import time
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from tests.cert_factory import key_for
-from tests.identity.test_verify_chain import duplicate_extension_certificate, malformed_name_constraint_certificate
+from tests.cert_factory import (
+    duplicate_extension_certificate,
+    key_for,
+    malformed_name_constraint_certificate,
+)
 from trustfabric.identity.ca import key_to_pem
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.transport.connection import FrameServer, connect
@@ -22,7 +25,7 @@ MAKERS = [duplicate_extension_certificate, malformed_name_constraint_certificate
 
 @pytest.mark.parametrize("make", MAKERS)
 def test_the_identity_step_refuses_an_unparseable_certificate(make):
-    der = make().public_bytes(serialization.Encoding.DER)
+    der = make(time.time(), f"spiffe://{DOMAIN}/algo/x").public_bytes(serialization.Encoding.DER)
     with pytest.raises(HandshakeRefused) as info:
         identity_from_der(der, trust_domain=DOMAIN, now=time.time())
     assert info.value.reason == "cert.malformed"
@@ -37,7 +40,7 @@ async def _noop(conn):
 @pytest.mark.parametrize(("make", "reason"), [(duplicate_extension_certificate, "handshake.failed"),
                                               (malformed_name_constraint_certificate, "cert.malformed")])
 async def test_connect_to_a_server_with_such_a_certificate_is_a_handshake_refusal(make, reason, client_creds):
-    cert = make(time.time())
+    cert = make(time.time(), f"spiffe://{DOMAIN}/risk/pretrade")
     pem = cert.public_bytes(serialization.Encoding.PEM)
     server_creds = WorkloadCredentials(cert_pem=pem, key_pem=key_to_pem(key_for("rsa2048", 5)), bundle_pem=pem)
     server_tls = TLSConfig(server_creds, trust_domain=DOMAIN)

@@ -63,11 +63,11 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Protocol, Sequence
+from typing import Protocol
 
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
@@ -77,22 +77,22 @@ from trustfabric.identity.errors import CertificateError, SpiffeIdError
 from trustfabric.identity.spiffe import SpiffeId
 
 __all__ = [
-    "peer_spiffe_id",
-    "x5t_s256",
-    "fingerprint_sha256",
-    "verify_chain",
+    "CLIENT",
+    "MAX_CHAIN_DEPTH",
+    "REASONS",
+    "SERVER",
+    "CertificateFacts",
+    "RevocationCheck",
+    "certs_to_pem",
     "chain_to",
     "check_workload_certificate",
-    "read_certificate",
-    "CertificateFacts",
-    "load_certificates",
+    "fingerprint_sha256",
     "load_certificate",
-    "certs_to_pem",
-    "RevocationCheck",
-    "MAX_CHAIN_DEPTH",
-    "CLIENT",
-    "SERVER",
-    "REASONS",
+    "load_certificates",
+    "peer_spiffe_id",
+    "read_certificate",
+    "verify_chain",
+    "x5t_s256",
 ]
 
 MAX_CHAIN_DEPTH = 4
@@ -126,7 +126,7 @@ class RevocationCheck(Protocol):
 
 
 def _utc(ts: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ts, tz=dt.timezone.utc)
+    return dt.datetime.fromtimestamp(ts, tz=dt.UTC)
 
 
 def load_certificates(pem: bytes | str) -> list[x509.Certificate]:
@@ -134,7 +134,7 @@ def load_certificates(pem: bytes | str) -> list[x509.Certificate]:
     try:
         data = pem.encode() if isinstance(pem, str) else pem
         certs = x509.load_pem_x509_certificates(data)
-    except Exception as exc:  # noqa: BLE001 - any parser error is a refusal, never a crash
+    except Exception as exc:
         raise CertificateError(f"unreadable certificate PEM: {exc}", reason="cert.malformed") from exc
     if not certs:
         raise CertificateError("no certificate in PEM", reason="cert.malformed")
@@ -148,7 +148,7 @@ def load_certificate(data: bytes | str) -> x509.Certificate:
         return load_certificates(raw)[0]
     try:
         return x509.load_der_x509_certificate(raw)
-    except Exception as exc:  # noqa: BLE001 - any parser error is a refusal, never a crash
+    except Exception as exc:
         raise CertificateError(f"unreadable DER certificate: {exc}", reason="cert.malformed") from exc
 
 
@@ -450,7 +450,7 @@ def check_workload_certificate(
     if revocations is not None:
         try:
             revoked = revocations.is_revoked(cert.serial_number, str(spiffe_id))
-        except Exception as exc:  # noqa: BLE001 - a revocation set that cannot answer is a refusal
+        except Exception as exc:
             raise CertificateError(f"revocation check failed: {exc!r}", reason="cert.revoked") from exc
         if revoked:
             raise CertificateError(f"{spiffe_id} (serial {cert.serial_number:x}) is revoked",

@@ -44,12 +44,20 @@ Thresholds and confidences are data (:class:`DetectorConfig`).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Generic, Iterable, Protocol, TypeVar
+from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
 from trustfabric.audit.events import AuditEventV1, Kind
-from trustfabric.response.alerts import Alert, Category, EvidenceLink, Severity, event_time, new_alert_id
+from trustfabric.response.alerts import (
+    Alert,
+    Category,
+    EvidenceLink,
+    Severity,
+    event_time,
+    new_alert_id,
+)
 from trustfabric.response.floor_map import (
     SERVICE_RESOURCE_PREFIX,
     FloorMap,
@@ -201,8 +209,7 @@ def target_service(event: AuditEventV1) -> str:
         if isinstance(value, str) and value:
             return service_from_spiffe_id(value) or value
     source = event.source
-    if source.startswith("pep:"):
-        source = source[4:]
+    source = source.removeprefix("pep:")
     return service_from_spiffe_id(source) or source
 
 

@@ -50,13 +50,26 @@ import collections
 import contextlib
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from trustfabric.audit.events import Emitter, Kind
 from trustfabric.transport import errors as E
-from trustfabric.transport.errors import ConnectionClosed, FrameError, HandshakeRefused, TransportTimeout
-from trustfabric.transport.frames import DEFAULT_CODEC, ErrorFrame, Frame, FrameCodec, FrameDecoder, Hello
+from trustfabric.transport.errors import (
+    ConnectionClosed,
+    FrameError,
+    HandshakeRefused,
+    TransportTimeout,
+)
+from trustfabric.transport.frames import (
+    DEFAULT_CODEC,
+    ErrorFrame,
+    Frame,
+    FrameCodec,
+    FrameDecoder,
+    Hello,
+)
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
 RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
@@ -521,7 +534,7 @@ class FrameServer:
     def port(self) -> int:
         return self.address[1]
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "FrameServer":
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> FrameServer:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
@@ -532,7 +545,7 @@ class FrameServer:
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
         return self
 
-    async def __aenter__(self) -> "FrameServer":
+    async def __aenter__(self) -> FrameServer:
         if self._listener is None:
             await self.start()
         return self
