@@ -20,7 +20,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 UNKNOWN_OID = ObjectIdentifier("1.3.6.1.4.1.55555.1.1")  # a private OID no verifier knows
 
 KEY_TYPES = ("ec256", "ec384", "ec521", "ed25519", "rsa2048", "rsa1024")
-HASHES = {"sha1": hashes.SHA1, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+HASHES = {"sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
 EKUS = {"client": ExtendedKeyUsageOID.CLIENT_AUTH, "server": ExtendedKeyUsageOID.SERVER_AUTH,
         "code": ExtendedKeyUsageOID.CODE_SIGNING}
 CA_USAGE = ("digital_signature", "key_cert_sign", "crl_sign")

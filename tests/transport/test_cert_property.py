@@ -7,9 +7,9 @@ weak keys and SHA-1 certificates at all). Hand-made chains (tests/cert_factory.p
 basic constraints and path length, key usage, EKU, an unknown critical extension, key
 type and size, signature hash, validity, key identifiers, SAN and the issuer chain.
 
-Outside the generated domain, on purpose: P-224 keys and SHA-224 signatures on CA
-certificates (OpenSSL's level 2 takes them, verify_chain refuses them) - see
-:mod:`trustfabric.identity.certs`.
+Outside the generated domain, on purpose: P-224 keys on CA certificates and name
+constraints or certificate policies (OpenSSL takes them, verify_chain refuses them) -
+see :mod:`trustfabric.identity.certs`.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ GOOD_KEYS = ("ec256", "ec384", "ed25519", "rsa2048")
 # Each mutation takes one field of one certificate away from a good chain: these are the values tried.
 CA_MUTATIONS = {
     "key": ("rsa1024", "ec521"),
-    "hash": ("sha1", "sha384", "sha512"),
+    "hash": ("sha1", "sha224", "sha384", "sha512"),
     "ca": (False, None),
     "path_length": (0, 1),
     "bc_critical": (False,),
@@ -118,7 +118,7 @@ CA_MUTATIONS = {
 }
 LEAF_MUTATIONS = {
     "key": ("rsa1024", "ec224", "ec521"),
-    "hash": ("sha1", "sha384", "sha512"),
+    "hash": ("sha1", "sha224", "sha384", "sha512"),
     "ca": (None, True),
     "key_usage": (("key_encipherment",), ("key_agreement",), None, ("digital_signature", "key_encipherment"),
                   ("digital_signature", "key_cert_sign")),

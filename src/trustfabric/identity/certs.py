@@ -43,13 +43,14 @@
   every CA), empty names                ``cert.profile``
   ====================================  ====================================
 
-  Two deliberate differences, both stricter: OpenSSL's level 2 takes P-224 keys
-  and SHA-224 signatures (112 bits) on CA certificates, and understands
-  certificate-policy and name-constraint extensions; ``verify_chain`` refuses
-  them (no CA of trustfabric makes them). OpenSSL accepts a client leaf with
-  keyAgreement and no digitalSignature; the fabric's listeners refuse it too,
-  in :func:`check_workload_certificate` (TLS 1.3 authenticates a peer by a
-  signature).
+  Where OpenSSL is laxer, the fabric's listeners are made as strict as
+  ``verify_chain`` by their identity step: a leaf with keyAgreement and no
+  digitalSignature (:func:`check_workload_certificate`: TLS 1.3 authenticates a
+  peer by a signature) and SHA-224 signatures (:func:`chain_to`). What remains
+  stricter here than at a listener, deliberately: P-224 keys on CA certificates
+  (OpenSSL's level 2 takes 112-bit keys), and certificate-policy and
+  name-constraint extensions, which OpenSSL understands and ``verify_chain``
+  refuses. No CA of trustfabric makes any of them.
 
 The bundle may hold roots and issuing (intermediate) certificates; a
 certificate found in the bundle is trusted as an anchor, so a leaf whose issuer
