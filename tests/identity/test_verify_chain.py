@@ -97,6 +97,7 @@ def test_a_sha1_signature_is_refused_below_the_anchor_only() -> None:
     assert _verdict(rsa_root, leaf=CertSpec(uris=(SID,), hash="sha1")) == "cert.weak_signature"
     assert _verdict(rsa_root, (ca_spec(hash="sha1"),)) == "cert.weak_signature"
     assert _verdict(ca_spec(key="rsa2048", hash="sha1")) == "accepted"  # OpenSSL ignores an anchor's self-signature
+    assert _verdict(leaf=CertSpec(uris=(SID,), hash="sha224")) == "cert.weak_signature"
 
 
 def test_missing_key_identifiers_are_refused() -> None:

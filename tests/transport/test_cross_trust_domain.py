@@ -133,3 +133,15 @@ def test_a_sibling_bundle_that_cannot_be_read_is_refused_at_once(server_creds):
     with pytest.raises(CertificateError) as info:
         TLSConfig(server_creds, sibling_bundle_pem=b"-----BEGIN CERTIFICATE-----\nxx\n-----END CERTIFICATE-----\n")
     assert info.value.reason == "cert.malformed"
+
+
+async def test_an_issuer_found_once_is_remembered_but_revocation_is_checked_every_time(
+        guarded_tls, client_tls, client_creds, revocation, emitter, sink):
+    async with FrameServer(_echo, tls=guarded_tls, emitter=emitter, limits=FAST_LIMITS) as server:
+        for _ in range(2):
+            (await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)).close()
+        assert guarded_tls.remembers_issuer(client_creds.fingerprint_sha256)
+        revocation.revoke_serial(client_creds.serial, time.time())
+        with pytest.raises(HandshakeRefused) as info:
+            await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
+        assert info.value.reason == "cert.revoked"

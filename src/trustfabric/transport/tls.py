@@ -382,6 +382,10 @@ class TLSConfig:
             self._anchors = (credentials.fingerprint_sha256, anchors)
         return anchors
 
+    def remembers_issuer(self, fingerprint_sha256: str) -> bool:
+        """Whether the certificate with this fingerprint was already found issued by our own CA."""
+        return self._issuers.known(self._anchors[0], fingerprint_sha256)
+
     def verify_peer(self, ssl_object: ssl.SSLObject | ssl.SSLSocket) -> PeerIdentity:
         """The identity step: :func:`peer_identity` for this workload's trust domain, issuer included."""
         anchors = self.own_anchors()
