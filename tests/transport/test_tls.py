@@ -204,6 +204,8 @@ def _two_san_credentials(ca, bundle_pem) -> WorkloadCredentials:
             x509.UniformResourceIdentifier(f"spiffe://{DOMAIN}/ops/admin"),
         ]), critical=True)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(gen.issuing_key.public_key()),
+                       critical=False)  # VERIFY_X509_STRICT refuses a leaf without one
         .sign(gen.issuing_key, hashes.SHA256())
     )
     return WorkloadCredentials(

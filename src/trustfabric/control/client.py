@@ -48,6 +48,7 @@ def _client_context(bundle_pem: bytes) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.check_hostname = False  # the identity is the SPIFFE ID, checked below
     ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.verify_flags |= ssl.VERIFY_X509_STRICT
     ctx.load_verify_locations(cadata=bundle_pem.decode("ascii"))
     return ctx
 

@@ -7,7 +7,11 @@ the CLI's one-line refusal)::
     ├── SpiffeIdError                   spiffe.invalid
     ├── CertificateError                cert.san, cert.expired, cert.not_yet_valid,
     │                                   cert.wrong_trust_domain, cert.untrusted,
-    │                                   cert.revoked, cert.malformed, cert.csr
+    │                                   cert.revoked, cert.malformed, cert.csr,
+    │                                   cert.basic_constraints, cert.path_length,
+    │                                   cert.key_usage, cert.eku, cert.critical_extension,
+    │                                   cert.name_constraints, cert.weak_key,
+    │                                   cert.weak_signature, cert.key_identifier, cert.profile
     ├── CaError                         ca.unknown_domain, ca.missing, ca.exists
     ├── AttestationError                attest.unpromoted_digest, attest.bad_digest,
     │                                   posture.* (copied from the posture verdict)

@@ -29,6 +29,7 @@ class Category:
 
     CROSS_SEGMENT = "lateral.cross_segment"
     HANDSHAKE_NO_BUSINESS = "lateral.handshake_no_business"
+    CROSS_TRUST_DOMAIN = "lateral.cross_trust_domain"  # a certificate of another trust domain (or unknown CA)
     NEVER_GRANTED = "lateral.never_granted"
     DENIAL_BURST = "anomaly.denial_burst"
     BEHAVIOUR = "anomaly.behaviour"

@@ -12,7 +12,14 @@ Detectors:
   a resource of another segment that it was never granted (an algo reaching for
   settlement or a venue is critical).
 * :class:`HandshakeDetector` - a refused handshake / session of a workload at a
-  service it has no declared flow to.
+  service it has no declared flow to; and every handshake refused for a
+  certificate of another trust domain (``cert.wrong_trust_domain``): with the
+  SPIFFE ID it presented when the listener could read it (a sibling domain's
+  certificate, refused by the transport's identity step: high, critical at a
+  sensitive service), else - a chain of a CA nobody here knows, refused inside
+  TLS - keyed by the source address (low: alert only, there is no principal to
+  contain; the alert's resource is ``peer:<host>``, so folding is per source).
+  Both name the source (``host:port``) in the summary.
 * :class:`NeverGrantedDetector` - the first use (allowed or denied) of an
   (action, resource) pair the principal was never granted; an *allowed* one means
   policy drift and is critical.
@@ -37,12 +44,20 @@ Thresholds and confidences are data (:class:`DetectorConfig`).
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Generic, Iterable, Protocol, TypeVar
+from collections.abc import Iterable
+from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
 from trustfabric.audit.events import AuditEventV1, Kind
-from trustfabric.response.alerts import Alert, Category, EvidenceLink, Severity, event_time, new_alert_id
+from trustfabric.response.alerts import (
+    Alert,
+    Category,
+    EvidenceLink,
+    Severity,
+    event_time,
+    new_alert_id,
+)
 from trustfabric.response.floor_map import (
     SERVICE_RESOURCE_PREFIX,
     FloorMap,
@@ -87,6 +102,9 @@ class DetectorConfig(msgspec.Struct, frozen=True, kw_only=True):
     cross_segment_confidence: float = 0.9
     cross_segment_person_confidence: float = 0.6
     handshake_confidence: float = 0.9
+    cross_trust_domain_confidence: float = 0.95  # a sibling domain's certificate, read and refused by name
+    unknown_ca_confidence: float = 0.7  # a chain of an unknown CA: an attack or a misconfigured client
+    unknown_ca_repeat_s: float = 60.0  # one unknown-CA alert per source address within this
     never_granted_denied_confidence: float = 0.85
     never_granted_allowed_confidence: float = 0.95
     never_granted_person_confidence: float = 0.5
@@ -170,14 +188,15 @@ class PrincipalWindows:
 
 def _alert(event: AuditEventV1, at: float, *, detector: str, category: str, severity: str,
            confidence: float, summary: str, evidence: Iterable[EvidenceLink] | None = None,
-           first_seen: float | None = None, principal: str | None = None) -> Alert:
+           first_seen: float | None = None, principal: str | None = None, resource: str | None = None) -> Alert:
     return Alert(
         alert_id=new_alert_id(), severity=severity, confidence=confidence,
         principal=event.principal if principal is None else principal, category=category,
         detector=detector,
         evidence=tuple(evidence) if evidence is not None else (EvidenceLink.of(event),),
         first_seen=event_time(event) if first_seen is None else first_seen,
-        detected_at=at, action=event.action, resource=event.resource, summary=summary,
+        detected_at=at, action=event.action, resource=event.resource if resource is None else resource,
+        summary=summary,
     )
 
 
@@ -190,8 +209,7 @@ def target_service(event: AuditEventV1) -> str:
         if isinstance(value, str) and value:
             return service_from_spiffe_id(value) or value
     source = event.source
-    if source.startswith("pep:"):
-        source = source[4:]
+    source = source.removeprefix("pep:")
     return service_from_spiffe_id(source) or source
 
 
@@ -225,14 +243,26 @@ class CrossSegmentDetector:
                        summary=f"{own} -> {target}: denied {event.action} on {event.resource}")]
 
 
+WRONG_TRUST_DOMAIN = "cert.wrong_trust_domain"  # the transport's refusal of another domain's certificate
+
+
+def peer_address(event: AuditEventV1) -> str:
+    """The source address of a refused handshake (``host:port``), or ""."""
+    value = event.detail.get("peer_address") if event.detail else None
+    return value if isinstance(value, str) else ""
+
+
 class HandshakeDetector:
     name = "handshake"
 
     def __init__(self, floor: FloorMap, config: DetectorConfig = DetectorConfig()) -> None:
         self.floor = floor
         self.config = config
+        self._unknown_ca_seen: BoundedMap[str, float] = BoundedMap(config.max_principals)
 
     def observe(self, event: AuditEventV1, at: float) -> list[Alert]:
+        if event.kind == Kind.HANDSHAKE_REFUSED and event.reason == WRONG_TRUST_DOMAIN:
+            return self._cross_trust_domain(event, at)
         if event.kind not in (Kind.HANDSHAKE_REFUSED, Kind.SESSION_REFUSED) or not event.principal:
             return []
         if not is_workload(event.principal):
@@ -247,6 +277,27 @@ class HandshakeDetector:
         return [_alert(event, at, detector=self.name, category=Category.HANDSHAKE_NO_BUSINESS,
                        severity=severity, confidence=self.config.handshake_confidence,
                        summary=f"refused at {service} ({event.reason}); no declared flow")]
+
+    def _cross_trust_domain(self, event: AuditEventV1, at: float) -> list[Alert]:
+        service = target_service(event) or "?"
+        source = peer_address(event) or "unknown source"
+        ours = event.trust_domain or "our trust domain"
+        if event.principal:
+            target = self.floor.service_segments.get(service, "")
+            severity = Severity.CRITICAL if self.floor.is_sensitive(target) else Severity.HIGH
+            return [_alert(event, at, detector=self.name, category=Category.CROSS_TRUST_DOMAIN, severity=severity,
+                           confidence=self.config.cross_trust_domain_confidence,
+                           summary=f"{event.principal} from {source} presented a certificate not issued by "
+                                   f"the {ours} CA at {service}")]
+        host = source.rsplit(":", 1)[0]
+        t = event_time(event)
+        last = self._unknown_ca_seen.get(host)
+        if last is not None and t - last < self.config.unknown_ca_repeat_s:
+            return []
+        self._unknown_ca_seen.put(host, t)
+        return [_alert(event, at, detector=self.name, category=Category.CROSS_TRUST_DOMAIN, severity=Severity.LOW,
+                       confidence=self.config.unknown_ca_confidence, principal="", resource=f"peer:{host}",
+                       summary=f"{source} presented a certificate of a CA unknown to {ours} at {service}")]
 
 
 class NeverGrantedDetector:

@@ -37,7 +37,10 @@ are compared like for like.
 
 On the server, each accepted connection picks the TLS context of the *current*
 credentials, so certificate rotation needs no restart. Refused handshakes are
-``HANDSHAKE_REFUSED`` audit events with the reason code.
+``HANDSHAKE_REFUSED`` audit events with the reason code, the peer's address
+(``detail.peer_address``, ``host:port``) and, when the identity step could read it,
+the SPIFFE ID the refused certificate presented (``principal``; see
+:mod:`trustfabric.transport.tls` for certificates of a sibling trust domain).
 """
 
 from __future__ import annotations
@@ -47,13 +50,26 @@ import collections
 import contextlib
 import socket
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from trustfabric.audit.events import Emitter, Kind
 from trustfabric.transport import errors as E
-from trustfabric.transport.errors import ConnectionClosed, FrameError, HandshakeRefused, TransportTimeout
-from trustfabric.transport.frames import DEFAULT_CODEC, ErrorFrame, Frame, FrameCodec, FrameDecoder, Hello
+from trustfabric.transport.errors import (
+    ConnectionClosed,
+    FrameError,
+    HandshakeRefused,
+    TransportTimeout,
+)
+from trustfabric.transport.frames import (
+    DEFAULT_CODEC,
+    ErrorFrame,
+    Frame,
+    FrameCodec,
+    FrameDecoder,
+    Hello,
+)
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
 RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
@@ -470,6 +486,13 @@ def _tune(sock: socket.socket) -> None:
 
 
 # -- server ----------------------------------------------------------------------------
+def _address(address: Any) -> str:
+    """``host:port`` of a socket address (what refusal events name as their source)."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        return f"{address[0]}:{address[1]}"
+    return str(address)
+
+
 Handler = Callable[[FrameConnection], Awaitable[None]]
 
 
@@ -511,7 +534,7 @@ class FrameServer:
     def port(self) -> int:
         return self.address[1]
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> "FrameServer":
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> FrameServer:
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
@@ -522,7 +545,7 @@ class FrameServer:
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
         return self
 
-    async def __aenter__(self) -> "FrameServer":
+    async def __aenter__(self) -> FrameServer:
         if self._listener is None:
             await self.start()
         return self
@@ -545,13 +568,14 @@ class FrameServer:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _refuse(self, reason: str, detail: str, address: Any) -> None:
+    def _refuse(self, reason: str, detail: str, address: Any, presented: str = "") -> None:
+        """Count and log a refused handshake: the source address, and the SPIFFE ID presented when read."""
         self.refusals[reason] += 1
         if self.emitter is not None:
             with contextlib.suppress(Exception):
-                self.emitter.emit(Kind.HANDSHAKE_REFUSED, decision="deny", reason=reason,
+                self.emitter.emit(Kind.HANDSHAKE_REFUSED, principal=presented, decision="deny", reason=reason,
                                   trust_domain=self.tls.trust_domain if self.tls else "",
-                                  detail={"detail": detail[:300], "peer_address": str(address),
+                                  detail={"detail": detail[:300], "peer_address": _address(address),
                                           "server": self.name})
 
     async def _serve(self, raw: socket.socket) -> None:
@@ -591,7 +615,7 @@ class FrameServer:
             raise
         except Exception as exc:  # noqa: BLE001 - ssl/OS errors are translated into a refusal
             reason = classify_handshake_error(exc)
-            self._refuse(reason, f"{type(exc).__name__}: {exc}", address)
+            self._refuse(reason, f"{type(exc).__name__}: {exc}", address, getattr(exc, "presented", ""))
             sock.close()
             return
         self.accepted += 1

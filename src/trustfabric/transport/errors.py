@@ -34,6 +34,7 @@ CERT_EXPIRED = "cert.expired"
 CERT_NOT_YET_VALID = "cert.not_yet_valid"
 CERT_REVOKED = "cert.revoked"
 CERT_SAN = "cert.san"  # not exactly one SPIFFE URI SAN
+CERT_MALFORMED = "cert.malformed"  # the peer's certificate could not be parsed
 CERT_INVALID = "cert.invalid"  # any other verification failure
 HANDSHAKE_FAILED = "handshake.failed"  # TLS protocol failure (version, alert, garbage)
 HANDSHAKE_TIMEOUT = "transport.handshake_timeout"
@@ -58,9 +59,17 @@ class FrameError(TransportError):
 
 
 class HandshakeRefused(TransportError):
-    """The peer's certificate (or the TLS handshake itself) was refused."""
+    """The peer's certificate (or the TLS handshake itself) was refused.
+
+    ``presented`` is the SPIFFE ID the refused certificate carried, when it could be
+    read (what an alert about the refusal names); empty otherwise.
+    """
 
     reason = HANDSHAKE_FAILED
+
+    def __init__(self, detail: str = "", *, reason: str | None = None, presented: str = "") -> None:
+        super().__init__(detail, reason=reason)
+        self.presented = presented
 
 
 class ConnectionClosed(TransportError):
