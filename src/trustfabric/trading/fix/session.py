@@ -128,6 +128,7 @@ class FixNewOrderSingle(_Event, frozen=True):
     qty: int
     price: int
     tif: str
+    poss_resend: bool = False  # 97=Y: the client may have sent it before; never executed twice
 
     def to_new_order(self, agent: str, time_ns: int) -> NewOrder:
         return NewOrder(cl_ord_id=self.cl_ord_id, account=self.account, agent=agent, symbol=self.symbol,
@@ -531,6 +532,7 @@ class FixSession:
             self._logout(out, "SendingTime accuracy problem", now, SENDING_TIME)
             return
         if msg_type == LOGOUT:
+            self._consume(seq, expected)  # the peer's Logout is in its sequence like any message
             self._logout(out, "logout acknowledged", now, "fix.peer_logout")
             return
         if msg_type == SEQUENCE_RESET and msg.get(123) != b"Y":
@@ -617,6 +619,7 @@ class FixSession:
                 sender=sender, seq=seq, cl_ord_id=_text(msg, 11),
                 account=(msg.get(1) or sender.encode()).decode("ascii", "replace"),
                 symbol=_text(msg, 55), side=_side(msg), qty=_qty(msg), price=_limit_price(msg), tif=tif,
+                poss_resend=msg.get(97) == b"Y",
             ))
         elif t == ORDER_CANCEL_REQUEST:
             _text(msg, 60)
@@ -672,7 +675,7 @@ class FixSession:
             out.outgoing.append(self._resend(raw, s, now))
         if gap_start:
             out.outgoing.append(self._gap_fill(gap_start, last + 1, now))
-        self._last_sent = now
+        self._last_sent = self._mono
 
     def _gap_fill(self, seq: int, new_seq: int, now: float) -> bytes:
         body = self._admin(SEQUENCE_RESET, (123, "Y"), (36, new_seq))

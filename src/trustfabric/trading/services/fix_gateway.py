@@ -46,7 +46,7 @@ from trustfabric.transport.tls import TLSConfig, build_context
 
 DEFAULT_COMP_ID = "TRUSTFABRIC"
 OMS_POLL_S = 0.05
-TIMER_S = 1.0
+TIMER_S = 0.5
 RISK_UNAVAILABLE = "gateway.risk_unavailable"
 
 
@@ -109,12 +109,15 @@ class FixGatewayService(FloorService):
                 try:
                     data = await asyncio.wait_for(reader.read(65536), TIMER_S)
                 except TimeoutError:
-                    if self._apply(conn, conn.session.on_timer(clock.now(), clock.monotonic())):
+                    data = None
+                if data is not None:
+                    if not data:
                         break
-                    continue
-                if not data:
-                    break
-                if self._apply(conn, conn.session.on_bytes(data, clock.now(), clock.monotonic())):
+                    if self._apply(conn, conn.session.on_bytes(data, clock.now(), clock.monotonic())):
+                        break
+                # The timers run whatever arrives: a client that keeps talking must still get our own
+                # Heartbeat when we have sent nothing for HeartBtInt.
+                if self._apply(conn, conn.session.on_timer(clock.now(), clock.monotonic())):
                     break
         except (OSError, ConnectionError):
             pass
