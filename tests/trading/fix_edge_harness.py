@@ -107,10 +107,11 @@ class GatewayHarness:
         return self.service._server.sockets[0].getsockname()[1]
 
     async def client(self, sender: str = "CLIENT-A", client: str = "client-a", *, heartbeat_s: int = 30,
-                     credentials_dir: str | Path | None = None) -> EdgeFixClient:
-        c = await EdgeFixClient(self.port, credentials_dir or self.edge["client_dirs"][client], sender).connect()
-        c.fix.heartbeat_s = heartbeat_s
-        return c
+                     credentials_dir: str | Path | None = None, keep_alive: bool = True,
+                     clock: FakeClock | None = None) -> EdgeFixClient:
+        return await EdgeFixClient(self.port, credentials_dir or self.edge["client_dirs"][client], sender,
+                                   clock=clock or self.clock, heartbeat_s=heartbeat_s,
+                                   keep_alive=keep_alive).connect()
 
     async def logged_on(self, sender: str = "CLIENT-A", client: str = "client-a", **kw) -> EdgeFixClient:
         c = await self.client(sender, client, **kw)

@@ -31,6 +31,11 @@ Theory of operation:
   passed with ``now`` to every entry point) runs the logon timeout and the
   heartbeat / TestRequest timers, so a wall-clock step neither fires nor
   silences them. Without ``mono`` the timers run on ``now``.
+* **Liveness** (:class:`~.heartbeat.HeartbeatTimer`, FIX 4.4): a Heartbeat when we
+  have sent nothing for HeartBtInt, however much the client sends; a TestRequest
+  when nothing arrived for HeartBtInt plus 20%; Logout and disconnect when that
+  TestRequest goes unanswered for as long again. The client's Logout is a message
+  of its sequence (consumed), so a re-logon at the next number needs no resend.
 * **Application messages** D, F, G, H, q become typed events
   (:class:`FixNewOrderSingle`...). Replies are built with :mod:`.codec` builders and
   sent with :meth:`FixSession.send_app`, which stamps and stores them.
@@ -62,6 +67,13 @@ from trustfabric.trading.fix.codec import (
     FixFramer,
 )
 from trustfabric.trading.errors import FixError
+from trustfabric.trading.fix.heartbeat import (
+    DEFAULT_TRANSMISSION_RATIO,
+    PEER_GONE,
+    SEND_HEARTBEAT,
+    SEND_TEST_REQUEST,
+    HeartbeatTimer,
+)
 from trustfabric.trading.fix.store import SeqStore
 from trustfabric.trading.messages import NewOrder
 
@@ -268,6 +280,7 @@ class FixSession:
         max_heartbeat_s: int = 300,
         max_garbled: int = 10,
         max_skew_s: float = 120.0,
+        transmission_ratio: float = DEFAULT_TRANSMISSION_RATIO,
     ) -> None:
         self.our_comp_id = our_comp_id
         self.peer_identity = peer_identity
@@ -283,10 +296,7 @@ class FixSession:
         self._framer = FixFramer()
         self._mono = now if mono is None else mono  # the monotonic reading of the current entry point
         self._created = self._mono
-        self._last_received = self._mono
-        self._last_sent = self._mono
-        self._test_request_id = ""
-        self._test_requests = 0
+        self.timer = HeartbeatTimer.start(self.heartbeat_s, self._mono, transmission_ratio)
         self._resend_requested_from = 0
         self._garbled_in_row = 0
 
@@ -320,7 +330,7 @@ class FixSession:
             self.store.save_sent(self.key, next_out, raw)
         self.store.set_next_out(self.key, next_out + 1)
         out.outgoing.append(raw)
-        self._last_sent = self._mono
+        self.timer.sent(self._mono)
         return raw
 
     def _tick(self, now: float, mono: float | None) -> None:
@@ -391,7 +401,7 @@ class FixSession:
                         self.state = CLOSED
                 continue
             self._garbled_in_row = 0
-            self._last_received = self._mono
+            self.timer.received(self._mono)
             try:
                 if self.state == AWAITING_LOGON:
                     self._on_logon(framed.message, out, now)
@@ -427,16 +437,14 @@ class FixSession:
             return out.freeze()
         if self.state != ACTIVE:
             return out.freeze()
-        hb = self.heartbeat_s
-        silent = mono_now - self._last_received
-        if self._test_request_id and silent >= 2.4 * hb:
-            self._logout(out, "heartbeat timeout", now, HEARTBEAT_TIMEOUT)
+        due = self.timer.due(mono_now)
+        if PEER_GONE in due:  # our TestRequest went unanswered
+            self._logout(out, "heartbeat timeout: TestRequest not answered", now, HEARTBEAT_TIMEOUT)
             return out.freeze()
-        if not self._test_request_id and silent >= 1.2 * hb:
-            self._test_requests += 1
-            self._test_request_id = f"TEST-{self._test_requests}"
-            self._send(out, self._admin(TEST_REQUEST, (112, self._test_request_id)), now)
-        if mono_now - self._last_sent >= hb:
+        if SEND_TEST_REQUEST in due:
+            self._send(out, self._admin(TEST_REQUEST, (112, self.timer.next_test_request_id())), now)
+            self.timer.test_request_sent(mono_now)
+        if SEND_HEARTBEAT in due:
             self._send(out, self._admin(HEARTBEAT), now)
         return out.freeze()
 
@@ -481,6 +489,7 @@ class FixSession:
             return
         self.state = ACTIVE
         self.heartbeat_s = int(hb_raw)
+        self.timer = HeartbeatTimer.start(self.heartbeat_s, self._mono, self.timer.transmission_ratio)
         pairs: list[tuple[int, object]] = [(98, 0), (108, self.heartbeat_s)]
         if reset:
             pairs.append((141, "Y"))
@@ -593,11 +602,7 @@ class FixSession:
         if self._resend_requested_from and seq >= self._resend_requested_from:
             self._resend_requested_from = 0
         if t == HEARTBEAT:
-            if self._test_request_id and msg.get(112) == self._test_request_id.encode():
-                self._test_request_id = ""
-            return
-        if self._test_request_id:
-            self._test_request_id = ""  # any traffic proves liveness
+            return  # liveness is already noted (any message answers our TestRequest)
         if t == TEST_REQUEST:
             test_id = _text(msg, 112)
             self._send(out, self._admin(HEARTBEAT, (112, test_id)), now)
@@ -675,7 +680,7 @@ class FixSession:
             out.outgoing.append(self._resend(raw, s, now))
         if gap_start:
             out.outgoing.append(self._gap_fill(gap_start, last + 1, now))
-        self._last_sent = self._mono
+        self.timer.sent(self._mono)
 
     def _gap_fill(self, seq: int, new_seq: int, now: float) -> bytes:
         body = self._admin(SEQUENCE_RESET, (123, "Y"), (36, new_seq))
