@@ -271,7 +271,7 @@ def test_unsupported_message_type_is_rejected():
     s, c = logged_on()
     out = s.on_bytes(c.message(b"ZZ", [(58, "x")], NOW), NOW)
     [reject] = parse(c, out)
-    assert reject.get(373) == b"11" and problems(out) == [fs.UNSUPPORTED]
+    assert reject.get(373) == b"11" and problems(out) == [fs.INVALID_MSG_TYPE]
 
 
 def test_logout_is_acknowledged():

@@ -95,3 +95,68 @@ async def test_the_clients_logout_counts_in_the_inbound_sequence(tmp_path):
         await again.read_until(lambda m: m.message_type == b"2", 0.5)
         assert of_type(again.received, b"2") == []  # no needless ResendRequest
         await again.close()
+
+
+async def test_order_status_request_answers_150_i_with_the_orders_state(tmp_path):
+    async with GatewayHarness(tmp_path) as gw:
+        c = await gw.logged_on()
+        c.send(c.fix.new_order_single(gw.clock.now(), "o1", "AAPL", "buy", 300, 1_000_000))
+        assert await c.read_until(lambda m: m.get(150) == b"0", 3.0)
+        gw.push(report("o1", "partial_fill", "partially_filled", last_qty=100, last_px=1_000_000, cum_qty=100))
+        assert await c.read_until(lambda m: m.get(150) == b"F", 3.0)
+        c.send(c.fix.status(gw.clock.now(), "o1", "AAPL", "buy"))
+        [status] = await c.read_until(lambda m: m.get(150) == b"I", 3.0)
+        assert (status.get(11), status.get(39), status.get(14), status.get(151), status.get(6)) == (
+            b"o1", b"1", b"100", b"200", b"100")
+        c.send(c.fix.status(gw.clock.now(), "nope", "AAPL", "buy"))  # unknown: 150=I, 39=8
+        [unknown] = await c.read_until(lambda m: m.get(150) == b"I" and m.get(11) == b"nope", 3.0)
+        assert unknown.get(39) == b"8"
+        await c.close()
+
+
+async def test_unsupported_application_message_gets_business_message_reject(tmp_path):
+    async with GatewayHarness(tmp_path) as gw:
+        c = await gw.logged_on()
+        c.send(c.fix.message(b"R", [(131, "q1"), (55, "AAPL")], gw.clock.now()))  # QuoteRequest
+        [bmr] = await c.read_until(lambda m: m.message_type == b"j", 3.0)
+        assert (bmr.get(372), bmr.get(380), bmr.get(45)) == (b"R", b"3", str(c.fix.next_out - 1).encode())
+        c.send(c.fix.message(b"ZZ", [(58, "x")], gw.clock.now()))  # not a FIX MsgType: session Reject
+        [rej] = await c.read_until(lambda m: m.message_type == b"3", 3.0)
+        assert rej.get(373) == b"11"
+        await c.close()
+
+
+async def test_a_poss_resend_order_already_seen_is_not_executed_again(tmp_path):
+    async with GatewayHarness(tmp_path) as gw:
+        c = await gw.logged_on()
+        c.send(c.fix.new_order_single(gw.clock.now(), "o1", "AAPL", "buy", 300, 1_000_000))
+        assert await c.read_until(lambda m: m.get(150) == b"0", 3.0)
+        c.send(c.fix.new_order_single(gw.clock.now(), "o1", "AAPL", "buy", 300, 1_000_000, poss_resend=True))
+        [status] = await c.read_until(lambda m: m.get(150) in (b"I", b"8"), 3.0)
+        assert status.get(150) == b"I" and status.get(39) == b"0"  # its status, not a duplicate reject
+        assert gw.risk.actions().count("submit_order") == 1
+        # a PossResend order never seen is a new order
+        c.send(c.fix.new_order_single(gw.clock.now(), "o2", "AAPL", "buy", 100, 1_000_000, poss_resend=True))
+        assert await c.read_until(lambda m: m.get(150) == b"0" and m.get(11) == b"o2", 3.0)
+        assert gw.risk.actions().count("submit_order") == 2
+        # without PossResend a reused ClOrdID is refused, still not executed
+        c.send(c.fix.new_order_single(gw.clock.now(), "o1", "AAPL", "buy", 300, 1_000_000))
+        [dup] = await c.read_until(lambda m: m.get(150) == b"8", 3.0)
+        assert b"dup" in (dup.get(58) or b"") and gw.risk.actions().count("submit_order") == 2
+        await c.close()
+
+
+async def test_a_poss_dup_below_the_expected_sequence_is_ignored(tmp_path):
+    async with GatewayHarness(tmp_path) as gw:
+        c = await gw.logged_on()
+        c.send(c.fix.new_order_single(gw.clock.now(), "o1", "AAPL", "buy", 300, 1_000_000))
+        assert await c.read_until(lambda m: m.get(150) == b"0", 3.0)
+        seen = c.fix.next_out - 1
+        c.send(c.fix.new_order_single(gw.clock.now(), "o1", "AAPL", "buy", 300, 1_000_000, seq=seen,
+                                      poss_dup=True))
+        c.send(c.fix.test_request(gw.clock.now(), "after-dup"))
+        [answer] = await c.read_until(lambda m: m.get(112) == b"after-dup", 3.0)
+        assert answer.message_type == b"0"
+        assert [m.message_type for m in c.received if m.message_type in (b"3", b"5", b"8")] == [b"8"]  # the ack
+        assert gw.risk.actions().count("submit_order") == 1
+        await c.close()

@@ -150,8 +150,9 @@ class FixGatewayCore:
                 co = None
             report = self._status_report(co, event.cl_ord_id, event.symbol, event.side, now_ns,
                                          text="unknown order")
-            return GatewayOutput(replies=(codec.execution_report(
-                msgspec.structs.replace(report, cl_ord_id=event.cl_ord_id)),))
+            if co is not None:
+                return GatewayOutput(replies=(self._to_client(report, co, cl_ord_id=event.cl_ord_id),))
+            return GatewayOutput(replies=(codec.execution_report(report),))
         if isinstance(event, FixMassCancelRequest):
             cancels = []
             for n, co in enumerate([c for c in self.orders.values()

@@ -36,6 +36,11 @@ Theory of operation:
   when nothing arrived for HeartBtInt plus 20%; Logout and disconnect when that
   TestRequest goes unanswered for as long again. The client's Logout is a message
   of its sequence (consumed), so a re-logon at the next number needs no resend.
+* **Possible duplicates**: a PossDupFlag (43=Y) message below the expected sequence
+  was already processed and is ignored; an order with PossResend (97=Y) or PossDupFlag
+  at the expected sequence is flagged (``poss_resend``) so the gateway core never
+  executes a ClOrdID twice. A FIX 4.4 application type we do not take gets a
+  BusinessMessageReject (380=3); a MsgType that is not FIX gets a session Reject (373=11).
 * **Application messages** D, F, G, H, q become typed events
   (:class:`FixNewOrderSingle`...). Replies are built with :mod:`.codec` builders and
   sent with :meth:`FixSession.send_app`, which stamps and stores them.
@@ -43,6 +48,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -86,6 +92,7 @@ BAD_VALUE = "fix.bad_value"
 SEQ_GAP = "fix.seq_gap"
 SEQ_TOO_LOW = "fix.seq_too_low"
 UNSUPPORTED = "fix.unsupported_msg_type"
+INVALID_MSG_TYPE = "fix.invalid_msg_type"
 HEARTBEAT_TIMEOUT = "fix.heartbeat_timeout"
 LOGON_TIMEOUT = "fix.logon_timeout"
 TOO_MANY_GARBLED = "fix.too_many_garbled"
@@ -99,6 +106,14 @@ SRR_INCORRECT_FORMAT = 6
 SRR_COMP_ID_PROBLEM = 9
 SRR_SENDING_TIME = 10
 SRR_INVALID_MSG_TYPE = 11
+
+# BusinessRejectReason (380).
+BMR_UNSUPPORTED_MSG_TYPE = 3
+
+# The shape of a FIX 4.4 MsgType: one character, the two-character A* and B* ranges, or a
+# user-defined U*. Anything else is not a FIX message type (session Reject, 373=11); a FIX type
+# that the gateway does not handle gets BusinessMessageReject (380=3).
+_FIX44_MSG_TYPE = re.compile(rb"[0-9A-Za-z]|[AB][A-Z]|U[0-9A-Za-z]{1,3}")
 
 AWAITING_LOGON = "awaiting_logon"
 ACTIVE = "active"
@@ -624,7 +639,7 @@ class FixSession:
                 sender=sender, seq=seq, cl_ord_id=_text(msg, 11),
                 account=(msg.get(1) or sender.encode()).decode("ascii", "replace"),
                 symbol=_text(msg, 55), side=_side(msg), qty=_qty(msg), price=_limit_price(msg), tif=tif,
-                poss_resend=msg.get(97) == b"Y",
+                poss_resend=msg.get(97) == b"Y" or msg.get(43) == b"Y",
             ))
         elif t == ORDER_CANCEL_REQUEST:
             _text(msg, 60)
@@ -649,9 +664,14 @@ class FixSession:
             symbol = _text(msg, 55) if kind == "1" else ""
             out.events.append(FixMassCancelRequest(sender=sender, seq=seq, cl_ord_id=_text(msg, 11),
                                                    request_type=kind, symbol=symbol))
-        else:
+        elif _FIX44_MSG_TYPE.fullmatch(t):
+            # a FIX 4.4 application message this gateway does not take: BusinessMessageReject, 380=3
             out.events.append(SessionProblem(sender=sender, seq=seq, reason=UNSUPPORTED, detail=repr(t)))
-            self._session_reject(out, seq, t, 35, SRR_INVALID_MSG_TYPE, "unsupported MsgType", now)
+            self._send(out, codec.business_message_reject(seq, t, BMR_UNSUPPORTED_MSG_TYPE,
+                                                          "unsupported message type"), now, store_app=True)
+        else:
+            out.events.append(SessionProblem(sender=sender, seq=seq, reason=INVALID_MSG_TYPE, detail=repr(t)))
+            self._session_reject(out, seq, t, 35, SRR_INVALID_MSG_TYPE, "invalid MsgType", now)
 
     def _on_resend_request(self, msg, seq: int, out: _Out, now: float) -> None:
         try:

@@ -36,7 +36,17 @@ from trustfabric.audit.events import Kind
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.trading.fix import codec
-from trustfabric.trading.fix.session import FixSession, LoggedOn, LoggedOut, SessionProblem
+from trustfabric.trading.fix.session import (
+    FixCancelRequest,
+    FixMassCancelRequest,
+    FixNewOrderSingle,
+    FixReplaceRequest,
+    FixSession,
+    FixStatusRequest,
+    LoggedOn,
+    LoggedOut,
+    SessionProblem,
+)
 from trustfabric.trading.fix.store import SqliteSeqStore
 from trustfabric.trading.gateway import FixGatewayCore
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, ExecutionReport, NewOrder, Reject, ReplaceOrder
@@ -48,6 +58,9 @@ DEFAULT_COMP_ID = "TRUSTFABRIC"
 OMS_POLL_S = 0.05
 TIMER_S = 0.5
 RISK_UNAVAILABLE = "gateway.risk_unavailable"
+_MSG_TYPE_OF = {FixNewOrderSingle: codec.NEW_ORDER_SINGLE, FixCancelRequest: codec.ORDER_CANCEL_REQUEST,
+                FixReplaceRequest: codec.ORDER_CANCEL_REPLACE, FixStatusRequest: codec.ORDER_STATUS_REQUEST,
+                FixMassCancelRequest: codec.ORDER_MASS_CANCEL}
 
 
 @dataclass
@@ -173,7 +186,8 @@ class FixGatewayService(FloorService):
         try:
             output = self.core.on_session_event(event, conn.identity, now_ns)
         except Exception as exc:  # noqa: BLE001 - a bad message is refused, never a crash or an allow
-            self._send(conn.sender, codec.business_message_reject(event.seq, b"D", 0, f"refused: {type(exc).__name__}"))
+            self._send(conn.sender, codec.business_message_reject(event.seq, _MSG_TYPE_OF.get(type(event), b"D"), 0,
+                                                                  f"refused: {type(exc).__name__}"))
             return
         for reply in output.replies:
             self._send(conn.sender, reply)
