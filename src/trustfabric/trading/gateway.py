@@ -40,6 +40,7 @@ from trustfabric.trading.fix.session import (
 )
 from trustfabric.trading.messages import CancelOrder, ExecutionReport, NewOrder, Reject, ReplaceOrder
 
+ACCOUNT_NOT_PERMITTED = "gateway.account_not_permitted"
 TERMINAL_STATUSES = frozenset({"filled", "canceled", "rejected", "replaced"})
 
 
@@ -97,11 +98,24 @@ class FixGatewayCore:
         return codec.execution_report(msgspec.structs.replace(report, cl_ord_id=cl_ord_id or co.cl_ord_id),
                                       orig_cl_ord_id=orig_cl_ord_id, avg_px=co.avg_px())
 
-    def on_session_event(self, event, client_identity: str, now_ns: int) -> GatewayOutput:
-        """One application event from a logged-on session whose peer is ``client_identity``."""
+    def on_session_event(self, event, client_identity: str, now_ns: int, account: str = "") -> GatewayOutput:
+        """One application event from a logged-on session whose peer is ``client_identity``.
+
+        ``account``: the account the client is registered to; its orders are booked there
+        (an order without tag 1 too) and an order naming another account is refused.
+        """
         if isinstance(event, FixNewOrderSingle):
             fid = floor_id(event.sender, event.cl_ord_id)
             order = event.to_new_order(client_identity, now_ns)
+            if account and order.account not in (account, event.sender):
+                report = ExecutionReport(
+                    cl_ord_id=event.cl_ord_id, order_id="NONE", exec_id=f"acct-{now_ns}", venue="",
+                    account=order.account, agent=client_identity, symbol=order.symbol, side=order.side,
+                    exec_type="rejected", ord_status="rejected", order_qty=order.qty, price=order.price,
+                    time_ns=now_ns, reason=ACCOUNT_NOT_PERMITTED)
+                return GatewayOutput(replies=(codec.execution_report(report),))
+            if account:
+                order = msgspec.structs.replace(order, account=account)
             known = self.orders.get(fid)
             if known is not None and event.poss_resend and known.order.agent == client_identity:
                 # a resent order we already hold: its status, never a second execution

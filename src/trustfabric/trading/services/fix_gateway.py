@@ -1,8 +1,12 @@
 """fix-gateway: FIX 4.4 order entry for outside clients, the floor's edge.
 
-Clients connect over mTLS to the gateway's edge port (``boot["fix_port"]``) with a
-certificate of the *edge* trust domain (``fix-edge.<floor trust domain>``, its own
-CA, issued by the launcher: see :func:`trustfabric.trading.runtime.fix_edge_pki`).
+Clients connect over mTLS to the gateway's edge port (``boot["fix_port"]``, fixed with
+``trustfabric up --fix-port``) with a certificate of the *edge* trust domain
+(``fix-edge.<floor trust domain>``, its own CA kept under the home: see
+:mod:`trustfabric.trading.fix.edge`). Onboarded clients (``trustfabric fix client add``)
+are read from the edge registry at each Logon, with the account their orders are booked
+to; a revoked certificate (pushed revocations, or ``trustfabric ca revoke SERIAL`` in the
+identity store) is refused at the handshake.
 The TLS connection carries a raw FIX byte stream (no frames). Each connection runs
 one :class:`~trustfabric.trading.fix.session.FixSession` whose peer identity is the
 certificate's SPIFFE ID; ``bindings`` (SenderCompID -> SPIFFE ID) refuse a Logon
@@ -36,6 +40,7 @@ from trustfabric.audit.events import Kind
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.trading.fix import codec
+from trustfabric.trading.fix.edge import ClientRegistry, EdgeRevocations
 from trustfabric.trading.fix.session import (
     FixCancelRequest,
     FixMassCancelRequest,
@@ -80,9 +85,12 @@ class FixGatewayService(FloorService):
         super().__init__(runtime)
         boot = runtime.boot
         self.comp_id = boot.get("fix_comp_id", DEFAULT_COMP_ID)
-        self.bindings: dict[str, str] = dict(boot.get("fix_clients", {}))
+        # SenderCompID -> SPIFFE ID: the floor's demo clients, and the registry of onboarded clients
+        # (``trustfabric fix client add``), re-read when it changes so a new client logs on at once.
+        self.bindings = ClientRegistry(runtime.home, boot.get("fix_clients", {}), boot.get("fix_accounts", {}))
         edge = WorkloadCredentials.load(Path(boot["fix_edge_dir"]))
-        self.edge_tls = TLSConfig(edge, clock=runtime.clock)
+        self.edge_tls = TLSConfig(edge, clock=runtime.clock,
+                                  revocation=EdgeRevocations(runtime.revocations, runtime.home / "identity.db"))
         self.store = SqliteSeqStore(str(runtime.home / "floor" / "fix-gateway-seq.sqlite"))
         self.core = FixGatewayCore()
         self.sessions: dict[str, ClientConnection] = {}  # SenderCompID -> logged-on connection
@@ -184,7 +192,7 @@ class FixGatewayService(FloorService):
 
     def _on_app(self, conn: ClientConnection, event, now_ns: int) -> None:
         try:
-            output = self.core.on_session_event(event, conn.identity, now_ns)
+            output = self.core.on_session_event(event, conn.identity, now_ns, self.bindings.account(conn.sender))
         except Exception as exc:  # noqa: BLE001 - a bad message is refused, never a crash or an allow
             self._send(conn.sender, codec.business_message_reject(event.seq, _MSG_TYPE_OF.get(type(event), b"D"), 0,
                                                                   f"refused: {type(exc).__name__}"))
