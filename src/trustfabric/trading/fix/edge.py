@@ -17,7 +17,8 @@ ever valid inside the floor. Everything lives under ``$TRUSTFABRIC_HOME``::
 * :class:`ClientRegistry` is the gateway's read-only view: it re-reads the registry file
   when it changes, so a client added while the floor runs can log on at once.
 * :class:`EdgeRevocations` is what the gateway's TLS check asks: the revocations pushed to
-  the floor, and the identity store's (``ca revoke`` writes there), re-read when it changes.
+  the floor, and the identity store's (``ca revoke`` writes there), re-read for each new
+  connection.
 * :func:`settings_block` renders a QuickFIX-style session settings block for a client.
 
 Refusals are :class:`~trustfabric.trading.errors.FixError` with ``fix.client.*`` reasons.
@@ -274,28 +275,28 @@ class ClientRegistry(Mapping[str, str]):
 
 
 class EdgeRevocations:
-    """Revoked serials and SPIFFE IDs for the edge: pushed ones, and the identity store's."""
+    """Revoked serials and SPIFFE IDs for the edge: pushed ones, and the identity store's.
+
+    :meth:`refresh` reads the identity store (blocking: the gateway runs it in a worker
+    thread before it checks each new connection); :meth:`is_revoked` only reads memory. A
+    store that cannot be read makes :meth:`refresh` raise, and the connection is refused.
+    """
 
     def __init__(self, pushed, identity_db: Path | str) -> None:
         self.pushed = pushed
         self.path = Path(identity_db)
-        self._stamp: tuple[int, int] | None = None
+        self._store: SqliteIdentityStore | None = None
+        self._lock = threading.Lock()
         self._serials: frozenset[int] = frozenset()
         self._ids: frozenset[str] = frozenset()
 
-    def _refresh(self) -> None:
-        try:
-            st = self.path.stat()
-        except OSError:
-            return
-        stamp = (st.st_mtime_ns, st.st_size)
-        if stamp == self._stamp:
-            return
-        store = SqliteIdentityStore(self.path)
-        try:
-            _version, rows = store.list_revocations()
-        finally:
-            store.close()
+    def refresh(self) -> None:
+        with self._lock:
+            if self._store is None:
+                if not self.path.exists():
+                    return  # no identity store yet: nothing revoked there
+                self._store = SqliteIdentityStore(self.path)
+            _version, rows = self._store.list_revocations()
         serials, ids = set(), set()
         for row in rows:
             if row.kind == "serial":
@@ -304,13 +305,18 @@ class EdgeRevocations:
                 ids.add(row.value)
             elif row.kind == "release_spiffe_id":
                 ids.discard(row.value)
-        self._stamp, self._serials, self._ids = stamp, frozenset(serials), frozenset(ids)
+        self._serials, self._ids = frozenset(serials), frozenset(ids)
 
     def is_revoked(self, serial: int, spiffe_id: str) -> bool:
         if self.pushed is not None and self.pushed.is_revoked(serial, spiffe_id):
             return True
-        self._refresh()
         return serial in self._serials or str(spiffe_id) in self._ids
+
+    def close(self) -> None:
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 def settings_block(entry: ClientEntry, *, host: str, port: int | None, target_comp_id: str = GATEWAY_COMP_ID,

@@ -89,8 +89,8 @@ class FixGatewayService(FloorService):
         # (``trustfabric fix client add``), re-read when it changes so a new client logs on at once.
         self.bindings = ClientRegistry(runtime.home, boot.get("fix_clients", {}), boot.get("fix_accounts", {}))
         edge = WorkloadCredentials.load(Path(boot["fix_edge_dir"]))
-        self.edge_tls = TLSConfig(edge, clock=runtime.clock,
-                                  revocation=EdgeRevocations(runtime.revocations, runtime.home / "identity.db"))
+        self.revocations = EdgeRevocations(runtime.revocations, runtime.home / "identity.db")
+        self.edge_tls = TLSConfig(edge, clock=runtime.clock, revocation=self.revocations)
         self.store = SqliteSeqStore(str(runtime.home / "floor" / "fix-gateway-seq.sqlite"))
         self.core = FixGatewayCore()
         self.sessions: dict[str, ClientConnection] = {}  # SenderCompID -> logged-on connection
@@ -114,6 +114,8 @@ class FixGatewayService(FloorService):
     # ------------------------------------------------------------------ client connections
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            # the identity store's revocations (``ca revoke``), read off the event loop, then the check
+            await asyncio.get_running_loop().run_in_executor(None, self.revocations.refresh)
             peer = self.edge_tls.verify_peer(writer.get_extra_info("ssl_object"))
         except TrustFabricError as exc:
             self.counters["fix_tls_refusals"] += 1
@@ -299,6 +301,8 @@ class FixGatewayService(FloorService):
             conn.writer.close()
         with contextlib.suppress(Exception):
             self.store.close()
+        with contextlib.suppress(Exception):
+            self.revocations.close()
 
     def stats(self) -> dict[str, float]:
         return {**{k: float(v) for k, v in self.counters.items()}, "fix_sessions": float(len(self.sessions)),
