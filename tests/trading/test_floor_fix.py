@@ -6,7 +6,7 @@ import time
 import pytest
 
 from trustfabric.trading.runtime import Floor
-from trustfabric.trading.services.fix_client import EdgeFixClient, exec_reports, place_orders
+from trustfabric.trading.services.fix_client import EdgeFixClient, place_orders
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -61,7 +61,6 @@ DEFAULT_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "
                     "risk-dashboard", "algo-meanrev", "algo-momentum", "fix-gateway")
 FIX_CLIENTS = {"CLIENT-A": "client-a", "CLIENT-B": "client-b"}  # SenderCompID -> client name
 FIX_COMP_ID = "TRUSTFABRIC"
-FIX_DEMO_ACCOUNT = "acct-clients"
 READY_TIMEOUT_S = 30.0
 MD_CSV_SERVICES = ("market-data", "venue-a", "venue-b")  # replay a recorded session when md_csv is set
 STOP_TIMEOUT_S = 5.0
@@ -130,8 +129,8 @@ def fix_edge_pki(home: Path, floor_trust_domain: str, clients: dict[str, str] = 
     certificate per demo client, written under ``floor/fix-edge/``.
 
     Returns the gateway's boot fields (``fix_edge_dir``, ``fix_clients``: SenderCompID -> the
-    client certificate's SPIFFE ID, ``fix_accounts``) and ``client_dirs`` (client name -> its
-    credentials directory).
+    client certificate's SPIFFE ID) and ``client_dirs`` (client name -> its credentials
+    directory). The demo clients may name any account; onboarded clients are bound to theirs.
     """
     now = time.time() if now is None else now
     edge = EdgePki.open(home, floor_trust_domain, now)
@@ -145,7 +144,7 @@ def fix_edge_pki(home: Path, floor_trust_domain: str, clients: dict[str, str] = 
         client_dirs[client] = str(base / client)
         bindings[comp_id] = spiffe
     return {"fix_edge_dir": str(gateway_dir), "fix_clients": bindings, "client_dirs": client_dirs,
-            "fix_comp_id": FIX_COMP_ID, "fix_accounts": {comp_id: FIX_DEMO_ACCOUNT for comp_id in clients}}
+            "fix_comp_id": FIX_COMP_ID}
 
 
 @dataclass
@@ -330,8 +329,7 @@ class Floor:
                                      for comp, client in FIX_CLIENTS.items() if comp in self.fix_edge["fix_clients"]}
         if name == "fix-gateway":
             boot.update(fix_port=self.fix_port, fix_edge_dir=self.fix_edge["fix_edge_dir"],
-                        fix_clients=self.fix_edge["fix_clients"], fix_comp_id=self.fix_edge["fix_comp_id"],
-                        fix_accounts=self.fix_edge["fix_accounts"])
+                        fix_clients=self.fix_edge["fix_clients"], fix_comp_id=self.fix_edge["fix_comp_id"])
         if self.plane is not None:
             boot.update(bootstrap_port=self.server.bootstrap_port,  # type: ignore[union-attr]
                         control_id=self.plane.control_id,

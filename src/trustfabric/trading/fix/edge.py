@@ -119,7 +119,7 @@ class EdgePki:
         return self.ca.trust_domain
 
     @classmethod
-    def open(cls, home: Path | str, floor_trust_domain: str, now: float) -> "EdgePki":
+    def open(cls, home: Path | str, floor_trust_domain: str, now: float) -> EdgePki:
         """The edge CA of ``home`` (made on first use, then kept), and its registry."""
         domain = edge_trust_domain(floor_trust_domain)
         ca_dir = Path(home) / "ca" / domain
@@ -219,15 +219,13 @@ def gateway_address(home: Path | str) -> dict:
 class ClientRegistry(Mapping[str, str]):
     """The gateway's view of the registry (SenderCompID -> SPIFFE ID), re-read when the file changes.
 
-    ``static`` bindings (the floor's demo clients) come first; an unreadable registry file
+    ``static`` bindings (the floor's demo clients, any account) come first; an unreadable registry file
     leaves only them (fail closed: no client is admitted on a file we cannot read).
     """
 
-    def __init__(self, home: Path | str, static: Mapping[str, str] | None = None,
-                 static_accounts: Mapping[str, str] | None = None) -> None:
+    def __init__(self, home: Path | str, static: Mapping[str, str] | None = None) -> None:
         self.path = Path(home) / EDGE_DIR / REGISTRY_FILE
         self.static = dict(static or {})
-        self.static_accounts = dict(static_accounts or {})
         self._stamp: tuple[int, int] | None = None
         self._entries: dict[str, ClientEntry] = {}
         self.read_errors = 0
@@ -266,9 +264,9 @@ class ClientRegistry(Mapping[str, str]):
         return len(self._all())
 
     def account(self, comp_id: str) -> str:
-        """The account a client's orders are booked to ("" when none is registered)."""
-        if comp_id in self.static_accounts:
-            return self.static_accounts[comp_id]
+        """The account a client's orders are booked to ("" for the floor's demo clients: any)."""
+        if comp_id in self.static:
+            return ""
         self._refresh()
         entry = self._entries.get(comp_id)
         return entry.account if entry is not None else ""
@@ -323,8 +321,8 @@ def settings_block(entry: ClientEntry, *, host: str, port: int | None, target_co
                    heartbeat_s: int = DEFAULT_HEARTBEAT_S) -> str:
     """A QuickFIX-style initiator session block for ``entry`` (SSL settings of QuickFIX's SSL build)."""
     creds = Path(entry.credentials_dir)
-    port_line = f"SocketConnectPort={port}" if port else \
-        "SocketConnectPort=<the gateway's port: start the floor with trustfabric up --fix-port N>"
+    port_line = (f"SocketConnectPort={port}" if port else
+                 "SocketConnectPort=<the gateway's port: start the floor with trustfabric up --fix-port N>")
     return "\n".join([
         "[DEFAULT]",
         "ConnectionType=initiator",
@@ -349,10 +347,10 @@ def settings_block(entry: ClientEntry, *, host: str, port: int | None, target_co
         f"SenderCompID={entry.comp_id}",
         f"TargetCompID={target_comp_id}",
         f"# orders are booked to account {entry.account} (tag 1 may be omitted or must be {entry.account})",
-        f"# certificate serial {entry.serial} (0x{entry.serial:x}), valid until "
-        f"{iso_utc(entry.not_after)}; renew with: trustfabric fix client renew {entry.comp_id}",
+        (f"# certificate serial {entry.serial} (0x{entry.serial:x}), valid until "
+         f"{iso_utc(entry.not_after)}; renew with: trustfabric fix client renew {entry.comp_id}"),
     ]) + "\n"
 
 
 def iso_utc(ts: float) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

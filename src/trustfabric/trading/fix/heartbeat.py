@@ -37,7 +37,7 @@ class HeartbeatTimer:
 
     @classmethod
     def start(cls, interval_s: float, mono: float,
-              transmission_ratio: float = DEFAULT_TRANSMISSION_RATIO) -> "HeartbeatTimer":
+              transmission_ratio: float = DEFAULT_TRANSMISSION_RATIO) -> HeartbeatTimer:
         if interval_s <= 0:
             raise ValueError("HeartBtInt must be positive")
         return cls(float(interval_s), mono, mono, transmission_ratio)

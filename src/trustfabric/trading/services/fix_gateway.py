@@ -87,7 +87,7 @@ class FixGatewayService(FloorService):
         self.comp_id = boot.get("fix_comp_id", DEFAULT_COMP_ID)
         # SenderCompID -> SPIFFE ID: the floor's demo clients, and the registry of onboarded clients
         # (``trustfabric fix client add``), re-read when it changes so a new client logs on at once.
-        self.bindings = ClientRegistry(runtime.home, boot.get("fix_clients", {}), boot.get("fix_accounts", {}))
+        self.bindings = ClientRegistry(runtime.home, boot.get("fix_clients", {}))
         edge = WorkloadCredentials.load(Path(boot["fix_edge_dir"]))
         self.revocations = EdgeRevocations(runtime.revocations, runtime.home / "identity.db")
         self.edge_tls = TLSConfig(edge, clock=runtime.clock, revocation=self.revocations)
