@@ -5,7 +5,8 @@ import time
 
 import pytest
 
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.fix.edge import EdgePki, gateway_address
+from trustfabric.trading.runtime import Floor, free_port
 from trustfabric.trading.services.fix_client import EdgeFixClient, place_orders
 
 pytestmark = pytest.mark.timeout(90)
@@ -86,5 +87,27 @@ async def test_fix_refusals_identity_mismatch_and_message_before_logon(tmp_path)
             lambda: floor.stats()["fix-gateway"]["fix_logon_refusals"] >= 1
             and floor.stats()["fix-gateway"]["fix_session_problems"] >= 2
             and floor.stats()["fix-gateway"]["fix_tls_refusals"] >= 1, 3.0), gw
+    finally:
+        await floor.stop()
+
+
+@pytest.mark.slow
+async def test_a_client_onboarded_while_the_floor_runs_trades_on_the_fixed_port(tmp_path):
+    port = free_port()
+    floor = Floor(tmp_path, "zero-trust", services=FIX_FLOOR, fix_port_fixed=port)
+    await floor.start()
+    try:
+        assert floor.fix_port == port and gateway_address(tmp_path)["port"] == port
+        assert await floor.wait_for(lambda: floor.stats().get("fix-gateway", {}).get("link_up") == 1.0, 20.0)
+        entry = EdgePki.open(tmp_path, floor.topology.trust_domain, time.time()).add_client(
+            "ACME-1", "acct-acme", time.time())
+        result = {}
+        for attempt in range(10):  # until risk holds reference prices for the symbols
+            result = await place_orders(port, entry.credentials_dir, "ACME-1", orders=2, account="acct-acme",
+                                        prefix=f"a{attempt}", timeout_s=5.0)
+            if result["logon"] and all(o["statuses"] and o["statuses"][0] == "0" for o in result["orders"]):
+                break
+            await asyncio.sleep(0.3)
+        assert result["logon"] and all(o["statuses"][0] == "0" for o in result["orders"]), result
     finally:
         await floor.stop()
