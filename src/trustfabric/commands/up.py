@@ -9,6 +9,10 @@ record-md``): market-data and both venues replay the file instead of GBM, and th
 view shows the replay's progress; at the end of the file publishing stops (the
 floor keeps running on the last prices). A bad file is refused before any process
 starts (``marketdata.<reason>``, exit 1).
+
+``--fix-port N`` fixes the FIX gateway's port (a busy or invalid port is refused before
+any process starts, ``config.floor.fix_port``); by default a free port is chosen and
+printed. The README's "Connecting a FIX client" walks a client through onboarding.
 """
 
 from __future__ import annotations
@@ -55,14 +59,18 @@ def command(
     duration: float = typer.Option(0.0, "--duration", hidden=True, help="Stop after this many seconds (tests)."),
     md_csv: Path = typer.Option(None, "--md-csv", help="Replay this recorded session (trustfabric floor record-md) "
                                 "at market-data and both venues instead of GBM; stops at the end of the file."),
+    fix_port: int = typer.Option(0, "--fix-port", help="The FIX gateway's port on 127.0.0.1 (default: a free "
+                                 "port, printed). Clients: README section 'Connecting a FIX client' and "
+                                 "'trustfabric fix client add --help'."),
 ) -> None:
-    """Run the floor until Ctrl-C, with a live view."""
+    """Run the floor until Ctrl-C, with a live view. FIX clients connect to --fix-port (README:
+    'Connecting a FIX client')."""
     from trustfabric.errors import TrustFabricError
     from trustfabric.home import home_dir
     from trustfabric.trading.runtime import Floor, floor_summary
 
     async def main() -> None:
-        floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv)
+        floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv, fix_port_fixed=fix_port)
         try:
             await floor.start()
         except TrustFabricError as exc:
@@ -71,6 +79,10 @@ def command(
             console.print(f"[yellow]{name} not started: {why}[/] (its identity is quarantined; the floor runs "
                           f"without it)")
         console.print(f"floor up: {floor.manifest_path}")
+        if floor.fix_port:
+            console.print(f"FIX gateway: 127.0.0.1:{floor.fix_port} (TargetCompID {floor.fix_edge['fix_comp_id']}; "
+                          f"onboard a client with: trustfabric fix client add CLIENT-ID --account ACCT)",
+                          highlight=False)
         last = (time.monotonic(), floor_summary(floor))
         rates: dict[str, float] = {}
         try:

@@ -53,6 +53,7 @@ from trustfabric.control.plane import DEFAULT_POLICIES, ControlPlane
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
+from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
 from trustfabric.trading.services import SERVICES, module_file
 from trustfabric.trading.services.base import MODES, PERIMETER, ZERO_TRUST, code_digest_of
 
@@ -109,26 +110,38 @@ def free_port(taken: set[int] | None = None) -> int:
         return s.getsockname()[1]
 
 
+def _check_port_free(port: int) -> None:
+    """A fixed port (``up --fix-port``) must be free now: refused before any process starts."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"port {port} is outside 1..65535", reason="config.floor.fix_port")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(f"port {port} is not free: {exc.strerror}", reason="config.floor.fix_port") from None
+
+
 def fix_edge_pki(home: Path, floor_trust_domain: str, clients: dict[str, str] = FIX_CLIENTS,
                  now: float | None = None) -> dict[str, Any]:
-    """The FIX edge's own trust domain (``fix-edge.<floor domain>``): a CA, the gateway's server
-    certificate and one client certificate per client, written under ``floor/fix-edge/``.
+    """The FIX edge's own trust domain (``fix-edge.<floor domain>``): its CA (kept under the home
+    across runs, :class:`~trustfabric.trading.fix.edge.EdgePki`, so clients onboarded with
+    ``trustfabric fix client add`` stay trusted), the gateway's server certificate and one
+    certificate per demo client, written under ``floor/fix-edge/``.
 
     Returns the gateway's boot fields (``fix_edge_dir``, ``fix_clients``: SenderCompID -> the
-    client certificate's SPIFFE ID) and ``client_dirs`` (client name -> its credentials directory).
+    client certificate's SPIFFE ID) and ``client_dirs`` (client name -> its credentials
+    directory). The demo clients may name any account; onboarded clients are bound to theirs.
     """
-    from trustfabric.identity.ca import CertificateAuthority
-    from trustfabric.identity.workload import issue_for_test
-
     now = time.time() if now is None else now
-    domain = f"fix-edge.{floor_trust_domain}"
-    ca = CertificateAuthority.create(domain, now)
+    edge = EdgePki.open(home, floor_trust_domain, now)
     base = Path(home) / "floor" / "fix-edge"
-    gateway_dir = issue_for_test(ca, f"spiffe://{domain}/gateway/fix-gateway", now).write(base / "fix-gateway")
+    gateway_dir = base / "fix-gateway"
+    edge.issue(f"spiffe://{edge.trust_domain}/gateway/fix-gateway", now, GATEWAY_CERT_TTL_S, gateway_dir)
     bindings, client_dirs = {}, {}
     for comp_id, client in clients.items():
-        spiffe = f"spiffe://{domain}/client/{client}"
-        client_dirs[client] = str(issue_for_test(ca, spiffe, now).write(base / client))
+        spiffe = f"spiffe://{edge.trust_domain}/client/{client}"
+        edge.issue(spiffe, now, 3600, base / client)
+        client_dirs[client] = str(base / client)
         bindings[comp_id] = spiffe
     return {"fix_edge_dir": str(gateway_dir), "fix_clients": bindings, "client_dirs": client_dirs,
             "fix_comp_id": FIX_COMP_ID}
@@ -158,6 +171,7 @@ class Floor:
     server: ControlServer | None = None
     started_at: float = 0.0
     collect_audit: bool = True
+    fix_port_fixed: int = 0  # the FIX gateway's edge port (0: a free port is chosen)
     collect_interval_s: float = 1.0
     md_csv: Path | None = None  # a recorded session (marketdata.write_csv) instead of GBM
     left_out: dict[str, str] = field(default_factory=dict)  # service -> why it was not started (quarantined)
@@ -186,6 +200,8 @@ class Floor:
 
     # ------------------------------------------------------------------ start
     async def start(self) -> "Floor":
+        if self.fix_port_fixed and "fix-gateway" in self.services:
+            _check_port_free(self.fix_port_fixed)
         if self.md_csv is not None:  # a bad file is refused here (marketdata.*), before any process starts
             from trustfabric.trading.marketdata import CsvReplay
 
@@ -198,11 +214,12 @@ class Floor:
             self.plane.register_points(list(self.services))
         else:
             self.server = await ControlServer(None, mode=self.mode).start()
-        taken: set[int] = set()
+        taken: set[int] = {self.fix_port_fixed} if self.fix_port_fixed else set()
         self.ports = {name: free_port(taken) for name in self.services}
         if "fix-gateway" in self.services:
             self.fix_edge = fix_edge_pki(self.home, self.topology.trust_domain)
-            self.fix_port = free_port(taken)
+            self.fix_port = self.fix_port_fixed or free_port(taken)
+            EdgePki.open(self.home, self.topology.trust_domain, time.time()).record_gateway("127.0.0.1", self.fix_port)
         self.started_at = time.time()
         if self.collect_audit:
             self._start_collector()
