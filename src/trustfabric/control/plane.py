@@ -47,7 +47,7 @@ from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control.errors import BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
 from trustfabric.errors import TrustFabricError
-from trustfabric.identity.attestation import AttestationRequest, AttestingIssuer, minimum_for_domain
+from trustfabric.identity.attestation import AttestationRequest, AttestingIssuer
 from trustfabric.identity.certs import certs_to_pem, load_certificate
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.spiffe import SpiffeId
@@ -63,7 +63,7 @@ from trustfabric.response.incidents import Incident
 from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.hub import SignalHub
 from trustfabric.signals.market import MarketCalendar
-from trustfabric.signals.posture import decode_signed, encode_signed
+from trustfabric.signals.posture import DEFAULT_SECURITY_AGENTS, decode_signed, encode_signed, requirements_for_domain
 from trustfabric.transport.tls import RotatingCredentials
 
 SOURCE = "control-plane"
@@ -102,19 +102,20 @@ class ControlPlane:
         self.emitter = Emitter(SOURCE, self.spool, clock, start_seq=self.spool.emitter_start_seq())
         policies = Path(policies)
         manifest = policies / "floor.toml"
-        self.topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+        manifest = manifest if manifest.exists() else Topology.default_path()
+        self.topology = Topology.load(manifest)
         self.trust_domain = self.topology.trust_domain
         self.identity.init(self.topology.firm)
-        minimum = minimum_for_domain(self.trust_domain)
+        minimum = requirements_for_domain(self.trust_domain, manifest)  # the hosts' declared requirements
         if posture_max_age_s is not None:
-            minimum = msgspec.structs.replace(minimum, max_age_s=float(posture_max_age_s))
+            minimum = minimum.with_max_age(posture_max_age_s)
         self.posture_minimum = minimum
         self.hub = SignalHub(self.topology, clock=clock, emitter=self.emitter, posture_minimum=minimum,
                              calendar=MarketCalendar.around_the_clock())
         self.engine = PolicyEngine.from_dir(policies, topology=self.topology, signals=self.hub, clock=clock)
         self.agents: dict[str, HostPostureAgent] = {}
         for host in sorted({svc.host for svc in self.topology.services.values()}):
-            agent = HostPostureAgent(host)
+            agent = HostPostureAgent(host, watch=DEFAULT_SECURITY_AGENTS + minimum.for_host(host).security_agents)
             agent.register(self.hub.host_keys)
             self.identity.register_host(host, agent._key.public_key())
             self.agents[host] = agent
