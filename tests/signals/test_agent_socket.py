@@ -83,3 +83,16 @@ async def _eventually(predicate, tries: int = 100) -> bool:
             return True
         await asyncio.sleep(0.02)
     return predicate()
+
+
+async def test_a_run_directory_too_long_for_a_socket_address_gets_a_private_short_one(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60) / "run" / "posture"
+    server = await PostureAgentServer({"pre-trade-risk": HostPostureAgent("pre-trade-risk")}, deep).start()
+    try:
+        path = server.paths["pre-trade-risk"]
+        assert len(str(path)) < 100 and path.parent.stat().st_uid == os.getuid()
+        assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+        assert await fetch_report(path)
+    finally:
+        await server.close()
+    assert not path.exists()

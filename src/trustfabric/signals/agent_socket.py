@@ -10,7 +10,9 @@ make one, and a report outlives its use by the posture window at most.
 
 The launcher runs one :class:`~trustfabric.signals.host_agent.HostPostureAgent`
 per topology host and serves each on its own Unix socket,
-``<directory>/<host>.sock``. The directory is 0700 and each socket 0600, and the
+``<directory>/<host>.sock`` (the floor's run directory; where that path would not
+fit a socket address, a directory of this user under the system's temporary
+directory). The directory is 0700 and each socket 0600, and the
 connecting process's uid (``SO_PEERCRED``) must be the agent's own: only the
 processes of the floor's user on that host reach the agent. A workload is told its
 host's socket path at boot and asks before its join and before every renewal
@@ -29,12 +31,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import socket
+import stat
 import struct
+import tempfile
 import time
 from pathlib import Path
-from typing import Mapping
+from typing import Iterable, Mapping
 
 from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.posture import PostureError, decode_signed, encode_signed
@@ -42,8 +47,28 @@ from trustfabric.signals.posture import PostureError, decode_signed, encode_sign
 REQUEST = b"REPORT\n"
 MAX_REPORT_BYTES = 64 * 1024
 FETCH_TIMEOUT_S = 3.0
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 _LENGTH = struct.Struct(">I")
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
+
+
+def socket_directory(preferred: Path | str, hosts: Iterable[str]) -> Path:
+    """``preferred`` when every host's socket path fits ``sun_path``; else a private directory of this
+    user under the system's temporary directory, named by a digest of ``preferred`` (0700, ours, no link).
+    """
+    preferred = Path(preferred)
+    longest = max((len(h) for h in hosts), default=0)
+    if len(str(preferred)) + longest + len("/.sock") < MAX_SOCKET_PATH:
+        return preferred
+    digest = hashlib.sha256(str(preferred.resolve()).encode()).hexdigest()[:16]
+    base = Path(tempfile.gettempdir()) / f"trustfabric-{os.getuid()}"
+    for directory in (base, base / digest):
+        directory.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(directory)
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+            raise PostureError(f"{directory} is not a directory of ours", reason="posture.agent_unreachable")
+        os.chmod(directory, 0o700)
+    return base / digest
 
 
 def socket_path(directory: Path | str, host: str) -> Path:
@@ -67,7 +92,7 @@ class PostureAgentServer:
 
     def __init__(self, agents: Mapping[str, HostPostureAgent], directory: Path | str) -> None:
         self.agents = dict(agents)
-        self.directory = Path(directory)
+        self.directory = socket_directory(directory, self.agents)
         self.paths: dict[str, Path] = {}
         self.served = 0
         self.refused = 0
@@ -123,6 +148,8 @@ class PostureAgentServer:
         for path in self.paths.values():
             with contextlib.suppress(OSError):
                 path.unlink()
+        with contextlib.suppress(OSError):
+            self.directory.rmdir()  # only when empty
 
 
 async def fetch_report(path: Path | str, timeout_s: float = FETCH_TIMEOUT_S) -> bytes:
