@@ -59,8 +59,9 @@ def test_quarantine_flips_and_bumps_only_that_principal(engine, hub, topology, r
 def test_posture_drop_flips_every_principal_on_the_host(engine, hub, topology, received, clock, tmp_path):
     before = _epochs(engine, topology)
     agent: HostPostureAgent = hub.agents["oms"]
-    old_kernel = fake_host(tmp_path, kernel="4.19.0-27-amd64")  # the host's agent now sees an old kernel
-    degraded = HostPostureAgent("oms", agent._key, inspector=HostInspector(old_kernel, clock_sync=lambda: True))
+    old_kernel = fake_host(tmp_path, kernel="4.19.0-27-amd64")  # an agent of that host sees an old kernel
+    degraded = HostPostureAgent("oms", inspector=HostInspector(old_kernel))
+    degraded.register(hub.host_keys)
     verdict = hub.report_posture(degraded.report(clock.now()))
     assert not verdict.ok and verdict.reasons == ("posture.kernel",)
     _assert_only(engine, topology, before, ["oms"])

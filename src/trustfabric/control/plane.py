@@ -117,7 +117,7 @@ class ControlPlane:
         for host in sorted({svc.host for svc in self.topology.services.values()}):
             agent = HostPostureAgent(host, watch=DEFAULT_SECURITY_AGENTS + minimum.for_host(host).security_agents)
             agent.register(self.hub.host_keys)
-            self.identity.register_host(host, agent._key.public_key())
+            self.identity.register_host(host, agent.public_key)
             self.agents[host] = agent
         self.refresh_posture()
         self.joins = JoinTokens()

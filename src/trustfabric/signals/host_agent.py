@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from trustfabric.signals.posture import (
     DEFAULT_SECURITY_AGENTS,
@@ -228,7 +228,7 @@ class HostPostureAgent:
         return registry.register(self.host, self._key.public_key())
 
     @property
-    def public_key(self):
+    def public_key(self) -> Ed25519PublicKey:
         return self._key.public_key()
 
     def report(self, now: float) -> SignedPostureReport:

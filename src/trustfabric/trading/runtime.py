@@ -4,9 +4,8 @@
 
 1. starts the control plane in this process's event loop (zero-trust) - or, in
    perimeter mode, only a plain report channel;
-2. promotes the release digest of every service it is about to start, has each
-   host's posture agent sign a fresh report, and asks for one join token per
-   service instance;
+2. promotes the release digest of every service it is about to start and asks for
+   one join token per service instance;
 3. starts every service (``python -m trustfabric.trading.services <name>``) with
    its boot line on stdin, waits (bounded) for ``READY <port>``, and writes
    ``$TRUSTFABRIC_HOME/floor/runtime.json`` (service -> port, pid, SPIFFE ID, mode);
