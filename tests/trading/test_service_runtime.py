@@ -165,3 +165,21 @@ def test_renewal_schedule_backs_off_and_keeps_several_attempts_before_expiry():
         1.0, 2.0, 4.0, 30.0, 30.0]
     assert renewal_delay(0.0, 60.0, 56.0, 8, retry_s=1.0, max_retry_s=30.0) == 1.0  # a quarter of what is left
     assert renewal_delay(0.0, 60.0, 61.0, 8, retry_s=1.0, max_retry_s=30.0, min_s=0.2) == 30.0  # expired: keep trying
+
+
+def test_a_connection_moves_for_our_new_certificate_or_the_peers_last_quarter(renewing):
+    from types import SimpleNamespace
+
+    now = renewing.clock.now()
+    ours = renewing.credentials.current().fingerprint_sha256
+    peer = SimpleNamespace(not_before=now, not_after=now + 20.0)
+    conn = SimpleNamespace(closed=False, peer=peer)
+    assert not renewing._needs_move("oms", conn, ours)
+    assert renewing._needs_move("oms", conn, "fingerprint-of-our-previous-certificate")
+    renewing.clock.advance(15.5)  # the peer's certificate is in its last quarter
+    assert renewing._needs_move("oms", conn, ours)
+    renewing._moved_away("oms", peer)  # moved, but the peer still showed that certificate
+    assert not renewing._needs_move("oms", conn, ours)
+    renewing.clock.advance(1.0)  # it may have renewed since: try again
+    assert renewing._needs_move("oms", conn, ours)
+    assert not renewing._needs_move("oms", SimpleNamespace(closed=True, peer=peer), ours)

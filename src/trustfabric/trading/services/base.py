@@ -89,6 +89,7 @@ RENEW_RETRY_S = 1.0  # first retry of a failed renewal; doubling, at most RENEW_
 RENEW_MAX_RETRY_S = 30.0
 MOVE_CHECK_S = 0.5  # how often connections are checked against the certificates in force
 PEER_MOVE_FRACTION = 0.25  # move a connection once its peer's certificate is in its last quarter
+PEER_RETRY_FRACTION = 0.05  # ...and again this often (of its lifetime) while the peer still shows that one
 RETIRE_WAIT_S = 5.0  # a moved link's old connection closes once answered, or after this
 CONTROL_RETIRE_S = 5.0
 SYNC_INTERVAL_S = 0.05
@@ -543,7 +544,8 @@ class ServiceRuntime:
         self.tables: control_client.ControlTableSource | None = None
         self._control_fp = ""  # fingerprint of our certificate the control channel was opened with
         self._control_lock = asyncio.Lock()
-        self._moved_from: dict[str, float] = {}  # connection -> peer not_after it was last moved away from
+        # connection -> (peer not_after it was last moved away from, when to try again if the peer still shows it)
+        self._moved_from: dict[str, tuple[float, float]] = {}
         self.renewals = 0
         self.renewal_failures = 0
         self.expired_cert_uses = 0
@@ -751,9 +753,17 @@ class ServiceRuntime:
         if opened_with and opened_with != self.credentials.current().fingerprint_sha256:
             return True
         peer = conn.peer
-        if peer is None or self._moved_from.get(key) == peer.not_after:  # moved once: the peer did not renew
+        if peer is None:
             return False
-        return self.clock.now() >= peer.not_after - (peer.not_after - peer.not_before) * PEER_MOVE_FRACTION
+        now = self.clock.now()
+        moved = self._moved_from.get(key)
+        if moved is not None and moved[0] == peer.not_after and now < moved[1]:
+            return False  # moved for this certificate of the peer, which had not renewed yet: not so soon again
+        return now >= peer.not_after - (peer.not_after - peer.not_before) * PEER_MOVE_FRACTION
+
+    def _moved_away(self, key: str, peer: Any) -> None:
+        lifetime = peer.not_after - peer.not_before
+        self._moved_from[key] = (peer.not_after, self.clock.now() + max(1.0, lifetime * PEER_RETRY_FRACTION))
 
     async def move_connections(self) -> None:
         """Move the control channel, then every outgoing link, that :meth:`_needs_move`."""
@@ -765,7 +775,7 @@ class ServiceRuntime:
                 peer = link.conn.peer if link.conn is not None else None
                 for_peer = link.opened_with == self.credentials.current().fingerprint_sha256
                 if await link.move() and peer is not None and for_peer:
-                    self._moved_from[target] = peer.not_after  # not again for this certificate of the peer
+                    self._moved_away(target, peer)
 
     async def control_on_current(self, *, peer_too: bool = False) -> None:
         """Make the control channel show our current certificate (tokens are bound to it).
@@ -797,7 +807,7 @@ class ServiceRuntime:
             self._control_fp = current
             self.control_moves += 1
             if peer is not None:
-                self._moved_from["control"] = peer.not_after
+                self._moved_away("control", peer)
             if self.tables is not None:
                 self.tables.close()  # the next table request opens on the current certificate
             asyncio.get_running_loop().call_later(CONTROL_RETIRE_S, old.close)
