@@ -10,8 +10,8 @@ from trustfabric.clock import FakeClock
 from trustfabric.control.errors import BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
 from trustfabric.control.plane import ControlPlane
-from trustfabric.identity.workload import new_key_and_csr
 from trustfabric.errors import TrustFabricError
+from trustfabric.identity.workload import new_key_and_csr
 from trustfabric.signals.posture import encode_signed
 
 DIGEST = "ab" * 32

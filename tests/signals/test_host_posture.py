@@ -22,7 +22,7 @@ from trustfabric.signals.posture import (
     verify_report,
 )
 
-from tests.floor_fixtures import POLICY_DIR, topology  # noqa: F401
+from tests.floor_fixtures import POLICY_DIR
 from tests.signals.fake_host import fake_host
 
 NOW = 1_790_000_000.0
@@ -62,7 +62,7 @@ FAILING = [
 
 
 @pytest.fixture
-def strict_floor(topology):  # noqa: F811
+def strict_floor(topology):
     clock = FakeClock(NOW)
     sink = MemorySink()
     hub = SignalHub(topology, clock=clock, emitter=Emitter("signal-hub", sink, clock), posture_minimum=STRICT,

@@ -11,8 +11,6 @@ from trustfabric.audit.events import Kind
 from trustfabric.errors import SignalError
 from trustfabric.signals.threat_intel import ADDRESS, SPIFFE_ID, indicator_bundle, parse_bundle
 
-from tests.floor_fixtures import POLICY_DIR, bus, clock, engine, hub, sink, topology  # noqa: F401
-
 MEANREV = "algo-meanrev"
 NOW = 1_750_000_000.0  # 2025, after the indicators' valid_from
 INDICATOR = {"type": "indicator", "spec_version": "2.1", "id": "indicator--0c2e2a54-6a6e-4d5a-9c43-6f3f8e0a1b22",
@@ -84,7 +82,7 @@ def test_withdrawn_indicators_are_a_good_bundle():
     assert intel.count == 0 and intel.match(ADDRESS, "192.0.2.7") is None
 
 
-def test_cli_refuses_an_empty_bundle_and_keeps_the_last_good(tmp_path, monkeypatch, topology):  # noqa: F811
+def test_cli_refuses_an_empty_bundle_and_keeps_the_last_good(tmp_path, monkeypatch, topology):
     from typer.testing import CliRunner
 
     from trustfabric.cli import app
