@@ -2,6 +2,7 @@
 only for the caller's own service."""
 
 import asyncio
+import ssl
 import time
 
 import pytest
@@ -95,8 +96,9 @@ async def test_after_the_plane_renews_its_certificate_both_endpoints_present_the
         await client.start()
         assert client.conn.peer.fingerprint_sha256 == renewed.fingerprint_sha256
         client.close()
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.bootstrap_port,
-                                                       ssl=control_client._client_context(renewed.bundle_pem))
+        ctx = ssl.create_default_context(cadata=renewed.bundle_pem.decode())
+        ctx.check_hostname = False  # the identity is the SPIFFE ID in the certificate
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.bootstrap_port, ssl=ctx)
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
         assert x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM) in renewed.cert_pem
         writer.close()
