@@ -34,6 +34,8 @@ __all__ = ["ACTIONS", "STEP_UP_ACTIONS", "OperatorCredential", "Operator", "Oper
 ACTIONS: dict[str, frozenset[str]] = {
     "quarantine": frozenset({"security_officer"}),
     "release": frozenset({"security_officer"}),
+    "signal.quarantine": frozenset({"security_officer"}),
+    "signal.release": frozenset({"security_officer"}),
     "signal.risk": frozenset({"security_officer"}),
     "signal.intel": frozenset({"security_officer"}),
     "signal.observe": frozenset({"security_officer"}),
@@ -58,7 +60,7 @@ ACTIONS: dict[str, frozenset[str]] = {
 }
 
 # The most dangerous actions: a TOTP code verified with the request itself, whatever the session's age.
-STEP_UP_ACTIONS = frozenset({"release", "ca.promote", "ca.issue_unattested", "killswitch.resume",
+STEP_UP_ACTIONS = frozenset({"release", "signal.release", "ca.promote", "ca.issue_unattested", "killswitch.resume",
                              "token.revoke_key"})
 
 

@@ -59,7 +59,7 @@ from trustfabric.enforcement.service import Context, GuardedService
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.attestation import code_digest
 from trustfabric.identity.revocation import RevocationSet
-from trustfabric.identity.tokens import StaticJwks, TokenVerifier
+from trustfabric.identity.tokens import TokenVerifier
 from trustfabric.policy.topology import Topology
 from trustfabric.transport.client import summarize
 from trustfabric.transport.connection import FrameConnection, FrameServer, Limits, connect
@@ -535,7 +535,10 @@ class ServiceRuntime:
             self.revocations.revoke_serial(int(serial), self.clock.now(), "snapshot")
         for sid in subscribed.revoked.spiffe_ids:
             self.revocations.revoke_spiffe_id(sid, self.clock.now(), "quarantine.snapshot")
-        verifier = TokenVerifier(StaticJwks(msgspec.json.decode(subscribed.jwks)), reply.issuer, clock=self.clock)
+        self.control.jwks = control_client.LiveJwks(subscribed.jwks)  # replaced by pushes (token key rotation)
+        self.control.on_jwks_refused = lambda exc: self.events.emit(
+            Kind.ALERT, principal=self.spiffe_id, action="jwks.mirror", decision="deny", reason=exc.reason)
+        verifier = TokenVerifier(self.control.jwks, reply.issuer, clock=self.clock)
         tables = control_client.ControlTableSource("127.0.0.1", int(b["control_port"]), self.tls, reply.control_id)
         self.pep = EnforcementPoint(self.spiffe_id, tables, verifier, clock=self.clock, sink=self.sink,
                                     source=self.name)
