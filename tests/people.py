@@ -35,3 +35,23 @@ class Person:
 def enrol(users, name: str, role: str, password: str = PASSWORD) -> Person:
     """``users`` is a :class:`~trustfabric.identity.users.UserDirectory`."""
     return Person(name, role, users.enrol(name, role, password, time.time()).totp_secret)
+
+
+class Pool:
+    """People of one role enrolled on demand: ``args()`` is ``--user NAME --totp CODE`` with an unused code."""
+
+    def __init__(self, users, role: str = "security_officer", prefix: str = "officer") -> None:
+        self.users, self.role, self.prefix = users, role, prefix
+        self.people: list[Person] = []
+        self._uses = 0
+
+    def person(self) -> Person:
+        if not self.people or self._uses >= 3:
+            self.people.append(enrol(self.users, f"{self.prefix}{len(self.people)}", self.role))
+            self._uses = 0
+        self._uses += 1
+        return self.people[-1]
+
+    def args(self) -> list[str]:
+        person = self.person()
+        return ["--user", person.name, "--totp", person.code()]

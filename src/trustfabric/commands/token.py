@@ -10,13 +10,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from trustfabric.commands.common import refusals_exit
+from trustfabric.audit.events import Kind
+from trustfabric.commands import operate
+from trustfabric.commands.common import operator_credential, refusals_exit
 from trustfabric.home import home_dir
 from trustfabric.identity.certs import load_certificate, peer_spiffe_id, verify_chain
 from trustfabric.identity.errors import CertificateError, SpiffeIdError, TokenError
+from trustfabric.identity.operators import Operator
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.tokens import MAX_TTL_S
@@ -97,8 +101,22 @@ def jwks() -> None:
 
 
 @app.command("rotate-key")
-def rotate_key() -> None:
-    """Make a new token signing key; the previous one stays published for tokens still alive."""
-    with refusals_exit(), IdentityPlane(home_dir()) as plane:
-        key = plane.keys.rotate(plane.clock.now())
-    typer.echo(key.kid)
+def rotate_key(
+    user: Optional[str] = typer.Option(None, "--user", help="You (a security officer); else $TRUSTFABRIC_USER."),
+    totp: Optional[str] = typer.Option(None, "--totp", help="Your current TOTP code; else $TRUSTFABRIC_TOTP."),
+) -> None:
+    """Make a new token signing key; the previous one stays published for tokens still alive.
+
+    On a running floor the control plane rotates and pushes the new key set to every
+    enforcement point before the command returns.
+    """
+
+    def offline(operator: Operator) -> dict[str, str]:
+        with IdentityPlane(home_dir()) as plane:
+            key = plane.keys.rotate(plane.clock.now())
+            plane.emitter.emit(Kind.ADMIN_ACTION, principal=operator.principal, action="token.key_rotated",
+                               resource=key.kid, decision="allow")
+        return {"kid": key.kid}
+
+    outcome = operate.run("token.rotate_key", "", {}, operator_credential(user, totp=totp), offline)
+    typer.echo(outcome.result.get("kid", ""))
