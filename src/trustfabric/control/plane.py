@@ -66,7 +66,6 @@ from trustfabric.response.engine import ResponseEngine
 from trustfabric.response.floor_map import FloorMap
 from trustfabric.response.incidents import Incident
 from trustfabric.signals.host_agent import HostPostureAgent
-from trustfabric.response.alerts import Alert, Category, Severity, new_alert_id
 from trustfabric.signals.posture import decode_signed, encode_signed
 from trustfabric.signals.state import hub_from_state, load_state
 
@@ -104,6 +103,26 @@ class Applied:
     principal: str = ""  # CONFIRM_CONTAINED: who is contained
     command: tuple[str, str, dict[str, str]] | None = None  # CONFIRM_COMMAND: (service, name, args)
     jwks: bytes = b""  # a new token-key set to push before the barrier
+
+
+class OperatorRiskFloor(SignalHubRiskSink):
+    """The response engine's risk sink on the live hub, under the floor a person set.
+
+    Automation (alert risk decaying, the behavioural baseline) republishes a principal's
+    score on its own cadence; a score an operator set must not be silently lowered by it,
+    so automation writes ``max(its score, the operator's)``. A person setting a new score
+    (0 included) replaces the floor.
+    """
+
+    def __init__(self, hub: Any) -> None:
+        super().__init__(hub)
+        self._floors: dict[str, int] = {}
+
+    def set_floor(self, principal: str, score: int) -> None:
+        self._floors[principal] = int(score)
+
+    def set_risk(self, principal: str, score: float, source: str) -> None:
+        super().set_risk(principal, max(float(score), float(self._floors.get(principal, 0))), source)
 
 
 def is_security_event(event: AuditEventV1) -> bool:
@@ -147,11 +166,12 @@ class ControlPlane:
         self.control_id = f"spiffe://{self.trust_domain}/{CONTROL_SEGMENT}/{CONTROL_NAME}"
         self.credentials = issue_for_test(self.identity.ca(self.trust_domain), self.control_id, clock.now(),
                                           leaf_ttl_s)
+        self.risk_sink = OperatorRiskFloor(self.hub)
         self.containment = Containment(RevocationSetRevoker(self.identity.revocations, clock),
                                        SignalHubPolicyControl(self.hub, self.engine),
-                                       risk=SignalHubRiskSink(self.hub), emitter=self.emitter, clock=clock)
+                                       risk=self.risk_sink, emitter=self.emitter, clock=clock)
         self.response = ResponseEngine(FloorMap.from_topology(self.topology), self.containment,
-                                       risk=SignalHubRiskSink(self.hub), emitter=self.emitter, clock=clock)
+                                       risk=self.risk_sink, emitter=self.emitter, clock=clock)
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
@@ -262,20 +282,14 @@ class ControlPlane:
                       ) -> Applied:
         """Containment on the person's order: certificates and tokens revoked, quarantine flag, epochs pushed."""
         principal = self._resolve(target)
-        summary = args.get("reason") or "manual quarantine"
-        alert = Alert(alert_id=new_alert_id(), severity=Severity.HIGH, confidence=1.0, principal=principal,
-                      category=Category.MANUAL, detector=f"operator:{operator.principal}", evidence=(),
-                      first_seen=now, detected_at=now, summary=summary[:200])
-        self.containment.store.add_alert(alert, "quarantine")
-        self.emitter.emit(Kind.ALERT, principal=principal, reason=Category.MANUAL,
-                          detail={"alert_id": alert.alert_id, "operator": operator.principal, "response": "quarantine",
-                                  "summary": alert.summary})
         with self._lock:
             if not self.containment.is_quarantined(principal):
                 self._contain_acks.pop(principal, None)  # a fresh quarantine: every point confirms again
-        incident = self.containment.quarantine(principal, (alert,), trigger=f"manual:{operator.principal}")
-        return Applied(operator.principal, CONFIRM_CONTAINED, {"incident": incident.incident_id,
-                                                               "principal": principal}, principal=principal)
+        self.response.quarantine_manually(principal, operator.principal, args.get("reason", "")[:200])
+        incident = self.containment.open_incident(principal)
+        return Applied(operator.principal, CONFIRM_CONTAINED,
+                       {"incident": incident.incident_id if incident else "", "principal": principal},
+                       principal=principal)
 
     def release_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float) -> Applied:
         """The release path with the person's facts (the response engine checks role and step-up age)."""
@@ -286,8 +300,14 @@ class ControlPlane:
         return Applied(operator.principal, CONFIRM_PUSH, {"incident": incident.incident_id, "principal": principal})
 
     def signal_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float) -> Applied:
-        """A ``signal.*`` action on the live hub (epochs bumped and pushed by the engine's listener)."""
+        """A ``signal.*`` action on the live hub (epochs bumped and pushed by the engine's listener).
+
+        A risk score a person sets is a floor the response engine's own (decaying) scores do
+        not go below until a person sets another one.
+        """
         result = apply_signal(self.signals, action, target, args, origin=operator.principal)
+        if action == "signal.risk":
+            self.risk_sink.set_floor(self._resolve(target), int(result["score"]))
         return Applied(operator.principal, CONFIRM_PUSH, result)
 
     def kill_switch_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
