@@ -107,6 +107,7 @@ class ControlServer:
         self._command_ids = 0
         self._barriers: dict[int, tuple[set[str], asyncio.Event]] = {}  # id -> (points still to ack, all acked)
         self._barrier_ids = 0
+        self.confirm_timeout_s = CONFIRM_TIMEOUT_S
 
     async def start(self, host: str = "127.0.0.1") -> "ControlServer":
         if self.plane is not None:  # zero-trust (checked in __init__)
@@ -246,9 +247,10 @@ class ControlServer:
                                  result={"error": type(exc).__name__})
         return await self.confirm(applied)
 
-    async def confirm(self, applied: Applied, timeout_s: float = CONFIRM_TIMEOUT_S) -> OperatorReply:
+    async def confirm(self, applied: Applied, timeout_s: float | None = None) -> OperatorReply:
         """Wait (bounded) until the floor took ``applied``; the reply names who confirmed and who did not."""
         assert self.plane is not None
+        timeout_s = self.confirm_timeout_s if timeout_s is None else timeout_s
         result = dict(applied.result)
         if applied.confirm == CONFIRM_NONE:
             return OperatorReply(ok=True, operator=applied.operator, result=result)
