@@ -181,3 +181,17 @@ async def test_an_acknowledgement_for_another_service_is_refused(plane):
         assert venue.client.conn.closed
     finally:
         await server.close()
+
+
+def test_automation_does_not_lower_a_risk_score_a_person_set(plane):
+    officer = enrol(plane.identity.users(), "dave", "security_officer")
+    plane.operate(OperatorCredential(user="dave", password=PASSWORD, totp=officer.code()), "signal.risk",
+                  "algo-momentum", {"score": "95"})
+    plane.risk_sink.set_risk(ALGO, 20.0, "response.baseline")  # the baseline republishes its own score
+    assert plane.hub.risk.get(ALGO) == 95
+    plane.risk_sink.set_risk(ALGO, 99.0, "response.containment")  # higher: automation may raise it
+    assert plane.hub.risk.get(ALGO) == 99
+    plane.operate(OperatorCredential(user="dave", password=PASSWORD, totp=officer.code()), "signal.risk",
+                  "algo-momentum", {"score": "0"})
+    plane.risk_sink.set_risk(ALGO, 20.0, "response.baseline")
+    assert plane.hub.risk.get(ALGO) == 20

@@ -239,31 +239,41 @@ class ControlPlane:
 
     def operate(self, credential: OperatorCredential, action: str, target: str, args: dict[str, str],
                 now: float | None = None) -> Applied:
-        """A person's state-changing action on the live floor: authorize, apply, audit, save.
+        """A person's state-changing action on the live floor: :meth:`authorize_operator`, then
+        :meth:`apply_operator`. Refusals raise (nothing changed)."""
+        operator = self.authorize_operator(credential, action, target, now)
+        return self.apply_operator(operator, action, target, args, now)
 
-        Refusals raise (nothing changed): an action this plane does not apply
-        (``operator.unknown_action``), the person's login, step-up or role
-        (``user.*``, ``operator.*``), then the action's own checks. Every outcome is an
-        audit event under the person's name. Returns what the server must wait for.
-        """
+    def authorize_operator(self, credential: OperatorCredential, action: str, target: str,
+                           now: float | None = None) -> Operator:
+        """Who asks, proven now and allowed ``action``: an action this plane does not apply is refused
+        (``operator.unknown_action``), then the person's login, step-up and role (``user.*``,
+        ``operator.*``). Audited either way. Safe off the event loop (the identity store locks): the
+        server runs this costly part (an argon2id verification) in a worker thread."""
         now = self.clock.now() if now is None else now
-        apply = OPERATOR_ACTIONS.get(action)
-        if apply is None:
+        if action not in OPERATOR_ACTIONS:
             self.emitter.emit(Kind.ADMIN_ACTION, principal=f"user:{credential.user.removeprefix('user:')}",
                               action=f"operator.{action}"[:80], resource=target[:200], decision="deny",
                               reason="operator.unknown_action")
             raise ControlRefused(f"the control plane applies no action {action!r}", reason="operator.unknown_action")
-        with self._lock:
-            operator = self.operators.authorize(credential, action, target, now)
+        return self.operators.authorize(credential, action, target, now)
+
+    def apply_operator(self, operator: Operator, action: str, target: str, args: dict[str, str],
+                       now: float | None = None) -> Applied:
+        """Apply an authorized person's action to the live state (the action's own checks may still
+        refuse), audit it under the person's name and write the signal store; returns what the server
+        must wait for. On the thread that serves the floor (pushes leave from here)."""
+        now = self.clock.now() if now is None else now
         detail = {k: v[:200] for k, v in args.items() if k not in ("bundle", "csr_pem")}
         try:
-            applied = apply(self, operator, action, target, dict(args), now)
+            applied = OPERATOR_ACTIONS[action](self, operator, action, target, dict(args), now)
         except TrustFabricError as exc:
             self.emitter.emit(Kind.ADMIN_ACTION, principal=operator.principal, action=action, resource=target[:200],
                               decision="deny", reason=exc.reason, detail=detail)
             raise
         self.emitter.emit(Kind.ADMIN_ACTION, principal=operator.principal, action=action, resource=target[:200],
-                          decision="allow", detail={**detail, **{k: v[:200] for k, v in applied.result.items()}})
+                          decision="allow", detail={**detail, **{k: v[:200] for k, v in applied.result.items()
+                                                                 if k not in ("cert_pem", "bundle_pem")}})
         self.save_signals()
         return applied
 
