@@ -115,3 +115,17 @@ def test_bench_prints_json_and_quarantines_only_attackers(home):
     assert out["attackers_quarantined"] == 5 and out["normal_principals_quarantined"] == 0
     assert out["events"] > 1000 and out["events_per_s"] > 0
     assert out["live_ttc_ms_max"] is not None and out["live_ttd_ms_max"] is not None
+
+
+def test_an_offline_quarantine_is_where_the_next_control_plane_starts(home, people):
+    from trustfabric.control.plane import ControlPlane
+
+    r = _run("quarantine", ALGO, "--user", "dave", "--totp", people["dave"].next(), "--reason", "offline")
+    assert r.exit_code == 0, r.output
+    plane = ControlPlane(home)
+    try:
+        assert plane.hub.quarantined().get(ALGO)  # the policy flag, from the signal store
+        assert plane.containment.open_incident(ALGO) is not None  # the incident, from response.db
+        assert plane.is_quarantined(ALGO)
+    finally:
+        plane.close()

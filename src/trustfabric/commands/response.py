@@ -30,6 +30,7 @@ from rich.table import Table
 from trustfabric.clock import SYSTEM_CLOCK, FakeClock
 from trustfabric.commands import operate
 from trustfabric.commands.common import console, operator_credential, refusals_exit
+from trustfabric.control.plane import INCIDENTS_FILE
 from trustfabric.audit.events import Kind
 from trustfabric.home import home_dir
 from trustfabric.identity.operators import Operator
@@ -39,7 +40,7 @@ from trustfabric.response.incidents import SqliteIncidentStore, summarize
 
 app = typer.Typer(help="Alerts, quarantine and release.", no_args_is_help=True)
 
-STORE_FILE = "response.db"
+STORE_FILE = INCIDENTS_FILE
 
 
 def _store() -> SqliteIncidentStore:
@@ -213,10 +214,26 @@ def _release_offline(principal: str, operator: Operator) -> dict[str, str]:
 
 
 class _OfflinePolicy:
-    """The CLI has no live policy engine: the release is the revocation set's and the store's."""
+    """No floor running: the quarantine flag goes to the signal store, which the next control plane starts from."""
 
     def set_quarantined(self, principal: str, quarantined: bool) -> None:
-        return None
+        from trustfabric.control.signal_ops import SignalBook, signals_path
+        from trustfabric.policy.topology import Topology
+        from trustfabric.signals.errors import UnknownPrincipalError
+        from trustfabric.signals.state import hub_from_state, load_state
+
+        path = signals_path(home_dir())
+        state = load_state(path)
+        book = SignalBook(hub_from_state(Topology.load(Topology.default_path()), state),
+                          calendar=dict(state.calendar), threat_bundle=state.threat_bundle)
+        try:
+            if quarantined:
+                book.hub.quarantine(principal, reason="quarantine.response", origin=SOURCE)
+            else:
+                book.hub.release(principal, origin=SOURCE)
+        except UnknownPrincipalError:
+            return  # not a principal of the floor's policy: its certificates are the whole quarantine
+        book.save(path)
 
 
 @app.command("bench")

@@ -64,7 +64,7 @@ from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyC
 from trustfabric.response.containment import Containment, OfficerFacts
 from trustfabric.response.engine import ResponseEngine
 from trustfabric.response.floor_map import FloorMap
-from trustfabric.response.incidents import Incident
+from trustfabric.response.incidents import Incident, SqliteIncidentStore
 from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.posture import decode_signed, encode_signed
 from trustfabric.signals.state import hub_from_state, load_state
@@ -74,6 +74,7 @@ CONTROL_SEGMENT = "control"
 CONTROL_NAME = "control-plane"
 TOKEN_TTL_S = 300
 PRINCIPAL_QUARANTINED = "control.principal_quarantined"
+INCIDENTS_FILE = "response.db"  # incidents and alerts under $TRUSTFABRIC_HOME, shared with `trustfabric response`
 DEFAULT_POLICIES = Path(__file__).resolve().parents[3] / "policies"
 # What services report to the response engine: refusals and denials at enforcement points.
 SECURITY_KINDS = frozenset({Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.TOKEN_REFUSED, Kind.CERT_REFUSED})
@@ -167,9 +168,12 @@ class ControlPlane:
         self.credentials = issue_for_test(self.identity.ca(self.trust_domain), self.control_id, clock.now(),
                                           leaf_ttl_s)
         self.risk_sink = OperatorRiskFloor(self.hub)
+        self.incidents_store = SqliteIncidentStore(self.home / INCIDENTS_FILE)  # what `response incidents` reads
         self.containment = Containment(RevocationSetRevoker(self.identity.revocations, clock),
                                        SignalHubPolicyControl(self.hub, self.engine),
-                                       risk=self.risk_sink, emitter=self.emitter, clock=clock)
+                                       risk=self.risk_sink, emitter=self.emitter, clock=clock,
+                                       store=self.incidents_store)
+        self.containment.restore_open_incidents()  # quarantined before this plane started stay quarantined
         self.response = ResponseEngine(FloorMap.from_topology(self.topology), self.containment,
                                        risk=self.risk_sink, emitter=self.emitter, clock=clock)
         self._listeners: list[Listener] = []
@@ -190,6 +194,7 @@ class ControlPlane:
     def close(self) -> None:
         self.spool.close()
         self.identity.close()
+        self.incidents_store.close()
 
     def refresh_posture(self) -> None:
         """Every host's agent reports again (the hub's verdicts go stale after the posture max age)."""
