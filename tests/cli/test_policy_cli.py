@@ -75,7 +75,7 @@ def test_policy_test_reports_a_failing_case(tmp_path):
 
 
 def test_explain_and_signals_round_trip(officers):
-    assert runner.invoke(app, ["signal", "posture", "attest-local"]).exit_code == 0
+    assert runner.invoke(app, ["signal", "posture", "attest-local", *officers.args()]).exit_code == 0
     out = runner.invoke(app, ["policy", "explain", "algo-meanrev", "submit_order", "risk/orders", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)

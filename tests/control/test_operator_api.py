@@ -195,3 +195,32 @@ def test_automation_does_not_lower_a_risk_score_a_person_set(plane):
                   "algo-momentum", {"score": "0"})
     plane.risk_sink.set_risk(ALGO, 20.0, "response.baseline")
     assert plane.hub.risk.get(ALGO) == 20
+
+
+async def test_promotion_and_an_unattested_issue_on_the_live_plane(plane):
+    from cryptography.hazmat.primitives import serialization
+
+    from trustfabric.identity.workload import new_key_and_csr
+
+    officers = Pool(plane.identity.users())
+    trader = enrol(plane.identity.users(), "tess", "trader")
+    server = await ControlServer(plane).start()
+    try:
+        digest = "cd" * 32
+        reply = await _send(plane, server, trader, "ca.promote", digest, domain="prod.acme.example")
+        assert not reply.ok and reply.reason == "operator.not_permitted"
+        assert not plane.identity.releases.is_promoted("prod.acme.example", digest)
+        reply = await _send(plane, server, officers.person(), "ca.promote", digest, domain="prod.acme.example")
+        assert reply.ok and reply.result["digest"] == digest, reply
+        assert plane.identity.releases.is_promoted("prod.acme.example", digest)
+
+        sid = "spiffe://prod.acme.example/algo/algo-meanrev"
+        _key, csr = new_key_and_csr(sid)
+        reply = await _send(plane, server, officers.person(), "ca.issue_unattested", sid,
+                            csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(), ttl="600")
+        assert reply.ok, reply
+        assert reply.result["cert_pem"].startswith("-----BEGIN CERTIFICATE-----")
+        reply = await _send(plane, server, officers.person(), "ca.issue_unattested", sid, csr_pem="garbage")
+        assert not reply.ok and reply.reason == "control.bad_request"
+    finally:
+        await server.close()

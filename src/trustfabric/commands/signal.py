@@ -171,11 +171,22 @@ def auth(person: str = typer.Argument(..., help="User name (or user:<name>) whos
 
 
 @posture_app.command("attest-local")
-def attest_local(hosts: list[str] = typer.Argument(None, help="Hosts to attest (default: every floor host).")) -> None:
-    """Run a local posture agent per host: sign a report of this machine and record the hub's verdict."""
+def attest_local(hosts: list[str] = typer.Argument(None, help="Hosts to attest (default: every floor host)."),
+                 user: Optional[str] = USER, totp: Optional[str] = TOTP) -> None:
+    """Run a local posture agent per host: sign a report of this machine and record the hub's verdict.
+
+    Only with no floor running: a running floor's control plane has its own host agents.
+    """
     from trustfabric.signals.host_agent import attest_hosts
 
-    with refusals_exit(), _book() as book:
-        targets = hosts or sorted({s.host for s in book.hub.topology.services.values()})
-        attest_hosts(book.hub, targets, book.hub.clock.now())
-    console.print(f"attested {len(targets)} hosts")
+    credential = operator_credential(user, totp=totp)
+
+    def offline(operator: Operator) -> dict[str, str]:
+        with _book() as book:
+            targets = hosts or sorted({s.host for s in book.hub.topology.services.values()})
+            attest_hosts(book.hub, targets, book.hub.clock.now())
+        return {"hosts": str(len(targets))}
+
+    # a running plane applies no "signal.posture": refused there (operator.unknown_action), never written behind it
+    outcome = operate.run("signal.posture", ",".join(hosts or []), {}, credential, offline)
+    console.print(f"attested {outcome.result.get('hosts')} hosts {outcome.where()}", highlight=False)
