@@ -182,6 +182,7 @@ class ControlPlane:
         self.operators = OperatorAuthority(self.identity.users(), self.emitter)
         self.event_listeners: list[Callable[[AuditEventV1], None]] = []  # measurement: every reported event
         self._contain_acks: dict[str, set[str]] = {}  # principal -> points that confirmed its quarantine
+        self._contain_first: dict[str, float] = {}  # principal -> when the first point confirmed it
         self.hub.add_listener(self._signals_changed)  # after the engine's: epochs move first
         self.save_signals()
         self.engine.bus.subscribe(self._publish)
@@ -300,6 +301,7 @@ class ControlPlane:
         with self._lock:
             if not self.containment.is_quarantined(principal):
                 self._contain_acks.pop(principal, None)  # a fresh quarantine: every point confirms again
+                self._contain_first.pop(principal, None)
         self.response.quarantine_manually(principal, operator.principal, args.get("reason", "")[:200])
         incident = self.containment.open_incident(principal)
         return Applied(operator.principal, CONFIRM_CONTAINED,
@@ -529,7 +531,13 @@ class ControlPlane:
     def acknowledge(self, principal: str, service: str) -> None:
         with self._lock:
             self._contain_acks.setdefault(principal, set()).add(service)
+            self._contain_first.setdefault(principal, self.clock.now())
         self.containment.acknowledge(principal, service)
+
+    def containment_first_ack(self, principal: str) -> float:
+        """When the first enforcement point confirmed it refuses ``principal`` (0: none yet)."""
+        with self._lock:
+            return self._contain_first.get(principal, 0.0)
 
     def containment_acks(self, principal: str) -> frozenset[str]:
         """The enforcement points that confirmed they refuse ``principal`` since its last quarantine."""

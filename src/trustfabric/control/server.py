@@ -105,7 +105,7 @@ class ControlServer:
         self._unsubscribe = None
         self._results: dict[str, asyncio.Future] = {}
         self._command_ids = 0
-        self._barriers: dict[int, tuple[set[str], asyncio.Event]] = {}  # id -> (points still to ack, all acked)
+        self._barriers: dict[int, tuple[set[str], asyncio.Event, list[float]]] = {}  # id -> (to ack, done, ack times)
         self._barrier_ids = 0
         self.confirm_timeout_s = CONFIRM_TIMEOUT_S
 
@@ -269,6 +269,9 @@ class ControlServer:
             principal = applied.principal
             deadline = asyncio.get_running_loop().time() + timeout_s
             while True:
+                first = self.plane.containment_first_ack(principal)
+                if first:
+                    result["first_ack_at"] = repr(first)
                 incident = self.plane.containment.open_incident(principal)
                 acked = self.plane.containment_acks(principal)
                 if (incident is not None and incident.contained) or points <= acked:
@@ -282,21 +285,24 @@ class ControlServer:
         else:
             if applied.jwks:
                 self._push_frame(PushJwks(jwks=applied.jwks))
-            missing = await self.barrier(points, timeout_s)
+            missing, acked_at = await self.barrier(points, timeout_s)
             acked = points - missing
+            if acked_at:
+                result["first_ack_at"] = repr(min(acked_at))
         if missing:
             return OperatorReply(ok=False, reason=UNCONFIRMED, operator=applied.operator, result=result,
                                  applied=sorted(acked), missing=sorted(missing))
         return OperatorReply(ok=True, operator=applied.operator, result=result, applied=sorted(acked))
 
-    async def barrier(self, points: set[str], timeout_s: float = CONFIRM_TIMEOUT_S) -> set[str]:
-        """Send a barrier after every push so far; returns the points that did not answer it in time."""
+    async def barrier(self, points: set[str], timeout_s: float = CONFIRM_TIMEOUT_S) -> tuple[set[str], list[float]]:
+        """Send a barrier after every push so far; returns the points that did not answer it in time, and
+        when the others did."""
         if not points:
-            return set()
+            return set(), []
         self._barrier_ids += 1
         bid = self._barrier_ids
-        pending, done = set(points), asyncio.Event()
-        self._barriers[bid] = (pending, done)
+        pending, done, acked_at = set(points), asyncio.Event(), []
+        self._barriers[bid] = (pending, done, acked_at)
         try:
             frame = PushBarrier(id=bid)
             for service in points:
@@ -306,7 +312,7 @@ class ControlServer:
                             conn.send(frame)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), timeout_s)
-            return set(pending)
+            return set(pending), list(acked_at)
         finally:
             self._barriers.pop(bid, None)
 
@@ -314,7 +320,9 @@ class ControlServer:
         entry = self._barriers.get(bid)
         if entry is None:
             return
-        pending, done = entry
+        pending, done, acked_at = entry
+        if service in pending:
+            acked_at.append(self.plane.clock.now() if self.plane is not None else 0.0)
         pending.discard(service)
         if not pending:
             done.set()

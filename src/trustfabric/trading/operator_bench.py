@@ -18,7 +18,8 @@ nothing on the floor) - and each repetition:
    acknowledged the change;
 4. the same two from ``applied_at`` (the plane applied the change, after the
    person's password and TOTP were checked), so the authentication's own cost
-   (an argon2id verification) stands apart from the propagation;
+   (an argon2id verification) stands apart from the propagation; and from
+   ``applied_at`` to the first enforcement point's acknowledgement;
 5. the change is undone (also through the operator API) and the floor is let back
    to trading before the next sample.
 
@@ -45,7 +46,7 @@ from trustfabric.trading.runtime import Floor, bench_policies, start_bench_floor
 from trustfabric.trading.services.base import ZERO_TRUST
 
 AGENT = "algo-momentum"
-BURST = 5000  # orders the algo sends around each change (a few thousand per second on loopback)
+BURST = 15000  # orders the algo sends around each change (a few thousand per second on loopback)
 REFUSAL_KINDS = frozenset({Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.TOKEN_REFUSED})
 PASSWORD = "bench operator passphrase"
 _tags = itertools.count(10_000)
@@ -145,9 +146,12 @@ async def measure(floor: Floor, officers: _Officers, kind: str, change: tuple, u
     sample.update(ok=reply.ok, reason=reply.reason, applied=len(reply.applied), missing=list(reply.missing),
                   to_last_ack_ms=_ms(t_sent, t_reply))
     applied_at = float(reply.result.get("applied_at", "0") or 0)
+    first_ack = float(reply.result.get("first_ack_at", "0") or 0)
     if applied_at:
         sample["applied_to_last_ack_ms"] = _ms(applied_at, t_reply)
         sample["authentication_ms"] = _ms(t_sent, applied_at)
+        if first_ack:
+            sample["applied_to_first_ack_ms"] = _ms(applied_at, first_ack)
 
     def first() -> float | None:
         times = [e.time_ns / 1e9 for e in refusals[mark:] if e.time_ns / 1e9 >= t_sent]
@@ -183,9 +187,10 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
                      "measured": len(good),  # ok, and the algo was trading when the request left
                      "refusal_seen": sum(1 for s in good if "to_first_refusal_ms" in s),
                      "failures": sorted({s["reason"] for s in rows if not s["ok"]})}
-        for key in ("to_last_ack_ms", "applied_to_last_ack_ms", "authentication_ms"):
+        for key in ("to_last_ack_ms", "applied_to_last_ack_ms", "applied_to_first_ack_ms", "authentication_ms"):
             out[kind][key] = _percentiles([s[key] for s in good if key in s])
-        # a first refusal counts only while the burst was still running when the reply came
+        # a first refusal counts only while the algo was still sending its burst when the reply came
+        # (else the refusal waits for its strategy's next order, and stale refusals may precede the change)
         trying = [s for s in good if s.get("burst_running")]
         for key in ("to_first_refusal_ms", "applied_to_first_refusal_ms"):
             out[kind][key] = _percentiles([s[key] for s in trying if key in s])
