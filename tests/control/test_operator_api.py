@@ -63,7 +63,7 @@ async def _send(plane, server, person, action: str, target: str = "", code: str 
     request = OperatorRequest(credential=credential, action=action, target=target, args=args)
     return await control_client.operator_request("127.0.0.1", server.bootstrap_port,
                                                  bundle_pem=plane.credentials.bundle_pem,
-                                                 control_id=plane.control_id, request=request)
+                                                 control_id=plane.control_id, request=request, timeout_s=30.0)
 
 
 async def test_a_change_is_ok_only_once_every_enforcement_point_confirmed_it(plane):

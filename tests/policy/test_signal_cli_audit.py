@@ -45,7 +45,7 @@ def test_signal_changes_are_spooled_and_collected(home, officers) -> None:
     dave, sam = officers
     assert runner.invoke(app, _as(dave, "signal", "quarantine", "algo-meanrev", "--reason", "test")).exit_code == 0
     assert runner.invoke(app, _as(dave, "signal", "release", "algo-meanrev")).exit_code == 0
-    refused = runner.invoke(app, _as(dave, "signal", "risk", "algo-meanrev", "150"))
+    refused = runner.invoke(app, _as(sam, "signal", "risk", "algo-meanrev", "150"))
     assert refused.exit_code != 0
     assert list((home / "spool" / "policy-cli").glob("*.seg"))
     assert not (home / "policy" / "signal-events.jsonl").exists()
