@@ -490,6 +490,13 @@ class ControlPlane:
         ca = self.identity.ca(self.trust_domain)
         return certs_to_pem([cert]) + ca.chain_pem(), ca.bundle_pem(now)
 
+    def sibling_bundle_pem(self) -> bytes:
+        """The CA bundles of the firm's other trust domains (dev, test): what lets their certificates through
+        the TLS layer only to be refused by name at the identity step (cert.wrong_trust_domain, alerted)."""
+        now = self.clock.now()
+        return b"".join(ca.bundle_pem(now) for domain, ca in sorted(self.identity.cas().items())
+                        if domain != self.trust_domain)
+
     def jwks(self) -> bytes:
         return json.dumps(self.identity.keys.jwks()).encode()
 

@@ -62,6 +62,9 @@ class JoinReply(Frame, frozen=True, tag="joined"):
     issuer: str
     jwks: bytes  # JSON
     control_id: str
+    # the firm's other trust domains' CAs: their chains pass the TLS layer so that the identity step can
+    # refuse them by name (cert.wrong_trust_domain, an alert naming the presented SPIFFE ID); never trusted
+    sibling_bundle_pem: bytes = b""
 
 
 class TokenRequest(Frame, frozen=True, tag="tokreq"):

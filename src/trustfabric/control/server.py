@@ -118,6 +118,7 @@ class ControlServer:
             self._bootstrap = await asyncio.start_server(self._serve_join, host, 0, ssl=ctx)
             self.bootstrap_port = self._bootstrap.sockets[0].getsockname()[1]
             tls = TLSConfig(self.plane.credential_source, revocation=self.plane.identity.revocations,
+                            sibling_bundle_pem=self.plane.sibling_bundle_pem(),
                             clock=self.plane.clock)
             self._unsubscribe = self.plane.subscribe(self._push)
         else:
@@ -175,7 +176,8 @@ class ControlServer:
                 cert_pem, bundle_pem = self.plane.join(req.join_token, req.spiffe_id, req.csr_pem,
                                                        req.code_digest, req.posture)
                 reply = JoinReply(cert_pem=cert_pem, bundle_pem=bundle_pem, issuer=self.plane.tokens.issuer,
-                                       jwks=self.plane.jwks(), control_id=self.plane.control_id)
+                                  jwks=self.plane.jwks(), control_id=self.plane.control_id,
+                                  sibling_bundle_pem=self.plane.sibling_bundle_pem())
         except _Answered as answered:
             reply = answered.reply
         except TrustFabricError as exc:

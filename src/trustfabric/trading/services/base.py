@@ -649,7 +649,8 @@ class ServiceRuntime:
             code_digest=code_digest_of(self.service.module_file(), self.name), posture=posture)  # type: ignore[union-attr]
         creds.write(self.home / "floor" / "creds" / self.name)  # the workload's own key files (0600)
         self.credentials = RotatingCredentials(creds)
-        self.tls = TLSConfig(self.credentials, revocation=self.revocations, clock=self.clock)
+        self.tls = TLSConfig(self.credentials, revocation=self.revocations, clock=self.clock,
+                             sibling_bundle_pem=reply.sibling_bundle_pem)
         self.control = control_client.ControlClient("127.0.0.1", int(b["control_port"]), self.tls,
                                                     reply.control_id, self.name)
         self._control_fp = creds.fingerprint_sha256
