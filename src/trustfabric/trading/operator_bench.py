@@ -46,7 +46,7 @@ from trustfabric.trading.runtime import Floor, bench_policies, start_bench_floor
 from trustfabric.trading.services.base import ZERO_TRUST
 
 AGENT = "algo-momentum"
-BURST = 15000  # orders the algo sends around each change (a few thousand per second on loopback)
+BURST = 5000  # orders the algo sends around each change (a few thousand per second on loopback)
 REFUSAL_KINDS = frozenset({Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.TOKEN_REFUSED})
 PASSWORD = "bench operator passphrase"
 _tags = itertools.count(10_000)
