@@ -9,8 +9,9 @@ nothing on the floor) - and each repetition:
 1. the algo sends a burst of orders (``bench`` command), so that it is trying when
    the change lands; the measurement starts once the OMS sees the burst flowing;
 2. a person's :class:`~trustfabric.control.protocol.OperatorRequest` goes to the
-   operator endpoint from a client thread of its own (as the CLI would, over TLS,
-   password + TOTP checked by the control plane); ``t_sent`` is taken just before;
+   operator endpoint from a client thread of its own (as the CLI would after
+   ``trustfabric login``, over TLS: the operator session and a fresh proof of
+   possession checked by the control plane); ``t_sent`` is taken just before;
 3. ``to_first_refusal_ms``: to the earliest refusal of the algo stamped by an
    enforcement point (a denied decision, a refused session or handshake: the
    services report them to the control plane, each with its own time);
@@ -36,11 +37,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
 from trustfabric.audit.events import AuditEventV1, Kind
 from trustfabric.control.client import operator_request
 from trustfabric.control.plane import DEFAULT_POLICIES
 from trustfabric.control.protocol import OperatorReply, OperatorRequest
-from trustfabric.identity.operators import OperatorCredential
+from trustfabric.identity.operators import OperatorCredential, SessionIssuer, make_proof
 from trustfabric.signals.threat_intel import ADDRESS, SPIFFE_ID, indicator_bundle
 from trustfabric.trading.runtime import Floor, bench_policies, start_bench_floor
 from trustfabric.trading.services.base import ZERO_TRUST
@@ -55,15 +58,30 @@ _commanded: dict[int, list[int]] = {}  # floor -> orders commanded in bursts so 
 
 class _Officers:
     """Security officers enrolled on demand: a TOTP code is accepted once, so each officer serves two
-    requests (the current and the next time step: both stay valid however long the check waits)."""
+    password + TOTP requests (the current and the next time step: both stay valid however long the
+    check waits). The measured changes go as a CLI sends them after ``trustfabric login``: one
+    operator session, bound to a machine key, with a fresh proof of possession per request."""
 
-    def __init__(self, users: Any) -> None:
+    def __init__(self, identity: Any) -> None:
         import pyotp
 
         self._pyotp = pyotp
-        self.users = users
+        self.identity = identity
+        self.users = identity.users()
         self.people: list[tuple[str, Any]] = []
         self.uses = 2
+        self._session: tuple[str, Ed25519PrivateKey, str] | None = None
+
+    def session_credential(self, action: str, target: str) -> OperatorCredential:
+        """Session + proof for ``action`` on ``target`` (one login, then no password or TOTP per request)."""
+        if self._session is None:
+            login = self.credential()
+            key = Ed25519PrivateKey.generate()
+            session = SessionIssuer.for_plane(self.identity).login(login.user, login.password, login.totp,
+                                                                   key.public_key(), time.time())
+            self._session = (login.user, key, session.token)
+        name, key, token = self._session
+        return OperatorCredential(user=name, session=token, proof=make_proof(key, token, action, target, time.time()))
 
     def credential(self) -> OperatorCredential:
         if self.uses >= 2:
@@ -136,7 +154,7 @@ async def measure(floor: Floor, officers: _Officers, kind: str, change: tuple, u
     commanded = _commanded.setdefault(id(floor), [0])
     commanded[0] += BURST
     sample["flowing"] = await _flowing(floor)
-    credential = officers.credential()
+    credential = officers.session_credential(change[0], change[1])
     mark = len(refusals)
     t_sent = time.time()
     reply = await _send(floor, credential, *change)
@@ -214,7 +232,7 @@ async def run_operator_bench(home: Path, *, repetitions: int = 20) -> dict[str, 
                 refusals.append(event)
 
         plane.event_listeners.append(on_event)
-        officers = _Officers(plane.identity.users())
+        officers = _Officers(plane.identity)
         changes = _changes(floor)
         for _ in range(repetitions):
             for kind, (change, undo) in changes.items():
