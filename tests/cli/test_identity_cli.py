@@ -166,14 +166,14 @@ DESK = "spiffe://prod.acme.example/desk/desk-1"
 
 def test_user_add_login_and_person_token(tmp_path) -> None:
     for name in ("desk-1", "desk-2"):
-        assert run("ca", "issue", f"spiffe://prod.acme.example/desk/{name}", "--out", str(tmp_path / name),
-                   "--no-attest").exit_code == 0
+        assert op("ca", "issue", f"spiffe://prod.acme.example/desk/{name}", "--out", str(tmp_path / name),
+                  "--no-attest").exit_code == 0
     desk, desk2 = str(tmp_path / "desk-1" / "cert.pem"), str(tmp_path / "desk-2" / "cert.pem")
-    added = run("user", "add", "alice", "--role", "trader", "--password", "correct horse battery")
+    added = op("user", "add", "alice", "--role", "trader", "--password", "correct horse battery")
     assert added.exit_code == 0, added.output
     uri = next(line for line in added.stdout.splitlines() if line.startswith("otpauth://"))
     totp = pyotp.parse_uri(uri)
-    assert refusal(run("user", "add", "bob", "--role", "ceo", "--password", "correct horse battery")) \
+    assert refusal(op("user", "add", "bob", "--role", "ceo", "--password", "correct horse battery")) \
         == "user.bad_role"
     assert refusal(run("user", "login", "alice", "--code", "000000" if totp.now() != "000000" else "111111",
                        "--password", "correct horse battery")) == "user.bad_totp"
@@ -208,11 +208,11 @@ def test_jwks_and_key_rotation() -> None:
 
 def test_a_key_retired_beyond_its_window_leaves_the_jwks_and_the_store(home, tmp_path) -> None:
     """The report: `token jwks` still published a key retired 11 minutes earlier, and tokens it signed verified."""
-    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    assert op("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
     cert = str(tmp_path / "algo" / "cert.pem")
     token = run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert).stdout.strip()
     [old] = _kids()
-    assert run("token", "rotate-key").exit_code == 0
+    assert op("token", "rotate-key").exit_code == 0
     store = SqliteIdentityStore(home / "identity.db")
     row = next(r for r in store.list_signing_keys() if r.kid == old)
     store.put_signing_key(dataclasses.replace(row, retired_at=time.time() - 660))  # retired 11 minutes ago
@@ -224,9 +224,6 @@ def test_a_key_retired_beyond_its_window_leaves_the_jwks_and_the_store(home, tmp
 
 
 def test_revoke_key_is_a_security_officers_step_up_action(home, tmp_path, monkeypatch) -> None:
-    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
-    cert = str(tmp_path / "algo" / "cert.pem")
-    token = run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert).stdout.strip()
     totps = {}
     monkeypatch.setenv("TRUSTFABRIC_PASSWORD", "correct horse battery")
     for name, role in (("dave", "security_officer"), ("tina", "trader")):  # dave, the first, enrols tina
@@ -234,6 +231,11 @@ def test_revoke_key_is_a_security_officers_step_up_action(home, tmp_path, monkey
         added = run("user", "add", name, "--role", role, "--password", "correct horse battery", *officer)
         totps[name] = pyotp.parse_uri(next(line for line in added.stdout.splitlines()
                                            if line.startswith("otpauth://")))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)  # the pool's officers (op) from here on
+    assert op("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    cert = str(tmp_path / "algo" / "cert.pem")
+    token = run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert).stdout.strip()
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", "correct horse battery")
     [old] = _kids()
 
     def revoke(user: str, step: int):
@@ -243,7 +245,9 @@ def test_revoke_key_is_a_security_officers_step_up_action(home, tmp_path, monkey
     assert nobody.exit_code != 0 and nobody.stderr.startswith("operator.unauthenticated")
     assert refusal(revoke("tina", 0)) == "operator.not_permitted"
     assert refusal(revoke("dave", 0)) == "token.key_active"  # the signing key: rotate first
-    assert run("token", "rotate-key").exit_code == 0
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
+    assert op("token", "rotate-key").exit_code == 0
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", "correct horse battery")
     assert run("token", "verify", token, "--aud", OMS, "--cert", cert).exit_code == 0  # within the window
     revoked = revoke("dave", 1)
     assert revoked.exit_code == 0, revoked.output
@@ -298,7 +302,7 @@ def test_no_attest_bypass_lands_in_the_audit_spool(home, tmp_path) -> None:
 
 def test_token_verify_refuses_overflowing_and_surrogate_claims_in_one_line(home, tmp_path) -> None:
     """The report: an exp of 10**400 made `token verify` print a traceback (OverflowError)."""
-    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    assert op("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
     cert = str(tmp_path / "algo" / "cert.pem")
     creds = WorkloadCredentials.load(tmp_path / "algo")
     with IdentityPlane(home) as plane:

@@ -16,8 +16,12 @@ from tests.cert_factory import (
     malformed_name_constraint_certificate,
     name,
 )
+from tests.people import PASSWORD, Pool
+from trustfabric.audit.events import Emitter, MemorySink
 from trustfabric.cli import app
 from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.store import open_default_store
+from trustfabric.identity.users import UserDirectory
 
 runner = CliRunner()
 ALGO = "spiffe://prod.acme.example/algo/momentum"
@@ -27,6 +31,7 @@ OMS = "spiffe://prod.acme.example/trading/oms"
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
     result = runner.invoke(app, ["ca", "init"])
     assert result.exit_code == 0, result.output
     return tmp_path / "home"
@@ -41,7 +46,9 @@ def refusal(result) -> str:
 
 
 def _token(tmp_path) -> str:
-    assert runner.invoke(app, ["ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest"]).exit_code == 0
+    officer = Pool(UserDirectory(open_default_store(), Emitter("test", MemorySink()))).args()  # --no-attest: a person's
+    issued = runner.invoke(app, ["ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest", *officer])
+    assert issued.exit_code == 0, issued.output
     issued = runner.invoke(app, ["token", "issue", "--sub", ALGO, "--aud", OMS,
                                  "--cert", str(tmp_path / "algo" / "cert.pem")])
     assert issued.exit_code == 0, issued.output

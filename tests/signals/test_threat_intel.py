@@ -85,18 +85,24 @@ def test_withdrawn_indicators_are_a_good_bundle():
 def test_cli_refuses_an_empty_bundle_and_keeps_the_last_good(tmp_path, monkeypatch, topology):
     from typer.testing import CliRunner
 
+    from tests.people import PASSWORD, Pool
+    from trustfabric.audit.events import Emitter, MemorySink
     from trustfabric.cli import app
+    from trustfabric.identity.store import open_default_store
+    from trustfabric.identity.users import UserDirectory
 
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path / "home"))
     good = tmp_path / "good.json"
     good.write_text(indicator_bundle([(SPIFFE_ID, topology.spiffe_id(MEANREV))]))
     empty = tmp_path / "empty.json"
     empty.write_text('{"type": "bundle"}')
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
+    officers = Pool(UserDirectory(open_default_store(), Emitter("test", MemorySink())))  # a person's change
     runner = CliRunner()
-    loaded = runner.invoke(app, ["signal", "intel", str(good)])
+    loaded = runner.invoke(app, ["signal", "intel", str(good), *officers.args()])
     assert loaded.exit_code == 0, loaded.output
     before = json.loads(runner.invoke(app, ["signal", "show"]).output)["threat_intel"]
-    refused = runner.invoke(app, ["signal", "intel", str(empty)])
+    refused = runner.invoke(app, ["signal", "intel", str(empty), *officers.args()])
     assert refused.exit_code != 0 and "signal.intel.empty" in refused.output
     after = json.loads(runner.invoke(app, ["signal", "show"]).output)["threat_intel"]
     assert after == before and after["indicators"] == 1 and after["bundle"].startswith("sha256:")

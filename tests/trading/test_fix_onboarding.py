@@ -113,7 +113,17 @@ def test_cli_adds_lists_and_renews_a_client_and_prints_a_settings_block(tmp_path
     renewed = runner.invoke(app, ["fix", "client", "renew", "ACME-1"])
     assert renewed.exit_code == 0 and "SenderCompID=ACME-1" in renewed.output
     serial = str(fe.EdgePki.open(tmp_path, "prod.acme.example", time.time()).client("ACME-1").serial)
-    revoked = runner.invoke(app, ["ca", "revoke", serial])
+    from tests.people import PASSWORD, Pool
+    from trustfabric.audit.events import Emitter, MemorySink
+    from trustfabric.identity.store import open_default_store
+    from trustfabric.identity.users import UserDirectory
+
+    os.environ["TRUSTFABRIC_PASSWORD"] = PASSWORD  # a revocation is a person's change
+    try:
+        officer = Pool(UserDirectory(open_default_store(), Emitter("test", MemorySink()))).args()
+        revoked = runner.invoke(app, ["ca", "revoke", serial, *officer])
+    finally:
+        del os.environ["TRUSTFABRIC_PASSWORD"]
     assert revoked.exit_code == 0, revoked.output
     with IdentityPlane(tmp_path) as plane:
         assert plane.revocations.is_revoked(int(serial), "")
