@@ -23,6 +23,8 @@ from trustfabric.policy.decision import Invalidation
 from .conftest import ALGO, OMS, RISK
 from .fakes import FakeTokenVerifier, make_peer, make_token
 
+pytestmark = pytest.mark.slow  # the engine runs in a real process, killed and stopped
+
 RULES = {"ttl_s": 60, "principals": {
     ALGO: [{"action": "read", "resource": "risk/limits"}],
     OMS: [{"action": "read", "resource": "risk/limits"}],

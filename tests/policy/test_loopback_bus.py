@@ -73,6 +73,7 @@ def test_server_listens_on_loopback_only():
         LoopbackBusServer(host="0.0.0.0")
 
 
+@pytest.mark.slow
 def test_invalidation_crosses_a_process_boundary():
     with LoopbackBusServer() as server:
         code = (

@@ -25,7 +25,7 @@ from trustfabric.trading.runtime import Floor
 
 from tests.floor_fixtures import POLICY_DIR
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 RELEASED_CHECK = Scenario("released-works-again", "compromised_algo", "", Foothold("workload", "algo-meanrev"),
                           (Attempt("pre-trade-risk", "submit_order", "risk/orders"),))

@@ -28,7 +28,7 @@ from trustfabric.trading.runtime import Floor
 
 from tests.floor_fixtures import POLICY_DIR
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 TRADING_WALL_S = 30.0
 MD_INTERVAL_S = 0.05
