@@ -1,4 +1,5 @@
-# The two commands of the set-up contract: `make demo` and `make test`.
+# The two commands of the set-up contract: `make demo` and `make test`
+# (`make test-fast` is the development loop: the tests not marked slow).
 # Both create .venv and install when needed, and are idempotent: the install
 # step re-runs only when pyproject.toml changes.
 
@@ -7,7 +8,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-fast install clean
 
 install: $(STAMP)
 
@@ -23,6 +24,10 @@ demo: $(STAMP)
 # pytest exits 5 when it collected nothing; that is not a failure of the code.
 test: $(STAMP)
 	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+
+# Everything but the tests marked slow (real floors, engine processes, CLI subprocesses).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) .trustfabric .pytest_cache

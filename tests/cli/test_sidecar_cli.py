@@ -138,6 +138,7 @@ def test_policy_allows_router_and_denies_algo(sidecar):
     assert decisions[0]["resource"] == "svc/venue-a"
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_options(tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "trustfabric.cli", "sidecar", "--listen", "nonsense", "--upstream", "127.0.0.1:1",

@@ -8,11 +8,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until
 from trustfabric.clock import SYSTEM_CLOCK
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.errors import SessionRefused
@@ -22,6 +22,8 @@ from trustfabric.policy.decision import Invalidation
 
 from .conftest import ALGO, OMS, RISK
 from .fakes import FakeTokenVerifier, make_peer, make_token
+
+pytestmark = pytest.mark.slow  # the engine runs in a real process, killed and stopped
 
 RULES = {"ttl_s": 60, "principals": {
     ALGO: [{"action": "read", "resource": "risk/limits"}],
@@ -67,10 +69,8 @@ def test_tables_served_over_loopback(engine):
 def _wait_stopped(pid: int) -> None:
     """SIGSTOP is delivered asynchronously: wait (bounded) until the process is really stopped."""
     stat = Path(f"/proc/{pid}/stat")
-    for _ in range(200):
-        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"):
-            return
-        time.sleep(0.01)
+    wait_until(lambda: not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] in ("T", "t"),
+               2.0, what=f"process {pid} stopped")
 
 
 @pytest.mark.parametrize("fault", ["kill-9", "hung"])

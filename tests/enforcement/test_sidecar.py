@@ -166,12 +166,14 @@ async def s_client(port, pki, who, payload=b"from openssl\n"):
     return out
 
 
+@pytest.mark.slow  # starts an openssl s_client process
 @pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
 async def test_openssl_allowed(rig, pki):
     _, port, _ = rig
     assert await s_client(port, pki, "router") == b"from openssl\n"
 
 
+@pytest.mark.slow  # starts an openssl s_client process
 @pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
 async def test_openssl_wrong_trust_domain(rig, pki):
     _, port, sink = rig
@@ -183,6 +185,7 @@ async def test_openssl_wrong_trust_domain(rig, pki):
     assert sink.of_kind(Kind.HANDSHAKE_REFUSED)
 
 
+@pytest.mark.slow  # starts an openssl s_client process
 @pytest.mark.skipif(OPENSSL is None, reason="openssl not installed")
 async def test_openssl_revoked(rig, pki):
     sidecar, port, sink = rig

@@ -99,6 +99,7 @@ def test_unknown_principal_refused(risk_pep):
     assert exc.value.reason == "policy.request.unknown_principal"
 
 
+@pytest.mark.slow
 def test_real_engine_process_killed_fails_closed(engine):
     proc = subprocess.Popen([sys.executable, "-m", "trustfabric.enforcement.remote", "--policies", str(POLICIES),
                              "--assume-healthy"], stdout=subprocess.PIPE, text=True)

@@ -6,25 +6,17 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 
+from tests.waiting import wait_until
 from trustfabric.policy.decision import Invalidation
 from trustfabric.policy.loopback_bus import LoopbackBusClient, LoopbackBusServer
 
 
-def _wait(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
-
-
 def test_engine_invalidations_reach_a_loopback_subscriber(topology, hub, clock):
     from trustfabric.policy.engine import PolicyEngine
+
     from .conftest import POLICY_DIR
 
     with LoopbackBusServer() as server:
@@ -34,7 +26,7 @@ def test_engine_invalidations_reach_a_loopback_subscriber(topology, hub, clock):
             got: list[Invalidation] = []
             done = threading.Event()
             client.subscribe(lambda inv: (got.append(inv), done.set()))
-            assert _wait(lambda: server.subscriber_count == 1)
+            wait_until(lambda: server.subscriber_count == 1)
             hub.quarantine("algo-momentum", origin="response")
             assert done.wait(5.0)
             assert got[0].principal == topology.spiffe_id("algo-momentum")
@@ -45,9 +37,9 @@ def test_client_publish_fans_out_through_the_server():
     with LoopbackBusServer() as server, LoopbackBusClient(server.address) as a, LoopbackBusClient(server.address) as b:
         got_b: list[Invalidation] = []
         b.subscribe(got_b.append)
-        assert _wait(lambda: server.subscriber_count == 2)
+        wait_until(lambda: server.subscriber_count == 2)
         a.publish(Invalidation(None, 0, 7, "policy.loaded", "test"))
-        assert _wait(lambda: len(got_b) == 1)
+        wait_until(lambda: len(got_b) == 1)
         assert got_b[0].global_epoch == 7
 
 
@@ -57,12 +49,12 @@ def test_malformed_and_oversized_frames_do_not_crash_the_server():
         good.subscribe(got.append)
         raw = socket.create_connection(server.address, timeout=2)
         raw.sendall(b'{"principal": 5}\nnot json\n')
-        assert _wait(lambda: server.malformed == 2)
+        wait_until(lambda: server.malformed == 2)
         raw.sendall(b"x" * (70 * 1024))
-        assert _wait(lambda: server.subscriber_count == 1)  # the oversized sender was dropped
+        wait_until(lambda: server.subscriber_count == 1)  # the oversized sender was dropped
         raw.close()
         server.publish(Invalidation("p", 1, 0, "signal.risk", "test"))
-        assert _wait(lambda: len(got) == 1)
+        wait_until(lambda: len(got) == 1)
 
 
 def test_subscriber_learns_when_the_bus_goes_away():
@@ -70,7 +62,7 @@ def test_subscriber_learns_when_the_bus_goes_away():
     client = LoopbackBusClient(server.address)
     lost = threading.Event()
     client.on_disconnect(lost.set)
-    assert _wait(lambda: server.subscriber_count == 1)
+    wait_until(lambda: server.subscriber_count == 1)
     server.close()
     assert lost.wait(5.0) and not client.connected
     client.close()
@@ -81,6 +73,7 @@ def test_server_listens_on_loopback_only():
         LoopbackBusServer(host="0.0.0.0")
 
 
+@pytest.mark.slow
 def test_invalidation_crosses_a_process_boundary():
     with LoopbackBusServer() as server:
         code = (
@@ -96,7 +89,7 @@ def test_invalidation_crosses_a_process_boundary():
         proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
         try:
             assert proc.stdout.readline().strip() == "ready"
-            assert _wait(lambda: server.subscriber_count == 1)
+            wait_until(lambda: server.subscriber_count == 1)
             server.publish(Invalidation("spiffe://prod.acme.example/oms/oms", 4, 1, "signal.posture", "agent"))
             out, _ = proc.communicate(timeout=10)
             assert proc.returncode == 0 and out.strip() == "spiffe://prod.acme.example/oms/oms 4"

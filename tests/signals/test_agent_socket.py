@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from tests.waiting import eventually
 from trustfabric.errors import SignalError
 from trustfabric.signals.agent_socket import PostureAgentServer, fetch_report
 from trustfabric.signals.host_agent import HostPostureAgent
@@ -52,7 +53,7 @@ async def test_a_bad_request_gets_nothing(agents):
     await writer.drain()
     assert await asyncio.wait_for(reader.read(), 5.0) == b""
     writer.close()
-    assert await _eventually(lambda: server.refused == 1)
+    await eventually(lambda: server.refused == 1)
 
 
 async def test_no_agent_no_report(tmp_path):
@@ -75,14 +76,6 @@ async def test_garbage_from_the_socket_is_refused(tmp_path):
         assert info.value.reason == "posture.malformed"
     finally:
         server.close()
-
-
-async def _eventually(predicate, tries: int = 100) -> bool:
-    for _ in range(tries):
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return predicate()
 
 
 async def test_a_run_directory_too_long_for_a_socket_address_gets_a_private_short_one(tmp_path):

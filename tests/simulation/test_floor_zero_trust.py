@@ -24,8 +24,9 @@ from trustfabric.simulation.scenarios import Attempt, Foothold, Scenario, load_s
 from trustfabric.trading.runtime import Floor
 
 from tests.floor_fixtures import POLICY_DIR
+from tests.waiting import eventually
 
-pytestmark = pytest.mark.timeout(120)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 RELEASED_CHECK = Scenario("released-works-again", "compromised_algo", "", Foothold("workload", "algo-meanrev"),
                           (Attempt("pre-trade-risk", "submit_order", "risk/orders"),))
@@ -44,7 +45,8 @@ async def _run(home) -> dict:
     out: dict = {}
     try:
         people = People(floor.plane, list(topology.people), topology)
-        await asyncio.sleep(12.0)  # normal trading, no attack
+        await eventually(lambda: floor.total("risk_received") > 20, 30.0, what="20 orders of normal trading, no attack",
+                         interval_s=0.2)
         out["quiet_orders"] = floor.total("risk_received")
         out["quiet_alerts"] = list(floor.plane.alerts)
         out["results"] = [await runner.run_scenario(floor, s, people) for s in scenarios]
@@ -54,8 +56,8 @@ async def _run(home) -> dict:
         flood, probe = await asyncio.gather(runner.run_scenario(floor, LOAD_FLOOD, people),
                                             runner.run_scenario(floor, LOAD_PROBE, people))
         out["load"] = (flood, probe)
-        await asyncio.sleep(1.0)
-        out["algo_resumed"] = floor.stats().get("algo-meanrev", {}).get("orders_submitted", 0) > submitted_before
+        out["algo_resumed"] = await floor.wait_for(
+            lambda: floor.stats().get("algo-meanrev", {}).get("orders_submitted", 0) > submitted_before, 10.0, 0.1)
         out["incident_principals"] = {i.principal for i in floor.plane.containment.store.incidents(limit=1000)}
         out["fail_open"] = floor.total("fail_open")
         out["topology"] = topology

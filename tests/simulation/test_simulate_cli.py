@@ -18,6 +18,7 @@ def home(tmp_path, monkeypatch):
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path / "home"))
 
 
+@pytest.mark.slow
 def test_simulate_writes_report_and_json(tmp_path):
     report = tmp_path / "report"
     result = runner.invoke(app, ["simulate", "--mode", "both", "--scenario", "algo-direct-venue", "--report",

@@ -9,7 +9,7 @@ from trustfabric.trading.fix.edge import EdgePki, gateway_address
 from trustfabric.trading.runtime import Floor, free_port
 from trustfabric.trading.services.fix_client import EdgeFixClient, place_orders
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 FIX_FLOOR = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
              "fix-gateway")
@@ -91,7 +91,6 @@ async def test_fix_refusals_identity_mismatch_and_message_before_logon(tmp_path)
         await floor.stop()
 
 
-@pytest.mark.slow
 async def test_a_client_onboarded_while_the_floor_runs_trades_on_the_fixed_port(tmp_path):
     port = free_port()
     floor = Floor(tmp_path, "zero-trust", services=FIX_FLOOR, fix_port_fixed=port)

@@ -11,7 +11,7 @@ from trustfabric.control.protocol import KillSwitchRequest
 from trustfabric.trading.runtime import Floor
 from trustfabric.trading.services.fix_client import place_orders
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 FLOOR = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk", "fix-gateway")
 PASSWORD = "correct horse battery"

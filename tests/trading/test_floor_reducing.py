@@ -27,7 +27,7 @@ from trustfabric.trading.risk import tick_size
 from trustfabric.trading.runtime import Floor
 from trustfabric.trading.services.fix_client import START_PRICES, EdgeFixClient
 
-pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
 FLOOR = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk", "fix-gateway")
 PASSWORD = "correct horse battery"

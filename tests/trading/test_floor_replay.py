@@ -26,7 +26,7 @@ from trustfabric.trading.services.market_data import generator_for
 
 from tests.trading.processes import alive
 
-pytestmark = pytest.mark.timeout(60)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 
 MOMENTUM = ("AAPL", "MSFT", "GOOGL", "AMZN", "NVDA", "META", "TSLA", "AMD")  # algo-momentum's streams
 SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",

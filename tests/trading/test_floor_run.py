@@ -13,10 +13,9 @@ from trustfabric.trading.runtime import Floor, _tail, floor_summary, run_demo
 
 from tests.trading.processes import alive
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
-@pytest.mark.slow
 async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(tmp_path):
     result = await run_demo(tmp_path, duration_s=10.0, seed=7)
     for key in ("orders_submitted", "orders_filled", "risk_rejects", "denied_hops", "fail_open", "attack_attempts",
@@ -39,7 +38,6 @@ async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(t
     assert not [p for p in pids if alive(p)]
 
 
-@pytest.mark.slow
 async def test_perimeter_mode_trades_on_plain_tcp(tmp_path):
     floor = Floor(tmp_path, "perimeter", services=("settlement", "oms", "venue-a", "venue-b", "order-router",
                                                    "market-data", "pre-trade-risk", "algo-momentum"))

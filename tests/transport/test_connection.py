@@ -8,6 +8,7 @@ import socket
 import msgspec
 import pytest
 
+from tests.waiting import eventually
 from trustfabric.audit.events import Kind
 from trustfabric.transport.client import Requester, loopback_rtt
 from trustfabric.transport.connection import FrameServer, Limits, connect
@@ -53,14 +54,6 @@ async def served(request, server_tls, client_tls, emitter):
     await server.close()
 
 
-async def _until(predicate, timeout=3.0):
-    for _ in range(int(timeout / 0.01)):
-        if predicate():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not reached in time")
-
-
 @pytest.mark.parametrize(
     "payload, reason",
     [
@@ -80,7 +73,7 @@ async def test_bad_frames_get_an_error_reply_then_close_and_the_server_lives_on(
     frames = await _read_all(conn)
     assert frames[0] == Pong(n=1)  # the good frame before the bad one was served
     assert frames[-1] == ErrorFrame(reason=reason, detail=frames[-1].detail)
-    await _until(lambda: recorder.closed)
+    await eventually(lambda: recorder.closed)
     assert recorder.closed == [reason]
     # The server still serves others.
     other = await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
@@ -95,7 +88,7 @@ async def test_truncated_frame_at_end_of_stream(served):
     conn.write_raw(DEFAULT_CODEC.encode(Ping(n=1))[:-1])
     await asyncio.sleep(0.05)
     conn.close()
-    await _until(lambda: recorder.closed)
+    await eventually(lambda: recorder.closed)
     assert recorder.closed == ["frame.truncated"]
 
 
@@ -110,7 +103,7 @@ async def test_slow_loris_is_cut_off_within_the_frame_bound(served):
             break
         conn.write_raw(bytes([byte]))
         await asyncio.sleep(0.05)
-    await _until(lambda: recorder.closed)
+    await eventually(lambda: recorder.closed)
     cut_after = loop.time() - started
     assert recorder.closed == ["frame.timeout"]
     assert recorder.seen == []
@@ -124,7 +117,7 @@ async def test_idle_connection_is_closed(server_tls, client_tls):
     limits = Limits(handshake_timeout_s=3, frame_timeout_s=1, idle_timeout_s=0.3, tick_s=0.05)
     async with FrameServer(recorder, tls=server_tls, limits=limits) as server:
         conn = await connect("127.0.0.1", server.port, tls=client_tls)
-        await _until(lambda: recorder.closed)
+        await eventually(lambda: recorder.closed)
         assert recorder.closed == ["transport.idle"]
         conn.close()
 
@@ -134,7 +127,7 @@ async def test_silent_peer_is_refused_after_the_handshake_timeout(server_tls, em
     async with FrameServer(Recorder(), tls=server_tls, limits=limits, emitter=emitter) as server:
         raw = socket.create_connection(("127.0.0.1", server.port))  # TCP only, never says hello
         try:
-            await _until(lambda: sink.of_kind(Kind.HANDSHAKE_REFUSED))
+            await eventually(lambda: sink.of_kind(Kind.HANDSHAKE_REFUSED))
             [event] = sink.of_kind(Kind.HANDSHAKE_REFUSED)
             assert event.reason == "transport.handshake_timeout"
             assert server.accepted == 0
@@ -295,7 +288,7 @@ async def test_server_closes_a_connection_once_the_peer_certificate_expires(serv
         conn.send(Ping(n=1))
         assert await asyncio.wait_for(conn.recv(), 3) == Pong(n=1)
         clock.advance(31)  # the fabric's clock passes the client's not_after
-        await _until(lambda: recorder.closed)
+        await eventually(lambda: recorder.closed)
         assert recorder.closed == ["cert.expired"]
         frames = await _read_all(conn)
         assert frames[-1].reason == "cert.expired"
@@ -324,7 +317,7 @@ async def _delivered_in_one_turn(server_tls, client_tls, bodies: list) -> tuple[
         client = await connect("127.0.0.1", server.port, tls=client_tls, limits=FAST_LIMITS)
         for rid, body in enumerate(bodies, start=1):
             client.send(Request(rid=rid, action="a", resource="r", body=body))
-        await _until(lambda: len(seen) == len(bodies))
+        await eventually(lambda: len(seen) == len(bodies))
         client.close()
     finally:
         await server.close()
@@ -354,7 +347,7 @@ async def test_data_then_close_in_one_read_delivers_the_data_first(server_tls, c
         client.send(Request(rid=7, action="a", resource="r", body=body))
         client.send(Request(rid=8, action="a", resource="r", body=body))
         client.close()
-        await _until(lambda: reasons)
+        await eventually(lambda: reasons)
         assert [f.rid for f in got] == [7, 8]
         assert reasons == ["transport.closed"]
     finally:
@@ -382,6 +375,6 @@ async def test_a_deeply_nested_frame_is_refused_after_the_frames_before_it_in_th
     frames = await _read_all(conn)
     assert frames[:2] == [Pong(n=1), Pong(n=2)]  # the good frames of the same read were served
     assert frames[-1] == ErrorFrame(reason="frame.too_deep", detail=frames[-1].detail)
-    await _until(lambda: recorder.closed)
+    await eventually(lambda: recorder.closed)
     assert recorder.closed == ["frame.too_deep"]
     assert "Traceback" not in caplog.text and "RecursionError" not in caplog.text

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from trustfabric.audit.events import Kind
 from trustfabric.identity.workload import issue_for_test
 from trustfabric.transport.client import RotatingClient
@@ -21,6 +23,8 @@ from trustfabric.transport.frames import Response
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 
 from .conftest import CLIENT_ID, SERVER_ID
+
+pytestmark = pytest.mark.slow  # nine seconds of wall-clock traffic across real certificate expiries
 
 TTL_S = 4
 TRAFFIC_S = 9.0
