@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -9,13 +10,14 @@ import msgspec
 import typer
 from rich.table import Table
 
-from trustfabric.commands.common import console, err_console, refusals_exit
+from trustfabric.commands.common import console, err_console, fail, refusals_exit
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.errors import PolicyLoadError
+from trustfabric.policy.suggest import DEFAULT_HEADROOM, suggest
 from trustfabric.policy.testcases import run_cases
 from trustfabric.policy.topology import Topology
 
-app = typer.Typer(no_args_is_help=True, help="Cedar policies: validate, test, explain, table.")
+app = typer.Typer(no_args_is_help=True, help="Cedar policies: validate, test, explain, table, suggest, impact, bundle lifecycle.")
 
 DEFAULT_DIR = Topology.default_path().parent
 
@@ -132,3 +134,58 @@ def table(
         obl = {k: v for k, v in msgspec.to_builtins(d.obligations).items() if k != "symbols"}
         out.add_row(action, resource, d.effect, ",".join(d.policy_ids), json.dumps(obl) if d.allowed else "")
     console.print(out)
+
+
+def _duration_s(value: str | None) -> float | None:
+    """``90``, ``90s``, ``15m``, ``1h``, ``2d`` -> seconds; ``None`` stays ``None``."""
+    if not value:
+        return None
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    text = value.strip().lower()
+    scale = units.get(text[-1:], None)
+    number = text[:-1] if scale else text
+    try:
+        seconds = float(number) * (scale or 1)
+    except ValueError:
+        raise fail("policy.duration", f"{value!r} is not a duration like 60s, 15m, 1h") from None
+    if not (seconds > 0 and seconds < 10**9):
+        raise fail("policy.duration", f"{value!r} must be positive")
+    return seconds
+
+
+@app.command("suggest")
+def suggest_cmd(
+    from_audit: Path = typer.Option(..., "--from-audit", help="A run's audit directory (its central log)."),
+    since: str = typer.Option(None, help="Window ending at the newest decision: 60s, 15m, 1h (default all)."),
+    principal: str = typer.Option(None, help="Only this principal (service name or SPIFFE ID)."),
+    out: Path = typer.Option(None, help="Write the proposed policy directory here (validated, tests passing)."),
+    directory: Path = typer.Option(DEFAULT_DIR, "--dir", help="The policy set in force."),
+    grant_denied: bool = typer.Option(False, "--grant-denied", help="Also grant flows denied only for lack of a "
+                                      "permit (onboarding a new algo from paper trading)."),
+    headroom: float = typer.Option(DEFAULT_HEADROOM, help="Obligations = observed peak x headroom."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object instead of text."),
+) -> None:
+    """Least privilege from observed traffic: Cedar grants for exactly the flows used, and the unused access."""
+    with refusals_exit():
+        s = suggest(from_audit, directory, out=out, since_s=_duration_s(since), principal=principal,
+                    grant_denied=grant_denied, headroom=headroom)
+    if as_json:
+        typer.echo(json.dumps({"decisions": s.decisions, "window_s": s.window_s, "headroom": s.headroom,
+                               "grants": [dataclasses.asdict(g) for g in s.grants],
+                               "covered": [list(c) for c in s.covered], "not_suggested": [list(r) for r in s.refused],
+                               "unused": [dataclasses.asdict(u) for u in s.unused],
+                               "out": str(s.out) if s.out else None, "tests_passed": s.tests_passed}, default=list))
+        return
+    console.print(f"{s.decisions} decisions over {s.window_s:.0f} s; headroom {s.headroom:g}x", highlight=False)
+    for g in s.grants:
+        console.print(g.cedar(), highlight=False, markup=False)
+    for p, a, r, why in s.refused:
+        console.print(f"[yellow]not suggested[/] {p} {a} {r} ({why})", highlight=False)
+    if s.unused:
+        table = Table("principal", "granted by", "action", "unused resources", title="unused access (candidate removals)")
+        for u in s.unused:
+            shown = ", ".join(u.resources[:4]) + (f" (+{len(u.resources) - 4})" if len(u.resources) > 4 else "")
+            table.add_row(u.principal, u.policy_id, u.action, shown)
+        console.print(table)
+    if s.out:
+        console.print(f"[green]written[/] {s.out}: valid, {s.tests_passed} policy tests pass", highlight=False)
