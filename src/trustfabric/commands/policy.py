@@ -13,6 +13,7 @@ from rich.table import Table
 from trustfabric.commands.common import console, err_console, fail, refusals_exit
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.errors import PolicyLoadError
+from trustfabric.policy.impact import impact
 from trustfabric.policy.suggest import DEFAULT_HEADROOM, suggest
 from trustfabric.policy.testcases import run_cases
 from trustfabric.policy.topology import Topology
@@ -59,6 +60,11 @@ def test(directory: Path = typer.Argument(..., help="Policy directory with test 
     typer.echo(report.summary())
     if report.failed:
         raise typer.Exit(1)
+
+
+def _active_dir() -> Path:
+    """The directory of the set in force: the active signed bundle's, else the policies folder."""
+    return DEFAULT_DIR
 
 
 def _live_engine(directory: Path, firm: str | None) -> PolicyEngine:
@@ -189,3 +195,45 @@ def suggest_cmd(
         console.print(table)
     if s.out:
         console.print(f"[green]written[/] {s.out}: valid, {s.tests_passed} policy tests pass", highlight=False)
+
+
+@app.command("impact")
+def impact_cmd(
+    proposed: Path = typer.Option(..., "--proposed", help="The proposed policy directory."),
+    replay: Path = typer.Option(None, "--replay", help="Audit directory to replay (default $TRUSTFABRIC_HOME/audit)."),
+    active: Path = typer.Option(None, "--active", help="The set in force (default: the active signed bundle, "
+                                "else the policies folder)."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object instead of text."),
+) -> None:
+    """Replay recorded requests against the active and proposed sets; list every flip; exit 2 on a high-risk allow."""
+    from trustfabric.audit.log import audit_dir
+
+    with refusals_exit():
+        active_dir = active if active is not None else _active_dir()
+        report = impact(proposed, replay if replay is not None else audit_dir(), active_dir)
+    if as_json:
+        typer.echo(json.dumps({"decisions": report.decisions, "distinct": report.distinct,
+                               "evaluations": report.evaluations, "skipped": report.skipped,
+                               "assumed_signals": report.assumed_signals, "rate_per_s": round(report.rate),
+                               "read_s": report.read_s, "replay_s": report.replay_s,
+                               "high_risk": report.high_risk, "active": report.active_digest,
+                               "proposed": report.proposed_digest,
+                               "flips": [dataclasses.asdict(f) for f in report.flips]}))
+    else:
+        out = Table("principal", "resource", "action", "flip", "decisions", "active", "proposed",
+                    title=f"impact: {len(report.flips)} flips")
+        for (principal, resource), flips in report.grouped().items():
+            for f in flips:
+                colour = "red" if f.high_risk and f.direction == "deny->allow" else \
+                    ("green" if f.direction == "deny->allow" else "yellow")
+                out.add_row(principal, resource + (" [bold red](high-risk)[/]" if f.high_risk else ""), f.action,
+                            f"[{colour}]{f.direction}[/]", str(f.count),
+                            ",".join(f.active_policies) or f.active_reason,
+                            ",".join(f.proposed_policies) or f.proposed_reason)
+        console.print(out)
+        console.print(f"{report.decisions} recorded decisions ({report.distinct} distinct requests, "
+                      f"{report.evaluations} evaluations per set) replayed in {report.read_s + report.replay_s:.2f} s: "
+                      f"{report.rate:,.0f} decisions/s; {report.assumed_signals} without recorded signals "
+                      f"(replayed healthy), {report.skipped} unknown to both sets", highlight=False)
+    if report.high_risk:
+        raise fail("policy.impact.high_risk", "a deny->allow flip touches a high-risk resource", code=2)

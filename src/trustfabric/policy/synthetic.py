@@ -24,7 +24,7 @@ SOURCE = "synthetic-pep"
 _PREFIX = "syn"
 
 
-def _table(seq: int, time_ns: int, principal: str, epoch: int = 0, **signals: object) -> AuditEventV1:
+def table_compiled(seq: int, time_ns: int, principal: str, epoch: int = 0, **signals: object) -> AuditEventV1:
     ctx = HEALTHY_WORKLOAD.context()
     ctx.update(signals)
     return AuditEventV1(event_id=f"{_PREFIX}-t{seq}", source="synthetic-control", seq=seq, time_ns=time_ns,
@@ -32,7 +32,7 @@ def _table(seq: int, time_ns: int, principal: str, epoch: int = 0, **signals: ob
                         detail={"global_epoch": 1, "signals": ctx})
 
 
-def _decision(seq: int, time_ns: int, principal: str, action: str, resource: str, allowed: bool,
+def decision(seq: int, time_ns: int, principal: str, action: str, resource: str, allowed: bool,
               reason: str, notional: float = 0.0, symbol: str | None = None, epoch: int = 0) -> AuditEventV1:
     row = (principal, action, resource, allowed, reason, epoch, (), "", "", None,
            time_ns / 1e9, notional, symbol)
@@ -46,26 +46,26 @@ def paper_trading(topology: Topology, service: str, *, seconds: int = 60, start_
     svc = topology.services[service]
     key = topology.spiffe_id(service)
     seq = 0
-    yield _table(1, int(start_s * 1e9), key)
+    yield table_compiled(1, int(start_s * 1e9), key)
     for target in ("svc/market-data", "svc/pre-trade-risk"):
         seq += 1
-        yield _decision(seq, int(start_s * 1e9) + seq, key, "connect", target, False, "policy.no_permit")
+        yield decision(seq, int(start_s * 1e9) + seq, key, "connect", target, False, "policy.no_permit")
     symbols = sorted(svc.symbols)
     for second in range(seconds):
         base = int((start_s + second) * 1e9)
         for sym in symbols:
             for tick in range(rng.randint(5, 20)):
                 seq += 1
-                yield _decision(seq, base + tick * 1000 + seq, key, "subscribe", f"md/{sym}", False,
+                yield decision(seq, base + tick * 1000 + seq, key, "subscribe", f"md/{sym}", False,
                                 "enforcement.not_in_table")
         for order in range(rng.randint(0, 8)):
             seq += 1
             sym = rng.choice(symbols)
-            yield _decision(seq, base + 500_000_000 + order * 1000, key, "submit_order", "risk/orders", False,
+            yield decision(seq, base + 500_000_000 + order * 1000, key, "submit_order", "risk/orders", False,
                             "policy.no_permit", float(rng.randrange(1_000, 120_000)), sym)
         if second % 10 == 0:
             seq += 1
-            yield _decision(seq, base + 900_000_000, key, "cancel_order", "risk/orders", False, "policy.no_permit",
+            yield decision(seq, base + 900_000_000, key, "cancel_order", "risk/orders", False, "policy.no_permit",
                             0.0, rng.choice(symbols))
 
 
@@ -75,13 +75,13 @@ def floor_day(topology: Topology, count: int, *, start_s: float = 1_700_000_000.
     rng = rng or random.Random(11)
     flows = sorted((topology.resolve(f.principal).key, f.action, f.resource) for f in topology.flows
                    if not f.principal.startswith("role:"))
-    keys = sorted({f[0] for f in flows})
+    keys = sorted(topology.spiffe_id(name) for name in topology.services)
     seq = 0
     for key in keys:
         seq += 1
-        yield _table(seq, int(start_s * 1e9), key)
+        yield table_compiled(seq, int(start_s * 1e9), key)
         seq += 1
-        yield _table(seq, int((start_s + 1) * 1e9), key, epoch=1, risk_score=75)
+        yield table_compiled(seq, int((start_s + 1) * 1e9), key, epoch=1, risk_score=75)
     resources = sorted(topology.resources)
     symbols = topology.symbols
     for n in range(count):
@@ -91,15 +91,15 @@ def floor_day(topology: Topology, count: int, *, start_s: float = 1_700_000_000.
             p = rng.choice(keys)
             r = rng.choice(resources)
             a = topology.resources[r].actions[0]
-            yield _decision(n + 1, t, p, a, r, False, "enforcement.not_in_table")
+            yield decision(n + 1, t, p, a, r, False, "enforcement.not_in_table")
             continue
         p, a, r = flows[rng.randrange(len(flows))]
         notional = float(rng.randrange(100, 200_000, 100)) if a == "submit_order" else 0.0
         symbol = rng.choice(symbols) if a == "submit_order" else None
         if roll < 0.03:  # the principal's risk rose (epoch 1): the guards deny what they cover
-            yield _decision(n + 1, t, p, a, r, False, "policy.forbid", notional, symbol, epoch=1)
+            yield decision(n + 1, t, p, a, r, False, "policy.forbid", notional, symbol, epoch=1)
         else:
-            yield _decision(n + 1, t, p, a, r, True, "policy.allow", notional, symbol)
+            yield decision(n + 1, t, p, a, r, True, "policy.allow", notional, symbol)
 
 
 def write(directory: str | Path, events: Iterable[AuditEventV1], *, batch: int = 20_000) -> int:
