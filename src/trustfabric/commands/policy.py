@@ -4,15 +4,31 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import msgspec
 import typer
 from rich.table import Table
 
-from trustfabric.commands.common import console, err_console, fail, refusals_exit
+from trustfabric.commands.common import (
+    console,
+    err_console,
+    fail,
+    offline_operator_authority,
+    operator_credential,
+    operator_plane,
+    refusals_exit,
+)
+from trustfabric.identity.plane import IdentityPlane
+from trustfabric.policy.bundle import REQUIRED_APPROVERS, Bundle, PolicyVersions, SigningKeys
+from trustfabric.policy.bundle import decode as decode_bundle
+from trustfabric.policy.bundle import encode as encode_bundle
 from trustfabric.policy.engine import PolicyEngine
-from trustfabric.policy.errors import PolicyLoadError
+from trustfabric.policy.errors import BundleError, PolicyLoadError
+from trustfabric.policy.lifecycle import SIGNING_KEY_DIR, PolicyLifecycle
 from trustfabric.policy.impact import impact
 from trustfabric.policy.suggest import DEFAULT_HEADROOM, suggest
 from trustfabric.policy.testcases import run_cases
@@ -64,7 +80,7 @@ def test(directory: Path = typer.Argument(..., help="Policy directory with test 
 
 def _active_dir() -> Path:
     """The directory of the set in force: the active signed bundle's, else the policies folder."""
-    return DEFAULT_DIR
+    return _versions().active_dir() or DEFAULT_DIR
 
 
 def _live_engine(directory: Path, firm: str | None) -> PolicyEngine:
@@ -237,3 +253,125 @@ def impact_cmd(
                       f"(replayed healthy), {report.skipped} unknown to both sets", highlight=False)
     if report.high_risk:
         raise fail("policy.impact.high_risk", "a deny->allow flip touches a high-risk resource", code=2)
+
+
+# ---------------------------------------------------------------- signed bundles
+def _versions() -> PolicyVersions:
+    from trustfabric.home import sub_dir
+
+    return PolicyVersions(sub_dir("policy"))
+
+
+@contextmanager
+def _lifecycle() -> Iterator[tuple[PolicyLifecycle, IdentityPlane]]:
+    """The lifecycle applied by this command (no floor running): the store's people, keys and versions."""
+    from trustfabric.home import home_dir
+
+    with operator_plane() as plane:
+        yield PolicyLifecycle(_versions(), SigningKeys(plane.store), offline_operator_authority(plane),
+                              plane.emitter, home_dir() / "operator" / SIGNING_KEY_DIR), plane
+
+
+def _read_bundle(path: Path) -> Bundle:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read {path}: {exc}", reason="policy.bundle.io") from None
+    return decode_bundle(data)
+
+
+def _write_bundle(path: Path, bundle: Bundle) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(encode_bundle(bundle))
+    tmp.replace(path)
+
+
+@app.command("bundle")
+def bundle_cmd(
+    directory: Path = typer.Argument(..., help="Policy directory to bundle (schema, policies, floor.toml, tests)."),
+    out: Path = typer.Option(..., "--out", help="Bundle file to write."),
+    version: int = typer.Option(None, help="Version number (default: the next after the store's history)."),
+    reason: str = typer.Option("", help="Why this change (recorded in the manifest and the audit log)."),
+    user: str = typer.Option(None, "--user", help="The author (default: the logged-in operator)."),
+    totp: str = typer.Option(None, "--totp", help="The author's TOTP code."),
+) -> None:
+    """Bundle a policy directory with a manifest of SHA-256 digests, signed by its author."""
+    with refusals_exit(), _lifecycle() as (life, plane):
+        credential = operator_credential(user, totp=totp, action="policy.bundle", target=str(directory))
+        bundle = life.author(directory, credential, now=plane.clock.now(), reason=reason, version=version)
+        _write_bundle(out, bundle)
+    console.print(f"[green]bundled[/] version {bundle.version} by {bundle.manifest.author}: {len(bundle.files)} files, "
+                  f"digest {bundle.digest[:16]} -> {out}; needs {REQUIRED_APPROVERS} approvers", highlight=False)
+
+
+@app.command("sign")
+def sign_cmd(
+    file: Path = typer.Argument(..., help="Bundle file (signed in place)."),
+    reason: str = typer.Option("", help="Why you approve."),
+    user: str = typer.Option(None, "--user", help="The approver (default: the logged-in operator)."),
+    totp: str = typer.Option(None, "--totp", help="A fresh TOTP code (required)."),
+) -> None:
+    """Add your approver signature (Ed25519, your key made at your first signature); a fresh TOTP is required."""
+    with refusals_exit(), _lifecycle() as (life, plane):
+        bundle = _read_bundle(file)
+        credential = operator_credential(user, totp=totp, action="policy.sign",
+                                         target=f"v{bundle.version}:{bundle.digest[:16]}")
+        signed = life.sign(bundle, credential, now=plane.clock.now(), reason=reason)
+        _write_bundle(file, signed)
+    console.print(f"[green]signed[/] version {signed.version} ({signed.digest[:16]}); approvers: "
+                  f"{', '.join(signed.approvers())}", highlight=False)
+
+
+@app.command("activate")
+def activate_cmd(
+    file: Path = typer.Argument(..., help="A signed bundle file."),
+    reason: str = typer.Option("", help="Why (recorded in the history and the audit log)."),
+    user: str = typer.Option(None, "--user", help="The operator (default: the logged-in operator)."),
+    totp: str = typer.Option(None, "--totp", help="A fresh TOTP code (required)."),
+) -> None:
+    """Make a signed bundle the active policy version (refused unless signed, intact, newer, tests passing)."""
+    with refusals_exit():
+        bundle = _read_bundle(file)
+        target = f"v{bundle.version}:{bundle.digest[:16]}"
+        credential = operator_credential(user, totp=totp, action="policy.activate", target=target)
+        with _lifecycle() as (life, plane):
+            done = life.activate(bundle, credential, now=plane.clock.now(), reason=reason)
+    console.print(f"[green]active[/] version {done.entry['version']} ({bundle.digest[:16]}); a floor started now "
+                  "serves it", highlight=False)
+
+
+@app.command("rollback")
+def rollback_cmd(
+    version: int = typer.Argument(None, help="A version of the signed history (default: the one active before)."),
+    reason: str = typer.Option("", help="Why (recorded in the history and the audit log)."),
+    user: str = typer.Option(None, "--user", help="The operator (default: the logged-in operator)."),
+    totp: str = typer.Option(None, "--totp", help="A fresh TOTP code (required)."),
+) -> None:
+    """Roll back to a prior signed version: explicit, audited, one command."""
+    with refusals_exit():
+        credential = operator_credential(user, totp=totp, action="policy.rollback",
+                                         target=f"v{version}" if version else "previous")
+        with _lifecycle() as (life, plane):
+            done = life.rollback(version, credential, now=plane.clock.now(), reason=reason)
+    console.print(f"[green]rolled back[/] to version {done.entry['version']} ({done.entry['digest'][:16]})",
+                  highlight=False)
+
+
+@app.command("history")
+def history_cmd(as_json: bool = typer.Option(False, "--json", help="JSON lines instead of a table.")) -> None:
+    """The signed policy versions activated, newest last, and which one is active."""
+    with refusals_exit():
+        versions = _versions()
+        history = versions.history()
+        active = versions.active_version()
+    if as_json:
+        for entry in history:
+            typer.echo(json.dumps(entry))
+        return
+    out = Table("version", "kind", "by", "author", "approvers", "at (UTC)", "why", "digest",
+                title=f"policy versions (active: {active or 'none: the policies folder'})")
+    for entry in history:
+        at = datetime.fromtimestamp(entry["at"], timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        out.add_row(str(entry["version"]) + (" *" if entry["version"] == active else ""), entry["kind"], entry["by"],
+                    entry["author"], ", ".join(entry["approvers"]), at, entry.get("reason", ""), entry["digest"][:16])
+    console.print(out)

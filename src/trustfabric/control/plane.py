@@ -45,6 +45,7 @@ from trustfabric.identity.revocation import RevocationEntry
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy.decision import DecisionTable, Invalidation
+from trustfabric.policy.bundle import PolicyVersions, SigningKeys
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.topology import Topology
 from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
@@ -92,6 +93,12 @@ class ControlPlane:
         self.spool = Spool(self.home / "spool" / SOURCE, SOURCE, clock=clock)
         self.emitter = Emitter(SOURCE, self.spool, clock, start_seq=self.spool.emitter_start_seq())
         policies = Path(policies)
+        # A signed policy version activated in the store is what the floor serves (re-verified here: an
+        # altered store refuses to start rather than serve unsigned policy).
+        self.policy_versions = PolicyVersions(self.home / "policy")
+        active = self.policy_versions.active_bundle(SigningKeys(self.identity.store).all())
+        if active is not None:
+            policies = active[1]
         manifest = policies / "floor.toml"
         self.topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
         self.trust_domain = self.topology.trust_domain
@@ -124,6 +131,7 @@ class ControlPlane:
         self.counters = {"joins": 0, "join_refusals": 0, "tokens": 0, "token_refusals": 0, "tables": 0,
                          "table_refusals": 0, "renewals": 0, "security_events": 0}
         self.alerts: list[Any] = []
+        self._recorded_tables: dict[str, DecisionTable] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -285,11 +293,24 @@ class ControlPlane:
             # a person's still-valid login tokens are refused here, at every session open
             raise ControlRefused(f"{principal} is quarantined", reason=PRINCIPAL_QUARANTINED)
         table = self.engine.decision_table(principal, min(now, self.clock.now()))
+        self._record_table(table)
         owned = {rid for rid, r in self.topology.resources.items() if r.owner == service}
         entries = {k: v for k, v in table.entries.items() if k[1] in owned}
         self.counters["tables"] += 1
         return DecisionTable(table.principal, table.epoch, table.global_epoch, table.issued_at, table.expires_at,
                              entries)
+
+    def _record_table(self, table: DecisionTable) -> None:
+        """Audit the signals a newly compiled table saw: its decisions' context, for replays (policy impact)."""
+        if self._recorded_tables.get(table.principal) is table:
+            return
+        signals = self.engine.table_signals(table)
+        if signals is None:
+            return
+        self._recorded_tables[table.principal] = table
+        self.emitter.emit(Kind.POLICY_TABLE, principal=table.principal, epoch=table.epoch,
+                          detail={"global_epoch": table.global_epoch, "signals": signals,
+                                  "policy": self.engine.info.digest if self.engine.info else ""})
 
     # ------------------------------------------------------------------ push and detection
     def subscribe(self, listener: Listener) -> Callable[[], None]:

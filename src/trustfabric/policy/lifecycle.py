@@ -46,6 +46,8 @@ from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.errors import BundleError, PolicyLoadError
 from trustfabric.policy.topology import Topology
 
+SIGNING_KEY_DIR = "policy-signing"  # under $TRUSTFABRIC_HOME/operator/: each person's private signing key
+
 
 @dataclass(frozen=True)
 class Activated:
