@@ -107,7 +107,7 @@ class PolicyLifecycle:
     def sign(self, bundle: Bundle, credential: OperatorCredential, *, now: float, reason: str = "") -> Bundle:
         """``bundle`` with the person's approver signature (TOTP fresh, not the author, not twice)."""
         detail: dict[str, Any] = {"version": bundle.version, "digest": bundle.digest, "why": reason}
-        operator = self._step(credential, "policy.sign", f"v{bundle.version}:{bundle.digest[:16]}", now)
+        operator = self._step(credential, "policy.sign", activation_target(bundle), now)
         try:
             if operator.step_up_at != now:
                 raise BundleError("a policy signature needs a TOTP code verified with it",
@@ -137,9 +137,14 @@ class PolicyLifecycle:
 
     def activate(self, bundle: Bundle, credential: OperatorCredential, *, now: float, reason: str = "",
                  engine: PolicyEngine | None = None) -> Activated:
+        operator = self._step(credential, "policy.activate", activation_target(bundle), now)
+        return self.activate_as(operator, bundle, now=now, reason=reason, engine=engine)
+
+    def activate_as(self, operator: Operator, bundle: Bundle, *, now: float, reason: str = "",
+                    engine: PolicyEngine | None = None) -> Activated:
+        """Activation for a person already authorized for ``policy.activate`` (a control plane's dispatch)."""
         detail: dict[str, Any] = {"version": bundle.version, "digest": bundle.digest, "why": reason,
                                   "active_before": None}
-        operator = self._step(credential, "policy.activate", f"v{bundle.version}:{bundle.digest[:16]}", now)
         try:
             detail["active_before"] = self.versions.active_version()
             directory = self.versions.admit(bundle, self.keys.all())
@@ -156,8 +161,13 @@ class PolicyLifecycle:
     def rollback(self, version: int | None, credential: OperatorCredential, *, now: float, reason: str = "",
                  engine: PolicyEngine | None = None) -> Activated:
         """Back to ``version`` (default: the one active before the current) of the signed history."""
+        operator = self._step(credential, "policy.rollback", rollback_target(version), now)
+        return self.rollback_as(operator, version, now=now, reason=reason, engine=engine)
+
+    def rollback_as(self, operator: Operator, version: int | None, *, now: float, reason: str = "",
+                    engine: PolicyEngine | None = None) -> Activated:
+        """Rollback for a person already authorized for ``policy.rollback`` (a control plane's dispatch)."""
         detail: dict[str, Any] = {"version": version, "why": reason}
-        operator = self._step(credential, "policy.rollback", f"v{version}" if version else "previous", now)
         try:
             if version is None:
                 history = self.versions.history()
@@ -179,3 +189,12 @@ class PolicyLifecycle:
         self._audit(operator.name, "policy.rollback", True, "policy.bundle.rolled_back",
                     dict(detail, digest=bundle.digest, global_epoch=epoch, live=engine is not None))
         return Activated(entry, epoch)
+
+
+def activation_target(bundle: Bundle) -> str:
+    """The target an activation is authorized (and proven) for: the version and its digest."""
+    return f"v{bundle.version}:{bundle.digest[:16]}"
+
+
+def rollback_target(version: int | None) -> str:
+    return f"v{version}" if version else "previous"
