@@ -90,11 +90,9 @@ def _open(directory: Path) -> SQLiteAuditStore:
 
 
 def _events(store: SQLiteAuditStore) -> Iterator[_Slim]:
-    for record in store.records():
-        if record.kind not in (Kind.DECISION, Kind.POLICY_TABLE):
-            continue
+    for data in store.payloads((Kind.DECISION, Kind.POLICY_TABLE)):
         try:
-            yield _decode(record.data)
+            yield _decode(data)
         except (msgspec.DecodeError, msgspec.ValidationError):
             continue  # audit verify reports damaged records; a replay skips them
 
@@ -128,29 +126,62 @@ def read(directory: str | Path, *, since_s: float | None = None, principal: str 
     for compiled in tables.values():
         compiled.sort(key=lambda t: t[0])
     times = {p: [t[0] for t in c] for p, c in tables.items()}
+    interned: dict[Signals | None, int] = {None: 0}
+    by_id: list[Signals | None] = [None]
+    joined: dict[tuple[str, int, int], int] = {}  # (principal, epoch, compiles before) -> signals id
+
+    def signals_id(d: _Slim) -> int:
+        own = signals_key(d.detail.get("signals")) if "signals" in d.detail else None
+        if own is None:
+            compiled = tables.get(d.principal)
+            if not compiled:
+                return 0
+            i = bisect.bisect_right(times[d.principal], d.time_ns)
+            jkey = (d.principal, d.epoch, i)
+            sid = joined.get(jkey)
+            if sid is not None:
+                return sid
+            same = [c for c in compiled[:i] if c[1] == d.epoch]
+            pick = same[-1] if same else (compiled[i - 1] if i else None)
+            own = pick[2] if pick else None
+        else:
+            jkey = None
+        sid = interned.get(own)
+        if sid is None:
+            sid = interned[own] = len(by_id)
+            by_id.append(own)
+        if jkey is not None:
+            joined[jkey] = sid
+        return sid
+
+    folded: dict[tuple, list] = {}  # (p, a, r, notional, symbol, signals id) -> [count, allowed, reason]
+    per_second = out.per_second
+    first = None
     for d in decisions:
         if start is not None and d.time_ns < start:
             continue
-        signals = signals_key(d.detail.get("signals"))
-        if signals is None and d.principal in tables:
-            compiled = tables[d.principal]
-            i = bisect.bisect_right(times[d.principal], d.time_ns)
-            same = [c for c in compiled[:i] if c[1] == d.epoch]
-            pick = same[-1] if same else (compiled[i - 1] if i else None)
-            signals = pick[2] if pick else None
         notional = d.detail.get("notional", 0) or 0
         symbol = d.detail.get("symbol")
-        cls = RequestClass(d.principal, d.action, d.resource,
-                           float(notional) if isinstance(notional, (int, float)) else 0.0,
-                           symbol if isinstance(symbol, str) else None, signals)
-        out.classes[cls] = out.classes.get(cls, 0) + 1
+        key = (d.principal, d.action, d.resource, float(notional) if isinstance(notional, (int, float)) else 0.0,
+               symbol if isinstance(symbol, str) else None, signals_id(d))
+        entry = folded.get(key)
+        if entry is None:
+            entry = folded[key] = [0, 0, ""]
+        entry[0] += 1
         if d.decision == "allow":
-            out.allowed[cls] = out.allowed.get(cls, 0) + 1
-        out.reasons[cls] = d.reason
+            entry[1] += 1
+        entry[2] = d.reason
         if per_second:
             sec = (d.principal, d.action, d.resource, d.time_ns // 1_000_000_000)
-            out.per_second[sec] = out.per_second.get(sec, 0) + 1
+            per_second[sec] = per_second.get(sec, 0) + 1
+        first = d.time_ns if first is None or d.time_ns < first else first
         out.decisions += 1
-        out.first_ns = d.time_ns if not out.first_ns else min(out.first_ns, d.time_ns)
         out.last_ns = max(out.last_ns, d.time_ns)
+    out.first_ns = first or 0
+    for (p, a, r, notional, symbol, sid), (count, allowed, reason) in folded.items():
+        cls = RequestClass(p, a, r, notional, symbol, by_id[sid])
+        out.classes[cls] = count
+        if allowed:
+            out.allowed[cls] = allowed
+        out.reasons[cls] = reason
     return out
