@@ -30,6 +30,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "audit": ("trustfabric.commands.audit", "The audit log: verify, prove, query, compliance reports."),
     "response": ("trustfabric.commands.response", "Alerts, quarantine and release."),
     "floor": ("trustfabric.commands.floor", "The running floor: kill switch (halt, reduce, resume)."),
+    "fix": ("trustfabric.commands.fix", "FIX clients of the gateway (README: 'Connecting a FIX client')."),
 }
 SINGLE: dict[str, str] = {
     "sidecar": "trustfabric.commands.sidecar",

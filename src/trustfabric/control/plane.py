@@ -8,6 +8,15 @@ loaded from ``policies/`` with a live :class:`~trustfabric.signals.hub.SignalHub
 host of the topology. It has no sockets (``server.py`` is its shell); every method
 takes plain values, and time comes from the injected clock.
 
+Lifetimes: workload certificates live ``leaf_ttl_s`` (``trustfabric up --cert-ttl``);
+a posture report counts for ``posture_max_age_s`` (the trust domain's minimum by
+default), at the CA and in the policy context alike. The plane's own certificate
+has the same lifetime and is renewed at half of it (:meth:`rotate_own_certificate`,
+called by the launcher's maintenance loop, which also has every host's agent
+report again before the hub's verdicts go stale: :meth:`refresh_posture`). The
+agents' sockets, through which workloads get fresh reports for their renewals, are
+served by the launcher (:mod:`trustfabric.signals.agent_socket`).
+
 * :meth:`join` - the bootstrap exchange: a one-time join token for exactly that
   SPIFFE ID, the code digest promoted *for that service* in its trust domain, a
   fresh signed posture report, a CSR -> an attested certificate (the attesting
@@ -38,7 +47,7 @@ from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control.errors import BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
 from trustfabric.errors import TrustFabricError
-from trustfabric.identity.attestation import AttestationRequest
+from trustfabric.identity.attestation import AttestationRequest, AttestingIssuer
 from trustfabric.identity.certs import certs_to_pem, load_certificate
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.revocation import RevocationEntry
@@ -56,7 +65,8 @@ from trustfabric.response.incidents import Incident
 from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.hub import SignalHub
 from trustfabric.signals.market import MarketCalendar
-from trustfabric.signals.posture import decode_signed, encode_signed
+from trustfabric.signals.posture import DEFAULT_SECURITY_AGENTS, decode_signed, encode_signed, requirements_for_domain
+from trustfabric.transport.tls import RotatingCredentials
 
 SOURCE = "control-plane"
 CONTROL_SEGMENT = "control"
@@ -85,10 +95,10 @@ class ControlPlane:
     """The floor's control plane (one per floor); thread-safe where its callers need it."""
 
     def __init__(self, home: Path | str, *, policies: Path | str = DEFAULT_POLICIES, clock: Clock = SYSTEM_CLOCK,
-                 leaf_ttl_s: int = 3600) -> None:
+                 leaf_ttl_s: int = 3600, posture_max_age_s: float | None = None) -> None:
         self.home = Path(home)
         self.clock = clock
-        self.leaf_ttl_s = leaf_ttl_s
+        self.leaf_ttl_s = int(leaf_ttl_s)
         self.identity = IdentityPlane(self.home, clock=clock)
         self.spool = Spool(self.home / "spool" / SOURCE, SOURCE, clock=clock)
         self.emitter = Emitter(SOURCE, self.spool, clock, start_seq=self.spool.emitter_start_seq())
@@ -100,25 +110,31 @@ class ControlPlane:
         if active is not None:
             policies = active[1]
         manifest = policies / "floor.toml"
-        self.topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+        manifest = manifest if manifest.exists() else Topology.default_path()
+        self.topology = Topology.load(manifest)
         self.trust_domain = self.topology.trust_domain
         self.identity.init(self.topology.firm)
-        self.hub = SignalHub(self.topology, clock=clock, emitter=self.emitter,
+        minimum = requirements_for_domain(self.trust_domain, manifest)  # the hosts' declared requirements
+        if posture_max_age_s is not None:
+            minimum = minimum.with_max_age(posture_max_age_s)
+        self.posture_minimum = minimum
+        self.hub = SignalHub(self.topology, clock=clock, emitter=self.emitter, posture_minimum=minimum,
                              calendar=MarketCalendar.around_the_clock())
         self.engine = PolicyEngine.from_dir(policies, topology=self.topology, signals=self.hub, clock=clock)
         self.agents: dict[str, HostPostureAgent] = {}
         for host in sorted({svc.host for svc in self.topology.services.values()}):
-            agent = HostPostureAgent(host)
+            agent = HostPostureAgent(host, watch=DEFAULT_SECURITY_AGENTS + minimum.for_host(host).security_agents)
             agent.register(self.hub.host_keys)
-            self.identity.register_host(host, agent._key.public_key())
+            self.identity.register_host(host, agent.public_key)
             self.agents[host] = agent
         self.refresh_posture()
         self.joins = JoinTokens()
-        self.issuer = self.identity.attesting_issuer()
+        self.issuer = AttestingIssuer(self.identity.cas(), self.identity.releases, self.identity.host_keys(),
+                                      self.identity.emitter, minimums={self.trust_domain: minimum})
         self.tokens = self.identity.token_issuer()
         self.control_id = f"spiffe://{self.trust_domain}/{CONTROL_SEGMENT}/{CONTROL_NAME}"
-        self.credentials = issue_for_test(self.identity.ca(self.trust_domain), self.control_id, clock.now(),
-                                          leaf_ttl_s)
+        self.credential_source = RotatingCredentials(
+            issue_for_test(self.identity.ca(self.trust_domain), self.control_id, clock.now(), self.leaf_ttl_s))
         self.containment = Containment(RevocationSetRevoker(self.identity.revocations, clock),
                                        SignalHubPolicyControl(self.hub, self.engine),
                                        risk=SignalHubRiskSink(self.hub), emitter=self.emitter, clock=clock)
@@ -129,7 +145,8 @@ class ControlPlane:
         self.engine.bus.subscribe(self._publish)
         self.identity.revocations.subscribe(self._publish)
         self.counters = {"joins": 0, "join_refusals": 0, "tokens": 0, "token_refusals": 0, "tables": 0,
-                         "table_refusals": 0, "renewals": 0, "security_events": 0}
+                         "table_refusals": 0, "renewals": 0, "renewal_refusals": 0, "security_events": 0,
+                         "own_rotations": 0, "expired_cert_uses": 0}
         self.alerts: list[Any] = []
         self._recorded_tables: dict[str, DecisionTable] = {}
 
@@ -137,6 +154,22 @@ class ControlPlane:
     def close(self) -> None:
         self.spool.close()
         self.identity.close()
+
+    @property
+    def credentials(self) -> Any:
+        """The plane's current certificate and key (:meth:`rotate_own_certificate` replaces them)."""
+        return self.credential_source.current()
+
+    def rotate_own_certificate(self, now: float | None = None) -> bool:
+        """A new certificate for the plane once half of the current one's lifetime has passed."""
+        now = self.clock.now() if now is None else now
+        current = self.credentials
+        if now < current.not_before + (current.not_after - current.not_before) / 2:
+            return False
+        fresh = issue_for_test(self.identity.ca(self.trust_domain), self.control_id, now, self.leaf_ttl_s)
+        self.credential_source.replace(fresh)
+        self.counters["own_rotations"] += 1
+        return True
 
     def refresh_posture(self) -> None:
         """Every host's agent reports again (the hub's verdicts go stale after the posture max age)."""
@@ -228,17 +261,21 @@ class ControlPlane:
     def renew(self, caller: str, csr_pem: bytes, posture: bytes) -> tuple[bytes, bytes]:
         """A new certificate for an already attested caller (rotation), posture checked again."""
         now = self.clock.now()
-        service = self._service_of(caller)
-        digests = [r.digest for r in self.identity.releases.list(self.trust_domain) if r.name == service]
-        if not digests:
-            raise BootstrapRefused(f"no release of {service}", reason="attest.unpromoted_digest")
         try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-            signed = decode_signed(posture) if posture else None
-        except (ValueError, TrustFabricError) as exc:
-            raise BootstrapRefused(f"unreadable CSR or posture: {exc}", reason="bootstrap.bad_request") from None
-        cert = self.issuer.issue(AttestationRequest(SpiffeId.parse(caller), csr, digests[-1], signed,
-                                                    self.leaf_ttl_s), now)
+            service = self._service_of(caller)
+            digests = [r.digest for r in self.identity.releases.list(self.trust_domain) if r.name == service]
+            if not digests:
+                raise BootstrapRefused(f"no release of {service}", reason="attest.unpromoted_digest")
+            try:
+                csr = x509.load_pem_x509_csr(csr_pem)
+                signed = decode_signed(posture) if posture else None
+            except (ValueError, TrustFabricError) as exc:
+                raise BootstrapRefused(f"unreadable CSR or posture: {exc}", reason="bootstrap.bad_request") from None
+            cert = self.issuer.issue(AttestationRequest(SpiffeId.parse(caller), csr, digests[-1], signed,
+                                                        self.leaf_ttl_s), now)
+        except TrustFabricError:
+            self.counters["renewal_refusals"] += 1
+            raise
         self.counters["renewals"] += 1
         ca = self.identity.ca(self.trust_domain)
         return certs_to_pem([cert]) + ca.chain_pem(), ca.bundle_pem(now)

@@ -95,13 +95,16 @@ class ControlServer:
         self._unsubscribe = None
         self._results: dict[str, asyncio.Future] = {}
         self._command_ids = 0
+        self._bootstrap_ctx: tuple[str, Any] | None = None
 
     async def start(self, host: str = "127.0.0.1") -> "ControlServer":
         if self.plane is not None:  # zero-trust (checked in __init__)
-            ctx = bootstrap_context(self.plane.credentials)
+            ctx = self._bootstrap_context()
+            # every handshake switches to the context of the plane's current certificate (it rotates)
+            ctx.sni_callback = lambda sslobj, _name, _ctx: setattr(sslobj, "context", self._bootstrap_context())
             self._bootstrap = await asyncio.start_server(self._serve_join, host, 0, ssl=ctx)
             self.bootstrap_port = self._bootstrap.sockets[0].getsockname()[1]
-            tls = TLSConfig(self.plane.credentials, revocation=self.plane.identity.revocations,
+            tls = TLSConfig(self.plane.credential_source, revocation=self.plane.identity.revocations,
                             clock=self.plane.clock)
             self._unsubscribe = self.plane.subscribe(self._push)
         else:
@@ -111,6 +114,19 @@ class ControlServer:
                                           emitter=self.plane.emitter if self.plane else None).start(host, 0)
         self.control_port = self._control.port
         return self
+
+    def _bootstrap_context(self) -> Any:
+        """The bootstrap's TLS context for the plane's current certificate (rebuilt when it rotates)."""
+        credentials = self.plane.credentials  # type: ignore[union-attr]
+        cached = self._bootstrap_ctx
+        if cached is None or cached[0] != credentials.fingerprint_sha256:
+            cached = self._bootstrap_ctx = (credentials.fingerprint_sha256, bootstrap_context(credentials))
+        return cached[1]
+
+    @property
+    def expired_cert_refusals(self) -> int:
+        """Handshakes at the control endpoint refused for an expired certificate."""
+        return self._control.refusals.get("cert.expired", 0) if self._control is not None else 0
 
     async def close(self) -> None:
         if self._unsubscribe is not None:
@@ -303,3 +319,5 @@ class ControlServer:
         finally:
             for conns in self.subscribers.values():
                 conns.discard(conn)
+            if zero_trust and conn.close_reason == "cert.expired":  # a channel outlived a certificate
+                plane.counters["expired_cert_uses"] += 1
