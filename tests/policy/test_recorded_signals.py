@@ -48,3 +48,17 @@ def test_a_decision_replays_with_the_signals_of_its_epochs_compile(tmp_path):
     risks = sorted(dict(cls.signals)["risk_score"] for cls in recorded.classes)
     assert risks == [0, 80] and recorded.decisions == 2
     assert signals_key(None) is None
+
+
+def test_the_token_service_records_an_allowed_connection_as_a_decision(tmp_path):
+    plane = ControlPlane(tmp_path, clock=FakeClock(1_790_000_000.0))
+    try:
+        sink = MemorySink()
+        plane.emitter = Emitter(SOURCE, sink, plane.clock)
+        algo = plane.topology.spiffe_id("algo-meanrev")
+        plane.token_for(algo, plane.credentials.cert_der, "pre-trade-risk")
+        [event] = [e for e in sink.of_kind(Kind.DECISION) if e.action == "connect"]
+        assert (event.principal, event.resource, event.decision) == (algo, "svc/pre-trade-risk", "allow")
+        assert event.policy_ids == ("algo-meanrev.connect",)
+    finally:
+        plane.close()

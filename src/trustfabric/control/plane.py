@@ -317,6 +317,10 @@ class ControlPlane:
             raise ControlRefused(f"{caller} may not connect to {audience}", reason="control.audience_not_permitted")
         audience_id = self.topology.spiffe_id(audience)
         token = self.tokens.issue(caller, audience_id, now, TOKEN_TTL_S, cert_der=cert_der)
+        # the allow is a decision too (policy suggest learns the connections a workload uses from it)
+        self.emitter.emit(Kind.DECISION, principal=caller, action="connect", resource=resource, decision="allow",
+                          reason=decision.reason, epoch=decision.epoch, policy_ids=decision.policy_ids,
+                          detail={"at": "token-service"})
         self.counters["tokens"] += 1
         return token, audience_id
 

@@ -27,6 +27,7 @@ import msgspec
 from trustfabric.audit.events import Kind
 from trustfabric.audit.log import DB_FILE, SQLiteAuditStore
 from trustfabric.policy.errors import RecordedError
+from trustfabric.policy.topology import ACTIONS
 
 _SIGNAL_KEYS = ("posture_ok", "quarantined", "threat_match", "risk_score", "kill_switch", "firm_kill_switch",
                 "market_open", "mfa", "step_up_age_s")
@@ -113,7 +114,7 @@ def read(directory: str | Path, *, since_s: float | None = None, principal: str 
                 key = signals_key(ev.detail.get("signals"))
                 if key is not None:
                     tables.setdefault(ev.principal, []).append((ev.time_ns, ev.epoch, key))
-            elif ev.principal and ev.action and ev.resource:
+            elif ev.principal and ev.action in ACTIONS and ev.resource:  # access decisions, not business ones
                 if principal is None or ev.principal == principal or ev.principal.endswith("/" + principal):
                     decisions.append(ev)
     finally:
