@@ -6,6 +6,7 @@ from __future__ import annotations
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.control.plane import SOURCE, ControlPlane
+from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy import synthetic
 from trustfabric.policy.recorded import read, signals_key
 from trustfabric.policy.topology import Topology
@@ -56,7 +57,8 @@ def test_the_token_service_records_an_allowed_connection_as_a_decision(tmp_path)
         sink = MemorySink()
         plane.emitter = Emitter(SOURCE, sink, plane.clock)
         algo = plane.topology.spiffe_id("algo-meanrev")
-        plane.token_for(algo, plane.credentials.cert_der, "pre-trade-risk")
+        creds = issue_for_test(plane.identity.ca(plane.trust_domain), algo, plane.clock.now(), 600)
+        plane.token_for(algo, creds.cert_der, "pre-trade-risk")
         [event] = [e for e in sink.of_kind(Kind.DECISION) if e.action == "connect"]
         assert (event.principal, event.resource, event.decision) == (algo, "svc/pre-trade-risk", "allow")
         assert event.policy_ids == ("algo-meanrev.connect",)
