@@ -6,7 +6,8 @@ are left as they are; the others become permits in ``suggested.cedar``, grouped 
 policy per (principal, kind of flow): market-data streams per action, service connections, and
 each other resource with the actions used on it. Obligations are sized from the window with a
 stated headroom (default 1.5x): ``@max_rate`` from the busiest second of the flow,
-``@max_notional`` from the largest order, ``@symbols`` from the symbols ordered, ``@ttl`` as the
+``@max_notional`` from the largest order, ``@symbols`` from the symbols ordered and those of the
+streams it subscribed to in the window, ``@ttl`` as the
 floor's policies use (120 s for order flow, 300 s otherwise). Observed *denials* become grants only
 when asked (``grant_denied``, how a new algo is onboarded from paper trading, where it has no
 grant yet) and only when nothing but the lack of a permit denied them: a flow a guard forbade
@@ -159,7 +160,9 @@ def _grants(recorded: Recorded, flows: dict[str, set[tuple[str, str]]], topology
                 pid = f"suggested.{name}.{gkey[1].replace('/', '.')}"
             busiest = max(peak.get(k, 0) for k in keys)
             largest = max(notional.get(k, 0.0) for k in keys)
-            ordered = sorted(set().union(*(symbols.get(k, set()) for k in keys)))
+            # the symbols it ordered, and those of the streams it subscribed to (what it may trade on)
+            watched = {topology.resources[r].symbol for a, r in flows[name] if a == "subscribe"}
+            ordered = sorted(set().union(*(symbols.get(k, set()) for k in keys)) | watched)
             orders = bool(set(actions) & ORDER_ACTIONS)
             out.append(Grant(
                 policy_id=pid, principal=name, segment=svc.segment, actions=actions, resources=resources,
