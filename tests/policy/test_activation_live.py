@@ -7,6 +7,8 @@ from __future__ import annotations
 import pyotp
 import pytest
 
+from tests.enforcement.fakes import FakeTokenVerifier, make_peer, make_token
+from tests.policy.lifecycle_fixtures import NEW_ALGO, floor_with_new_algo, paper_trading_audit
 from trustfabric.clock import FakeClock
 from trustfabric.control.plane import ControlPlane
 from trustfabric.enforcement.pep import EnforcementPoint
@@ -15,8 +17,6 @@ from trustfabric.identity.operators import OperatorAuthority, OperatorCredential
 from trustfabric.policy.bundle import PolicyVersions, SigningKeys
 from trustfabric.policy.lifecycle import PolicyLifecycle
 from trustfabric.policy.suggest import suggest
-from tests.enforcement.fakes import FakeTokenVerifier, make_peer, make_token
-from tests.policy.lifecycle_fixtures import NEW_ALGO, floor_with_new_algo, paper_trading_audit
 
 PASSWORD = "correct horse battery"
 T0 = 1_790_000_000.0

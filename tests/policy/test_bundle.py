@@ -11,6 +11,7 @@ import pytest
 from argon2 import PasswordHasher, Type
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.policy.lifecycle_fixtures import POLICY_DIR
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.errors import TrustFabricError
@@ -21,10 +22,8 @@ from trustfabric.identity.users import UserDirectory, UserPolicy
 from trustfabric.policy import bundle as B
 from trustfabric.policy.bundle import PolicyVersions, SigningKeys
 from trustfabric.policy.engine import PolicyEngine
-from trustfabric.policy.errors import BundleError
 from trustfabric.policy.lifecycle import PolicyLifecycle
 from trustfabric.signals.context import StaticSignals
-from tests.policy.lifecycle_fixtures import POLICY_DIR
 
 T0 = 1_790_000_000.0
 PASSWORD = "correct horse battery"
@@ -212,7 +211,7 @@ def test_a_bundle_naming_another_floor_is_refused_live(world, tmp_path):
 
 def test_malformed_documents_are_refused():
     for data in (b"", b"{}", b"[1]", b'{"manifest": 1}', b"x" * 100):
-        _refused(lambda: B.decode(data), "policy.bundle.malformed")
+        _refused(lambda d=data: B.decode(d), "policy.bundle.malformed")
 
 
 def test_an_altered_store_is_refused_at_start(world):

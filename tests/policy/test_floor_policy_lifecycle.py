@@ -20,11 +20,11 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.people import PASSWORD, enrol
+from tests.policy.lifecycle_fixtures import POLICY_DIR
 from trustfabric.audit.log import Query, audit_dir, open_log
 from trustfabric.cli import app
 from trustfabric.policy.bundle import PolicyVersions
 from trustfabric.trading.runtime import Floor
-from tests.policy.lifecycle_fixtures import POLICY_DIR
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -37,7 +37,7 @@ def _as_newcomer(target):
     """The floor's policies with nothing granting algo-meanrev (policies, flows, its allow cases)."""
     shutil.copytree(POLICY_DIR, target)
     cedar = (target / "workloads.cedar").read_text()
-    cedar = re.sub(r'@id\("algo-meanrev\.[^"]+"\)[^;]*;\n', "", cedar, flags=re.S)
+    cedar = re.sub(r'@id\("algo-meanrev\.[^"]+"\)[^;]*;\n', "", cedar, flags=re.DOTALL)
     (target / "workloads.cedar").write_text(cedar)
     _drop_blocks(target / "floor.toml", "[[flow]]")
     for path in (target / "tests").glob("*.toml"):

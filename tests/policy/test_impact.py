@@ -8,12 +8,17 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from tests.policy.lifecycle_fixtures import (
+    NEW_ALGO,
+    POLICY_DIR,
+    floor_with_new_algo,
+    paper_trading_audit,
+)
 from trustfabric.cli import app
 from trustfabric.policy import synthetic
 from trustfabric.policy.impact import ALLOW_TO_DENY, DENY_TO_ALLOW, impact
 from trustfabric.policy.suggest import suggest
 from trustfabric.policy.topology import Topology
-from tests.policy.lifecycle_fixtures import NEW_ALGO, POLICY_DIR, floor_with_new_algo, paper_trading_audit
 
 runner = CliRunner()
 

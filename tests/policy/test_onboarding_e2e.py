@@ -10,12 +10,12 @@ import pyotp
 import pytest
 from typer.testing import CliRunner
 
+from tests.policy.lifecycle_fixtures import NEW_ALGO, floor_with_new_algo, paper_trading_audit
 from trustfabric.cli import app
 from trustfabric.clock import FakeClock
 from trustfabric.control.plane import ControlPlane
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.policy.bundle import PolicyVersions
-from tests.policy.lifecycle_fixtures import NEW_ALGO, floor_with_new_algo, paper_trading_audit
 
 runner = CliRunner()
 PASSWORD = "correct horse battery"

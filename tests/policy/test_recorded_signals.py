@@ -3,6 +3,7 @@ and a decision is joined to the compile of its principal and epoch when replayed
 
 from __future__ import annotations
 
+from tests.policy.lifecycle_fixtures import POLICY_DIR
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.control.plane import SOURCE, ControlPlane
@@ -10,7 +11,6 @@ from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy import synthetic
 from trustfabric.policy.recorded import read, signals_key
 from trustfabric.policy.topology import Topology
-from tests.policy.lifecycle_fixtures import POLICY_DIR
 
 
 def test_the_control_plane_records_each_compiled_tables_signals_once(tmp_path):

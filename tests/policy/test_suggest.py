@@ -7,6 +7,7 @@ import random
 import msgspec
 import pytest
 
+from tests.policy.lifecycle_fixtures import NEW_ALGO, floor_with_new_algo, paper_trading_audit
 from trustfabric.audit.events import Kind
 from trustfabric.policy import synthetic
 from trustfabric.policy.engine import PolicyEngine
@@ -14,7 +15,6 @@ from trustfabric.policy.errors import RecordedError
 from trustfabric.policy.suggest import SUGGESTED_FILE, suggest
 from trustfabric.policy.testcases import run_cases
 from trustfabric.policy.topology import Topology
-from tests.policy.lifecycle_fixtures import NEW_ALGO, floor_with_new_algo, paper_trading_audit
 
 
 @pytest.fixture()

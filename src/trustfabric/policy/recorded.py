@@ -18,9 +18,10 @@ class (principal, action, resource, notional, symbol, signals) with a count.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import msgspec
 

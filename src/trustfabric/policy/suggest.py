@@ -36,7 +36,6 @@ from trustfabric.policy.errors import PolicyLoadError, RecordedError
 from trustfabric.policy.recorded import Recorded, read
 from trustfabric.policy.testcases import run_cases
 from trustfabric.policy.topology import WORKLOAD, Topology
-from trustfabric.signals.context import StaticSignals
 
 SUGGESTED_FILE = "suggested.cedar"
 SUGGESTED_TESTS = "suggested.toml"

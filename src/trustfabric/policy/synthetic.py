@@ -11,8 +11,8 @@ central log directory in batches. Randomness is passed in (a seeded :class:`rand
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from trustfabric.audit.compact import decision_event
 from trustfabric.audit.events import AuditEventV1, Kind, encode_event
