@@ -47,6 +47,7 @@ BENCHES: dict[str, str] = {
     "hop": "trustfabric.commands.bench_hop",
     "audit": "trustfabric.commands.bench_audit",
     "floor": "trustfabric.commands.bench_floor",
+    "operator": "trustfabric.commands.bench_operator",
 }
 
 

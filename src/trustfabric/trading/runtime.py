@@ -421,7 +421,7 @@ class Floor:
         self.processes[name] = await self.launch(name, self.boot_line(name))
 
     def write_manifest(self) -> None:
-        data = {"mode": self.mode, "started_at": self.started_at,
+        data = {"mode": self.mode, "started_at": self.started_at, "pid": os.getpid(),
                 "control": {"control_port": self.server.control_port if self.server else 0,
                             "bootstrap_port": self.server.bootstrap_port if self.server else 0,
                             "spiffe_id": self.plane.control_id if self.plane else "",
@@ -504,7 +504,17 @@ class Floor:
             with self._plane_lock:  # not while the collector flushes its spools
                 self.plane.close()
                 self.plane = None
+        self.mark_stopped()
         await self.stop_collector()
+
+    def mark_stopped(self) -> None:
+        """The manifest says the floor stopped: commands then write the store (no control plane to ask)."""
+        try:
+            data = json.loads(self.manifest_path.read_text())
+            data["stopped_at"] = time.time()
+            self.manifest_path.write_text(json.dumps(data, indent=2))
+        except (OSError, ValueError):
+            pass  # no manifest written (a failed start): nothing names this floor
 
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self.processes.values()]

@@ -74,7 +74,7 @@ from trustfabric.identity.attestation import code_digest
 from trustfabric.identity.errors import CertificateError
 from trustfabric.identity.revocation import TOKEN_KEY, RevocationSet
 from trustfabric.identity.rotation import renewal_delay
-from trustfabric.identity.tokens import StaticJwks, TokenVerifier
+from trustfabric.identity.tokens import TokenVerifier
 from trustfabric.policy.topology import Topology
 from trustfabric.signals.agent_socket import fetch_report
 from trustfabric.signals.posture import PostureError
@@ -544,7 +544,7 @@ class ServiceRuntime:
         self.pep: EnforcementPoint | None = None
         self.server: FrameServer | None = None
         self.revocations = RevocationSet()
-        self.jwks: StaticJwks | None = None  # the token keys this service trusts (the control plane's JWKS)
+        self.jwks: control_client.LiveJwks | None = None  # the token keys this service trusts (pushed)
         self.quarantine_acks: list[str] = []
         self._perimeter_owners: set[str] = set()
         self._report_task: asyncio.Task | None = None
@@ -655,7 +655,9 @@ class ServiceRuntime:
         self._control_fp = creds.fingerprint_sha256
         subscribed = await self.control.start()
         self._apply_revocations(subscribed)
-        self.jwks = StaticJwks(msgspec.json.decode(subscribed.jwks))
+        self.jwks = self.control.jwks = control_client.LiveJwks(subscribed.jwks)  # replaced by pushes (key rotation)
+        self.control.on_jwks_refused = lambda exc: self.events.emit(
+            Kind.ALERT, principal=self.spiffe_id, action="jwks.mirror", decision="deny", reason=exc.reason)
         verifier = TokenVerifier(self.jwks, reply.issuer, clock=self.clock)
         tables = control_client.ControlTableSource(self.control)  # awaited on the control channel, never blocking
         self.tables = tables
@@ -823,6 +825,7 @@ class ServiceRuntime:
             new = control_client.ControlClient(old.host, old.port, self.tls, old.control_id, self.name)
             new.on_invalidation = self._on_invalidation
             new.on_revocation = self._on_revocation
+            new.jwks, new.on_jwks_refused = old.jwks, old.on_jwks_refused  # one key set, kept by pushes on either
             try:
                 subscribed = await new.start()
             except (TrustFabricError, OSError, asyncio.TimeoutError):
