@@ -10,12 +10,13 @@ import pytest
 from tests.enforcement.fakes import FakeTokenVerifier, make_peer, make_token
 from tests.policy.lifecycle_fixtures import NEW_ALGO, floor_with_new_algo, paper_trading_audit
 from trustfabric.clock import FakeClock
-from trustfabric.control.plane import ControlPlane
+from trustfabric.control.plane import CONFIRM_PUSH, ControlPlane
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.operators import OperatorAuthority, OperatorCredential
 from trustfabric.policy.bundle import PolicyVersions, SigningKeys
-from trustfabric.policy.lifecycle import PolicyLifecycle
+from trustfabric.policy.bundle import encode
+from trustfabric.policy.lifecycle import PolicyLifecycle, activation_target, rollback_target
 from trustfabric.policy.suggest import suggest
 
 PASSWORD = "correct horse battery"
@@ -96,3 +97,19 @@ def test_a_refused_activation_keeps_the_version_serving_and_the_epochs(floor, tm
     assert floor.plane.engine.info.digest == digest and floor.plane.engine.global_epoch == epoch
     assert not floor.pep.needs_redecide(floor.session)
     assert floor.pep.check(floor.session, "submit_order", "risk/orders", 1000.0, "KO")[0] is False
+
+
+def test_the_control_planes_operator_dispatch_activates_and_rolls_back(floor, tmp_path):
+    bundle = floor.signed_bundle(tmp_path)
+    epoch = floor.plane.engine.global_epoch
+    with pytest.raises(TrustFabricError) as exc:  # the person's request names another version
+        floor.plane.operate(floor.person("dave"), "policy.activate", "v9:0000", {"bundle": encode(bundle).decode()})
+    assert exc.value.reason == "policy.bundle.target_mismatch" and floor.plane.engine.global_epoch == epoch
+    applied = floor.plane.operate(floor.person("dave"), "policy.activate", activation_target(bundle),
+                                  {"bundle": encode(bundle).decode(), "reason": "onboard"})
+    assert applied.confirm == CONFIRM_PUSH and applied.result["version"] == "1"
+    assert floor.plane.engine.global_epoch == epoch + 1 and floor.pep.needs_redecide(floor.session)
+    assert floor.pep.check(floor.session, "submit_order", "risk/orders", 1000.0, "KO") == (True, "policy.allow")
+    with pytest.raises(TrustFabricError) as exc:  # nothing before version 1 in the signed history
+        floor.plane.operate(floor.person("dave"), "policy.rollback", rollback_target(None), {"version": ""})
+    assert exc.value.reason == "policy.bundle.not_in_history"

@@ -22,13 +22,15 @@ from trustfabric.commands.common import (
     operator_plane,
     refusals_exit,
 )
+from trustfabric.commands import operate
+from trustfabric.identity.operators import Operator
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.policy.bundle import REQUIRED_APPROVERS, Bundle, PolicyVersions, SigningKeys
 from trustfabric.policy.bundle import decode as decode_bundle
 from trustfabric.policy.bundle import encode as encode_bundle
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.errors import BundleError, PolicyLoadError
-from trustfabric.policy.lifecycle import SIGNING_KEY_DIR, PolicyLifecycle
+from trustfabric.policy.lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
 from trustfabric.policy.impact import impact
 from trustfabric.policy.suggest import DEFAULT_HEADROOM, suggest
 from trustfabric.policy.testcases import run_cases
@@ -329,15 +331,25 @@ def activate_cmd(
     user: str = typer.Option(None, "--user", help="The operator (default: the logged-in operator)."),
     totp: str = typer.Option(None, "--totp", help="A fresh TOTP code (required)."),
 ) -> None:
-    """Make a signed bundle the active policy version (refused unless signed, intact, newer, tests passing)."""
+    """Make a signed bundle the active policy version (refused unless signed, intact, newer, tests passing).
+
+    On a running floor the control plane applies it: the set is loaded and the new epoch confirmed by
+    every enforcement point before this returns. With no floor, the store records it for the next start.
+    """
     with refusals_exit():
         bundle = _read_bundle(file)
-        target = f"v{bundle.version}:{bundle.digest[:16]}"
-        credential = operator_credential(user, totp=totp, action="policy.activate", target=target)
+    target = activation_target(bundle)
+    credential = operator_credential(user, totp=totp, action="policy.activate", target=target)
+
+    def offline(operator: Operator) -> dict[str, str]:
         with _lifecycle() as (life, plane):
-            done = life.activate(bundle, credential, now=plane.clock.now(), reason=reason)
-    console.print(f"[green]active[/] version {done.entry['version']} ({bundle.digest[:16]}); a floor started now "
-                  "serves it", highlight=False)
+            done = life.activate_as(operator, bundle, now=plane.clock.now(), reason=reason)
+        return {"version": str(done.entry["version"]), "digest": done.entry["digest"]}
+
+    outcome = operate.run("policy.activate", target, {"bundle": encode_bundle(bundle).decode(), "reason": reason},
+                          credential, offline)
+    console.print(f"[green]active[/] version {outcome.result.get('version')} ({bundle.digest[:16]}) "
+                  f"{outcome.where()}", highlight=False)
 
 
 @app.command("rollback")
@@ -347,14 +359,19 @@ def rollback_cmd(
     user: str = typer.Option(None, "--user", help="The operator (default: the logged-in operator)."),
     totp: str = typer.Option(None, "--totp", help="A fresh TOTP code (required)."),
 ) -> None:
-    """Roll back to a prior signed version: explicit, audited, one command."""
-    with refusals_exit():
-        credential = operator_credential(user, totp=totp, action="policy.rollback",
-                                         target=f"v{version}" if version else "previous")
+    """Roll back to a prior signed version: explicit, audited, one command (live on a running floor)."""
+    target = rollback_target(version)
+    credential = operator_credential(user, totp=totp, action="policy.rollback", target=target)
+
+    def offline(operator: Operator) -> dict[str, str]:
         with _lifecycle() as (life, plane):
-            done = life.rollback(version, credential, now=plane.clock.now(), reason=reason)
-    console.print(f"[green]rolled back[/] to version {done.entry['version']} ({done.entry['digest'][:16]})",
-                  highlight=False)
+            done = life.rollback_as(operator, version, now=plane.clock.now(), reason=reason)
+        return {"version": str(done.entry["version"]), "digest": done.entry["digest"]}
+
+    outcome = operate.run("policy.rollback", target, {"version": str(version or ""), "reason": reason},
+                          credential, offline)
+    console.print(f"[green]rolled back[/] to version {outcome.result.get('version')} "
+                  f"({outcome.result.get('digest', '')[:16]}) {outcome.where()}", highlight=False)
 
 
 @app.command("history")

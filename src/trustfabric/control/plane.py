@@ -68,7 +68,9 @@ from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy.decision import DecisionTable, Invalidation
 from trustfabric.policy.bundle import PolicyVersions, SigningKeys
+from trustfabric.policy.bundle import decode as decode_bundle
 from trustfabric.policy.engine import PolicyEngine
+from trustfabric.policy.lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
 from trustfabric.policy.topology import Topology
 from trustfabric.control.signal_ops import SIGNAL_ACTIONS, SignalBook, apply_signal, signals_path
 from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
@@ -205,6 +207,8 @@ class ControlPlane:
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
         self.operators = OperatorAuthority.for_plane(self.identity, self.engine, emitter=self.emitter)
+        self.policy_lifecycle = PolicyLifecycle(self.policy_versions, SigningKeys(self.identity.store), self.operators,
+                                                self.emitter, self.home / "operator" / SIGNING_KEY_DIR)
         self.event_listeners: list[Callable[[AuditEventV1], None]] = []  # measurement: every reported event
         self._contain_acks: dict[str, set[str]] = {}  # principal -> points that confirmed its quarantine
         self._contain_first: dict[str, float] = {}  # principal -> when the first point confirmed it
@@ -407,6 +411,35 @@ class ControlPlane:
         self.emitter.emit(Kind.RELEASE, principal=operator.principal, action="release.promote", resource=row.digest,
                           trust_domain=domain, decision="allow", detail={"name": args.get("name", "")[:200]})
         return Applied(operator.principal, CONFIRM_NONE, {"digest": row.digest, "domain": domain})
+
+    def policy_activate_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                           ) -> Applied:
+        """``policy.activate``: a signed bundle checked, tested and loaded; the global epoch is pushed to every
+        enforcement point. The person's proof covers the target (version and digest): another bundle is refused."""
+        bundle = decode_bundle(args.get("bundle", "").encode())
+        if activation_target(bundle) != target:
+            raise ControlRefused(f"the request names {target!r}, the bundle is {activation_target(bundle)!r}",
+                                 reason="policy.bundle.target_mismatch")
+        done = self.policy_lifecycle.activate_as(operator, bundle, now=now, reason=args.get("reason", "")[:500],
+                                                 engine=self.engine)
+        return Applied(operator.principal, CONFIRM_PUSH, {"version": str(bundle.version), "digest": bundle.digest,
+                                                          "global_epoch": str(done.global_epoch)})
+
+    def policy_rollback_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                           ) -> Applied:
+        """``policy.rollback``: back to a version of the signed history, loaded and pushed like an activation."""
+        raw = args.get("version", "")
+        try:
+            version = int(raw) if raw else None
+        except ValueError:
+            raise ControlRefused(f"version {raw!r} is not a number", reason="control.bad_request") from None
+        if rollback_target(version) != target:
+            raise ControlRefused("the request's target is not its version", reason="policy.bundle.target_mismatch")
+        done = self.policy_lifecycle.rollback_as(operator, version, now=now, reason=args.get("reason", "")[:500],
+                                                 engine=self.engine)
+        return Applied(operator.principal, CONFIRM_PUSH, {"version": str(done.entry["version"]),
+                                                          "digest": done.entry["digest"],
+                                                          "global_epoch": str(done.global_epoch)})
 
     def issue_unattested_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
                             ) -> Applied:
@@ -712,6 +745,8 @@ OPERATOR_ACTIONS: dict[str, OperatorAction] = {
     "ca.issue_unattested": ControlPlane.issue_unattested_by,
     "token.rotate_key": ControlPlane.rotate_token_key_by,
     "token.revoke_key": ControlPlane.revoke_token_key_by,
+    "policy.activate": ControlPlane.policy_activate_by,
+    "policy.rollback": ControlPlane.policy_rollback_by,
 }
 
 
