@@ -46,6 +46,7 @@ class Kind:
     TOKEN_REFUSED = "token.refused"
     POLICY_LOADED = "policy.loaded"
     POLICY_REFUSED = "policy.refused"
+    POLICY_TABLE = "policy.table"  # a decision table compiled: the signals its decisions saw
     SIGNAL_CHANGED = "signal.changed"
     SIGNAL_REFUSED = "signal.refused"
     USER_LOGIN = "user.login"

@@ -263,6 +263,17 @@ class SQLiteAuditStore:
         except sqlite3.Error as exc:
             raise AuditStoreError(f"{self.path}: {exc}") from None
 
+    def payloads(self, kinds: Sequence[str]) -> Iterator[bytes]:
+        """The stored event bytes of the given kinds, in index order, streamed (replays read millions)."""
+        marks = ",".join("?" * len(kinds))
+        try:
+            cursor = self._db.execute(f"SELECT data FROM records WHERE kind IN ({marks}) ORDER BY idx", tuple(kinds))
+            while batch := cursor.fetchmany(8192):
+                for (data,) in batch:
+                    yield _blob(data)
+        except sqlite3.Error as exc:
+            raise AuditStoreError(f"{self.path}: {exc}") from None
+
     def leaf_hashes(self, start: int = 0, end: int | None = None) -> list[bytes]:
         sql = "SELECT leaf_hash FROM records WHERE idx >= ?" + (" AND idx < ?" if end is not None else "")
         args = (start,) if end is None else (start, end)

@@ -67,7 +67,10 @@ from trustfabric.identity.revocation import RevocationEntry
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy.decision import DecisionTable, Invalidation
+from trustfabric.policy.bundle import PolicyVersions, SigningKeys
+from trustfabric.policy.bundle import decode as decode_bundle
 from trustfabric.policy.engine import PolicyEngine
+from trustfabric.policy.lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
 from trustfabric.policy.topology import Topology
 from trustfabric.control.signal_ops import SIGNAL_ACTIONS, SignalBook, apply_signal, signals_path
 from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
@@ -155,6 +158,12 @@ class ControlPlane:
         self.spool = Spool(self.home / "spool" / SOURCE, SOURCE, clock=clock)
         self.emitter = Emitter(SOURCE, self.spool, clock, start_seq=self.spool.emitter_start_seq())
         policies = Path(policies)
+        # A signed policy version activated in the store is what the floor serves (re-verified here: an
+        # altered store refuses to start rather than serve unsigned policy).
+        self.policy_versions = PolicyVersions(self.home / "policy")
+        active = self.policy_versions.active_bundle(SigningKeys(self.identity.store).all())
+        if active is not None:
+            policies = active[1]
         manifest = policies / "floor.toml"
         manifest = manifest if manifest.exists() else Topology.default_path()
         self.topology = Topology.load(manifest)
@@ -198,6 +207,8 @@ class ControlPlane:
         self._lock = threading.RLock()
         self._save_lock = threading.Lock()
         self.operators = OperatorAuthority.for_plane(self.identity, self.engine, emitter=self.emitter)
+        self.policy_lifecycle = PolicyLifecycle(self.policy_versions, SigningKeys(self.identity.store), self.operators,
+                                                self.emitter, self.home / "operator" / SIGNING_KEY_DIR)
         self.event_listeners: list[Callable[[AuditEventV1], None]] = []  # measurement: every reported event
         self._contain_acks: dict[str, set[str]] = {}  # principal -> points that confirmed its quarantine
         self._contain_first: dict[str, float] = {}  # principal -> when the first point confirmed it
@@ -209,6 +220,7 @@ class ControlPlane:
                          "table_refusals": 0, "renewals": 0, "renewal_refusals": 0, "security_events": 0,
                          "own_rotations": 0, "expired_cert_uses": 0}
         self.alerts: list[Any] = []
+        self._recorded_tables: dict[str, DecisionTable] = {}
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -400,6 +412,35 @@ class ControlPlane:
                           trust_domain=domain, decision="allow", detail={"name": args.get("name", "")[:200]})
         return Applied(operator.principal, CONFIRM_NONE, {"digest": row.digest, "domain": domain})
 
+    def policy_activate_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                           ) -> Applied:
+        """``policy.activate``: a signed bundle checked, tested and loaded; the global epoch is pushed to every
+        enforcement point. The person's proof covers the target (version and digest): another bundle is refused."""
+        bundle = decode_bundle(args.get("bundle", "").encode())
+        if activation_target(bundle) != target:
+            raise ControlRefused(f"the request names {target!r}, the bundle is {activation_target(bundle)!r}",
+                                 reason="policy.bundle.target_mismatch")
+        done = self.policy_lifecycle.activate_as(operator, bundle, now=now, reason=args.get("reason", "")[:500],
+                                                 engine=self.engine)
+        return Applied(operator.principal, CONFIRM_PUSH, {"version": str(bundle.version), "digest": bundle.digest,
+                                                          "global_epoch": str(done.global_epoch)})
+
+    def policy_rollback_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                           ) -> Applied:
+        """``policy.rollback``: back to a version of the signed history, loaded and pushed like an activation."""
+        raw = args.get("version", "")
+        try:
+            version = int(raw) if raw else None
+        except ValueError:
+            raise ControlRefused(f"version {raw!r} is not a number", reason="control.bad_request") from None
+        if rollback_target(version) != target:
+            raise ControlRefused("the request's target is not its version", reason="policy.bundle.target_mismatch")
+        done = self.policy_lifecycle.rollback_as(operator, version, now=now, reason=args.get("reason", "")[:500],
+                                                 engine=self.engine)
+        return Applied(operator.principal, CONFIRM_PUSH, {"version": str(done.entry["version"]),
+                                                          "digest": done.entry["digest"],
+                                                          "global_epoch": str(done.global_epoch)})
+
     def issue_unattested_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
                             ) -> Applied:
         """``ca.issue_unattested``: the logged bypass, for the CSR the person's machine made (key stays there)."""
@@ -534,6 +575,10 @@ class ControlPlane:
             raise ControlRefused(f"{caller} may not connect to {audience}", reason="control.audience_not_permitted")
         audience_id = self.topology.spiffe_id(audience)
         token = self.tokens.issue(caller, audience_id, now, TOKEN_TTL_S, cert_der=cert_der)
+        # the allow is a decision too (policy suggest learns the connections a workload uses from it)
+        self.emitter.emit(Kind.DECISION, principal=caller, action="connect", resource=resource, decision="allow",
+                          reason=decision.reason, epoch=decision.epoch, policy_ids=decision.policy_ids,
+                          detail={"at": "token-service"})
         self.counters["tokens"] += 1
         return token, audience_id
 
@@ -547,11 +592,24 @@ class ControlPlane:
             # a person's still-valid login tokens are refused here, at every session open
             raise ControlRefused(f"{principal} is quarantined", reason=PRINCIPAL_QUARANTINED)
         table = self.engine.decision_table(principal, min(now, self.clock.now()))
+        self._record_table(table)
         owned = {rid for rid, r in self.topology.resources.items() if r.owner == service}
         entries = {k: v for k, v in table.entries.items() if k[1] in owned}
         self.counters["tables"] += 1
         return DecisionTable(table.principal, table.epoch, table.global_epoch, table.issued_at, table.expires_at,
                              entries)
+
+    def _record_table(self, table: DecisionTable) -> None:
+        """Audit the signals a newly compiled table saw: its decisions' context, for replays (policy impact)."""
+        if self._recorded_tables.get(table.principal) is table:
+            return
+        signals = self.engine.table_signals(table)
+        if signals is None:
+            return
+        self._recorded_tables[table.principal] = table
+        self.emitter.emit(Kind.POLICY_TABLE, principal=table.principal, epoch=table.epoch,
+                          detail={"global_epoch": table.global_epoch, "signals": signals,
+                                  "policy": self.engine.info.digest if self.engine.info else ""})
 
     # ------------------------------------------------------------------ push and detection
     def subscribe(self, listener: Listener) -> Callable[[], None]:
@@ -694,6 +752,8 @@ OPERATOR_ACTIONS: dict[str, OperatorAction] = {
     "ca.issue_unattested": ControlPlane.issue_unattested_by,
     "token.rotate_key": ControlPlane.rotate_token_key_by,
     "token.revoke_key": ControlPlane.revoke_token_key_by,
+    "policy.activate": ControlPlane.policy_activate_by,
+    "policy.rollback": ControlPlane.policy_rollback_by,
 }
 
 

@@ -129,12 +129,16 @@ ACTIONS: dict[str, str] = {
     "token.rotate_key": "tokens",
     "token.revoke_key": "tokens",
     "user.add": "people",
+    "policy.bundle": "policy",
+    "policy.sign": "policy",
+    "policy.activate": "policy",
+    "policy.rollback": "policy",
 }
 
 # The most dangerous actions: a TOTP code verified with the request itself, whatever the session's age
 # (guards.cedar holds the same list as ``guard.operator-step-up``; a test keeps the two equal).
 STEP_UP_ACTIONS = frozenset({"release", "signal.release", "ca.promote", "ca.issue_unattested", "killswitch.resume",
-                             "token.revoke_key"})
+                             "token.revoke_key", "policy.sign", "policy.activate", "policy.rollback"})
 
 SESSION_AUDIENCE = "operator"
 SESSION_TYP = "op+jwt"

@@ -575,6 +575,50 @@ class PolicyEngine:
             return self._deny(ref.key, action, resource, (f"policy.evaluation: {_translate(exc)}",), epoch)
         return self._interpret(active, ref, action, resource, result._authz_resp, epoch)
 
+    def evaluate_recorded(self, requests: list[tuple[str, str, str, dict]]) -> list[Decision]:
+        """Decide recorded requests, each ``(principal, action, resource, context)`` with its full recorded context.
+
+        For replays (:mod:`trustfabric.policy.impact`): the context is the one a decision saw (signals and
+        request fields, every field of the schema's ``Signals``), not today's signals. One cedarpy batch
+        for the lot; an unknown principal, action or resource, or a request the batch cannot evaluate,
+        is a deny that keeps the error, as in :meth:`decide`.
+        """
+        active = self._active
+        out: list[Decision | None] = [None] * len(requests)
+        batch: list[dict] = []
+        slots: list[tuple[int, PrincipalRef]] = []
+        for i, (principal, action, resource, ctx) in enumerate(requests):
+            if active is None:
+                out[i] = self._deny(principal, action, resource, ("policy.no_active_set: no policy set loaded",))
+                continue
+            try:
+                ref = self._resolve(principal, action, resource)
+            except RequestError as exc:
+                out[i] = self._deny(principal, action, resource, (f"{exc.reason}: {exc.detail}",))
+                continue
+            batch.append({"principal": ref.uid, "action": {"type": "Action", "id": action},
+                          "resource": {"type": "Resource", "id": resource}, "context": json.dumps(ctx)})
+            slots.append((i, ref))
+        if batch and active is not None:
+            try:
+                results = cedarpy.is_authorized_batch(batch, active.policies, active.entities)
+            except Exception as exc:  # noqa: BLE001 - foreign failure -> deny every request of the batch
+                results = None
+                for i, ref in slots:
+                    p, a, r, _ = requests[i]
+                    out[i] = self._deny(ref.key, a, r, (f"policy.evaluation: {_translate(exc)}",))
+            if results is not None:
+                for (i, ref), result in zip(slots, results):
+                    _, action, resource, _ = requests[i]
+                    out[i] = self._interpret(active, ref, action, resource, result._authz_resp,
+                                             self._epochs.get(ref.key, 0))
+        return out  # type: ignore[return-value]
+
+    def effect_of(self, policy_id: str) -> str:
+        """``permit`` or ``forbid`` for a policy ``@id`` of the set in force (``""`` when unknown)."""
+        active = self._active
+        return active.effects.get(policy_id, "") if active else ""
+
     def _interpret(self, active: _Active, ref: PrincipalRef, action: str, resource: str, resp: dict,
                    epoch: int) -> Decision:
         diag = resp.get("diagnostics") or {}
@@ -702,6 +746,13 @@ class PolicyEngine:
             if self._epochs.get(ref.key, 0) == epoch and self._global_epoch == global_epoch:
                 self._tables[ref.key] = _TableCacheEntry(table, values)
         return table
+
+    def table_signals(self, table: DecisionTable) -> dict[str, Any] | None:
+        """The signal context ``table`` was compiled with (request fields at their defaults), if still cached."""
+        entry = self._tables.get(table.principal)
+        if entry is None or entry.table is not table:
+            return None
+        return entry.signals.context()
 
     def clear_table_cache(self) -> None:
         with self._lock:

@@ -14,7 +14,12 @@ output::
     │     policy.request.unknown_resource, policy.request.malformed_context,
     │     policy.request.oversized_context, policy.request.wrong_trust_domain
     ├── PolicyTestError                       policy.test.*      (a test-case file that cannot be read)
-    └── SignalsMissing                        signal.missing     (an engine with no signal source: every read denies)
+    ├── SignalsMissing                        signal.missing     (an engine with no signal source: every read denies)
+    ├── RecordedError                         policy.recorded.*  (an audit log to suggest from / replay is unreadable)
+    └── BundleError                           policy.bundle.*    (a policy bundle refused: unsigned, tampered,
+          policy.bundle.malformed, .digest, .unsigned,          under-signed, stale; the active version keeps serving)
+          .signature, .under_signed, .same_approver, .author_signed, .unknown_approver,
+          .stale, .not_in_history, .tests_failed, .topology_mismatch, .no_active, .key
 
 Signal errors live in :mod:`trustfabric.signals.errors`. cedarpy's ``ValueError``
 and its validation results are translated into these in
@@ -52,3 +57,13 @@ class SignalsMissing(PolicyError):
     """No signal source was configured: what the engine would need to decide is unknown, so it denies."""
 
     reason = "signal.missing"
+
+
+class RecordedError(PolicyError):
+    reason = "policy.recorded.invalid"
+
+
+class BundleError(PolicyError):
+    """A policy bundle refused; nothing changed and the active version keeps serving."""
+
+    reason = "policy.bundle.refused"

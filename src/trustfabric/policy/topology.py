@@ -105,6 +105,9 @@ class Topology:
     roles: tuple[str, ...]
     resources: dict[str, Resource]
     flows: frozenset[Flow]
+    # Resource kinds whose exposure is high-risk (venues, settlement, client data, kill switch...):
+    # ``policy impact`` fails a change that newly allows any of them (``high_risk_kinds`` in floor.toml).
+    high_risk_kinds: frozenset[str] = frozenset()
     _by_key: dict[str, PrincipalRef] = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ loading
@@ -197,9 +200,12 @@ class Topology:
                         if action not in resources[t].actions:
                             raise TopologyError(f"{action} does not apply to {t}", reason="policy.topology.unknown")
                         flows.add(Flow(principal, action, t))
+        high_risk = raw.get("high_risk_kinds", [])
+        if not (isinstance(high_risk, list) and all(isinstance(k, str) for k in high_risk)):
+            raise TopologyError("high_risk_kinds must be a list of resource kinds", reason="policy.topology.malformed")
         topo = cls(
             environment=env, firm=firm_name, symbols=symbols, services=services, people=people,
-            roles=roles, resources=resources, flows=frozenset(flows),
+            roles=roles, resources=resources, flows=frozenset(flows), high_risk_kinds=frozenset(high_risk),
         )
         for svc in services.values():
             ref = PrincipalRef(
@@ -247,6 +253,7 @@ class Topology:
         topo = Topology(
             environment=self.environment, firm=self.firm, symbols=self.symbols, services=self.services,
             people=people, roles=self.roles, resources=self.resources, flows=self.flows,
+            high_risk_kinds=self.high_risk_kinds,
         )
         topo._by_key.update(self._by_key)
         topo._by_key[people[name].key] = self._person_ref(people[name])
@@ -257,6 +264,11 @@ class Topology:
 
     def principals_in_account(self, account: str) -> tuple[str, ...]:
         return tuple(r.key for r in self._by_key.values() if r.account == account)
+
+    def is_high_risk(self, resource: str) -> bool:
+        """A resource of a kind ``high_risk_kinds`` lists (an unknown resource is not one)."""
+        res = self.resources.get(resource)
+        return res is not None and res.kind in self.high_risk_kinds
 
     # ------------------------------------------------------------------ compile inputs
     def candidates(self) -> tuple[tuple[str, str], ...]:
