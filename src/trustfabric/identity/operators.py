@@ -129,12 +129,18 @@ ACTIONS: dict[str, str] = {
     "token.rotate_key": "tokens",
     "token.revoke_key": "tokens",
     "user.add": "people",
+    "data.rotate": "data",
+    "data.shred": "data",
+    "release.submit": "releases",
+    "release.approve": "releases",
+    "release.promote": "releases",
 }
 
 # The most dangerous actions: a TOTP code verified with the request itself, whatever the session's age
 # (guards.cedar holds the same list as ``guard.operator-step-up``; a test keeps the two equal).
 STEP_UP_ACTIONS = frozenset({"release", "signal.release", "ca.promote", "ca.issue_unattested", "killswitch.resume",
-                             "token.revoke_key"})
+                             "token.revoke_key", "data.rotate", "data.shred", "release.approve",
+                             "release.promote"})
 
 SESSION_AUDIENCE = "operator"
 SESSION_TYP = "op+jwt"

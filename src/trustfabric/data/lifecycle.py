@@ -1,0 +1,99 @@
+"""Key lifecycle: rotate a KEK (re-wrap data keys, no re-encryption) and crypto-shred a scope; four-eyes.
+
+Both change what data can ever be read, so both need two different people, each proven
+now with a fresh TOTP code and each allowed by Cedar (the operator actions ``data.rotate``
+and ``data.shred`` on ``Control::"data"``, step-up actions of
+:mod:`trustfabric.identity.operators`). :func:`four_eyes` asks the
+:class:`~trustfabric.identity.operators.OperatorAuthority` for each credential in turn;
+one person twice is ``data.four_eyes_same_person``. Every outcome is audited: the
+authority logs each person's decision, and the change itself is one ``ADMIN_ACTION``
+naming both.
+
+* :meth:`KeyLifecycle.rotate`: a new KEK version becomes current; every object of the
+  scope gets its data key re-wrapped under it (the ciphertext is untouched, so data stays
+  readable), then the old versions are destroyed.
+* :meth:`KeyLifecycle.shred`: every KEK version and the tokenization key of the scope are
+  overwritten and unlinked and a tombstone left: the scope's objects, wherever their
+  copies are, can no longer be opened by anyone (``data.kek_shredded``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from trustfabric.audit.events import Emitter, Kind
+from trustfabric.data.envelope import rewrap
+from trustfabric.data.errors import FourEyesRefused
+from trustfabric.data.keystore import KekStore
+from trustfabric.data.labels import Labels
+from trustfabric.data.objects import ObjectStore
+from trustfabric.identity.operators import Operator, OperatorCredential
+
+
+class Authority(Protocol):
+    def authorize(self, credential: OperatorCredential, action: str, target: str, now: float) -> Operator: ...
+
+
+def four_eyes(authority: Authority, action: str, target: str, first: OperatorCredential,
+              second: OperatorCredential | None, now: float) -> tuple[Operator, Operator]:
+    """Two different people, each authenticated with a fresh TOTP and allowed ``action`` now."""
+    if second is None:
+        raise FourEyesRefused(f"{action} needs a second person", reason="data.four_eyes_incomplete")
+    one, two = (c.user.removeprefix("user:") if isinstance(c.user, str) else "" for c in (first, second))
+    if one and one == two:
+        raise FourEyesRefused(f"{action}: {one} cannot be both people", reason="data.four_eyes_same_person")
+    a = authority.authorize(first, action, target, now)
+    b = authority.authorize(second, action, target, now)
+    if a.name == b.name:
+        raise FourEyesRefused(f"{action}: {a.name} cannot be both people", reason="data.four_eyes_same_person")
+    return a, b
+
+
+@dataclass(frozen=True)
+class Rotation:
+    segment: str
+    environment: str
+    previous: int
+    current: int
+    rewrapped: int
+
+
+class KeyLifecycle:
+    def __init__(self, keys: KekStore, objects: ObjectStore, authority: Authority, emitter: Emitter) -> None:
+        self.keys = keys
+        self.objects = objects
+        self.authority = authority
+        self.emitter = emitter
+
+    def rotate(self, segment: str, environment: str, first: OperatorCredential, second: OperatorCredential | None,
+               now: float) -> Rotation:
+        Labels("public", environment, segment)
+        target = f"{environment}/{segment}"
+        a, b = four_eyes(self.authority, "data.rotate", target, first, second, now)
+        previous, new = self.keys.rotate(segment, environment)
+        count = 0
+        for sealed in self.objects.list(environment, segment):
+            if sealed.kek_version != new.version:
+                old = self.keys.get(segment, environment, sealed.kek_version)
+                self.objects.put(rewrap(sealed, old, new))
+                count += 1
+        for version in self.keys.versions(segment, environment):
+            if version != new.version:
+                self.keys.destroy(segment, environment, version)
+        self.emitter.emit(Kind.ADMIN_ACTION, principal=a.principal, action="data.rotate", resource=target,
+                          decision="allow", trust_domain=environment,
+                          detail={"second": b.principal, "previous": previous.version, "current": new.version,
+                                  "rewrapped": count})
+        return Rotation(segment, environment, previous.version, new.version, count)
+
+    def shred(self, segment: str, environment: str, first: OperatorCredential, second: OperatorCredential | None,
+              now: float) -> list[int]:
+        Labels("public", environment, segment)
+        target = f"{environment}/{segment}"
+        a, b = four_eyes(self.authority, "data.shred", target, first, second, now)
+        versions = self.keys.shred(segment, environment, now)
+        self.emitter.emit(Kind.ADMIN_ACTION, principal=a.principal, action="data.shred", resource=target,
+                          decision="allow", trust_domain=environment,
+                          detail={"second": b.principal, "versions": versions})
+        return versions
