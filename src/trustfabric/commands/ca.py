@@ -23,6 +23,7 @@ from trustfabric.home import home_dir
 from trustfabric.identity.attestation import AttestationRequest, validate_digest
 from trustfabric.identity.errors import AttestationError, CertificateError, IdentityError
 from trustfabric.identity.plane import DEFAULT_FIRM, IdentityPlane
+from trustfabric.identity.promotion import check_direct_promotion
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import credentials_from, new_key_and_csr
 from trustfabric.signals.posture import PostureError, decode_signed
@@ -125,9 +126,10 @@ def promote(
     domain: str = typer.Option(..., "--domain", help="Trust domain the release is promoted to."),
     name: str = typer.Option("", "--name", help="Release name, for people."),
 ) -> None:
-    """Promote a release (code digest) to a trust domain: its workloads may then attest."""
+    """Promote a release (code digest) to a dev trust domain; test and prod only via ``release promote``."""
     with refusals_exit(), IdentityPlane(home_dir()) as plane:
         plane.ca(domain)
+        check_direct_promotion(domain)
         row = plane.releases.promote(domain, validate_digest(digest), plane.clock.now(), name)
         plane.emitter.emit(Kind.RELEASE, principal=_operator(), action="release.promote", resource=row.digest,
                            trust_domain=domain, decision="allow", detail={"name": name})
