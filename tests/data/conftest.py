@@ -13,7 +13,7 @@ from trustfabric.audit.events import Emitter, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.data.keyservice import KeyService, Vault, key_service_id
 from trustfabric.data.keystore import KekStore
-from trustfabric.data.lifecycle import KeyLifecycle
+from trustfabric.data.lifecycle import KeyLifecycle, four_eyes, lifecycle_target
 from trustfabric.data.objects import ObjectStore
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.identity.ca import CertificateAuthority
@@ -64,7 +64,7 @@ class World:
                                    hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
         self.totp: dict[str, pyotp.TOTP] = {}
         self.authority = OperatorAuthority(self.users, self.emitter, self.engine)
-        self.lifecycle = KeyLifecycle(self.keys, self.objects, self.authority, self.emitter)
+        self.lifecycle = KeyLifecycle(self.keys, self.objects, self.emitter)
 
     def peer(self, service: str, env: str = "prod") -> Peer:
         topo = self.engine.topology
@@ -80,6 +80,17 @@ class World:
 
     def enrol(self, name: str, role: str) -> None:
         self.totp[name] = pyotp.TOTP(self.users.enrol(name, role, PASSWORD, self.clock.now()).totp_secret)
+
+    def lifecycle_step(self, action: str, first: OperatorCredential, second: OperatorCredential | None,
+                       segment: str = "oms", env: str = "prod"):
+        """What the command does: both people through the operator authority, then the lifecycle."""
+        now = self.clock.now()
+        target = lifecycle_target(segment, env)
+        if second is None:
+            a, b = self.authority.authorize(first, f"data.{action}", target, now), None
+        else:
+            a, b = four_eyes(self.authority, f"data.{action}", target, first, second, now)
+        return getattr(self.lifecycle, action)(segment, env, a, b, now)
 
     def credential(self, name: str, *, totp: str | None = None) -> OperatorCredential:
         return OperatorCredential(user=name, password=PASSWORD, totp=totp or self.totp[name].at(self.clock.now()))

@@ -17,6 +17,7 @@ from trustfabric.identity.promotion import (
     PromotionGateway,
     check_direct_promotion,
     make_provenance,
+    release_target,
 )
 from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.identity.users import UserDirectory
@@ -48,8 +49,8 @@ class World:
                                    hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
         self.engine = PolicyEngine.from_dir(Topology.default_path().parent, signals=StaticSignals(), clock=self.clock)
         self.tests = PolicyTestOutcome(10, 0)
-        self.gateway = PromotionGateway(self.store, cas, OperatorAuthority(self.users, self.emitter, self.engine),
-                                        self.emitter, FIRM, lambda: self.tests)
+        self.authority = OperatorAuthority(self.users, self.emitter, self.engine)
+        self.gateway = PromotionGateway(self.store, cas, self.emitter, FIRM, lambda: self.tests)
         self.totp: dict[str, pyotp.TOTP] = {}
         for name, role in (("erin", "developer"), ("fred", "developer"), ("dave", "security_officer"),
                            ("sam", "security_officer")):
@@ -60,19 +61,27 @@ class World:
     def cred(self, name: str, totp: str | None = None) -> OperatorCredential:
         return OperatorCredential(user=name, password=PASSWORD, totp=totp or self.totp[name].at(self.clock.now()))
 
+    def step(self, step: str, name: str, digest: str, env: str = "", *args, totp: str | None = None):
+        """What a command does: the authority decides the person (Cedar, fresh TOTP), then the gateway's rules."""
+        now = self.clock.now()
+        operator = self.authority.authorize(self.cred(name, totp), f"release.{step}", release_target(digest, env), now)
+        if step == "submit":
+            return self.gateway.submit(operator, digest, *args, now)
+        return getattr(self.gateway, step)(operator, digest, env, now)
+
     def provenance(self, creds=None, digest: str = DIGEST) -> dict:
         creds = creds or self.build
         return make_provenance(digest, "momentum-algo", creds.private_key(), creds.certificate)
 
     def submit(self, envelope=None, creds=None):
         creds = creds or self.build
-        return self.gateway.submit(self.cred("erin"), DIGEST, envelope if envelope is not None else self.provenance(),
-                                   creds.cert_pem, "momentum-algo", self.clock.now())
+        return self.step("submit", "erin", DIGEST, "", envelope if envelope is not None else self.provenance(),
+                         creds.cert_pem, "momentum-algo")
 
     def approve_and_promote(self, env: str, approvers=("fred", "sam")):
         for who in approvers:
-            self.gateway.approve(self.cred(who), DIGEST, env, self.clock.now())
-        row = self.gateway.promote(self.cred("dave"), DIGEST, env, self.clock.now())
+            self.step("approve", who, DIGEST, env)
+        row = self.step("promote", "dave", DIGEST, env)
         self.clock.advance(30)  # next TOTP step for everyone
         return row
 
@@ -89,7 +98,7 @@ def reason(exc_info) -> str:
 def test_dev_test_prod_in_order_and_only_promoted_digests_attest(world):
     world.submit()
     with pytest.raises(IdentityError) as exc:
-        world.gateway.promote(world.cred("dave"), DIGEST, "test", world.clock.now())
+        world.step("promote", "dave", DIGEST, "test")
     assert reason(exc) == "release.out_of_order"
     world.clock.advance(30)
     for env in ("dev", "test", "prod"):
@@ -105,7 +114,7 @@ def test_refused_artefact_with_no_provenance(world):
         world.submit(envelope={})
     assert reason(exc) == "release.no_provenance"
     with pytest.raises(IdentityError) as exc:  # never submitted: nothing to approve or promote
-        world.gateway.promote(world.cred("dave"), DIGEST, "dev", world.clock.now())
+        world.step("promote", "dave", DIGEST, "dev")
     assert reason(exc) == "release.no_provenance"
 
 
@@ -122,8 +131,7 @@ def test_refused_provenance_signed_by_a_non_build_identity(world):
 def test_refused_digest_mismatch_tampered_artefact(world):
     tampered = code_digest(ARTEFACT + b"backdoor")
     with pytest.raises(IdentityError) as exc:
-        world.gateway.submit(world.cred("erin"), tampered, world.provenance(), world.build.cert_pem, "x",
-                             world.clock.now())
+        world.step("submit", "erin", tampered, "", world.provenance(), world.build.cert_pem, "x")
     assert reason(exc) == "release.digest_mismatch"
 
 
@@ -131,19 +139,19 @@ def test_refused_approval_by_the_author(world):
     world.submit()
     world.clock.advance(30)
     with pytest.raises(IdentityError) as exc:
-        world.gateway.approve(world.cred("erin"), DIGEST, "dev", world.clock.now())
+        world.step("approve", "erin", DIGEST, "dev")
     assert reason(exc) == "release.author_approval"
 
 
 def test_refused_single_approval_and_same_person_twice(world):
     world.submit()
-    world.gateway.approve(world.cred("fred"), DIGEST, "dev", world.clock.now())
+    world.step("approve", "fred", DIGEST, "dev")
     world.clock.advance(30)
     with pytest.raises(IdentityError) as exc:
-        world.gateway.approve(world.cred("fred"), DIGEST, "dev", world.clock.now())
+        world.step("approve", "fred", DIGEST, "dev")
     assert reason(exc) == "release.duplicate_approval"
     with pytest.raises(IdentityError) as exc:
-        world.gateway.promote(world.cred("dave"), DIGEST, "dev", world.clock.now())
+        world.step("promote", "dave", DIGEST, "dev")
     assert reason(exc) == "release.approvals_missing"
     assert not Releases(world.store).is_promoted(f"dev.{FIRM}", DIGEST)
 
@@ -153,7 +161,7 @@ def test_refused_stale_totp(world):
     world.clock.advance(300)
     stale = world.totp["fred"].at(world.clock.now() - 240)
     with pytest.raises(UserError) as exc:
-        world.gateway.approve(world.cred("fred", totp=stale), DIGEST, "dev", world.clock.now())
+        world.step("approve", "fred", DIGEST, "dev", totp=stale)
     assert reason(exc) == "user.bad_totp"
 
 

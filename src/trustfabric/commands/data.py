@@ -25,7 +25,7 @@ from rich.table import Table
 from trustfabric.commands.common import console, offline_operator_authority, operator_plane, refusals_exit
 from trustfabric.data.keyservice import Vault
 from trustfabric.data.labels import CLASSIFICATIONS, PURPOSES, Labels
-from trustfabric.data.lifecycle import KeyLifecycle
+from trustfabric.data.lifecycle import KeyLifecycle, four_eyes, lifecycle_target
 from trustfabric.data.local import local_vault, open_spool, workload_session
 from trustfabric.home import home_dir, sub_dir
 from trustfabric.identity.operators import OperatorCredential
@@ -148,8 +148,14 @@ def _first(user: str | None, totp: str | None) -> OperatorCredential:
     return OperatorCredential(user=name, password=password, totp=code)
 
 
-def _lifecycle(plane: IdentityPlane, vault: Vault) -> KeyLifecycle:
-    return KeyLifecycle(vault.service.keys, vault.objects, offline_operator_authority(plane), plane.emitter)
+def _lifecycle_step(plane: IdentityPlane, vault: Vault, action: str, segment: str, env: str,
+                    first: OperatorCredential, second: OperatorCredential):
+    """Both people through the operator authority (Cedar, fresh TOTP each), then the lifecycle itself."""
+    now = plane.clock.now()
+    a, b = four_eyes(offline_operator_authority(plane), f"data.{action}", lifecycle_target(segment, env), first,
+                     second, now)
+    lifecycle = KeyLifecycle(vault.service.keys, vault.objects, plane.emitter)
+    return getattr(lifecycle, action)(segment, env, a, b, now)
 
 
 @app.command("rotate")
@@ -164,7 +170,7 @@ def rotate(
     """Rotate a KEK: data keys re-wrapped under a new version, data untouched; four-eyes."""
     with refusals_exit(), _vault() as (plane, vault):
         first, second = _first(user, totp), _second(second_user, second_totp)
-        done = _lifecycle(plane, vault).rotate(segment, env, first, second, plane.clock.now())
+        done = _lifecycle_step(plane, vault, "rotate", segment, env, first, second)
     console.print(f"{env}/{segment}: KEK v{done.previous} -> v{done.current}, {done.rewrapped} data keys re-wrapped")
 
 
@@ -183,5 +189,5 @@ def shred(
         typer.confirm(f"destroy every key of {env}/{segment}? its data becomes unreadable for good", abort=True)
     with refusals_exit(), _vault() as (plane, vault):
         first, second = _first(user, totp), _second(second_user, second_totp)
-        versions = _lifecycle(plane, vault).shred(segment, env, first, second, plane.clock.now())
+        versions = _lifecycle_step(plane, vault, "shred", segment, env, first, second)
     console.print(f"{env}/{segment}: shredded KEK versions {versions}")

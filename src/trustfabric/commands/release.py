@@ -26,7 +26,8 @@ from trustfabric.commands.common import (
 from trustfabric.identity.attestation import code_digest, validate_digest
 from trustfabric.identity.errors import IdentityError
 from trustfabric.identity.plane import IdentityPlane
-from trustfabric.identity.promotion import PolicyTestOutcome, PromotionGateway, make_provenance
+from trustfabric.identity.operators import Operator, OperatorCredential
+from trustfabric.identity.promotion import PolicyTestOutcome, PromotionGateway, make_provenance, release_target
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.policy.testcases import run_cases
 from trustfabric.policy.topology import Topology
@@ -40,8 +41,12 @@ def _policy_tests() -> PolicyTestOutcome:
 
 
 def _gateway(plane: IdentityPlane) -> PromotionGateway:
-    return PromotionGateway(plane.store, plane.cas(), offline_operator_authority(plane), plane.emitter, plane.firm,
-                            _policy_tests)
+    return PromotionGateway(plane.store, plane.cas(), plane.emitter, plane.firm, _policy_tests)
+
+
+def _authorized(plane: IdentityPlane, credential: OperatorCredential, action: str, target: str) -> Operator:
+    """The person, decided by Cedar over the store's people (a fresh TOTP for approve and promote)."""
+    return offline_operator_authority(plane).authorize(credential, action, target, plane.clock.now())
 
 
 @app.command("provenance")
@@ -80,22 +85,23 @@ def submit(
                                 reason="release.provenance_malformed") from exc
         credential = operator_credential(user, totp=totp, action="release.submit", target=digest)
         with operator_plane() as plane:
-            gateway = _gateway(plane)
-            candidate = gateway.submit(credential, digest, envelope, cert_pem, name or artefact.name,
-                                       plane.clock.now())
+            operator = _authorized(plane, credential, "release.submit", release_target(digest))
+            candidate = _gateway(plane).submit(operator, digest, envelope, cert_pem, name or artefact.name,
+                                               plane.clock.now())
     console.print(f"submitted [bold]{candidate.digest}[/] by {candidate.author}, built by {candidate.builder}")
 
 
 def _step(command: str, digest: str, env: str, user: str | None, totp: str | None) -> str:
     digest = validate_digest(digest)
-    credential = operator_credential(user, totp=totp, action=f"release.{command}",
-                                     target=f"{digest}@{env}")
+    target = release_target(digest, env)
+    credential = operator_credential(user, totp=totp, action=f"release.{command}", target=target)
     with operator_plane() as plane:
+        operator = _authorized(plane, credential, f"release.{command}", target)
         gateway = _gateway(plane)
         if command == "approve":
-            candidate = gateway.approve(credential, digest, env, plane.clock.now())
+            candidate = gateway.approve(operator, digest, env, plane.clock.now())
             return f"approved for {env} ({len(candidate.approvers(env))} approvals: {candidate.approvers(env)})"
-        row = gateway.promote(credential, digest, env, plane.clock.now())
+        row = gateway.promote(operator, digest, env, plane.clock.now())
         return f"promoted to [bold]{row.trust_domain}[/]: its workloads may now attest there"
 
 

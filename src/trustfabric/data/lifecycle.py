@@ -43,11 +43,8 @@ def four_eyes(authority: Authority, action: str, target: str, first: OperatorCre
     one, two = (c.user.removeprefix("user:") if isinstance(c.user, str) else "" for c in (first, second))
     if one and one == two:
         raise FourEyesRefused(f"{action}: {one} cannot be both people", reason="data.four_eyes_same_person")
-    a = authority.authorize(first, action, target, now)
-    b = authority.authorize(second, action, target, now)
-    if a.name == b.name:
-        raise FourEyesRefused(f"{action}: {a.name} cannot be both people", reason="data.four_eyes_same_person")
-    return a, b
+    return _two(action, authority.authorize(first, action, target, now), authority.authorize(second, action, target,
+                                                                                              now))
 
 
 @dataclass(frozen=True)
@@ -59,18 +56,32 @@ class Rotation:
     rewrapped: int
 
 
+def lifecycle_target(segment: str, environment: str) -> str:
+    """The operator target of a lifecycle action: ``<environment>/<segment>``."""
+    Labels("public", environment, segment)
+    return f"{environment}/{segment}"
+
+
+def _two(action: str, first: Operator, second: Operator | None) -> tuple[Operator, Operator]:
+    if second is None:
+        raise FourEyesRefused(f"{action} needs a second person", reason="data.four_eyes_incomplete")
+    if first.name == second.name:
+        raise FourEyesRefused(f"{action}: {first.name} cannot be both people", reason="data.four_eyes_same_person")
+    return first, second
+
+
 class KeyLifecycle:
-    def __init__(self, keys: KekStore, objects: ObjectStore, authority: Authority, emitter: Emitter) -> None:
+    """Rotate and shred, for two people the operator authority allowed (:func:`four_eyes`) just now."""
+
+    def __init__(self, keys: KekStore, objects: ObjectStore, emitter: Emitter) -> None:
         self.keys = keys
         self.objects = objects
-        self.authority = authority
         self.emitter = emitter
 
-    def rotate(self, segment: str, environment: str, first: OperatorCredential, second: OperatorCredential | None,
+    def rotate(self, segment: str, environment: str, first: Operator, second: Operator | None,
                now: float) -> Rotation:
-        Labels("public", environment, segment)
-        target = f"{environment}/{segment}"
-        a, b = four_eyes(self.authority, "data.rotate", target, first, second, now)
+        target = lifecycle_target(segment, environment)
+        a, b = _two("data.rotate", first, second)
         previous, new = self.keys.rotate(segment, environment)
         count = 0
         for sealed in self.objects.list(environment, segment):
@@ -87,11 +98,10 @@ class KeyLifecycle:
                                   "rewrapped": count})
         return Rotation(segment, environment, previous.version, new.version, count)
 
-    def shred(self, segment: str, environment: str, first: OperatorCredential, second: OperatorCredential | None,
+    def shred(self, segment: str, environment: str, first: Operator, second: Operator | None,
               now: float) -> list[int]:
-        Labels("public", environment, segment)
-        target = f"{environment}/{segment}"
-        a, b = four_eyes(self.authority, "data.shred", target, first, second, now)
+        target = lifecycle_target(segment, environment)
+        a, b = _two("data.shred", first, second)
         versions = self.keys.shred(segment, environment, now)
         self.emitter.emit(Kind.ADMIN_ACTION, principal=a.principal, action="data.shred", resource=target,
                           decision="allow", trust_domain=environment,

@@ -41,7 +41,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
 from cryptography import x509
 from in_toto.models.metadata import ENVELOPE_PAYLOAD_TYPE
@@ -54,7 +54,7 @@ from trustfabric.identity.attestation import Releases, validate_digest
 from trustfabric.identity.ca import CertificateAuthority
 from trustfabric.identity.certs import load_certificate, peer_spiffe_id, verify_chain
 from trustfabric.identity.errors import IdentityError
-from trustfabric.identity.operators import Operator, OperatorCredential
+from trustfabric.identity.operators import Operator
 from trustfabric.identity.store import IdentityStore, ReleaseRow
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -74,8 +74,9 @@ class ReleaseRefused(IdentityError):
     reason = "release.refused"
 
 
-class Authority(Protocol):
-    def authorize(self, credential: OperatorCredential, action: str, target: str, now: float) -> Operator: ...
+def release_target(digest: str, environment: str = "") -> str:
+    """The operator target of a release step: ``<digest>`` (submit) or ``<digest>@<environment>``."""
+    return f"{digest}@{environment}" if environment else digest
 
 
 @dataclass(frozen=True)
@@ -192,12 +193,15 @@ def check_direct_promotion(trust_domain: str) -> None:
 
 
 class PromotionGateway:
-    def __init__(self, store: IdentityStore, cas: Mapping[str, CertificateAuthority], authority: Authority,
-                 emitter: Emitter, firm: str, policy_tests: Callable[[], PolicyTestOutcome]) -> None:
+    """The rules of each step. The person comes authorized already: the operator authority (Cedar on
+    ``operator.release.<step>``, a fresh TOTP for approve and promote) decided on the same action and
+    :func:`release_target` - in the running control plane or, with no floor, in the command."""
+
+    def __init__(self, store: IdentityStore, cas: Mapping[str, CertificateAuthority], emitter: Emitter, firm: str,
+                 policy_tests: Callable[[], PolicyTestOutcome]) -> None:
         self._store = store
         self._releases = Releases(store)
         self._cas = cas
-        self._authority = authority
         self._emitter = emitter
         self.firm = firm
         self._policy_tests = policy_tests
@@ -222,21 +226,20 @@ class PromotionGateway:
     def list(self) -> list[Candidate]:
         return [c for c in (self.get(d) for d in self._store.get_meta(_INDEX, []) or []) if c is not None]
 
-    def _guard(self, action: str, credential: OperatorCredential, digest: str, environment: str,
+    def _guard(self, action: str, operator: Operator, digest: str, environment: str,
                step: Callable[[], Any]) -> Any:
         try:
             return step()
         except IdentityError as exc:
-            who = f"user:{credential.user}" if isinstance(credential.user, str) else ""
+            who = operator.principal
             self._record(action, who, str(digest)[:64], environment, "deny", exc.reason,
                          {"message": exc.detail[:200]})
             raise
 
-    def submit(self, credential: OperatorCredential, digest: str, envelope: object, build_cert_pem: bytes | None,
+    def submit(self, operator: Operator, digest: str, envelope: object, build_cert_pem: bytes | None,
                name: str, now: float) -> Candidate:
         def step() -> Candidate:
             d = validate_digest(digest)
-            operator = self._authority.authorize(credential, "release.submit", d, now)
             provenance = verify_provenance(envelope, d, build_cert_pem, self._cas, now)
             existing = self.get(d)
             if existing is not None:
@@ -247,7 +250,7 @@ class PromotionGateway:
             self._record("release.submit", operator.principal, d, "", "allow",
                          detail={"name": name, "builder": provenance.builder})
             return candidate
-        return self._guard("release.submit", credential, digest, "", step)
+        return self._guard("release.submit", operator, digest, "", step)
 
     def _candidate(self, digest: str, environment: str) -> Candidate:
         if environment not in ORDER:
@@ -259,11 +262,9 @@ class PromotionGateway:
                                  reason="release.no_provenance")
         return candidate
 
-    def approve(self, credential: OperatorCredential, digest: str, environment: str, now: float) -> Candidate:
+    def approve(self, operator: Operator, digest: str, environment: str, now: float) -> Candidate:
         def step() -> Candidate:
             candidate = self._candidate(digest, environment)
-            operator = self._authority.authorize(credential, "release.approve", f"{candidate.digest}@{environment}",
-                                                 now)
             if operator.name == candidate.author:
                 raise ReleaseRefused(f"{operator.name} wrote this release and cannot approve it",
                                      reason="release.author_approval")
@@ -275,9 +276,9 @@ class PromotionGateway:
             self._record("release.approve", operator.principal, candidate.digest, environment, "allow",
                          detail={"approvals": candidate.approvers(environment)})
             return candidate
-        return self._guard("release.approve", credential, digest, environment, step)
+        return self._guard("release.approve", operator, digest, environment, step)
 
-    def promote(self, credential: OperatorCredential, digest: str, environment: str, now: float) -> ReleaseRow:
+    def promote(self, operator: Operator, digest: str, environment: str, now: float) -> ReleaseRow:
         def step() -> ReleaseRow:
             candidate = self._candidate(digest, environment)
             previous = ORDER[ORDER.index(environment) - 1] if ORDER.index(environment) else None
@@ -291,8 +292,6 @@ class PromotionGateway:
             if outcome.failed or not outcome.passed:
                 raise ReleaseRefused(f"policy tests: {outcome.passed} passed, {outcome.failed} failed "
                                      f"{outcome.summary}"[:300], reason="release.policy_tests_failed")
-            operator = self._authority.authorize(credential, "release.promote", f"{candidate.digest}@{environment}",
-                                                 now)
             row = self._releases.promote(f"{environment}.{self.firm}", candidate.digest, now, candidate.name)
             candidate.promoted[environment] = now
             self._put(candidate)
@@ -300,7 +299,7 @@ class PromotionGateway:
                          detail={"approvers": sorted(approvers), "builder": candidate.builder,
                                  "policy_tests": outcome.passed, "policies": list(operator.policy_ids)})
             return row
-        return self._guard("release.promote", credential, digest, environment, step)
+        return self._guard("release.promote", operator, digest, environment, step)
 
 
 def provenance_payload(envelope: Mapping[str, Any]) -> dict:
