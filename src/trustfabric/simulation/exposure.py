@@ -71,12 +71,13 @@ def _with_other_keys(home: Path, segment: str, environment: str) -> int:
 
 
 def data_exposure(home: Path, foothold_segment: str, environment: str) -> dict[str, object]:
-    """Records reached per way in, and their sum (``records_exposed``)."""
+    """Records reached per way in, their sum (``records_exposed``), and the sealed objects that were there."""
     disk = sum(_records_in(d) for d in _data_dirs(home))
     with tempfile.TemporaryDirectory(prefix="sim-backup-") as tmp:
         for d in _data_dirs(home):
             shutil.copytree(d, Path(tmp) / d.name, dirs_exist_ok=True)
         backup = _records_in(Path(tmp))
     other = _with_other_keys(home, foothold_segment, environment)
-    return {"disk": disk, "backup": backup, "other_keys": other, "records_exposed": disk + backup + other,
+    sealed = len(list((home / OBJECTS_DIR).rglob("*.sealed"))) if (home / OBJECTS_DIR).is_dir() else 0
+    return {"sealed_objects": sealed, "disk": disk, "backup": backup, "other_keys": other, "records_exposed": disk + backup + other,
             "note": MODEL_NOTE}
