@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
+import pyotp
 import pytest
 from typer.testing import CliRunner
 
 from trustfabric.cli import app
+from trustfabric.home import home_dir
+from trustfabric.identity.plane import IdentityPlane
 
 runner = CliRunner()
 OMS = "spiffe://prod.acme.example/oms/oms"
@@ -50,3 +55,31 @@ def test_put_get_ls_and_refusals(home):
     grants = runner.invoke(app, ["data", "grant", "data/oms/trade-history"])
     assert grants.exit_code == 0, grants.output
     assert "analytics/analytics  analyse" in grants.stdout and "settlement/settlement  read" in grants.stdout
+
+
+def test_rotate_and_shred_need_two_people_with_fresh_totp(home, monkeypatch):
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", "correct horse battery")
+    monkeypatch.setenv("TRUSTFABRIC_SECOND_PASSWORD", "correct horse battery")
+    with IdentityPlane(home_dir()) as plane:
+        totp = {n: pyotp.TOTP(plane.users().enrol(n, "security_officer", "correct horse battery",
+                                                  time.time()).totp_secret) for n in ("dave", "sam")}
+    put = ["data", "put", "order-1", "--file", str(home / "order.json"), "--classification", "client-confidential",
+           "--segment", "oms", "--as", str(home / "oms")]
+    assert runner.invoke(app, put).exit_code == 0
+    get = ["data", "get", "order-1", "--classification", "client-confidential", "--segment", "oms",
+           "--as", str(home / "oms")]
+
+    def code(name, ahead=0):
+        return totp[name].at(time.time() + 30 * ahead)
+
+    same = runner.invoke(app, ["data", "rotate", "oms", "--user", "dave", "--totp", code("dave"),
+                               "--second-user", "dave", "--second-totp", code("dave", 1)])
+    assert _reason(same) == "data.four_eyes_same_person"
+    rotated = runner.invoke(app, ["data", "rotate", "oms", "--user", "dave", "--totp", code("dave", 1),
+                                  "--second-user", "sam", "--second-totp", code("sam")])
+    assert rotated.exit_code == 0, rotated.output
+    assert runner.invoke(app, get).stdout_bytes == RECORD  # still readable after re-wrapping
+    stale = runner.invoke(app, ["data", "shred", "oms", "--yes", "--user", "sam", "--totp", code("sam", 1),
+                                "--second-user", "dave", "--second-totp", code("dave", -8)])
+    assert _reason(stale) == "user.bad_totp"
+    assert runner.invoke(app, get).stdout_bytes == RECORD
