@@ -8,7 +8,12 @@ import msgspec
 import pytest
 
 from trustfabric.data.errors import DataError
-from trustfabric.data.floor import CertificateOnly, ServiceVault, read_plain_records, write_plain_records
+from trustfabric.data.floor import (
+    CertificateOnly,
+    ServiceVault,
+    read_plain_records,
+    write_plain_records,
+)
 from trustfabric.identity.workload import issue_for_test
 
 from .conftest import FIRM, T0

@@ -11,7 +11,13 @@ import pytest
 
 from trustfabric.audit.events import Kind
 from trustfabric.data.envelope import Kek, decode, encode, open_sealed, seal
-from trustfabric.data.errors import FourEyesRefused, LabelError, OpenRefused, SealedFormatError, UnwrapRefused
+from trustfabric.data.errors import (
+    FourEyesRefused,
+    LabelError,
+    OpenRefused,
+    SealedFormatError,
+    UnwrapRefused,
+)
 from trustfabric.data.labels import Labels
 from trustfabric.data.tokenize import TOKEN_PREFIX
 from trustfabric.enforcement.errors import SessionRefused

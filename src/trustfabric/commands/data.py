@@ -15,14 +15,19 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import typer
 from rich.table import Table
 
-from trustfabric.commands.common import console, offline_operator_authority, operator_plane, refusals_exit
+from trustfabric.commands.common import (
+    console,
+    offline_operator_authority,
+    operator_plane,
+    refusals_exit,
+)
 from trustfabric.data.keyservice import Vault
 from trustfabric.data.labels import CLASSIFICATIONS, PURPOSES, Labels
 from trustfabric.data.lifecycle import KeyLifecycle, four_eyes, lifecycle_target

@@ -25,9 +25,14 @@ from trustfabric.commands.common import (
 )
 from trustfabric.identity.attestation import code_digest, validate_digest
 from trustfabric.identity.errors import IdentityError
-from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.operators import Operator, OperatorCredential
-from trustfabric.identity.promotion import PolicyTestOutcome, PromotionGateway, make_provenance, release_target
+from trustfabric.identity.plane import IdentityPlane
+from trustfabric.identity.promotion import (
+    PolicyTestOutcome,
+    PromotionGateway,
+    make_provenance,
+    release_target,
+)
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.policy.testcases import run_cases
 from trustfabric.policy.topology import Topology

@@ -17,8 +17,8 @@ The stored form is a MessagePack map (:func:`encode` / :func:`decode`), bounded 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import msgspec
 from cryptography.exceptions import InvalidTag
@@ -133,7 +133,7 @@ def decode(data: bytes) -> SealedObject:
     if sealed.v != FORMAT_VERSION or len(sealed.nonce) != NONCE_BYTES or len(sealed.wrapped_key) != DATA_KEY_BYTES + 8:
         raise SealedFormatError("unknown format version or field sizes")
     try:
-        sealed.labels
+        _ = sealed.labels  # the header names valid labels
         check_object_id(sealed.object_id)
     except LabelError as exc:
         raise SealedFormatError(f"header: {exc.detail}") from exc

@@ -13,8 +13,9 @@ cached Cedar decisions. Keys live in ``$TRUSTFABRIC_HOME/vault-keys/``, sealed r
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import msgspec
 

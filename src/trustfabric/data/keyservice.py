@@ -29,11 +29,18 @@ returns plaintext - or, for ``analyse``, the records with client fields tokenize
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from trustfabric.audit.events import Kind
-from trustfabric.data.envelope import Kek, SealedObject, decode, open_with_key, seal, unwrap_data_key
+from trustfabric.data.envelope import (
+    Kek,
+    SealedObject,
+    decode,
+    open_with_key,
+    seal,
+    unwrap_data_key,
+)
 from trustfabric.data.errors import UnwrapRefused
 from trustfabric.data.keystore import KekStore
 from trustfabric.data.labels import Labels, action_for, check_object_id

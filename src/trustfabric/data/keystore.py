@@ -22,8 +22,8 @@ import os
 import re
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from trustfabric.data.envelope import DATA_KEY_BYTES, Kek
 from trustfabric.data.errors import KeyStoreError, OpenRefused

@@ -40,8 +40,9 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from cryptography import x509
 from in_toto.models.metadata import ENVELOPE_PAYLOAD_TYPE

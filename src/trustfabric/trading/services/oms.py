@@ -31,9 +31,14 @@ from trustfabric.trading.floor_logic import OmsCore
 from trustfabric.trading.messages import RoutedOrder
 from trustfabric.trading.services.base import FloorService, encode_body
 from trustfabric.trading.services.wire import (
-    BENCH_PREFIX, ClientReportsReply, OmsBatch, PositionsQuery, PositionsReply, SettleBatch, decoder,
+    BENCH_PREFIX,
+    ClientReportsReply,
+    OmsBatch,
+    PositionsQuery,
+    PositionsReply,
+    SettleBatch,
+    decoder,
 )
-
 
 CLIENT_PREFIX = "FIX."
 
@@ -102,7 +107,6 @@ class OmsService(FloorService):
                     self.log.append(("done", done))
                 if update.report is not None and update.report.cl_ord_id.startswith(CLIENT_PREFIX):
                     self.client_reports.append(update.report)
-            return None
 
         @svc.handler(action="read_client_orders", resource="oms/client-orders")
         def read_client_orders(req, ctx):

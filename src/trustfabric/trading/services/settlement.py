@@ -47,7 +47,6 @@ class SettlementService(FloorService):
                 self.rt.events.emit(Kind.DECISION, trace_id=fill.cl_ord_id, principal=fill.account,
                                     action="settlement.settle", resource=fill.symbol, decision="allow",
                                     detail={"qty": fill.qty, "price": fill.price, "exec_id": fill.exec_id})
-            return None
 
     async def run(self) -> None:
         if self.rt.pep is not None and self.rt.control is not None:
