@@ -63,7 +63,8 @@ def test_bus_survives_a_failing_subscriber():
 
 
 def _report(now, **kw):
-    fields = dict(host="h1", issued_at=now, patch_age_days=3, disk_encrypted=True, edr_running=True, secure_boot=True)
+    fields = dict(host="h1", issued_at=now, os="Linux", kernel="6.3.0", encrypted_mounts=("/",),
+                  security_agents=("falcon-sensor",), listening_ports=(20001,), time_synced=True)
     fields.update(kw)
     return PostureReport(**fields)
 
@@ -77,8 +78,8 @@ def test_posture_passes_and_refuses():
     assert evaluate_posture(sign_report(_report(now), key), registry, minimum, now).ok
     stale = evaluate_posture(sign_report(_report(now - 1000), key), registry, minimum, now)
     assert not stale.ok and "posture.stale" in stale.reasons
-    weak = evaluate_posture(sign_report(_report(now, edr_running=False), key), registry, minimum, now)
-    assert weak.reasons == ("posture.edr",)
+    weak = evaluate_posture(sign_report(_report(now, security_agents=()), key), registry, minimum, now)
+    assert weak.reasons == ("posture.security_agent",)
     assert evaluate_posture(None, registry, minimum, now).reasons == ("posture.unsigned",)
     good = sign_report(_report(now), key)
     forged = SignedPostureReport(report=good.report.replace(b'"h1"', b'"h1"').replace(b"3", b"1"), signature=good.signature, key_id=good.key_id)

@@ -30,6 +30,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "audit": ("trustfabric.commands.audit", "The audit log: verify, prove, query, compliance reports."),
     "response": ("trustfabric.commands.response", "Alerts, quarantine and release."),
     "floor": ("trustfabric.commands.floor", "The running floor: kill switch (halt, reduce, resume)."),
+    "fix": ("trustfabric.commands.fix", "FIX clients of the gateway (README: 'Connecting a FIX client')."),
     "data": ("trustfabric.commands.data", "The data vault: put, get, ls, grant, rotate, shred."),
     "release": ("trustfabric.commands.release", "The promotion gateway: submit, approve, promote, ls."),
 }
@@ -48,6 +49,7 @@ BENCHES: dict[str, str] = {
     "hop": "trustfabric.commands.bench_hop",
     "audit": "trustfabric.commands.bench_audit",
     "floor": "trustfabric.commands.bench_floor",
+    "operator": "trustfabric.commands.bench_operator",
     "vault": "trustfabric.commands.bench_vault",
 }
 

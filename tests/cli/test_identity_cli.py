@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from typer.testing import CliRunner
 
+from tests.people import PASSWORD, Pool
 from trustfabric.cli import app
 from trustfabric.identity.attestation import code_digest
 from trustfabric.home import home_dir
@@ -32,13 +33,29 @@ OMS = "spiffe://prod.acme.example/trading/oms"
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
     result = runner.invoke(app, ["ca", "init"])
     assert result.exit_code == 0, result.output
+    _officers.clear()
     return tmp_path / "home"
+
+
+_officers: list[Pool] = []
 
 
 def run(*args: str):
     return runner.invoke(app, list(args))
+
+
+def op(*args: str):
+    """A state-changing command, run by a security officer of the store (password + TOTP)."""
+    if not _officers:
+        from trustfabric.audit.events import Emitter, MemorySink
+        from trustfabric.identity.store import open_default_store
+        from trustfabric.identity.users import UserDirectory
+
+        _officers.append(Pool(UserDirectory(open_default_store(), Emitter("test", MemorySink()))))
+    return runner.invoke(app, [*args, *_officers[0].args()])
 
 
 def refusal(result) -> str:
@@ -67,7 +84,7 @@ def test_init_creates_three_domains_with_private_keys(home) -> None:
 
 
 def test_issue_no_attest_writes_credentials(tmp_path) -> None:
-    result = run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--ttl", "900", "--no-attest")
+    result = op("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--ttl", "900", "--no-attest")
     assert result.exit_code == 0, result.output
     creds = WorkloadCredentials.load(tmp_path / "algo")
     assert str(creds.spiffe_id) == ALGO
@@ -77,9 +94,9 @@ def test_issue_no_attest_writes_credentials(tmp_path) -> None:
 
 def test_issue_without_evidence_is_refused(tmp_path) -> None:
     assert refusal(run("ca", "issue", ALGO, "--out", str(tmp_path / "x"))) == "attest.missing_evidence"
-    assert refusal(run("ca", "issue", "spiffe://PROD/x", "--out", str(tmp_path / "x"), "--no-attest")) \
+    assert refusal(op("ca", "issue", "spiffe://PROD/x", "--out", str(tmp_path / "x"), "--no-attest")) \
         == "spiffe.invalid"
-    assert refusal(run("ca", "issue", ALGO, "--out", str(tmp_path / "x"), "--no-attest", "--ttl", "7200")) \
+    assert refusal(op("ca", "issue", ALGO, "--out", str(tmp_path / "x"), "--no-attest", "--ttl", "7200")) \
         == "cert.ttl"
 
 
@@ -95,8 +112,8 @@ def test_attested_issue_and_its_refusals(tmp_path) -> None:
     (tmp_path / "stale.json").write_bytes(encode_signed(agent.report(time.time() - 3600)))
     args = ["ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--digest", digest]
     assert refusal(run(*args, "--posture", str(tmp_path / "posture.json"))) == "attest.unpromoted_digest"
-    assert refusal(run("ca", "promote", digest, "--domain", "prod.acme.example")) == "release.gateway_required"
-    assert run("ca", "promote", digest, "--domain", "dev.acme.example").exit_code == 0
+    assert refusal(op("ca", "promote", digest, "--domain", "prod.acme.example")) == "release.gateway_required"
+    assert op("ca", "promote", digest, "--domain", "dev.acme.example").exit_code == 0
     with IdentityPlane(home_dir()) as plane:  # prod only through the gateway (tests/cli/test_release_cli.py)
         plane.releases.promote("prod.acme.example", digest, time.time(), "momentum build 7")
     assert refusal(run(*args, "--posture", str(tmp_path / "stale.json"))) == "posture.stale"
@@ -108,10 +125,10 @@ def test_attested_issue_and_its_refusals(tmp_path) -> None:
 
 
 def test_bound_token_issue_verify_and_refusals(tmp_path) -> None:
-    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
-    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo2"), "--no-attest").exit_code == 0
+    assert op("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    assert op("ca", "issue", ALGO, "--out", str(tmp_path / "algo2"), "--no-attest").exit_code == 0
     dev_id = "spiffe://dev.acme.example/algo/momentum"
-    assert run("ca", "issue", dev_id, "--out", str(tmp_path / "dev"), "--no-attest").exit_code == 0
+    assert op("ca", "issue", dev_id, "--out", str(tmp_path / "dev"), "--no-attest").exit_code == 0
     cert = str(tmp_path / "algo" / "cert.pem")
     issued = run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert)
     assert issued.exit_code == 0, issued.output
@@ -135,17 +152,17 @@ def test_bound_token_issue_verify_and_refusals(tmp_path) -> None:
 
 
 def test_revoke_by_serial_and_by_id(tmp_path) -> None:
-    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    assert op("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
     cert = str(tmp_path / "algo" / "cert.pem")
     serial = WorkloadCredentials.load(tmp_path / "algo").serial
     token = run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert).stdout.strip()
     assert run("token", "verify", token, "--aud", OMS, "--cert", cert).exit_code == 0
-    result = run("ca", "revoke", str(serial))
+    result = op("ca", "revoke", str(serial))
     assert result.exit_code == 0 and "version 1" in result.output
     assert refusal(run("token", "verify", token, "--aud", OMS, "--cert", cert)) == "cert.revoked"
     assert refusal(run("token", "issue", "--sub", ALGO, "--aud", OMS, "--cert", cert)) == "cert.revoked"
-    assert run("ca", "revoke", "spiffe://prod.acme.example/trading/sor").exit_code == 0
-    assert refusal(run("ca", "revoke", "not-a-serial")) == "revocation.bad_target"
+    assert op("ca", "revoke", "spiffe://prod.acme.example/trading/sor").exit_code == 0
+    assert refusal(op("ca", "revoke", "not-a-serial")) == "revocation.bad_target"
 
 
 DESK = "spiffe://prod.acme.example/desk/desk-1"
@@ -188,7 +205,7 @@ def _kids() -> list[str]:
 def test_jwks_and_key_rotation() -> None:
     first = json.loads(run("token", "jwks").stdout)
     assert len(first["keys"]) == 1 and first["keys"][0]["alg"] == "EdDSA"
-    assert run("token", "rotate-key").exit_code == 0
+    assert op("token", "rotate-key").exit_code == 0
     second = json.loads(run("token", "jwks").stdout)
     assert len(second["keys"]) == 2
 
@@ -244,7 +261,7 @@ def test_revoke_key_is_a_security_officers_step_up_action(home, tmp_path, monkey
 
 def test_ca_rotation_keeps_old_in_bundle() -> None:
     before = run("ca", "bundle", "--domain", "prod.acme.example").stdout.count("BEGIN CERTIFICATE")
-    assert run("ca", "rotate", "--domain", "prod.acme.example", "--overlap", "600").exit_code == 0
+    assert op("ca", "rotate", "--domain", "prod.acme.example", "--overlap", "600").exit_code == 0
     after = run("ca", "bundle", "--domain", "prod.acme.example").stdout.count("BEGIN CERTIFICATE")
     assert (before, after) == (2, 4)
 
@@ -270,7 +287,7 @@ def test_no_attest_bypass_lands_in_the_audit_spool(home, tmp_path) -> None:
     from trustfabric.audit.events import Kind, decode_event
     from trustfabric.audit.spool import Ack, read_spool_records
 
-    assert run("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
+    assert op("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest").exit_code == 0
     refusal(run("ca", "issue", ALGO, "--out", str(tmp_path / "x"), "--digest", "ab" * 32,
                 "--posture", str(tmp_path / "missing.json")))
     events = [decode_event(p) for _, _, p in read_spool_records(home / "spool" / "identity", Ack())]
@@ -306,3 +323,19 @@ def test_token_verify_refuses_overflowing_and_surrogate_claims_in_one_line(home,
         result = run("token", "verify", token, "--aud", OMS, "--cert", cert)
         assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
         assert refusal(result) == why
+
+
+def test_state_changing_commands_need_an_authorized_person(tmp_path, monkeypatch) -> None:
+    from trustfabric.audit.events import Emitter, MemorySink
+    from trustfabric.identity.store import open_default_store
+    from trustfabric.identity.users import UserDirectory
+    from tests.people import enrol
+
+    monkeypatch.delenv("TRUSTFABRIC_USER", raising=False)
+    issue = ("ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--no-attest")
+    assert refusal(run(*issue, "--totp", "123456")) == "operator.unauthenticated"
+    trader = enrol(UserDirectory(open_default_store(), Emitter("test", MemorySink())), "tess", "trader")
+    assert refusal(run(*issue, "--user", "tess", "--totp", trader.code())) == "operator.not_permitted"
+    assert refusal(run("token", "rotate-key", "--user", "tess", "--totp", trader.code())) == "operator.not_permitted"
+    assert refusal(run("ca", "revoke", ALGO, "--user", "tess", "--totp", trader.wrong_code())) == "user.bad_totp"
+    assert not (tmp_path / "algo").exists()

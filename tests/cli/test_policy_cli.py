@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from tests.people import PASSWORD, Pool
 from trustfabric.cli import app
 
 POLICY_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -18,7 +19,17 @@ runner = CliRunner()
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
     return tmp_path / "home"
+
+
+@pytest.fixture()
+def officers(home):
+    from trustfabric.audit.events import Emitter, MemorySink
+    from trustfabric.identity.store import open_default_store
+    from trustfabric.identity.users import UserDirectory
+
+    return Pool(UserDirectory(open_default_store(), Emitter("test", MemorySink())))
 
 
 def test_validate_accepts_the_floor():
@@ -63,20 +74,20 @@ def test_policy_test_reports_a_failing_case(tmp_path):
     assert "FAIL" in result.output and result.output.strip().splitlines()[-1].endswith(", 1 failed")
 
 
-def test_explain_and_signals_round_trip():
-    assert runner.invoke(app, ["signal", "posture", "attest-local"]).exit_code == 0
+def test_explain_and_signals_round_trip(officers):
+    assert runner.invoke(app, ["signal", "posture", "attest-local", *officers.args()]).exit_code == 0
     out = runner.invoke(app, ["policy", "explain", "algo-meanrev", "submit_order", "risk/orders", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["decision"]["allowed"] is True and data["policies"][0][0] == "algo-meanrev.orders"
 
-    assert runner.invoke(app, ["signal", "kill", "agent", "algo-meanrev", "halted"]).exit_code == 0
+    assert runner.invoke(app, ["signal", "kill", "agent", "algo-meanrev", "halted", *officers.args()]).exit_code == 0
     data = json.loads(runner.invoke(app, ["policy", "explain", "algo-meanrev", "submit_order", "risk/orders",
                                           "--json"]).output)
     assert data["decision"]["allowed"] is False
     assert data["decision"]["policy_ids"] == ["guard.kill-switch-halted"] and data["mattered"] == ["kill_switch"]
 
-    refused = runner.invoke(app, ["signal", "risk", "algo-meanrev", "150"])
+    refused = runner.invoke(app, ["signal", "risk", "algo-meanrev", "150", *officers.args()])
     assert refused.exit_code != 0 and "signal.risk.out_of_range" in refused.output
     shown = json.loads(runner.invoke(app, ["signal", "show"]).output)
     assert shown["risk_scores"] == {} and shown["kill_switches"] == {"agent:algo-meanrev": "HALTED"}
@@ -97,10 +108,10 @@ def test_explain_bad_requests_deny_with_a_reason():
     assert json.loads(out.output)["decision"]["errors"][0].startswith("policy.request.unknown_principal")
 
 
-def test_bad_intel_bundle_is_refused(tmp_path):
+def test_bad_intel_bundle_is_refused(tmp_path, officers):
     bundle = tmp_path / "b.json"
     bundle.write_text('{"type": "bundle"')
-    out = runner.invoke(app, ["signal", "intel", str(bundle)])
+    out = runner.invoke(app, ["signal", "intel", str(bundle), *officers.args()])
     assert out.exit_code != 0 and "signal.intel.malformed" in out.output
 
 

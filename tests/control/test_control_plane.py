@@ -3,12 +3,14 @@
 import base64
 
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from trustfabric.clock import FakeClock
 from trustfabric.control.errors import BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
 from trustfabric.control.plane import ControlPlane
+from trustfabric.errors import TrustFabricError
 from trustfabric.identity.workload import new_key_and_csr
 from trustfabric.signals.posture import encode_signed
 
@@ -103,3 +105,40 @@ def test_tables_are_cut_to_the_asking_services_resources(plane):
     assert risk_table.lookup("submit_order", "risk/orders").allowed is True
     with pytest.raises(ControlRefused):
         plane.table_for("spiffe://prod.acme.example/x/not-a-service", algo, plane.clock.now())
+
+
+def test_renewal_needs_a_report_fresher_than_the_posture_window(tmp_path):
+    """The floor's renewals failed after the posture window: a report kept from boot is refused
+    (posture.stale); one made at renewal time by the host's agent passes."""
+    clock = FakeClock(1_790_000_000.0)
+    cp = ControlPlane(tmp_path, clock=clock, leaf_ttl_s=20, posture_max_age_s=10)
+    try:
+        cp.promote("venue-a", DIGEST)
+        sid = cp.spiffe_id("venue-a")
+        boot_report = cp.posture_report("venue-a")
+        cp.join(cp.issue_join_token("venue-a"), sid, _csr(sid), DIGEST, boot_report)
+        clock.advance(11)  # past the posture window (and past the half-life of a 20 s certificate)
+        with pytest.raises(TrustFabricError) as err:
+            cp.renew(sid, _csr(sid), boot_report)
+        assert err.value.reason == "posture.stale" and cp.counters["renewal_refusals"] == 1
+        cert, _bundle = cp.renew(sid, _csr(sid), cp.posture_report("venue-a"))
+        leaf = x509.load_pem_x509_certificate(cert)
+        assert leaf.not_valid_after_utc.timestamp() - leaf.not_valid_before_utc.timestamp() == 20
+        assert cp.counters["renewals"] == 1
+    finally:
+        cp.close()
+
+
+def test_the_plane_renews_its_own_certificate_at_half_life(tmp_path):
+    clock = FakeClock(1_790_000_000.0)
+    cp = ControlPlane(tmp_path, clock=clock, leaf_ttl_s=60)
+    try:
+        first = cp.credentials
+        assert not cp.rotate_own_certificate()
+        clock.advance(31)
+        assert cp.rotate_own_certificate()
+        assert cp.credentials.fingerprint_sha256 != first.fingerprint_sha256
+        assert cp.credentials.not_after > first.not_after
+        assert cp.credential_source.current() is cp.credentials
+    finally:
+        cp.close()

@@ -2,9 +2,14 @@
 only for the caller's own service."""
 
 import asyncio
+import ssl
+import time
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
+from trustfabric.clock import FakeClock
 from trustfabric.control import client as control_client
 from trustfabric.control.errors import ControlRefused
 from trustfabric.control.plane import ControlPlane
@@ -72,3 +77,31 @@ async def test_a_report_about_another_service_is_refused_and_not_kept(plane):
         assert "venue-a" in server.stats and "venue-b" not in server.stats
     finally:
         await server.close()
+
+
+async def test_after_the_plane_renews_its_certificate_both_endpoints_present_the_new_one(tmp_path):
+    """A floor outlives the plane's own certificate: the bootstrap and control endpoints switch to the
+    renewed one for every new handshake, without a restart."""
+    clock = FakeClock(time.time() - 8)
+    cp = ControlPlane(tmp_path, clock=clock, leaf_ttl_s=15)
+    cp.promote("venue-a", DIGEST)
+    server = await ControlServer(cp).start()
+    try:
+        first = cp.credentials
+        clock.advance(8)  # past half of its 15 s
+        assert cp.rotate_own_certificate()
+        renewed = cp.credentials
+        assert renewed.fingerprint_sha256 != first.fingerprint_sha256
+        client = await _venue_a_client(cp, server)  # a join over the bootstrap endpoint after the renewal
+        await client.start()
+        assert client.conn.peer.fingerprint_sha256 == renewed.fingerprint_sha256
+        client.close()
+        ctx = ssl.create_default_context(cadata=renewed.bundle_pem.decode())
+        ctx.check_hostname = False  # the identity is the SPIFFE ID in the certificate
+        _reader, writer = await asyncio.open_connection("127.0.0.1", server.bootstrap_port, ssl=ctx)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        assert x509.load_der_x509_certificate(der).public_bytes(serialization.Encoding.PEM) in renewed.cert_pem
+        writer.close()
+    finally:
+        await server.close()
+        cp.close()

@@ -14,7 +14,18 @@ from trustfabric.identity.errors import IdentityError
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.identity.workload import new_key_and_csr
-from trustfabric.signals.posture import HostKeyRegistry, PostureReport, SignedPostureReport, sign_report
+from trustfabric.signals.posture import (
+    PROD_MINIMUM,
+    HostKeyRegistry,
+    PostureReport,
+    SignedPostureReport,
+    sign_report,
+)
+
+# A production host as its agent reports it: encrypted root, an EDR agent running, clock synchronised.
+HEALTHY = dict(os="Linux", os_id="debian", os_version="12", kernel="6.1.0-18-amd64", encrypted_mounts=("/",),
+               security_agents=("falcon-sensor",), listening_ports=(20001,), time_synced=True,
+               time_source="adjtimex")
 
 from .conftest import DEV, PROD, T0
 
@@ -36,8 +47,7 @@ class World:
         self.releases.promote(PROD, code_digest(ARTEFACT), T0, name="momentum 1.4.2")
 
     def posture(self, **changes) -> SignedPostureReport:
-        fields = dict(host="host-7", issued_at=T0 - 5, patch_age_days=3, disk_encrypted=True,
-                      edr_running=True, secure_boot=True)
+        fields = dict(host="host-7", issued_at=T0 - 5, **HEALTHY)
         fields.update(changes)
         return sign_report(PostureReport(**fields), self.host_key)
 
@@ -96,13 +106,28 @@ def test_unsigned_posture_refused(world: World) -> None:
 
 
 def test_posture_signed_by_unknown_key_refused(world: World) -> None:
-    rogue = sign_report(PostureReport(host="host-7", issued_at=T0, patch_age_days=1, disk_encrypted=True,
-                                      edr_running=True, secure_boot=True), Ed25519PrivateKey.generate())
+    rogue = sign_report(PostureReport(host="host-7", issued_at=T0, **HEALTHY), Ed25519PrivateKey.generate())
     assert _refused(world, world.request(posture=rogue)) == "posture.unknown_key"
 
 
 def test_posture_below_minimum_refused(world: World) -> None:
-    assert _refused(world, world.request(posture=world.posture(edr_running=False))) == "posture.edr"
+    assert _refused(world, world.request(posture=world.posture(kernel="4.9.0-13-amd64"))) == "posture.kernel"
+
+
+@pytest.mark.parametrize("changes, reason", [
+    ({"encrypted_mounts": ()}, "posture.disk_encryption"),
+    ({"security_agents": ()}, "posture.security_agent"),
+    ({"time_synced": False}, "posture.time_sync"),
+    ({"listening_ports": (22, 4444)}, "posture.listening_ports"),
+    ({"os": "Darwin"}, "posture.os"),
+])
+def test_a_production_minimum_refuses_each_failing_check(world: World, prod_ca, dev_ca, changes, reason) -> None:
+    strict = AttestingIssuer({PROD: prod_ca, DEV: dev_ca}, world.releases, world.registry,
+                             Emitter("ca", world.sink, world.clock), minimums={PROD: PROD_MINIMUM})
+    strict.issue(world.request(), T0)  # the healthy report passes the built-in production minimum
+    world.sink.events.clear()
+    world.issuer = strict
+    assert _refused(world, world.request(posture=world.posture(**changes))) == reason
 
 
 def test_csr_naming_another_identity_refused(world: World) -> None:

@@ -4,7 +4,8 @@ A :class:`~trustfabric.control.server.ControlServer` runs on 127.0.0.1 in a thre
 its own; ``$TRUSTFABRIC_HOME/floor/runtime.json`` names its operator endpoint as
 ``trustfabric up`` does. The CLI must release through it (password + TOTP login at the
 control plane, security_officer only) and refuse a wrong role, a wrong code or password,
-and a replayed code; with the endpoint gone it falls back to the offline path.
+and a replayed code; with the endpoint gone it refuses (``control.unreachable``), and only a
+manifest marked stopped sends it to the offline path.
 """
 
 from __future__ import annotations
@@ -66,8 +67,8 @@ def floor(tmp_path, monkeypatch):
 
 
 def _release(principal: str, officer: str, password: str, code: str):
-    return CliRunner().invoke(cmd.app, ["release", principal, "--officer", officer, "--totp", code,
-                                        "--password", password])
+    return CliRunner().invoke(cmd.app, ["release", principal, "--user", officer, "--totp", code],
+                              env={"TRUSTFABRIC_PASSWORD": password})
 
 
 def _refused(result) -> str:
@@ -79,8 +80,8 @@ def test_release_goes_through_the_running_control_plane_and_refuses_without_role
     plane, algo, codes, _ = floor
     assert cmd.live_control_plane() is not None
     now = plane.clock.now()
-    assert "release.not_officer" in _refused(_release(algo, "bob", "pw-bob-long-enough", codes["bob"].at(now)))
-    assert "release.not_officer" in _refused(_release(algo, "rita", "pw-rita-long-enough", codes["rita"].at(now)))
+    assert "operator.not_permitted" in _refused(_release(algo, "bob", "pw-bob-long-enough", codes["bob"].at(now)))
+    assert "operator.not_permitted" in _refused(_release(algo, "rita", "pw-rita-long-enough", codes["rita"].at(now)))
     wrong = f"{(int(codes['dave'].at(now)) + 1) % 1_000_000:06d}"
     assert "user." in _refused(_release(algo, "dave", "pw-dave-long-enough", wrong))
     assert "user." in _refused(_release(algo, "dave", "not-the-password", codes["dave"].at(now)))
@@ -88,7 +89,7 @@ def test_release_goes_through_the_running_control_plane_and_refuses_without_role
 
     ok = _release(algo, "dave", "pw-dave-long-enough", codes["dave"].at(now))
     assert ok.exit_code == 0, ok.output
-    assert "through the control plane" in " ".join(ok.output.split())
+    assert "on the running floor" in " ".join(ok.output.split())
     assert not plane.is_quarantined(algo)
     incident = [i for i in plane.incidents() if i["principal"] == algo][-1]
     assert incident["released"] and incident["released_by"] == "dave"
@@ -98,13 +99,20 @@ def test_release_goes_through_the_running_control_plane_and_refuses_without_role
     assert "user.totp_replay" in again or "release.not_quarantined" in again
 
 
-def test_a_stopped_floor_means_the_offline_path(floor):
+def test_an_unreachable_control_plane_is_a_refusal_and_a_stopped_floor_the_offline_path(floor, tmp_path):
     plane, algo, codes, running = floor
     running.stop()
-    assert cmd.live_control_plane() is None  # the manifest outlives the floor; the port refuses
+    running.stop = lambda: None  # already stopped
+    # the manifest still names a control plane (its launcher may be alive): never done offline behind its back
+    assert cmd.live_control_plane() is not None
+    unreachable = _release(algo, "dave", "pw-dave-long-enough", codes["dave"].at(plane.clock.now()))
+    assert "control.unreachable" in _refused(unreachable)
+    # the launcher marks its manifest stopped (Floor.stop): no floor, the store decides
+    manifest = tmp_path / "cli-home" / "floor" / "runtime.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "stopped_at": 1.0}))
+    assert cmd.live_control_plane() is None
     offline = _release(algo, "dave", "pw-dave-long-enough", "000000")
     assert offline.exit_code == 1  # offline: the CLI home has no such officer, nothing released
-    running.stop = lambda: None  # already stopped
 
 
 def test_an_unreadable_manifest_is_a_refusal_not_the_offline_path(floor, tmp_path):

@@ -7,10 +7,12 @@ import pytest
 from trustfabric.audit.events import Kind
 from trustfabric.errors import SignalError
 from trustfabric.policy.decision import Invalidation
-from trustfabric.signals.host_agent import HostPostureAgent
+from trustfabric.signals.host_agent import HostInspector, HostPostureAgent
 from trustfabric.signals.market import MarketCalendar
 from trustfabric.signals.posture import SignedPostureReport
 from trustfabric.signals.threat_intel import ADDRESS, CODE_DIGEST, FINGERPRINT, SPIFFE_ID, indicator_bundle
+
+from tests.signals.fake_host import fake_host
 
 MEANREV = "algo-meanrev"
 MOMENTUM = "algo-momentum"
@@ -54,11 +56,14 @@ def test_quarantine_flips_and_bumps_only_that_principal(engine, hub, topology, r
     assert engine.decide(MEANREV, "subscribe", "md/JPM").allowed
 
 
-def test_posture_drop_flips_every_principal_on_the_host(engine, hub, topology, received, clock):
+def test_posture_drop_flips_every_principal_on_the_host(engine, hub, topology, received, clock, tmp_path):
     before = _epochs(engine, topology)
     agent: HostPostureAgent = hub.agents["oms"]
-    verdict = hub.report_posture(agent.report(clock.now(), edr_running=False))
-    assert not verdict.ok and verdict.reasons == ("posture.edr",)
+    old_kernel = fake_host(tmp_path, kernel="4.19.0-27-amd64")  # an agent of that host sees an old kernel
+    degraded = HostPostureAgent("oms", inspector=HostInspector(old_kernel))
+    degraded.register(hub.host_keys)
+    verdict = hub.report_posture(degraded.report(clock.now()))
+    assert not verdict.ok and verdict.reasons == ("posture.kernel",)
     _assert_only(engine, topology, before, ["oms"])
     d = engine.decide("oms", "settle", "settlement/ledger")
     assert not d.allowed and d.policy_ids == ("guard.posture",)
@@ -68,7 +73,7 @@ def test_posture_drop_flips_every_principal_on_the_host(engine, hub, topology, r
 
 def test_posture_with_a_bad_signature_fails_the_host_and_is_refused(engine, hub, clock, sink):
     good = hub.agents["venue-a"].report(clock.now())
-    forged = SignedPostureReport(report=good.report.replace(b'"edr_running":true', b'"edr_running":truE'),
+    forged = SignedPostureReport(report=good.report.replace(b'"os":"Linux"', b'"os":"LinuX"'),
                                  signature=good.signature, key_id=good.key_id)
     verdict = hub.report_posture(forged)
     assert not verdict.ok and verdict.reasons == ("posture.bad_signature",)

@@ -271,7 +271,25 @@ def test_unsupported_message_type_is_rejected():
     s, c = logged_on()
     out = s.on_bytes(c.message(b"ZZ", [(58, "x")], NOW), NOW)
     [reject] = parse(c, out)
-    assert reject.get(373) == b"11" and problems(out) == [fs.UNSUPPORTED]
+    assert reject.get(373) == b"11" and problems(out) == [fs.INVALID_MSG_TYPE]
+
+
+def test_the_peers_logout_consumes_its_sequence_number():
+    store = MemorySeqStore()
+    s, c = logged_on(store)
+    s.on_bytes(c.logout(NOW), NOW)
+    assert store.load(s.key)[0] == c.next_out  # the next Logon's MsgSeqNum is expected: no ResendRequest
+    s2 = new_session(store)
+    out = s2.on_bytes(c.logon(NOW), NOW)
+    assert [m.message_type for m in parse(c, out)] == [b"A"]
+
+
+def test_a_fix_application_type_not_taken_gets_business_message_reject():
+    s, c = logged_on()
+    out = s.on_bytes(c.message(b"AE", [(571, "r1")], NOW), NOW)  # TradeCaptureReport
+    [bmr] = parse(c, out)
+    assert (bmr.message_type, bmr.get(372), bmr.get(380)) == (b"j", b"AE", b"3")
+    assert problems(out) == [fs.UNSUPPORTED] and not out.disconnect
 
 
 def test_logout_is_acknowledged():

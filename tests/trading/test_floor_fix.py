@@ -5,8 +5,9 @@ import time
 
 import pytest
 
-from trustfabric.trading.runtime import Floor
-from trustfabric.trading.services.fix_client import EdgeFixClient, exec_reports, place_orders
+from trustfabric.trading.fix.edge import EdgePki, gateway_address
+from trustfabric.trading.runtime import Floor, free_port
+from trustfabric.trading.services.fix_client import EdgeFixClient, place_orders
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -55,6 +56,20 @@ async def test_fix_refusals_identity_mismatch_and_message_before_logon(tmp_path)
                                                      "order-router", "venue-a", "venue-b", "market-data"))
     await floor.start()
     try:
+        # the right certificate logs on; sequence numbers continue across reconnects
+        good = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-a"), "CLIENT-A").connect()
+        logon = await good.logon(reset=True)
+        assert logon is not None and logon.message_type == b"A"
+        good.send(good.fix.logout(time.time()))
+        await good.read_until(lambda m: m.message_type == b"5", 2.0)
+        await good.close()
+        again = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-a"), "CLIENT-A").connect()
+        again.fix.next_out = good.fix.next_out
+        logon2 = await again.logon()
+        assert logon2 is not None and logon2.message_type == b"A"
+        assert int(logon2.get(34)) > int(logon.get(34))  # the gateway's outgoing sequence went on
+        await again.close()
+
         # client-b's certificate claiming CLIENT-A's SenderCompID: Logout, connection closed
         impostor = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-b"), "CLIENT-A").connect()
         reply = await impostor.logon(reset=True)
@@ -71,24 +86,39 @@ async def test_fix_refusals_identity_mismatch_and_message_before_logon(tmp_path)
         assert got == [] and early.closed
         await early.close()
 
-        # the right certificate logs on; sequence numbers continue across reconnects
-        good = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-a"), "CLIENT-A").connect()
-        logon = await good.logon(reset=True)
-        assert logon is not None and logon.message_type == b"A"
-        good.send(good.fix.logout(time.time()))
-        await good.read_until(lambda m: m.message_type == b"5", 2.0)
-        await good.close()
-        again = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-a"), "CLIENT-A").connect()
-        again.fix.next_out = good.fix.next_out
-        logon2 = await again.logon()
-        assert logon2 is not None and logon2.message_type == b"A"
-        assert int(logon2.get(34)) > int(logon.get(34))  # the gateway's outgoing sequence went on
-        await again.close()
+        # the response engine quarantined the impostor's identity: the edge now refuses its handshake
+        quarantined = "spiffe://fix-edge." + floor.topology.trust_domain + "/client/client-b"
+        assert await floor.wait_for(lambda: floor.plane.identity.revocations.is_quarantined(quarantined), 5.0)
+        back = await EdgeFixClient(floor.fix_port, _client_dir(floor, "client-b"), "CLIENT-B").connect()
+        assert await back.logon(reset=True, timeout_s=3.0) is None and back.closed
+        await back.close()
 
         gw = floor.stats()
         assert await floor.wait_for(
             lambda: floor.stats()["fix-gateway"]["fix_logon_refusals"] >= 1
-            and floor.stats()["fix-gateway"]["fix_session_problems"] >= 2, 3.0), gw
+            and floor.stats()["fix-gateway"]["fix_session_problems"] >= 2
+            and floor.stats()["fix-gateway"]["fix_tls_refusals"] >= 1, 3.0), gw
     finally:
         await floor.stop()
 
+
+@pytest.mark.slow
+async def test_a_client_onboarded_while_the_floor_runs_trades_on_the_fixed_port(tmp_path):
+    port = free_port()
+    floor = Floor(tmp_path, "zero-trust", services=FIX_FLOOR, fix_port_fixed=port)
+    await floor.start()
+    try:
+        assert floor.fix_port == port and gateway_address(tmp_path)["port"] == port
+        assert await floor.wait_for(lambda: floor.stats().get("fix-gateway", {}).get("link_up") == 1.0, 20.0)
+        entry = EdgePki.open(tmp_path, floor.topology.trust_domain, time.time()).add_client(
+            "ACME-1", "acct-acme", time.time())
+        result = {}
+        for attempt in range(10):  # until risk holds reference prices for the symbols
+            result = await place_orders(port, entry.credentials_dir, "ACME-1", orders=2, account="acct-acme",
+                                        prefix=f"a{attempt}", timeout_s=5.0)
+            if result["logon"] and all(o["statuses"] and o["statuses"][0] == "0" for o in result["orders"]):
+                break
+            await asyncio.sleep(0.3)
+        assert result["logon"] and all(o["statuses"][0] == "0" for o in result["orders"]), result
+    finally:
+        await floor.stop()

@@ -189,7 +189,8 @@ async def test_halting_an_agent_cancels_its_resting_orders_and_only_its_own(floo
         await people.resume("agent", "client-b")
         assert (await b.status(b.order("buy", 10, market * 101 // 100), (b"2", b"8"))).get(39) == b"2"
         a.edge.send(a.edge.fix.cancel(time.time(), f"{a_resting}-x", a_resting, SYMBOL, "buy"))
-        await a.status(a_resting, (b"4",))
+        confirmed = await a.status(f"{a_resting}-x", (b"4",))  # FIX 4.4: 11 the cancel's ClOrdID, 41 the order's
+        assert confirmed.get(41) == a_resting.encode()
         assert await floor.wait_for(lambda: venue_resting(floor) == 0, WAIT_S)
 
 
@@ -205,7 +206,7 @@ async def test_halting_an_account_cancels_the_orders_of_that_account(floor, peop
         assert await a.rejected_with(a.order("buy", 10, market, account="acct-halted")) == "risk.halted"
         await people.resume("account", "acct-halted")
         a.edge.send(a.edge.fix.cancel(time.time(), f"{other}-x", other, SYMBOL, "buy"))
-        await a.status(other, (b"4",))
+        assert (await a.status(f"{other}-x", (b"4",))).get(41) == other.encode()
         assert await floor.wait_for(lambda: venue_resting(floor) == 0, WAIT_S)
 
 

@@ -60,3 +60,17 @@ def test_up_with_a_bounded_lifetime_exits_by_itself(tmp_path):
     assert out.returncode == 0, out.stderr[-2000:]
     assert "orders/s" in out.stdout and "floor stopped" in out.stdout
     assert not [p for p in _pids(tmp_path) if alive(p)]
+
+
+@pytest.mark.slow
+def test_up_with_short_certificates_reports_renewals_and_no_expired_certificate_used(tmp_path):
+    env = dict(os.environ, TRUSTFABRIC_HOME=str(tmp_path), COLUMNS="160")
+    out = subprocess.run([sys.executable, "-m", "trustfabric.cli", "up", "--cert-ttl", "12", "--posture-max-age", "8",
+                          "--duration", "20"], env=env, capture_output=True, text=True, timeout=110)
+    assert out.returncode == 0, out.stderr[-2000:]
+    summary = json.loads(out.stdout[out.stdout.index("{\n"):])  # the final summary, after "floor stopped"
+    assert summary["cert_ttl_s"] == 12 and summary["renewals"] >= 11  # every service renewed at least once
+    assert summary["expired_cert_uses"] == 0 and summary["renewal_failures"] == 0
+    assert summary["orders_filled"] > 0 and summary["fail_open"] == 0
+    assert "expired used" in out.stdout  # the live view's certificates row
+    assert not [p for p in _pids(tmp_path) if alive(p)]

@@ -33,7 +33,8 @@ err_console = Console(stderr=True)
 
 def fail(reason: str, message: str = "", code: int = 1) -> "typer.Exit":
     """Print one line ``reason: message`` on stderr and return an Exit to raise."""
-    err_console.print(f"[bold red]{reason}[/]" + (f": {message}" if message else ""), highlight=False)
+    err_console.print(f"[bold red]{reason}[/]" + (f": {message}" if message else ""), highlight=False,
+                      soft_wrap=True)
     return typer.Exit(code)
 
 

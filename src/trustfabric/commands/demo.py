@@ -37,6 +37,7 @@ from typing import Any
 
 import pyotp
 import typer
+import msgspec
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
@@ -46,7 +47,7 @@ from rich.table import Table
 from trustfabric.audit.events import MemorySink
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.errors import TrustFabricError
-from trustfabric.identity.attestation import AttestationRequest, code_digest
+from trustfabric.identity.attestation import AttestationRequest, AttestingIssuer, code_digest, minimum_for_domain
 from trustfabric.identity.certs import verify_chain
 from trustfabric.identity.plane import DEFAULT_FIRM, IdentityPlane
 from trustfabric.identity.spiffe import SpiffeId
@@ -102,8 +103,12 @@ def identity_walkthrough(console: Console, home: Path | None = None, clock: Cloc
                 AttestationRequest(algo, csr, code_digest(artefact + b" + backdoor"), agent.report(now)), now))
             stale = _refusal(lambda: issuer.issue(
                 AttestationRequest(algo, csr, digest, agent.report(now - 3600)), now))
-            no_edr = _refusal(lambda: issuer.issue(
-                AttestationRequest(algo, csr, digest, agent.report(now, edr_running=False)), now))
+            # this machine runs no EDR agent (its agent inspects it): a domain that requires one refuses it
+            edr_required = msgspec.structs.replace(minimum_for_domain(prod).for_host(agent.host),
+                                                   security_agents=("falcon-sensor",))
+            strict = AttestingIssuer(plane.cas(), plane.releases, plane.host_keys(), plane.emitter,
+                                     minimums={prod: edr_required})
+            no_edr = _refusal(lambda: strict.issue(AttestationRequest(algo, csr, digest, agent.report(now)), now))
             for label, outcome in (("tampered build", tampered), ("posture an hour old", stale),
                                    ("EDR not running", no_edr)):
                 style = "red" if outcome == "ALLOWED" else "green"

@@ -6,8 +6,9 @@ names the control plane's operator endpoint and its certificate): the person log
 in with password + TOTP, the control plane checks a fresh step-up and the role
 (risk or security officer), and pre-trade-risk applies the command. ``resume`` is
 four-eyes: the first person's resume is a request, a *second* person's resume
-approves it. The password comes from ``--password``, ``$TRUSTFABRIC_PASSWORD`` or a
-prompt. Exit 0 when applied, 1 with the reason code when refused.
+approves it. The person comes from :func:`~trustfabric.commands.common.operator_credential`
+(``--user``/``$TRUSTFABRIC_USER``, ``$TRUSTFABRIC_PASSWORD`` or a prompt, ``--totp``).
+Exit 0 when applied, 1 with the reason code when refused.
 
 ``record-md`` runs the floor's own market-data generator (seeded GBM, the same
 path a floor started with that seed publishes) for ``--ticks`` steps and writes the
@@ -22,10 +23,11 @@ import json
 import os
 import time
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from trustfabric.commands.common import console, fail
+from trustfabric.commands.common import console, fail, operator_credential
 
 app = typer.Typer(help="The running floor: kill switch (halt, reduce, resume); record market data (record-md).",
                   no_args_is_help=True)
@@ -35,19 +37,17 @@ TARGET_HELP = "The account, or the agent (a service name such as algo-momentum, 
 
 
 def _send(action: str, scope: str, target: str, user: str, totp: str, password: str, as_json: bool) -> None:
+    from trustfabric.commands.operate import live_control_plane
     from trustfabric.control.client import kill_switch
     from trustfabric.control.protocol import KillSwitchRequest
     from trustfabric.errors import TrustFabricError
-    from trustfabric.home import home_dir
 
-    manifest_path = home_dir() / "floor" / "runtime.json"
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError):
-        raise fail("floor.not_running", f"no {manifest_path}; start `trustfabric up` first") from None
-    control = manifest.get("control", {})
-    if manifest.get("mode") != "zero-trust" or not control.get("bundle_pem"):
-        raise fail("control.perimeter_mode", "the kill switch needs the zero-trust floor's control plane")
+        control = live_control_plane()
+    except TrustFabricError as exc:
+        raise fail(exc.reason, exc.detail) from None
+    if control is None:
+        raise fail("floor.not_running", "no running zero-trust floor here; start `trustfabric up` first")
     request = KillSwitchRequest(user=user, password=password, totp=totp, action=action, scope=scope,
                                 target=target if scope != "firm" else "")
     try:
@@ -71,12 +71,13 @@ def _register(action: str, doc: str) -> None:
     """Add the ``action`` command (halt, reduce, resume): the same arguments, one kill-switch request."""
 
     def command(scope: str = typer.Argument(..., help=SCOPE_HELP), target: str = typer.Argument("", help=TARGET_HELP),
-                user: str = typer.Option(..., "--user", help="Your user name (risk or security officer)."),
-                totp: str = typer.Option(..., "--totp", help="Your current TOTP code."),
-                password: str = typer.Option("", "--password", envvar="TRUSTFABRIC_PASSWORD",
-                                             help="Password (else a prompt)."),
+                user: Optional[str] = typer.Option(None, "--user", help="You (a risk or security officer); else "
+                                                                         "$TRUSTFABRIC_USER."),
+                totp: Optional[str] = typer.Option(None, "--totp", help="Your current TOTP code; else "
+                                                                        "$TRUSTFABRIC_TOTP."),
                 as_json: bool = typer.Option(False, "--json", help="Print the reply as JSON.")) -> None:
-        _send(action, scope, target, user, totp, password or typer.prompt("password", hide_input=True), as_json)
+        credential = operator_credential(user, totp=totp)
+        _send(action, scope, target, credential.user, credential.totp, credential.password, as_json)
 
     command.__doc__ = doc
     app.command(name=action)(command)

@@ -5,19 +5,15 @@ certificate quarantine by SPIFFE ID in the identity store's revocation set
 (``identity.db``), which every enforcement point consults at handshake and
 renewal.
 
-``release`` goes through the running control plane when there is one (a floor
-started by ``trustfabric up`` whose ``$TRUSTFABRIC_HOME/floor/runtime.json`` names an
-operator endpoint that accepts connections): the officer's password and TOTP go
-to :meth:`trustfabric.control.plane.ControlPlane.release_by_operator`, which logs
-them in now (the fresh step-up) and releases through the response engine (the
-security_officer role is checked there), so the certificates, the policy engine's
-quarantine flag and every enforcement point's decisions are released together.
-When such a plane is named but cannot be reached or is not the one named, the
-release is refused (``control.unreachable`` / ``control.wrong_server``), never done
-offline behind its back. With no floor running the release is offline: the
-officer's TOTP step-up through ``trustfabric.identity.users`` (see
-:func:`officer_facts`) and the identity store's revocation set; without the users
-module no release is possible (fail closed).
+``quarantine`` and ``release`` are a person's actions (``--user`` or ``$TRUSTFABRIC_USER``,
+password and TOTP, see :func:`~trustfabric.commands.common.operator_credential`) routed
+by :mod:`trustfabric.commands.operate`: on a running floor (``trustfabric up``) the
+control plane authorizes the person and contains or releases through its response
+engine (certificates, policy quarantine flag, every enforcement point's decisions),
+answering once every enforcement point confirmed; a floor named but unreachable is a
+refusal (``control.unreachable``), never done offline behind its back. With no floor
+running, the identity store's revocation set and ``response.db`` are written, after
+the same authorization over the store's people.
 """
 
 from __future__ import annotations
@@ -32,16 +28,19 @@ import typer
 from rich.table import Table
 
 from trustfabric.clock import SYSTEM_CLOCK, FakeClock
-from trustfabric.commands.common import console, refusals_exit
+from trustfabric.commands import operate
+from trustfabric.commands.common import console, operator_credential, refusals_exit
+from trustfabric.control.plane import INCIDENTS_FILE
 from trustfabric.audit.events import Kind
-from trustfabric.errors import ConfigError, TrustFabricError
 from trustfabric.home import home_dir
+from trustfabric.identity.operators import Operator
 from trustfabric.response.containment import Containment, OfficerFacts
+from trustfabric.response.errors import ContainmentError
 from trustfabric.response.incidents import SqliteIncidentStore, summarize
 
 app = typer.Typer(help="Alerts, quarantine and release.", no_args_is_help=True)
 
-STORE_FILE = "response.db"
+STORE_FILE = INCIDENTS_FILE
 
 
 def _store() -> SqliteIncidentStore:
@@ -82,29 +81,6 @@ class _AuditOut:
             self.spool.flush()
         finally:
             self.spool.close()
-
-
-def officer_facts(name: str, totp_code: str, now: float, emitter=None) -> OfficerFacts:
-    """Verify ``name``'s TOTP step-up now with the identity plane and return the release facts.
-
-    ``trustfabric.identity.users.UserDirectory.step_up`` re-verifies the code
-    (refusing wrong, replayed or locked-out attempts with a ``UserError``) and
-    refreshes the MFA time; the user's role and that time become
-    :class:`OfficerFacts`. Without the users module there is no way to prove a
-    fresh step-up, so this raises (no release).
-    """
-    try:
-        from trustfabric.identity.store import open_default_store
-        from trustfabric.identity.users import UserDirectory
-    except ImportError:
-        raise ConfigError("the identity plane's users module is not installed: no step-up MFA, no release",
-                          reason="response.step_up_unavailable") from None
-    if emitter is None:
-        from trustfabric.audit.events import Emitter, MemorySink
-
-        emitter = Emitter(SOURCE, MemorySink(), SYSTEM_CLOCK)
-    auth = UserDirectory(open_default_store(), emitter).step_up(name, totp_code, now)
-    return OfficerFacts(name=auth.name, roles=(auth.role,), step_up_at=auth.auth_time)
 
 
 @app.command("alerts")
@@ -151,134 +127,113 @@ def incidents(
 
 @app.command("quarantine")
 def quarantine(
-    principal: str = typer.Argument(..., help="SPIFFE ID (or user:<name>) to quarantine."),
-    operator: str = typer.Option(..., "--operator", help="Who orders the quarantine (recorded)."),
+    principal: str = typer.Argument(..., help="SPIFFE ID, service name or user:<name> to quarantine."),
+    user: Optional[str] = typer.Option(None, "--user", help="You (a security officer); else $TRUSTFABRIC_USER."),
+    totp: Optional[str] = typer.Option(None, "--totp", help="Your current TOTP code; else $TRUSTFABRIC_TOTP."),
     reason: str = typer.Option("", help="Why (recorded with the incident)."),
 ) -> None:
-    """Quarantine PRINCIPAL now: revoke its certificates by SPIFFE ID and open an incident.
+    """Quarantine PRINCIPAL now: certificates revoked, policy quarantine, sessions closed everywhere.
 
-    A running control plane (``trustfabric up``) also marks it quarantined in the
-    policy engine and closes its sessions; from this command the certificate
-    quarantine in the identity store is what every enforcement point sees.
+    On a running floor (trustfabric up) the control plane contains it and the command
+    returns once every enforcement point confirmed it refuses the principal; with no
+    floor running, the identity store's revocation set and an incident are written.
     """
+    credential = operator_credential(user, totp=totp)
+    outcome = operate.run("quarantine", principal, {"reason": reason}, credential,
+                          lambda op: _quarantine_offline(principal, op.principal, reason))
+    console.print(f"[bold]{principal}[/] quarantined by {outcome.operator} {outcome.where()}: "
+                  f"incident {outcome.result.get('incident', '?')}", highlight=False, soft_wrap=True)
+
+
+def _quarantine_offline(principal: str, operator: str, reason: str) -> dict[str, str]:
+    """No floor: revoke by SPIFFE ID in the identity store and open the incident (the next floor starts from both)."""
     from trustfabric.response.alerts import Alert, Category, Severity, new_alert_id
 
-    with refusals_exit():
-        store = _store()
-        with _AuditOut() as out:
-            containment = Containment(_revoker(), None, emitter=out.emitter, store=store)
-            containment.restore_open_incidents()
-            now = SYSTEM_CLOCK.now()
-            alert = Alert(alert_id=new_alert_id(), severity=Severity.HIGH, confidence=1.0, principal=principal,
-                          category=Category.MANUAL, detector=f"operator:{operator}", evidence=(),
-                          first_seen=now, detected_at=now, summary=reason or "manual quarantine")
-            store.add_alert(alert, "quarantine")
-            out.emitter.emit(Kind.ALERT, principal=principal, reason=Category.MANUAL,
-                             detail={"alert_id": alert.alert_id, "operator": operator, "response": "quarantine",
-                                     "summary": alert.summary})
-            incident = containment.quarantine(principal, (alert,), trigger=f"manual:{operator}")
-    revoked = not any(e.startswith("revoke:") for e in incident.errors)
-    console.print(f"[bold]{principal}[/] quarantined: incident {incident.incident_id}; "
-                  f"certificates {'revoked' if revoked else 'NOT revoked'}"
-                  + (f"; notes: {', '.join(incident.errors)}" if incident.errors else ""))
-    if not revoked:
-        raise typer.Exit(1)
+    principal = _principal_key(principal)
+    store = _store()
+    with _AuditOut() as out:
+        containment = Containment(_revoker(), _OfflinePolicy(), emitter=out.emitter, store=store)
+        containment.restore_open_incidents()
+        now = SYSTEM_CLOCK.now()
+        alert = Alert(alert_id=new_alert_id(), severity=Severity.HIGH, confidence=1.0, principal=principal,
+                      category=Category.MANUAL, detector=f"operator:{operator}", evidence=(),
+                      first_seen=now, detected_at=now, summary=reason or "manual quarantine")
+        store.add_alert(alert, "quarantine")
+        out.emitter.emit(Kind.ALERT, principal=principal, reason=Category.MANUAL,
+                         detail={"alert_id": alert.alert_id, "operator": operator, "response": "quarantine",
+                                 "summary": alert.summary})
+        incident = containment.quarantine(principal, (alert,), trigger=f"manual:{operator}")
+    failed = [e for e in incident.errors if e.startswith("revoke:")]
+    if failed:
+        raise ContainmentError(f"certificates of {principal} not revoked: {', '.join(failed)}",
+                               reason="containment.revoke_failed")
+    return {"incident": incident.incident_id}
+
+
+def _principal_key(target: str) -> str:
+    """A service name or user of the floor's topology as its principal key (SPIFFE ID, user:<name>); else as given."""
+    from trustfabric.policy.topology import Topology
+
+    ref = Topology.load(Topology.default_path()).resolve(target)
+    return ref.key if ref is not None else target
 
 
 def live_control_plane() -> dict | None:
-    """The running floor's operator endpoint (port, SPIFFE ID, bundle) or ``None`` when no floor runs.
-
-    A floor is running when ``$TRUSTFABRIC_HOME/floor/runtime.json`` names a zero-trust
-    control plane whose operator port accepts a TCP connection on loopback. A port that
-    refuses connections means the floor has stopped (the manifest outlives it); no
-    manifest means no floor was started here. A manifest that exists but cannot be read
-    is a refusal (``control.manifest_unreadable``), never a silent fall back to the
-    offline path while a floor may be running.
-    """
-    import socket
-
-    from trustfabric.control.errors import ControlRefused
-
-    path = home_dir(create=False) / "floor" / "runtime.json"
-    try:
-        manifest = json.loads(path.read_text())
-        if not isinstance(manifest, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        raise ControlRefused(f"{path}: {exc}", reason="control.manifest_unreadable") from None
-    control = manifest.get("control") or {}
-    if manifest.get("mode") != "zero-trust" or not control.get("bundle_pem") or not control.get("bootstrap_port"):
-        return None
-    try:
-        socket.create_connection(("127.0.0.1", int(control["bootstrap_port"])), timeout=1.0).close()
-    except ConnectionRefusedError:
-        return None
-    except OSError:
-        pass  # something is there but does not answer: the live path decides (and refuses)
-    return control
-
-
-def release_live(control: dict, principal: str, officer: str, password: str, totp: str):
-    """Send the release to the running control plane; returns its ``ReleaseReply`` (ControlRefused if unreachable)."""
-    import asyncio
-
-    from trustfabric.control.client import release as send_release
-    from trustfabric.control.protocol import ReleaseRequest
-
-    request = ReleaseRequest(user=officer, password=password, totp=totp, principal=principal)
-    return asyncio.run(send_release("127.0.0.1", int(control["bootstrap_port"]),
-                                    bundle_pem=control["bundle_pem"].encode(), control_id=control["spiffe_id"],
-                                    request=request))
+    """The running floor's operator endpoint (see :func:`trustfabric.commands.operate.live_control_plane`)."""
+    return operate.live_control_plane()
 
 
 @app.command("release")
 def release(
-    principal: str = typer.Argument(..., help="The quarantined SPIFFE ID (or user:<name>)."),
-    officer: str = typer.Option(..., "--officer", help="The security officer releasing it."),
-    totp: str = typer.Option(..., "--totp", prompt=True, hide_input=True, help="The officer's TOTP code (step-up)."),
-    password: str = typer.Option("", "--password", envvar="TRUSTFABRIC_PASSWORD",
-                                 help="The officer's password, needed when a floor is running (else a prompt)."),
+    principal: str = typer.Argument(..., help="The quarantined SPIFFE ID, service name (or user:<name>)."),
+    user: Optional[str] = typer.Option(None, "--user", "--officer",
+                                       help="You (a security officer); else $TRUSTFABRIC_USER."),
+    totp: Optional[str] = typer.Option(None, "--totp", help="Your current TOTP code (the step-up, checked now)."),
 ) -> None:
     """Release PRINCIPAL: only a security_officer with a fresh TOTP step-up may (code checked now).
 
-    With a floor running (trustfabric up) the release goes through its control plane
-    (password + TOTP login there); otherwise it is applied to the identity store offline.
+    With a floor running (trustfabric up) the release goes through its control plane and
+    returns once every enforcement point took it; otherwise it is applied to the store.
     """
-    with refusals_exit():
-        control = live_control_plane()
-    if control is not None:
-        if not password:
-            password = typer.prompt("password", hide_input=True)
-        with refusals_exit():
-            reply = release_live(control, principal, officer, password, totp)
-        if not reply.ok:
-            typer.echo(f"{reply.reason}: release of {principal} refused by the control plane", err=True)
-            raise typer.Exit(1)
-        console.print(f"[bold]{principal}[/] released by {officer} through the control plane "
-                      f"(incident {reply.incident_id})")
-        return
-    with refusals_exit():
-        now = SYSTEM_CLOCK.now()
-        with _AuditOut() as out:
-            containment = Containment(_revoker(), _OfflinePolicy(), emitter=out.emitter, store=_store())
-            containment.restore_open_incidents()
-            try:
-                facts = officer_facts(officer, totp, now, out.emitter)
-            except TrustFabricError as exc:  # logged like any refused release
-                out.emitter.emit(Kind.RELEASE, principal=principal, decision="deny", reason=exc.reason,
-                                 detail={"officer": officer})
-                raise
-            incident = containment.release(principal, facts, now)
-    console.print(f"[bold]{principal}[/] released by {officer} (incident {incident.incident_id})")
+    credential = operator_credential(user, totp=totp)
+    outcome = operate.run("release", principal, {}, credential, lambda op: _release_offline(principal, op))
+    console.print(f"[bold]{principal}[/] released by {outcome.operator} {outcome.where()} "
+                  f"(incident {outcome.result.get('incident', '?')})", highlight=False, soft_wrap=True)
+
+
+def _release_offline(principal: str, operator: Operator) -> dict[str, str]:
+    principal = _principal_key(principal)
+    now = SYSTEM_CLOCK.now()
+    facts = OfficerFacts(name=operator.name, roles=(operator.role,),
+                         step_up_at=operator.step_up_at or operator.auth_time)
+    with _AuditOut() as out:
+        containment = Containment(_revoker(), _OfflinePolicy(), emitter=out.emitter, store=_store())
+        containment.restore_open_incidents()
+        incident = containment.release(principal, facts, now)
+    return {"incident": incident.incident_id}
 
 
 class _OfflinePolicy:
-    """The CLI has no live policy engine: the release is the revocation set's and the store's."""
+    """No floor running: the quarantine flag goes to the signal store, which the next control plane starts from."""
 
     def set_quarantined(self, principal: str, quarantined: bool) -> None:
-        return None
+        from trustfabric.control.signal_ops import SignalBook, signals_path
+        from trustfabric.policy.topology import Topology
+        from trustfabric.signals.errors import UnknownPrincipalError
+        from trustfabric.signals.state import hub_from_state, load_state
+
+        path = signals_path(home_dir())
+        state = load_state(path)
+        book = SignalBook(hub_from_state(Topology.load(Topology.default_path()), state),
+                          calendar=dict(state.calendar), threat_bundle=state.threat_bundle)
+        try:
+            if quarantined:
+                book.hub.quarantine(principal, reason="quarantine.response", origin=SOURCE)
+            else:
+                book.hub.release(principal, origin=SOURCE)
+        except UnknownPrincipalError:
+            return  # not a principal of the floor's policy: its certificates are the whole quarantine
+        book.save(path)
 
 
 @app.command("bench")

@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Optional
 
 import typer
 
-from trustfabric.commands.common import offline_operator_authority, operator_credential, refusals_exit
+from trustfabric.commands import operate
+from trustfabric.commands.common import operator_credential, refusals_exit
 from trustfabric.home import home_dir
 from trustfabric.identity.certs import load_certificate, peer_spiffe_id, verify_chain
 from trustfabric.identity.errors import CertificateError, SpiffeIdError, TokenError
+from trustfabric.identity.operators import Operator
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.tokens import MAX_TTL_S
@@ -108,27 +111,44 @@ def jwks() -> None:
 
 
 @app.command("rotate-key")
-def rotate_key() -> None:
-    """Make a new token signing key; the previous one verifies for its retain window, then is destroyed."""
-    with refusals_exit(), IdentityPlane(home_dir()) as plane:
-        key = plane.rotate_token_key()
-    typer.echo(key.kid)
+def rotate_key(
+    user: Optional[str] = typer.Option(None, "--user", help="You (a security officer); else $TRUSTFABRIC_USER."),
+    totp: Optional[str] = typer.Option(None, "--totp", help="Your current TOTP code; else $TRUSTFABRIC_TOTP."),
+) -> None:
+    """Make a new token signing key; the previous one verifies for its retain window, then is destroyed.
+
+    On a running floor the control plane rotates and pushes the new key set to every
+    enforcement point before the command returns.
+    """
+
+    def offline(operator: Operator) -> dict[str, str]:
+        with IdentityPlane(home_dir()) as plane:
+            key = plane.rotate_token_key(operator.principal)
+        return {"kid": key.kid}
+
+    outcome = operate.run("token.rotate_key", "", {},
+                          operator_credential(user, totp=totp, action="token.rotate_key", target=""), offline)
+    typer.echo(outcome.result.get("kid", ""))
 
 
 @app.command("revoke-key")
 def revoke_key(
     kid: str = typer.Argument(..., help="The kid of a retired signing key (see `token jwks`)."),
-    user: str = typer.Option(None, "--user", help="Who revokes (a security officer); default $TRUSTFABRIC_USER."),
-    totp: str = typer.Option(None, "--totp", help="Your current TOTP code (the step-up); prompted when omitted."),
+    user: Optional[str] = typer.Option(None, "--user", help="Who revokes (a security officer); else $TRUSTFABRIC_USER."),
+    totp: Optional[str] = typer.Option(None, "--totp", help="Your current TOTP code (the step-up); else a prompt."),
 ) -> None:
     """Revoke a retired signing key now: gone from the store, the key ring and the JWKS; its tokens refused.
 
-    The active key cannot be revoked (token.key_active): rotate first.
+    The active key cannot be revoked (token.key_active): rotate first. On a running floor the
+    control plane revokes it and every enforcement point closes the sessions its tokens admitted.
     """
-    with refusals_exit():
-        credential = operator_credential(user, totp=totp, action="token.revoke_key", target=kid)
+
+    def offline(operator: Operator) -> dict[str, str]:
         with IdentityPlane(home_dir()) as plane:
-            operator = offline_operator_authority(plane).authorize(credential, "token.revoke_key", kid,
-                                                                   plane.clock.now())
             entry = plane.revoke_token_key(kid, operator.principal)
-    typer.echo(f"revoked token key {kid} (revocation version {entry.version}) by {operator.principal}")
+        return {"version": str(entry.version)}
+
+    outcome = operate.run("token.revoke_key", kid, {},
+                          operator_credential(user, totp=totp, action="token.revoke_key", target=kid), offline)
+    typer.echo(f"revoked token key {kid} (revocation version {outcome.result.get('version', '?')}) "
+               f"by {outcome.operator}")

@@ -9,11 +9,23 @@ record-md``): market-data and both venues replay the file instead of GBM, and th
 view shows the replay's progress; at the end of the file publishing stops (the
 floor keeps running on the last prices). A bad file is refused before any process
 starts (``marketdata.<reason>``, exit 1).
+
+``--fix-port N`` fixes the FIX gateway's port (a busy or invalid port is refused before
+any process starts, ``config.floor.fix_port``); by default a free port is chosen and
+printed. The README's "Connecting a FIX client" walks a client through onboarding.
+
+``--cert-ttl SECONDS`` sets every certificate's lifetime (workloads and the control
+plane; renewed at half of it, each renewal attested on a fresh posture report) and
+``--posture-max-age SECONDS`` the posture window. When the floor stops, ``up`` prints
+its final summary as JSON: orders and fills, renewals, renewal failures, and
+``expired_cert_uses`` (any handshake refused for an expired certificate, any
+connection that outlived one, anywhere on the floor: 0 on a healthy floor).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -38,6 +50,8 @@ def _view(floor, rates: dict[str, float]) -> Table:
     table.add_row("denied hops (total)", str(s["denied_hops"]))
     table.add_row("alerts", str(len(floor.plane.alerts) if floor.plane else 0))
     table.add_row("fail-open", str(s["fail_open"]))
+    table.add_row("certificates", f"ttl {s['cert_ttl_s']} s, {s['renewals']} renewals, "
+                  f"{s['renewal_failures']} failed, {s['expired_cert_uses']} expired used")
     md = floor.stats().get("market-data", {})
     if "md_replay_ticks_total" in md:
         ended = " (ended: publishing stopped)" if md.get("md_replay_done") else ""
@@ -55,14 +69,26 @@ def command(
     duration: float = typer.Option(0.0, "--duration", hidden=True, help="Stop after this many seconds (tests)."),
     md_csv: Path = typer.Option(None, "--md-csv", help="Replay this recorded session (trustfabric floor record-md) "
                                 "at market-data and both venues instead of GBM; stops at the end of the file."),
+    fix_port: int = typer.Option(0, "--fix-port", help="The FIX gateway's port on 127.0.0.1 (default: a free "
+                                 "port, printed). Clients: README section 'Connecting a FIX client' and "
+                                 "'trustfabric fix client add --help'."),
+    cert_ttl: int = typer.Option(3600, "--cert-ttl", min=10, max=3600,
+                                 help="Certificate lifetime in seconds (renewed at half of it)."),
+    posture_max_age: float = typer.Option(None, "--posture-max-age", min=2.0,
+                                          help="Posture window in seconds (default: the trust domain's, 300)."),
 ) -> None:
-    """Run the floor until Ctrl-C, with a live view."""
+    """Run the floor until Ctrl-C, with a live view. FIX clients connect to --fix-port (README:
+    'Connecting a FIX client')."""
     from trustfabric.errors import TrustFabricError
     from trustfabric.home import home_dir
     from trustfabric.trading.runtime import Floor, floor_summary
 
+    summary: dict = {}
+    started_at = time.monotonic()
+
     async def main() -> None:
-        floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv)
+        floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv, fix_port_fixed=fix_port, cert_ttl_s=cert_ttl,
+                      posture_max_age_s=posture_max_age)
         try:
             await floor.start()
         except TrustFabricError as exc:
@@ -71,6 +97,10 @@ def command(
             console.print(f"[yellow]{name} not started: {why}[/] (its identity is quarantined; the floor runs "
                           f"without it)")
         console.print(f"floor up: {floor.manifest_path}")
+        if floor.fix_port:
+            console.print(f"FIX gateway: 127.0.0.1:{floor.fix_port} (TargetCompID {floor.fix_edge['fix_comp_id']}; "
+                          f"onboard a client with: trustfabric fix client add CLIENT-ID --account ACCT)",
+                          highlight=False)
         last = (time.monotonic(), floor_summary(floor))
         rates: dict[str, float] = {}
         try:
@@ -84,14 +114,16 @@ def command(
                              "allowed": (s["decisions_allowed"] - last[1]["decisions_allowed"]) / dt,
                              "denied": (s["denied_hops"] - last[1]["denied_hops"]) / dt}
                     last = (now, s)
-                    if floor.plane is not None and int(now) % 60 == 0:
-                        floor.plane.refresh_posture()
                     live.update(_view(floor, rates))
         finally:
             await floor.stop()
+            summary.update(floor_summary(floor), mode=floor.mode,
+                           duration_s=round(time.monotonic() - started_at, 1))
 
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
     console.print("floor stopped")
+    if summary:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))

@@ -5,7 +5,10 @@
   launcher gave it and its SPIFFE ID); returns the workload's first credentials.
 * :class:`ControlClient` - one mTLS connection on the event loop: ``await
   token(audience)``, ``await renew(csr, posture)``, the push stream
-  (invalidations, revocations, commands) delivered to callbacks, and ``report``.
+  (invalidations, revocations, commands) delivered to callbacks, and ``report``;
+  it answers every :class:`~trustfabric.control.protocol.PushBarrier` with a ``PushAck``
+  once the pushes before it went through the callbacks, and keeps the token keys
+  current (:class:`LiveJwks`, replaced by each ``PushJwks``).
 * :class:`ControlTableSource` - the enforcement point's table source: a
   ``TableRequest`` on that same control connection, awaited with its own deadline
   (nothing blocks the event loop; the hot path never calls it). Any failure is
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from typing import Any, Callable
 
@@ -25,12 +29,15 @@ from cryptography.hazmat.primitives import serialization
 
 from trustfabric.control.errors import BootstrapRefused, ControlRefused
 from trustfabric.control.protocol import (
-    CONTROL_CODEC, Command, JoinReply, JoinRequest, PushInvalidation, PushRevocation, RenewReply,
+    CONTROL_CODEC, Command, JoinReply, JoinRequest, PushAck, PushBarrier, PushInvalidation, PushJwks, PushRevocation,
+    RenewReply,
     RenewRequest, Report, Subscribe, Subscribed, TableReply, TableRequest, TokenReply, TokenRequest,
 )
 from trustfabric.enforcement.remote import EngineUnreachable
-from trustfabric.errors import PolicyError
+from trustfabric.errors import PolicyError, TrustFabricError
+from trustfabric.identity.errors import TokenError
 from trustfabric.identity.certs import peer_spiffe_id
+from trustfabric.identity.tokens import StaticJwks
 from trustfabric.identity.workload import WorkloadCredentials, key_to_pem, new_key_and_csr
 from trustfabric.policy.decision import DecisionTable
 from trustfabric.transport.connection import FrameConnection, Limits, connect
@@ -128,6 +135,36 @@ kill_switch = operator_request  # a person's kill-switch request: halt, reduce, 
 release = operator_request  # a security officer's release of a quarantined principal
 
 
+class LiveJwks:
+    """The token verifier's key source on a service: the JWKS from the subscription, replaced when pushed.
+
+    A pushed set that does not parse is refused (``token.bad_jwks``) and the last good one stays.
+    A revoked key (a ``token_key`` revocation) stays out of every later set too.
+    """
+
+    def __init__(self, jwks: bytes) -> None:
+        self._current = StaticJwks(json.loads(jwks))
+        self._revoked: set[str] = set()
+
+    def replace(self, jwks: bytes) -> None:
+        try:
+            document = json.loads(jwks)
+        except ValueError as exc:
+            raise TokenError(f"unreadable JWKS: {exc}", reason="token.bad_jwks") from None
+        fresh = StaticJwks(document)
+        for kid in self._revoked:
+            fresh.revoke(kid)
+        self._current = fresh
+
+    def revoke(self, kid: str) -> bool:
+        """Stop trusting ``kid`` now and in every set pushed later."""
+        self._revoked.add(kid)
+        return self._current.revoke(kid)
+
+    def verification_keys(self, now: float | None = None):  # noqa: ANN201 - the key source protocol of TokenVerifier
+        return self._current.verification_keys(now)
+
+
 class ControlClient:
     """The workload's mTLS control channel (one event loop)."""
 
@@ -139,6 +176,8 @@ class ControlClient:
         self.on_invalidation: Callable[[Any], None] | None = None
         self.on_revocation: Callable[[PushRevocation], None] | None = None
         self.on_command: Callable[[Command], None] | None = None
+        self.on_jwks_refused: Callable[[TrustFabricError], None] | None = None
+        self.jwks: LiveJwks | None = None
         self.subscribed: asyncio.Future | None = None
         self._refusal = ""
 
@@ -174,6 +213,17 @@ class ControlClient:
         elif kind is Command:
             if self.on_command is not None:
                 self.on_command(frame)
+        elif kind is PushBarrier:
+            # every frame before it went through the callbacks above, synchronously, in order
+            if self.conn is not None and not self.conn.closed:
+                self.conn.send(PushAck(service=self.service, id=frame.id))
+        elif kind is PushJwks:
+            try:
+                if self.jwks is not None:  # the service's verifier reads it (perimeter: none)
+                    self.jwks.replace(frame.jwks)
+            except TrustFabricError as exc:  # the last good keys stay; the service logs it
+                if self.on_jwks_refused is not None:
+                    self.on_jwks_refused(exc)
         elif kind is Subscribed:
             if self.subscribed is not None and not self.subscribed.done():
                 self.subscribed.set_result(frame)

@@ -8,6 +8,15 @@ loaded from ``policies/`` with a live :class:`~trustfabric.signals.hub.SignalHub
 host of the topology. It has no sockets (``server.py`` is its shell); every method
 takes plain values, and time comes from the injected clock.
 
+Lifetimes: workload certificates live ``leaf_ttl_s`` (``trustfabric up --cert-ttl``);
+a posture report counts for ``posture_max_age_s`` (the trust domain's minimum by
+default), at the CA and in the policy context alike. The plane's own certificate
+has the same lifetime and is renewed at half of it (:meth:`rotate_own_certificate`,
+called by the launcher's maintenance loop, which also has every host's agent
+report again before the hub's verdicts go stale: :meth:`refresh_posture`). The
+agents' sockets, through which workloads get fresh reports for their renewals, are
+served by the launcher (:mod:`trustfabric.signals.agent_socket`).
+
 * :meth:`join` - the bootstrap exchange: a one-time join token for exactly that
   SPIFFE ID, the code digest promoted *for that service* in its trust domain, a
   fresh signed posture report, a CSR -> an attested certificate (the attesting
@@ -20,12 +29,24 @@ takes plain values, and time comes from the injected clock.
 * invalidations (policy bus) and revocations (identity plane) go to every
   subscriber through :meth:`subscribe`; the response engine sees the security
   events the services report (:meth:`observe`) and quarantines.
+* :meth:`operate` - a person's state-changing action (:data:`OPERATOR_ACTIONS`, one
+  line per action name): authenticated and authorized by the
+  :class:`~trustfabric.identity.operators.OperatorAuthority`, applied to the live
+  state, audited under the person's name, and answered with what the server must
+  wait for before it reports success (:class:`Applied`).
+
+One source of truth: the signal hub starts from the store (``policy/signals.json``:
+quarantines, risk scores, kill switches, market calendar, threat bundle,
+observations) and every change is written back while the plane runs (it is the only
+writer then); the next control plane, or a command with no floor running, starts
+from what this one left.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,8 +59,9 @@ from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control.errors import BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
 from trustfabric.errors import TrustFabricError
-from trustfabric.identity.attestation import AttestationRequest
+from trustfabric.identity.attestation import AttestationRequest, AttestingIssuer, validate_digest
 from trustfabric.identity.certs import certs_to_pem, load_certificate
+from trustfabric.identity.operators import Operator, OperatorAuthority, OperatorCredential
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.revocation import RevocationEntry
 from trustfabric.identity.spiffe import SpiffeId
@@ -47,21 +69,23 @@ from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy.decision import DecisionTable, Invalidation
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.topology import Topology
+from trustfabric.control.signal_ops import SIGNAL_ACTIONS, SignalBook, apply_signal, signals_path
 from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
 from trustfabric.response.containment import Containment, OfficerFacts
 from trustfabric.response.engine import ResponseEngine
 from trustfabric.response.floor_map import FloorMap
-from trustfabric.response.incidents import Incident
+from trustfabric.response.incidents import Incident, SqliteIncidentStore
 from trustfabric.signals.host_agent import HostPostureAgent
-from trustfabric.signals.hub import SignalHub
-from trustfabric.signals.market import MarketCalendar
-from trustfabric.signals.posture import decode_signed, encode_signed
+from trustfabric.signals.posture import DEFAULT_SECURITY_AGENTS, decode_signed, encode_signed, requirements_for_domain
+from trustfabric.signals.state import hub_from_state, load_state
+from trustfabric.transport.tls import RotatingCredentials
 
 SOURCE = "control-plane"
 CONTROL_SEGMENT = "control"
 CONTROL_NAME = "control-plane"
 TOKEN_TTL_S = 300
 PRINCIPAL_QUARANTINED = "control.principal_quarantined"
+INCIDENTS_FILE = "response.db"  # incidents and alerts under $TRUSTFABRIC_HOME, shared with `trustfabric response`
 DEFAULT_POLICIES = Path(__file__).resolve().parents[3] / "policies"
 # What services report to the response engine: refusals and denials at enforcement points.
 SECURITY_KINDS = frozenset({Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.TOKEN_REFUSED, Kind.CERT_REFUSED})
@@ -74,6 +98,45 @@ Listener = Callable[[Any], None]
 KILL_SWITCH_REASONS = frozenset({"risk.halted", "risk.reducing_only"})
 
 
+# How the server confirms an operator's change before it answers ok.
+CONFIRM_NONE = "none"  # the store is the change (a promotion): applied is enough
+CONFIRM_PUSH = "push"  # pushed to every enforcement point: each must answer a barrier after it
+CONFIRM_CONTAINED = "contained"  # a quarantine: every enforcement point confirms it refuses the principal
+CONFIRM_COMMAND = "command"  # a service applies it (the kill switch at pre-trade-risk) and answers
+
+
+@dataclass(frozen=True)
+class Applied:
+    """An operator's change, applied in the plane; what the server waits for before answering ok."""
+
+    operator: str  # the person, as audited (user:<name>)
+    confirm: str = CONFIRM_PUSH
+    result: dict[str, str] = field(default_factory=dict)
+    principal: str = ""  # CONFIRM_CONTAINED: who is contained
+    command: tuple[str, str, dict[str, str]] | None = None  # CONFIRM_COMMAND: (service, name, args)
+    jwks: bytes = b""  # a new token-key set to push before the barrier
+
+
+class OperatorRiskFloor(SignalHubRiskSink):
+    """The response engine's risk sink on the live hub, under the floor a person set.
+
+    Automation (alert risk decaying, the behavioural baseline) republishes a principal's
+    score on its own cadence; a score an operator set must not be silently lowered by it,
+    so automation writes ``max(its score, the operator's)``. A person setting a new score
+    (0 included) replaces the floor.
+    """
+
+    def __init__(self, hub: Any) -> None:
+        super().__init__(hub)
+        self._floors: dict[str, int] = {}
+
+    def set_floor(self, principal: str, score: int) -> None:
+        self._floors[principal] = int(score)
+
+    def set_risk(self, principal: str, score: float, source: str) -> None:
+        super().set_risk(principal, max(float(score), float(self._floors.get(principal, 0))), source)
+
+
 def is_security_event(event: AuditEventV1) -> bool:
     if event.kind == Kind.DECISION and event.decision == "deny":
         return event.reason not in KILL_SWITCH_REASONS
@@ -84,51 +147,90 @@ class ControlPlane:
     """The floor's control plane (one per floor); thread-safe where its callers need it."""
 
     def __init__(self, home: Path | str, *, policies: Path | str = DEFAULT_POLICIES, clock: Clock = SYSTEM_CLOCK,
-                 leaf_ttl_s: int = 3600) -> None:
+                 leaf_ttl_s: int = 3600, posture_max_age_s: float | None = None) -> None:
         self.home = Path(home)
         self.clock = clock
-        self.leaf_ttl_s = leaf_ttl_s
+        self.leaf_ttl_s = int(leaf_ttl_s)
         self.identity = IdentityPlane(self.home, clock=clock)
         self.spool = Spool(self.home / "spool" / SOURCE, SOURCE, clock=clock)
         self.emitter = Emitter(SOURCE, self.spool, clock, start_seq=self.spool.emitter_start_seq())
         policies = Path(policies)
         manifest = policies / "floor.toml"
-        self.topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+        manifest = manifest if manifest.exists() else Topology.default_path()
+        self.topology = Topology.load(manifest)
         self.trust_domain = self.topology.trust_domain
         self.identity.init(self.topology.firm)
-        self.hub = SignalHub(self.topology, clock=clock, emitter=self.emitter,
-                             calendar=MarketCalendar.around_the_clock())
+        minimum = requirements_for_domain(self.trust_domain, manifest)  # the hosts' declared requirements
+        if posture_max_age_s is not None:
+            minimum = minimum.with_max_age(posture_max_age_s)
+        self.posture_minimum = minimum
+        self.signals_path = signals_path(self.home)
+        state = load_state(self.signals_path)  # the store's signals; default: the market always open
+        self.signals = SignalBook(hub_from_state(self.topology, state, clock=clock, emitter=self.emitter,
+                                                 posture_minimum=minimum),
+                                  calendar=dict(state.calendar), threat_bundle=state.threat_bundle)
+        self.hub = self.signals.hub
         self.engine = PolicyEngine.from_dir(policies, topology=self.topology, signals=self.hub, clock=clock)
         self.agents: dict[str, HostPostureAgent] = {}
         for host in sorted({svc.host for svc in self.topology.services.values()}):
-            agent = HostPostureAgent(host)
+            agent = HostPostureAgent(host, watch=DEFAULT_SECURITY_AGENTS + minimum.for_host(host).security_agents)
             agent.register(self.hub.host_keys)
-            self.identity.register_host(host, agent._key.public_key())
+            self.identity.register_host(host, agent.public_key)
             self.agents[host] = agent
         self.refresh_posture()
         self.joins = JoinTokens()
-        self.issuer = self.identity.attesting_issuer()
+        self.issuer = AttestingIssuer(self.identity.cas(), self.identity.releases, self.identity.host_keys(),
+                                      self.identity.emitter, minimums={self.trust_domain: minimum})
         self.tokens = self.identity.token_issuer()
         self.control_id = f"spiffe://{self.trust_domain}/{CONTROL_SEGMENT}/{CONTROL_NAME}"
-        self.credentials = issue_for_test(self.identity.ca(self.trust_domain), self.control_id, clock.now(),
-                                          leaf_ttl_s)
+        self.credential_source = RotatingCredentials(
+            issue_for_test(self.identity.ca(self.trust_domain), self.control_id, clock.now(), self.leaf_ttl_s))
+        self.risk_sink = OperatorRiskFloor(self.hub)
+        self.incidents_store = SqliteIncidentStore(self.home / INCIDENTS_FILE)  # what `response incidents` reads
         self.containment = Containment(RevocationSetRevoker(self.identity.revocations, clock),
                                        SignalHubPolicyControl(self.hub, self.engine),
-                                       risk=SignalHubRiskSink(self.hub), emitter=self.emitter, clock=clock)
+                                       risk=self.risk_sink, emitter=self.emitter, clock=clock,
+                                       store=self.incidents_store)
+        self.containment.restore_open_incidents()  # quarantined before this plane started stay quarantined
         self.response = ResponseEngine(FloorMap.from_topology(self.topology), self.containment,
-                                       risk=SignalHubRiskSink(self.hub), emitter=self.emitter, clock=clock)
+                                       risk=self.risk_sink, emitter=self.emitter, clock=clock)
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
+        self._save_lock = threading.Lock()
+        self.operators = OperatorAuthority.for_plane(self.identity, self.engine, emitter=self.emitter)
+        self.event_listeners: list[Callable[[AuditEventV1], None]] = []  # measurement: every reported event
+        self._contain_acks: dict[str, set[str]] = {}  # principal -> points that confirmed its quarantine
+        self._contain_first: dict[str, float] = {}  # principal -> when the first point confirmed it
+        self.hub.add_listener(self._signals_changed)  # after the engine's: epochs move first
+        self.save_signals()
         self.engine.bus.subscribe(self._publish)
         self.identity.revocations.subscribe(self._publish)
         self.counters = {"joins": 0, "join_refusals": 0, "tokens": 0, "token_refusals": 0, "tables": 0,
-                         "table_refusals": 0, "renewals": 0, "security_events": 0}
+                         "table_refusals": 0, "renewals": 0, "renewal_refusals": 0, "security_events": 0,
+                         "own_rotations": 0, "expired_cert_uses": 0}
         self.alerts: list[Any] = []
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
         self.spool.close()
         self.identity.close()
+        self.incidents_store.close()
+
+    @property
+    def credentials(self) -> Any:
+        """The plane's current certificate and key (:meth:`rotate_own_certificate` replaces them)."""
+        return self.credential_source.current()
+
+    def rotate_own_certificate(self, now: float | None = None) -> bool:
+        """A new certificate for the plane once half of the current one's lifetime has passed."""
+        now = self.clock.now() if now is None else now
+        current = self.credentials
+        if now < current.not_before + (current.not_after - current.not_before) / 2:
+            return False
+        fresh = issue_for_test(self.identity.ca(self.trust_domain), self.control_id, now, self.leaf_ttl_s)
+        self.credential_source.replace(fresh)
+        self.counters["own_rotations"] += 1
+        return True
 
     def refresh_posture(self) -> None:
         """Every host's agent reports again (the hub's verdicts go stale after the posture max age)."""
@@ -176,6 +278,155 @@ class ControlPlane:
                               reason="" if privileged else "killswitch.not_privileged", detail={"role": auth.role})
             return f"user:{user}", privileged, auth.auth_time
 
+    def operate(self, credential: OperatorCredential, action: str, target: str, args: dict[str, str],
+                now: float | None = None) -> Applied:
+        """A person's state-changing action on the live floor: :meth:`authorize_operator`, then
+        :meth:`apply_operator`. Refusals raise (nothing changed)."""
+        operator = self.authorize_operator(credential, action, target, now)
+        return self.apply_operator(operator, action, target, args, now)
+
+    def authorize_operator(self, credential: OperatorCredential, action: str, target: str,
+                           now: float | None = None) -> Operator:
+        """Who asks, proven now and allowed ``action``: an action this plane does not apply is refused
+        (``operator.unknown_action``), then the person's login, step-up and role (``user.*``,
+        ``operator.*``). Audited either way. Safe off the event loop (the identity store locks): the
+        server runs this costly part (an argon2id verification) in a worker thread."""
+        now = self.clock.now() if now is None else now
+        if action not in OPERATOR_ACTIONS:
+            self.emitter.emit(Kind.ADMIN_ACTION, principal=f"user:{credential.user.removeprefix('user:')}",
+                              action=f"operator.{action}"[:80], resource=target[:200], decision="deny",
+                              reason="operator.unknown_action")
+            raise ControlRefused(f"the control plane applies no action {action!r}", reason="operator.unknown_action")
+        return self.operators.authorize(credential, action, target, now)
+
+    def apply_operator(self, operator: Operator, action: str, target: str, args: dict[str, str],
+                       now: float | None = None) -> Applied:
+        """Apply an authorized person's action to the live state (the action's own checks may still
+        refuse), audit it under the person's name and write the signal store; returns what the server
+        must wait for. On the thread that serves the floor (pushes leave from here)."""
+        now = self.clock.now() if now is None else now
+        detail = {k: v[:200] for k, v in args.items() if k not in ("bundle", "csr_pem")}
+        try:
+            applied = OPERATOR_ACTIONS[action](self, operator, action, target, dict(args), now)
+        except TrustFabricError as exc:
+            self.emitter.emit(Kind.ADMIN_ACTION, principal=operator.principal, action=action, resource=target[:200],
+                              decision="deny", reason=exc.reason, detail=detail)
+            raise
+        self.emitter.emit(Kind.ADMIN_ACTION, principal=operator.principal, action=action, resource=target[:200],
+                          decision="allow", detail={**detail, **{k: v[:200] for k, v in applied.result.items()
+                                                                 if k not in ("cert_pem", "bundle_pem")}})
+        self.save_signals()
+        return applied
+
+    # one method per operator action: (operator, action, target, args, now) -> Applied
+    def _resolve(self, target: str) -> str:
+        """A principal key: a topology name (service, SPIFFE ID, user:<name>) or any valid SPIFFE ID."""
+        ref = self.topology.resolve(target)
+        if ref is not None:
+            return ref.key
+        try:
+            return str(SpiffeId.parse(target))
+        except TrustFabricError:
+            raise ControlRefused(f"unknown principal {target!r}", reason="control.unknown_principal") from None
+
+    def quarantine_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                      ) -> Applied:
+        """Containment on the person's order: certificates and tokens revoked, quarantine flag, epochs pushed."""
+        principal = self._resolve(target)
+        with self._lock:
+            if not self.containment.is_quarantined(principal):
+                self._contain_acks.pop(principal, None)  # a fresh quarantine: every point confirms again
+                self._contain_first.pop(principal, None)
+        self.response.quarantine_manually(principal, operator.principal, args.get("reason", "")[:200])
+        incident = self.containment.open_incident(principal)
+        return Applied(operator.principal, CONFIRM_CONTAINED,
+                       {"incident": incident.incident_id if incident else "", "principal": principal},
+                       principal=principal)
+
+    def release_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float) -> Applied:
+        """The release path with the person's facts (the response engine checks role and step-up age)."""
+        principal = self._resolve(target)
+        facts = OfficerFacts(name=operator.name, roles=(operator.role,),
+                             step_up_at=operator.step_up_at or operator.auth_time)
+        incident = self.release(principal, facts, now)
+        return Applied(operator.principal, CONFIRM_PUSH, {"incident": incident.incident_id, "principal": principal})
+
+    def signal_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float) -> Applied:
+        """A ``signal.*`` action on the live hub (epochs bumped and pushed by the engine's listener).
+
+        A risk score a person sets is a floor the response engine's own (decaying) scores do
+        not go below until a person sets another one.
+        """
+        result = apply_signal(self.signals, action, target, args, origin=operator.principal)
+        if action == "signal.risk":
+            self.risk_sink.set_floor(self._resolve(target), int(result["score"]))
+        return Applied(operator.principal, CONFIRM_PUSH, result)
+
+    def kill_switch_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                       ) -> Applied:
+        """``killswitch.*``: pre-trade-risk applies it (four-eyes resume there) and answers."""
+        command = {"action": action.removeprefix("killswitch."), "scope": args.get("scope", ""),
+                   "target": target if args.get("scope") != "firm" else "", "operator": operator.principal,
+                   "privileged": "1", "mfa_at": repr(operator.step_up_at or operator.auth_time)}
+        return Applied(operator.principal, CONFIRM_COMMAND, command=("pre-trade-risk", "killswitch", command))
+
+    def revoke_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float) -> Applied:
+        """``ca.revoke``: a serial, or every certificate of a SPIFFE ID, in the live revocation set (pushed)."""
+        reason = args.get("reason") or "revoked by operator"
+        if target.startswith("spiffe:"):
+            sid = SpiffeId.parse(target)
+            entry = self.identity.revocations.revoke_spiffe_id(sid, now, reason)
+            resource, domain = str(sid), sid.trust_domain
+        else:
+            try:
+                serial = int(target, 16) if target.lower().startswith("0x") else int(target, 10)
+            except ValueError:
+                raise ControlRefused(f"{target!r} is neither a SPIFFE ID nor a serial",
+                                     reason="revocation.bad_target") from None
+            entry = self.identity.revocations.revoke_serial(serial, now, reason)
+            resource, domain = str(serial), ""
+        self.emitter.emit(Kind.CERT_REVOKED, principal=operator.principal, resource=resource, trust_domain=domain,
+                          decision="deny", reason="cert.revoked",
+                          detail={"kind": entry.kind, "version": entry.version, "why": reason[:200]})
+        return Applied(operator.principal, CONFIRM_PUSH, {"kind": entry.kind, "value": str(entry.value),
+                                                          "version": str(entry.version)})
+
+    def promote_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float) -> Applied:
+        """``ca.promote``: the digest becomes a release of the domain (attestation reads the store)."""
+        domain = args.get("domain", "")
+        self.identity.ca(domain)
+        row = self.identity.releases.promote(domain, validate_digest(target), now, args.get("name", ""))
+        self.emitter.emit(Kind.RELEASE, principal=operator.principal, action="release.promote", resource=row.digest,
+                          trust_domain=domain, decision="allow", detail={"name": args.get("name", "")[:200]})
+        return Applied(operator.principal, CONFIRM_NONE, {"digest": row.digest, "domain": domain})
+
+    def issue_unattested_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                            ) -> Applied:
+        """``ca.issue_unattested``: the logged bypass, for the CSR the person's machine made (key stays there)."""
+        try:
+            csr = x509.load_pem_x509_csr(args.get("csr_pem", "").encode())
+            ttl = int(args.get("ttl", "3600"))
+        except ValueError as exc:
+            raise ControlRefused(f"unreadable CSR or ttl: {exc}", reason="control.bad_request") from None
+        sid = SpiffeId.parse(target)
+        cert = self.issuer.issue_unattested(csr, sid, now, ttl, operator=operator.principal)
+        ca = self.identity.ca(sid.trust_domain)
+        return Applied(operator.principal, CONFIRM_NONE, {
+            "cert_pem": (certs_to_pem([cert]) + ca.chain_pem()).decode(), "bundle_pem": ca.bundle_pem(now).decode()})
+
+    def rotate_token_key_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                            ) -> Applied:
+        """``token.rotate_key``: a new signing key; the new key set is pushed before anything is signed with it."""
+        with self._lock:
+            key = self.identity.rotate_token_key(operator.principal)  # audited; the old key keeps its window
+        return Applied(operator.principal, CONFIRM_PUSH, {"kid": key.kid}, jwks=self.jwks())
+
+    def revoke_token_key_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                            ) -> Applied:
+        """``token.revoke_key``: a retired signing key removed now; the revocation and the new key set are pushed."""
+        entry = self.revoke_token_key(target, operator.principal)
+        return Applied(operator.principal, CONFIRM_PUSH, {"version": str(entry.version)}, jwks=self.jwks())
+
     # ------------------------------------------------------------------ bootstrap
     def _service_of(self, spiffe_id: str) -> str:
         try:
@@ -220,17 +471,21 @@ class ControlPlane:
     def renew(self, caller: str, csr_pem: bytes, posture: bytes) -> tuple[bytes, bytes]:
         """A new certificate for an already attested caller (rotation), posture checked again."""
         now = self.clock.now()
-        service = self._service_of(caller)
-        digests = [r.digest for r in self.identity.releases.list(self.trust_domain) if r.name == service]
-        if not digests:
-            raise BootstrapRefused(f"no release of {service}", reason="attest.unpromoted_digest")
         try:
-            csr = x509.load_pem_x509_csr(csr_pem)
-            signed = decode_signed(posture) if posture else None
-        except (ValueError, TrustFabricError) as exc:
-            raise BootstrapRefused(f"unreadable CSR or posture: {exc}", reason="bootstrap.bad_request") from None
-        cert = self.issuer.issue(AttestationRequest(SpiffeId.parse(caller), csr, digests[-1], signed,
-                                                    self.leaf_ttl_s), now)
+            service = self._service_of(caller)
+            digests = [r.digest for r in self.identity.releases.list(self.trust_domain) if r.name == service]
+            if not digests:
+                raise BootstrapRefused(f"no release of {service}", reason="attest.unpromoted_digest")
+            try:
+                csr = x509.load_pem_x509_csr(csr_pem)
+                signed = decode_signed(posture) if posture else None
+            except (ValueError, TrustFabricError) as exc:
+                raise BootstrapRefused(f"unreadable CSR or posture: {exc}", reason="bootstrap.bad_request") from None
+            cert = self.issuer.issue(AttestationRequest(SpiffeId.parse(caller), csr, digests[-1], signed,
+                                                        self.leaf_ttl_s), now)
+        except TrustFabricError:
+            self.counters["renewal_refusals"] += 1
+            raise
         self.counters["renewals"] += 1
         ca = self.identity.ca(self.trust_domain)
         return certs_to_pem([cert]) + ca.chain_pem(), ca.bundle_pem(now)
@@ -315,6 +570,8 @@ class ControlPlane:
     def observe(self, events: list[AuditEventV1]) -> None:
         for event in events:
             self.counters["security_events"] += 1
+            for listener in self.event_listeners:
+                listener(event)
             self.alerts.extend(self.response.observe(event))
 
     def observe_encoded(self, raw_events: list[bytes]) -> None:
@@ -327,7 +584,33 @@ class ControlPlane:
         self.observe(events)
 
     def acknowledge(self, principal: str, service: str) -> None:
+        with self._lock:
+            self._contain_acks.setdefault(principal, set()).add(service)
+            self._contain_first.setdefault(principal, self.clock.now())
         self.containment.acknowledge(principal, service)
+
+    def containment_first_ack(self, principal: str) -> float:
+        """When the first enforcement point confirmed it refuses ``principal`` (0: none yet)."""
+        with self._lock:
+            return self._contain_first.get(principal, 0.0)
+
+    def containment_acks(self, principal: str) -> frozenset[str]:
+        """The enforcement points that confirmed they refuse ``principal`` since its last quarantine."""
+        with self._lock:
+            return frozenset(self._contain_acks.get(principal, ()))
+
+    # ------------------------------------------------------------------ the signal store
+    def _signals_changed(self, principals: Any, reason: str, source: str) -> None:
+        self.save_signals()
+
+    def save_signals(self) -> None:
+        """Write the live signals back to the store (the plane is its only writer while it runs)."""
+        with self._save_lock:
+            try:
+                self.signals.save(self.signals_path)
+            except OSError as exc:  # the live state stays; the failure is in the audit log
+                self.emitter.emit(Kind.ADMIN_ACTION, principal=SOURCE, action="signals.save", decision="deny",
+                                  reason="control.signal_store_unwritable", detail={"error": str(exc)[:200]})
 
     # ------------------------------------------------------------------ quarantine and release
     def is_quarantined(self, principal: str) -> bool:
@@ -386,6 +669,25 @@ class ControlPlane:
         for inc in self.containment.store.incidents(limit=1000):
             out.append(msgspec.to_builtins(inc))
         return out
+
+
+OperatorAction = Callable[[ControlPlane, Operator, str, str, dict[str, str], float], Applied]
+
+# The operator actions a running control plane applies, by action name (identity.operators.ACTIONS).
+# A name missing here is refused on a running floor (``operator.unknown_action``), never applied offline.
+OPERATOR_ACTIONS: dict[str, OperatorAction] = {
+    "quarantine": ControlPlane.quarantine_by,
+    "release": ControlPlane.release_by,
+    **{name: ControlPlane.signal_by for name in SIGNAL_ACTIONS},
+    "killswitch.halt": ControlPlane.kill_switch_by,
+    "killswitch.reduce": ControlPlane.kill_switch_by,
+    "killswitch.resume": ControlPlane.kill_switch_by,
+    "ca.revoke": ControlPlane.revoke_by,
+    "ca.promote": ControlPlane.promote_by,
+    "ca.issue_unattested": ControlPlane.issue_unattested_by,
+    "token.rotate_key": ControlPlane.rotate_token_key_by,
+    "token.revoke_key": ControlPlane.revoke_token_key_by,
+}
 
 
 def peer_cert_der(cert_pem: bytes) -> bytes:

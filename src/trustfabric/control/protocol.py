@@ -24,6 +24,15 @@ command to pre-trade-risk as a :class:`Command` and relays its
 quarantined principal the same way: :class:`ReleaseRequest` (password + TOTP) ->
 :class:`ReleaseReply` (the control plane's release path, fresh step-up checked).
 
+Any state-changing operator action (the same bootstrap port, one exchange):
+:class:`OperatorRequest` (the person's :class:`~trustfabric.identity.operators.OperatorCredential`,
+an action name of :data:`~trustfabric.identity.operators.ACTIONS`, its target and arguments)
+-> :class:`OperatorReply`, ``ok`` only once the change is applied in the plane *and* every
+enforcement point confirmed it (``applied``); the points that did not are ``missing``.
+An enforcement point confirms a change by answering the :class:`PushBarrier` the control
+plane sends after it with a :class:`PushAck` (the channel is ordered: the ack means every
+push before the barrier was applied). :class:`PushJwks` carries a new token-key set.
+
 Every reply carries the request's ``rid``; a refusal is ``TokenReply(ok=False,
 reason=...)`` etc. so the caller never has to parse free text.
 """
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import msgspec
 
+from trustfabric.identity.operators import OperatorCredential
 from trustfabric.policy.decision import DecisionTable, Invalidation
 from trustfabric.transport.frames import Frame, FrameCodec
 
@@ -175,8 +185,46 @@ class ReleaseReply(Frame, frozen=True, tag="relrep"):
     officer: str = ""
 
 
+class PushBarrier(Frame, frozen=True, tag="barrier"):
+    """Control plane -> service: answer with a :class:`PushAck` of this id once every earlier push is applied."""
+
+    id: int
+
+
+class PushAck(Frame, frozen=True, tag="pushack"):
+    """Service -> control plane: every push before barrier ``id`` is applied at ``service``."""
+
+    service: str
+    id: int
+
+
+class PushJwks(Frame, frozen=True, tag="jwks"):
+    """Control plane -> service: the token-signing keys to verify with from now on (JSON JWKS)."""
+
+    jwks: bytes
+
+
+class OperatorRequest(Frame, frozen=True, tag="opreq"):
+    """A person's state-changing action (see :mod:`trustfabric.identity.operators`)."""
+
+    credential: OperatorCredential
+    action: str
+    target: str = ""
+    args: dict[str, str] = {}
+
+
+class OperatorReply(Frame, frozen=True, tag="oprep"):
+    ok: bool
+    reason: str = ""
+    operator: str = ""
+    result: dict[str, str] = {}
+    applied: list[str] = []  # the enforcement points that confirmed the change
+    missing: list[str] = []  # those that did not, within the bound
+
+
 CONTROL_TYPES = (JoinRequest, JoinReply, TokenRequest, TokenReply, TableRequest, TableReply, RenewRequest,
                  RenewReply, Subscribe, Subscribed, PushInvalidation, PushRevocation, Command, Report,
-                 KillSwitchRequest, KillSwitchReply, CommandResult, ReleaseRequest, ReleaseReply)
+                 KillSwitchRequest, KillSwitchReply, CommandResult, ReleaseRequest, ReleaseReply,
+                 PushBarrier, PushAck, PushJwks, OperatorRequest, OperatorReply)
 
 CONTROL_CODEC = FrameCodec(CONTROL_TYPES, max_frame=MAX_CONTROL_FRAME)

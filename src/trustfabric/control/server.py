@@ -12,7 +12,12 @@
   per connection from a person (password + TOTP); :meth:`ControlServer.kill_switch`
   logs them in, sends pre-trade-risk a ``killswitch`` command and relays its
   ``CommandResult`` as a ``KillSwitchReply``; or one :class:`~trustfabric.control.protocol.ReleaseRequest`
-  from a security officer, answered by :meth:`ControlServer.release` with a ``ReleaseReply``.
+  from a security officer, answered by :meth:`ControlServer.release` with a ``ReleaseReply``;
+  or one :class:`~trustfabric.control.protocol.OperatorRequest` (any state-changing action),
+  answered by :meth:`ControlServer.operate` once the change is applied and confirmed:
+  ``ok`` only when every enforcement point answered (a barrier after the pushes, the
+  containment's acknowledgements, or the service's command result) within
+  :data:`CONFIRM_TIMEOUT_S`; otherwise ``control.unconfirmed`` naming the points missing.
 * In ``perimeter`` mode the control port is plain TCP and serves only reports and
   commands (there is no identity to hand out): the same processes, no fabric.
 """
@@ -26,9 +31,12 @@ from typing import Any
 
 
 from trustfabric.control.errors import BootstrapRefused
-from trustfabric.control.plane import ControlPlane
+from trustfabric.control.plane import (
+    CONFIRM_COMMAND, CONFIRM_CONTAINED, CONFIRM_NONE, Applied, ControlPlane,
+)
 from trustfabric.control.protocol import (
-    CONTROL_CODEC, Command, CommandResult, JoinReply, JoinRequest, KillSwitchReply, KillSwitchRequest, PushInvalidation,
+    CONTROL_CODEC, Command, CommandResult, JoinReply, JoinRequest, KillSwitchReply, KillSwitchRequest,
+    OperatorReply, OperatorRequest, PushAck, PushBarrier, PushInvalidation, PushJwks,
     ReleaseReply, ReleaseRequest, PushRevocation, RenewReply,
     RenewRequest, Report, RevocationSnapshot, Subscribe, Subscribed, TableReply, TableRequest, TokenReply,
     TokenRequest,
@@ -41,6 +49,8 @@ from trustfabric.transport.tls import TLSConfig, build_context
 
 BOOTSTRAP_TIMEOUT_S = 5.0
 COMMAND_TIMEOUT_S = 3.0
+CONFIRM_TIMEOUT_S = 3.0  # an operator's change: every enforcement point confirms within this, or the reply says who not
+UNCONFIRMED = "control.unconfirmed"
 KILL_SWITCH_SERVICE = "pre-trade-risk"
 KILL_SWITCH_ACTIONS = ("halt", "reduce", "resume")
 CONTROL_LIMITS = Limits(idle_timeout_s=3600.0)
@@ -95,13 +105,19 @@ class ControlServer:
         self._unsubscribe = None
         self._results: dict[str, asyncio.Future] = {}
         self._command_ids = 0
+        self._bootstrap_ctx: tuple[str, Any] | None = None
+        self._barriers: dict[int, tuple[set[str], asyncio.Event, list[float]]] = {}  # id -> (to ack, done, ack times)
+        self._barrier_ids = 0
+        self.confirm_timeout_s = CONFIRM_TIMEOUT_S
 
     async def start(self, host: str = "127.0.0.1") -> "ControlServer":
         if self.plane is not None:  # zero-trust (checked in __init__)
-            ctx = bootstrap_context(self.plane.credentials)
+            ctx = self._bootstrap_context()
+            # every handshake switches to the context of the plane's current certificate (it rotates)
+            ctx.sni_callback = lambda sslobj, _name, _ctx: setattr(sslobj, "context", self._bootstrap_context())
             self._bootstrap = await asyncio.start_server(self._serve_join, host, 0, ssl=ctx)
             self.bootstrap_port = self._bootstrap.sockets[0].getsockname()[1]
-            tls = TLSConfig(self.plane.credentials, revocation=self.plane.identity.revocations,
+            tls = TLSConfig(self.plane.credential_source, revocation=self.plane.identity.revocations,
                             clock=self.plane.clock)
             self._unsubscribe = self.plane.subscribe(self._push)
         else:
@@ -111,6 +127,19 @@ class ControlServer:
                                           emitter=self.plane.emitter if self.plane else None).start(host, 0)
         self.control_port = self._control.port
         return self
+
+    def _bootstrap_context(self) -> Any:
+        """The bootstrap's TLS context for the plane's current certificate (rebuilt when it rotates)."""
+        credentials = self.plane.credentials  # type: ignore[union-attr]
+        cached = self._bootstrap_ctx
+        if cached is None or cached[0] != credentials.fingerprint_sha256:
+            cached = self._bootstrap_ctx = (credentials.fingerprint_sha256, bootstrap_context(credentials))
+        return cached[1]
+
+    @property
+    def expired_cert_refusals(self) -> int:
+        """Handshakes at the control endpoint refused for an expired certificate."""
+        return self._control.refusals.get("cert.expired", 0) if self._control is not None else 0
 
     async def close(self) -> None:
         if self._unsubscribe is not None:
@@ -139,6 +168,8 @@ class ControlServer:
                     raise _Answered(reply)
                 if isinstance(req, ReleaseRequest):
                     raise _Answered(self.release(req))
+                if isinstance(req, OperatorRequest):
+                    raise _Answered(await self.operate(req))
                 if not isinstance(req, JoinRequest):
                     raise BootstrapRefused("expected a join request", reason="bootstrap.bad_request")
                 cert_pem, bundle_pem = self.plane.join(req.join_token, req.spiffe_id, req.csr_pem,
@@ -212,12 +243,115 @@ class ControlServer:
             return ReleaseReply(ok=False, reason=exc.reason, officer=f"user:{req.user}")
         return ReleaseReply(ok=True, incident_id=incident.incident_id, officer=f"user:{req.user}")
 
+    async def operate(self, req: OperatorRequest) -> OperatorReply:
+        """A person's state-changing action: applied by the plane, then confirmed by the floor.
+
+        The reply is ``ok`` only when the plane applied the change and every enforcement
+        point confirmed it within :data:`CONFIRM_TIMEOUT_S`; a refusal (login, role,
+        step-up, the action's own checks) changes nothing; an unconfirmed change is
+        ``control.unconfirmed`` with the points that did not answer in ``missing``.
+        """
+        who = f"user:{req.credential.user.removeprefix('user:')}"
+        if self.plane is None:
+            return OperatorReply(ok=False, reason="control.perimeter_mode", operator=who)
+        try:
+            # the password hash check is slow on purpose: off the loop that serves the floor
+            operator = await asyncio.to_thread(self.plane.authorize_operator, req.credential, req.action,
+                                               req.target)
+            applied = self.plane.apply_operator(operator, req.action, req.target, dict(req.args))
+        except TrustFabricError as exc:
+            return OperatorReply(ok=False, reason=exc.reason, operator=who)
+        except Exception as exc:  # noqa: BLE001 - a bug is a refusal with a reason, never a crash of the plane
+            return OperatorReply(ok=False, reason="control.operator_failed", operator=who,
+                                 result={"error": type(exc).__name__})
+        return await self.confirm(applied)
+
+    async def confirm(self, applied: Applied, timeout_s: float | None = None) -> OperatorReply:
+        """Wait (bounded) until the floor took ``applied``; the reply names who confirmed and who did not."""
+        assert self.plane is not None
+        timeout_s = self.confirm_timeout_s if timeout_s is None else timeout_s
+        result = dict(applied.result)
+        result["applied_at"] = repr(self.plane.clock.now())  # after the person was checked and the plane changed
+        if applied.confirm == CONFIRM_NONE:
+            return OperatorReply(ok=True, operator=applied.operator, result=result)
+        if applied.confirm == CONFIRM_COMMAND and applied.command is not None:
+            service, name, args = applied.command
+            answer = await self.command_with_result(service, name, timeout_s, **args)
+            result.update(answer.result)
+            return OperatorReply(ok=answer.ok, reason=answer.reason, operator=applied.operator, result=result,
+                                 applied=[service] if answer.ok else [], missing=[] if answer.ok else [service])
+        points = set(self.plane.containment.points)
+        if applied.confirm == CONFIRM_CONTAINED:
+            principal = applied.principal
+            deadline = asyncio.get_running_loop().time() + timeout_s
+            while True:
+                first = self.plane.containment_first_ack(principal)
+                if first:
+                    result["first_ack_at"] = repr(first)
+                incident = self.plane.containment.open_incident(principal)
+                acked = self.plane.containment_acks(principal)
+                if (incident is not None and incident.contained) or points <= acked:
+                    missing: set[str] = set()
+                    break
+                if asyncio.get_running_loop().time() >= deadline:
+                    missing = points - acked
+                    break
+                await asyncio.sleep(0.0005)
+            acked = points - missing
+        else:
+            if applied.jwks:
+                self._push_frame(PushJwks(jwks=applied.jwks))
+            missing, acked_at = await self.barrier(points, timeout_s)
+            acked = points - missing
+            if acked_at:
+                result["first_ack_at"] = repr(min(acked_at))
+        if missing:
+            return OperatorReply(ok=False, reason=UNCONFIRMED, operator=applied.operator, result=result,
+                                 applied=sorted(acked), missing=sorted(missing))
+        return OperatorReply(ok=True, operator=applied.operator, result=result, applied=sorted(acked))
+
+    async def barrier(self, points: set[str], timeout_s: float = CONFIRM_TIMEOUT_S) -> tuple[set[str], list[float]]:
+        """Send a barrier after every push so far; returns the points that did not answer it in time, and
+        when the others did."""
+        if not points:
+            return set(), []
+        self._barrier_ids += 1
+        bid = self._barrier_ids
+        pending, done, acked_at = set(points), asyncio.Event(), []
+        self._barriers[bid] = (pending, done, acked_at)
+        try:
+            frame = PushBarrier(id=bid)
+            for service in points:
+                for conn in list(self.subscribers.get(service, ())):
+                    if not conn.closed:
+                        with contextlib.suppress(Exception):
+                            conn.send(frame)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(done.wait(), timeout_s)
+            return set(pending), list(acked_at)
+        finally:
+            self._barriers.pop(bid, None)
+
+    def _acked(self, service: str, bid: int) -> None:
+        entry = self._barriers.get(bid)
+        if entry is None:
+            return
+        pending, done, acked_at = entry
+        if service in pending:
+            acked_at.append(self.plane.clock.now() if self.plane is not None else 0.0)
+        pending.discard(service)
+        if not pending:
+            done.set()
+
     # ------------------------------------------------------------------ control channel
     def _push(self, item: Any) -> None:
         if isinstance(item, Invalidation):
             frame: Any = PushInvalidation(invalidation=item)
         else:  # a RevocationEntry
             frame = PushRevocation(kind=item.kind, value=item.value, reason=item.reason)
+        self._push_frame(frame)
+
+    def _push_frame(self, frame: Any) -> None:
         for conn in [c for conns in list(self.subscribers.values()) for c in list(conns)]:
             if not conn.closed:
                 with contextlib.suppress(Exception):
@@ -268,6 +402,12 @@ class ControlServer:
                     conn.send(Subscribed(jwks=b"", revoked=RevocationSnapshot()))
             elif kind is Ping:
                 conn.send(Pong(n=frame.n))
+            elif kind is PushAck:
+                # a service confirms for itself only: its name must be its certificate's
+                if zero_trust and not _is_service(plane, caller, frame.service):
+                    conn.fail("control.not_owner")
+                    return
+                self._acked(frame.service, frame.id)
             elif kind is CommandResult:
                 fut = self._results.get(frame.id)
                 # only the service the command went to may answer it
@@ -303,3 +443,5 @@ class ControlServer:
         finally:
             for conns in self.subscribers.values():
                 conns.discard(conn)
+            if zero_trust and conn.close_reason == "cert.expired":  # a channel outlived a certificate
+                plane.counters["expired_cert_uses"] += 1

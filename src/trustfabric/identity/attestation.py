@@ -7,9 +7,11 @@ checks, in order:
 2. the code digest (SHA-256 over the workload's code artefact, :func:`code_digest`)
    is a release *promoted to that trust domain* (``attest.unpromoted_digest``);
    a release promoted to dev is not thereby good for prod;
-3. a fresh, signed posture report of the host meets the domain's minimum
-   (:mod:`trustfabric.signals.posture`; the verdict's first reason code, e.g.
-   ``posture.stale`` or ``posture.unsigned``, is the refusal's reason).
+3. a fresh, signed posture report of the host meets what the trust domain requires
+   of that host (:mod:`trustfabric.signals.posture`: the floor manifest's declared
+   requirements, else the environment's built-in minimum; the verdict's first
+   reason code, e.g. ``posture.stale``, ``posture.unsigned`` or
+   ``posture.disk_encryption``, is the refusal's reason).
 
 Every refusal raises :class:`AttestationError` and emits a ``CERT_REFUSED`` event;
 every issuance emits ``CERT_ISSUED``. :meth:`AttestingIssuer.issue_unattested` is
@@ -34,13 +36,11 @@ from trustfabric.identity.errors import AttestationError, CaError, IdentityError
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.store import IdentityStore, ReleaseRow
 from trustfabric.signals.posture import (
-    DEV_MINIMUM,
-    PROD_MINIMUM,
-    TEST_MINIMUM,
     HostKeyRegistry,
-    PostureMinimum,
+    Requirements,
     SignedPostureReport,
     evaluate_posture,
+    requirements_for_domain,
 )
 
 __all__ = [
@@ -73,10 +73,11 @@ def validate_digest(digest: str) -> str:
     return digest.lower()
 
 
-def minimum_for_domain(trust_domain: str) -> PostureMinimum:
-    """The posture minimum by environment prefix; unknown environments get prod's (the strictest)."""
-    env = trust_domain.split(".", 1)[0]
-    return {"prod": PROD_MINIMUM, "test": TEST_MINIMUM, "dev": DEV_MINIMUM}.get(env, PROD_MINIMUM)
+def minimum_for_domain(trust_domain: str) -> Requirements:
+    """The posture requirements of a trust domain: those the installation's floor manifest declares
+    for its environment, else the environment's built-in minimum (unknown environments get prod's,
+    the strictest); :func:`~trustfabric.signals.posture.requirements_for_domain`."""
+    return requirements_for_domain(trust_domain)
 
 
 class Releases:
@@ -117,7 +118,7 @@ class AttestingIssuer:
         releases: Releases,
         host_keys: HostKeyRegistry,
         emitter: Emitter,
-        minimums: Mapping[str, PostureMinimum] | None = None,
+        minimums: Mapping[str, Requirements] | None = None,
     ) -> None:
         self._cas = dict(cas)
         self._releases = releases

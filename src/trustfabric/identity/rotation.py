@@ -9,6 +9,12 @@ while valid and renewal is retried every ``retry_s``; :meth:`current` never hand
 out an expired certificate - with none valid it raises ``cert.expired``, and the
 workload cannot connect (fail closed). Listeners hear about each new credential
 so that TLS contexts can load it for *new* connections, leaving open ones alone.
+
+:func:`renewal_delay` is the schedule of an asynchronous renewer (a floor
+service's renew loop, which re-attests with a fresh posture report each time):
+the first attempt at ``fraction`` of the lifetime, then retries with exponential
+backoff, each at most a quarter of the time left before expiry so that several
+attempts fit before the certificate lapses.
 """
 
 from __future__ import annotations
@@ -20,10 +26,27 @@ from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.identity.errors import CertificateError, IdentityError
 from trustfabric.identity.workload import WorkloadCredentials
 
-__all__ = ["CertificateRenewer", "Obtain"]
+__all__ = ["CertificateRenewer", "Obtain", "renewal_delay"]
 
 Obtain = Callable[[float], WorkloadCredentials]
 """Obtain fresh credentials at time ``now`` (new key + CSR + attested issuance)."""
+
+
+def renewal_delay(not_before: float, not_after: float, now: float, failures: int, *, fraction: float = 0.5,
+                  retry_s: float = 1.0, max_retry_s: float = 30.0, min_s: float = 0.2) -> float:
+    """Seconds from ``now`` until the next renewal attempt of a certificate valid ``[not_before, not_after]``.
+
+    ``failures`` counts the attempts failed since the last renewal: none, the attempt is
+    due at ``fraction`` of the lifetime; ``n``, it waits ``retry_s * 2**(n-1)`` (at most
+    ``max_retry_s``), cut to a quarter of the time left before expiry, never below ``min_s``.
+    """
+    if failures <= 0:
+        return max(0.0, not_before + (not_after - not_before) * fraction - now)
+    backoff = min(max_retry_s, retry_s * 2.0 ** min(failures - 1, 30))
+    left = not_after - now
+    if left > 0:
+        backoff = min(backoff, left / 4)
+    return max(min_s, backoff)
 
 
 class CertificateRenewer:

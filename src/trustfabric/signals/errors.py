@@ -3,8 +3,10 @@
 ::
 
     SignalError (trustfabric.errors)          signal.invalid
-    ├── PostureError (signals.posture)        posture.*  (unsigned, bad_signature, stale, malformed...)
-    ├── ThreatIntelError                      signal.intel.*   (bundle does not parse, bad pattern, empty)
+    ├── PostureError (signals.posture)        posture.*  (unsigned, bad_signature, stale, malformed, config,
+    │                                                       agent_unreachable; failing checks: kernel, os...)
+    ├── ThreatIntelError                      signal.intel.*   (malformed, not_a_bundle, empty, not_stix,
+    │                                                             no_indicators, pattern, no_usable_indicator)
     ├── RiskScoreError                        signal.risk.*    (out_of_range, not_a_number, storage)
     ├── MarketSignalError                     signal.market.*  (unknown kill-switch state or scope, bad calendar)
     └── UnknownPrincipalError                 signal.unknown_principal

@@ -35,12 +35,12 @@ from trustfabric.signals.errors import UnknownPrincipalError
 from trustfabric.signals.market import KillSwitchBoard, MarketCalendar
 from trustfabric.signals.posture import (
     HostKeyRegistry,
-    PostureMinimum,
     PostureVerdict,
-    PROD_MINIMUM,
+    Requirements,
     SignedPostureReport,
     decode_signed,
     evaluate_posture,
+    requirements_for_domain,
 )
 from trustfabric.signals.risk import MemoryRiskStore, RiskStore, check_score
 from trustfabric.signals import threat_intel
@@ -74,7 +74,7 @@ class SignalHub:
         clock: Clock = SYSTEM_CLOCK,
         emitter: Emitter | None = None,
         host_keys: HostKeyRegistry | None = None,
-        posture_minimum: PostureMinimum = PROD_MINIMUM,
+        posture_minimum: Requirements | None = None,
         risk_store: RiskStore | None = None,
         calendar: MarketCalendar | None = None,
     ) -> None:
@@ -82,7 +82,9 @@ class SignalHub:
         self.clock = clock
         self.emitter = emitter if emitter is not None else Emitter(SOURCE, MemorySink(), clock)
         self.host_keys = host_keys if host_keys is not None else HostKeyRegistry()
-        self.posture_minimum = posture_minimum
+        # what hosts must meet: given, else what the installation declares for the trust domain
+        self.posture_minimum = (posture_minimum if posture_minimum is not None
+                                else requirements_for_domain(topology.trust_domain))
         self.risk = risk_store if risk_store is not None else MemoryRiskStore()
         self.calendar = calendar if calendar is not None else MarketCalendar()
         self.kill = KillSwitchBoard(firm=topology.firm)

@@ -21,7 +21,7 @@ from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
 from trustfabric.signals.hub import SignalHub
 from trustfabric.signals.market import MarketCalendar
-from trustfabric.signals.posture import PostureVerdict
+from trustfabric.signals.posture import PostureVerdict, Requirements
 
 
 class SignalState(msgspec.Struct, kw_only=True):
@@ -52,10 +52,11 @@ def save_state(path: Path, state: SignalState) -> None:
 
 
 def hub_from_state(topology: Topology, state: SignalState, *, clock: Clock = SYSTEM_CLOCK,
-                   emitter: Emitter | None = None) -> SignalHub:
-    """A hub holding the snapshot's signals (replayed silently, before anyone listens)."""
+                   emitter: Emitter | None = None, posture_minimum: Requirements | None = None) -> SignalHub:
+    """A hub holding the snapshot's signals (replayed silently, before anyone listens); ``posture_minimum``
+    the hosts' requirements (default: the trust domain's)."""
     hub = SignalHub(topology, clock=clock, emitter=Emitter("signal-hub", MemorySink(), clock),
-                    calendar=MarketCalendar.from_dict(state.calendar))
+                    calendar=MarketCalendar.from_dict(state.calendar), posture_minimum=posture_minimum)
     for principal, reason in state.quarantined.items():
         hub.quarantine(principal, reason=reason, origin="state")
     for principal, score in state.risk_scores.items():

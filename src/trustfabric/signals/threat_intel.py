@@ -15,13 +15,32 @@ pattern                                   matches
 
 Every comparison of a pattern counts on its own (``AND`` is read as ``OR``): for a
 deny list, matching more is the safe side. Revoked indicators and those outside
-``valid_from``/``valid_until`` at ``now`` are skipped. A bundle that does not
-parse, or holds no usable indicator, raises :class:`ThreatIntelError`; the caller
-keeps the last good :class:`IndicatorSet`.
+``valid_from``/``valid_until`` at ``now`` are skipped (a feed withdraws indicators
+by revoking them, so a bundle of withdrawn indicators is a good bundle).
+
+A bundle is refused with :class:`ThreatIntelError`, and the caller keeps the last
+good :class:`IndicatorSet`, when it is:
+
+=====================================  =============================================
+``signal.intel.oversized``             larger than ``MAX_BUNDLE_BYTES``
+``signal.intel.malformed``             not UTF-8, not JSON
+``signal.intel.not_a_bundle``          JSON, but not an object of ``type`` ``bundle``
+``signal.intel.empty``                 a bundle without objects (``{"type": "bundle"}``)
+``signal.intel.not_stix``              objects that are not STIX 2.1 (no type, custom)
+``signal.intel.no_indicators``         STIX objects, none of them an indicator
+``signal.intel.pattern``               an indicator whose pattern does not parse
+``signal.intel.no_usable_indicator``   indicators, none on an observable we can see
+=====================================  =============================================
+
+The set's ``bundle_id`` is ``sha256:<hex>`` over the bundle's canonical content (its
+objects, each as JSON with sorted keys and no whitespace, in sorted order): the same
+content always has the same id, and neither a random id (``stix2`` makes one up for
+a bundle without ``id``) nor one chosen by the sender names it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -69,41 +88,75 @@ def _classify(object_path: str, path: list, value: str) -> tuple[str, str] | Non
     return None
 
 
-def parse_bundle(data: str | bytes | dict, now: float) -> IndicatorSet:
-    """Validate a STIX 2.1 bundle and extract the indicators in force at ``now``."""
+def content_digest(objects: list) -> str:
+    """``sha256:<hex>`` over a bundle's objects in canonical form (sorted keys, no whitespace, sorted)."""
+    canonical = sorted(json.dumps(o, sort_keys=True, separators=(",", ":"), ensure_ascii=False) for o in objects)
+    return "sha256:" + hashlib.sha256(("[" + ",".join(canonical) + "]").encode("utf-8")).hexdigest()
+
+
+def _comparisons(indicator_id: object, pattern: object) -> dict:
+    """The comparisons of a STIX pattern, or ``signal.intel.pattern``."""
+    if not isinstance(pattern, str):
+        raise ThreatIntelError(f"{indicator_id}: pattern is not a string", reason="signal.intel.pattern")
+    try:
+        return Pattern(pattern).inspect().comparisons
+    except Exception as exc:  # noqa: BLE001 - stix2patterns raises its own parse errors
+        raise ThreatIntelError(f"{indicator_id}: pattern does not parse: {exc}", reason="signal.intel.pattern") from exc
+
+
+def _decode(data: str | bytes | dict) -> dict:
+    """The bundle as a JSON object, or a refusal (oversized, malformed, not a bundle, empty)."""
     if isinstance(data, (bytes, bytearray)):
         if len(data) > MAX_BUNDLE_BYTES:
             raise ThreatIntelError("bundle too large", reason="signal.intel.oversized")
         try:
-            data = data.decode("utf-8")
+            data = bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ThreatIntelError(f"bundle is not UTF-8: {exc}", reason="signal.intel.malformed") from exc
-    if isinstance(data, str) and len(data) > MAX_BUNDLE_BYTES:
-        raise ThreatIntelError("bundle too large", reason="signal.intel.oversized")
-    if isinstance(data, str) and json_nesting_exceeds(data):
-        raise ThreatIntelError("bundle nested too deep", reason="signal.intel.malformed")
+    if isinstance(data, str):
+        if len(data) > MAX_BUNDLE_BYTES:
+            raise ThreatIntelError("bundle too large", reason="signal.intel.oversized")
+        if json_nesting_exceeds(data):
+            raise ThreatIntelError("bundle nested too deep", reason="signal.intel.malformed")
+        try:
+            data = json.loads(data)
+        except (ValueError, RecursionError) as exc:
+            raise ThreatIntelError(f"bundle is not JSON: {exc}", reason="signal.intel.malformed") from exc
+    if not isinstance(data, dict) or data.get("type") != "bundle":
+        raise ThreatIntelError("not a STIX bundle (a JSON object of type 'bundle')", reason="signal.intel.not_a_bundle")
+    objects = data.get("objects")
+    if objects is None or objects == []:
+        raise ThreatIntelError("the bundle holds no objects", reason="signal.intel.empty")
+    if not isinstance(objects, list):
+        raise ThreatIntelError("the bundle's objects are not a list", reason="signal.intel.not_stix")
+    return data
+
+
+def parse_bundle(data: str | bytes | dict, now: float) -> IndicatorSet:
+    """Validate a STIX 2.1 bundle and extract the indicators in force at ``now`` (refusals: module docstring)."""
+    raw = _decode(data)
+    for obj in raw["objects"]:  # before stix2, which would name a bad pattern only as an invalid object
+        if isinstance(obj, dict) and obj.get("type") == "indicator" and obj.get("pattern_type") == "stix":
+            _comparisons(obj.get("id"), obj.get("pattern"))
     try:
-        if isinstance(data, str):
-            json.loads(data)
-        bundle = stix2.parse(data, allow_custom=False, version="2.1")
+        bundle = stix2.parse({k: v for k, v in raw.items() if k != "id"}, allow_custom=False, version="2.1")
     except Exception as exc:  # noqa: BLE001 - stix2 raises STIXError, ValueError, TypeError...
-        raise ThreatIntelError(f"STIX bundle does not parse: {exc}", reason="signal.intel.malformed") from exc
-    if getattr(bundle, "type", None) != "bundle":
-        raise ThreatIntelError("not a STIX bundle", reason="signal.intel.malformed")
+        raise ThreatIntelError(f"bundle objects are not STIX 2.1: {exc}", reason="signal.intel.not_stix") from exc
+    indicators = [obj for obj in bundle.objects if obj.type == "indicator"]
+    if not indicators:
+        raise ThreatIntelError("the bundle holds no indicator", reason="signal.intel.no_indicators")
     when = datetime.fromtimestamp(now, tz=timezone.utc)
     values: dict[str, dict[str, str]] = {}
     count = 0
-    for obj in getattr(bundle, "objects", None) or ():
-        if obj.type != "indicator" or obj.get("revoked", False):
-            continue
+    withdrawn = 0
+    for obj in indicators:
         if obj.pattern_type != "stix":
             continue
-        if obj.valid_from > when or (obj.get("valid_until") is not None and obj.valid_until <= when):
+        comparisons = _comparisons(obj.id, obj.pattern)
+        if obj.get("revoked", False) or obj.valid_from > when or (
+                obj.get("valid_until") is not None and obj.valid_until <= when):
+            withdrawn += 1
             continue
-        try:
-            comparisons = Pattern(obj.pattern).inspect().comparisons
-        except Exception as exc:  # noqa: BLE001 - stix2patterns raises its own parse errors
-            raise ThreatIntelError(f"{obj.id}: pattern does not parse: {exc}", reason="signal.intel.pattern") from exc
         for object_path, items in comparisons.items():
             for path, op, literal in items:
                 if op != "=" or not isinstance(literal, str) or len(literal) < 2:
@@ -113,7 +166,10 @@ def parse_bundle(data: str | bytes | dict, now: float) -> IndicatorSet:
                     kind, value = found
                     values.setdefault(kind, {})[value] = obj.id
                     count += 1
-    return IndicatorSet(values=values, bundle_id=bundle.id, count=count)
+    if not count and not withdrawn:
+        raise ThreatIntelError("no indicator names an observable the fabric sees (certificate, code digest, "
+                               "SPIFFE ID, address)", reason="signal.intel.no_usable_indicator")
+    return IndicatorSet(values=values, bundle_id=content_digest(raw["objects"]), count=count)
 
 
 def indicator_bundle(observations: list[tuple[str, str]], *, name: str = "trustfabric test indicators",

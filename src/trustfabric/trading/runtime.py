@@ -4,9 +4,8 @@
 
 1. starts the control plane in this process's event loop (zero-trust) - or, in
    perimeter mode, only a plain report channel;
-2. promotes the release digest of every service it is about to start, has each
-   host's posture agent sign a fresh report, and asks for one join token per
-   service instance;
+2. promotes the release digest of every service it is about to start and asks for
+   one join token per service instance;
 3. starts every service (``python -m trustfabric.trading.services <name>``) with
    its boot line on stdin, waits (bounded) for ``READY <port>``, and writes
    ``$TRUSTFABRIC_HOME/floor/runtime.json`` (service -> port, pid, SPIFFE ID, mode); a
@@ -14,7 +13,14 @@
    and the rest of the floor starts without it;
 4. collects the services' reports (stats, per-link latency) and, on
    :meth:`Floor.stop`, sends SIGTERM, then SIGKILL after a bound: no orphans;
-5. runs the audit :class:`~trustfabric.audit.collector.PeriodicCollector` over
+5. runs one posture agent per topology host on its own Unix socket under
+   ``$TRUSTFABRIC_HOME/floor/run/posture/`` (:mod:`trustfabric.signals.agent_socket`;
+   each service is told its host's socket and asks it for a fresh signed report
+   before its join and every renewal), and a maintenance loop that has the agents
+   report to the signal hub before their verdicts go stale and renews the control
+   plane's own certificate at half its lifetime. ``cert_ttl_s`` (``up --cert-ttl``)
+   is every certificate's lifetime; ``posture_max_age_s`` the posture window;
+6. runs the audit :class:`~trustfabric.audit.collector.PeriodicCollector` over
    ``$TRUSTFABRIC_HOME/spool`` (the services' spools and this process's own: the
    control plane's and the identity plane's, flushed first) into the central log
    (``$TRUSTFABRIC_HOME/audit``) every ``collect_interval_s`` in its own thread,
@@ -53,6 +59,8 @@ from trustfabric.control.plane import DEFAULT_POLICIES, ControlPlane
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
+from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
+from trustfabric.signals.agent_socket import PostureAgentServer
 from trustfabric.trading.services import SERVICES, module_file
 from trustfabric.trading.services.base import MODES, PERIMETER, ZERO_TRUST, code_digest_of
 
@@ -109,26 +117,38 @@ def free_port(taken: set[int] | None = None) -> int:
         return s.getsockname()[1]
 
 
+def _check_port_free(port: int) -> None:
+    """A fixed port (``up --fix-port``) must be free now: refused before any process starts."""
+    if not 0 < port < 65536:
+        raise ConfigError(f"port {port} is outside 1..65535", reason="config.floor.fix_port")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise ConfigError(f"port {port} is not free: {exc.strerror}", reason="config.floor.fix_port") from None
+
+
 def fix_edge_pki(home: Path, floor_trust_domain: str, clients: dict[str, str] = FIX_CLIENTS,
                  now: float | None = None) -> dict[str, Any]:
-    """The FIX edge's own trust domain (``fix-edge.<floor domain>``): a CA, the gateway's server
-    certificate and one client certificate per client, written under ``floor/fix-edge/``.
+    """The FIX edge's own trust domain (``fix-edge.<floor domain>``): its CA (kept under the home
+    across runs, :class:`~trustfabric.trading.fix.edge.EdgePki`, so clients onboarded with
+    ``trustfabric fix client add`` stay trusted), the gateway's server certificate and one
+    certificate per demo client, written under ``floor/fix-edge/``.
 
     Returns the gateway's boot fields (``fix_edge_dir``, ``fix_clients``: SenderCompID -> the
-    client certificate's SPIFFE ID) and ``client_dirs`` (client name -> its credentials directory).
+    client certificate's SPIFFE ID) and ``client_dirs`` (client name -> its credentials
+    directory). The demo clients may name any account; onboarded clients are bound to theirs.
     """
-    from trustfabric.identity.ca import CertificateAuthority
-    from trustfabric.identity.workload import issue_for_test
-
     now = time.time() if now is None else now
-    domain = f"fix-edge.{floor_trust_domain}"
-    ca = CertificateAuthority.create(domain, now)
+    edge = EdgePki.open(home, floor_trust_domain, now)
     base = Path(home) / "floor" / "fix-edge"
-    gateway_dir = issue_for_test(ca, f"spiffe://{domain}/gateway/fix-gateway", now).write(base / "fix-gateway")
+    gateway_dir = base / "fix-gateway"
+    edge.issue(f"spiffe://{edge.trust_domain}/gateway/fix-gateway", now, GATEWAY_CERT_TTL_S, gateway_dir)
     bindings, client_dirs = {}, {}
     for comp_id, client in clients.items():
-        spiffe = f"spiffe://{domain}/client/{client}"
-        client_dirs[client] = str(issue_for_test(ca, spiffe, now).write(base / client))
+        spiffe = f"spiffe://{edge.trust_domain}/client/{client}"
+        edge.issue(spiffe, now, 3600, base / client)
+        client_dirs[client] = str(base / client)
         bindings[comp_id] = spiffe
     return {"fix_edge_dir": str(gateway_dir), "fix_clients": bindings, "client_dirs": client_dirs,
             "fix_comp_id": FIX_COMP_ID}
@@ -158,9 +178,12 @@ class Floor:
     server: ControlServer | None = None
     started_at: float = 0.0
     collect_audit: bool = True
+    fix_port_fixed: int = 0  # the FIX gateway's edge port (0: a free port is chosen)
     collect_interval_s: float = 1.0
     md_csv: Path | None = None  # a recorded session (marketdata.write_csv) instead of GBM
     left_out: dict[str, str] = field(default_factory=dict)  # service -> why it was not started (quarantined)
+    cert_ttl_s: int = 3600  # every certificate's lifetime (workloads and the control plane)
+    posture_max_age_s: float | None = None  # the posture window; None: the trust domain's minimum
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -179,6 +202,9 @@ class Floor:
         self._learn_lock = threading.Lock()
         self._learn_pending = 0
         self.learn_errors = 0
+        self.posture_agents: PostureAgentServer | None = None
+        self._control_expired = 0  # kept for the summary after stop()
+        self._maintenance: asyncio.Task | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -186,6 +212,8 @@ class Floor:
 
     # ------------------------------------------------------------------ start
     async def start(self) -> "Floor":
+        if self.fix_port_fixed and "fix-gateway" in self.services:
+            _check_port_free(self.fix_port_fixed)
         if self.md_csv is not None:  # a bad file is refused here (marketdata.*), before any process starts
             from trustfabric.trading.marketdata import CsvReplay
 
@@ -193,16 +221,19 @@ class Floor:
             CsvReplay.open(self.md_csv, known_symbols=self.topology.symbols)
         (self.home / "floor" / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.mode == ZERO_TRUST:
-            self.plane = ControlPlane(self.home, policies=self.policies)
+            self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
+                                      posture_max_age_s=self.posture_max_age_s)
             self.server = await ControlServer(self.plane).start()
             self.plane.register_points(list(self.services))
+            await self._start_posture_agents()
         else:
             self.server = await ControlServer(None, mode=self.mode).start()
-        taken: set[int] = set()
+        taken: set[int] = {self.fix_port_fixed} if self.fix_port_fixed else set()
         self.ports = {name: free_port(taken) for name in self.services}
         if "fix-gateway" in self.services:
             self.fix_edge = fix_edge_pki(self.home, self.topology.trust_domain)
-            self.fix_port = free_port(taken)
+            self.fix_port = self.fix_port_fixed or free_port(taken)
+            EdgePki.open(self.home, self.topology.trust_domain, time.time()).record_gateway("127.0.0.1", self.fix_port)
         self.started_at = time.time()
         if self.collect_audit:
             self._start_collector()
@@ -230,6 +261,31 @@ class Floor:
                 plane.emitter.emit(Kind.ADMIN_ACTION, principal=sid, action="floor.start", resource=name,
                                    decision="deny", reason=SERVICE_QUARANTINED)
         return tuple(name for name in self.services if name not in self.left_out)
+
+    async def _start_posture_agents(self) -> None:
+        """One agent socket per host (0700 directory) and the maintenance loop."""
+        assert self.plane is not None
+        self.posture_agents = await PostureAgentServer(self.plane.agents, self.home / "floor" / "run" / "posture"
+                                                       ).start()
+        self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+
+    def maintenance_interval_s(self) -> float:
+        """Often enough that posture verdicts and the plane's certificate never lapse between two passes."""
+        assert self.plane is not None
+        return max(0.2, min(5.0, self.plane.posture_minimum.max_age_s / 4, self.cert_ttl_s / 8))
+
+    async def _maintain(self) -> None:
+        while self.plane is not None:
+            await asyncio.sleep(self.maintenance_interval_s())
+            plane = self.plane
+            if plane is None:
+                return
+            try:
+                plane.refresh_posture()
+                plane.rotate_own_certificate()
+            except Exception:  # noqa: BLE001 - tried again next pass; staleness then fails closed
+                plane.counters["maintenance_failures"] = plane.counters.get("maintenance_failures", 0) + 1
+
 
     # ------------------------------------------------------------------ audit collection
     @property
@@ -314,6 +370,8 @@ class Floor:
             boot.update(fix_port=self.fix_port, fix_edge_dir=self.fix_edge["fix_edge_dir"],
                         fix_clients=self.fix_edge["fix_clients"], fix_comp_id=self.fix_edge["fix_comp_id"])
         if self.plane is not None:
+            if self.posture_agents is not None:
+                boot["posture_socket"] = str(self.posture_agents.paths[self.topology.services[identity].host])
             boot.update(bootstrap_port=self.server.bootstrap_port,  # type: ignore[union-attr]
                         control_id=self.plane.control_id,
                         bundle_pem=self.plane.credentials.bundle_pem.decode(),
@@ -363,7 +421,7 @@ class Floor:
         self.processes[name] = await self.launch(name, self.boot_line(name))
 
     def write_manifest(self) -> None:
-        data = {"mode": self.mode, "started_at": self.started_at,
+        data = {"mode": self.mode, "started_at": self.started_at, "pid": os.getpid(),
                 "control": {"control_port": self.server.control_port if self.server else 0,
                             "bootstrap_port": self.server.bootstrap_port if self.server else 0,
                             "spiffe_id": self.plane.control_id if self.plane else "",
@@ -387,6 +445,12 @@ class Floor:
             for per in self.server.links.values():
                 out.update(per)
         return out
+
+    def control_expired_cert_uses(self) -> int:
+        """Expired certificates met at the control plane: refused handshakes, channels that outlived one."""
+        if self.plane is not None and self.server is not None:
+            self._control_expired = self.plane.counters["expired_cert_uses"] + self.server.expired_cert_refusals
+        return self._control_expired
 
     def total(self, key: str) -> float:
         return sum(s.get(key, 0.0) for s in self.stats().values())
@@ -428,13 +492,29 @@ class Floor:
                     os.killpg(p.proc.pid, signal.SIGKILL)
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(p.proc.wait(), STOP_TIMEOUT_S)
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            self._maintenance = None
+        if self.posture_agents is not None:
+            await self.posture_agents.close()
+        self.control_expired_cert_uses()
         if self.server is not None:
             await self.server.close()
         if self.plane is not None:
             with self._plane_lock:  # not while the collector flushes its spools
                 self.plane.close()
                 self.plane = None
+        self.mark_stopped()
         await self.stop_collector()
+
+    def mark_stopped(self) -> None:
+        """The manifest says the floor stopped: commands then write the store (no control plane to ask)."""
+        try:
+            data = json.loads(self.manifest_path.read_text())
+            data["stopped_at"] = time.time()
+            self.manifest_path.write_text(json.dumps(data, indent=2))
+        except (OSError, ValueError):
+            pass  # no manifest written (a failed start): nothing names this floor
 
     def pids(self) -> list[int]:
         return [p.proc.pid for p in self.processes.values()]
@@ -463,7 +543,19 @@ def floor_summary(floor: Floor) -> dict[str, Any]:
                            + control_refusals),
         "fail_open": int(floor.total("fail_open")),
         "settlement_fills": int(stats.get("settlement", {}).get("settlement_fills", 0)),
+        **certificate_summary(floor),
     }
+
+
+def certificate_summary(floor: Floor) -> dict[str, Any]:
+    """Renewals and any use of an expired certificate, summed over the services and the control plane."""
+    lefts = [s["cert_left_s"] for s in floor.stats().values() if "cert_left_s" in s]
+    return {"cert_ttl_s": floor.cert_ttl_s,
+            "renewals": int(floor.total("renewals")),
+            "renewal_failures": int(floor.total("renewal_failures")),
+            "expired_cert_uses": int(floor.total("expired_cert_uses") + floor.control_expired_cert_uses()),
+            "connection_moves": int(floor.total("connection_moves")),
+            "min_cert_left_s": min(lefts) if lefts else 0.0}
 
 
 async def _tail(stream: asyncio.StreamReader, keep: int = 64 * 1024) -> bytes:

@@ -2,26 +2,47 @@
 
 It is deliberately permissive (it can send any sequence number, omit tags or
 corrupt a checksum) so tests can drive the acceptor's every refusal.
+
+It also keeps FIX 4.4 liveness as an initiator must (:class:`~.heartbeat.HeartbeatTimer`
+on ``clock``'s monotonic readings, started by :meth:`FixInitiator.logon`):
+:meth:`FixInitiator.on_message` answers a TestRequest with its Heartbeat and
+:meth:`FixInitiator.on_timer` says what to send now (Heartbeat, TestRequest) or that
+the acceptor is gone (a Logout to send, then close). ``keep_alive=False``
+makes a client that stays silent, to test the acceptor's timeout.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import simplefix
 
+from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.trading.fix import codec
 from trustfabric.trading.fix.codec import BEGIN_STRING, FixFramer
+from trustfabric.trading.fix.heartbeat import PEER_GONE, SEND_HEARTBEAT, SEND_TEST_REQUEST, HeartbeatTimer
+
+
+@dataclass(frozen=True, slots=True)
+class TimerOutput:
+    outgoing: tuple[bytes, ...] = ()
+    disconnect: bool = False  # the acceptor did not answer our TestRequest: Logout sent, close now
 
 
 class FixInitiator:
-    def __init__(self, sender_comp_id: str, target_comp_id: str, *, heartbeat_s: int = 30) -> None:
+    def __init__(self, sender_comp_id: str, target_comp_id: str, *, heartbeat_s: int = 30,
+                 clock: Clock = SYSTEM_CLOCK, keep_alive: bool = True) -> None:
         self.sender_comp_id = sender_comp_id
         self.target_comp_id = target_comp_id
         self.heartbeat_s = heartbeat_s
         self.next_out = 1
         self.framer = FixFramer()
+        self.clock = clock
+        self.keep_alive = keep_alive
+        self.timer: HeartbeatTimer | None = None  # runs from our Logon on
 
     def message(self, msg_type: bytes | str, fields: list[tuple[int, object]], now: float, *,
-                seq: int | None = None, poss_dup: bool = False, omit: tuple[int, ...] = (),
+                seq: int | None = None, poss_dup: bool = False, poss_resend: bool = False, omit: tuple[int, ...] = (),
                 sender: str | None = None, target: str | None = None) -> bytes:
         """Encode one message; by default uses and advances ``next_out``."""
         msg = simplefix.FixMessage()
@@ -34,10 +55,14 @@ class FixInitiator:
         header.append((34, seq))
         if poss_dup:
             header.append((43, "Y"))
+        if poss_resend:
+            header.append((97, "Y"))
         header.append((52, codec.fix_time(now)))
         for tag, value in header + list(fields):
             if tag not in omit:
-                msg.append_pair(tag, value, header=tag in (49, 56, 34, 43, 52))
+                msg.append_pair(tag, value, header=tag in (49, 56, 34, 43, 52, 97))
+        if self.timer is not None:
+            self.timer.sent(self.clock.monotonic())
         return msg.encode()
 
     def logon(self, now: float, *, reset: bool = False, **kw) -> bytes:
@@ -45,6 +70,7 @@ class FixInitiator:
         if reset:
             self.next_out = 1
             fields.append((141, "Y"))
+        self.timer = HeartbeatTimer.start(self.heartbeat_s, self.clock.monotonic())
         return self.message(codec.LOGON, fields, now, **kw)
 
     def logout(self, now: float, text: str = "bye") -> bytes:
@@ -92,4 +118,30 @@ class FixInitiator:
 
     def receive(self, data: bytes) -> list[simplefix.FixMessage]:
         """Parse replies; framing problems are dropped (the acceptor is trusted to be well-formed)."""
-        return [f.message for f in self.framer.feed(data) if f.message is not None]
+        messages = [f.message for f in self.framer.feed(data) if f.message is not None]
+        if messages and self.timer is not None:
+            self.timer.received(self.clock.monotonic())
+        return messages
+
+    def on_message(self, msg: simplefix.FixMessage, now: float) -> bytes | None:
+        """The initiator's own answer to one received message: a TestRequest's Heartbeat, or None."""
+        if msg.message_type == codec.TEST_REQUEST and self.keep_alive:
+            return self.heartbeat(now, (msg.get(112) or b"").decode("ascii", "replace"))
+        return None
+
+    def on_timer(self, now: float) -> TimerOutput:
+        """What liveness asks for now, on the clock's monotonic reading (nothing before Logon)."""
+        if self.timer is None or not self.keep_alive:
+            return TimerOutput()
+        mono = self.clock.monotonic()
+        due = self.timer.due(mono)
+        if PEER_GONE in due:
+            self.timer = None
+            return TimerOutput((self.logout(now, "heartbeat timeout: TestRequest not answered"),), True)
+        out = []
+        if SEND_TEST_REQUEST in due:
+            out.append(self.test_request(now, self.timer.next_test_request_id()))
+            self.timer.test_request_sent(mono)
+        if SEND_HEARTBEAT in due:
+            out.append(self.heartbeat(now))
+        return TimerOutput(tuple(out))

@@ -216,8 +216,17 @@ def _body(msg_type: bytes) -> simplefix.FixMessage:
 # --- application builders -------------------------------------------------------------------------
 
 
-def execution_report(report: ExecutionReport, *, orig_cl_ord_id: str = "", text: str = "") -> simplefix.FixMessage:
-    """ExecutionReport (35=8) from a floor ExecutionReport."""
+def avg_px_to_fix(notional_units: int, qty: int) -> str:
+    """AvgPx (6): the volume-weighted average of the fills (sum of qty x price units over the filled qty)."""
+    if qty <= 0:
+        return "0"
+    avg = (Decimal(notional_units) / (Decimal(qty) * PRICE_SCALE)).quantize(Decimal("1e-8")).normalize()
+    return format(avg, "f")
+
+
+def execution_report(report: ExecutionReport, *, orig_cl_ord_id: str = "", text: str = "",
+                     avg_px: str = "0") -> simplefix.FixMessage:
+    """ExecutionReport (35=8) from a floor ExecutionReport; ``avg_px`` from :func:`avg_px_to_fix`."""
     msg = _body(EXECUTION_REPORT)
     msg.append_pair(37, report.order_id or "NONE")
     msg.append_pair(11, report.cl_ord_id)
@@ -236,7 +245,7 @@ def execution_report(report: ExecutionReport, *, orig_cl_ord_id: str = "", text:
     msg.append_pair(31, price_to_fix(report.last_px))
     msg.append_pair(151, report.leaves_qty)
     msg.append_pair(14, report.cum_qty)
-    msg.append_pair(6, "0")
+    msg.append_pair(6, avg_px)
     if report.reason or text:
         msg.append_pair(58, text or report.reason)
     return msg

@@ -31,6 +31,16 @@ Theory of operation:
   passed with ``now`` to every entry point) runs the logon timeout and the
   heartbeat / TestRequest timers, so a wall-clock step neither fires nor
   silences them. Without ``mono`` the timers run on ``now``.
+* **Liveness** (:class:`~.heartbeat.HeartbeatTimer`, FIX 4.4): a Heartbeat when we
+  have sent nothing for HeartBtInt, however much the client sends; a TestRequest
+  when nothing arrived for HeartBtInt plus 20%; Logout and disconnect when that
+  TestRequest goes unanswered for as long again. The client's Logout is a message
+  of its sequence (consumed), so a re-logon at the next number needs no resend.
+* **Possible duplicates**: a PossDupFlag (43=Y) message below the expected sequence
+  was already processed and is ignored; an order with PossResend (97=Y) or PossDupFlag
+  at the expected sequence is flagged (``poss_resend``) so the gateway core never
+  executes a ClOrdID twice. A FIX 4.4 application type we do not take gets a
+  BusinessMessageReject (380=3); a MsgType that is not FIX gets a session Reject (373=11).
 * **Application messages** D, F, G, H, q become typed events
   (:class:`FixNewOrderSingle`...). Replies are built with :mod:`.codec` builders and
   sent with :meth:`FixSession.send_app`, which stamps and stores them.
@@ -38,6 +48,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -62,6 +73,13 @@ from trustfabric.trading.fix.codec import (
     FixFramer,
 )
 from trustfabric.trading.errors import FixError
+from trustfabric.trading.fix.heartbeat import (
+    DEFAULT_TRANSMISSION_RATIO,
+    PEER_GONE,
+    SEND_HEARTBEAT,
+    SEND_TEST_REQUEST,
+    HeartbeatTimer,
+)
 from trustfabric.trading.fix.store import SeqStore
 from trustfabric.trading.messages import NewOrder
 
@@ -74,6 +92,7 @@ BAD_VALUE = "fix.bad_value"
 SEQ_GAP = "fix.seq_gap"
 SEQ_TOO_LOW = "fix.seq_too_low"
 UNSUPPORTED = "fix.unsupported_msg_type"
+INVALID_MSG_TYPE = "fix.invalid_msg_type"
 HEARTBEAT_TIMEOUT = "fix.heartbeat_timeout"
 LOGON_TIMEOUT = "fix.logon_timeout"
 TOO_MANY_GARBLED = "fix.too_many_garbled"
@@ -87,6 +106,14 @@ SRR_INCORRECT_FORMAT = 6
 SRR_COMP_ID_PROBLEM = 9
 SRR_SENDING_TIME = 10
 SRR_INVALID_MSG_TYPE = 11
+
+# BusinessRejectReason (380).
+BMR_UNSUPPORTED_MSG_TYPE = 3
+
+# The shape of a FIX 4.4 MsgType: one character, the two-character A* and B* ranges, or a
+# user-defined U*. Anything else is not a FIX message type (session Reject, 373=11); a FIX type
+# that the gateway does not handle gets BusinessMessageReject (380=3).
+_FIX44_MSG_TYPE = re.compile(rb"[0-9A-Za-z]|[AB][A-Z]|U[0-9A-Za-z]{1,3}")
 
 AWAITING_LOGON = "awaiting_logon"
 ACTIVE = "active"
@@ -128,6 +155,7 @@ class FixNewOrderSingle(_Event, frozen=True):
     qty: int
     price: int
     tif: str
+    poss_resend: bool = False  # 97=Y: the client may have sent it before; never executed twice
 
     def to_new_order(self, agent: str, time_ns: int) -> NewOrder:
         return NewOrder(cl_ord_id=self.cl_ord_id, account=self.account, agent=agent, symbol=self.symbol,
@@ -267,6 +295,7 @@ class FixSession:
         max_heartbeat_s: int = 300,
         max_garbled: int = 10,
         max_skew_s: float = 120.0,
+        transmission_ratio: float = DEFAULT_TRANSMISSION_RATIO,
     ) -> None:
         self.our_comp_id = our_comp_id
         self.peer_identity = peer_identity
@@ -282,10 +311,7 @@ class FixSession:
         self._framer = FixFramer()
         self._mono = now if mono is None else mono  # the monotonic reading of the current entry point
         self._created = self._mono
-        self._last_received = self._mono
-        self._last_sent = self._mono
-        self._test_request_id = ""
-        self._test_requests = 0
+        self.timer = HeartbeatTimer.start(self.heartbeat_s, self._mono, transmission_ratio)
         self._resend_requested_from = 0
         self._garbled_in_row = 0
 
@@ -319,7 +345,7 @@ class FixSession:
             self.store.save_sent(self.key, next_out, raw)
         self.store.set_next_out(self.key, next_out + 1)
         out.outgoing.append(raw)
-        self._last_sent = self._mono
+        self.timer.sent(self._mono)
         return raw
 
     def _tick(self, now: float, mono: float | None) -> None:
@@ -390,7 +416,7 @@ class FixSession:
                         self.state = CLOSED
                 continue
             self._garbled_in_row = 0
-            self._last_received = self._mono
+            self.timer.received(self._mono)
             try:
                 if self.state == AWAITING_LOGON:
                     self._on_logon(framed.message, out, now)
@@ -426,16 +452,14 @@ class FixSession:
             return out.freeze()
         if self.state != ACTIVE:
             return out.freeze()
-        hb = self.heartbeat_s
-        silent = mono_now - self._last_received
-        if self._test_request_id and silent >= 2.4 * hb:
-            self._logout(out, "heartbeat timeout", now, HEARTBEAT_TIMEOUT)
+        due = self.timer.due(mono_now)
+        if PEER_GONE in due:  # our TestRequest went unanswered
+            self._logout(out, "heartbeat timeout: TestRequest not answered", now, HEARTBEAT_TIMEOUT)
             return out.freeze()
-        if not self._test_request_id and silent >= 1.2 * hb:
-            self._test_requests += 1
-            self._test_request_id = f"TEST-{self._test_requests}"
-            self._send(out, self._admin(TEST_REQUEST, (112, self._test_request_id)), now)
-        if mono_now - self._last_sent >= hb:
+        if SEND_TEST_REQUEST in due:
+            self._send(out, self._admin(TEST_REQUEST, (112, self.timer.next_test_request_id())), now)
+            self.timer.test_request_sent(mono_now)
+        if SEND_HEARTBEAT in due:
             self._send(out, self._admin(HEARTBEAT), now)
         return out.freeze()
 
@@ -480,6 +504,7 @@ class FixSession:
             return
         self.state = ACTIVE
         self.heartbeat_s = int(hb_raw)
+        self.timer = HeartbeatTimer.start(self.heartbeat_s, self._mono, self.timer.transmission_ratio)
         pairs: list[tuple[int, object]] = [(98, 0), (108, self.heartbeat_s)]
         if reset:
             pairs.append((141, "Y"))
@@ -531,6 +556,7 @@ class FixSession:
             self._logout(out, "SendingTime accuracy problem", now, SENDING_TIME)
             return
         if msg_type == LOGOUT:
+            self._consume(seq, expected)  # the peer's Logout is in its sequence like any message
             self._logout(out, "logout acknowledged", now, "fix.peer_logout")
             return
         if msg_type == SEQUENCE_RESET and msg.get(123) != b"Y":
@@ -591,11 +617,7 @@ class FixSession:
         if self._resend_requested_from and seq >= self._resend_requested_from:
             self._resend_requested_from = 0
         if t == HEARTBEAT:
-            if self._test_request_id and msg.get(112) == self._test_request_id.encode():
-                self._test_request_id = ""
-            return
-        if self._test_request_id:
-            self._test_request_id = ""  # any traffic proves liveness
+            return  # liveness is already noted (any message answers our TestRequest)
         if t == TEST_REQUEST:
             test_id = _text(msg, 112)
             self._send(out, self._admin(HEARTBEAT, (112, test_id)), now)
@@ -617,6 +639,7 @@ class FixSession:
                 sender=sender, seq=seq, cl_ord_id=_text(msg, 11),
                 account=(msg.get(1) or sender.encode()).decode("ascii", "replace"),
                 symbol=_text(msg, 55), side=_side(msg), qty=_qty(msg), price=_limit_price(msg), tif=tif,
+                poss_resend=msg.get(97) == b"Y" or msg.get(43) == b"Y",
             ))
         elif t == ORDER_CANCEL_REQUEST:
             _text(msg, 60)
@@ -641,9 +664,14 @@ class FixSession:
             symbol = _text(msg, 55) if kind == "1" else ""
             out.events.append(FixMassCancelRequest(sender=sender, seq=seq, cl_ord_id=_text(msg, 11),
                                                    request_type=kind, symbol=symbol))
-        else:
+        elif _FIX44_MSG_TYPE.fullmatch(t):
+            # a FIX 4.4 application message this gateway does not take: BusinessMessageReject, 380=3
             out.events.append(SessionProblem(sender=sender, seq=seq, reason=UNSUPPORTED, detail=repr(t)))
-            self._session_reject(out, seq, t, 35, SRR_INVALID_MSG_TYPE, "unsupported MsgType", now)
+            self._send(out, codec.business_message_reject(seq, t, BMR_UNSUPPORTED_MSG_TYPE,
+                                                          "unsupported message type"), now, store_app=True)
+        else:
+            out.events.append(SessionProblem(sender=sender, seq=seq, reason=INVALID_MSG_TYPE, detail=repr(t)))
+            self._session_reject(out, seq, t, 35, SRR_INVALID_MSG_TYPE, "invalid MsgType", now)
 
     def _on_resend_request(self, msg, seq: int, out: _Out, now: float) -> None:
         try:
@@ -672,7 +700,7 @@ class FixSession:
             out.outgoing.append(self._resend(raw, s, now))
         if gap_start:
             out.outgoing.append(self._gap_fill(gap_start, last + 1, now))
-        self._last_sent = now
+        self.timer.sent(self._mono)
 
     def _gap_fill(self, seq: int, new_seq: int, now: float) -> bytes:
         body = self._admin(SEQUENCE_RESET, (123, "Y"), (36, new_seq))

@@ -20,6 +20,19 @@ service:
     per-hop check (every request reaches its handler; the caller's identity is
     whatever it claims).
 
+Certificates: the runtime renews its certificate at half its lifetime with a fresh
+report from its host's posture agent (asked over the agent's Unix socket,
+:mod:`trustfabric.signals.agent_socket`; no report, no renewal), retrying with
+backoff before expiry (:func:`~trustfabric.identity.rotation.renewal_delay`).
+Open connections keep the certificate they were opened with and the server
+closes a connection whose peer certificate expires, so every connection moves
+before that: the control channel and each outgoing link re-open on the current
+certificate right after a renewal, and again when the peer's certificate enters
+its last quarter (the peer renewed at half). A moved link takes new requests at
+once and retires the old connection once its answers are in. Any use of an
+expired certificate that still happens (a handshake refused for one, a
+connection closed because one expired) is counted in ``expired_cert_uses``.
+
 Audit: every event of the process (decisions, session events, the core's own
 events) goes to one :class:`~trustfabric.audit.spool.Spool` under
 ``$TRUSTFABRIC_HOME/spool/<name>/``; in zero-trust mode the transport flushes it
@@ -58,15 +71,27 @@ from trustfabric.enforcement.pep import QUARANTINE_PREFIX, EnforcementPoint
 from trustfabric.enforcement.service import Context, GuardedService
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.attestation import code_digest
+from trustfabric.identity.errors import CertificateError
 from trustfabric.identity.revocation import TOKEN_KEY, RevocationSet
-from trustfabric.identity.tokens import StaticJwks, TokenVerifier
+from trustfabric.identity.rotation import renewal_delay
+from trustfabric.identity.tokens import TokenVerifier
 from trustfabric.policy.topology import Topology
+from trustfabric.signals.agent_socket import fetch_report
+from trustfabric.signals.posture import PostureError
 from trustfabric.transport.client import summarize
 from trustfabric.transport.connection import FrameConnection, FrameServer, Limits, connect
 from trustfabric.transport.frames import ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 
 REPORT_INTERVAL_S = 0.25
+CERT_EXPIRED = "cert.expired"
+RENEW_RETRY_S = 1.0  # first retry of a failed renewal; doubling, at most RENEW_MAX_RETRY_S
+RENEW_MAX_RETRY_S = 30.0
+MOVE_CHECK_S = 0.5  # how often connections are checked against the certificates in force
+PEER_MOVE_FRACTION = 0.25  # move a connection once its peer's certificate is in its last quarter
+PEER_RETRY_FRACTION = 0.05  # ...and again this often (of its lifetime) while the peer still shows that one
+RETIRE_WAIT_S = 5.0  # a moved link's old connection closes once answered, or after this
+CONTROL_RETIRE_S = 5.0
 SYNC_INTERVAL_S = 0.05
 LINK_LIMITS = Limits(idle_timeout_s=3600.0)
 _body_encoder = msgspec.msgpack.Encoder()
@@ -215,8 +240,11 @@ class PeerLink:
         self._sent_at: dict[int, int] = {}
         self._rid = 0
         self._opening: asyncio.Task | None = None
-        self._ready: asyncio.Future | None = None
         self._scheduled = False
+        self.opened_with = ""  # fingerprint of our certificate the connection was opened with
+        self.moves = 0
+        self._moving = False
+        self._rid_floor = 0  # requests below it went out on a connection retired by move()
         self.latency = LatencyRing()
         self.failures = 0
         self.refusals = 0
@@ -226,7 +254,7 @@ class PeerLink:
 
     @property
     def up(self) -> bool:
-        return self.conn is not None and not self.conn.closed and (self._ready is None or self._ready.done())
+        return self.conn is not None and not self.conn.closed
 
     async def ensure(self, timeout_s: float = 5.0) -> None:
         """Connected and (zero-trust) in session, or :class:`LinkDown` after ``timeout_s`` of retries."""
@@ -243,6 +271,8 @@ class PeerLink:
             except TrustFabricError as exc:
                 self.failures += 1
                 self.last_error = exc.reason
+                if exc.reason == CERT_EXPIRED:
+                    self.runtime.expired_cert_uses += 1
                 if exc.reason.startswith(("control.", "token.", "session.", "enforcement.", "cert.")) and \
                         exc.reason != "control.unreachable":
                     raise LinkDown(f"{self.target}: {exc.reason}", reason=exc.reason) from None
@@ -255,25 +285,89 @@ class PeerLink:
             delay = min(0.5, delay * 2)
 
     async def _open(self) -> None:
+        self._adopt(*await self._connect())
+
+    async def _connect(self) -> tuple[FrameConnection, float, str]:
+        """A connection on the current certificate, in session (zero-trust); not yet this link's.
+
+        Returns it with the session's expiry (0 in perimeter mode) and our certificate's fingerprint.
+        """
         rt = self.runtime
-        port = rt.ports[self.target]
         zero_trust = rt.mode == ZERO_TRUST
-        conn = await connect("127.0.0.1", port, tls=rt.tls if zero_trust else None, limits=LINK_LIMITS,
-                             expected_peer=rt.topology.spiffe_id(self.target) if zero_trust else None)
-        for frame in list(conn._inbox):
-            self._on_frame(frame)
-        conn._inbox.clear()
-        conn.on_frame = self._on_frame
-        conn.on_close = self._on_close
-        self.conn = conn
+        opened_with = ""
         if zero_trust:
-            self._ready = asyncio.get_running_loop().create_future()
-            token, _aud = await rt.control.token(self.target)
+            await rt.control_on_current()  # tokens are bound to the certificate the control channel shows
+            opened_with = rt.credentials.current().fingerprint_sha256
+        conn = await connect("127.0.0.1", rt.ports[self.target], tls=rt.tls if zero_trust else None,
+                             limits=LINK_LIMITS, expected_peer=rt.topology.spiffe_id(self.target) if zero_trust else None)
+        if not zero_trust:
+            return conn, 0.0, opened_with
+        ready: asyncio.Future = asyncio.get_running_loop().create_future()
+
+        def early(frame: Any) -> None:
+            if type(frame) in (SessionReady, ErrorFrame):
+                if not ready.done():
+                    ready.set_result(frame)
+            elif type(frame) is Ping:
+                conn.send(Pong(n=frame.n))
+
+        for frame in list(conn._inbox):
+            early(frame)
+        conn._inbox.clear()
+        conn.on_frame = early
+        conn.on_close = lambda reason: ready.done() or ready.set_result(ErrorFrame(reason=reason))
+        try:
+            token, _aud = await rt.control.token(self.target)  # type: ignore[union-attr]
             conn.send(OpenSession(token=token))
-            ready = await asyncio.wait_for(self._ready, 5.0)
-            if isinstance(ready, ErrorFrame):
-                raise LinkDown(f"{self.target} refused the session", reason=ready.reason)
-            self._schedule_renewal(ready.expires_at)
+            answer = await asyncio.wait_for(ready, 5.0)
+        except BaseException:
+            conn.close()
+            raise
+        if isinstance(answer, ErrorFrame):
+            conn.close()
+            if answer.reason == CERT_EXPIRED:
+                rt.expired_cert_uses += 1
+            raise LinkDown(f"{self.target} refused the session", reason=answer.reason)
+        return conn, answer.expires_at, opened_with
+
+    def _adopt(self, conn: FrameConnection, expires_at: float, opened_with: str) -> None:
+        conn.on_frame = self._on_frame
+        conn.on_close = lambda reason, c=conn: self._on_close(reason, c)
+        self.conn = conn
+        self.opened_with = opened_with
+        if expires_at:
+            self._schedule_renewal(expires_at)
+
+    async def move(self) -> bool:
+        """Re-open the link on the current certificates without dropping a request.
+
+        New requests go to the new connection as soon as its session is ready; the old
+        one is closed once the requests sent on it are answered (at most ``RETIRE_WAIT_S``).
+        False when the link is down (the next request reconnects) or the new one failed.
+        """
+        if self._moving or not self.up:
+            return False
+        self._moving = True
+        try:
+            fresh = await self._connect()
+        except (TrustFabricError, OSError, asyncio.TimeoutError) as exc:
+            self.last_error = getattr(exc, "reason", type(exc).__name__)
+            return False
+        finally:
+            self._moving = False
+        old = self.conn
+        self._rid_floor = self._rid + 1
+        self._adopt(*fresh)
+        self.moves += 1
+        if old is not None:
+            asyncio.get_running_loop().create_task(self._retire(old))
+        return True
+
+    async def _retire(self, old: FrameConnection) -> None:
+        deadline = time.monotonic() + RETIRE_WAIT_S
+        while not old.closed and time.monotonic() < deadline and any(r < self._rid_floor for r in self._callbacks):
+            await asyncio.sleep(0.05)
+        old.close()
 
     def _schedule_renewal(self, expires_at: float) -> None:
         loop = asyncio.get_running_loop()
@@ -285,19 +379,28 @@ class PeerLink:
     async def _renew(self) -> None:
         if not self.up:
             return
+        rt = self.runtime
+        if rt.mode == ZERO_TRUST and self.opened_with != rt.credentials.current().fingerprint_sha256:
+            await self.move()  # a token now binds the new certificate: a new connection and session
+            return
         try:
             token, _aud = await self.runtime.control.token(self.target)
             self.conn.send(RenewSession(token=token))  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - the session simply expires; the next request reopens
             self.last_error = getattr(exc, "reason", type(exc).__name__)
 
-    def _on_close(self, reason: str) -> None:
-        self.last_error = reason
-        callbacks, self._callbacks = self._callbacks, {}
-        self._sent_at.clear()
+    def _on_close(self, reason: str, conn: FrameConnection | None = None) -> None:
+        if reason == CERT_EXPIRED:
+            self.runtime.expired_cert_uses += 1
+        if conn is not None and conn is not self.conn:  # a connection move() retired: only its own requests
+            callbacks = {rid: self._callbacks.pop(rid) for rid in [r for r in self._callbacks if r < self._rid_floor]}
+            for rid in callbacks:
+                self._sent_at.pop(rid, None)
+        else:
+            self.last_error = reason
+            callbacks, self._callbacks = self._callbacks, {}
+            self._sent_at.clear()
         self._wake_window()
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_result(ErrorFrame(reason=reason))
         failed = Response(rid=0, ok=False, reason=reason or "link.closed")
         for cb in callbacks.values():
             if isinstance(cb, asyncio.Future):
@@ -326,13 +429,8 @@ class PeerLink:
             elif cb is not None:
                 cb(frame)
         elif kind is SessionReady:
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(frame)
-            else:
-                self._schedule_renewal(frame.expires_at)
+            self._schedule_renewal(frame.expires_at)
         elif kind is ErrorFrame:
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(frame)
             self.last_error = frame.reason
         elif kind is Ping:
             self.conn.send(Pong(n=frame.n))  # type: ignore[union-attr]
@@ -446,7 +544,7 @@ class ServiceRuntime:
         self.pep: EnforcementPoint | None = None
         self.server: FrameServer | None = None
         self.revocations = RevocationSet()
-        self.jwks: StaticJwks | None = None  # the token keys this service trusts (the control plane's JWKS)
+        self.jwks: control_client.LiveJwks | None = None  # the token keys this service trusts (pushed)
         self.quarantine_acks: list[str] = []
         self._perimeter_owners: set[str] = set()
         self._report_task: asyncio.Task | None = None
@@ -454,6 +552,15 @@ class ServiceRuntime:
         self.sim_effects: dict[str, float] = {}  # threat simulator: effects of tagged requests
         self._report_pending = False
         self._tasks: set[asyncio.Task] = set()
+        self.tables: control_client.ControlTableSource | None = None
+        self._control_fp = ""  # fingerprint of our certificate the control channel was opened with
+        self._control_lock = asyncio.Lock()
+        # connection -> (peer not_after it was last moved away from, when to try again if the peer still shows it)
+        self._moved_from: dict[str, tuple[float, float]] = {}
+        self.renewals = 0
+        self.renewal_failures = 0
+        self.expired_cert_uses = 0
+        self.control_moves = 0
 
     def _defer_fsync(self, fd: int) -> None:
         self._dirty_fd = fd
@@ -519,7 +626,11 @@ class ServiceRuntime:
 
         async def serve(conn: FrameConnection) -> None:
             coalesce_sends(conn)
-            await handler(conn)
+            try:
+                await handler(conn)
+            finally:
+                if conn.close_reason == CERT_EXPIRED:  # a caller's connection outlived its certificate
+                    self.expired_cert_uses += 1
 
         self.server = await FrameServer(serve, tls=self.tls, emitter=self.events, name=self.name,
                                         limits=LINK_LIMITS).start("127.0.0.1", self.ports[self.name])
@@ -531,7 +642,7 @@ class ServiceRuntime:
 
     async def _join(self) -> None:
         b = self.boot
-        posture = base64.b64decode(b["posture"])
+        posture = await self.fresh_posture() if b.get("posture_socket") else base64.b64decode(b["posture"])
         creds, reply = await control_client.join(
             "127.0.0.1", int(b["bootstrap_port"]), bundle_pem=b["bundle_pem"].encode(), control_id=b["control_id"],
             join_token=b["join_token"], spiffe_id=self.spiffe_id,
@@ -541,14 +652,15 @@ class ServiceRuntime:
         self.tls = TLSConfig(self.credentials, revocation=self.revocations, clock=self.clock)
         self.control = control_client.ControlClient("127.0.0.1", int(b["control_port"]), self.tls,
                                                     reply.control_id, self.name)
+        self._control_fp = creds.fingerprint_sha256
         subscribed = await self.control.start()
-        for serial in subscribed.revoked.serials:
-            self.revocations.revoke_serial(int(serial), self.clock.now(), "snapshot")
-        for sid in subscribed.revoked.spiffe_ids:
-            self.revocations.revoke_spiffe_id(sid, self.clock.now(), "quarantine.snapshot")
-        self.jwks = StaticJwks(msgspec.json.decode(subscribed.jwks))
+        self._apply_revocations(subscribed)
+        self.jwks = self.control.jwks = control_client.LiveJwks(subscribed.jwks)  # replaced by pushes (key rotation)
+        self.control.on_jwks_refused = lambda exc: self.events.emit(
+            Kind.ALERT, principal=self.spiffe_id, action="jwks.mirror", decision="deny", reason=exc.reason)
         verifier = TokenVerifier(self.jwks, reply.issuer, clock=self.clock)
         tables = control_client.ControlTableSource(self.control)  # awaited on the control channel, never blocking
+        self.tables = tables
         self.pep = EnforcementPoint(self.spiffe_id, tables, verifier, clock=self.clock, sink=self.sink,
                                     source=self.name)
         self.pep.attach_revocations(self.revocations)
@@ -557,7 +669,15 @@ class ServiceRuntime:
         self.control.on_invalidation = self._on_invalidation
         self.control.on_revocation = self._on_revocation
         self.control.on_command = self._on_command
-        asyncio.get_running_loop().create_task(self._rotate_loop())
+        self.loop_task(self._rotate_loop())
+        self.loop_task(self._move_loop())
+
+    def _apply_revocations(self, subscribed: Any) -> None:
+        """The revocation snapshot a subscription starts with (idempotent: again on every new channel)."""
+        for serial in subscribed.revoked.serials:
+            self.revocations.revoke_serial(int(serial), self.clock.now(), "snapshot")
+        for sid in subscribed.revoked.spiffe_ids:
+            self.revocations.revoke_spiffe_id(sid, self.clock.now(), "quarantine.snapshot")
 
     async def _open_ops_channel(self) -> None:
         """Perimeter mode: a plain channel to the launcher for reports and commands only."""
@@ -599,26 +719,140 @@ class ServiceRuntime:
         elif self.service is not None:
             self.service.on_command(command)
 
+    async def fresh_posture(self) -> bytes:
+        """A signed report of this host made now by its posture agent (never one kept from boot)."""
+        path = self.boot.get("posture_socket")
+        if not path:
+            raise PostureError("no posture agent socket for this host", reason="posture.agent_unreachable")
+        return await fetch_report(path)
+
     async def _rotate_loop(self) -> None:
-        """Renew the certificate at half its lifetime (new key, posture checked again), timed on the
-        monotonic clock from the moment the certificate was received (:func:`renewal_deadline`)."""
-        renew_at = renewal_deadline(self.credentials.current(), self.clock)
+        """Renew the certificate at half its lifetime: new key, fresh posture, attested again.
+
+        The wait runs on the monotonic clock from the moment the certificate was received
+        (:func:`renewal_deadline`: the CA's wall-clock validity is compared with ours once), so a
+        wall-clock step cannot move the renewal past the expiry. A failed attempt (no report from
+        the agent, refused by the CA, control plane away) is retried with backoff, several times
+        before the certificate expires; without a fresh report there is no attempt at all (fail closed).
+        """
+        failures = 0
+        creds = self.credentials.current()
+        renew_at = renewal_deadline(creds, self.clock)
+        received = (self.clock.monotonic(), self.clock.now())
         while not self.stopped.is_set():
-            wait = max(1.0, renew_at - self.clock.monotonic())
+            current = self.credentials.current()
+            if current is not creds:  # renewed (here or by a move): a new anchor
+                creds, renew_at = current, renewal_deadline(current, self.clock)
+                received = (self.clock.monotonic(), self.clock.now())
+            if failures:
+                passed = received[1] + (self.clock.monotonic() - received[0])  # wall time, as the monotonic clock saw it
+                delay = renewal_delay(creds.not_before, creds.not_after, passed, failures,
+                                      retry_s=RENEW_RETRY_S, max_retry_s=RENEW_MAX_RETRY_S)
+            else:
+                delay = max(0.0, renew_at - self.clock.monotonic())
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), wait)
+                await asyncio.wait_for(self.stopped.wait(), delay)
             if self.stopped.is_set():
                 return
             try:
-                posture = base64.b64decode(self.boot["posture"])
-                fresh = await self.control.renew(self.spiffe_id, posture)  # type: ignore[union-attr]
-                self.credentials.replace(fresh)
-                renew_at = renewal_deadline(fresh, self.clock)
-                fresh.write(self.home / "floor" / "creds" / self.name)
-            except TrustFabricError as exc:
+                await self.renew_now()
+            except Exception as exc:  # noqa: BLE001 - every failure is retried; none ends the loop
+                failures += 1
+                self.renewal_failures += 1
                 self.events.emit(Kind.CERT_REFUSED, principal=self.spiffe_id, action="cert.renew", decision="deny",
-                                 reason=exc.reason)
-                await asyncio.sleep(5.0)
+                                 reason=getattr(exc, "reason", "cert.renew_failed"),
+                                 detail={"attempt": failures, "error": type(exc).__name__})
+                continue
+            failures = 0
+
+    async def renew_now(self) -> None:
+        """One renewal: a fresh report from the host agent, a new key and CSR, then move every connection."""
+        posture = await self.fresh_posture()
+        fresh = await self.control.renew(self.spiffe_id, posture)  # type: ignore[union-attr]
+        if not fresh.valid_at(self.clock.now()):
+            raise CertificateError("the renewed certificate is not valid now", reason="cert.not_valid")
+        self.credentials.replace(fresh)
+        fresh.write(self.home / "floor" / "creds" / self.name)
+        self.renewals += 1
+        await self.move_connections()
+
+    def _needs_move(self, key: str, conn: FrameConnection | None, opened_with: str) -> bool:
+        """Opened with a certificate we no longer present, or the peer's is in its last quarter."""
+        if conn is None or conn.closed:
+            return False
+        if opened_with and opened_with != self.credentials.current().fingerprint_sha256:
+            return True
+        peer = conn.peer
+        if peer is None:
+            return False
+        now = self.clock.now()
+        moved = self._moved_from.get(key)
+        if moved is not None and moved[0] == peer.not_after and now < moved[1]:
+            return False  # moved for this certificate of the peer, which had not renewed yet: not so soon again
+        return now >= peer.not_after - (peer.not_after - peer.not_before) * PEER_MOVE_FRACTION
+
+    def _moved_away(self, key: str, peer: Any) -> None:
+        lifetime = peer.not_after - peer.not_before
+        self._moved_from[key] = (peer.not_after, self.clock.now() + max(1.0, lifetime * PEER_RETRY_FRACTION))
+
+    async def move_connections(self) -> None:
+        """Move the control channel, then every outgoing link, that :meth:`_needs_move`."""
+        control = self.control
+        if control is not None and self._needs_move("control", control.conn, self._control_fp):
+            await self.control_on_current(peer_too=True)
+        for target, link in list(self.links.items()):
+            if self._needs_move(target, link.conn, link.opened_with):
+                peer = link.conn.peer if link.conn is not None else None
+                for_peer = link.opened_with == self.credentials.current().fingerprint_sha256
+                if await link.move() and peer is not None and for_peer:
+                    self._moved_away(target, peer)
+
+    async def control_on_current(self, *, peer_too: bool = False) -> None:
+        """Make the control channel show our current certificate (tokens are bound to it).
+
+        A new channel subscribes, takes the revocation snapshot again and replaces the old
+        one, which stops taking commands at once and closes after ``CONTROL_RETIRE_S``
+        (answers still due on it arrive). The table source re-opens on the new certificate.
+        """
+        async with self._control_lock:
+            old = self.control
+            if old is None or self.tls is None:
+                return
+            current = self.credentials.current().fingerprint_sha256
+            if self._control_fp == current and not (peer_too and self._needs_move("control", old.conn, current)):
+                return  # already on our certificate (and, when asked, the plane's is not ending)
+            peer = old.conn.peer if old.conn is not None and self._control_fp == current else None
+            new = control_client.ControlClient(old.host, old.port, self.tls, old.control_id, self.name)
+            new.on_invalidation = self._on_invalidation
+            new.on_revocation = self._on_revocation
+            new.jwks, new.on_jwks_refused = old.jwks, old.on_jwks_refused  # one key set, kept by pushes on either
+            try:
+                subscribed = await new.start()
+            except (TrustFabricError, OSError, asyncio.TimeoutError):
+                new.close()
+                raise
+            self._apply_revocations(subscribed)
+            old.on_command = None  # the server sends to both channels until the old one closes: act once
+            new.on_command = self._on_command
+            self.control = new
+            self._control_fp = current
+            self.control_moves += 1
+            if peer is not None:
+                self._moved_away("control", peer)
+            if self.tables is not None:
+                self.tables.client = new  # the next table request goes over the current channel
+            asyncio.get_running_loop().call_later(CONTROL_RETIRE_S, old.close)
+
+    async def _move_loop(self) -> None:
+        while not self.stopped.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), MOVE_CHECK_S)
+            if self.stopped.is_set():
+                return
+            try:
+                await self.move_connections()
+            except (TrustFabricError, OSError, asyncio.TimeoutError):
+                pass  # tried again at the next check; the certificates' margins allow many
 
     def _open_handler(self, svc: GuardedService):
         """Perimeter mode: every request reaches its handler, no session, no check."""
@@ -663,8 +897,15 @@ class ServiceRuntime:
                        sessions=len(pep.sessions()))
         else:
             out.update(pep_allowed=0, pep_denied=0, pep_refused=0, fail_open=0)
+        expired = self.expired_cert_uses
         if self.server is not None:
             out["handshake_refusals"] = float(sum(self.server.refusals.values()))
+            expired += self.server.refusals.get(CERT_EXPIRED, 0)
+        if self.mode == ZERO_TRUST:
+            out.update(renewals=self.renewals, renewal_failures=self.renewal_failures, expired_cert_uses=expired,
+                       connection_moves=self.control_moves + sum(link.moves for link in self.links.values()))
+            if self.tls is not None:
+                out["cert_left_s"] = round(self.credentials.current().not_after - self.clock.now(), 1)
         if self.service is not None:
             out.update(self.service.stats())
         out.update(self.sim_effects)
@@ -727,9 +968,11 @@ class ServiceRuntime:
         while not self.stopped.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.stopped.wait(), REPORT_INTERVAL_S)
-            self.report_now()
             if self.control is not None and self.control.conn is not None and self.control.conn.closed:
+                if self.control.conn.close_reason == CERT_EXPIRED:
+                    self.expired_cert_uses += 1
                 self.stopped.set()  # the control plane is gone: the floor is shutting down
+            self.report_now()
 
     async def close(self) -> None:
         self.stopped.set()

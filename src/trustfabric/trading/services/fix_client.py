@@ -17,20 +17,24 @@ from pathlib import Path
 
 import simplefix
 
+from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.trading.fix.client import FixInitiator
 from trustfabric.trading.marketdata import DEFAULT_UNIVERSE
 from trustfabric.trading.risk import tick_size
 from trustfabric.transport.tls import build_context
 
+TIMER_S = 0.25  # how often a waiting client looks at its liveness timers
 START_PRICES = {spec.symbol: spec.price for spec in DEFAULT_UNIVERSE}
 
 
 class EdgeFixClient:
-    def __init__(self, port: int, credentials_dir: str | Path, sender: str, target: str = "TRUSTFABRIC") -> None:
+    def __init__(self, port: int, credentials_dir: str | Path, sender: str, target: str = "TRUSTFABRIC", *,
+                 clock: Clock = SYSTEM_CLOCK, heartbeat_s: int = 30, keep_alive: bool = True) -> None:
         self.port = port
+        self.clock = clock
         self.credentials = WorkloadCredentials.load(Path(credentials_dir))
-        self.fix = FixInitiator(sender, target, heartbeat_s=30)
+        self.fix = FixInitiator(sender, target, heartbeat_s=heartbeat_s, clock=clock, keep_alive=keep_alive)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
         self.received: list[simplefix.FixMessage] = []
@@ -53,20 +57,36 @@ class EdgeFixClient:
         matched: list[simplefix.FixMessage] = []
         while not matched and time.monotonic() < deadline and not self.closed:
             try:
-                data = await asyncio.wait_for(self.reader.read(65536), max(0.01, deadline - time.monotonic()))
-            except (TimeoutError, ConnectionError, OSError):
+                data = await asyncio.wait_for(self.reader.read(65536),
+                                              max(0.01, min(TIMER_S, deadline - time.monotonic())))
+            except TimeoutError:
+                data = None
+            except (ConnectionError, OSError):
                 break
-            if not data:
+            if data is not None and not data:
                 self.closed = True
                 break
-            for msg in self.fix.receive(data):
+            for msg in self.fix.receive(data or b""):
                 self.received.append(msg)
+                answer = self.fix.on_message(msg, self.clock.now())
+                if answer is not None:
+                    self.send(answer)
                 if predicate(msg):
                     matched.append(msg)
+            self.tick()
         return matched
 
+    def tick(self) -> None:
+        """Our side's liveness: Heartbeat / TestRequest when due, Logout and close when the gateway is gone."""
+        timer = self.fix.on_timer(self.clock.now())
+        for raw in timer.outgoing:
+            self.send(raw)
+        if timer.disconnect and self.writer is not None:
+            self.closed = True
+            self.writer.close()
+
     async def logon(self, *, reset: bool = False, timeout_s: float = 5.0) -> simplefix.FixMessage | None:
-        self.send(self.fix.logon(time.time(), reset=reset))
+        self.send(self.fix.logon(self.clock.now(), reset=reset))
         got = await self.read_until(lambda m: m.message_type in (b"A", b"5"), timeout_s)
         return got[0] if got else None
 

@@ -1,8 +1,12 @@
 """fix-gateway: FIX 4.4 order entry for outside clients, the floor's edge.
 
-Clients connect over mTLS to the gateway's edge port (``boot["fix_port"]``) with a
-certificate of the *edge* trust domain (``fix-edge.<floor trust domain>``, its own
-CA, issued by the launcher: see :func:`trustfabric.trading.runtime.fix_edge_pki`).
+Clients connect over mTLS to the gateway's edge port (``boot["fix_port"]``, fixed with
+``trustfabric up --fix-port``) with a certificate of the *edge* trust domain
+(``fix-edge.<floor trust domain>``, its own CA kept under the home: see
+:mod:`trustfabric.trading.fix.edge`). Onboarded clients (``trustfabric fix client add``)
+are read from the edge registry at each Logon, with the account their orders are booked
+to; a revoked certificate (pushed revocations, or ``trustfabric ca revoke SERIAL`` in the
+identity store) is refused at the handshake.
 The TLS connection carries a raw FIX byte stream (no frames). Each connection runs
 one :class:`~trustfabric.trading.fix.session.FixSession` whose peer identity is the
 certificate's SPIFFE ID; ``bindings`` (SenderCompID -> SPIFFE ID) refuse a Logon
@@ -36,7 +40,18 @@ from trustfabric.audit.events import Kind
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.trading.fix import codec
-from trustfabric.trading.fix.session import FixSession, LoggedOn, LoggedOut, SessionProblem
+from trustfabric.trading.fix.edge import ClientRegistry, EdgeRevocations
+from trustfabric.trading.fix.session import (
+    FixCancelRequest,
+    FixMassCancelRequest,
+    FixNewOrderSingle,
+    FixReplaceRequest,
+    FixSession,
+    FixStatusRequest,
+    LoggedOn,
+    LoggedOut,
+    SessionProblem,
+)
 from trustfabric.trading.fix.store import SqliteSeqStore
 from trustfabric.trading.gateway import FixGatewayCore
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, ExecutionReport, NewOrder, Reject, ReplaceOrder
@@ -46,8 +61,11 @@ from trustfabric.transport.tls import TLSConfig, build_context
 
 DEFAULT_COMP_ID = "TRUSTFABRIC"
 OMS_POLL_S = 0.05
-TIMER_S = 1.0
+TIMER_S = 0.5
 RISK_UNAVAILABLE = "gateway.risk_unavailable"
+_MSG_TYPE_OF = {FixNewOrderSingle: codec.NEW_ORDER_SINGLE, FixCancelRequest: codec.ORDER_CANCEL_REQUEST,
+                FixReplaceRequest: codec.ORDER_CANCEL_REPLACE, FixStatusRequest: codec.ORDER_STATUS_REQUEST,
+                FixMassCancelRequest: codec.ORDER_MASS_CANCEL}
 
 
 @dataclass
@@ -67,9 +85,12 @@ class FixGatewayService(FloorService):
         super().__init__(runtime)
         boot = runtime.boot
         self.comp_id = boot.get("fix_comp_id", DEFAULT_COMP_ID)
-        self.bindings: dict[str, str] = dict(boot.get("fix_clients", {}))
+        # SenderCompID -> SPIFFE ID: the floor's demo clients, and the registry of onboarded clients
+        # (``trustfabric fix client add``), re-read when it changes so a new client logs on at once.
+        self.bindings = ClientRegistry(runtime.home, boot.get("fix_clients", {}))
         edge = WorkloadCredentials.load(Path(boot["fix_edge_dir"]))
-        self.edge_tls = TLSConfig(edge, clock=runtime.clock)
+        self.revocations = EdgeRevocations(runtime.revocations, runtime.home / "identity.db")
+        self.edge_tls = TLSConfig(edge, clock=runtime.clock, revocation=self.revocations)
         self.store = SqliteSeqStore(str(runtime.home / "floor" / "fix-gateway-seq.sqlite"))
         self.core = FixGatewayCore()
         self.sessions: dict[str, ClientConnection] = {}  # SenderCompID -> logged-on connection
@@ -93,6 +114,8 @@ class FixGatewayService(FloorService):
     # ------------------------------------------------------------------ client connections
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
+            # the identity store's revocations (``ca revoke``), read off the event loop, then the check
+            await asyncio.get_running_loop().run_in_executor(None, self.revocations.refresh)
             peer = self.edge_tls.verify_peer(writer.get_extra_info("ssl_object"))
         except TrustFabricError as exc:
             self.counters["fix_tls_refusals"] += 1
@@ -109,12 +132,15 @@ class FixGatewayService(FloorService):
                 try:
                     data = await asyncio.wait_for(reader.read(65536), TIMER_S)
                 except TimeoutError:
-                    if self._apply(conn, conn.session.on_timer(clock.now(), clock.monotonic())):
+                    data = None
+                if data is not None:
+                    if not data:
                         break
-                    continue
-                if not data:
-                    break
-                if self._apply(conn, conn.session.on_bytes(data, clock.now(), clock.monotonic())):
+                    if self._apply(conn, conn.session.on_bytes(data, clock.now(), clock.monotonic())):
+                        break
+                # The timers run whatever arrives: a client that keeps talking must still get our own
+                # Heartbeat when we have sent nothing for HeartBtInt.
+                if self._apply(conn, conn.session.on_timer(clock.now(), clock.monotonic())):
                     break
         except (OSError, ConnectionError):
             pass
@@ -168,9 +194,10 @@ class FixGatewayService(FloorService):
 
     def _on_app(self, conn: ClientConnection, event, now_ns: int) -> None:
         try:
-            output = self.core.on_session_event(event, conn.identity, now_ns)
+            output = self.core.on_session_event(event, conn.identity, now_ns, self.bindings.account(conn.sender))
         except Exception as exc:  # noqa: BLE001 - a bad message is refused, never a crash or an allow
-            self._send(conn.sender, codec.business_message_reject(event.seq, b"D", 0, f"refused: {type(exc).__name__}"))
+            self._send(conn.sender, codec.business_message_reject(event.seq, _MSG_TYPE_OF.get(type(event), b"D"), 0,
+                                                                  f"refused: {type(exc).__name__}"))
             return
         for reply in output.replies:
             self._send(conn.sender, reply)
@@ -274,6 +301,8 @@ class FixGatewayService(FloorService):
             conn.writer.close()
         with contextlib.suppress(Exception):
             self.store.close()
+        with contextlib.suppress(Exception):
+            self.revocations.close()
 
     def stats(self) -> dict[str, float]:
         return {**{k: float(v) for k, v in self.counters.items()}, "fix_sessions": float(len(self.sessions)),
