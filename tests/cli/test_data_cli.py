@@ -8,9 +8,13 @@ import pyotp
 import pytest
 from typer.testing import CliRunner
 
+from tests.people import PASSWORD, Pool
+from trustfabric.audit.events import Emitter, MemorySink
 from trustfabric.cli import app
 from trustfabric.home import home_dir
 from trustfabric.identity.plane import IdentityPlane
+from trustfabric.identity.store import open_default_store
+from trustfabric.identity.users import UserDirectory
 
 runner = CliRunner()
 OMS = "spiffe://prod.acme.example/oms/oms"
@@ -22,11 +26,16 @@ RECORD = b'{"client_id":"CL-42","client_name":"Acme Pension","symbol":"AAPL","qt
 @pytest.fixture(autouse=True)
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
     assert runner.invoke(app, ["ca", "init"]).exit_code == 0
+    # security officers issue the certificates and record the hosts' posture
+    officers = Pool(UserDirectory(open_default_store(), Emitter("test", MemorySink())))
     for sid, out in ((OMS, "oms"), (SETTLEMENT, "settlement"), (DEV_OMS, "dev-oms")):
-        result = runner.invoke(app, ["ca", "issue", sid, "--no-attest", "--out", str(tmp_path / out)])
+        result = runner.invoke(app, ["ca", "issue", sid, "--no-attest", "--out", str(tmp_path / out),
+                                     *officers.args()])
         assert result.exit_code == 0, result.output
-    result = runner.invoke(app, ["signal", "posture", "attest-local", "oms", "settlement", "analytics"])
+    result = runner.invoke(app, ["signal", "posture", "attest-local", "oms", "settlement", "analytics",
+                                 *officers.args()])
     assert result.exit_code == 0, result.output
     (tmp_path / "order.json").write_bytes(RECORD)
     return tmp_path
@@ -58,11 +67,9 @@ def test_put_get_ls_and_refusals(home):
 
 
 def test_rotate_and_shred_need_two_people_with_fresh_totp(home, monkeypatch):
-    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", "correct horse battery")
-    monkeypatch.setenv("TRUSTFABRIC_SECOND_PASSWORD", "correct horse battery")
+    monkeypatch.setenv("TRUSTFABRIC_SECOND_PASSWORD", PASSWORD)
     with IdentityPlane(home_dir()) as plane:
-        totp = {n: pyotp.TOTP(plane.users().enrol(n, "security_officer", "correct horse battery",
-                                                  time.time()).totp_secret) for n in ("dave", "sam")}
+        totp = {n: pyotp.TOTP(plane.users().enrol(n, "security_officer", PASSWORD, time.time()).totp_secret) for n in ("dave", "sam")}
     put = ["data", "put", "order-1", "--file", str(home / "order.json"), "--classification", "client-confidential",
            "--segment", "oms", "--as", str(home / "oms")]
     assert runner.invoke(app, put).exit_code == 0

@@ -8,13 +8,16 @@ import pyotp
 import pytest
 from typer.testing import CliRunner
 
+from tests.people import PASSWORD, Pool
+from trustfabric.audit.events import Emitter, MemorySink
 from trustfabric.cli import app
 from trustfabric.home import home_dir
 from trustfabric.identity.attestation import code_digest
 from trustfabric.identity.plane import IdentityPlane
+from trustfabric.identity.store import open_default_store
+from trustfabric.identity.users import UserDirectory
 
 runner = CliRunner()
-PASSWORD = "correct horse battery"
 
 
 @pytest.fixture
@@ -28,8 +31,11 @@ def home(tmp_path, monkeypatch):
         for name, role in (("erin", "developer"), ("fred", "developer"), ("dave", "security_officer"),
                            ("sam", "security_officer")):
             totp[name] = pyotp.TOTP(users.enrol(name, role, PASSWORD, time.time()).totp_secret)
+    officers = Pool(UserDirectory(open_default_store(), Emitter("test", MemorySink())))
     for sid, out in (("spiffe://dev.acme.example/build/builder", "build"), ("spiffe://dev.acme.example/oms/oms", "oms")):
-        assert runner.invoke(app, ["ca", "issue", sid, "--no-attest", "--out", str(tmp_path / out)]).exit_code == 0
+        result = runner.invoke(app, ["ca", "issue", sid, "--no-attest", "--out", str(tmp_path / out),
+                                     *officers.args()])
+        assert result.exit_code == 0, result.output
     (tmp_path / "algo.whl").write_bytes(b"momentum-algo 2.4.0")
     return tmp_path, totp
 
