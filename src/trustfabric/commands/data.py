@@ -6,9 +6,11 @@ checked against the trust domain, a token bound to it) and Cedar decides the req
 ``data ls`` lists sealed objects (labels, KEK version, size: never plaintext).
 ``data grant DATASET`` shows who Cedar lets write, read or analyse a dataset (grants
 change in ``policies/data.cedar``, under version control, loaded with ``policy load``).
-``data rotate | shred SEGMENT`` are four-eyes: ``--user`` and ``--second-user``, each
-with a fresh TOTP (``--totp`` / ``--second-totp``; passwords from ``$TRUSTFABRIC_PASSWORD``
-and ``$TRUSTFABRIC_SECOND_PASSWORD`` or prompts).
+``data rotate | shred SEGMENT`` are four-eyes: ``--user`` (or the ``trustfabric login``
+session) and ``--second-user``, each with a fresh TOTP (``--totp`` / ``--second-totp``;
+the second password from ``$TRUSTFABRIC_SECOND_PASSWORD`` or a prompt). They go through the
+operator API (:mod:`trustfabric.commands.operate`): with no floor running they apply to
+the store here; a running floor's control plane takes no ``data.*`` action yet and refuses.
 """
 
 from __future__ import annotations
@@ -22,18 +24,20 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from trustfabric.commands import operate
 from trustfabric.commands.common import (
     console,
     offline_operator_authority,
+    operator_credential,
     operator_plane,
     refusals_exit,
 )
 from trustfabric.data.keyservice import Vault
 from trustfabric.data.labels import CLASSIFICATIONS, PURPOSES, Labels
-from trustfabric.data.lifecycle import KeyLifecycle, four_eyes, lifecycle_target
+from trustfabric.data.lifecycle import KeyLifecycle, lifecycle_target, second_person
 from trustfabric.data.local import local_vault, open_spool, workload_session
 from trustfabric.home import home_dir, sub_dir
-from trustfabric.identity.operators import OperatorCredential
+from trustfabric.identity.operators import Operator, OperatorCredential
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.workload import WorkloadCredentials
 from trustfabric.policy.engine import PolicyEngine
@@ -146,21 +150,28 @@ def _second(user: str, totp: str | None) -> OperatorCredential:
     return OperatorCredential(user=user.removeprefix("user:"), password=password, totp=code)
 
 
-def _first(user: str | None, totp: str | None) -> OperatorCredential:
-    name = (user or os.environ.get("TRUSTFABRIC_USER", "")).removeprefix("user:")
-    password = os.environ.get("TRUSTFABRIC_PASSWORD") or typer.prompt(f"password of {name}", hide_input=True)
-    code = totp or os.environ.get("TRUSTFABRIC_TOTP") or typer.prompt(f"TOTP code of {name}")
-    return OperatorCredential(user=name, password=password, totp=code)
+def _lifecycle(action: str, segment: str, env: str, user: str | None, totp: str | None, second_user: str,
+               second_totp: str | None) -> operate.Outcome:
+    """The first person through the operator API (a running floor's control plane, or the store), the second
+    through the same authority in the offline path; both with a fresh TOTP, then the lifecycle itself."""
+    with refusals_exit():
+        target = lifecycle_target(segment, env)
+    credential = operator_credential(user, totp=totp, action=f"data.{action}", target=target)
+    second = _second(second_user, second_totp)
 
+    def offline(first: Operator) -> dict[str, str]:
+        with _vault() as (plane, vault):
+            now = plane.clock.now()
+            other = second_person(offline_operator_authority(plane), first, second, f"data.{action}", target, now)
+            lifecycle = KeyLifecycle(vault.service.keys, vault.objects, plane.emitter)
+            if action == "rotate":
+                done = lifecycle.rotate(segment, env, first, other, now)
+                return {"previous": str(done.previous), "current": str(done.current),
+                        "rewrapped": str(done.rewrapped), "second": other.principal}
+            return {"versions": ",".join(map(str, lifecycle.shred(segment, env, first, other, now))),
+                    "second": other.principal}
 
-def _lifecycle_step(plane: IdentityPlane, vault: Vault, action: str, segment: str, env: str,
-                    first: OperatorCredential, second: OperatorCredential):
-    """Both people through the operator authority (Cedar, fresh TOTP each), then the lifecycle itself."""
-    now = plane.clock.now()
-    a, b = four_eyes(offline_operator_authority(plane), f"data.{action}", lifecycle_target(segment, env), first,
-                     second, now)
-    lifecycle = KeyLifecycle(vault.service.keys, vault.objects, plane.emitter)
-    return getattr(lifecycle, action)(segment, env, a, b, now)
+    return operate.run(f"data.{action}", target, {"second_user": second.user}, credential, offline)
 
 
 @app.command("rotate")
@@ -173,10 +184,10 @@ def rotate(
     second_totp: str = typer.Option(None, "--second-totp", help="Second person's TOTP code (fresh)."),
 ) -> None:
     """Rotate a KEK: data keys re-wrapped under a new version, data untouched; four-eyes."""
-    with refusals_exit(), _vault() as (plane, vault):
-        first, second = _first(user, totp), _second(second_user, second_totp)
-        done = _lifecycle_step(plane, vault, "rotate", segment, env, first, second)
-    console.print(f"{env}/{segment}: KEK v{done.previous} -> v{done.current}, {done.rewrapped} data keys re-wrapped")
+    outcome = _lifecycle("rotate", segment, env, user, totp, second_user, second_totp)
+    r = outcome.result
+    console.print(f"{env}/{segment}: KEK v{r.get('previous')} -> v{r.get('current')}, {r.get('rewrapped')} data keys "
+                  f"re-wrapped; with {r.get('second')} {outcome.where()}", soft_wrap=True)
 
 
 @app.command("shred")
@@ -192,7 +203,6 @@ def shred(
     """Crypto-shred a segment's keys in an environment: its data, wherever copied, is gone; four-eyes."""
     if not yes:
         typer.confirm(f"destroy every key of {env}/{segment}? its data becomes unreadable for good", abort=True)
-    with refusals_exit(), _vault() as (plane, vault):
-        first, second = _first(user, totp), _second(second_user, second_totp)
-        versions = _lifecycle_step(plane, vault, "shred", segment, env, first, second)
-    console.print(f"{env}/{segment}: shredded KEK versions {versions}")
+    outcome = _lifecycle("shred", segment, env, user, totp, second_user, second_totp)
+    console.print(f"{env}/{segment}: shredded KEK versions {outcome.result.get('versions')}; with "
+                  f"{outcome.result.get('second')} {outcome.where()}", soft_wrap=True)

@@ -47,6 +47,16 @@ def four_eyes(authority: Authority, action: str, target: str, first: OperatorCre
                                                                                               now))
 
 
+def second_person(authority: Authority, first: Operator, second: OperatorCredential | None, action: str,
+                  target: str, now: float) -> Operator:
+    """The second of four eyes, once the first is allowed (e.g. by the operator API): another person, allowed too."""
+    if second is None:
+        raise FourEyesRefused(f"{action} needs a second person", reason="data.four_eyes_incomplete")
+    if isinstance(second.user, str) and second.user.removeprefix("user:") == first.name:
+        raise FourEyesRefused(f"{action}: {first.name} cannot be both people", reason="data.four_eyes_same_person")
+    return _two(action, first, authority.authorize(second, action, target, now))[1]
+
+
 @dataclass(frozen=True)
 class Rotation:
     segment: str
