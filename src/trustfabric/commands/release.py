@@ -16,16 +16,16 @@ from pathlib import Path
 
 import typer
 
+from trustfabric.commands import operate
 from trustfabric.commands.common import (
     console,
-    offline_operator_authority,
     operator_credential,
     operator_plane,
     refusals_exit,
 )
 from trustfabric.identity.attestation import code_digest, validate_digest
 from trustfabric.identity.errors import IdentityError
-from trustfabric.identity.operators import Operator, OperatorCredential
+from trustfabric.identity.operators import Operator
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.promotion import (
     PolicyTestOutcome,
@@ -47,11 +47,6 @@ def _policy_tests() -> PolicyTestOutcome:
 
 def _gateway(plane: IdentityPlane) -> PromotionGateway:
     return PromotionGateway(plane.store, plane.cas(), plane.emitter, plane.firm, _policy_tests)
-
-
-def _authorized(plane: IdentityPlane, credential: OperatorCredential, action: str, target: str) -> Operator:
-    """The person, decided by Cedar over the store's people (a fresh TOTP for approve and promote)."""
-    return offline_operator_authority(plane).authorize(credential, action, target, plane.clock.now())
 
 
 @app.command("provenance")
@@ -88,26 +83,41 @@ def submit(
         except (OSError, ValueError) as exc:
             raise IdentityError(f"unreadable provenance or certificate: {exc}",
                                 reason="release.provenance_malformed") from exc
-        credential = operator_credential(user, totp=totp, action="release.submit", target=digest)
+    credential = operator_credential(user, totp=totp, action="release.submit", target=release_target(digest))
+
+    def offline(operator: Operator) -> dict[str, str]:
         with operator_plane() as plane:
-            operator = _authorized(plane, credential, "release.submit", release_target(digest))
             candidate = _gateway(plane).submit(operator, digest, envelope, cert_pem, name or artefact.name,
                                                plane.clock.now())
-    console.print(f"submitted [bold]{candidate.digest}[/] by {candidate.author}, built by {candidate.builder}")
+        return {"digest": candidate.digest, "author": candidate.author, "builder": candidate.builder}
+
+    outcome = operate.run("release.submit", release_target(digest), {"name": name or artefact.name}, credential,
+                          offline)
+    r = outcome.result
+    console.print(f"submitted [bold]{r.get('digest')}[/] by {r.get('author')}, built by {r.get('builder')} "
+                  f"{outcome.where()}", soft_wrap=True)
 
 
 def _step(command: str, digest: str, env: str, user: str | None, totp: str | None) -> str:
-    digest = validate_digest(digest)
+    with refusals_exit():
+        digest = validate_digest(digest)
     target = release_target(digest, env)
     credential = operator_credential(user, totp=totp, action=f"release.{command}", target=target)
-    with operator_plane() as plane:
-        operator = _authorized(plane, credential, f"release.{command}", target)
-        gateway = _gateway(plane)
-        if command == "approve":
-            candidate = gateway.approve(operator, digest, env, plane.clock.now())
-            return f"approved for {env} ({len(candidate.approvers(env))} approvals: {candidate.approvers(env)})"
-        row = gateway.promote(operator, digest, env, plane.clock.now())
-        return f"promoted to [bold]{row.trust_domain}[/]: its workloads may now attest there"
+
+    def offline(operator: Operator) -> dict[str, str]:
+        with operator_plane() as plane:
+            gateway = _gateway(plane)
+            if command == "approve":
+                candidate = gateway.approve(operator, digest, env, plane.clock.now())
+                return {"approvers": ", ".join(candidate.approvers(env))}
+            row = gateway.promote(operator, digest, env, plane.clock.now())
+            return {"trust_domain": row.trust_domain}
+
+    outcome = operate.run(f"release.{command}", target, {"environment": env}, credential, offline)
+    if command == "approve":
+        return f"approved for {env} (approvals: {outcome.result.get('approvers')}) {outcome.where()}"
+    return (f"promoted to [bold]{outcome.result.get('trust_domain')}[/]: its workloads may now attest there "
+            f"{outcome.where()}")
 
 
 @app.command("approve")
@@ -118,9 +128,7 @@ def approve(
     totp: str = typer.Option(None, "--totp", help="A fresh TOTP code (verified with this request)."),
 ) -> None:
     """Approve a release for an environment (not its author; a fresh TOTP)."""
-    with refusals_exit():
-        message = _step("approve", digest, env, user, totp)
-    console.print(message)
+    console.print(_step("approve", digest, env, user, totp), soft_wrap=True)
 
 
 @app.command("promote")
@@ -131,9 +139,7 @@ def promote(
     totp: str = typer.Option(None, "--totp", help="A fresh TOTP code (verified with this request)."),
 ) -> None:
     """Promote a release: previous environment first, two approvals, passing policy tests, Cedar's allow."""
-    with refusals_exit():
-        message = _step("promote", digest, env, user, totp)
-    console.print(message)
+    console.print(_step("promote", digest, env, user, totp), soft_wrap=True)
 
 
 @app.command("ls")
