@@ -38,14 +38,14 @@ async def test_fix_client_logs_on_and_orders_are_acknowledged(tmp_path, mode):
                                     and floor.stats()["fix-gateway"]["fix_reports"] >= 3, 3.0)
         # the client orders are kept: sealed in the vault (zero-trust), plain records (perimeter)
         if mode == "zero-trust":
-            assert await floor.wait_for(lambda: floor.stats()["oms"].get("vault_sealed", 0) >= 1, 5.0), \
+            assert await floor.wait_for(lambda: floor.stats()["oms"].get("vault_sealed", 0) >= 1, 15.0), \
                 floor.stats()["oms"]
             sealed = list(tmp_path.rglob("*.sealed"))
             assert sealed and not any(b"CLIENT-A" in p.read_bytes() for p in sealed)
             assert not list(tmp_path.rglob("records/oms/*/*.jsonl"))
         else:
             assert await floor.wait_for(lambda: bool(list(tmp_path.rglob("records/oms/client-confidential/*"))),
-                                        5.0)
+                                        15.0), floor.stats()["oms"]
             assert any(b"CLIENT-A" in p.read_bytes() for p in tmp_path.rglob("records/oms/client-confidential/*"))
     finally:
         await floor.stop()
