@@ -43,6 +43,11 @@ async def test_fix_client_logs_on_and_orders_are_acknowledged(tmp_path, mode):
             sealed = list(tmp_path.rglob("*.sealed"))
             assert sealed and not any(b"CLIENT-A" in p.read_bytes() for p in sealed)
             assert not list(tmp_path.rglob("records/oms/*/*.jsonl"))
+            # settlement's key service is attached too; its end-of-day read of the trade history is refused nothing
+            floor.command("settlement", "eod")
+            assert await floor.wait_for(lambda: "vault_opened" in floor.stats()["settlement"], 15.0), \
+                floor.stats()["settlement"]
+            assert floor.stats()["settlement"]["vault_refused"] == 0
         else:
             assert await floor.wait_for(lambda: bool(list(tmp_path.rglob("records/oms/client-confidential/*"))),
                                         15.0), floor.stats()["oms"]
