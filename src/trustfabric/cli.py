@@ -31,6 +31,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "response": ("trustfabric.commands.response", "Alerts, quarantine and release."),
     "floor": ("trustfabric.commands.floor", "The running floor: kill switch (halt, reduce, resume)."),
     "fix": ("trustfabric.commands.fix", "FIX clients of the gateway (README: 'Connecting a FIX client')."),
+    "data": ("trustfabric.commands.data", "The data vault: put, get, ls, grant, rotate, shred."),
+    "release": ("trustfabric.commands.release", "The promotion gateway: submit, approve, promote, ls."),
 }
 SINGLE: dict[str, str] = {
     "sidecar": "trustfabric.commands.sidecar",
@@ -48,6 +50,7 @@ BENCHES: dict[str, str] = {
     "audit": "trustfabric.commands.bench_audit",
     "floor": "trustfabric.commands.bench_floor",
     "operator": "trustfabric.commands.bench_operator",
+    "vault": "trustfabric.commands.bench_vault",
 }
 
 

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from tests.people import PASSWORD, Pool
 from trustfabric.cli import app
 from trustfabric.identity.attestation import code_digest
+from trustfabric.home import home_dir
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.identity.workload import WorkloadCredentials
@@ -111,7 +112,10 @@ def test_attested_issue_and_its_refusals(tmp_path) -> None:
     (tmp_path / "stale.json").write_bytes(encode_signed(agent.report(time.time() - 3600)))
     args = ["ca", "issue", ALGO, "--out", str(tmp_path / "algo"), "--digest", digest]
     assert refusal(run(*args, "--posture", str(tmp_path / "posture.json"))) == "attest.unpromoted_digest"
-    assert op("ca", "promote", digest, "--domain", "prod.acme.example").exit_code == 0
+    assert refusal(op("ca", "promote", digest, "--domain", "prod.acme.example")) == "release.gateway_required"
+    assert op("ca", "promote", digest, "--domain", "dev.acme.example").exit_code == 0
+    with IdentityPlane(home_dir()) as plane:  # prod only through the gateway (tests/cli/test_release_cli.py)
+        plane.releases.promote("prod.acme.example", digest, time.time(), "momentum build 7")
     assert refusal(run(*args, "--posture", str(tmp_path / "stale.json"))) == "posture.stale"
     (tmp_path / "garbage.json").write_text("{}")
     assert refusal(run(*args, "--posture", str(tmp_path / "garbage.json"))).startswith("posture.")

@@ -36,6 +36,22 @@ async def test_fix_client_logs_on_and_orders_are_acknowledged(tmp_path, mode):
         assert all(o["statuses"][0] == "0" for o in result["orders"]), result  # ExecutionReport New
         assert await floor.wait_for(lambda: floor.stats()["fix-gateway"]["fix_logons"] >= 1
                                     and floor.stats()["fix-gateway"]["fix_reports"] >= 3, 3.0)
+        # the client orders are kept: sealed in the vault (zero-trust), plain records (perimeter)
+        if mode == "zero-trust":
+            assert await floor.wait_for(lambda: floor.stats()["oms"].get("vault_sealed", 0) >= 1, 15.0), \
+                floor.stats()["oms"]
+            sealed = list(tmp_path.rglob("*.sealed"))
+            assert sealed and not any(b"CLIENT-A" in p.read_bytes() for p in sealed)
+            assert not list(tmp_path.rglob("records/oms/*/*.jsonl"))
+            # settlement's key service is attached too; its end-of-day read of the trade history is refused nothing
+            floor.command("settlement", "eod")
+            assert await floor.wait_for(lambda: "vault_opened" in floor.stats()["settlement"], 15.0), \
+                floor.stats()["settlement"]
+            assert floor.stats()["settlement"]["vault_refused"] == 0
+        else:
+            assert await floor.wait_for(lambda: bool(list(tmp_path.rglob("records/oms/client-confidential/*"))),
+                                        15.0), floor.stats()["oms"]
+            assert any(b"CLIENT-A" in p.read_bytes() for p in tmp_path.rglob("records/oms/client-confidential/*"))
     finally:
         await floor.stop()
 

@@ -31,6 +31,7 @@ from trustfabric.identity.attestation import AttestationRequest, validate_digest
 from trustfabric.identity.errors import AttestationError, CertificateError, IdentityError
 from trustfabric.identity.operators import Operator
 from trustfabric.identity.plane import DEFAULT_FIRM, IdentityPlane
+from trustfabric.identity.promotion import check_direct_promotion
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import WorkloadCredentials, credentials_from, key_to_pem, new_key_and_csr
 from trustfabric.signals.posture import PostureError, decode_signed
@@ -174,7 +175,10 @@ def promote(
     name: str = typer.Option("", "--name", help="Release name, for people."),
     user: Optional[str] = USER, totp: Optional[str] = TOTP,
 ) -> None:
-    """Promote a release (code digest) to a trust domain: its workloads may then attest (TOTP step-up)."""
+    """Promote a release (code digest) to a dev trust domain (TOTP step-up); test and prod only through the
+    promotion gateway (``release promote``): refused here with ``release.gateway_required``."""
+    with refusals_exit():
+        check_direct_promotion(domain)
 
     def offline(operator: Operator) -> dict[str, str]:
         with IdentityPlane(home_dir()) as plane:

@@ -133,12 +133,18 @@ ACTIONS: dict[str, str] = {
     "policy.sign": "policy",
     "policy.activate": "policy",
     "policy.rollback": "policy",
+    "data.rotate": "data",
+    "data.shred": "data",
+    "release.submit": "releases",
+    "release.approve": "releases",
+    "release.promote": "releases",
 }
 
 # The most dangerous actions: a TOTP code verified with the request itself, whatever the session's age
 # (guards.cedar holds the same list as ``guard.operator-step-up``; a test keeps the two equal).
 STEP_UP_ACTIONS = frozenset({"release", "signal.release", "ca.promote", "ca.issue_unattested", "killswitch.resume",
-                             "token.revoke_key", "policy.sign", "policy.activate", "policy.rollback"})
+                             "token.revoke_key", "policy.sign", "policy.activate", "policy.rollback",
+                             "data.rotate", "data.shred", "release.approve", "release.promote"})
 
 SESSION_AUDIENCE = "operator"
 SESSION_TYP = "op+jwt"

@@ -29,6 +29,7 @@ ACTIONS: tuple[str, ...] = (
     "connect", "subscribe", "publish", "submit_order", "cancel_order", "route_order", "execute",
     "report_fill", "read_positions", "settle", "transfer_funds", "read_client_orders",
     "halt", "resume", "quarantine", "release",
+    "data_write", "data_read", "data_analyse",  # the data vault's key service (trustfabric.data)
 )
 STREAM_ACTIONS = ("subscribe", "publish")
 SERVICE_ACTIONS = ("connect",)

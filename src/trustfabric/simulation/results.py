@@ -25,6 +25,7 @@ class ScenarioResult(msgspec.Struct, kw_only=True):
     ttc_ms: float | None  # alert -> refused at every enforcement point
     category: str = ""
     ttd_method: str = ""  # how the time to detect was obtained
+    records_exposed: int = 0  # plaintext records reached by going to the data directly (disk, backup, keys)
     details: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -50,6 +51,7 @@ def summarize(results: list[ScenarioResult]) -> dict[str, dict[str, Any]]:
             "attempts": sum(r.attempts for r in rows),
             "successes": sum(r.successes for r in rows),
             "blast_radius": sum(r.blast_radius for r in rows),
+            "records_exposed": sum(r.records_exposed for r in rows),
             "detected": sum(1 for r in rows if r.detected),
             "contained": sum(1 for r in rows if r.contained),
             "ttd_ms_p50": percentile(ttd, 50),

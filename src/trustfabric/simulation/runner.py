@@ -43,6 +43,7 @@ from trustfabric.response.containment import OfficerFacts
 from trustfabric.simulation.attacker import Attacker, ControlTokens, Footing, join_bootstrap
 from trustfabric.simulation.effects import collect
 from trustfabric.simulation.errors import FloorUnavailable
+from trustfabric.simulation.exposure import DATA_CATEGORIES, data_exposure
 from trustfabric.simulation.measure import Detection, FloorEffects, score
 from trustfabric.simulation.results import ScenarioResult
 from trustfabric.simulation.scenarios import Scenario
@@ -181,6 +182,11 @@ class SimulationRunner:
                        flood_rate=rate or _risk_rate(), floor_started=floor.started_at,
                        review_interval_s=self.config.review_interval_s)
         result.details["foothold"] = f"{scenario.foothold.kind}:{scenario.foothold.identity}"
+        if scenario.category in DATA_CATEGORIES:  # the same attacker also goes to the data directly
+            svc = floor.topology.services.get(scenario.foothold.identity)
+            exposure = data_exposure(Path(floor.home), svc.segment if svc else "desk", floor.topology.environment)
+            result.details["data_exposure"] = exposure
+            result.records_exposed = int(exposure["records_exposed"])
         if floor.plane is None and scenario.foothold.kind == "build":
             result.details["modelled"] = "identities_issued: no deployment gate in perimeter mode, the build runs"
         if floor.plane is not None:

@@ -8,6 +8,12 @@ and finished orders that pre-trade risk and the dashboard read with a cursor
 reports of FIX client orders (ClOrdIDs ``FIX.<SenderCompID>.<ClOrdID>``) are kept in
 their own ordered log that the FIX gateway reads with a cursor
 (``read_client_orders`` on ``oms/client-orders``).
+
+On the zero-trust floor the OMS keeps its records in the data vault
+(:class:`~trustfabric.data.floor.ServiceVault`): client orders sealed as
+``client-confidential`` and fills as ``trade-history`` objects of the ``oms`` segment, in
+batches, each seal a Cedar decision of its key service. The perimeter floor keeps the same
+records as plain JSON lines under ``records/`` (what a network-only defence leaves on disk).
 """
 
 from __future__ import annotations
@@ -18,14 +24,21 @@ import time
 import msgspec
 
 from trustfabric.audit.events import Kind
+from trustfabric.control.client import ControlTableSource
+from trustfabric.data.floor import ServiceVault, attach_service_vault, write_plain_records
 from trustfabric.errors import TradingError
 from trustfabric.trading.floor_logic import OmsCore
 from trustfabric.trading.messages import RoutedOrder
 from trustfabric.trading.services.base import FloorService, encode_body
 from trustfabric.trading.services.wire import (
-    BENCH_PREFIX, ClientReportsReply, OmsBatch, PositionsQuery, PositionsReply, SettleBatch, decoder,
+    BENCH_PREFIX,
+    ClientReportsReply,
+    OmsBatch,
+    PositionsQuery,
+    PositionsReply,
+    SettleBatch,
+    decoder,
 )
-
 
 CLIENT_PREFIX = "FIX."
 
@@ -49,6 +62,9 @@ class OmsService(FloorService):
         self._batch = decoder(OmsBatch)
         self._query = decoder(PositionsQuery)
         self.settlement = runtime.link("settlement")
+        self.vault: ServiceVault | None = None
+        self.to_seal_orders: list = []  # client orders not yet in the vault
+        self.to_seal_fills: list = []  # fills not yet in the vault (trade history)
 
     def register(self, svc) -> None:
         @svc.handler(action="report_fill", resource="oms/fills")
@@ -65,6 +81,7 @@ class OmsService(FloorService):
                     new_report = self.core.on_routed(parent.cl_ord_id, children, time.time_ns())
                     if parent.cl_ord_id.startswith(CLIENT_PREFIX):
                         self.client_reports.append(new_report)
+                        self.to_seal_orders.append(new_report)
                     self.parents += 1
                     if parent.cl_ord_id.startswith(BENCH_PREFIX):
                         self._bench_order(parent.cl_ord_id)
@@ -84,11 +101,12 @@ class OmsService(FloorService):
                                                 "exec_id": fill.exec_id})
                     self.log.append(("fill", fill))
                     self.to_settle.append(fill)
+                    if not fill.cl_ord_id.startswith(BENCH_PREFIX):
+                        self.to_seal_fills.append(fill)
                 for done in update.done:
                     self.log.append(("done", done))
                 if update.report is not None and update.report.cl_ord_id.startswith(CLIENT_PREFIX):
                     self.client_reports.append(update.report)
-            return None
 
         @svc.handler(action="read_client_orders", resource="oms/client-orders")
         def read_client_orders(req, ctx):
@@ -116,8 +134,33 @@ class OmsService(FloorService):
         self.bench_orders += 1
         self.bench_last_at = now
 
+    async def _open_vault(self) -> None:
+        """Zero-trust: the OMS's key service, deciding on this principal's table from the control plane."""
+        if self.rt.pep is not None and self.rt.control is not None:
+            self.vault = await attach_service_vault(self.rt, ControlTableSource(self.rt.control), self.name)
+
+    def _keep_records(self) -> None:
+        """Seal (zero-trust) or write plain (perimeter) the client orders and fills gathered since last time."""
+        orders, self.to_seal_orders = self.to_seal_orders, []
+        fills, self.to_seal_fills = self.to_seal_fills, []
+        now = time.time_ns()
+        if self.vault is None:
+            write_plain_records(self.rt.home, "oms", "client-confidential", orders, now)
+            write_plain_records(self.rt.home, "oms", "trade-history", fills, now)
+            return
+        self.vault.seal_records("orders", self.vault.labels("client-confidential", "oms"), orders, now)
+        self.vault.seal_records("fills", self.vault.labels("trade-history", "oms"), fills, now)
+        self.vault.flush()
+
     async def run(self) -> None:
+        try:
+            await self._open_vault()
+        except Exception as exc:  # noqa: BLE001 - no vault session: nothing is kept, and it shows in the stats
+            self.rt.events.emit(Kind.DECISION, principal=self.rt.spiffe_id, action="data_write",
+                                resource="data/oms", decision="deny", reason=getattr(exc, "reason", "data.refused"))
         while not self.rt.stopped.is_set():
+            if self.to_seal_orders or self.to_seal_fills:
+                self._keep_records()
             if self.to_settle:
                 if not self.settlement.up:
                     try:
@@ -139,4 +182,4 @@ class OmsService(FloorService):
                 "oms_fills": fills, "positions": len(self.core.manager.positions),
                 "oms_report_errors": self.report_errors, "bench_tag": self.bench_tag,
                 "bench_orders": self.bench_orders, "bench_first_at": self.bench_first_at,
-                "bench_last_at": self.bench_last_at}
+                "bench_last_at": self.bench_last_at, **(self.vault.stats() if self.vault else {})}

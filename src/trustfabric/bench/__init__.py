@@ -1,0 +1,1 @@
+"""Measurements, each returning plain results (the CLI only prints them)."""

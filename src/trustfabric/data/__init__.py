@@ -1,0 +1,1 @@
+"""The data vault: labels, envelope encryption, the key store and the key service (DESIGN.md "Data and environments")."""
