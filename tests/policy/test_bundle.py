@@ -204,7 +204,10 @@ def test_a_bundle_naming_another_floor_is_refused_live(world, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(POLICY_DIR, other)
     manifest = other / "floor.toml"
-    manifest.write_text(manifest.read_text().replace('name = "analytics"', 'name = "analytics2"'))
+    manifest.write_text(manifest.read_text().replace(
+        "# ---------------------------------------------------------------- people",
+        '[[service]]\nname = "analytics2"\nsegment = "analytics"\n\n'
+        "# ---------------------------------------------------------------- people", 1))  # one more service
     bundle = world.signed(world.authored(other), "bob", "carol")
     _refused(lambda: world.activate(bundle, engine=world.engine), "policy.bundle.topology_mismatch")
 

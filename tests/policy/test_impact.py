@@ -84,7 +84,8 @@ def test_recorded_signals_are_replayed(day, tmp_path):
     report = impact(proposed, day, POLICY_DIR)
     assert report.flips and all(f.direction == DENY_TO_ALLOW for f in report.flips)
     assert {f.active_policies for f in report.flips} == {("guard.risk-elevated",)}
-    assert report.high_risk  # the venues' execute flips back to allowed: high-risk
+    topology = Topology.load(POLICY_DIR / "floor.toml")  # high-risk exactly when a flipped resource is one
+    assert report.high_risk == any(topology.is_high_risk(f.resource) for f in report.flips)
     assert report.assumed_signals == 0
 
 
