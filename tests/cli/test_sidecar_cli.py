@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.people import PASSWORD, Pool
+from trustfabric.audit.events import Emitter, MemorySink
 from trustfabric.commands.sidecar import _follow_control_plane
 from trustfabric.control.protocol import (
     CONTROL_CODEC, PushInvalidation, PushRevocation, RevocationSnapshot, Subscribe, Subscribed,
@@ -27,6 +29,8 @@ from trustfabric.enforcement.sidecar import RevocationMirror
 from trustfabric.enforcement.tables import StaticTableSource
 from trustfabric.identity.ca import CertificateAuthority
 from trustfabric.identity.revocation import RevocationSet
+from trustfabric.identity.store import SqliteIdentityStore
+from trustfabric.identity.users import UserDirectory
 from trustfabric.policy.decision import Invalidation
 from trustfabric.transport.connection import FrameServer
 from trustfabric.identity.spiffe import SpiffeId
@@ -147,8 +151,11 @@ def test_cli_refuses_bad_options(tmp_path):
 
 
 def ca_revoke(tmp_path: Path, target: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "trustfabric.cli", "ca", "revoke", target],
-                            capture_output=True, text=True, timeout=60, env=_env(tmp_path))
+    """``trustfabric ca revoke`` run by a security officer enrolled in the sidecar's home (a person's change)."""
+    users = UserDirectory(SqliteIdentityStore(tmp_path / "home" / "identity.db"), Emitter("test", MemorySink()))
+    result = subprocess.run([sys.executable, "-m", "trustfabric.cli", "ca", "revoke", target, *Pool(users).args()],
+                            capture_output=True, text=True, timeout=60,
+                            env={**_env(tmp_path), "TRUSTFABRIC_PASSWORD": PASSWORD})
     assert result.returncode == 0, result.stdout + result.stderr
 
 
