@@ -36,7 +36,7 @@ from trustfabric.identity.tokens import KeyRing
 from trustfabric.identity.users import UserDirectory, UserPolicy
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.topology import Topology
-from trustfabric.signals.context import StaticSignals
+from trustfabric.policy.context import StaticSignals
 
 from .conftest import T0
 

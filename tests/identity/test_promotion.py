@@ -24,7 +24,7 @@ from trustfabric.identity.users import UserDirectory
 from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.topology import Topology
-from trustfabric.signals.context import StaticSignals
+from trustfabric.policy.context import StaticSignals
 
 from .conftest import T0
 

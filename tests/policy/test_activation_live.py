@@ -16,7 +16,7 @@ from trustfabric.errors import TrustFabricError
 from trustfabric.identity.operators import OperatorAuthority, OperatorCredential
 from trustfabric.policy.bundle import PolicyVersions, SigningKeys
 from trustfabric.policy.bundle import encode
-from trustfabric.policy.lifecycle import PolicyLifecycle, activation_target, rollback_target
+from trustfabric.control.policy_lifecycle import PolicyLifecycle, activation_target, rollback_target
 from trustfabric.policy.suggest import suggest
 
 PASSWORD = "correct horse battery"

@@ -22,8 +22,8 @@ from trustfabric.identity.users import UserDirectory, UserPolicy
 from trustfabric.policy import bundle as B
 from trustfabric.policy.bundle import PolicyVersions, SigningKeys
 from trustfabric.policy.engine import PolicyEngine
-from trustfabric.policy.lifecycle import PolicyLifecycle
-from trustfabric.signals.context import StaticSignals
+from trustfabric.control.policy_lifecycle import PolicyLifecycle
+from trustfabric.policy.context import StaticSignals
 
 T0 = 1_790_000_000.0
 PASSWORD = "correct horse battery"

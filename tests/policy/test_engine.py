@@ -10,7 +10,7 @@ from trustfabric.audit.events import Kind
 from trustfabric.policy.decision import REASON_ALLOW, REASON_ERROR, REASON_FORBID, REASON_NO_PERMIT
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.errors import PolicyLoadError, RequestError
-from trustfabric.signals.context import StaticSignals
+from trustfabric.policy.context import StaticSignals
 
 from .conftest import POLICY_DIR
 

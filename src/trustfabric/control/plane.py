@@ -58,6 +58,8 @@ from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control.errors import BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
+from trustfabric.control.policy_lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
+from trustfabric.control.signal_ops import SIGNAL_ACTIONS, SignalBook, apply_signal, signals_path
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.attestation import AttestationRequest, AttestingIssuer, validate_digest
 from trustfabric.identity.certs import certs_to_pem, load_certificate
@@ -70,9 +72,8 @@ from trustfabric.policy.decision import DecisionTable, Invalidation
 from trustfabric.policy.bundle import PolicyVersions, SigningKeys
 from trustfabric.policy.bundle import decode as decode_bundle
 from trustfabric.policy.engine import PolicyEngine
-from trustfabric.policy.lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
+from trustfabric.policy.paths import POLICIES_DIR
 from trustfabric.policy.topology import Topology
-from trustfabric.control.signal_ops import SIGNAL_ACTIONS, SignalBook, apply_signal, signals_path
 from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
 from trustfabric.response.containment import Containment, OfficerFacts
 from trustfabric.response.engine import ResponseEngine
@@ -89,7 +90,7 @@ CONTROL_NAME = "control-plane"
 TOKEN_TTL_S = 300
 PRINCIPAL_QUARANTINED = "control.principal_quarantined"
 INCIDENTS_FILE = "response.db"  # incidents and alerts under $TRUSTFABRIC_HOME, shared with `trustfabric response`
-DEFAULT_POLICIES = Path(__file__).resolve().parents[3] / "policies"
+DEFAULT_POLICIES = POLICIES_DIR
 # What services report to the response engine: refusals and denials at enforcement points.
 SECURITY_KINDS = frozenset({Kind.SESSION_REFUSED, Kind.HANDSHAKE_REFUSED, Kind.TOKEN_REFUSED, Kind.CERT_REFUSED})
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from trustfabric.data.envelope import DATA_KEY_BYTES, Kek
 from trustfabric.data.errors import KeyStoreError, OpenRefused
 from trustfabric.data.labels import Labels
-from trustfabric.identity.ca import write_private_file
+from trustfabric.keyfiles import write_private_file
 
 _KEK_FILE = re.compile(r"kek-v(\d{1,9})\.key")
 TOKENIZE_FILE = "tokenize.key"

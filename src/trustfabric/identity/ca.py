@@ -21,19 +21,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from trustfabric.identity.certs import certs_to_pem, load_certificates
 from trustfabric.identity.errors import CaError, CertificateError
 from trustfabric.identity.spiffe import SpiffeId, validate_trust_domain
+from trustfabric.keyfiles import key_to_pem, write_private_file
 
 __all__ = [
     "CertificateAuthority",
@@ -54,24 +53,6 @@ _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 
 def _utc(ts: float) -> dt.datetime:
     return dt.datetime.fromtimestamp(int(ts), tz=dt.timezone.utc)
-
-
-def write_private_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to a file that is 0600 from its creation."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.write(fd, data)
-    finally:
-        os.close(fd)
-    os.chmod(path, 0o600)
-
-
-def key_to_pem(key: PrivateKeyTypes) -> bytes:
-    """PKCS#8 PEM, unencrypted (written only to 0600 files)."""
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from trustfabric.audit.events import Emitter, Kind
 from trustfabric.clock import FakeClock
 from trustfabric.errors import TrustFabricError
-from trustfabric.identity.ca import key_to_pem, write_private_file
+from trustfabric.keyfiles import key_to_pem, write_private_file
 from trustfabric.identity.errors import UserError
 from trustfabric.identity.store import IdentityStore
 from trustfabric.identity.tokens import ALGORITHM, KeyRing, KeySource, VerificationKey, jwk_thumbprint

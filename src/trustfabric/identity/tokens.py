@@ -63,7 +63,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from trustfabric.audit.events import Emitter, Kind
 from trustfabric.clock import SYSTEM_CLOCK, Clock
-from trustfabric.identity.ca import key_to_pem
+from trustfabric.keyfiles import key_to_pem
 from trustfabric.identity.certs import RevocationCheck, load_certificate, peer_spiffe_id, x5t_s256
 from trustfabric.identity.errors import IdentityError, SpiffeIdError, TokenError
 from trustfabric.identity.spiffe import SpiffeId

@@ -49,7 +49,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from trustfabric.identity.ca import key_to_pem, write_private_file
+from trustfabric.keyfiles import key_to_pem, write_private_file
 from trustfabric.policy.errors import BundleError, PolicyLoadError, PolicyTestError, TopologyError
 from trustfabric.policy.testcases import run_cases
 

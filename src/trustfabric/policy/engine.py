@@ -10,7 +10,7 @@ loaded a good set denies everything.
 
 Decisions (:meth:`PolicyEngine.decide`) take the request's own context fields
 (``notional``, ``risk_reducing``) and merge them with the live signals of the
-principal, read from a :class:`~trustfabric.signals.context.SignalSource`. Anything
+principal, read from a :class:`~trustfabric.policy.context.SignalSource`. Anything
 odd - unknown principal, action or resource, malformed or oversized context, an
 evaluation error, a signal source that raises - is a deny that keeps the error.
 Obligations (``@ttl``, ``@max_rate``, ``@burst``, ``@max_notional``, ``@symbols``,
@@ -70,7 +70,7 @@ from trustfabric.policy.decision import (
 from trustfabric.errors import PolicyError
 from trustfabric.policy.errors import PolicyLoadError, RequestError, SignalsMissing
 from trustfabric.policy.topology import ACTIONS, PERSON, PrincipalRef, Topology
-from trustfabric.signals.context import BENIGN, SignalSource, SignalValues
+from trustfabric.policy.context import BENIGN, SignalSource, SignalValues
 
 SOURCE = "policy-engine"
 DEFAULT_TABLE_TTL_S = 300.0
@@ -249,10 +249,10 @@ class PolicyEngine:
         :class:`~trustfabric.signals.hub.SignalHub`). Without one the engine reads
         :class:`MissingSignals` and denies every request (``signal.missing``) - a missing
         signal never becomes an allow. ``assume_healthy=True`` is the deliberate opt-in to
-        fixed, healthy signals (:class:`~trustfabric.signals.context.StaticSignals`) for
+        fixed, healthy signals (:class:`~trustfabric.policy.context.StaticSignals`) for
         tests, ``policy test`` and benchmarks; it cannot be combined with ``signals``.
         """
-        from trustfabric.signals.context import StaticSignals
+        from trustfabric.policy.context import StaticSignals
 
         if assume_healthy and signals is not None:
             raise PolicyError("give a signal source or assume_healthy=True, not both", reason="policy.signals_conflict")

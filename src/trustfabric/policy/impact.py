@@ -30,7 +30,7 @@ from trustfabric.policy.decision import Decision
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.recorded import RequestClass, read
 from trustfabric.policy.topology import PERSON, Topology
-from trustfabric.signals.context import HEALTHY_PERSON, HEALTHY_WORKLOAD
+from trustfabric.policy.context import HEALTHY_PERSON, HEALTHY_WORKLOAD
 
 BATCH = 4096
 ALLOW_TO_DENY = "allow->deny"

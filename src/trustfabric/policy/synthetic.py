@@ -18,7 +18,7 @@ from trustfabric.audit.compact import decision_event
 from trustfabric.audit.events import AuditEventV1, Kind, encode_event
 from trustfabric.audit.log import open_log
 from trustfabric.policy.topology import Topology
-from trustfabric.signals.context import HEALTHY_WORKLOAD
+from trustfabric.policy.context import HEALTHY_WORKLOAD
 
 SOURCE = "synthetic-pep"
 _PREFIX = "syn"

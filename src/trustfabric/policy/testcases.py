@@ -33,7 +33,7 @@ from trustfabric.policy.decision import Decision
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.errors import PolicyTestError
 from trustfabric.policy.topology import Topology
-from trustfabric.signals.context import SignalValues, StaticSignals
+from trustfabric.policy.context import SignalValues, StaticSignals
 
 _SIGNAL_FIELDS = set(SignalValues.__struct_fields__)
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trustfabric.policy.errors import TopologyError
+from trustfabric.policy.paths import FLOOR_MANIFEST
 
 DEFAULT_FIRM = "acme.example"
 WORKLOAD = "workload"
@@ -124,7 +125,7 @@ class Topology:
 
     @classmethod
     def default_path(cls) -> Path:
-        return Path(__file__).resolve().parents[3] / "policies" / "floor.toml"
+        return FLOOR_MANIFEST
 
     @classmethod
     def from_dict(cls, raw: dict, *, firm: str | None = None, environment: str | None = None) -> "Topology":

@@ -7,7 +7,7 @@ each principal (certificate fingerprints, code digest, addresses, SPIFFE ID),
 behavioural risk scores (:mod:`~trustfabric.signals.risk`), the market session
 and kill switches (:mod:`~trustfabric.signals.market`), and people's MFA and
 step-up times. :meth:`SignalHub.signals_for` gives one principal's
-:class:`~trustfabric.signals.context.SignalValues` at ``now``.
+:class:`~trustfabric.policy.context.SignalValues` at ``now``.
 
 Every accepted change emits ``signal.changed`` with the signal, the value and its
 source, then tells listeners (the policy engine) exactly which principals it
@@ -30,7 +30,7 @@ from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.errors import SignalError
 from trustfabric.policy.topology import PERSON, PrincipalRef, Topology
-from trustfabric.signals.context import NEVER_S, ChangeListener, SignalValues
+from trustfabric.policy.context import NEVER_S, ChangeListener, SignalValues
 from trustfabric.signals.errors import UnknownPrincipalError
 from trustfabric.signals.market import KillSwitchBoard, MarketCalendar
 from trustfabric.signals.posture import (
@@ -65,7 +65,7 @@ class _Auth:
 
 
 class SignalHub:
-    """Live signals of one trust domain; a :class:`~trustfabric.signals.context.SignalSource`."""
+    """Live signals of one trust domain; a :class:`~trustfabric.policy.context.SignalSource`."""
 
     def __init__(
         self,

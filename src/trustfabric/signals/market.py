@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from trustfabric.signals.context import ACTIVE, HALTED, KILL_STATES, REDUCING
+from trustfabric.policy.context import ACTIVE, HALTED, KILL_STATES, REDUCING
 from trustfabric.signals.errors import MarketSignalError
 
 SCOPES = ("agent", "account", "firm")

@@ -47,6 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from trustfabric.errors import SignalError
 from trustfabric.nesting import json_nesting_exceeds
+from trustfabric.policy.paths import FLOOR_MANIFEST
 
 MAX_CLOCK_SKEW_S = 30.0
 FLOOR_PORTS = (20000, 65535)  # "floor" in listen_ports: the launcher's service ports and the ephemeral range
@@ -173,7 +174,7 @@ def requirements_for_domain(trust_domain: str, manifest: Path | str | None = Non
     """
     env = trust_domain.split(".", 1)[0]
     builtin = BUILTIN_MINIMUMS.get(env, PROD_MINIMUM)
-    path = Path(manifest) if manifest is not None else Path(__file__).resolve().parents[3] / "policies" / "floor.toml"
+    path = Path(manifest) if manifest is not None else FLOOR_MANIFEST
     if manifest is None and not path.exists():
         return builtin
     try:

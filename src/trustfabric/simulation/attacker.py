@@ -11,7 +11,7 @@ records what it saw (:class:`~trustfabric.simulation.measure.AttemptRecord`).
 What it saw is never scored: the services count what they performed.
 
 Every request carries the trace id ``sim:<scenario>:<n>`` and its orders use it
-as client order id (see :mod:`trustfabric.simulation.effects`).
+as client order id (see :mod:`trustfabric.trading.effects`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import msgspec
 
 from trustfabric.control.protocol import CONTROL_CODEC, TokenReply, TokenRequest
 from trustfabric.errors import TrustFabricError
-from trustfabric.simulation.effects import trace_tag
+from trustfabric.trading.effects import trace_tag
 from trustfabric.simulation.measure import AttemptRecord
 from trustfabric.simulation.scenarios import Attempt, Scenario
 from trustfabric.trading.messages import PRICE_SCALE, Fill, NewOrder, RiskApproval, RoutedOrder

@@ -11,7 +11,7 @@ services counting the effects of simulator-tagged requests, lets it trade for
    login, an unpromoted build's join...);
 2. runs the :class:`~trustfabric.simulation.attacker.Attacker` (real sockets);
 3. waits for the services' reports, then reads the floor's own counts
-   (:mod:`trustfabric.simulation.effects`), the control plane's alerts and the
+   (:mod:`trustfabric.trading.effects`), the control plane's alerts and the
    containment incident of the principal, and scores them
    (:func:`trustfabric.simulation.measure.score`);
 4. zero-trust: a security officer with a fresh TOTP step-up releases every
@@ -41,7 +41,7 @@ from trustfabric.identity.workload import WorkloadCredentials, issue_for_test
 from trustfabric.policy.topology import Topology
 from trustfabric.response.containment import OfficerFacts
 from trustfabric.simulation.attacker import Attacker, ControlTokens, Footing, join_bootstrap
-from trustfabric.simulation.effects import collect
+from trustfabric.trading.effects import collect
 from trustfabric.simulation.errors import FloorUnavailable
 from trustfabric.simulation.exposure import DATA_CATEGORIES, data_exposure
 from trustfabric.simulation.measure import Detection, FloorEffects, score

@@ -620,7 +620,7 @@ class ServiceRuntime:
         service.register(svc)
         await service.prepare()
         if self.boot.get("sim_effects"):
-            from trustfabric.simulation.effects import install_effect_counter
+            from trustfabric.trading.effects import install_effect_counter
 
             install_effect_counter(svc, self.sim_effects)
 
