@@ -3,7 +3,8 @@
 import json
 
 from trustfabric.simulation.report import write_report
-from trustfabric.simulation.results import ScenarioResult, percentile, results_object
+from trustfabric.percentiles import percentile
+from trustfabric.simulation.results import ScenarioResult, results_object
 
 
 def _results():

@@ -21,12 +21,7 @@ import typer
 from rich.table import Table
 
 from trustfabric.commands.common import console
-
-
-def percentile(samples: list[float], q: float) -> float:
-    """The sample at fraction ``q`` (0..1) of the sorted samples: the benches' p50/p99."""
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+from trustfabric.percentiles import percentile
 
 
 def run(iterations: int = 2000) -> dict:
@@ -92,16 +87,16 @@ def run(iterations: int = 2000) -> dict:
     naive_p50 = statistics.median(naive)
     return {
         "decide_us_p50": round(decide_p50, 2),
-        "decide_us_p99": round(percentile(decide, 0.99), 2),
+        "decide_us_p99": round(percentile(decide, 99), 2),
         "naive_cedar_us_p50": round(naive_p50, 2),
         "speedup_vs_naive": round(naive_p50 / decide_p50, 1),
         "table_entries": len(table.entries) if table else 0,
         "table_cedar_requests": len(engine._plans[key].classes),
         "table_compile_ms_p50": round(statistics.median(compile_ms), 3),
-        "table_compile_ms_p99": round(percentile(compile_ms, 0.99), 3),
+        "table_compile_ms_p99": round(percentile(compile_ms, 99), 3),
         "table_cached_us_p50": round(statistics.median(cached), 2),
         "invalidation_us_p50": round(statistics.median(invalidation), 2),
-        "invalidation_us_p99": round(percentile(invalidation, 0.99), 2),
+        "invalidation_us_p99": round(percentile(invalidation, 99), 2),
         "targets": {"table_compile_ms_p50": 5, "invalidation_us_p50": 1000},
     }
 

@@ -266,9 +266,10 @@ def run_comparison(report_dir: Path, work_dir: Path, scenario: str = "all", prog
     ``simulation`` object: the per-mode summary, one slim row per (scenario, mode), the
     per-hop figure and where the report is.
     """
+    from trustfabric.bench.hop import measure_brief
     from trustfabric.simulation.simulate import run_simulation
 
-    kwargs: dict[str, Any] = {"report_dir": report_dir, "home": work_dir, "warmup_s": 1.0}
+    kwargs: dict[str, Any] = {"report_dir": report_dir, "home": work_dir, "warmup_s": 1.0, "hop": measure_brief}
     if progress is not None:
         kwargs["progress"] = progress
     obj = run_simulation("both", scenario, **kwargs)

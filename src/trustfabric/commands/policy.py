@@ -30,7 +30,7 @@ from trustfabric.policy.bundle import decode as decode_bundle
 from trustfabric.policy.bundle import encode as encode_bundle
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.errors import BundleError, PolicyLoadError
-from trustfabric.policy.lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
+from trustfabric.control.policy_lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
 from trustfabric.policy.impact import impact
 from trustfabric.policy.suggest import DEFAULT_HEADROOM, suggest
 from trustfabric.policy.testcases import run_cases

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from trustfabric.commands.common import console, err_console, refusals_exit
+from trustfabric.bench.hop import measure_brief
 from trustfabric.simulation.simulate import MODE_CHOICES, run_simulation
 
 
@@ -57,7 +58,7 @@ def command(
 
     with refusals_exit():
         obj = run_simulation(mode, scenario, report_dir=report, review_interval_s=review_interval,
-                             warmup_s=warmup, hop=not no_hop, scenarios_path=scenarios_file, progress=progress)
+                             warmup_s=warmup, hop=None if no_hop else measure_brief, scenarios_path=scenarios_file, progress=progress)
     if json_out:
         sys.stdout.write(json.dumps(obj, default=str) + "\n")
         return

@@ -22,6 +22,7 @@ from typing import Protocol
 
 import msgspec
 
+from trustfabric.percentiles import percentile
 from trustfabric.response.alerts import Alert
 from trustfabric.response.errors import IncidentStoreError
 
@@ -201,16 +202,10 @@ def summarize(incidents: list[Incident]) -> dict[str, object]:
     ttd = sorted(i.ttd_ms for i in incidents if i.ttd_ms is not None)
     ttc = sorted(i.ttc_ms for i in incidents if i.ttc_ms is not None)
 
-    def pct(values: list[float], q: float) -> float | None:
-        if not values:
-            return None
-        rank = max(1, min(len(values), int(-(-q * len(values) // 100))))
-        return values[rank - 1]
-
     return {
         "incidents": len(incidents),
         "contained": sum(1 for i in incidents if i.contained),
         "released": sum(1 for i in incidents if i.released),
-        "ttd_ms_p50": pct(ttd, 50), "ttd_ms_p99": pct(ttd, 99),
-        "ttc_ms_p50": pct(ttc, 50), "ttc_ms_p99": pct(ttc, 99),
+        "ttd_ms_p50": percentile(ttd, 50), "ttd_ms_p99": percentile(ttd, 99),
+        "ttc_ms_p50": percentile(ttc, 50), "ttc_ms_p99": percentile(ttc, 99),
     }

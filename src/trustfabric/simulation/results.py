@@ -10,6 +10,8 @@ from typing import Any
 
 import msgspec
 
+from trustfabric.percentiles import percentile
+
 MODES = ("perimeter", "zero-trust")
 
 
@@ -27,15 +29,6 @@ class ScenarioResult(msgspec.Struct, kw_only=True):
     ttd_method: str = ""  # how the time to detect was obtained
     records_exposed: int = 0  # plaintext records reached by going to the data directly (disk, backup, keys)
     details: dict[str, Any] = msgspec.field(default_factory=dict)
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    """Nearest-rank percentile (q in 0..100); None for no values."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), int(-(-q * len(ordered) // 100))))
-    return ordered[rank - 1]
 
 
 def summarize(results: list[ScenarioResult]) -> dict[str, dict[str, Any]]:

@@ -2,8 +2,9 @@
 
 :func:`run_simulation` is what ``trustfabric simulate`` (and a demo's closing
 comparison) calls: it runs :class:`~trustfabric.simulation.runner.SimulationRunner`,
-measures the per-hop latency briefly with the hop benchmark's own measurement in
-the same run, and writes ``report.html`` + ``results.json`` with
+adds the per-hop latency measured in the same run by the measurement it is given
+(``hop``: the CLI passes the hop benchmark's :func:`~trustfabric.bench.hop.measure_brief`,
+so this layer imports no benchmark), and writes ``report.html`` + ``results.json`` with
 :func:`~trustfabric.simulation.report.write_report`. Returns the results object.
 """
 
@@ -12,37 +13,25 @@ from __future__ import annotations
 import asyncio
 import tempfile
 from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from trustfabric.policy.paths import FLOOR_MANIFEST
 from trustfabric.policy.topology import Topology
 from trustfabric.simulation.report import write_report
 from trustfabric.simulation.results import results_object
 from trustfabric.simulation.runner import PERIMETER, ZERO_TRUST, Progress, RunConfig, SimulationRunner, _quiet
 from trustfabric.simulation.scenarios import load_scenarios, select
 
+HopMeasure = Callable[[], Awaitable[dict[str, Any]]]  # the per-hop latency figures, measured in the run
 MODE_CHOICES = {"zero-trust": (ZERO_TRUST,), "perimeter": (PERIMETER,), "both": (ZERO_TRUST, PERIMETER)}
-
-
-def _policies() -> Path:
-    from trustfabric.control.plane import DEFAULT_POLICIES
-
-    return Path(DEFAULT_POLICIES)
-
-
-async def measure_hop(rounds: int = 3, per_round: int = 1500) -> dict[str, Any]:
-    """The hop benchmark's measurement (plain TCP vs mTLS vs zero-trust hop), run briefly."""
-    from trustfabric.commands.bench_hop import _measure
-
-    hop = await _measure(rounds, per_round, _policies())
-    hop["rounds"], hop["per_round"] = rounds, per_round
-    return hop
 
 
 async def run_simulation_async(mode: str = "both", scenario: str | None = None, *, report_dir: Path | None = None,
                                home: Path | None = None, review_interval_s: float = 3600.0, warmup_s: float = 3.0,
-                               hop: bool = True, scenarios_path: Path | None = None,
+                               hop: HopMeasure | None = None, scenarios_path: Path | None = None,
                                progress: Progress = _quiet) -> dict[str, Any]:
-    topology = Topology.load(_policies() / "floor.toml")
+    topology = Topology.load(FLOOR_MANIFEST)
     chosen = select(load_scenarios(topology, scenarios_path), scenario)
     work = Path(home) if home is not None else Path(tempfile.mkdtemp(prefix="tf-simulate-"))
     config = RunConfig(home=work, modes=MODE_CHOICES[mode], warmup_s=warmup_s,
@@ -52,7 +41,7 @@ async def run_simulation_async(mode: str = "both", scenario: str | None = None, 
     hop_figures: dict[str, Any] = {}
     if hop:
         progress("hop.measuring", {})
-        hop_figures = await measure_hop()
+        hop_figures = await hop()
     obj = results_object(results, hop_figures, perimeter_review_interval_s=review_interval_s,
                          floors=runner.floor_summaries,
                          method={"successes": "effects the target services performed for the attacker, counted by "
