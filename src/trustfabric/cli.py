@@ -39,7 +39,6 @@ SINGLE: dict[str, str] = {
     "up": "trustfabric.commands.up",
     "demo": "trustfabric.commands.demo",
     "simulate": "trustfabric.commands.simulate",
-    "console": "trustfabric.commands.console",
     "login": "trustfabric.commands.login",
     "logout": "trustfabric.commands.login:logout",
     "whoami": "trustfabric.commands.login:whoami",
@@ -55,33 +54,20 @@ BENCHES: dict[str, str] = {
 
 
 def _load(module: str):
-    try:
-        return importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return None
-        raise
+    """Every registered command's module must import: a missing one fails loudly, never hides a command."""
+    return importlib.import_module(module)
 
 
 def _assemble() -> None:
     for name, (module, help_text) in GROUPS.items():
-        mod = _load(module)
-        if mod is not None:
-            app.add_typer(mod.app, name=name, help=help_text)
+        app.add_typer(_load(module).app, name=name, help=help_text)
     for name, spec in SINGLE.items():  # "module" (its ``command``) or "module:function"
         module, _, attr = spec.partition(":")
-        mod = _load(module)
-        if mod is not None:
-            app.command(name)(getattr(mod, attr or "command"))
+        app.command(name)(getattr(_load(module), attr or "command"))
     bench = typer.Typer(help="Benchmarks: ratios against a baseline measured in the same run.", no_args_is_help=True)
-    found = False
     for name, module in BENCHES.items():
-        mod = _load(module)
-        if mod is not None:
-            bench.command(name)(mod.command)
-            found = True
-    if found:
-        app.add_typer(bench, name="bench")
+        bench.command(name)(_load(module).command)
+    app.add_typer(bench, name="bench")
 
 
 @app.callback()
