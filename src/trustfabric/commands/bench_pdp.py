@@ -91,7 +91,7 @@ def run(iterations: int = 2000) -> dict:
         "naive_cedar_us_p50": round(naive_p50, 2),
         "speedup_vs_naive": round(naive_p50 / decide_p50, 1),
         "table_entries": len(table.entries) if table else 0,
-        "table_cedar_requests": len(engine._plans[key].classes),
+        "table_cedar_requests": engine.plan_classes(key),
         "table_compile_ms_p50": round(statistics.median(compile_ms), 3),
         "table_compile_ms_p99": round(percentile(compile_ms, 99), 3),
         "table_cached_us_p50": round(statistics.median(cached), 2),

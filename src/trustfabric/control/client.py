@@ -185,9 +185,8 @@ class ControlClient:
         self.conn = await connect(self.host, self.port, tls=self.tls, codec=CONTROL_CODEC, limits=CONTROL_LIMITS,
                                   expected_peer=self.control_id)
         self.subscribed = asyncio.get_running_loop().create_future()
-        for frame in list(self.conn._inbox):
+        for frame in self.conn.take_early_frames():
             self._on_frame(frame)
-        self.conn._inbox.clear()
         self.conn.on_frame = self._on_frame
         self.conn.on_close = self._on_close
         self.conn.send(Subscribe(service=self.service))

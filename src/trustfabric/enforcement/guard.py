@@ -62,8 +62,8 @@ def service_response(rid: int, reply: Any) -> Response:
 
 
 def _ready(session: Session, pep: EnforcementPoint) -> SessionReady:
-    wall_deadline = pep._clock.now() + (min(session.token_deadline, session.table_deadline) - pep._mono())
-    return SessionReady(session_id=str(session.session_id), expires_at=wall_deadline, epoch=session.table_epoch)
+    return SessionReady(session_id=str(session.session_id), expires_at=pep.wall_deadline(session),
+                        epoch=session.table_epoch)
 
 
 def guarded_handler(pep: EnforcementPoint, service: GuardedService | None = None):

@@ -662,6 +662,12 @@ class PolicyEngine:
         return merged
 
     # ------------------------------------------------------------------ decision tables
+    def plan_classes(self, principal: str) -> int:
+        """How many Cedar evaluations compile ``principal``'s decision table (its equivalence classes);
+        0 before its first table. A benchmark figure: the planner's saving over one call per entry."""
+        plan = self._plans.get(principal)
+        return len(plan.classes) if plan is not None else 0
+
     def _plan(self, active: _Active, ref: PrincipalRef) -> _CompiledPlan:
         plan = self._plans.get(ref.key)
         if plan is not None:

@@ -127,6 +127,10 @@ class KillSwitch:
         out += [(scope, target, state) for (scope, target), state in sorted(self._states.items())]
         return out
 
+    def resume_requested(self, scope: str, target: str = "") -> bool:
+        """True while a first person's resume of (scope, target) waits for a second person's approval."""
+        return (scope, target) in self._requests
+
     def reducing_scopes(self, account: str, agent: str) -> tuple[tuple[str, str], ...]:
         """The scopes currently in REDUCING that apply to this account/agent."""
         out = []

@@ -39,9 +39,8 @@ class Requester:
         self._next_rid = 0
         self._loop = asyncio.get_running_loop()
         self.unmatched = 0
-        for frame in list(conn._inbox):  # frames that arrived with the handshake
+        for frame in conn.take_early_frames():  # frames that arrived with the handshake
             self._on_frame(frame)
-        conn._inbox.clear()
         conn.on_frame = self._on_frame
         conn.on_close = self._on_close
 

@@ -259,6 +259,13 @@ class FrameConnection:
             return
         self._abort(E.CLOSED, "peer closed")
 
+    def take_early_frames(self) -> list[Frame]:
+        """The frames received before ``on_frame`` was set (with the handshake), removed from the inbox:
+        a caller taking the connection over from :meth:`recv` replays them into its own handler."""
+        frames = list(self._inbox)
+        self._inbox.clear()
+        return frames
+
     async def recv(self) -> Frame:
         """The next frame; :class:`ConnectionClosed` (with the close reason) once closed."""
         while True:

@@ -71,6 +71,13 @@ class MemoryConnection:
                 if waiter is not None and not waiter.done():
                     waiter.set_result(None)
 
+    def take_early_frames(self) -> list[Frame]:
+        """The frames received before ``on_frame`` was set (with the handshake), removed from the inbox:
+        a caller taking the connection over from :meth:`recv` replays them into its own handler."""
+        frames = list(self._inbox)
+        self._inbox.clear()
+        return frames
+
     async def recv(self) -> Frame:
         while True:
             if self._inbox:

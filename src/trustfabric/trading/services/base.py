@@ -311,9 +311,8 @@ class PeerLink:
             elif type(frame) is Ping:
                 conn.send(Pong(n=frame.n))
 
-        for frame in list(conn._inbox):
+        for frame in conn.take_early_frames():
             early(frame)
-        conn._inbox.clear()
         conn.on_frame = early
         conn.on_close = lambda reason: ready.done() or ready.set_result(ErrorFrame(reason=reason))
         try:

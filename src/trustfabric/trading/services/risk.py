@@ -131,7 +131,7 @@ class RiskService(FloorService):
         if scope == ks.AGENT:
             target = self.agent_id(target)
         if action == "resume":
-            pending = (scope, target) in self.core.checker.killswitch._requests  # noqa: SLF001 - no public view
+            pending = self.core.checker.killswitch.resume_requested(scope, target)
             action = "approve_resume" if pending else "request_resume"
         change = self.core.kill_switch(action, scope, target, operator, now)
         for ref in change.cancels:
