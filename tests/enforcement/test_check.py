@@ -6,7 +6,7 @@ import math
 
 from trustfabric.audit.events import Kind
 from trustfabric.enforcement import errors as E
-from trustfabric.enforcement.obligations import take_token
+from trustfabric.enforcement.pep import DecisionRecord
 from trustfabric.policy.decision import REASON_FORBID
 
 from .conftest import ALGO
@@ -67,10 +67,11 @@ def test_rate_over_the_bucket_denied_then_refills(world):
     assert world.pep.check(s, *ORDER, notional=10, symbol="MSFT") == (False, E.RATE)
 
 
-def test_take_token_rule():
-    assert take_token(0.0, 0.0, 10.0, 5.0, 0.05) == (False, 0.5)
-    assert take_token(0.0, 0.0, 10.0, 5.0, 100.0) == (True, 4.0)
-    assert take_token(0.0, 10.0, 10.0, 5.0, 5.0) == (False, 0.0)  # time going back adds nothing
+def test_rate_bucket_refills_no_higher_than_its_burst(world):
+    _, s = world.open()
+    assert [world.pep.check(s, *ORDER, notional=10, symbol="MSFT")[1] for _ in range(6)] == [E.ALLOW] * 5 + [E.RATE]
+    world.clock.advance(100)  # a long idle refills to the burst (5), not to 1,000
+    assert [world.pep.check(s, *ORDER, notional=10, symbol="MSFT")[1] for _ in range(6)] == [E.ALLOW] * 5 + [E.RATE]
 
 
 def test_expired_token_mid_session_refused_until_renewal(world):
@@ -136,7 +137,7 @@ def test_decision_buffer_overflow_drains_without_loss(world):
 def test_fail_open_tripwire_counts_an_uncovered_allow(world):
     # The tripwire itself must work: forge a record of an allow past its deadline.
     _, s = world.open()
-    world.pep._buf[0] = (10.0, s, "read", "risk/limits", True, E.ALLOW, 0.0, None, 1, 1, 1, 1, 5.0)
+    world.pep._buf[0] = DecisionRecord(10.0, s, "read", "risk/limits", True, E.ALLOW, 0.0, None, (), 1, 1, 1, 1, 5.0)
     world.pep._n = 1
     world.pep.flush_decisions()
     assert world.pep.fail_open == 1
@@ -186,3 +187,16 @@ def test_audit_sink_refusing_fails_closed_and_loses_nothing(world):
     assert [e.decision for e in sink.events if e.kind == Kind.DECISION] == ["allow", "deny"]
     assert pep.check(s, "read", "risk/limits") == (True, E.ALLOW)
     assert pep.fail_open == 0
+
+
+def test_a_decision_records_the_policies_that_decided_it_when_the_check_ran(world):
+    # A re-decision may replace the session's table before the buffer drains: the record
+    # names the policies of the table that decided, not of the one installed later.
+    _, s = world.open()
+    assert world.pep.check(s, *ORDER, notional=10, symbol="AAPL")[0]
+    deciding = s.entries[ORDER].policy_ids
+    assert deciding
+    s.entries[ORDER].policy_ids = ("policy-installed-later",)
+    world.pep.flush_decisions()
+    [ev] = world.sink.of_kind(Kind.DECISION)
+    assert tuple(ev.policy_ids) == tuple(deciding)

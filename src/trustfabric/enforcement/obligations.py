@@ -8,8 +8,8 @@ method calls, no allocation.
 
 The token bucket (rate obligation): ``max_rate`` tokens per second, at most
 ``burst`` (default ``max(1, max_rate)``) banked, one token per message. It starts
-full. :func:`take_token` is the pure rule; the hot path inlines the same
-arithmetic.
+full. :meth:`Entry.take_token` is the one implementation, called by the hot path
+(:meth:`~trustfabric.enforcement.pep.EnforcementPoint.check`) and tested through it.
 """
 
 from __future__ import annotations
@@ -40,18 +40,21 @@ class Entry:
         self.tokens = self.burst
         self.last = now
 
-
-def take_token(tokens: float, last: float, rate: float, burst: float, now: float) -> tuple[bool, float]:
-    """The bucket rule: refill since ``last`` (capped at ``burst``), then take one if possible.
-
-    Returns ``(taken, new_level)``. Time going backwards never adds tokens.
-    """
-    elapsed = now - last
-    if elapsed > 0:
-        tokens = min(burst, tokens + elapsed * rate)
-    if tokens >= 1.0:
-        return True, tokens - 1.0
-    return False, tokens
+    def take_token(self, now: float) -> bool:
+        """The bucket rule: refill since the last refill (capped at ``burst``), then take one token if
+        there is one. ``now`` is monotonic; time going backwards adds nothing."""
+        tokens = self.tokens
+        elapsed = now - self.last
+        if elapsed > 0.0:
+            tokens += elapsed * self.rate
+            if tokens > self.burst:
+                tokens = self.burst
+            self.last = now
+        if tokens < 1.0:
+            self.tokens = tokens
+            return False
+        self.tokens = tokens - 1.0
+        return True
 
 
 def compile_entries(decisions: dict[tuple[str, str], Decision], now: float) -> dict[tuple[str, str], Entry]:

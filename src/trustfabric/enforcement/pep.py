@@ -60,6 +60,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
 
+import msgspec
+
 from trustfabric.audit.events import Emitter, EventSink, Kind, MemorySink
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.enforcement import errors as E
@@ -112,6 +114,36 @@ def _bound_thumbprint(claims: Any) -> Any:
     return getattr(claims, "cnf_x5t_s256", None)
 
 
+class DecisionRecord(msgspec.Struct, gc=False):
+    """One decision of :meth:`EnforcementPoint.check`, held in the buffer until the audit sink takes it.
+
+    Everything the audit record needs is captured when the check runs (``policy_ids`` too:
+    a re-decision may replace the session's table before the buffer drains). The epochs and
+    ``deadline`` are the fail-open tripwire's inputs: an allow recorded from a table older
+    than the current epochs, or past its deadline (monotonic), counts in ``fail_open``.
+    """
+
+    at: float  # monotonic
+    session: Session | None
+    action: str
+    resource: str
+    allowed: bool
+    reason: str
+    notional: float
+    symbol: str | None
+    policy_ids: tuple[str, ...] = ()
+    table_epoch: int = 0
+    current_epoch: int = 0
+    table_global: int = 0
+    current_global: int = 0
+    deadline: float = 0.0
+
+    def uncovered_allow(self) -> bool:
+        """An allow no current, unexpired table covered (the fail-open tripwire)."""
+        return self.allowed and (self.session is None or self.table_epoch < self.current_epoch
+                                 or self.table_global < self.current_global or self.at >= self.deadline)
+
+
 class EnforcementPoint:
     """The PEP of one service; ``audience`` is the service's own SPIFFE ID."""
 
@@ -156,7 +188,7 @@ class EnforcementPoint:
         self._revoked_kids: set[str] = set()
         self._lock = threading.RLock()
         # Decision buffer: preallocated; the hot path writes one tuple per decision.
-        self._buf: list[Any] = [None] * buffer_size
+        self._buf: list[DecisionRecord | None] = [None] * buffer_size
         self._n = 0
         self._drain_lock = threading.Lock()
         # Counters (plain ints, read by tests, the bench and the console).
@@ -628,6 +660,11 @@ class EnforcementPoint:
         return (s.table_epoch < s.state.epoch or s.table_global_epoch < self._global[0]
                 or self._mono() >= s.table_deadline)
 
+    def wall_deadline(self, s: Session) -> float:
+        """When ``s`` stops being usable without a renewal (its token or table, whichever first), in wall time
+        (Unix seconds, for the peer's own clock; the enforcement point itself keeps monotonic deadlines)."""
+        return self._clock.now() + (min(s.token_deadline, s.table_deadline) - self._mono())
+
     def is_current(self, s: Session) -> bool:
         """True when ``s`` is open, its table current and unexpired and its token (or certificate) unexpired:
         a message of it is decided from what it holds, with no re-pull."""
@@ -686,28 +723,19 @@ class EnforcementPoint:
             if e is None:
                 return self._deny(s, action, resource, E.NOT_IN_TABLE, now, notional, symbol)
             if e.allowed is not True:
-                return self._deny(s, action, resource, e.reason, now, notional, symbol)
+                return self._deny(s, action, resource, e.reason, now, notional, symbol, e.policy_ids)
             cap = e.max_notional
             if cap is not None and not (0.0 <= notional <= cap):  # NaN fails too
-                return self._deny(s, action, resource, E.NOTIONAL, now, notional, symbol)
+                return self._deny(s, action, resource, E.NOTIONAL, now, notional, symbol, e.policy_ids)
             if e.symbols is not None and symbol not in e.symbols:
-                return self._deny(s, action, resource, E.SYMBOL, now, notional, symbol)
-            if e.rate is not None:
-                tokens = e.tokens
-                elapsed = now - e.last
-                if elapsed > 0.0:
-                    tokens += elapsed * e.rate
-                    if tokens > e.burst:
-                        tokens = e.burst
-                    e.last = now
-                if tokens < 1.0:
-                    e.tokens = tokens
-                    return self._deny(s, action, resource, E.RATE, now, notional, symbol)
-                e.tokens = tokens - 1.0
+                return self._deny(s, action, resource, E.SYMBOL, now, notional, symbol, e.policy_ids)
+            if e.rate is not None and not e.take_token(now):
+                return self._deny(s, action, resource, E.RATE, now, notional, symbol, e.policy_ids)
             n = self._n
-            self._buf[n] = (now, s, action, resource, True, E.ALLOW, notional, symbol, s.table_epoch,
-                            s.state.epoch, s.table_global_epoch, self._global[0],
-                            s.table_deadline if s.table_deadline < s.token_deadline else s.token_deadline)
+            self._buf[n] = DecisionRecord(now, s, action, resource, True, E.ALLOW, notional, symbol, e.policy_ids,
+                                          s.table_epoch, s.state.epoch, s.table_global_epoch, self._global[0],
+                                          s.table_deadline if s.table_deadline < s.token_deadline
+                                          else s.token_deadline)
             self._n = n + 1
             if n + 1 == len(self._buf):
                 self.flush_decisions()
@@ -721,9 +749,9 @@ class EnforcementPoint:
                 return False, E.INTERNAL
 
     def _deny(self, s: Session | None, action: str, resource: str, reason: str, now: float,
-              notional: float, symbol: str | None) -> tuple[bool, str]:
+              notional: float, symbol: str | None, policy_ids: tuple[str, ...] = ()) -> tuple[bool, str]:
         n = self._n
-        self._buf[n] = (now, s, action, resource, False, reason, notional, symbol, 0, 0, 0, 0, 0.0)
+        self._buf[n] = DecisionRecord(now, s, action, resource, False, reason, notional, symbol, policy_ids)
         self._n = n + 1
         if n + 1 == len(self._buf):
             self.flush_decisions()
@@ -810,45 +838,37 @@ class EnforcementPoint:
             self.audit_down = False
             return n
 
-    def _rows(self, records: Iterable[tuple], offset: float) -> list[tuple]:
+    def _rows(self, records: Iterable[DecisionRecord], offset: float) -> list[tuple]:
         """Compact decision rows (:mod:`trustfabric.audit.compact`) of drained records; checks fail-open."""
         rows = []
         append = rows.append
-        for (t, s, action, resource, allowed, reason, notional, symbol,
-             tab_epoch, cur_epoch, tab_global, cur_global, deadline) in records:
-            if s is None:
-                if allowed:
-                    self.fail_open += 1
-                append(("", action, resource, allowed, reason, tab_epoch, (), "", "", None, t + offset,
-                        notional, symbol))
-                continue
-            if allowed and (tab_epoch < cur_epoch or tab_global < cur_global or t >= deadline):
+        for r in records:
+            if r.uncovered_allow():
                 self.fail_open += 1
-            entry = s.entries.get((action, resource))
-            append((s.principal, action, resource, allowed, reason, tab_epoch,
-                    entry.policy_ids if entry is not None else (), s.trace_id, s.peer_fingerprint,
-                    s.session_id, t + offset, notional, symbol))
+            s = r.session
+            if s is None:
+                append(("", r.action, r.resource, r.allowed, r.reason, r.table_epoch, (), "", "", None,
+                        r.at + offset, r.notional, r.symbol))
+                continue
+            append((s.principal, r.action, r.resource, r.allowed, r.reason, r.table_epoch, r.policy_ids,
+                    s.trace_id, s.peer_fingerprint, s.session_id, r.at + offset, r.notional, r.symbol))
         return rows
 
-    def _emit_decision(self, record: tuple, offset: float) -> None:
-        (t, s, action, resource, allowed, reason, notional, symbol,
-         tab_epoch, cur_epoch, tab_global, cur_global, deadline) = record
-        if allowed and (s is None or tab_epoch < cur_epoch or tab_global < cur_global or t >= deadline):
+    def _emit_decision(self, record: DecisionRecord, offset: float) -> None:
+        if record.uncovered_allow():
             self.fail_open += 1
-        detail: dict[str, Any] = {"decided_at": t + offset}
-        if notional:
-            detail["notional"] = notional
-        if symbol is not None:
-            detail["symbol"] = symbol
-        policy_ids: tuple[str, ...] = ()
+        s = record.session
+        detail: dict[str, Any] = {"decided_at": record.at + offset}
+        if record.notional:
+            detail["notional"] = record.notional
+        if record.symbol is not None:
+            detail["symbol"] = record.symbol
         if s is not None:
             detail["session"] = s.session_id
-            entry = s.entries.get((action, resource)) if s.entries else None
-            if entry is not None:
-                policy_ids = entry.policy_ids
         self.events.emit(Kind.DECISION, principal=s.principal if s is not None else "",
-                         action=action, resource=resource, decision="allow" if allowed else "deny",
-                         reason=reason, epoch=tab_epoch, policy_ids=policy_ids,
+                         action=record.action, resource=record.resource,
+                         decision="allow" if record.allowed else "deny",
+                         reason=record.reason, epoch=record.table_epoch, policy_ids=record.policy_ids,
                          trace_id=s.trace_id if s is not None else "",
                          peer_fingerprint=s.peer_fingerprint if s is not None else "", detail=detail)
 
