@@ -30,7 +30,8 @@ from trustfabric.errors import ConfigError
 from trustfabric.identity.errors import TokenError
 from trustfabric.identity.tokens import KeyRing, TokenVerifier
 from trustfabric.signals.errors import ThreatIntelError
-from trustfabric.signals.posture import HostKeyRegistry, PostureError, PostureMinimum, decode_signed, evaluate_posture
+from trustfabric.signals.errors import PostureError
+from trustfabric.signals.posture import HostKeyRegistry, PostureMinimum, decode_signed, evaluate_posture
 from trustfabric.signals.threat_intel import parse_bundle
 from trustfabric.trading.fix.codec import FixFramer, checksum
 from trustfabric.transport.errors import FrameError

@@ -31,7 +31,7 @@ from trustfabric.identity.ca import CertificateAuthority
 from trustfabric.identity.revocation import RevocationSet
 from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.identity.users import UserDirectory
-from trustfabric.policy.decision import Invalidation
+from trustfabric.policy.decision import QUARANTINE, Invalidation
 from trustfabric.transport.connection import FrameServer
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import issue_for_test
@@ -242,7 +242,7 @@ async def test_with_a_control_plane_running_the_sidecar_follows_its_push(tmp_pat
         assert client is not None and subscribers
         assert mirror.is_revoked(4242, "")  # the snapshot
         subscribers[0].send(PushRevocation(kind="serial", value=str(pki["router"].serial), reason="revoked"))
-        subscribers[0].send(PushInvalidation(invalidation=Invalidation(ALGO, 9, 9, "quarantine.anomaly")))
+        subscribers[0].send(PushInvalidation(invalidation=Invalidation(ALGO, 9, 9, "quarantine.anomaly", kind=QUARANTINE)))
         algo = PeerIdentity(SpiffeId.parse(ALGO), pki["algo"].cert_der, pki["algo"].fingerprint_sha256,
                             pki["algo"].serial, time.time() + 600)
         for _ in range(300):  # bounded: both pushes applied

@@ -18,6 +18,7 @@ import msgspec
 from trustfabric.errors import IdentityError
 from trustfabric.policy.bus import InProcessBus
 from trustfabric.policy.decision import (
+    EPOCH,
     REASON_ALLOW, REASON_FORBID, Decision, DecisionTable, Invalidation, Obligations,
 )
 
@@ -99,6 +100,6 @@ class RuleTableSource:
                                         obligations=ob, epoch=epoch)
         return DecisionTable(principal, epoch, self.global_epoch, now, now + self.ttl_s, entries)
 
-    def bump(self, principal: str, reason: str = "signal.changed") -> None:
+    def bump(self, principal: str, reason: str = "signal.changed", kind: str = EPOCH) -> None:
         self.epochs[principal] = self.epochs.get(principal, 1) + 1
-        self.bus.publish(Invalidation(principal, self.epochs[principal], self.global_epoch, reason))
+        self.bus.publish(Invalidation(principal, self.epochs[principal], self.global_epoch, reason, kind=kind))

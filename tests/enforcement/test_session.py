@@ -7,6 +7,7 @@ import pytest
 from trustfabric.audit.events import Kind
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.errors import SessionClosed, SessionRefused
+from trustfabric.policy.decision import QUARANTINE, RELEASE
 
 from .conftest import ALGO, OMS, RISK
 from .fakes import make_peer, make_token
@@ -134,15 +135,28 @@ def test_quarantine_closes_all_sessions_and_refuses_next_handshake(world):
     for s in sessions:
         s.on_close = dropped.append
     _, other = world.open(OMS)
-    world.tables.bump(ALGO, reason="quarantine.operator")
+    world.tables.bump(ALGO, reason="quarantine.operator", kind=QUARANTINE)
     assert all(not s.open for s in sessions) and other.open
     assert dropped == ["quarantine.operator"] * 3
     with pytest.raises(SessionRefused) as exc:
         world.open()
     assert exc.value.reason == E.SESSION_PEER_QUARANTINED
     assert world.pep.check(sessions[0], "read", "risk/limits") == (False, E.NO_SESSION)
-    world.tables.bump(ALGO, reason="release.operator")
+    world.tables.bump(ALGO, reason="release.operator", kind=RELEASE)
     assert world.open()[1].open
+
+
+def test_the_invalidation_kind_decides_not_the_reason_text(world):
+    # A reason is for people and the log: an epoch invalidation worded like a quarantine
+    # closes nothing, and one worded like a release lifts nothing.
+    _, s = world.open()
+    world.tables.bump(ALGO, reason="quarantine.looks_like_one")
+    assert s.open
+    world.tables.bump(ALGO, reason="signal.changed", kind=QUARANTINE)
+    assert not s.open
+    world.tables.bump(ALGO, reason="release.looks_like_one")
+    with pytest.raises(SessionRefused):
+        world.open()
 
 
 def test_revoked_certificate_closes_sessions_and_refuses(world):

@@ -20,6 +20,7 @@ from trustfabric.policy.engine import PolicyEngine
 from trustfabric.identity.ca import CertificateAuthority
 from trustfabric.identity.tokens import KeyRing, ReplayCache, TokenIssuer, TokenVerifier
 from trustfabric.identity.workload import issue_for_test
+from trustfabric.policy.decision import QUARANTINE, RELEASE
 
 from .fakes import FakePeer
 
@@ -85,12 +86,12 @@ def test_engine_bump_redecides_and_quarantine_closes(engine, risk_pep):
     engine.bump([algo], "signal.posture", "test")
     assert risk_pep.check(s, "submit_order", "risk/orders", 1000, "JPM") == (True, E.ALLOW)
     assert s.table_epoch == epoch + 1
-    engine.bump([algo], "quarantine.test", "test")
+    engine.bump([algo], "quarantine.test", "test", QUARANTINE)
     assert not s.open
     with pytest.raises(SessionRefused) as exc:
         _open(risk_pep, algo)
     assert exc.value.reason == E.SESSION_PEER_QUARANTINED
-    engine.bump([algo], "release.test", "test")
+    engine.bump([algo], "release.test", "test", RELEASE)
 
 
 def test_unknown_principal_refused(risk_pep):

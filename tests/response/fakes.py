@@ -6,7 +6,7 @@ from typing import Callable
 
 from trustfabric.clock import FakeClock
 from trustfabric.policy.bus import InProcessBus
-from trustfabric.policy.decision import Invalidation, Obligations
+from trustfabric.policy.decision import QUARANTINE, RELEASE, Invalidation, Obligations
 from trustfabric.response.containment import Containment
 from trustfabric.response.floor_map import FloorMap
 from trustfabric.response.synthetic import StreamFactory, normal_trading  # noqa: F401
@@ -50,7 +50,8 @@ class FakePolicyControl:
         epoch = self.epochs.get(principal, 1) + 1
         self.epochs[principal] = epoch
         reason = "quarantine.response" if quarantined else "release.officer"
-        self.bus.publish(Invalidation(principal, epoch, self.global_epoch, reason, "policy"))
+        self.bus.publish(Invalidation(principal, epoch, self.global_epoch, reason, "policy",
+                                      QUARANTINE if quarantined else RELEASE))
 
     def decide(self, principal: str, action: str, resource: str) -> bool:
         return principal not in self.quarantined and self.floor.granted(principal, action, resource)

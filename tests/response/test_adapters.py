@@ -43,17 +43,17 @@ def test_containment_over_real_revocation_and_signal_hub(sid, hub):
     assert algo not in hub.quarantined() and not revocations.is_quarantined(algo)
 
 
-def test_policy_control_bumps_with_a_quarantine_reason(sid, hub):
+def test_policy_control_bumps_with_a_quarantine_kind(sid, hub):
     bumps = []
 
     class Engine:
-        def bump(self, principals, reason, source):
-            bumps.append((tuple(principals), reason, source))
+        def bump(self, principals, reason, source, kind):
+            bumps.append((tuple(principals), reason, source, kind))
 
     control = SignalHubPolicyControl(hub, Engine())
     control.set_quarantined(sid("oms"), True)
     control.set_quarantined(sid("oms"), False)
-    assert [b[1] for b in bumps] == ["quarantine.response", "release.officer"]
+    assert [(b[1], b[3]) for b in bumps] == [("quarantine.response", "quarantine"), ("release.officer", "release")]
 
 
 def test_risk_sink_sends_whole_scores(sid, hub):
@@ -90,7 +90,7 @@ def test_signal_hub_threat_intel_match_is_an_indicator_alert(sid, hub):
 
 def test_confirm_refusals_acknowledges_only_when_the_point_holds_no_session(sid):
     from trustfabric.policy.bus import InProcessBus
-    from trustfabric.policy.decision import Invalidation
+    from trustfabric.policy.decision import QUARANTINE, RELEASE, Invalidation
     from trustfabric.response.adapters import confirm_refusals
 
     class Point:
@@ -110,7 +110,8 @@ def test_confirm_refusals_acknowledges_only_when_the_point_holds_no_session(sid)
 
     class Control:
         def set_quarantined(self, principal, quarantined):
-            bus.publish(Invalidation(principal, 2, 1, "quarantine.response" if quarantined else "release.officer"))
+            bus.publish(Invalidation(principal, 2, 1, "quarantine.response" if quarantined else "release.officer",
+                                     kind=QUARANTINE if quarantined else RELEASE))
 
     containment = Containment(None, Control(), clock=clock)
     good, stuck = Point(keep=False), Point(keep=True)

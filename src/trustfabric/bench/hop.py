@@ -49,7 +49,7 @@ from trustfabric.percentiles import percentile
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.guard import guarded_handler
 from trustfabric.enforcement.pep import EnforcementPoint
-from trustfabric.policy.decision import DecisionTable, Obligations
+from trustfabric.policy.decision import QUARANTINE, RELEASE, DecisionTable, Obligations
 from trustfabric.policy.paths import POLICIES_DIR
 
 ACTION, RESOURCE, SYMBOL, NOTIONAL = "submit_order", "risk/orders", "AAPL", 10_000.0
@@ -253,7 +253,7 @@ async def measure(rounds: int, per_round: int, policies: Path, warmup: int = 500
             p.release(client_id)
             sessions.append(p.open_session(peer, tokens.issue(client_id, p.audience, client_creds.cert_der)))
         start = time.perf_counter_ns()
-        engine.bump([client_id], "quarantine.bench", "bench")
+        engine.bump([client_id], "quarantine.bench", "bench", QUARANTINE)
         refused = all(not p.check(s, ACTION, RESOURCE, NOTIONAL, SYMBOL)[0] for p, s in zip(peps, sessions))
         revocations.append((time.perf_counter_ns() - start) / 1e6)
         if not refused:
@@ -264,7 +264,7 @@ async def measure(rounds: int, per_round: int, policies: Path, warmup: int = 500
                 raise RuntimeError("a quarantined principal opened a session")
             except SessionRefused:
                 pass
-        engine.bump([client_id], "release.bench", "bench")
+        engine.bump([client_id], "release.bench", "bench", RELEASE)
     result["revocation_ms_p50"] = percentile(revocations, 50)
     pep.flush_decisions()
     result["fail_open"] = pep.fail_open + sum(p.fail_open for p in peps)

@@ -34,7 +34,8 @@ from trustfabric.identity.plane import DEFAULT_FIRM, IdentityPlane
 from trustfabric.identity.promotion import check_direct_promotion
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import WorkloadCredentials, credentials_from, key_to_pem, new_key_and_csr
-from trustfabric.signals.posture import PostureError, decode_signed
+from trustfabric.signals.errors import PostureError
+from trustfabric.signals.posture import decode_signed
 
 app = typer.Typer(no_args_is_help=True, help="Certificate authorities, workload certificates, revocation.")
 

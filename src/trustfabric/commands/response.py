@@ -317,7 +317,7 @@ def bench(
 def _live_containment_samples(floor, trust_domain: str, samples: int) -> tuple[list[float], list[float]]:
     """ttd/ttc on the wall clock: an attempt, the engine, containment over an in-process bus, 3 points."""
     from trustfabric.policy.bus import InProcessBus
-    from trustfabric.policy.decision import Invalidation
+    from trustfabric.policy.decision import QUARANTINE, RELEASE, Invalidation
     from trustfabric.response.adapters import confirm_refusals
     from trustfabric.response.engine import ResponseEngine
     from trustfabric.response.incidents import MemoryIncidentStore
@@ -327,7 +327,8 @@ def _live_containment_samples(floor, trust_domain: str, samples: int) -> tuple[l
 
     class Control:
         def set_quarantined(self, principal, quarantined):
-            bus.publish(Invalidation(principal, 2, 1, "quarantine.response" if quarantined else "release.officer"))
+            bus.publish(Invalidation(principal, 2, 1, "quarantine.response" if quarantined else "release.officer",
+                                     kind=QUARANTINE if quarantined else RELEASE))
 
     class Point:
         def __init__(self) -> None:

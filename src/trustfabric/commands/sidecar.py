@@ -30,12 +30,13 @@ import typer
 from trustfabric.audit.events import AuditEventV1, encode_event
 from trustfabric.commands.common import console, refusals_exit
 from trustfabric.commands.response import live_control_plane
-from trustfabric.enforcement.pep import QUARANTINE_PREFIX, RELEASE_PREFIX, EnforcementPoint
+from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.sidecar import RevocationMirror, Sidecar
 from trustfabric.errors import ConfigError, TrustFabricError
 from trustfabric.home import home_dir, sub_dir
 from trustfabric.identity.revocation import RevocationSet
 from trustfabric.identity.store import SqliteIdentityStore
+from trustfabric.policy.decision import QUARANTINE, RELEASE
 from trustfabric.transport.tls import TLSConfig
 
 
@@ -157,9 +158,9 @@ async def _follow_control_plane(tls: TLSConfig, service: str, mirror: Revocation
     client = ControlClient("127.0.0.1", int(control["control_port"]), tls, control["spiffe_id"], service)
 
     def on_invalidation(inv) -> None:  # the sidecar's tables are its own: only quarantines and releases apply
-        if inv.principal and inv.reason.startswith(QUARANTINE_PREFIX):
+        if inv.principal and inv.kind == QUARANTINE:
             pep.quarantine(inv.principal, inv.reason)
-        elif inv.principal and inv.reason.startswith(RELEASE_PREFIX):
+        elif inv.principal and inv.kind == RELEASE:
             pep.release(inv.principal)
 
     client.on_revocation = lambda push: mirror.apply(push.kind, push.value, push.reason)

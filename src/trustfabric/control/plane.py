@@ -666,7 +666,7 @@ class ControlPlane:
             return frozenset(self._contain_acks.get(principal, ()))
 
     # ------------------------------------------------------------------ the signal store
-    def _signals_changed(self, principals: Any, reason: str, source: str) -> None:
+    def _signals_changed(self, principals: Any, reason: str, source: str, kind: str) -> None:
         self.save_signals()
 
     def save_signals(self) -> None:

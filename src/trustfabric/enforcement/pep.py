@@ -72,11 +72,10 @@ from trustfabric.enforcement.session import PrincipalState, Session
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.certs import x5t_s256
 from trustfabric.identity.tokens import is_desk_device
-from trustfabric.policy.decision import DecisionTable, Invalidation
+from trustfabric.policy.decision import QUARANTINE, RELEASE, DecisionTable, Invalidation
 
-QUARANTINE_PREFIX = "quarantine"
+QUARANTINE_PREFIX = "quarantine"  # a close reason of a quarantine starts so
 UNREACHABLE = "policy.engine_unreachable"  # a table source's own "cannot reach the engine"
-RELEASE_PREFIX = "release"
 
 DEFAULT_BUFFER = 8192
 PERSON_PREFIX = "user:"
@@ -570,9 +569,9 @@ class EnforcementPoint:
         state = self._state(inv.principal)
         if inv.epoch > state.epoch:
             state.epoch = inv.epoch
-        if inv.reason.startswith(QUARANTINE_PREFIX):
+        if inv.kind == QUARANTINE:
             self.quarantine(inv.principal, inv.reason)
-        elif inv.reason.startswith(RELEASE_PREFIX):
+        elif inv.kind == RELEASE:
             state.quarantined = False
 
     def quarantine(self, principal: str, reason: str = "quarantine") -> int:

@@ -27,8 +27,9 @@ HALTED = "HALTED"
 KILL_STATES = (ACTIVE, REDUCING, HALTED)
 NEVER_S = 10**9  # step-up age when there never was one
 
-# Listener of signal changes: (affected principal keys or None for all, reason, source).
-ChangeListener = Callable[["tuple[str, ...] | None", str, str], None]
+# Listener of signal changes: (affected principal keys or None for all, reason, source, kind), where
+# kind is an invalidation kind of :mod:`trustfabric.policy.decision` (epoch, quarantine, release).
+ChangeListener = Callable[["tuple[str, ...] | None", str, str, str], None]
 
 
 class SignalValues(msgspec.Struct, frozen=True, kw_only=True):

@@ -96,11 +96,23 @@ class DecisionTable(msgspec.Struct, frozen=True):
         return self.entries.get((action, resource))
 
 
+# What an invalidation asks of an enforcement point beyond re-deciding (``Invalidation.kind``).
+EPOCH = "epoch"  # the epochs moved: the next message re-pulls its table
+QUARANTINE = "quarantine"  # also close the principal's sessions now and refuse its handshakes
+RELEASE = "release"  # also lift a quarantine
+INVALIDATION_KINDS = (EPOCH, QUARANTINE, RELEASE)
+
+
 class Invalidation(msgspec.Struct, frozen=True):
-    """Published when epochs move: ``principal`` None means every principal."""
+    """Published when epochs move: ``principal`` None means every principal.
+
+    ``kind`` says what else the enforcement points do (:data:`QUARANTINE`, :data:`RELEASE`);
+    ``reason`` is for people and the audit log, never parsed.
+    """
 
     principal: str | None
     epoch: int
     global_epoch: int
     reason: str
     source: str = ""
+    kind: str = EPOCH

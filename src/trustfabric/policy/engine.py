@@ -57,6 +57,7 @@ from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.policy.bus import InProcessBus, InvalidationBus
 from trustfabric.policy.decision import (
+    EPOCH,
     REASON_ALLOW,
     REASON_ERROR,
     REASON_FORBID,
@@ -426,28 +427,31 @@ class PolicyEngine:
         return (now < table.expires_at and table.global_epoch == self._global_epoch
                 and table.epoch == self._epochs.get(table.principal, 0))
 
-    def bump(self, principals: Iterable[str] | None, reason: str, source: str) -> list[Invalidation]:
-        """Move exactly the epochs named (``None``: the global one) and publish one invalidation each."""
+    def bump(self, principals: Iterable[str] | None, reason: str, source: str,
+             kind: str = EPOCH) -> list[Invalidation]:
+        """Move exactly the epochs named (``None``: the global one) and publish one invalidation each
+        (of ``kind``: a quarantine or release also closes or reopens the principal at every enforcement point)."""
         out: list[Invalidation] = []
         with self._lock:
             if principals is None:
                 self._global_epoch += 1
                 self._tables.clear()
-                out.append(Invalidation(None, 0, self._global_epoch, reason, source))
+                out.append(Invalidation(None, 0, self._global_epoch, reason, source, kind))
             else:
                 for key in dict.fromkeys(principals):
                     ref = self.topology.resolve(key)
                     key = ref.key if ref else key
                     self._epochs[key] = self._epochs.get(key, 0) + 1
                     self._tables.pop(key, None)
-                    out.append(Invalidation(key, self._epochs[key], self._global_epoch, reason, source))
+                    out.append(Invalidation(key, self._epochs[key], self._global_epoch, reason, source, kind))
         for inv in out:
             self.bus.publish(inv)
         return out
 
-    def on_signal_change(self, principals: tuple[str, ...] | None, reason: str, source: str) -> None:
+    def on_signal_change(self, principals: tuple[str, ...] | None, reason: str, source: str,
+                         kind: str = EPOCH) -> None:
         """A :class:`SignalSource` listener: a signal moved, so move the epochs it affects."""
-        self.bump(principals, reason, source)
+        self.bump(principals, reason, source, kind)
 
     # ------------------------------------------------------------------ requests
     def _check_context(self, context: Any) -> tuple[int, bool]:

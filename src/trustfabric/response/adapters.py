@@ -26,6 +26,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from trustfabric.clock import SYSTEM_CLOCK, Clock
+from trustfabric.policy.decision import QUARANTINE, RELEASE
 
 QUARANTINE_INVALIDATION = "quarantine.response"
 RELEASE_INVALIDATION = "release.officer"
@@ -56,7 +57,7 @@ class SignalHubPolicyControl:
             self.hub.release(principal, origin=ORIGIN)
         if self.engine is not None:
             reason = QUARANTINE_INVALIDATION if quarantined else RELEASE_INVALIDATION
-            self.engine.bump([principal], reason, ORIGIN)
+            self.engine.bump([principal], reason, ORIGIN, QUARANTINE if quarantined else RELEASE)
 
 
 class SignalHubRiskSink:

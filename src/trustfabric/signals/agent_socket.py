@@ -42,7 +42,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from trustfabric.signals.host_agent import HostPostureAgent
-from trustfabric.signals.posture import PostureError, decode_signed, encode_signed
+from trustfabric.signals.errors import PostureError
+from trustfabric.signals.posture import decode_signed, encode_signed
 
 REQUEST = b"REPORT\n"
 MAX_REPORT_BYTES = 64 * 1024

@@ -3,7 +3,7 @@
 ::
 
     SignalError (trustfabric.errors)          signal.invalid
-    ├── PostureError (signals.posture)        posture.*  (unsigned, bad_signature, stale, malformed, config,
+    ├── PostureError                          posture.*  (unsigned, bad_signature, stale, malformed, config,
     │                                                       agent_unreachable; failing checks: kernel, os...)
     ├── ThreatIntelError                      signal.intel.*   (malformed, not_a_bundle, empty, not_stix,
     │                                                             no_indicators, pattern, no_usable_indicator)
@@ -18,10 +18,13 @@ translated into these where those libraries are called.
 from __future__ import annotations
 
 from trustfabric.errors import SignalError
-from trustfabric.signals.posture import PostureError
 
 __all__ = ["SignalError", "PostureError", "ThreatIntelError", "RiskScoreError", "MarketSignalError",
            "UnknownPrincipalError"]
+
+
+class PostureError(SignalError):
+    reason = "posture.failing"
 
 
 class ThreatIntelError(SignalError):

@@ -29,8 +29,9 @@ from typing import Any
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.errors import SignalError
-from trustfabric.policy.topology import PERSON, PrincipalRef, Topology
 from trustfabric.policy.context import NEVER_S, ChangeListener, SignalValues
+from trustfabric.policy.decision import EPOCH, QUARANTINE, RELEASE
+from trustfabric.policy.topology import PERSON, PrincipalRef, Topology
 from trustfabric.signals.errors import UnknownPrincipalError
 from trustfabric.signals.market import KillSwitchBoard, MarketCalendar
 from trustfabric.signals.posture import (
@@ -103,14 +104,14 @@ class SignalHub:
             self._listeners.append(listener)
 
     def _changed(self, principals: tuple[str, ...] | None, signal: str, value: Any, origin: str,
-                 principal: str = "", reason: str | None = None) -> None:
+                 principal: str = "", reason: str | None = None, kind: str = EPOCH) -> None:
         self.emitter.emit(Kind.SIGNAL_CHANGED, principal=principal, reason=f"signal.{signal}",
                           detail={"signal": signal, "value": value, "source": origin,
                                   "affected": list(principals) if principals is not None else "*"})
         if principals is not None and not principals:
             return
         for listener in list(self._listeners):
-            listener(principals, reason or f"signal.{signal}", origin)
+            listener(principals, reason or f"signal.{signal}", origin, kind)
 
     def _refused(self, exc: SignalError, signal: str, origin: str, principal: str = "") -> None:
         self.emitter.emit(Kind.SIGNAL_REFUSED, principal=principal, reason=exc.reason,
@@ -177,15 +178,15 @@ class SignalHub:
         ref = self._ref(principal)
         with self._lock:
             self._quarantined[ref.key] = reason or "quarantined"
-        # Enforcement points close a principal's sessions on an invalidation whose reason starts "quarantine".
-        self._changed((ref.key,), "quarantine", True, origin, ref.key, reason="quarantine.signal")
+        # Enforcement points close a principal's sessions on a quarantine invalidation.
+        self._changed((ref.key,), "quarantine", True, origin, ref.key, reason="quarantine.signal", kind=QUARANTINE)
 
     def release(self, principal: str, origin: str = "operator") -> None:
         ref = self._ref(principal)
         with self._lock:
             was = self._quarantined.pop(ref.key, None)
         if was is not None:
-            self._changed((ref.key,), "quarantine", False, origin, ref.key, reason="release.signal")
+            self._changed((ref.key,), "quarantine", False, origin, ref.key, reason="release.signal", kind=RELEASE)
 
     def quarantined(self) -> dict[str, str]:
         return dict(self._quarantined)

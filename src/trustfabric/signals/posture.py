@@ -45,17 +45,13 @@ import msgspec
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from trustfabric.errors import SignalError
+from trustfabric.signals.errors import PostureError
 from trustfabric.nesting import json_nesting_exceeds
 from trustfabric.policy.paths import FLOOR_MANIFEST
 
 MAX_CLOCK_SKEW_S = 30.0
 FLOOR_PORTS = (20000, 65535)  # "floor" in listen_ports: the launcher's service ports and the ephemeral range
 DEFAULT_SECURITY_AGENTS = ("falcon-sensor", "wdavdaemon", "SentinelAgent", "elastic-endpoint", "cbagentd")
-
-
-class PostureError(SignalError):
-    reason = "posture.failing"
 
 
 class PostureReport(msgspec.Struct, frozen=True, kw_only=True):

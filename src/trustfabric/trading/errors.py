@@ -29,7 +29,7 @@ boundary and turn them into a ``Reject`` (a deny), never into an allow.
 
 from __future__ import annotations
 
-from trustfabric.errors import TradingError
+from trustfabric.errors import TradingError, TrustFabricError
 
 
 class OrderInvalid(TradingError):
@@ -80,3 +80,9 @@ __all__ = [
     "LedgerError",
     "FixError",
 ]
+
+
+class LinkDown(TrustFabricError):
+    """A service's outgoing hop could not be (re)established: the request it carried is not sent."""
+
+    reason = "link.down"

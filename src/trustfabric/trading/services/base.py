@@ -67,7 +67,7 @@ from trustfabric.control.plane import is_security_event
 from trustfabric.control.protocol import Command, Report
 from trustfabric.control.server import MODES, PERIMETER, ZERO_TRUST
 from trustfabric.enforcement.guard import guarded_handler, service_response
-from trustfabric.enforcement.pep import QUARANTINE_PREFIX, EnforcementPoint
+from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.service import Context, GuardedService
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.attestation import code_digest
@@ -75,9 +75,11 @@ from trustfabric.identity.errors import CertificateError
 from trustfabric.identity.revocation import TOKEN_KEY, RevocationSet
 from trustfabric.identity.rotation import renewal_delay
 from trustfabric.identity.tokens import TokenVerifier
+from trustfabric.policy.decision import QUARANTINE
 from trustfabric.policy.topology import Topology
 from trustfabric.signals.agent_socket import fetch_report
-from trustfabric.signals.posture import PostureError
+from trustfabric.signals.errors import PostureError
+from trustfabric.trading.errors import LinkDown
 from trustfabric.transport.client import summarize
 from trustfabric.transport.connection import FrameConnection, FrameServer, Limits, connect
 from trustfabric.transport.frames import ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady
@@ -223,10 +225,6 @@ def coalesce_sends(conn: FrameConnection) -> None:
             loop.call_soon(flush)
 
     conn.send = send  # type: ignore[method-assign]
-
-
-class LinkDown(TrustFabricError):
-    reason = "link.down"
 
 
 class PeerLink:
@@ -689,7 +687,7 @@ class ServiceRuntime:
     def _on_invalidation(self, inv: Any) -> None:
         assert self.pep is not None
         self.pep.on_invalidation(inv)
-        if inv.principal and inv.reason.startswith(QUARANTINE_PREFIX) and not self.pep.sessions(inv.principal):
+        if inv.principal and inv.kind == QUARANTINE and not self.pep.sessions(inv.principal):
             self.quarantine_acks.append(inv.principal)
             self.report_soon()
 
