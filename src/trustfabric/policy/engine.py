@@ -1,6 +1,8 @@
 """The policy engine and administrator: Cedar decisions, decision tables, epochs, invalidations.
 
-This is the only module that imports cedarpy. A policy directory holds one
+Cedar is reached through :mod:`trustfabric.policy.cedar` (the only module that imports
+cedarpy); loading and validation are :mod:`trustfabric.policy.loading`, the table planner
+:mod:`trustfabric.policy.planner`. A policy directory holds one
 ``*.cedarschema`` and any number of ``*.cedar`` files; :meth:`PolicyEngine.load_dir`
 parses them once into cedarpy ``Schema`` / ``PolicySet`` / ``Entities`` handles
 (entities come from the floor topology) after validating the set against the
@@ -42,7 +44,6 @@ epoch; a signal change bumps the epochs of exactly the principals it concerns
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
@@ -51,10 +52,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import cedarpy
-
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import SYSTEM_CLOCK, Clock
+from trustfabric.policy import cedar
 from trustfabric.policy.bus import InProcessBus, InvalidationBus
 from trustfabric.policy.decision import (
     EPOCH,
@@ -70,6 +70,8 @@ from trustfabric.policy.decision import (
 )
 from trustfabric.errors import PolicyError
 from trustfabric.policy.errors import PolicyLoadError, RequestError, SignalsMissing
+from trustfabric.policy.loading import ActiveSet, PolicyInfo, check_set, read_dir
+from trustfabric.policy.planner import Plan, compile_plan
 from trustfabric.policy.topology import ACTIONS, PERSON, PrincipalRef, Topology
 from trustfabric.policy.context import BENIGN, SignalSource, SignalValues
 
@@ -78,36 +80,7 @@ DEFAULT_TABLE_TTL_S = 300.0
 MAX_CONTEXT_BYTES = 4096
 REQUEST_FIELDS = {"notional": int, "risk_reducing": bool}
 MAX_NOTIONAL = 10**15
-OBLIGATION_KEYS = {"ttl", "max_rate", "burst", "max_notional", "symbols", "step_up_max_age"}
 OPERATOR_PREFIX = "operator."  # operator actions act on Control entities (decide_operator)
-_RESOURCE_LITERAL = re.compile(r'Resource\s*::\s*"((?:[^"\\]|\\.)*)"')
-
-
-@dataclass(frozen=True)
-class PolicyInfo:
-    """The policy set in force: where it came from and its content hash."""
-
-    directory: str
-    files: tuple[str, ...]
-    policy_ids: tuple[str, ...]
-    digest: str
-
-
-@dataclass(frozen=True)
-class _Active:
-    info: PolicyInfo
-    text: str
-    schema_text: str
-    schema: Any  # cedarpy.Schema
-    policies: Any  # cedarpy.PolicySet
-    entities: Any  # cedarpy.Entities
-    entities_json: str
-    ids: dict[str, str]  # cedar policy id ("policy3") -> @id
-    effects: dict[str, str]  # @id -> "permit" | "forbid"
-    annotations: dict[str, dict[str, str]]  # @id -> annotations
-    literal_resources: frozenset[str]
-    permit_scopes: tuple[tuple[Any, Any, Any], ...] = ()  # (principal, action, resource) scope nodes
-    ancestors: dict[tuple[str, str], frozenset[tuple[str, str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -122,72 +95,9 @@ class Explanation:
 
 
 @dataclass
-class _CompiledPlan:
-    """Per principal, per active set: the batch requests (one per resource class) and fan-out."""
-
-    classes: list[tuple[str, str]]  # (action, representative resource)
-    members: list[list[str]]  # resources per class
-    base_requests: list[dict]
-    no_permit: list[tuple[str, str]] = field(default_factory=list)  # no permit's scope can match: deny
-
-
-@dataclass
 class _TableCacheEntry:
     table: DecisionTable
     signals: SignalValues = field(repr=False)
-
-
-def _ancestors(entities: list[dict]) -> dict[tuple[str, str], frozenset[tuple[str, str]]]:
-    """Transitive ancestors of every entity (by (type, id))."""
-    parents = {(e["uid"]["type"], e["uid"]["id"]): [(p["type"], p["id"]) for p in e.get("parents", ())]
-               for e in entities}
-    out: dict[tuple[str, str], frozenset[tuple[str, str]]] = {}
-    for uid in parents:
-        seen: set[tuple[str, str]] = set()
-        todo = list(parents[uid])
-        while todo:
-            nxt = todo.pop()
-            if nxt not in seen:
-                seen.add(nxt)
-                todo.extend(parents.get(nxt, ()))
-        out[uid] = frozenset(seen)
-    return out
-
-
-def _uid_of(node: Any) -> tuple[str, str] | None:
-    try:
-        return node.type.basename, node.id
-    except AttributeError:
-        return None
-
-
-def _scope_may_match(scope: Any, uid: tuple[str, str], ancestors: frozenset[tuple[str, str]]) -> bool:
-    """False only when a principal/resource scope certainly excludes ``uid``; anything unknown may match."""
-    kind = type(scope).__name__
-    if kind == "ScopeEq":
-        target = _uid_of(scope.entity)
-        return target is None or target == uid
-    if kind == "ScopeIn":
-        target = _uid_of(scope.entity)
-        return target is None or target == uid or target in ancestors
-    if kind == "ScopeIs":
-        return getattr(scope.entity_type, "basename", uid[0]) == uid[0]
-    if kind == "ScopeIsIn":
-        target = _uid_of(scope.entity)
-        return getattr(scope.entity_type, "basename", uid[0]) == uid[0] and (
-            target is None or target == uid or target in ancestors)
-    return True
-
-
-def _action_may_match(scope: Any, action: str) -> bool:
-    kind = type(scope).__name__
-    if kind == "ActionEq":
-        target = _uid_of(scope.entity)
-        return target is None or target == ("Action", action)
-    if kind == "ActionIn":
-        targets = [_uid_of(e) for e in scope.entities]
-        return any(t is None or t == ("Action", action) for t in targets)
-    return True
 
 
 def _translate(exc: BaseException) -> str:
@@ -231,11 +141,11 @@ class PolicyEngine:
         self.clock = clock
         self.table_ttl_s = table_ttl_s
         self.max_context_bytes = max_context_bytes
-        self._active: _Active | None = None
+        self._active: ActiveSet | None = None
         self._lock = threading.RLock()
         self._global_epoch = 0
         self._epochs: dict[str, int] = {}
-        self._plans: dict[str, _CompiledPlan] = {}
+        self._plans: dict[str, Plan] = {}
         self._tables: dict[str, _TableCacheEntry] = {}
         self._obligations: dict[tuple[str, tuple[str, ...]], Obligations] = {}
         signals.add_listener(self.on_signal_change)
@@ -268,94 +178,8 @@ class PolicyEngine:
         return engine
 
     # ------------------------------------------------------------------ loading
-    @staticmethod
-    def read_dir(directory: str | Path) -> tuple[str, dict[str, str]]:
-        """The schema text and ``{file name: policy text}`` of a policy directory."""
-        directory = Path(directory)
-        try:
-            schemas = sorted(directory.glob("*.cedarschema"))
-            files = sorted(directory.glob("*.cedar"))
-            if len(schemas) != 1:
-                raise PolicyLoadError(f"{directory}: expected one *.cedarschema, found {len(schemas)}",
-                                      reason="policy.load.schema")
-            if not files:
-                raise PolicyLoadError(f"{directory}: no *.cedar policy files", reason="policy.load.empty")
-            return schemas[0].read_text(encoding="utf-8"), {f.name: f.read_text(encoding="utf-8") for f in files}
-        except OSError as exc:
-            raise PolicyLoadError(f"cannot read {directory}: {exc}", reason="policy.load.io") from exc
-        except UnicodeDecodeError as exc:
-            raise PolicyLoadError(f"{directory}: not UTF-8 text: {exc}", reason="policy.load.io") from exc
-
-    @staticmethod
-    def check_set(schema_text: str, sources: dict[str, str], topology: Topology, directory: str = "") -> _Active:
-        """Parse and validate a whole set; raises :class:`PolicyLoadError` listing every problem."""
-        try:
-            schema = cedarpy.Schema.from_str(schema_text)
-        except ValueError as exc:
-            raise PolicyLoadError(f"schema does not parse: {exc}", reason="policy.load.schema") from exc
-        syntax_errors = []
-        for name, text in sources.items():
-            try:
-                cedarpy.PolicySet.from_str(text)
-            except ValueError as exc:
-                syntax_errors.append(f"{name}: {exc}")
-        if syntax_errors:
-            raise PolicyLoadError("; ".join(syntax_errors), reason="policy.load.syntax", errors=tuple(syntax_errors))
-        text = "\n".join(sources[name] for name in sorted(sources))
-        try:
-            policies = cedarpy.PolicySet.from_str(text)
-            pst = policies.to_pst()
-        except ValueError as exc:
-            raise PolicyLoadError(f"policy set does not parse: {exc}", reason="policy.load.syntax") from exc
-        if len(policies) == 0 or pst.templates:
-            raise PolicyLoadError("an empty policy set (or templates) cannot be loaded", reason="policy.load.empty")
-        result = cedarpy.validate_policies(text, schema)
-        if not result.validation_passed:
-            names = result.id_annotations_by_policy_id
-            errors = tuple(f"[{names.get(e.policy_id, e.policy_id)}] {e.error}" for e in result.errors)
-            raise PolicyLoadError("; ".join(errors), reason="policy.load.validation", errors=errors)
-        ids: dict[str, str] = {}
-        effects: dict[str, str] = {}
-        annotations: dict[str, dict[str, str]] = {}
-        problems: list[str] = []
-        for cedar_id, policy in pst.static_policies.items():
-            ann = dict(policy.annotations)
-            pid = ann.get("id")
-            if not pid:
-                problems.append(f"{cedar_id}: every policy needs an @id annotation")
-                continue
-            if pid in effects:
-                problems.append(f"duplicate @id {pid!r}")
-                continue
-            for key, value in ann.items():
-                if key == "id" or key not in OBLIGATION_KEYS:
-                    continue
-                if key == "symbols":
-                    continue
-                try:
-                    number = float(value)
-                except (TypeError, ValueError):
-                    number = math.nan
-                if not math.isfinite(number) or number <= 0:
-                    problems.append(f"{pid}: @{key}({value!r}) is not a positive number")
-            ids[cedar_id] = pid
-            effects[pid] = policy.effect
-            annotations[pid] = ann
-        if problems:
-            raise PolicyLoadError("; ".join(problems), reason="policy.load.annotation", errors=tuple(problems))
-        entities_json = json.dumps(topology.cedar_entities())
-        try:
-            entities = cedarpy.Entities.from_json_str(entities_json, schema)
-        except ValueError as exc:
-            raise PolicyLoadError(f"topology entities do not fit the schema: {exc}",
-                                  reason="policy.load.entities") from exc
-        digest = hashlib.sha256((schema_text + "\0" + text).encode()).hexdigest()
-        literal = frozenset(m.group(1) for m in _RESOURCE_LITERAL.finditer(text))
-        info = PolicyInfo(directory=directory, files=tuple(sorted(sources)), policy_ids=tuple(effects), digest=digest)
-        scopes = tuple((p.principal, p.action, p.resource) for p in pst.static_policies.values()
-                       if p.effect == "permit")
-        return _Active(info, text, schema_text, schema, policies, entities, entities_json, ids, effects,
-                       annotations, literal, scopes, _ancestors(json.loads(entities_json)))
+    read_dir = staticmethod(read_dir)
+    check_set = staticmethod(check_set)
 
     def load_dir(self, directory: str | Path) -> PolicyInfo:
         """Load a policy directory; on refusal keep the set in force, emit ``policy.refused`` and raise."""
@@ -399,7 +223,7 @@ class PolicyEngine:
         if active is not None:
             sources = {"<active>": active.text}
             new = self.check_set(active.schema_text, sources, topology, active.info.directory)
-            new = _Active(active.info, new.text, new.schema_text, new.schema, new.policies, new.entities,
+            new = ActiveSet(active.info, new.text, new.schema_text, new.schema, new.policies, new.entities,
                           new.entities_json, new.ids, new.effects, new.annotations, new.literal_resources)
         with self._lock:
             old = self.topology
@@ -562,10 +386,10 @@ class PolicyEngine:
         request = {"principal": ref.uid, "action": {"type": "Action", "id": action},
                    "resource": {"type": "Control", "id": control}, "context": json.dumps(ctx)}
         try:
-            result = cedarpy.is_authorized_batch([request], active.policies, json.dumps(entities))[0]
+            result = cedar.authorize_batch([request], active.policies, json.dumps(entities))[0]
         except Exception as exc:  # noqa: BLE001 - foreign failure -> deny
             return self._deny(key, action, control, (f"policy.evaluation: {_translate(exc)}",), epoch)
-        return self._interpret(active, ref, action, control, result._authz_resp, epoch)
+        return self._interpret(active, ref, action, control, result, epoch)
 
     def _evaluate(self, ref: PrincipalRef, action: str, resource: str, ctx: dict, epoch: int) -> Decision:
         active = self._active
@@ -574,10 +398,10 @@ class PolicyEngine:
         request = {"principal": ref.uid, "action": {"type": "Action", "id": action},
                    "resource": {"type": "Resource", "id": resource}, "context": json.dumps(ctx)}
         try:
-            result = cedarpy.is_authorized_batch([request], active.policies, active.entities)[0]
+            result = cedar.authorize_batch([request], active.policies, active.entities)[0]
         except Exception as exc:  # noqa: BLE001 - foreign failure -> deny
             return self._deny(ref.key, action, resource, (f"policy.evaluation: {_translate(exc)}",), epoch)
-        return self._interpret(active, ref, action, resource, result._authz_resp, epoch)
+        return self._interpret(active, ref, action, resource, result, epoch)
 
     def evaluate_recorded(self, requests: list[tuple[str, str, str, dict]]) -> list[Decision]:
         """Decide recorded requests, each ``(principal, action, resource, context)`` with its full recorded context.
@@ -605,7 +429,7 @@ class PolicyEngine:
             slots.append((i, ref))
         if batch and active is not None:
             try:
-                results = cedarpy.is_authorized_batch(batch, active.policies, active.entities)
+                results = cedar.authorize_batch(batch, active.policies, active.entities)
             except Exception as exc:  # noqa: BLE001 - foreign failure -> deny every request of the batch
                 results = None
                 for i, ref in slots:
@@ -614,7 +438,7 @@ class PolicyEngine:
             if results is not None:
                 for (i, ref), result in zip(slots, results):
                     _, action, resource, _ = requests[i]
-                    out[i] = self._interpret(active, ref, action, resource, result._authz_resp,
+                    out[i] = self._interpret(active, ref, action, resource, result,
                                              self._epochs.get(ref.key, 0))
         return out  # type: ignore[return-value]
 
@@ -623,7 +447,7 @@ class PolicyEngine:
         active = self._active
         return active.effects.get(policy_id, "") if active else ""
 
-    def _interpret(self, active: _Active, ref: PrincipalRef, action: str, resource: str, resp: dict,
+    def _interpret(self, active: ActiveSet, ref: PrincipalRef, action: str, resource: str, resp: dict,
                    epoch: int) -> Decision:
         diag = resp.get("diagnostics") or {}
         ids = tuple(active.ids.get(p, p) for p in diag.get("reason") or ())
@@ -636,7 +460,7 @@ class PolicyEngine:
         return Decision(False, ref.key, action, resource, REASON_FORBID if ids else REASON_NO_PERMIT, ids, (),
                         NO_OBLIGATIONS, epoch)
 
-    def _obligations_for(self, active: _Active, ref: PrincipalRef, ids: tuple[str, ...]) -> Obligations:
+    def _obligations_for(self, active: ActiveSet, ref: PrincipalRef, ids: tuple[str, ...]) -> Obligations:
         key = (ref.key, ids)
         cached = self._obligations.get(key)
         if cached is not None:
@@ -672,38 +496,10 @@ class PolicyEngine:
         plan = self._plans.get(principal)
         return len(plan.classes) if plan is not None else 0
 
-    def _plan(self, active: _Active, ref: PrincipalRef) -> _CompiledPlan:
+    def _plan(self, active: ActiveSet, ref: PrincipalRef) -> Plan:
         plan = self._plans.get(ref.key)
-        if plan is not None:
-            return plan
-        entities = {e["uid"]["id"]: e for e in json.loads(active.entities_json) if e["uid"]["type"] == "Resource"}
-        index: dict[tuple, int] = {}
-        plan = _CompiledPlan([], [], [])
-        p_uid = (ref.entity_type, ref.name)
-        p_anc = active.ancestors.get(p_uid, frozenset())
-        mine = [(a, r) for (pr, a, r) in active.permit_scopes if _scope_may_match(pr, p_uid, p_anc)]
-        for action, resource in self.topology.candidates():
-            r_uid = ("Resource", resource)
-            r_anc = active.ancestors.get(r_uid, frozenset())
-            if not any(_action_may_match(a, action) and _scope_may_match(r, r_uid, r_anc) for a, r in mine):
-                plan.no_permit.append((action, resource))
-                continue
-            if resource in active.literal_resources:
-                cls_key: tuple = (action, "=", resource)
-            else:
-                ent = entities[resource]
-                cls_key = (action, json.dumps(ent["attrs"], sort_keys=True),
-                           tuple(sorted(p["id"] for p in ent["parents"])))
-            slot = index.get(cls_key)
-            if slot is None:
-                index[cls_key] = len(plan.classes)
-                plan.classes.append((action, resource))
-                plan.members.append([resource])
-                plan.base_requests.append({"principal": ref.uid, "action": {"type": "Action", "id": action},
-                                           "resource": {"type": "Resource", "id": resource}})
-            else:
-                plan.members[slot].append(resource)
-        self._plans[ref.key] = plan
+        if plan is None:
+            plan = self._plans[ref.key] = compile_plan(active, ref, self.topology.candidates())
         return plan
 
     def decision_table(self, principal: str, now: float | None = None) -> DecisionTable:
@@ -733,13 +529,13 @@ class PolicyEngine:
         plan = self._plan(active, ref)
         requests = [dict(base, context=ctx_json) for base in plan.base_requests]
         try:
-            results = cedarpy.is_authorized_batch(requests, active.policies, active.entities) if requests else []
+            results = cedar.authorize_batch(requests, active.policies, active.entities) if requests else []
         except Exception as exc:  # noqa: BLE001
             raise RequestError(f"evaluation failed: {_translate(exc)}", reason="policy.evaluation") from exc
         entries: dict[tuple[str, str], Decision] = {}
         ttl = self.table_ttl_s
         for (action, _), members, result in zip(plan.classes, plan.members, results):
-            decision = self._interpret(active, ref, action, members[0], result._authz_resp, epoch)
+            decision = self._interpret(active, ref, action, members[0], result, epoch)
             if decision.allowed and decision.obligations.ttl_s is not None:
                 ttl = min(ttl, decision.obligations.ttl_s)
             entries[(action, members[0])] = decision
@@ -816,5 +612,4 @@ class PolicyEngine:
     @staticmethod
     def naive_decide(bundle: dict) -> bool:
         """cedarpy with policy text, entity JSON and schema text: everything re-parsed on each call."""
-        return cedarpy.is_authorized(bundle["request"], bundle["policies"], bundle["entities"],
-                                     bundle["schema"]).allowed
+        return cedar.authorize_naive(bundle["request"], bundle["policies"], bundle["entities"], bundle["schema"])

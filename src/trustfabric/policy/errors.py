@@ -23,7 +23,8 @@ output::
 
 Signal errors live in :mod:`trustfabric.signals.errors`. cedarpy's ``ValueError``
 and its validation results are translated into these in
-:mod:`trustfabric.policy.engine`, the only module that imports cedarpy.
+:mod:`trustfabric.policy.loading` and :mod:`trustfabric.policy.engine` (cedarpy itself is
+imported only by :mod:`trustfabric.policy.cedar`).
 """
 
 from __future__ import annotations
