@@ -24,7 +24,7 @@ from tests.policy.lifecycle_fixtures import POLICY_DIR
 from trustfabric.audit.log import Query, audit_dir, open_log
 from trustfabric.cli import app
 from trustfabric.policy.bundle import PolicyVersions
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 

@@ -21,7 +21,7 @@ import pytest
 from trustfabric.policy.topology import Topology
 from trustfabric.simulation.runner import People, RunConfig, SimulationRunner
 from trustfabric.simulation.scenarios import Attempt, Foothold, Scenario, load_scenarios
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 
 from tests.floor_fixtures import POLICY_DIR
 from tests.waiting import eventually

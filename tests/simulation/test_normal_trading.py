@@ -25,7 +25,7 @@ import pytest
 
 from trustfabric.policy.topology import Topology
 from trustfabric.response.alerts import Severity
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 
 from tests.floor_fixtures import POLICY_DIR
 from tests.waiting import eventually

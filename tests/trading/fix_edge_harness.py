@@ -19,7 +19,7 @@ import simplefix
 
 from trustfabric.clock import FakeClock
 from trustfabric.trading.messages import ExecutionReport
-from trustfabric.trading.runtime import fix_edge_pki
+from trustfabric.trading.launcher import fix_edge_pki
 from trustfabric.trading.services.base import ServiceRuntime, encode_body
 from trustfabric.trading.services.fix_client import EdgeFixClient
 from trustfabric.trading.services.fix_gateway import FixGatewayService

@@ -11,7 +11,7 @@ from trustfabric.errors import ConfigError
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.trading.errors import FixError
 from trustfabric.trading.fix import edge as fe
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 
 from tests.trading.fix_edge_harness import GatewayHarness
 

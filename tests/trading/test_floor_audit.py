@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from trustfabric.audit.log import DB_FILE, Query, SQLiteAuditStore, open_log
-from trustfabric.trading.runtime import Floor, run_demo
+from trustfabric.trading.launcher import Floor
+from trustfabric.trading.demo import run_demo
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -10,7 +10,7 @@ import pytest
 
 from trustfabric.identity.workload import issue_for_test
 from trustfabric.response.alerts import Category
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 

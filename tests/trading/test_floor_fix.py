@@ -6,7 +6,7 @@ import time
 import pytest
 
 from trustfabric.trading.fix.edge import EdgePki, gateway_address
-from trustfabric.trading.runtime import Floor, free_port
+from trustfabric.trading.launcher import Floor, free_port
 from trustfabric.trading.services.fix_client import EdgeFixClient, place_orders
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

@@ -8,7 +8,7 @@ import pytest
 
 from trustfabric.control.client import kill_switch as send_kill_switch
 from trustfabric.control.protocol import KillSwitchRequest
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 from trustfabric.trading.services.fix_client import place_orders
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]

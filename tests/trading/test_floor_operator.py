@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from tests.people import PASSWORD, Pool, enrol
 from trustfabric.audit.log import Query, audit_dir, open_log
 from trustfabric.cli import app
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 

@@ -7,7 +7,7 @@ import pytest
 
 from trustfabric.audit.spool import segment_paths
 from trustfabric.identity.plane import IdentityPlane
-from trustfabric.trading.runtime import SERVICE_QUARANTINED, Floor
+from trustfabric.trading.launcher import SERVICE_QUARANTINED, Floor
 
 from tests.trading.processes import alive
 

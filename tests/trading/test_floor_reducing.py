@@ -24,7 +24,7 @@ import simplefix
 
 from trustfabric.trading.fix import codec
 from trustfabric.trading.risk import tick_size
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 from trustfabric.trading.services.fix_client import START_PRICES, EdgeFixClient
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]

@@ -4,7 +4,8 @@ expires, no expired certificate used anywhere, orders still filling."""
 
 import pytest
 
-from trustfabric.trading.runtime import Floor, denied_by_reason, floor_summary
+from trustfabric.trading.launcher import Floor, floor_summary
+from trustfabric.trading.demo import denied_by_reason
 
 from tests.trading.processes import alive
 

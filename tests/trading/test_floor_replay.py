@@ -21,7 +21,7 @@ from trustfabric.errors import TradingError
 from trustfabric.policy.topology import Topology
 from trustfabric.trading.marketdata import CsvReplay, MarketDataGenerator, SymbolSpec, record_session, write_csv
 from trustfabric.trading.messages import PRICE_SCALE, Quote
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 from trustfabric.trading.services.market_data import generator_for
 
 from tests.trading.processes import alive

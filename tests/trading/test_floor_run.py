@@ -9,7 +9,8 @@ import sys
 import pytest
 
 from trustfabric.audit.spool import segment_paths
-from trustfabric.trading.runtime import Floor, _tail, floor_summary, run_demo
+from trustfabric.trading.launcher import Floor, floor_summary
+from trustfabric.trading.demo import _tail, run_demo
 
 from tests.trading.processes import alive
 

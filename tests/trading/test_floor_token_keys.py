@@ -12,7 +12,7 @@ from trustfabric.audit.spool import Ack, read_spool_records
 from trustfabric.identity.errors import TokenError
 from trustfabric.identity.revocation import RevocationSet
 from trustfabric.identity.workload import WorkloadCredentials
-from trustfabric.trading.runtime import Floor
+from trustfabric.trading.launcher import Floor
 from trustfabric.transport.connection import connect
 from trustfabric.transport.frames import ErrorFrame, OpenSession, SessionReady
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig

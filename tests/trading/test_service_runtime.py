@@ -82,7 +82,7 @@ def test_stats_that_raise_still_send_the_report(runtime):
 def test_floor_ports_are_free_distinct_and_below_the_ephemeral_range():
     import socket
 
-    from trustfabric.trading.runtime import _ephemeral_low, free_port
+    from trustfabric.trading.launcher import _ephemeral_low, free_port
 
     taken: set[int] = set()
     ports = [free_port(taken) for _ in range(20)]

@@ -33,7 +33,6 @@ all the same).
 from __future__ import annotations
 
 import asyncio
-import json
 import shutil
 import socket
 import statistics

@@ -1,16 +1,7 @@
 """``trustfabric bench floor --json``: end-to-end orders/s of the same floor in zero-trust and perimeter mode.
 
-Both floors run side by side in this one invocation on loopback; after a warm-up
-of each, ``--rounds`` rounds alternate the two modes (which one goes first
-alternates too) with the same burst; medians and min-max are reported. An
-algo sends a burst of marketable orders (pipelined, at most 512 unanswered) through
-pre-trade risk, the router and the venues to the OMS. Each burst carries its own
-tag; the OMS counts exactly that burst's orders and stamps the first and the last,
-and a round's orders/s is the steady rate between them (the time from the command
-to the last order is reported beside it as ``end_to_end_s``). The
-policy set is the floor's own with every rate obligation raised 1000x, and the
-risk throttle and credit limits are raised in both modes alike, so the transport
-and enforcement - not the configured caps - are measured.
+The measurement (and what each figure means) is :mod:`trustfabric.bench.floor`; this
+command parses the options and prints.
 """
 
 from __future__ import annotations
@@ -33,7 +24,7 @@ def command(
 ) -> None:
     """Orders/s algo -> risk -> router -> venue -> OMS, zero-trust vs perimeter, same run."""
     from trustfabric.home import home_dir
-    from trustfabric.trading.runtime import run_bench
+    from trustfabric.bench.floor import run_bench
 
     home = Path(tempfile.mkdtemp(prefix="bench-floor-", dir=home_dir()))
     result = asyncio.run(run_bench(home, orders=orders, rounds=rounds, warmup=warmup))

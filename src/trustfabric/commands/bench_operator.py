@@ -7,7 +7,7 @@ bundle naming the agent (then one naming nothing): the time from the operator re
 sent to the first refusal of the agent stamped by an enforcement point, and to the
 reply (every enforcement point acknowledged), p50/p99 per kind; the same from the
 moment the plane applied the change (after the password and TOTP check) is beside
-them. The measurement is :mod:`trustfabric.trading.operator_bench`; this only prints.
+them. The measurement is :mod:`trustfabric.bench.operator`; this only prints.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ def command(
 ) -> None:
     """Command-to-enforcement time on a running zero-trust floor: quarantine, kill switch, risk, intel."""
     from trustfabric.home import home_dir
-    from trustfabric.trading.operator_bench import run_operator_bench
+    from trustfabric.bench.operator import run_operator_bench
 
     home = Path(tempfile.mkdtemp(prefix="bench-operator-", dir=home_dir()))
     result = asyncio.run(run_operator_bench(home, repetitions=repetitions))

@@ -1,7 +1,7 @@
 """``trustfabric demo``: the floor under attack, shown with Rich, with a report directory.
 
 The command runs the zero-trust floor in a fresh state directory under
-``$TRUSTFABRIC_HOME`` (:func:`~trustfabric.trading.runtime.run_demo`): the algos and
+``$TRUSTFABRIC_HOME`` (:func:`~trustfabric.trading.demo.run_demo`): the algos and
 a FIX client over mTLS trade, an algo is compromised half-way and its attempts are
 refused and contained, the audit collector ships every spool into that run's
 central log (``--md-csv FILE``: market data replayed from a recorded session instead
@@ -326,7 +326,7 @@ def command(
     import time
 
     from trustfabric.home import home_dir
-    from trustfabric.trading.runtime import run_demo
+    from trustfabric.trading.demo import run_demo
 
     console = Console(stderr=json_out)
     if prologue and not json_out:

@@ -19,7 +19,6 @@ the same authorization over the store's people.
 from __future__ import annotations
 
 import json
-import statistics
 import time
 from typing import Optional
 
@@ -27,7 +26,7 @@ import msgspec
 import typer
 from rich.table import Table
 
-from trustfabric.clock import SYSTEM_CLOCK, FakeClock
+from trustfabric.clock import SYSTEM_CLOCK
 from trustfabric.commands import operate
 from trustfabric.commands.common import console, operator_credential, refusals_exit
 from trustfabric.control.plane import INCIDENTS_FILE
@@ -243,112 +242,6 @@ def bench(
     seed: int = typer.Option(7, help="Random seed of the synthetic stream."),
 ) -> None:
     """Measure the response engine (JSON): events/s over a synthetic floor stream with injected attacks."""
-    import random
+    from trustfabric.bench.response import run
 
-    from trustfabric.audit.events import NullSink, decode_event, encode_event
-    from trustfabric.policy.topology import Topology
-    from trustfabric.response.engine import ResponseEngine
-    from trustfabric.response.floor_map import FloorMap
-    from trustfabric.response.incidents import MemoryIncidentStore
-    from trustfabric.response.synthetic import StreamFactory, normal_trading
-
-    topology = Topology.load(Topology.default_path())
-    floor = FloorMap.from_topology(topology)
-    clock = FakeClock()
-    factory = StreamFactory(clock, NullSink())
-    events = normal_trading(floor, topology.spiffe_id, clock, factory, seconds=seconds, seed=seed)
-    rng = random.Random(seed)
-    targets = [("settle", "settlement/ledger"), ("execute", "venue-a/orders"), ("transfer_funds", "treasury/cash")]
-    attackers = [f"spiffe://{topology.trust_domain}/compromised/host-{i}" for i in range(attacks)]
-    for name in attackers:
-        action, resource = rng.choice(targets)
-        events.insert(rng.randrange(len(events)), factory.decision(name, action, resource, False))
-
-    class _Sinkless:
-        def revoke_spiffe_id(self, spiffe_id, reason):
-            return None
-
-        def release_spiffe_id(self, spiffe_id, reason):
-            return None
-
-        def set_quarantined(self, principal, quarantined):
-            return None
-
-    containment = Containment(_Sinkless(), _Sinkless(), store=MemoryIncidentStore())
-    engine = ResponseEngine(floor, containment)
-    blobs = [encode_event(e) for e in events]
-    t0 = time.perf_counter()
-    for blob in blobs:
-        decode_event(blob)
-    decode_s = time.perf_counter() - t0
-    per_event: list[float] = []
-    t0 = time.perf_counter()
-    for ev in events:
-        s = time.perf_counter()
-        engine.observe(ev)
-        per_event.append(time.perf_counter() - s)
-    total_s = time.perf_counter() - t0
-    per_event.sort()
-    quarantined = {i.principal for i in containment.store.incidents()}
-    ttd, ttc = _live_containment_samples(floor, topology.trust_domain, samples=20)
-    result = {
-        "events": len(events),
-        "events_per_s": round(len(events) / total_s),
-        "observe_us_p50": round(per_event[len(per_event) // 2] * 1e6, 2),
-        "observe_us_p99": round(per_event[int(len(per_event) * 0.99)] * 1e6, 2),
-        "observe_over_decode_ratio": round(total_s / decode_s, 2) if decode_s else None,
-        "attacks": attacks,
-        "attackers_quarantined": len(quarantined & set(attackers)),
-        "normal_principals_quarantined": len(quarantined - set(attackers)),
-        "alerts": engine.alerts_raised,
-        "simulated_seconds": seconds,
-        "observe_us_mean": round(statistics.fmean(per_event) * 1e6, 2),
-        "live_ttd_ms_p50": round(statistics.median(ttd), 3),
-        "live_ttd_ms_max": round(max(ttd), 3),
-        "live_ttc_ms_p50": round(statistics.median(ttc), 3),
-        "live_ttc_ms_max": round(max(ttc), 3),
-        "live_method": "wall clock; attempt event -> alert -> 3 in-process enforcement points confirm via the bus",
-    }
-    typer.echo(json.dumps(result))
-
-
-
-
-def _live_containment_samples(floor, trust_domain: str, samples: int) -> tuple[list[float], list[float]]:
-    """ttd/ttc on the wall clock: an attempt, the engine, containment over an in-process bus, 3 points."""
-    from trustfabric.policy.bus import InProcessBus
-    from trustfabric.policy.decision import QUARANTINE, RELEASE, Invalidation
-    from trustfabric.response.adapters import confirm_refusals
-    from trustfabric.response.engine import ResponseEngine
-    from trustfabric.response.incidents import MemoryIncidentStore
-    from trustfabric.response.synthetic import StreamFactory
-
-    bus = InProcessBus()
-
-    class Control:
-        def set_quarantined(self, principal, quarantined):
-            bus.publish(Invalidation(principal, 2, 1, "quarantine.response" if quarantined else "release.officer",
-                                     kind=QUARANTINE if quarantined else RELEASE))
-
-    class Point:
-        def __init__(self) -> None:
-            self.live: set[str] = set()
-
-        def on_invalidation(self, inv) -> None:
-            self.live.discard(inv.principal)
-
-        def sessions(self, principal):
-            return [principal] if principal in self.live else []
-
-    containment = Containment(None, Control(), store=MemoryIncidentStore())
-    for i in range(3):
-        point = Point()
-        bus.subscribe(point.on_invalidation)
-        bus.subscribe(confirm_refusals(containment, f"pep-{i}", point))
-    engine = ResponseEngine(floor, containment)
-    factory = StreamFactory(SYSTEM_CLOCK)
-    for i in range(samples):
-        engine.observe(factory.decision(f"spiffe://{trust_domain}/compromised/live-{i}", "settle",
-                                        "settlement/ledger", False))
-    rows = containment.store.incidents()
-    return [r.ttd_ms for r in rows if r.ttd_ms is not None], [r.ttc_ms for r in rows if r.ttc_ms is not None]
+    typer.echo(json.dumps(run(seconds=seconds, attacks=attacks, seed=seed)))

@@ -37,7 +37,7 @@ from trustfabric.commands.common import console, fail
 
 
 def _view(floor, rates: dict[str, float]) -> Table:
-    from trustfabric.trading.runtime import floor_summary
+    from trustfabric.trading.launcher import floor_summary
 
     s = floor_summary(floor)
     table = Table(title=f"trustfabric floor ({floor.mode})")
@@ -81,7 +81,7 @@ def command(
     'Connecting a FIX client')."""
     from trustfabric.errors import TrustFabricError
     from trustfabric.home import home_dir
-    from trustfabric.trading.runtime import Floor, floor_summary
+    from trustfabric.trading.launcher import Floor, floor_summary
 
     summary: dict = {}
     started_at = time.monotonic()

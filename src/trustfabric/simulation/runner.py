@@ -1,7 +1,7 @@
 """The threat simulator's runner: the real floor, the attacker, and measurements from what happened.
 
 For each mode (``zero-trust`` first, then ``perimeter``) :class:`SimulationRunner`
-starts one floor through the launcher (:class:`trustfabric.trading.runtime.Floor`:
+starts one floor through the launcher (:class:`trustfabric.trading.launcher.Floor`:
 control plane, services as processes, real sockets and policies) with the
 services counting the effects of simulator-tagged requests, lets it trade for
 ``warmup_s``, then runs every scenario on that floor one after another:
@@ -122,7 +122,7 @@ class SimulationRunner:
         return self.results
 
     async def run_mode(self, mode: str) -> list[ScenarioResult]:
-        from trustfabric.trading.runtime import DEFAULT_SERVICES, Floor
+        from trustfabric.trading.launcher import DEFAULT_SERVICES, Floor
 
         progress = self.config.progress
         home = Path(self.config.home) / mode

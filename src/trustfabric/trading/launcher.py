@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import itertools
 import json
 import os
 import random
@@ -62,7 +61,7 @@ from trustfabric.policy.topology import Topology
 from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
 from trustfabric.signals.agent_socket import PostureAgentServer
 from trustfabric.trading.services import SERVICES, module_file
-from trustfabric.trading.services.base import MODES, PERIMETER, ZERO_TRUST, code_digest_of
+from trustfabric.trading.services.base import MODES, ZERO_TRUST, code_digest_of
 
 DEFAULT_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
                     "risk-dashboard", "algo-meanrev", "algo-momentum", "fix-gateway")
@@ -520,10 +519,7 @@ class Floor:
         return [p.proc.pid for p in self.processes.values()]
 
 
-# ---------------------------------------------------------------------- demo and bench
-
-ATTACK_SUCCESS_KEYS = ("venue_direct", "settlement_read", "other_streams", "risk_bypass", "flood")
-
+# ---------------------------------------------------------------------- summaries
 
 def floor_summary(floor: Floor) -> dict[str, Any]:
     """The floor's counters summed over its services (what the demo and ``up`` show)."""
@@ -556,237 +552,3 @@ def certificate_summary(floor: Floor) -> dict[str, Any]:
             "expired_cert_uses": int(floor.total("expired_cert_uses") + floor.control_expired_cert_uses()),
             "connection_moves": int(floor.total("connection_moves")),
             "min_cert_left_s": min(lefts) if lefts else 0.0}
-
-
-async def _tail(stream: asyncio.StreamReader, keep: int = 64 * 1024) -> bytes:
-    """Read ``stream`` to its end (so the writer never blocks on a full pipe), keeping its last ``keep`` bytes."""
-    kept = b""
-    while chunk := await stream.read(keep):
-        kept = (kept + chunk)[-keep:]
-    return kept
-
-
-async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: float = 60.0) -> dict[str, Any]:
-    """Start the attacker process against ``floor`` holding ``victim``'s stolen credentials."""
-    boot = {"home": str(floor.home), "topology": str(floor.topology_path), "ports": floor.ports,
-            "control_port": floor.server.control_port if floor.server else 0,  # type: ignore[union-attr]
-            "control_id": floor.plane.control_id if floor.plane else "", "victim": victim}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.services", "attacker",
-                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE, start_new_session=True)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    proc.stdin.write(json.dumps(boot).encode() + b"\n")
-    await proc.stdin.drain()
-    proc.stdin.close()
-    stderr = asyncio.get_running_loop().create_task(_tail(proc.stderr))
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout_s)
-        result = json.loads(line.decode() or "{}")
-        if not isinstance(result, dict) or not result:
-            raise ValueError("no result line")
-    except (TimeoutError, ValueError):
-        result = {"victim": victim, "attempts": [], "error": "attacker.no_result"}
-    finally:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-        await proc.wait()
-    with contextlib.suppress(Exception):
-        lines = (await asyncio.wait_for(stderr, 2.0)).decode(errors="replace").strip().splitlines()
-        if lines and not result.get("attempts"):
-            result["error_detail"] = lines[-1][:300]  # why an attacker that tried nothing stopped
-    if not stderr.done():
-        stderr.cancel()
-    return result
-
-
-async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_tick=None,
-                   md_csv: Path | None = None) -> dict[str, Any]:
-    """Trade, compromise an algo half-way (attacker process), keep trading; returns the summary."""
-    floor = Floor(home, ZERO_TRUST, seed=seed, md_csv=md_csv)
-    t0 = time.monotonic()
-    await floor.start()
-    fix_result: dict[str, Any] = {}
-    try:
-        attack_at = max(3.0, duration_s * 0.5)
-        if "fix-gateway" in floor.processes:
-            fix_result = await demo_fix_client(floor, timeout_s=min(10.0, attack_at))
-        while time.monotonic() - t0 < attack_at:
-            await asyncio.sleep(0.25)
-            if on_tick:
-                on_tick(floor, "trading")
-        before = floor_summary(floor)
-        if on_tick:
-            on_tick(floor, "attack")
-        attack = await run_attacker(floor)
-        while time.monotonic() - t0 < duration_s:
-            await asyncio.sleep(0.25)
-            if on_tick:
-                on_tick(floor, "after attack")
-        floor.command("settlement", "eod")
-        await asyncio.sleep(0.6)
-        after = floor_summary(floor)
-        attempts = attack.get("attempts", [])
-        plane = floor.plane
-        incidents = plane.incidents() if plane else []
-        result: dict[str, Any] = dict(after)
-        result.update(
-            mode=floor.mode, duration_s=round(time.monotonic() - t0, 1), seed=seed,
-            attack_attempts=len(attempts), attack_successes=sum(1 for a in attempts if a.get("succeeded")),
-            attack_error=attack.get("error", ""), attack_error_detail=attack.get("error_detail", ""),
-            attack_by_scenario={k: {"attempts": sum(1 for a in attempts if a["scenario"] == k),
-                                    "successes": sum(1 for a in attempts if a["scenario"] == k and a["succeeded"])}
-                                for k in ATTACK_SUCCESS_KEYS},
-            attempts=attempts,
-            alerts=len(plane.alerts) if plane else 0,
-            incidents=[{"principal": i["principal"], "contained": i.get("contained"), "ttd_ms": i.get("ttd_ms"),
-                        "ttc_ms": i.get("ttc_ms"), "trigger": i.get("trigger")} for i in incidents],
-            orders_after_attack=after["orders_submitted"] - before["orders_submitted"],
-            fills_after_attack=after["fills"] - before["fills"],
-            links=floor.links(), services=floor.stats(),
-        )
-    finally:
-        await floor.stop()
-    result.update(audit_collected=floor.collected, audit_error=floor.collector_error,
-                  audit_dir=str(Path(home) / "audit"), fix=fix_result, denied_by_reason=denied_by_reason(home))
-    return result
-
-
-async def demo_fix_client(floor: Floor, timeout_s: float = 10.0) -> dict[str, Any]:
-    """The demo's FIX client: CLIENT-A logs on over mTLS, sends a few orders, reads the execution reports."""
-    from trustfabric.trading.services.fix_client import place_orders
-
-    await floor.wait_for(lambda: floor.stats().get("fix-gateway", {}).get("link_up") == 1.0, timeout_s)
-    await asyncio.sleep(1.0)  # reference prices at risk
-    try:
-        return await place_orders(floor.fix_port, floor.fix_edge["client_dirs"]["client-a"], "CLIENT-A", orders=5,
-                                  timeout_s=timeout_s)
-    except Exception as exc:  # noqa: BLE001 - reported, the demo goes on
-        return {"error": getattr(exc, "reason", type(exc).__name__)}
-
-
-def denied_by_reason(home: Path) -> dict[str, int]:
-    """Denials in the run's central log, by reason code."""
-    from collections import Counter
-
-    from trustfabric.audit.log import Query, audit_dir, open_log
-
-    try:
-        log = open_log(audit_dir(Path(home)))
-    except Exception:  # noqa: BLE001
-        return {}
-    try:
-        return dict(Counter(r.event().reason or "(none)" for r in log.query(Query(decision="deny"))).most_common())
-    finally:
-        log.close()
-
-
-def bench_policies(source: Path, target: Path, factor: int = 1000) -> Path:
-    """A copy of the policy set with every rate obligation raised ``factor`` times (same grants, same checks)."""
-    import re
-    import shutil
-
-    shutil.copytree(source, target, dirs_exist_ok=True)
-    for path in target.glob("*.cedar"):
-        text = path.read_text()
-        path.write_text(re.sub(r'@max_rate\("(\d+)"\)', lambda m: f'@max_rate("{int(m.group(1)) * factor}")', text))
-    return target
-
-
-BENCH_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
-                  "algo-momentum")
-
-
-BENCH_BOOT = {"risk_limits": {"rate_per_s": 1e9, "burst": 10**9, "credit_dollars": 10**12, "dup_window_ns": 0,
-                              "max_order_qty": 10**6}, "md_interval_s": 0.2}
-
-
-async def start_bench_floor(home: Path, mode: str, policies: Path) -> Floor:
-    """A bench floor (no audit collector: the order path is measured), trading-ready: link up, quotes in."""
-    floor = Floor(home, mode, services=BENCH_SERVICES, policies=policies, boot_extra=BENCH_BOOT, collect_audit=False)
-    await floor.start()
-    algo = lambda: floor.stats().get("algo-momentum", {})  # noqa: E731
-    await floor.wait_for(lambda: algo().get("link_up", 0) == 1.0, 20.0)
-    await asyncio.sleep(1.5)  # quotes in
-    return floor
-
-
-_bench_tags = itertools.count(1)
-
-
-async def bench_round(floor: Floor, orders: int, timeout_s: float = 120.0) -> dict[str, Any]:
-    """One burst of ``orders`` through the floor, timed where the orders arrive: at the OMS.
-
-    The burst's orders carry a tag of their own; the OMS counts only those and stamps
-    (wall clock, same machine) the first and the last. ``orders_per_s`` is the steady
-    rate between them, ``(orders - 1) / (last - first)``: command delivery and link
-    set-up are not in it, nor is the stats report's period. ``end_to_end_s`` is from the
-    command to the last order, for reference.
-    """
-    tag = next(_bench_tags)
-    oms = lambda: floor.stats().get("oms", {})  # noqa: E731
-
-    def reached() -> int:
-        stats = oms()
-        return int(stats.get("bench_orders", 0)) if stats.get("bench_tag") == float(tag) else 0
-
-    t0 = time.time()
-    floor.command("algo-momentum", "bench", orders=orders, tag=tag)
-    done = await floor.wait_for(lambda: reached() >= orders, timeout_s, interval_s=0.01)
-    stats = oms()
-    count = reached()
-    first, last = float(stats.get("bench_first_at", 0.0)), float(stats.get("bench_last_at", 0.0))
-    steady = last - first if done and count > 1 else 0.0
-    return {"orders": orders, "reached_oms": count, "elapsed_s": round(steady, 4),
-            "end_to_end_s": round((last if done else time.time()) - t0, 4), "complete": done,
-            "orders_per_s": round((count - 1) / steady, 1) if steady > 0 else 0.0}
-
-
-def _spread(values: list[float]) -> dict[str, float]:
-    import statistics
-
-    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
-
-
-async def run_bench(home: Path, *, orders: int = 16000, rounds: int = 7, warmup: int = 2000) -> dict[str, Any]:
-    """Zero-trust vs perimeter on the same machine in the same run, fairly.
-
-    Both floors run side by side (each idles while the other is measured), both are
-    warmed up with ``warmup`` orders, then ``rounds`` rounds alternate the two modes
-    (ZT first in even rounds, perimeter first in odd ones) with the same burst of
-    ``orders``. Reported: median and min-max orders/s per mode, the ratio of the
-    medians, and every round's own ratio.
-    """
-    policies = bench_policies(DEFAULT_POLICIES, Path(home) / "bench-policies")
-    floors: dict[str, Floor] = {}
-    try:
-        floors[ZERO_TRUST] = await start_bench_floor(Path(home) / "zt", ZERO_TRUST, policies)
-        floors[PERIMETER] = await start_bench_floor(Path(home) / PERIMETER, PERIMETER, policies)
-        for floor in floors.values():
-            await bench_round(floor, warmup)
-        results: dict[str, list[dict[str, Any]]] = {ZERO_TRUST: [], PERIMETER: []}
-        for n in range(rounds):
-            order = (ZERO_TRUST, PERIMETER) if n % 2 == 0 else (PERIMETER, ZERO_TRUST)
-            for mode in order:
-                results[mode].append(await bench_round(floors[mode], orders))
-        zt_rates = [r["orders_per_s"] for r in results[ZERO_TRUST]]
-        p_rates = [r["orders_per_s"] for r in results[PERIMETER]]
-        zt, per = _spread(zt_rates), _spread(p_rates)
-        summaries = {mode: floor_summary(f) for mode, f in floors.items()}
-        links = {mode: f.links() for mode, f in floors.items()}
-    finally:
-        for floor in floors.values():
-            await floor.stop()
-    ratio = zt["median"] / per["median"] if per["median"] else 0.0
-    return {"zt_orders_per_s": zt["median"], "perimeter_orders_per_s": per["median"],
-            "zt_vs_perimeter": round(ratio, 3),
-            "zt_orders_per_s_range": [zt["min"], zt["max"]], "perimeter_orders_per_s_range": [per["min"], per["max"]],
-            "round_ratios": [round(a / b, 3) if b else 0.0 for a, b in zip(zt_rates, p_rates)],
-            "orders": orders, "rounds": rounds, "warmup_orders": warmup,
-            "complete": all(r["complete"] for rs in results.values() for r in rs),
-            "fail_open": summaries[ZERO_TRUST]["fail_open"], "denied_hops": summaries[ZERO_TRUST]["denied_hops"],
-            "zero_trust": {"rounds": results[ZERO_TRUST], "links": links[ZERO_TRUST]},
-            PERIMETER: {"rounds": results[PERIMETER], "links": links[PERIMETER]},
-            "method": ("both floors up side by side; warm-up each; rounds alternate ZT/perimeter order; each round's rate "
-                       "is steady state at the OMS (first to last order of the burst); medians"),
-            "policy_note": "bench policy copy: every @max_rate raised 1000x; risk throttle and credit raised in both modes"}

@@ -1,6 +1,6 @@
 """Command-to-enforcement time on a running zero-trust floor (``trustfabric bench operator``).
 
-A bench floor (:func:`~trustfabric.trading.runtime.start_bench_floor`) runs; security
+A bench floor (:func:`~trustfabric.bench.floor.start_bench_floor`) runs; security
 officers are enrolled in its identity plane. For each kind of change - a quarantine
 (then its release), a kill switch halting the algo (then ACTIVE again), its risk score
 raised to 95 (then 0), a threat-intel bundle naming its SPIFFE ID (then one naming
@@ -45,7 +45,8 @@ from trustfabric.control.plane import DEFAULT_POLICIES
 from trustfabric.control.protocol import OperatorReply, OperatorRequest
 from trustfabric.identity.operators import OperatorCredential, SessionIssuer, make_proof
 from trustfabric.signals.threat_intel import ADDRESS, SPIFFE_ID, indicator_bundle
-from trustfabric.trading.runtime import Floor, bench_policies, start_bench_floor
+from trustfabric.trading.launcher import Floor
+from trustfabric.bench.floor import bench_policies, start_bench_floor
 from trustfabric.trading.services.base import ZERO_TRUST
 
 AGENT = "algo-momentum"
