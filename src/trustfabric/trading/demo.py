@@ -37,7 +37,7 @@ async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: f
     boot = {"home": str(floor.home), "topology": str(floor.topology_path), "ports": floor.ports,
             "control_port": floor.server.control_port if floor.server else 0,  # type: ignore[union-attr]
             "control_id": floor.plane.control_id if floor.plane else "", "victim": victim}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.services", "attacker",
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.services", "demo-attacker",
                                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE, start_new_session=True)
     assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None

@@ -1,5 +1,8 @@
 """Order management: the order state machine, fills, positions and P&L.
 
+The OMS in three layers: this state machine; :class:`~trustfabric.trading.cores.OmsCore`,
+the service core over it; and :mod:`trustfabric.trading.services.oms`, the ``oms`` process.
+
 States and the only transitions allowed (anything else raises
 :class:`~trustfabric.trading.errors.OrderStateError` ``oms.illegal_transition``)::
 

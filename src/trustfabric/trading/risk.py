@@ -1,5 +1,9 @@
 """SEC Rule 15c3-5 pre-trade risk checks, pure and fast.
 
+Pre-trade risk in three layers: these checks; :class:`~trustfabric.trading.cores.RiskCore`,
+the service core that adds approvals, the kill switch and feedback; and
+:mod:`trustfabric.trading.services.risk`, the ``pre-trade-risk`` process around the core.
+
 :class:`PreTradeRiskChecker` decides each :class:`~trustfabric.trading.messages.NewOrder`
 against :class:`RiskLimits` and its own state, and returns an immutable
 :class:`RiskResult` (approved, or the reason code of the first check that refused,

@@ -18,13 +18,13 @@ from trustfabric.trading.services.base import MODES, read_boot, serve_service
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trustfabric.trading.services")
-    parser.add_argument("name", choices=sorted(SERVICES) + ["attacker"])
+    parser.add_argument("name", choices=sorted(SERVICES) + ["demo-attacker"])
     parser.add_argument("--mode", choices=MODES, default="zero-trust")
     parser.add_argument("--as-identity", default="", help="claim this service's identity (tests: impostors)")
     args = parser.parse_args(argv)
     boot = read_boot()
-    if args.name == "attacker":
-        from trustfabric.trading.services.attacker import run_attacker
+    if args.name == "demo-attacker":
+        from trustfabric.trading.services.demo_attacker import run_attacker
 
         return asyncio.run(run_attacker(boot))
     try:

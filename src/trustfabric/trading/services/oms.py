@@ -1,8 +1,11 @@
 """oms: parent orders, child execution reports -> fills, order states, positions and P&L.
 
+The process around :class:`~trustfabric.trading.cores.OmsCore` (whose state machine is
+:mod:`trustfabric.trading.oms`): transport, enforcement, wiring.
+
 Venues report (``report_fill`` on ``oms/fills``) with the parent order on first
 sight; the OMS folds child reports into the parent's state machine
-(:class:`~trustfabric.trading.floor_logic.OmsCore`), keeps an ordered log of fills
+(:class:`~trustfabric.trading.cores.OmsCore`), keeps an ordered log of fills
 and finished orders that pre-trade risk and the dashboard read with a cursor
 (``read_positions``), and ships fills to settlement (``settle``). Parent-level
 reports of FIX client orders (ClOrdIDs ``FIX.<SenderCompID>.<ClOrdID>``) are kept in
@@ -27,7 +30,7 @@ from trustfabric.audit.events import Kind
 from trustfabric.control.client import ControlTableSource
 from trustfabric.data.floor import ServiceVault, attach_service_vault, write_plain_records
 from trustfabric.errors import TradingError
-from trustfabric.trading.floor_logic import OmsCore
+from trustfabric.trading.cores import OmsCore
 from trustfabric.trading.messages import RoutedOrder
 from trustfabric.trading.services.base import FloorService, encode_body
 from trustfabric.trading.services.wire import (

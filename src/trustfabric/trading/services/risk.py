@@ -1,5 +1,8 @@
 """pre-trade-risk: the 15c3-5 core between the agents and the router.
 
+The process around :class:`~trustfabric.trading.cores.RiskCore` (whose checks are
+:mod:`trustfabric.trading.risk`): transport, enforcement, wiring.
+
 ``submit_order``: the core checks the order against the caller's authenticated
 identity (an agent may submit only for itself; the FIX gateway for its clients),
 signs an approval bound to it, and forwards ``route_order`` to the router with the
@@ -29,7 +32,7 @@ from trustfabric.control.protocol import Command, CommandResult
 from trustfabric.errors import TrustFabricError
 from trustfabric.trading import killswitch as ks
 from trustfabric.trading.approval import ApprovalKeyring, ApprovalSigner
-from trustfabric.trading.floor_logic import PreTradeRisk
+from trustfabric.trading.cores import RiskCore
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, NewOrder, RoutedOrder
 from trustfabric.trading.risk import DOLLAR, PreTradeRiskChecker, RiskLimits
 from trustfabric.trading.services.base import FloorService, encode_body
@@ -55,7 +58,7 @@ class RiskService(FloorService):
         super().__init__(runtime)
         keyring = ApprovalKeyring("k1", bytes.fromhex(runtime.boot["approval_key"]))
         gateways = frozenset({runtime.topology.spiffe_id("fix-gateway")})
-        self.core = PreTradeRisk(PreTradeRiskChecker(limits_from(runtime.boot)), ApprovalSigner(keyring),
+        self.core = RiskCore(PreTradeRiskChecker(limits_from(runtime.boot)), ApprovalSigner(keyring),
                                  runtime.events, gateways=gateways)
         self.updates: dict[str, list[AgentUpdate]] = defaultdict(list)
         self.orders: dict[str, NewOrder] = {}  # cl_ord_id -> order (working at risk)

@@ -1,6 +1,6 @@
 """order-router: routes only orders carrying pre-trade risk's approval bound to them.
 
-``route_order``: :class:`~trustfabric.trading.floor_logic.RouterCore` verifies the
+``route_order``: :class:`~trustfabric.trading.cores.RouterCore` verifies the
 approval (forged, altered, replayed or missing: refused with its reason, whoever
 the caller is), splits the order across the venues by their last known books,
 and sends each child to its venue (``execute``). Venue replies refresh the books.
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from trustfabric.audit.events import Kind
 from trustfabric.trading.approval import ApprovalKeyring, ApprovalVerifier
-from trustfabric.trading.floor_logic import RouterCore
+from trustfabric.trading.cores import RouterCore
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, RoutedOrder
 from trustfabric.trading.services.base import FloorService, encode_body
 from trustfabric.trading.services.wire import RouteReply, VenueOrder, VenueReply, decoder

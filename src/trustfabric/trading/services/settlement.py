@@ -17,7 +17,7 @@ from trustfabric.audit.events import Kind
 from trustfabric.control.client import ControlTableSource
 from trustfabric.data.floor import ServiceVault, attach_service_vault, read_plain_records
 from trustfabric.errors import TradingError
-from trustfabric.trading.floor_logic import SettlementCore
+from trustfabric.trading.cores import SettlementCore
 from trustfabric.trading.services.base import FloorService
 from trustfabric.trading.services.wire import SettleBatch, decoder
 

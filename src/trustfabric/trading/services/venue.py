@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from trustfabric.trading.floor_logic import VenueCore
+from trustfabric.trading.cores import VenueCore
 from trustfabric.trading.messages import CancelOrder, NewOrder
 from trustfabric.trading.services.base import FloorService, encode_body
 from trustfabric.trading.marketdata import CsvReplay, MarketDataGenerator

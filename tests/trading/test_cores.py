@@ -10,7 +10,7 @@ from trustfabric.clock import FakeClock
 from trustfabric.trading import killswitch as ks
 from trustfabric.trading.approval import ApprovalKeyring, ApprovalSigner, ApprovalVerifier
 from trustfabric.trading.errors import KillSwitchRefused
-from trustfabric.trading.floor_logic import OmsCore, PreTradeRisk, RouterCore, SettlementCore, VenueCore, risk_view
+from trustfabric.trading.cores import OmsCore, RiskCore, RouterCore, SettlementCore, VenueCore, risk_view
 from trustfabric.trading.marketdata import MarketDataGenerator
 from trustfabric.trading.messages import CancelOrder, NewOrder, Quote, ReplaceOrder, RoutedOrder
 from trustfabric.trading.risk import PreTradeRiskChecker, RiskLimits
@@ -19,12 +19,14 @@ from trustfabric.trading.strategies import CancelIntent, MeanReversion, Momentum
 from tests.trading.builders import AGENT, AGENT2, T0, order
 
 
-class Floor:
+class WiredCores:
+    """The cores of one floor in one process, wired by hand (no transport, no enforcement)."""
+
     def __init__(self, limits: RiskLimits | None = None):
         self.sink = MemorySink()
         clock = FakeClock(T0 / 1e9)
         ring = ApprovalKeyring.generate("k1")
-        self.risk = PreTradeRisk(PreTradeRiskChecker(limits or RiskLimits(dup_window_ns=0)), ApprovalSigner(ring),
+        self.risk = RiskCore(PreTradeRiskChecker(limits or RiskLimits(dup_window_ns=0)), ApprovalSigner(ring),
                                  Emitter("pre-trade-risk", self.sink, clock))
         self.router = RouterCore(ApprovalVerifier(ring), ["V1", "V2"], Emitter("router", self.sink, clock))
         self.venues = {"V1": VenueCore("V1"), "V2": VenueCore("V2")}
@@ -75,7 +77,7 @@ class Floor:
 
 
 def test_order_flows_end_to_end_and_splits_across_venues():
-    floor = Floor()
+    floor = WiredCores()
     floor.quote("AAPL", 1_000_000, 1_000_200)
     floor.make_market("AAPL", 1_000_000, 1_000_200, 100)
     o = order(qty=150, price=1_000_300)
@@ -94,7 +96,7 @@ def test_order_flows_end_to_end_and_splits_across_venues():
 
 
 def test_risk_refuses_an_order_submitted_for_another_principal():
-    floor = Floor()
+    floor = WiredCores()
     floor.quote("AAPL", 1_000_000, 1_000_200)
     result, _ = floor.risk.handle_new_order(order(agent=AGENT2), AGENT, T0)
     assert not result.approved and result.reason == "risk.principal_mismatch"
@@ -102,7 +104,7 @@ def test_risk_refuses_an_order_submitted_for_another_principal():
 
 
 def test_router_refuses_orders_without_valid_approval():
-    floor = Floor()
+    floor = WiredCores()
     floor.quote("AAPL", 1_000_000, 1_000_200)
     o = order()
     _, approval = floor.risk.handle_new_order(o, AGENT, T0)
@@ -121,7 +123,7 @@ def test_router_refuses_orders_without_valid_approval():
 
 
 def test_halt_cancels_working_orders_and_needs_privileged_mfa():
-    floor = Floor()
+    floor = WiredCores()
     floor.quote("AAPL", 1_000_000, 1_000_200)
     o = order(qty=10, price=990_000)  # rests: no liquidity
     floor.submit(o, AGENT)
@@ -144,7 +146,7 @@ def test_halt_cancels_working_orders_and_needs_privileged_mfa():
 
 
 def test_venue_disconnect_cancels_the_router_session_orders():
-    floor = Floor()
+    floor = WiredCores()
     floor.quote("AAPL", 1_000_000, 1_000_200)
     o = order(qty=10, price=990_000)
     floor.submit(o, AGENT)
@@ -156,7 +158,7 @@ def test_venue_disconnect_cancels_the_router_session_orders():
 
 def test_simulated_session_with_two_strategies_keeps_every_invariant():
     limits = RiskLimits(dup_window_ns=0, max_order_qty=1_000)
-    floor = Floor(limits)
+    floor = WiredCores(limits)
     gen = MarketDataGenerator(random.Random(42))
     symbols = gen.symbols[:6]
     agents = {AGENT: MeanReversion(symbols, window=10, threshold_bps=5),
@@ -202,7 +204,7 @@ def test_simulated_session_with_two_strategies_keeps_every_invariant():
 def test_gateway_may_submit_for_clients_but_not_arbitrary_callers():
     ring = ApprovalKeyring.generate("k1")
     gw = "spiffe://test.acme/gateway/fix"
-    risk = PreTradeRisk(PreTradeRiskChecker(RiskLimits()), ApprovalSigner(ring), gateways=frozenset({gw}))
+    risk = RiskCore(PreTradeRiskChecker(RiskLimits()), ApprovalSigner(ring), gateways=frozenset({gw}))
     risk.on_market_data(Quote(symbol="AAPL", bid=1_000_000, bid_size=1, ask=1_000_000, ask_size=1, time_ns=T0))
     o = order(agent="spiffe://test.acme/clients/c1")
     result, approval = risk.handle_new_order(o, gw, T0)
@@ -213,7 +215,7 @@ def test_gateway_may_submit_for_clients_but_not_arbitrary_callers():
 
 
 def test_cancel_and_replace_through_risk_need_the_owner():
-    floor = Floor()
+    floor = WiredCores()
     floor.quote("AAPL", 1_000_000, 1_000_200)
     o = order(qty=10, price=990_000)
     floor.submit(o, AGENT)
@@ -234,7 +236,7 @@ def test_cancel_and_replace_through_risk_need_the_owner():
 
 
 def test_parent_reports_and_risk_view():
-    floor = Floor(RiskLimits(dup_window_ns=0, default_agent_credit=200_000_000))
+    floor = WiredCores(RiskLimits(dup_window_ns=0, default_agent_credit=200_000_000))
     floor.quote("AAPL", 1_000_000, 1_000_200)
     floor.make_market("AAPL", 1_000_000, 1_000_200, 100)
     o = order(qty=150, price=1_000_300)
@@ -256,7 +258,7 @@ def test_parent_reports_and_risk_view():
 
 
 def test_oms_reject_reports_and_releases():
-    floor = Floor()
+    floor = WiredCores()
     o = order()
     floor.oms.on_new_order(o)
     update = floor.oms.on_reject(o.cl_ord_id, "route.no_venue", T0)

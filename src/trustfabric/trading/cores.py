@@ -3,7 +3,7 @@
 Each class is what one floor process runs; whoever wraps it into a process only
 adds the transport, the enforcement point and the event loop:
 
-* :class:`PreTradeRisk`   ``handle_new_order(order, principal, now_ns) -> (RiskResult, RiskApproval | None)``;
+* :class:`RiskCore`   ``handle_new_order(order, principal, now_ns) -> (RiskResult, RiskApproval | None)``;
   market data feeds references, execution feedback feeds usage and positions,
   operators drive the kill switch (halting returns the cancels to send).
 * :class:`RouterCore`     ``handle(routed, now_ns) -> RouteOutcome``: verifies the
@@ -55,7 +55,7 @@ FUNDING = "funding"  # outside money: deposits come from here
 ROUTER_UNKNOWN_VENUE = "route.unknown_venue"
 
 
-class PreTradeRisk:
+class RiskCore:
     """The pre-trade-risk service core (SEC 15c3-5), signing approvals for the router."""
 
     def __init__(self, checker: PreTradeRiskChecker, signer: ApprovalSigner, emitter: Emitter | None = None, *,
