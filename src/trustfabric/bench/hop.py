@@ -50,6 +50,14 @@ from trustfabric.enforcement.guard import guarded_handler
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.policy.decision import QUARANTINE, RELEASE, DecisionTable, Obligations
 from trustfabric.policy.paths import POLICIES_DIR
+from trustfabric.identity.tokens import KeyRing, ReplayCache, TokenIssuer, TokenVerifier
+from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.workload import issue_for_test
+from trustfabric.policy.engine import PolicyEngine
+from trustfabric.transport.client import echo_handler
+from trustfabric.transport.connection import FrameServer, connect
+from trustfabric.transport.frames import OpenSession, Request, SessionReady
+from trustfabric.transport.tls import TLSConfig
 
 ACTION, RESOURCE, SYMBOL, NOTIONAL = "submit_order", "risk/orders", "AAPL", 10_000.0
 
@@ -61,8 +69,6 @@ class _BenchTokens:
     ISSUER = "https://idp.bench-hop.trustfabric"
 
     def __init__(self) -> None:
-        from trustfabric.identity.tokens import KeyRing, ReplayCache, TokenIssuer, TokenVerifier
-
         keys = KeyRing.generate(time.time())
         self.issuer = TokenIssuer(keys, self.ISSUER)
         self.verifier = TokenVerifier(keys, self.ISSUER, replay_cache=ReplayCache())
@@ -119,14 +125,6 @@ async def _samples(conn, frame, n: int) -> list[int]:
 
 async def measure(rounds: int, per_round: int, policies: Path, warmup: int = 500,
                    repeat: int = 200, sync_interval_ms: float = 5.0) -> dict[str, Any]:
-    from trustfabric.identity.ca import CertificateAuthority
-    from trustfabric.identity.workload import issue_for_test
-    from trustfabric.policy.engine import PolicyEngine
-    from trustfabric.transport.client import echo_handler
-    from trustfabric.transport.connection import FrameServer, connect
-    from trustfabric.transport.frames import OpenSession, Request, SessionReady
-    from trustfabric.transport.tls import TLSConfig
-
     engine = PolicyEngine.from_dir(policies, assume_healthy=True)  # deliberate: the bench measures the hop, not signals
     topo = engine.topology
     server_id, client_id = topo.spiffe_id("pre-trade-risk"), topo.spiffe_id("algo-momentum")

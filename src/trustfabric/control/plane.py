@@ -83,6 +83,7 @@ from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.posture import DEFAULT_SECURITY_AGENTS, decode_signed, encode_signed, requirements_for_domain
 from trustfabric.signals.state import hub_from_state, load_state
 from trustfabric.transport.tls import RotatingCredentials
+from trustfabric.identity.users import PRIVILEGED_ROLES
 
 SOURCE = "control-plane"
 CONTROL_SEGMENT = "control"
@@ -278,7 +279,6 @@ class ControlPlane:
         ``user.bad_totp``, ``user.totp_replay``, ``user.locked``, ``user.step_up_required``).
         Privileged = a risk or security officer (``PRIVILEGED_ROLES``).
         """
-        from trustfabric.identity.users import PRIVILEGED_ROLES
 
         with self._lock:
             now = self.clock.now()

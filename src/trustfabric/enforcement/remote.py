@@ -29,6 +29,8 @@ import msgspec
 from trustfabric.errors import PolicyError
 from trustfabric.nesting import msgpack_nesting_exceeds
 from trustfabric.policy.decision import DecisionTable
+from trustfabric.enforcement.tables import StaticTableSource
+from trustfabric.policy.engine import PolicyEngine
 
 MAX_REPLY = 8 * 1024 * 1024
 _LEN = struct.Struct(">I")
@@ -177,8 +179,6 @@ def serve(source, host: str = "127.0.0.1", port: int = 0) -> socketserver.Thread
 
 
 def main(argv: list[str] | None = None) -> None:
-    from trustfabric.enforcement.tables import StaticTableSource
-
     parser = argparse.ArgumentParser(description="Serve decision tables on loopback.")
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument("--rules", help="a rules file (JSON)")
@@ -189,8 +189,6 @@ def main(argv: list[str] | None = None) -> None:
                              "denies, since this process has no signal feed")
     args = parser.parse_args(argv)
     if args.policies:
-        from trustfabric.policy.engine import PolicyEngine
-
         source = PolicyEngine.from_dir(args.policies, assume_healthy=args.assume_healthy)
     else:
         source = StaticTableSource.from_file(args.rules)

@@ -28,6 +28,7 @@ from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.identity.tokens import KeyRing, ReplayCache, SigningKey, TokenIssuer, TokenVerifier
 from trustfabric.identity.users import UserDirectory
 from trustfabric.signals.posture import HostKeyRegistry
+from trustfabric.audit.spool import Spool
 
 __all__ = ["IdentityPlane", "DEFAULT_FIRM", "ENVIRONMENTS", "AUDIT_SOURCE"]
 
@@ -45,8 +46,6 @@ class IdentityPlane:
         self._spool = None
         start_seq = 0
         if sink is None:
-            from trustfabric.audit.spool import Spool
-
             self._spool = Spool(self.home / "spool" / AUDIT_SOURCE, AUDIT_SOURCE, clock=clock)
             sink = self._spool
             start_seq = self._spool.emitter_start_seq()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from trustfabric.identity.errors import StoreError
+from trustfabric.home import home_dir
 
 __all__ = [
     "IdentityStore",
@@ -296,6 +297,5 @@ class SqliteIdentityStore:
 
 def open_default_store() -> SqliteIdentityStore:
     """The store at ``$TRUSTFABRIC_HOME/identity.db``."""
-    from trustfabric.home import home_dir
 
     return SqliteIdentityStore(home_dir() / "identity.db")

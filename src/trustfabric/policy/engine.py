@@ -74,6 +74,7 @@ from trustfabric.policy.loading import ActiveSet, PolicyInfo, check_set, read_di
 from trustfabric.policy.planner import Plan, compile_plan
 from trustfabric.policy.topology import ACTIONS, PERSON, PrincipalRef, Topology
 from trustfabric.policy.context import BENIGN, SignalSource, SignalValues
+from trustfabric.policy.context import StaticSignals
 
 SOURCE = "policy-engine"
 DEFAULT_TABLE_TTL_S = 300.0
@@ -163,7 +164,6 @@ class PolicyEngine:
         fixed, healthy signals (:class:`~trustfabric.policy.context.StaticSignals`) for
         tests, ``policy test`` and benchmarks; it cannot be combined with ``signals``.
         """
-        from trustfabric.policy.context import StaticSignals
 
         if assume_healthy and signals is not None:
             raise PolicyError("give a signal source or assume_healthy=True, not both", reason="policy.signals_conflict")

@@ -35,6 +35,9 @@ from trustfabric.trading.services.wire import MdBatch, MdPoll, PositionsQuery, S
 from trustfabric.transport.connection import FrameConnection, Limits, connect
 from trustfabric.transport.frames import ErrorFrame, OpenSession, Request, Response, SessionReady
 from trustfabric.transport.tls import TLSConfig
+from trustfabric.control import client as control_client
+from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.workload import issue_for_test
 
 REPLY_TIMEOUT_S = 3.0
 ATTACK_LIMITS = Limits(idle_timeout_s=60.0)
@@ -96,7 +99,6 @@ class ControlTokens:
 async def join_bootstrap(port: int, *, bundle_pem: bytes, control_id: str, join_token: str, spiffe_id: str,
                          code_digest: str, posture: bytes) -> tuple[bool, str]:
     """A build asks the bootstrap endpoint for an identity: (issued?, reason)."""
-    from trustfabric.control import client as control_client
 
     try:
         await control_client.join("127.0.0.1", port, bundle_pem=bundle_pem, control_id=control_id,
@@ -164,8 +166,6 @@ class Attacker:
 
     async def _untrusted_connect(self, port: int) -> str:
         """No certificate from the fabric: a self-made one claiming the identity, then the handshake."""
-        from trustfabric.identity.ca import CertificateAuthority
-        from trustfabric.identity.workload import issue_for_test
 
         ca = self.footing.notes.get("rogue_ca")
         if ca is None:

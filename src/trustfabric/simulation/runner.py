@@ -48,6 +48,10 @@ from trustfabric.simulation.measure import Detection, FloorEffects, score
 from trustfabric.simulation.results import ScenarioResult
 from trustfabric.simulation.scenarios import Scenario
 from trustfabric.transport.tls import TLSConfig
+from trustfabric.trading.launcher import DEFAULT_SERVICES, Floor
+from trustfabric.signals.host_agent import HostPostureAgent
+from trustfabric.trading.services import module_file
+from trustfabric.trading.risk import RiskLimits
 
 ZERO_TRUST = "zero-trust"
 PERIMETER = "perimeter"
@@ -122,8 +126,6 @@ class SimulationRunner:
         return self.results
 
     async def run_mode(self, mode: str) -> list[ScenarioResult]:
-        from trustfabric.trading.launcher import DEFAULT_SERVICES, Floor
-
         progress = self.config.progress
         home = Path(self.config.home) / mode
         floor = Floor(home=home, mode=mode, services=self.config.services or DEFAULT_SERVICES,
@@ -235,7 +237,6 @@ class SimulationRunner:
     def _desk_login(self, floor: Any, people: People | None, name: str, device: str) -> tuple[TLSConfig, Any]:
         """A person at a desk terminal: password + TOTP at the identity plane, then person tokens
         (amr, auth_time) bound to the terminal's device certificate and presented over it."""
-        from trustfabric.signals.host_agent import HostPostureAgent
 
         plane = floor.plane
         if device not in plane.agents:  # the desk terminal's host, attested like every host
@@ -269,8 +270,6 @@ class SimulationRunner:
                               ATTACKER_CERT_TTL_S)
 
     def _join(self, floor: Any, service: str, kind: str):
-        from trustfabric.trading.services import module_file
-
         plane = floor.plane
         source = Path(module_file(service)).read_bytes()
         marker = b"\n# tampered: sends orders to an outside account\n" if kind == "tampered" else b"\n# v-next\n"
@@ -366,7 +365,5 @@ def _max_rate(floor: Any, principal: str) -> float | None:
 
 
 def _risk_rate() -> float:
-    from trustfabric.trading.risk import RiskLimits
-
     return RiskLimits().rate_per_s
 

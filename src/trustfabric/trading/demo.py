@@ -20,6 +20,8 @@ from typing import Any
 
 from trustfabric.trading.launcher import Floor, floor_summary
 from trustfabric.trading.services.base import ZERO_TRUST
+from trustfabric.trading.services.fix_client import place_orders
+from trustfabric.audit.log import Query, audit_dir, open_log
 
 ATTACK_SUCCESS_KEYS = ("venue_direct", "settlement_read", "other_streams", "risk_bypass", "flood")
 
@@ -120,7 +122,6 @@ async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_ti
 
 async def demo_fix_client(floor: Floor, timeout_s: float = 10.0) -> dict[str, Any]:
     """The demo's FIX client: CLIENT-A logs on over mTLS, sends a few orders, reads the execution reports."""
-    from trustfabric.trading.services.fix_client import place_orders
 
     await floor.wait_for(lambda: floor.stats().get("fix-gateway", {}).get("link_up") == 1.0, timeout_s)
     await asyncio.sleep(1.0)  # reference prices at risk
@@ -135,7 +136,6 @@ def denied_by_reason(home: Path) -> dict[str, int]:
     """Denials in the run's central log, by reason code."""
     from collections import Counter
 
-    from trustfabric.audit.log import Query, audit_dir, open_log
 
     try:
         log = open_log(audit_dir(Path(home)))

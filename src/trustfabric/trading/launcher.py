@@ -62,6 +62,8 @@ from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
 from trustfabric.signals.agent_socket import PostureAgentServer
 from trustfabric.trading.services import SERVICES, module_file
 from trustfabric.trading.services.base import MODES, ZERO_TRUST, code_digest_of
+from trustfabric.trading.marketdata import CsvReplay
+from trustfabric.control.protocol import KillSwitchRequest
 
 DEFAULT_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
                     "risk-dashboard", "algo-meanrev", "algo-momentum", "fix-gateway")
@@ -214,7 +216,6 @@ class Floor:
         if self.fix_port_fixed and "fix-gateway" in self.services:
             _check_port_free(self.fix_port_fixed)
         if self.md_csv is not None:  # a bad file is refused here (marketdata.*), before any process starts
-            from trustfabric.trading.marketdata import CsvReplay
 
             self.md_csv = Path(self.md_csv).resolve()
             CsvReplay.open(self.md_csv, known_symbols=self.topology.symbols)
@@ -460,7 +461,6 @@ class Floor:
     async def kill_switch(self, action: str, scope: str, target: str, *, user: str, password: str, totp: str
                           ) -> dict[str, Any]:
         """A person's kill-switch command through the control plane (what ``trustfabric floor halt`` sends)."""
-        from trustfabric.control.protocol import KillSwitchRequest
 
         if self.server is None:
             raise ConfigError("the floor is not running", reason="config.floor.not_running")

@@ -84,6 +84,8 @@ from trustfabric.transport.client import summarize
 from trustfabric.transport.connection import FrameConnection, FrameServer, Limits, connect
 from trustfabric.transport.frames import ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
+from trustfabric.trading.effects import install_effect_counter
+from trustfabric.audit.events import encode_event
 
 REPORT_INTERVAL_S = 0.25
 CERT_EXPIRED = "cert.expired"
@@ -617,8 +619,6 @@ class ServiceRuntime:
         service.register(svc)
         await service.prepare()
         if self.boot.get("sim_effects"):
-            from trustfabric.trading.effects import install_effect_counter
-
             install_effect_counter(svc, self.sim_effects)
 
         async def serve(conn: FrameConnection) -> None:
@@ -933,7 +933,6 @@ class ServiceRuntime:
                 self.spool.flush()
         events, self.sink.security = self.sink.security, []
         acks, self.quarantine_acks = self.quarantine_acks, []
-        from trustfabric.audit.events import encode_event
 
         links = {f"{self.name}->{t}": l.latency.summary() for t, l in self.links.items()}
         self.control.report(Report(service=self.name, stats=self.report_stats(), links=links,
