@@ -21,13 +21,18 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/trustfabric demo
 
+# The whole suite in two passes: the tests not marked slow on two workers
+# (pytest-xdist, a file's tests on one worker), then the slow ones - real floors,
+# engine processes, CLI subprocesses, each timing a live system - one at a time.
 # pytest exits 5 when it collected nothing; that is not a failure of the code.
+PYTEST_FAST := $(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
 test: $(STAMP)
-	$(BIN)/python -m pytest; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+	$(PYTEST_FAST); rc=$$?; if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
+	$(BIN)/python -m pytest -m slow; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
-# Everything but the tests marked slow (real floors, engine processes, CLI subprocesses).
+# Everything but the tests marked slow: the development loop.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+	$(PYTEST_FAST); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 clean:
 	rm -rf $(VENV) .trustfabric .pytest_cache
