@@ -5,7 +5,8 @@ import pytest
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.control.protocol import PushRevocation
-from trustfabric.trading.services.base import FloorService, ServiceRuntime, ServiceSink
+from trustfabric.trading.services.base import FloorService, ServiceRuntime
+from trustfabric.trading.services.sink import ServiceSink
 
 from tests.floor_fixtures import POLICY_DIR
 

@@ -7,7 +7,7 @@ from trustfabric.audit.events import Kind
 from trustfabric.audit.log import open_log
 from trustfabric.audit.spool import Spool
 from trustfabric.enforcement.pep import EnforcementPoint
-from trustfabric.trading.services.base import ServiceSink
+from trustfabric.trading.services.sink import ServiceSink
 
 from tests.enforcement.conftest import ALGO, RISK, World
 from tests.enforcement.fakes import make_peer

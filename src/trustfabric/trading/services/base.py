@@ -13,7 +13,7 @@ service:
     control plane, tokens verified against its JWKS, revocations mirrored) and
     serve with :func:`~trustfabric.enforcement.guard.guarded_handler` on an mTLS
     :class:`~trustfabric.transport.connection.FrameServer`. Outgoing hops are
-    :class:`PeerLink` s: mTLS to the expected SPIFFE ID, ``OpenSession`` with a token
+    :class:`~trustfabric.trading.services.links.PeerLink` s: mTLS to the expected SPIFFE ID, ``OpenSession`` with a token
     for that audience, then pipelined ``Request`` frames.
 ``perimeter`` mode
     the same processes, handlers and links over plain TCP, with no session and no
@@ -34,7 +34,8 @@ expired certificate that still happens (a handshake refused for one, a
 connection closed because one expired) is counted in ``expired_cert_uses``.
 
 Audit: every event of the process (decisions, session events, the core's own
-events) goes to one :class:`~trustfabric.audit.spool.Spool` under
+events) goes through :class:`~trustfabric.trading.services.sink.ServiceSink` to one
+:class:`~trustfabric.audit.spool.Spool` under
 ``$TRUSTFABRIC_HOME/spool/<name>/``; in zero-trust mode the transport flushes it
 (``on_before_flush``) before any reply or onward request leaves. Replies and
 requests are coalesced: one flush (one write, one fsync) per event-loop turn.
@@ -50,20 +51,16 @@ import inspect
 import os
 import signal
 import sys
-import time
-from collections import deque
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 
-from trustfabric.audit.compact import DecisionRow, decision_event
-from trustfabric.audit.events import AuditEventV1, Emitter, Kind
+from trustfabric.audit.events import Emitter, Kind
 from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control import client as control_client
-from trustfabric.control.plane import is_security_event
 from trustfabric.control.protocol import Command, Report
 from trustfabric.control.server import MODES, PERIMETER, ZERO_TRUST
 from trustfabric.enforcement.guard import guarded_handler, service_response
@@ -79,25 +76,22 @@ from trustfabric.policy.decision import QUARANTINE
 from trustfabric.policy.topology import Topology
 from trustfabric.signals.agent_socket import fetch_report
 from trustfabric.signals.errors import PostureError
-from trustfabric.trading.errors import LinkDown
-from trustfabric.transport.client import summarize
-from trustfabric.transport.connection import FrameConnection, FrameServer, Limits, connect
-from trustfabric.transport.frames import ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady
+from trustfabric.transport.connection import FrameConnection, FrameServer
+from trustfabric.transport.frames import Ping, Pong, Request
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 from trustfabric.trading.effects import install_effect_counter
+from trustfabric.trading.services.links import CERT_EXPIRED, LINK_LIMITS, PeerLink, coalesce_sends
+from trustfabric.trading.services.sink import ServiceSink
 from trustfabric.audit.events import encode_event
 
 REPORT_INTERVAL_S = 0.25
-CERT_EXPIRED = "cert.expired"
 RENEW_RETRY_S = 1.0  # first retry of a failed renewal; doubling, at most RENEW_MAX_RETRY_S
 RENEW_MAX_RETRY_S = 30.0
 MOVE_CHECK_S = 0.5  # how often connections are checked against the certificates in force
 PEER_MOVE_FRACTION = 0.25  # move a connection once its peer's certificate is in its last quarter
 PEER_RETRY_FRACTION = 0.05  # ...and again this often (of its lifetime) while the peer still shows that one
-RETIRE_WAIT_S = 5.0  # a moved link's old connection closes once answered, or after this
 CONTROL_RETIRE_S = 5.0
 SYNC_INTERVAL_S = 0.05
-LINK_LIMITS = Limits(idle_timeout_s=3600.0)
 _body_encoder = msgspec.msgpack.Encoder()
 
 
@@ -127,365 +121,6 @@ def renewal_deadline(creds: Any, clock: Clock) -> float:
     """
     half_life = creds.not_before + (creds.not_after - creds.not_before) / 2
     return clock.monotonic() + (half_life - clock.now())
-
-
-class ServiceSink:
-    """The process's one audit sink: re-stamps every event into the spool's sequence, and keeps a
-    copy of the security-relevant ones (denials, refusals) for the control plane's response engine.
-
-    The enforcement point's decisions take the spool's compact path (:mod:`trustfabric.audit.compact`:
-    one small MessagePack array per decision instead of a full event, expanded by the collector into
-    the same ``AuditEventV1``); only the denials among them are expanded here, for the response engine,
-    with the very event ids the central log will show.
-    """
-
-    def __init__(self, spool: Spool) -> None:
-        self.spool = spool
-        self.security: list[AuditEventV1] = []
-        self.forward = False
-        self.on_security: Callable[[], None] | None = None  # ship them now (not at the next report tick)
-
-    @property
-    def last_seq(self) -> int:
-        return self.spool.last_seq
-
-    def append(self, event: AuditEventV1) -> None:
-        seq = self.spool.last_seq + 1
-        stamped = msgspec.structs.replace(event, source=self.spool.source, seq=seq,
-                                          event_id=f"{self.spool.source}-{os.getpid()}-{seq}")
-        self.spool.append(stamped)
-        self._forward(stamped)
-
-    def emit(self, kind: str, **fields: Any) -> AuditEventV1:
-        """Stamp and spool one event (the enforcement point's own events: sessions, refusals)."""
-        event = self.spool.emit(kind, **fields)
-        self._forward(event)
-        return event
-
-    def append_decisions(self, rows: list[DecisionRow], time_ns: int) -> int:
-        """Compact decision records into the spool's buffer; returns the last sequence number given."""
-        last = self.spool.append_decisions(rows, time_ns)
-        self._forward_denials(rows, last, time_ns)
-        return last
-
-    def write_decisions(self, rows: list[DecisionRow], time_ns: int) -> int:
-        """Compact decision records written at once (the hop's one call); returns how many."""
-        count = self.spool.write_decisions(rows, time_ns)
-        self._forward_denials(rows, self.spool.last_seq, time_ns)
-        return count
-
-    def _forward_denials(self, rows: list[DecisionRow], last_seq: int, time_ns: int) -> None:
-        if not self.forward:
-            return
-        first = last_seq - len(rows) + 1
-        for i, row in enumerate(rows):
-            if row[3] is not True:  # denials only: _forward keeps those the response engine reads
-                self._forward(decision_event(self.spool.source, self.spool.id_prefix, first + i, time_ns, row))
-
-    def _forward(self, event: AuditEventV1) -> None:
-        if self.forward and is_security_event(event) and len(self.security) < 10_000:
-            self.security.append(event)
-            if self.on_security is not None:
-                self.on_security()
-
-    def flush(self) -> None:
-        self.spool.flush()
-
-
-class LatencyRing:
-    """The last N round trips of one link, in nanoseconds (p50/p99 on demand)."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self.samples: deque[int] = deque(maxlen=size)
-        self.count = 0
-
-    def add(self, ns: int) -> None:
-        self.samples.append(ns)
-        self.count += 1
-
-    def summary(self) -> list[float]:
-        if not self.samples:
-            return [0.0, 0.0, 0.0]
-        rtt = summarize(list(self.samples))
-        return [rtt.p50_us, rtt.p99_us, float(self.count)]
-
-
-def coalesce_sends(conn: FrameConnection) -> None:
-    """Make ``conn.send`` queue the frame and flush once per event-loop turn (one write, one audit fsync)."""
-    loop = asyncio.get_running_loop()
-    scheduled = [False]
-
-    def flush() -> None:
-        scheduled[0] = False
-        if not conn.closed:
-            conn.flush()
-
-    def send(frame: Any) -> None:
-        conn.queue(frame)
-        if not scheduled[0]:
-            scheduled[0] = True
-            loop.call_soon(flush)
-
-    conn.send = send  # type: ignore[method-assign]
-
-
-class PeerLink:
-    """One outgoing hop to a peer service: connect, open a session, pipeline requests."""
-
-    def __init__(self, runtime: "ServiceRuntime", target: str) -> None:
-        self.runtime = runtime
-        self.target = target
-        self.conn: FrameConnection | None = None
-        self._callbacks: dict[int, Callable[[Response], None] | asyncio.Future | None] = {}
-        self._sent_at: dict[int, int] = {}
-        self._rid = 0
-        self._opening: asyncio.Task | None = None
-        self._scheduled = False
-        self.opened_with = ""  # fingerprint of our certificate the connection was opened with
-        self.moves = 0
-        self._moving = False
-        self._rid_floor = 0  # requests below it went out on a connection retired by move()
-        self.latency = LatencyRing()
-        self.failures = 0
-        self.refusals = 0
-        self.last_error = ""
-        self._renew_handle: asyncio.TimerHandle | None = None
-        self._window: tuple[int, asyncio.Future] | None = None  # wait_window's (limit, waiter)
-
-    @property
-    def up(self) -> bool:
-        return self.conn is not None and not self.conn.closed
-
-    async def ensure(self, timeout_s: float = 5.0) -> None:
-        """Connected and (zero-trust) in session, or :class:`LinkDown` after ``timeout_s`` of retries."""
-        if self.up:
-            return
-        deadline = time.monotonic() + timeout_s
-        delay = 0.02
-        while True:
-            try:
-                if self._opening is None or self._opening.done():
-                    self._opening = asyncio.get_running_loop().create_task(self._open())
-                await asyncio.shield(self._opening)
-                return
-            except TrustFabricError as exc:
-                self.failures += 1
-                self.last_error = exc.reason
-                if exc.reason == CERT_EXPIRED:
-                    self.runtime.expired_cert_uses += 1
-                if exc.reason.startswith(("control.", "token.", "session.", "enforcement.", "cert.")) and \
-                        exc.reason != "control.unreachable":
-                    raise LinkDown(f"{self.target}: {exc.reason}", reason=exc.reason) from None
-            except (OSError, asyncio.TimeoutError) as exc:
-                self.failures += 1
-                self.last_error = type(exc).__name__
-            if time.monotonic() + delay > deadline:
-                raise LinkDown(f"{self.target} unreachable: {self.last_error}", reason="link.down")
-            await asyncio.sleep(delay)
-            delay = min(0.5, delay * 2)
-
-    async def _open(self) -> None:
-        self._adopt(*await self._connect())
-
-    async def _connect(self) -> tuple[FrameConnection, float, str]:
-        """A connection on the current certificate, in session (zero-trust); not yet this link's.
-
-        Returns it with the session's expiry (0 in perimeter mode) and our certificate's fingerprint.
-        """
-        rt = self.runtime
-        zero_trust = rt.mode == ZERO_TRUST
-        opened_with = ""
-        if zero_trust:
-            await rt.control_on_current()  # tokens are bound to the certificate the control channel shows
-            opened_with = rt.credentials.current().fingerprint_sha256
-        conn = await connect("127.0.0.1", rt.ports[self.target], tls=rt.tls if zero_trust else None,
-                             limits=LINK_LIMITS, expected_peer=rt.topology.spiffe_id(self.target) if zero_trust else None)
-        if not zero_trust:
-            return conn, 0.0, opened_with
-        ready: asyncio.Future = asyncio.get_running_loop().create_future()
-
-        def early(frame: Any) -> None:
-            if type(frame) in (SessionReady, ErrorFrame):
-                if not ready.done():
-                    ready.set_result(frame)
-            elif type(frame) is Ping:
-                conn.send(Pong(n=frame.n))
-
-        for frame in conn.take_early_frames():
-            early(frame)
-        conn.on_frame = early
-        conn.on_close = lambda reason: ready.done() or ready.set_result(ErrorFrame(reason=reason))
-        try:
-            token, _aud = await rt.control.token(self.target)  # type: ignore[union-attr]
-            conn.send(OpenSession(token=token))
-            answer = await asyncio.wait_for(ready, 5.0)
-        except BaseException:
-            conn.close()
-            raise
-        if isinstance(answer, ErrorFrame):
-            conn.close()
-            if answer.reason == CERT_EXPIRED:
-                rt.expired_cert_uses += 1
-            raise LinkDown(f"{self.target} refused the session", reason=answer.reason)
-        return conn, answer.expires_at, opened_with
-
-    def _adopt(self, conn: FrameConnection, expires_at: float, opened_with: str) -> None:
-        conn.on_frame = self._on_frame
-        conn.on_close = lambda reason, c=conn: self._on_close(reason, c)
-        self.conn = conn
-        self.opened_with = opened_with
-        if expires_at:
-            self._schedule_renewal(expires_at)
-
-    async def move(self) -> bool:
-        """Re-open the link on the current certificates without dropping a request.
-
-        New requests go to the new connection as soon as its session is ready; the old
-        one is closed once the requests sent on it are answered (at most ``RETIRE_WAIT_S``).
-        False when the link is down (the next request reconnects) or the new one failed.
-        """
-        if self._moving or not self.up:
-            return False
-        self._moving = True
-        try:
-            fresh = await self._connect()
-        except (TrustFabricError, OSError, asyncio.TimeoutError) as exc:
-            self.last_error = getattr(exc, "reason", type(exc).__name__)
-            return False
-        finally:
-            self._moving = False
-        old = self.conn
-        self._rid_floor = self._rid + 1
-        self._adopt(*fresh)
-        self.moves += 1
-        if old is not None:
-            asyncio.get_running_loop().create_task(self._retire(old))
-        return True
-
-    async def _retire(self, old: FrameConnection) -> None:
-        deadline = time.monotonic() + RETIRE_WAIT_S
-        while not old.closed and time.monotonic() < deadline and any(r < self._rid_floor for r in self._callbacks):
-            await asyncio.sleep(0.05)
-        old.close()
-
-    def _schedule_renewal(self, expires_at: float) -> None:
-        loop = asyncio.get_running_loop()
-        delay = max(1.0, (expires_at - self.runtime.clock.now()) / 2)
-        if self._renew_handle is not None:
-            self._renew_handle.cancel()
-        self._renew_handle = loop.call_later(delay, lambda: loop.create_task(self._renew()))
-
-    async def _renew(self) -> None:
-        if not self.up:
-            return
-        rt = self.runtime
-        if rt.mode == ZERO_TRUST and self.opened_with != rt.credentials.current().fingerprint_sha256:
-            await self.move()  # a token now binds the new certificate: a new connection and session
-            return
-        try:
-            token, _aud = await self.runtime.control.token(self.target)
-            self.conn.send(RenewSession(token=token))  # type: ignore[union-attr]
-        except Exception as exc:  # noqa: BLE001 - the session simply expires; the next request reopens
-            self.last_error = getattr(exc, "reason", type(exc).__name__)
-
-    def _on_close(self, reason: str, conn: FrameConnection | None = None) -> None:
-        if reason == CERT_EXPIRED:
-            self.runtime.expired_cert_uses += 1
-        if conn is not None and conn is not self.conn:  # a connection move() retired: only its own requests
-            callbacks = {rid: self._callbacks.pop(rid) for rid in [r for r in self._callbacks if r < self._rid_floor]}
-            for rid in callbacks:
-                self._sent_at.pop(rid, None)
-        else:
-            self.last_error = reason
-            callbacks, self._callbacks = self._callbacks, {}
-            self._sent_at.clear()
-        self._wake_window()
-        failed = Response(rid=0, ok=False, reason=reason or "link.closed")
-        for cb in callbacks.values():
-            if isinstance(cb, asyncio.Future):
-                if not cb.done():
-                    cb.set_result(failed)
-            elif cb is not None:
-                with contextlib.suppress(Exception):
-                    cb(failed)
-
-    def _on_frame(self, frame: Any) -> None:
-        kind = type(frame)
-        if kind is Response:
-            rid = frame.rid
-            cb = self._callbacks.pop(rid, None)
-            sent = self._sent_at.pop(rid, None)
-            if sent is not None:
-                self.latency.add(time.perf_counter_ns() - sent)
-            if not frame.ok:
-                self.refusals += 1
-            window = self._window
-            if window is not None and len(self._callbacks) < window[0]:
-                self._wake_window()
-            if isinstance(cb, asyncio.Future):
-                if not cb.done():
-                    cb.set_result(frame)
-            elif cb is not None:
-                cb(frame)
-        elif kind is SessionReady:
-            self._schedule_renewal(frame.expires_at)
-        elif kind is ErrorFrame:
-            self.last_error = frame.reason
-        elif kind is Ping:
-            self.conn.send(Pong(n=frame.n))  # type: ignore[union-attr]
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        conn = self.conn
-        if conn is not None and not conn.closed:
-            conn.flush()
-
-    def request(self, action: str, resource: str, body: bytes, *, symbol: str = "", notional: float = 0.0,
-                callback: Callable[[Response], None] | asyncio.Future | None = None, trace_id: str = "") -> bool:
-        """Queue one request (flushed at the end of this loop turn); False when the link is down."""
-        conn = self.conn
-        if conn is None or conn.closed or not self.up:
-            return False
-        self._rid += 1
-        rid = self._rid
-        conn.queue(Request(rid=rid, action=action, resource=resource, body=msgspec.Raw(body), symbol=symbol,
-                           notional=notional, trace_id=trace_id))
-        self._callbacks[rid] = callback
-        self._sent_at[rid] = time.perf_counter_ns()
-        if not self._scheduled:
-            self._scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
-        return True
-
-    async def call(self, action: str, resource: str, body: bytes, **kw: Any) -> Response:
-        """One request and its reply (connecting first when needed)."""
-        await self.ensure()
-        fut = asyncio.get_running_loop().create_future()
-        if not self.request(action, resource, body, callback=fut, **kw):
-            raise LinkDown(f"{self.target} is down", reason="link.down")
-        return await fut
-
-    @property
-    def outstanding(self) -> int:
-        return len(self._callbacks)
-
-    async def wait_window(self, limit: int) -> None:
-        """Return once fewer than ``limit`` requests are unanswered (or the link closed): no polling."""
-        while len(self._callbacks) >= limit and self.up:
-            waiter = asyncio.get_running_loop().create_future()
-            self._window = (limit, waiter)
-            await waiter
-
-    def _wake_window(self) -> None:
-        window, self._window = self._window, None
-        if window is not None and not window[1].done():
-            window[1].set_result(None)
-
-    def close(self) -> None:
-        if self._renew_handle is not None:
-            self._renew_handle.cancel()
-        if self.conn is not None:
-            self.conn.close()
 
 
 class FloorService(abc.ABC):
