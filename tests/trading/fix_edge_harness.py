@@ -104,7 +104,7 @@ class GatewayHarness:
     @property
     def port(self) -> int:
         assert self.service is not None and self.service._server is not None
-        return self.service._server.sockets[0].getsockname()[1]
+        return self.service._server.port
 
     async def client(self, sender: str = "CLIENT-A", client: str = "client-a", *, heartbeat_s: int = 30,
                      credentials_dir: str | Path | None = None, keep_alive: bool = True,

@@ -79,7 +79,6 @@ def command(
     """Terminate mTLS for a non-Python service: authorize each connection by policy, log it, proxy bytes."""
     from trustfabric.enforcement.tables import StaticTableSource
     from trustfabric.identity.workload import WorkloadCredentials
-    from trustfabric.transport.tls import build_context
 
     with refusals_exit():
         if (policies is None) == (rules is None):
@@ -111,8 +110,8 @@ def command(
         mirror.load(store.list_revocations()[1])  # revoked before the start: refused from the first handshake
         pep.attach_revocations(mirror)
         tls = TLSConfig(creds, revocation=mirror)
-        sidecar = Sidecar(pep, resource or f"svc/{service}", upstream_at, build_context(creds, server_side=True),
-                          tls.verify_peer)
+        sidecar = Sidecar(pep, resource or f"svc/{service}", upstream_at,
+                          lambda: tls.context(server_side=True)[0], tls.verify_peer)
 
         async def run() -> None:
             host, port = await sidecar.start(*listen_at)

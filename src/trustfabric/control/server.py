@@ -30,6 +30,7 @@ import ssl
 from typing import Any
 
 
+from trustfabric.audit.events import Kind
 from trustfabric.control.errors import BootstrapRefused
 from trustfabric.control.plane import (
     CONFIRM_COMMAND, CONFIRM_CONTAINED, CONFIRM_NONE, Applied, ControlPlane,
@@ -45,6 +46,7 @@ from trustfabric.errors import ConfigError, TrustFabricError
 from trustfabric.policy.decision import Invalidation
 from trustfabric.transport.connection import FrameConnection, FrameServer, Limits
 from trustfabric.transport.frames import HEADER, ErrorFrame, FrameDecoder, Ping, Pong
+from trustfabric.transport.listener import StreamListener
 from trustfabric.transport.tls import TLSConfig, build_context
 
 BOOTSTRAP_TIMEOUT_S = 5.0
@@ -100,7 +102,7 @@ class ControlServer:
         self.subscribers: dict[str, set[FrameConnection]] = {}
         self.bootstrap_port = 0
         self.control_port = 0
-        self._bootstrap: asyncio.base_events.Server | None = None
+        self._bootstrap: StreamListener | None = None
         self._control: FrameServer | None = None
         self._unsubscribe = None
         self._results: dict[str, asyncio.Future] = {}
@@ -112,11 +114,13 @@ class ControlServer:
 
     async def start(self, host: str = "127.0.0.1") -> "ControlServer":
         if self.plane is not None:  # zero-trust (checked in __init__)
-            ctx = self._bootstrap_context()
-            # every handshake switches to the context of the plane's current certificate (it rotates)
-            ctx.sni_callback = lambda sslobj, _name, _ctx: setattr(sslobj, "context", self._bootstrap_context())
-            self._bootstrap = await asyncio.start_server(self._serve_join, host, 0, ssl=ctx)
-            self.bootstrap_port = self._bootstrap.sockets[0].getsockname()[1]
+            # every handshake takes the context of the plane's current certificate (it rotates)
+            self._bootstrap = await StreamListener(lambda stream: self._serve_join(stream, stream),
+                                                   context=self._bootstrap_context,
+                                                   on_refuse=self._bootstrap_refused,
+                                                   handshake_timeout_s=BOOTSTRAP_TIMEOUT_S,
+                                                   name="bootstrap").start(host, 0)
+            self.bootstrap_port = self._bootstrap.port
             tls = TLSConfig(self.plane.credential_source, revocation=self.plane.identity.revocations,
                             sibling_bundle_pem=self.plane.sibling_bundle_pem(),
                             clock=self.plane.clock)
@@ -137,6 +141,12 @@ class ControlServer:
             cached = self._bootstrap_ctx = (credentials.fingerprint_sha256, bootstrap_context(credentials))
         return cached[1]
 
+    def _bootstrap_refused(self, reason: str, detail: str, address: str, presented: str) -> None:
+        """A connection to the bootstrap port refused before a request (admission, TLS, deadline)."""
+        with contextlib.suppress(Exception):
+            self.plane.emitter.emit(Kind.HANDSHAKE_REFUSED, principal=presented, decision="deny", reason=reason,
+                                    detail={"detail": detail, "peer_address": address, "server": "bootstrap"})
+
     @property
     def expired_cert_refusals(self) -> int:
         """Handshakes at the control endpoint refused for an expired certificate."""
@@ -146,9 +156,7 @@ class ControlServer:
         if self._unsubscribe is not None:
             self._unsubscribe()
         if self._bootstrap is not None:
-            self._bootstrap.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._bootstrap.wait_closed(), 1.0)
+            await self._bootstrap.close()
         if self._control is not None:
             await self._control.close()
 

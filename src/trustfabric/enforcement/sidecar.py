@@ -3,18 +3,25 @@
 A non-Python service (a C++ matching engine, a vendor gateway) listens on plain
 TCP on loopback; the sidecar stands in front of it:
 
-1. accepts TCP and runs the TLS 1.3 handshake itself (``loop.start_tls``) with a
-   context that requires a client certificate chained to this trust domain, so
-   that a refused handshake is an event (``handshake.refused``), not a silent drop;
+1. accepts through the transport's :class:`~trustfabric.transport.listener.StreamListener`:
+   admission control (caps on connections in handshake and in total, per source),
+   then the TLS 1.3 handshake on the socket itself with a context that requires a
+   client certificate chained to this trust domain, so that a refused handshake is
+   a TLS alert to the client (``certificate_required``, ``unknown_ca``...) and an
+   event (``handshake.refused``), not a silent drop;
 2. takes the caller's identity from its certificate (the transport's
    ``peer_identity``), opens a certificate-only session at the enforcement point
    (revocation and quarantine are refused there), and checks the policy decision
    for ``("connect", <service resource>)`` on the hot path - logged like every
    decision, flushed to the audit sink before the first byte goes upstream;
-3. proxies bytes both ways. Before each chunk it checks the session is still
-   open and current: a quarantine or revocation push closes the connection at
-   once, and an invalidation gets the connection re-decided (and closed if the
-   new decision denies or the engine is unreachable).
+3. proxies bytes both ways with a splice driven by the event loop's readiness
+   callbacks (:class:`_Splice`): a readable socket is read into the other side's
+   socket in the same callback, with no task, stream buffer or future per chunk;
+   a peer that does not read stops the reading of the other side (back-pressure).
+   Before each chunk it checks the session is still open and current: a
+   quarantine or revocation push closes the connection at once, and an
+   invalidation gets the connection re-decided (and closed if the new decision
+   denies or the engine is unreachable).
 
 The policy side is any table source (the policy engine, or a rules file).
 
@@ -31,6 +38,8 @@ the store for ``max_age_s`` refuses every handshake (fail closed).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import ssl
 from typing import Any, Callable, Iterable
 
@@ -40,7 +49,8 @@ from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.ports import PeerLike
 from trustfabric.errors import IdentityError, TrustFabricError
-from trustfabric.transport.tls import classify_handshake_error
+from trustfabric.transport.admission import DEFAULT_ADMISSION, AdmissionLimits
+from trustfabric.transport.listener import SocketStream, StreamListener
 
 CONNECT = "connect"
 CHUNK = 64 * 1024
@@ -138,133 +148,112 @@ class RevocationMirror:
                 pass
 
 
-class _HeldConnection(asyncio.Protocol):
-    """Holds a fresh TCP connection unread until the TLS handshake takes it over."""
-
-    def __init__(self, on_connect: Callable[[asyncio.Transport], None]) -> None:
-        self._on_connect = on_connect
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.pause_reading()  # the ClientHello must stay in the kernel for the TLS layer
-        self._on_connect(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        return None
+_WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
 class Sidecar:
-    """Terminates mTLS on ``listen`` and forwards authorized connections to ``upstream``."""
+    """Terminates mTLS on ``listen`` and forwards authorized connections to ``upstream``.
+
+    ``ssl_context`` is a server context, or a callable returning the current one
+    (certificates rotate); ``peer_identity(ssl_socket)`` is the identity step
+    (the transport's ``TLSConfig.verify_peer``).
+    """
 
     def __init__(self, pep: EnforcementPoint, resource: str, upstream: tuple[str, int],
-                 ssl_context: ssl.SSLContext, peer_identity: Callable[[Any], PeerLike], *,
+                 ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext],
+                 peer_identity: Callable[[Any], PeerLike], *,
                  action: str = CONNECT, handshake_timeout_s: float = 5.0,
-                 upstream_timeout_s: float = 5.0) -> None:
+                 upstream_timeout_s: float = 5.0, admission: AdmissionLimits = DEFAULT_ADMISSION) -> None:
         self.pep = pep
         self.resource = resource
         self.action = action
         self.upstream = upstream
-        self.ssl_context = ssl_context
+        self._context = ssl_context if callable(ssl_context) else (lambda: ssl_context)
         self.peer_identity = peer_identity
-        self.handshake_timeout_s = handshake_timeout_s
         self.upstream_timeout_s = upstream_timeout_s
-        self.server: asyncio.base_events.Server | None = None
+        self.listener = StreamListener(self._serve, context=self._context, on_refuse=self._refuse_handshake,
+                                       admission=admission, handshake_timeout_s=handshake_timeout_s,
+                                       name="sidecar")
         self.accepted = 0
         self.refused = 0
         self.proxied_bytes = 0
-        self._tasks: set[asyncio.Task] = set()
+        self._splices: set[_Splice] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(lambda: _HeldConnection(self._accept), host, port)
-        return self.server.sockets[0].getsockname()[:2]
-
-    def _accept(self, transport: asyncio.Transport) -> None:
-        task = asyncio.get_running_loop().create_task(self._handshake(transport))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _handshake(self, raw: asyncio.Transport) -> None:
-        """Run the TLS handshake ourselves so that a refusal is an event, then hand over to streams."""
-        loop = asyncio.get_running_loop()
-        addr = raw.get_extra_info("peername")
-        reader = asyncio.StreamReader(limit=CHUNK * 4)
-        protocol = asyncio.StreamReaderProtocol(reader)
-        try:
-            tls = await loop.start_tls(raw, protocol, self.ssl_context, server_side=True,
-                                       ssl_handshake_timeout=self.handshake_timeout_s)
-        except (ssl.SSLError, OSError, asyncio.TimeoutError, ConnectionError) as exc:
-            self._refuse_handshake(classify_handshake_error(exc), repr(exc), addr)
-            raw.abort()
-            return
-        if tls is None:
-            self._refuse_handshake("handshake.tls_failed", "connection lost during handshake", addr)
-            raw.abort()
-            return
-        protocol.connection_made(tls)
-        writer = asyncio.StreamWriter(tls, protocol, reader, loop)
-        await self._handle(reader, writer)
+        await self.listener.start(host, port)
+        return self.listener.address
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            await self.server.wait_closed()
+        await self.listener.close()
+        for splice in list(self._splices):
+            splice.abort("sidecar.stopped")
 
-    def _refuse_handshake(self, reason: str, detail: str, addr: Any) -> None:
+    def stats(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "refused": self.refused, "proxied_bytes": self.proxied_bytes,
+                "open": len(self._splices), "handshake_refusals": dict(self.listener.refusals),
+                "admission": self.listener.admission.stats()}
+
+    def _refuse_handshake(self, reason: str, detail: str, addr: Any, presented: str = "") -> None:
         self.refused += 1
-        self.pep.events.emit(Kind.HANDSHAKE_REFUSED, reason=reason,
+        self.pep.events.emit(Kind.HANDSHAKE_REFUSED, principal=presented, decision="deny", reason=reason,
                              detail={"detail": detail[:300], "remote": str(addr)})
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        addr = writer.get_extra_info("peername")
+    async def _serve(self, stream: SocketStream) -> None:
+        addr = stream.get_extra_info("peername")
+        sock = stream.sock
         try:
-            peer = self.peer_identity(writer.get_extra_info("ssl_object"))
+            peer = self.peer_identity(sock)
         except TrustFabricError as exc:
-            self._refuse_handshake(exc.reason, exc.detail, addr)
-            writer.transport.abort()
+            self._refuse_handshake(exc.reason, exc.detail, addr, getattr(exc, "presented", ""))
             return
         except Exception as exc:  # noqa: BLE001 - an unreadable identity is a refusal
             self._refuse_handshake("handshake.no_identity", repr(exc), addr)
-            writer.transport.abort()
             return
         try:
             session = self.pep.open_connection(peer, trace_id=f"sidecar:{addr}")
         except SessionRefused:
             self.refused += 1
             self.pep.flush_decisions()
-            writer.transport.abort()
             return
         allowed, reason = self.pep.check(session, self.action, self.resource)
         self.pep.flush_decisions()  # the decision is durable before any byte leaves
         if not allowed:
             self.refused += 1
             self.pep.close(session, reason)
-            writer.transport.abort()
             return
+        loop = asyncio.get_running_loop()
+        upstream = socket.socket(socket.AF_INET6 if ":" in self.upstream[0] else socket.AF_INET, socket.SOCK_STREAM)
+        upstream.setblocking(False)
         try:
-            up_reader, up_writer = await asyncio.wait_for(
-                asyncio.open_connection(*self.upstream), self.upstream_timeout_s)
+            await asyncio.wait_for(loop.sock_connect(upstream, self.upstream), self.upstream_timeout_s)
+            upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except (OSError, asyncio.TimeoutError) as exc:
+            upstream.close()
             self.pep.close(session, "sidecar.upstream_unreachable")
             self.pep.events.emit(Kind.SESSION_CLOSE, principal=session.principal,
                                  reason="sidecar.upstream_unreachable", detail={"detail": repr(exc)})
-            writer.transport.abort()
             return
         self.accepted += 1
-        loop = asyncio.get_running_loop()
+        splice = _Splice(self, sock, upstream, session)
+        self._splices.add(splice)
+        stream.sock = None  # the splice owns the socket now  # type: ignore[assignment]
+        stream.closed = True
 
         def drop(_reason: str) -> None:  # a push from any thread closes both legs now
-            loop.call_soon_threadsafe(writer.transport.abort)
-            loop.call_soon_threadsafe(up_writer.transport.abort)
+            loop.call_soon_threadsafe(splice.abort, "session.closed")
 
         session.on_close = drop
-        if not session.open:  # closed between check and here
-            drop(session.close_reason)
-        await asyncio.gather(self._pump(reader, up_writer, session, check=True),
-                             self._pump(up_reader, writer, session, check=False),
-                             return_exceptions=True)
-        self.pep.close(session, "session.closed_by_peer")
+        try:
+            splice.start()
+            if not session.open:  # closed between check and here
+                splice.abort("session.closed")
+            await splice.done
+        finally:
+            self._splices.discard(splice)
+            self.pep.close(session, "session.closed_by_peer")
 
-    def _still_allowed(self, session) -> bool:
+    def still_allowed(self, session) -> bool:
+        """The session is open and its decision current (re-decided, and flushed, when the epoch moved)."""
         if not session.open:
             return False
         if not self.pep.is_current(session):
@@ -275,27 +264,192 @@ class Sidecar:
                 return False
         return True
 
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, session, *, check: bool) -> None:
+
+class _Splice:
+    """One proxied connection: the client's TLS socket and the service's plain socket, moved by callbacks.
+
+    Each readable side is read until it would block and written straight into the
+    other side's socket; what the other side's kernel does not take waits in a
+    buffer, and the reading stops until it drained (back-pressure). The client's
+    end of stream half-closes the service's side (``shutdown(SHUT_WR)``); the
+    service's end closes both.
+    """
+
+    def __init__(self, sidecar: Sidecar, client: ssl.SSLSocket, upstream: socket.socket, session) -> None:
+        self.sidecar = sidecar
+        self.session = session
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future = self._loop.create_future()
+        self._client = client
+        self._upstream = upstream
+        self._cfd = client.fileno()
+        self._ufd = upstream.fileno()
+        sslobj = getattr(client, "_sslobj", None)  # the C-level TLS object: no wrapper checks per call
+        if sslobj is not None and all(hasattr(sslobj, n) for n in ("read", "write", "pending")):
+            self._c_read, self._c_write, self._c_pending = sslobj.read, sslobj.write, sslobj.pending
+        else:  # pragma: no cover - another ssl implementation
+            self._c_read, self._c_write, self._c_pending = client.recv, client.send, client.pending
+        self._to_up = bytearray()
+        self._to_client = bytearray()
+        self._client_eof = False
+        self._closed = False
+        self._reading_client = False
+        self._reading_upstream = False
+        self._writing_up = False
+        self._writing_client = False
+
+    def start(self) -> None:
+        self._resume_client()
+        self._resume_upstream()
+        self._client_readable()  # bytes that came with the handshake are already inside OpenSSL
+
+    # -- client -> service -------------------------------------------------------------------
+    def _resume_client(self) -> None:
+        if not self._reading_client and not self._client_eof and not self._closed:
+            self._reading_client = True
+            self._loop.add_reader(self._cfd, self._client_readable)
+
+    def _pause_client(self) -> None:
+        if self._reading_client:
+            self._reading_client = False
+            self._loop.remove_reader(self._cfd)
+
+    def _client_readable(self) -> None:
+        while not self._closed:
+            try:
+                data = self._c_read(CHUNK)
+            except _WOULD_BLOCK:
+                return
+            except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                data = b""
+            except (ssl.SSLError, OSError):
+                self.abort("sidecar.client_reset")
+                return
+            if not data:
+                self._client_eof = True
+                self._pause_client()
+                if not self._to_up:
+                    self._half_close_upstream()
+                return
+            if not self.sidecar.still_allowed(self.session):
+                self.abort("session.closed")
+                return
+            self.sidecar.proxied_bytes += len(data)
+            self._send_up(data)
+            if self._to_up:  # the service is not taking it: stop reading until it did
+                self._pause_client()
+                return
+            if not self._c_pending():
+                return
+
+    def _send_up(self, data: bytes) -> None:
         try:
-            while True:
-                data = await src.read(CHUNK)
-                if not data:
-                    break
-                if not self._still_allowed(session):
-                    break
-                dst.write(data)
-                self.proxied_bytes += len(data)
-                await dst.drain()
-        except (OSError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            if not session.open:
-                dst.transport.abort()
-            elif check:  # client finished sending: half-close towards the service
-                try:
-                    if dst.can_write_eof() and not dst.is_closing():
-                        dst.write_eof()
-                except (OSError, RuntimeError):
-                    dst.transport.abort()
+            sent = self._upstream.send(data)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            self.abort("sidecar.upstream_reset")
+            return
+        if sent < len(data):
+            self._to_up += memoryview(data)[sent:]
+            if not self._writing_up:
+                self._writing_up = True
+                self._loop.add_writer(self._ufd, self._upstream_writable)
+
+    def _upstream_writable(self) -> None:
+        try:
+            sent = self._upstream.send(self._to_up)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.abort("sidecar.upstream_reset")
+            return
+        del self._to_up[:sent]
+        if not self._to_up:
+            self._writing_up = False
+            self._loop.remove_writer(self._ufd)
+            if self._client_eof:
+                self._half_close_upstream()
             else:
-                dst.close()
+                self._resume_client()
+                self._client_readable()
+
+    def _half_close_upstream(self) -> None:
+        with contextlib.suppress(OSError):
+            self._upstream.shutdown(socket.SHUT_WR)
+
+    # -- service -> client -------------------------------------------------------------------
+    def _resume_upstream(self) -> None:
+        if not self._reading_upstream and not self._closed:
+            self._reading_upstream = True
+            self._loop.add_reader(self._ufd, self._upstream_readable)
+
+    def _pause_upstream(self) -> None:
+        if self._reading_upstream:
+            self._reading_upstream = False
+            self._loop.remove_reader(self._ufd)
+
+    def _upstream_readable(self) -> None:
+        try:
+            data = self._upstream.recv(CHUNK)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self.abort("sidecar.upstream_reset")
+            return
+        if not data:
+            self._pause_upstream()
+            if not self._to_client:
+                self.abort("session.closed_by_service")
+            return
+        if not self.sidecar.still_allowed(self.session):
+            self.abort("session.closed")
+            return
+        self.sidecar.proxied_bytes += len(data)
+        self._to_client += data
+        self._flush_client()
+        if self._to_client:
+            self._pause_upstream()
+
+    def _flush_client(self) -> None:
+        try:
+            # a TLS write that would block is retried with the same (possibly longer) buffer
+            sent = self._c_write(self._to_client)
+        except _WOULD_BLOCK:
+            sent = 0
+        except (ssl.SSLError, OSError):
+            self.abort("sidecar.client_reset")
+            return
+        del self._to_client[:sent]
+        if self._to_client:
+            if not self._writing_client:
+                self._writing_client = True
+                self._loop.add_writer(self._cfd, self._client_writable)
+        elif self._writing_client:
+            self._writing_client = False
+            self._loop.remove_writer(self._cfd)
+
+    def _client_writable(self) -> None:
+        self._flush_client()
+        if not self._to_client and not self._closed:
+            self._resume_upstream()
+
+    # -- end -----------------------------------------------------------------------------------
+    def abort(self, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for fd, reading, writing in ((self._cfd, self._reading_client, self._writing_client),
+                                     (self._ufd, self._reading_upstream, self._writing_up)):
+            if reading:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_reader(fd)
+            if writing:
+                with contextlib.suppress(Exception):
+                    self._loop.remove_writer(fd)
+        self._reading_client = self._reading_upstream = self._writing_client = self._writing_up = False
+        for sock in (self._client, self._upstream):
+            with contextlib.suppress(OSError):
+                sock.close()
+        if not self.done.done():
+            self.done.set_result(reason)

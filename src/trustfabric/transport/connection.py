@@ -58,6 +58,7 @@ from trustfabric.audit.events import Emitter, Kind
 from trustfabric.transport import errors as E
 from trustfabric.transport.errors import (
     ConnectionClosed,
+    AdmissionRefused,
     FrameError,
     HandshakeRefused,
     TransportTimeout,
@@ -70,6 +71,15 @@ from trustfabric.transport.frames import (
     FrameDecoder,
     Hello,
 )
+from trustfabric.transport.admission import (
+    DEFAULT_ADMISSION,
+    Admission,
+    AdmissionLimits,
+    Ticket,
+    reset,
+    source_of,
+)
+from trustfabric.transport.listener import tls_handshake, wait_fd
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
 RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
@@ -442,38 +452,12 @@ class FrameConnection:
 
 
 # -- handshakes ------------------------------------------------------------------------
-async def _wait_fd(loop: asyncio.AbstractEventLoop, fd: int, writable: bool) -> None:
-    future = loop.create_future()
-    if writable:
-        loop.add_writer(fd, future.set_result, None)
-    else:
-        loop.add_reader(fd, future.set_result, None)
-    try:
-        await future
-    finally:
-        if writable:
-            loop.remove_writer(fd)
-        else:
-            loop.remove_reader(fd)
-
-
-async def _tls_handshake(loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket) -> None:
-    while True:
-        try:
-            sock.do_handshake()
-            return
-        except ssl.SSLWantReadError:
-            await _wait_fd(loop, sock.fileno(), False)
-        except ssl.SSLWantWriteError:
-            await _wait_fd(loop, sock.fileno(), True)
-
-
 async def _recv_some(loop: asyncio.AbstractEventLoop, sock: socket.socket) -> bytes:
     while True:
         try:
             return sock.recv(RECV_SIZE)
         except _WOULD_BLOCK:
-            await _wait_fd(loop, sock.fileno(), False)
+            await wait_fd(loop, sock.fileno(), False)
 
 
 async def _send_all(loop: asyncio.AbstractEventLoop, sock: socket.socket, data: bytes) -> None:
@@ -483,7 +467,7 @@ async def _send_all(loop: asyncio.AbstractEventLoop, sock: socket.socket, data: 
             sent = sock.send(view)
             view = view[sent:]
         except _WOULD_BLOCK:
-            await _wait_fd(loop, sock.fileno(), True)
+            await wait_fd(loop, sock.fileno(), True)
 
 
 def _tune(sock: socket.socket) -> None:
@@ -510,6 +494,10 @@ class FrameServer:
     verified :class:`PeerIdentity` (``None`` in plain mode); the connection is
     closed when the handler returns. Handshake refusals are emitted as
     ``Kind.HANDSHAKE_REFUSED`` events on ``emitter`` and counted in ``refusals``.
+    Every accepted connection first passes the listener's :class:`Admission`
+    (caps on handshakes and connections, per source): one over a cap is reset
+    before any TLS work, counted under its ``admission.*`` reason, and reported
+    at most once a second per reason with the number refused.
     """
 
     def __init__(
@@ -521,6 +509,7 @@ class FrameServer:
         limits: Limits = DEFAULT_LIMITS,
         emitter: Emitter | None = None,
         name: str = "transport",
+        admission: AdmissionLimits = DEFAULT_ADMISSION,
     ) -> None:
         self.handler = handler
         self.tls = tls
@@ -532,6 +521,7 @@ class FrameServer:
         self.refusals: collections.Counter[str] = collections.Counter()
         self.accepted = 0
         self.handler_errors = 0
+        self.admission = Admission(admission, on_refuse=self._report_admission)
         self.address: tuple[str, int] = ("", 0)
         self._listener: socket.socket | None = None
         self._accept_task: asyncio.Task | None = None
@@ -565,13 +555,19 @@ class FrameServer:
         assert self._listener is not None
         while True:
             try:
-                sock, _address = await loop.sock_accept(self._listener)
+                sock, address = await loop.sock_accept(self._listener)
             except asyncio.CancelledError:
                 raise
             except OSError:  # e.g. out of file descriptors: keep serving
                 await asyncio.sleep(0.05)
                 continue
-            task = loop.create_task(self._serve(sock))
+            try:
+                ticket = self.admission.admit(source_of(address))
+            except AdmissionRefused as exc:
+                self.refusals[exc.reason] += 1
+                reset(sock)
+                continue
+            task = loop.create_task(self._serve(sock, ticket))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -585,7 +581,22 @@ class FrameServer:
                                   detail={"detail": detail[:300], "peer_address": _address(address),
                                           "server": self.name})
 
-    async def _serve(self, raw: socket.socket) -> None:
+    def _report_admission(self, reason: str, count: int, source: str) -> None:
+        """A burst of admission refusals, as one event carrying how many were refused."""
+        if self.emitter is not None:
+            with contextlib.suppress(Exception):
+                self.emitter.emit(Kind.HANDSHAKE_REFUSED, decision="deny", reason=reason,
+                                  trust_domain=self.tls.trust_domain if self.tls else "",
+                                  detail={"refused": count, "peer_address": source, "server": self.name,
+                                          "admission": self.admission.stats()})
+
+    async def _serve(self, raw: socket.socket, ticket: Ticket) -> None:
+        try:
+            await self._serve_admitted(raw, ticket)
+        finally:
+            ticket.release()
+
+    async def _serve_admitted(self, raw: socket.socket, ticket: Ticket) -> None:
         loop = asyncio.get_running_loop()
         try:
             address: Any = raw.getpeername()
@@ -601,7 +612,7 @@ class FrameServer:
                 if self.tls is not None:
                     ctx, _credentials = self.tls.context(server_side=True)
                     sock = ctx.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
-                    await _tls_handshake(loop, sock)  # type: ignore[arg-type]
+                    await tls_handshake(loop, sock)  # type: ignore[arg-type]
                     try:
                         peer = self.tls.verify_peer(sock)  # type: ignore[arg-type]
                     except HandshakeRefused as exc:
@@ -626,6 +637,7 @@ class FrameServer:
             sock.close()
             return
         self.accepted += 1
+        ticket.established()
         conn = FrameConnection(sock, codec=self.codec, limits=self.limits, peer=peer,
                                clock_now=self.tls.clock.now if self.tls is not None else None,
                                name=f"{self.name}<-{address}")
@@ -645,6 +657,7 @@ class FrameServer:
             self.connections.discard(conn)
 
     async def close(self) -> None:
+        self.admission.flush_reports()
         if self._accept_task is not None:
             self._accept_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -700,7 +713,7 @@ async def connect(
             if tls is not None:
                 sock = ctx.wrap_socket(raw, server_side=False, do_handshake_on_connect=False)
                 try:
-                    await _tls_handshake(loop, sock)  # type: ignore[arg-type]
+                    await tls_handshake(loop, sock)  # type: ignore[arg-type]
                 except (ssl.SSLError, OSError) as exc:
                     raise HandshakeRefused(f"{type(exc).__name__}: {exc}",
                                            reason=classify_handshake_error(exc)) from None

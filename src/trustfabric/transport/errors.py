@@ -12,7 +12,8 @@ into one of these at the transport's boundary; ``ssl.SSLError``,
     │                                        raised when a peer's certificate is not acceptable
     ├── ConnectionClosed                     transport.closed | transport.idle | transport.reset |
     │                                        transport.flush_refused | or the peer's error reason
-    └── TransportTimeout                     transport.handshake_timeout | transport.timeout
+    ├── TransportTimeout                     transport.handshake_timeout | transport.timeout
+    └── AdmissionRefused                     admission.* (a listener's cap: see transport/admission.py)
 """
 
 from __future__ import annotations
@@ -80,3 +81,9 @@ class ConnectionClosed(TransportError):
 
 class TransportTimeout(TransportError):
     reason = TIMEOUT
+
+
+class AdmissionRefused(TransportError):
+    """A connection refused by a listener's admission control before its handshake (a cap was reached)."""
+
+    reason = "admission.refused"

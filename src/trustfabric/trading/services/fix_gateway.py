@@ -57,7 +57,8 @@ from trustfabric.trading.gateway import FixGatewayCore
 from trustfabric.trading.messages import PRICE_SCALE, CancelOrder, ExecutionReport, NewOrder, Reject, ReplaceOrder
 from trustfabric.trading.services.base import FloorService, encode_body
 from trustfabric.trading.services.wire import ClientReportsReply, OrderAck, PositionsQuery, decoder
-from trustfabric.transport.tls import TLSConfig, build_context
+from trustfabric.transport.listener import SocketStream, StreamListener
+from trustfabric.transport.tls import TLSConfig
 
 DEFAULT_COMP_ID = "TRUSTFABRIC"
 OMS_POLL_S = 0.05
@@ -99,7 +100,7 @@ class FixGatewayService(FloorService):
         self.cursor = 0
         self._ack = decoder(OrderAck)
         self._reports = decoder(ClientReportsReply)
-        self._server: asyncio.base_events.Server | None = None
+        self._server: StreamListener | None = None
         self.counters = {"fix_logons": 0, "fix_logon_refusals": 0, "fix_orders": 0, "fix_reports": 0,
                          "fix_rejects": 0, "fix_session_problems": 0, "fix_tls_refusals": 0}
 
@@ -107,12 +108,21 @@ class FixGatewayService(FloorService):
         """The gateway serves nothing on the floor: its only listener is the FIX edge port."""
 
     async def prepare(self) -> None:
-        ctx = build_context(self.edge_tls.credentials.current(), server_side=True)
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", int(self.rt.boot["fix_port"]),
-                                                  ssl=ctx, ssl_handshake_timeout=5.0)
+        # admission, then the handshake on the socket: a refused client gets OpenSSL's alert
+        # (certificate_required, unknown_ca, certificate_expired...), not a dropped connection
+        self._server = await StreamListener(lambda stream: self._serve(stream, stream),
+                                            context=lambda: self.edge_tls.context(server_side=True)[0],
+                                            on_refuse=self._tls_refused, handshake_timeout_s=5.0,
+                                            name="fix-edge").start("127.0.0.1", int(self.rt.boot["fix_port"]))
+
+    def _tls_refused(self, reason: str, detail: str, address: str, presented: str) -> None:
+        self.counters["fix_tls_refusals"] += 1
+        self.rt.events.emit(Kind.HANDSHAKE_REFUSED, principal=presented, action="fix.connect",
+                            resource=self.comp_id, decision="deny", reason=reason,
+                            detail={"detail": detail, "peer_address": address})
 
     # ------------------------------------------------------------------ client connections
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(self, reader: SocketStream, writer: SocketStream) -> None:
         try:
             # the identity store's revocations (``ca revoke``), read off the event loop, then the check
             await asyncio.get_running_loop().run_in_executor(None, self.revocations.refresh)
@@ -265,6 +275,9 @@ class FixGatewayService(FloorService):
         try:
             await self._poll_reports()
         finally:
+            if self._server is not None:
+                with contextlib.suppress(Exception):
+                    await self._server.close()
             self.shutdown()
 
     async def _poll_reports(self) -> None:
@@ -295,8 +308,6 @@ class FixGatewayService(FloorService):
                 await asyncio.sleep(OMS_POLL_S)
 
     def shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
         for conn in list(self.sessions.values()):
             conn.writer.close()
         with contextlib.suppress(Exception):
