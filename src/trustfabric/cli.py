@@ -50,6 +50,7 @@ BENCHES: dict[str, str] = {
     "floor": "trustfabric.commands.bench_floor",
     "operator": "trustfabric.commands.bench_operator",
     "vault": "trustfabric.commands.bench_vault",
+    "flood": "trustfabric.commands.bench_flood",
 }
 
 

@@ -26,6 +26,7 @@ import signal
 from pathlib import Path
 
 import typer
+import uvloop
 
 from trustfabric.audit.events import AuditEventV1, encode_event
 from trustfabric.commands.common import console, refusals_exit
@@ -130,7 +131,8 @@ def command(
             await sidecar.close()
 
         try:
-            asyncio.run(run())
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:  # the transport's loop
+                runner.run(run())
         finally:
             pep.flush_decisions()
             sink.close()

@@ -59,7 +59,7 @@ class AdmissionLimits:
     max_connections: int = 4096
     max_connections_per_source: int = 2048
     report_every_s: float = 1.0
-    trim_after: int = 256  # admissions in a surge before its end returns the heap's free pages
+    trim_after: int = 64  # admissions in a surge before its end returns the heap's free pages
 
 
 DEFAULT_ADMISSION = AdmissionLimits()

@@ -79,7 +79,7 @@ from trustfabric.transport.admission import (
     reset,
     source_of,
 )
-from trustfabric.transport.listener import tls_handshake, wait_fd
+from trustfabric.transport.listener import close_after_alert, tls_handshake, wait_fd
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
 RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
@@ -634,7 +634,7 @@ class FrameServer:
         except Exception as exc:  # noqa: BLE001 - ssl/OS errors are translated into a refusal
             reason = classify_handshake_error(exc)
             self._refuse(reason, f"{type(exc).__name__}: {exc}", address, getattr(exc, "presented", ""))
-            sock.close()
+            await close_after_alert(loop, sock)
             return
         self.accepted += 1
         ticket.established()

@@ -74,6 +74,31 @@ async def tls_handshake(loop: asyncio.AbstractEventLoop, sock: ssl.SSLSocket) ->
             await wait_fd(loop, sock.fileno(), True)
 
 
+async def close_after_alert(loop: asyncio.AbstractEventLoop, sock: socket.socket, linger_s: float = 0.25) -> None:
+    """Close a connection whose handshake was refused so that the client reads the alert.
+
+    In TLS 1.3 a client sends its certificate, its Finished and often its first data
+    in one flight; a server that closes with those bytes unread makes the kernel send
+    a reset, which can reach the client before it read the alert. So: our side's end
+    of stream first (after the alert), then the client's bytes are read and dropped
+    until it closes or ``linger_s`` passed, then the socket is closed.
+    """
+    try:
+        sock.shutdown(socket.SHUT_WR)  # an SSLSocket drops its TLS object here: plain reads below
+        async with asyncio.timeout(linger_s):
+            while True:
+                try:
+                    if not sock.recv(RECV_SIZE):
+                        break
+                except (BlockingIOError, InterruptedError):
+                    await wait_fd(loop, sock.fileno(), False)
+    except (OSError, TimeoutError, ValueError):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
 def close_tls(sock: socket.socket) -> None:
     """Close a socket; a TLS one first says so (``close_notify``, not waiting for the peer's)."""
     if isinstance(sock, ssl.SSLSocket):
@@ -300,7 +325,7 @@ class StreamListener:
             except Exception as exc:  # noqa: BLE001 - ssl/OS errors are translated into a refusal
                 self._refuse(classify_handshake_error(exc), f"{type(exc).__name__}: {exc}", address,
                              getattr(exc, "presented", ""))
-                sock.close()
+                await close_after_alert(loop, sock)
                 return
             ticket.established()
             self.accepted += 1

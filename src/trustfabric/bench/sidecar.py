@@ -1,0 +1,229 @@
+"""``trustfabric bench sidecar``: what the sidecar adds to a round trip, beside haproxy and stunnel4.
+
+One plain TCP echo service (:mod:`trustfabric.bench.echo`, its own process) and, in
+front of it on loopback, each target terminating mTLS (TLS 1.3, client certificate
+required and verified against the same CA):
+
+* ``plain``: no proxy, the echo service itself (the baseline);
+* ``sidecar``: ``trustfabric sidecar`` as a firm runs it (the CLI), deciding each
+  connection by the floor's Cedar policies and writing its audit record before the
+  first byte goes upstream;
+* ``haproxy`` (``mode tcp``, ``verify required``, ``ssl-min-ver TLSv1.3``) and
+  ``stunnel4`` (``verifyChain``, ``requireCert``), when they are on ``PATH``.
+
+The client (this process, blocking sockets, one persistent connection per target)
+sends ``size`` bytes and reads them back; the rounds interleave the targets (and the
+order rotates each round), so the machine's drift falls on every target alike.
+``added_us_p50`` / ``added_us_p99`` are a target's percentile minus plain TCP's;
+``connect_ms_p50`` is TCP connect plus the TLS handshake plus one round trip (the
+sidecar decides and logs the connection before it forwards the first byte).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.workload import issue_for_test
+from trustfabric.percentiles import percentile
+from trustfabric.policy.paths import POLICIES_DIR
+from trustfabric.transport.tls import build_context
+
+DOMAIN = "prod.acme.example"
+SERVER = f"spiffe://{DOMAIN}/venue/venue-a"
+CLIENT = f"spiffe://{DOMAIN}/routing/order-router"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port} after {timeout_s} s")
+
+
+class _Processes:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self, args: list[str], **kw: Any) -> subprocess.Popen:
+        proc = subprocess.Popen(args, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                if proc.stdin is not None:
+                    with contextlib.suppress(OSError):
+                        proc.stdin.close()
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _start_targets(work: Path, procs: _Processes, only: tuple[str, ...]) -> tuple[dict[str, int], ssl.SSLContext]:
+    now = time.time()
+    ca = CertificateAuthority.create(DOMAIN, now - 60)
+    server, client = issue_for_test(ca, SERVER, now - 60), issue_for_test(ca, CLIENT, now - 60)
+    server.write(work / "server")
+    cert, key, bundle = work / "server" / "cert.pem", work / "server" / "key.pem", work / "server" / "bundle.pem"
+    echo = procs.start([sys.executable, "-m", "trustfabric.bench.echo"], stdin=subprocess.PIPE,
+                       stdout=subprocess.PIPE, text=True)
+    assert echo.stdout is not None
+    echo_port = int(echo.stdout.readline().split()[1])
+    ports = {"plain": echo_port}
+    if "sidecar" in only:
+        env = {**os.environ, "TRUSTFABRIC_HOME": str(work / "home"), "COLUMNS": "300"}
+        side = procs.start([sys.executable, "-m", "trustfabric.cli", "sidecar", "--listen", "127.0.0.1:0",
+                            "--upstream", f"127.0.0.1:{echo_port}", "--identity", str(work / "server"),
+                            "--policies", str(POLICIES_DIR), "--assume-healthy",
+                            "--events", str(work / "sidecar-events.jsonl")],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        assert side.stdout is not None
+        line = side.stdout.readline()
+        if " listening on " not in line:
+            raise RuntimeError(f"the sidecar did not start: {line!r}")
+        ports["sidecar"] = int(line.split(" listening on ")[1].split()[0].rsplit(":", 1)[1])
+    if "haproxy" in only and shutil.which("haproxy"):
+        port = _free_port()
+        combined = work / "haproxy.pem"
+        combined.write_bytes(cert.read_bytes() + key.read_bytes())
+        cfg = work / "haproxy.cfg"
+        cfg.write_text(f"""global
+    maxconn 4096
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend fe
+    bind 127.0.0.1:{port} ssl crt {combined} ca-file {bundle} verify required ssl-min-ver TLSv1.3
+    default_backend be
+backend be
+    server echo 127.0.0.1:{echo_port}
+""")
+        proc = procs.start(["haproxy", "-f", str(cfg), "-db"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(port, proc)
+        ports["haproxy"] = port
+    stunnel = shutil.which("stunnel4") or shutil.which("stunnel")
+    if "stunnel4" in only and stunnel:
+        port = _free_port()
+        cfg = work / "stunnel.conf"
+        cfg.write_text(f"""foreground = yes
+pid =
+[echo]
+accept = 127.0.0.1:{port}
+connect = 127.0.0.1:{echo_port}
+cert = {cert}
+key = {key}
+CAfile = {bundle}
+verifyChain = yes
+requireCert = yes
+sslVersionMin = TLSv1.3
+socket = l:TCP_NODELAY=1
+socket = r:TCP_NODELAY=1
+""")
+        proc = procs.start([stunnel, str(cfg)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(port, proc)
+        ports["stunnel4"] = port
+    return ports, build_context(client, server_side=False)
+
+
+def _connect(port: int, ctx: ssl.SSLContext | None) -> socket.socket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return ctx.wrap_socket(raw) if ctx is not None else raw
+
+
+def _roundtrip(sock: socket.socket, payload: bytes) -> None:
+    sock.sendall(payload)
+    got = 0
+    while got < len(payload):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise ConnectionError("the target closed the connection")
+        got += len(chunk)
+
+
+def _timed(fn: Callable[[], Any]) -> float:
+    t0 = time.perf_counter_ns()
+    fn()
+    return (time.perf_counter_ns() - t0) / 1000.0
+
+
+def measure(rounds: int = 10, per_round: int = 2000, size: int = 64, warmup: int = 500, connects: int = 20,
+            only: tuple[str, ...] = ("sidecar", "haproxy", "stunnel4")) -> dict[str, Any]:
+    """Interleaved rounds of ``per_round`` round trips per target; one result object."""
+    work = Path(tempfile.mkdtemp(prefix="tf-bench-sidecar-"))
+    procs = _Processes()
+    payload = os.urandom(size)
+    try:
+        ports, ctx = _start_targets(work, procs, only)
+        names = list(ports)
+        tls = {name: (None if name == "plain" else ctx) for name in names}
+        conns = {name: _connect(ports[name], tls[name]) for name in names}
+        for name in names:
+            for _ in range(warmup):
+                _roundtrip(conns[name], payload)
+        rtts: dict[str, list[float]] = {name: [] for name in names}
+        for r in range(rounds):
+            order = names[r % len(names):] + names[:r % len(names)]
+            for name in order:
+                sock = conns[name]
+                samples = rtts[name]
+                for _ in range(per_round):
+                    samples.append(_timed(lambda: _roundtrip(sock, payload)))
+        connect_ms: dict[str, list[float]] = {name: [] for name in names}
+        for _ in range(connects):
+            for name in names:
+                def once(name: str = name) -> None:
+                    with _connect(ports[name], tls[name]) as s:
+                        _roundtrip(s, payload)
+                connect_ms[name].append(_timed(once) / 1000.0)
+        for sock in conns.values():
+            with contextlib.suppress(OSError):
+                sock.close()
+    finally:
+        procs.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    plain50, plain99 = percentile(rtts["plain"], 50), percentile(rtts["plain"], 99)
+    targets: dict[str, dict[str, float]] = {}
+    for name in names:
+        p50, p99 = percentile(rtts[name], 50), percentile(rtts[name], 99)
+        entry = {"rtt_us_p50": round(p50, 1), "rtt_us_p99": round(p99, 1)}
+        if name != "plain":
+            entry.update(added_us_p50=round(p50 - plain50, 1), added_us_p99=round(p99 - plain99, 1),
+                         connect_ms_p50=round(percentile(connect_ms[name], 50), 3))
+        targets[name] = entry
+    result: dict[str, Any] = {"targets": targets, "rounds": rounds, "per_round": per_round, "size": size}
+    if "haproxy" in targets and "sidecar" in targets:
+        side, ha = targets["sidecar"], targets["haproxy"]
+        result["sidecar_over_haproxy_added_p50"] = round(side["added_us_p50"] / max(ha["added_us_p50"], 0.1), 3)
+        result["sidecar_over_haproxy_added_p99"] = round(side["added_us_p99"] / max(ha["added_us_p99"], 0.1), 3)
+        result["targets_met"] = {"added_p50<=haproxy": side["added_us_p50"] <= ha["added_us_p50"],
+                                 "added_p99<=1.5x_haproxy": side["added_us_p99"] <= 1.5 * ha["added_us_p99"]}
+    return result
