@@ -51,6 +51,7 @@ BENCHES: dict[str, str] = {
     "operator": "trustfabric.commands.bench_operator",
     "vault": "trustfabric.commands.bench_vault",
     "flood": "trustfabric.commands.bench_flood",
+    "sidecar": "trustfabric.commands.bench_sidecar",
 }
 
 

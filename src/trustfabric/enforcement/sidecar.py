@@ -291,6 +291,11 @@ class _Splice:
             self._c_read, self._c_write, self._c_pending = client.recv, client.send, client.pending
         self._to_up = bytearray()
         self._to_client = bytearray()
+        # one receive buffer per direction, reused: no allocation per chunk on the forwarding path
+        self._in_client = bytearray(CHUNK)
+        self._in_client_view = memoryview(self._in_client)
+        self._in_upstream = bytearray(CHUNK)
+        self._in_upstream_view = memoryview(self._in_upstream)
         self._client_eof = False
         self._closed = False
         self._reading_client = False
@@ -315,17 +320,18 @@ class _Splice:
             self._loop.remove_reader(self._cfd)
 
     def _client_readable(self) -> None:
+        view = self._in_client_view
         while not self._closed:
             try:
-                data = self._c_read(CHUNK)
+                n = self._c_read(CHUNK, self._in_client)
             except _WOULD_BLOCK:
                 return
             except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
-                data = b""
+                n = 0
             except (ssl.SSLError, OSError):
                 self.abort("sidecar.client_reset")
                 return
-            if not data:
+            if not n:
                 self._client_eof = True
                 self._pause_client()
                 if not self._to_up:
@@ -334,15 +340,15 @@ class _Splice:
             if not self.sidecar.still_allowed(self.session):
                 self.abort("session.closed")
                 return
-            self.sidecar.proxied_bytes += len(data)
-            self._send_up(data)
+            self.sidecar.proxied_bytes += n
+            self._send_up(view[:n])
             if self._to_up:  # the service is not taking it: stop reading until it did
                 self._pause_client()
                 return
             if not self._c_pending():
                 return
 
-    def _send_up(self, data: bytes) -> None:
+    def _send_up(self, data: memoryview) -> None:
         try:
             sent = self._upstream.send(data)
         except (BlockingIOError, InterruptedError):
@@ -351,7 +357,7 @@ class _Splice:
             self.abort("sidecar.upstream_reset")
             return
         if sent < len(data):
-            self._to_up += memoryview(data)[sent:]
+            self._to_up += data[sent:]  # copied: the receive buffer is reused
             if not self._writing_up:
                 self._writing_up = True
                 self._loop.add_writer(self._ufd, self._upstream_writable)
@@ -391,13 +397,13 @@ class _Splice:
 
     def _upstream_readable(self) -> None:
         try:
-            data = self._upstream.recv(CHUNK)
+            n = self._upstream.recv_into(self._in_upstream)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
             self.abort("sidecar.upstream_reset")
             return
-        if not data:
+        if not n:
             self._pause_upstream()
             if not self._to_client:
                 self.abort("session.closed_by_service")
@@ -405,8 +411,18 @@ class _Splice:
         if not self.sidecar.still_allowed(self.session):
             self.abort("session.closed")
             return
-        self.sidecar.proxied_bytes += len(data)
-        self._to_client += data
+        self.sidecar.proxied_bytes += n
+        data = self._in_upstream_view[:n]
+        if not self._to_client:  # nothing waiting: straight into the TLS connection
+            try:
+                self._c_write(data)
+                return
+            except _WOULD_BLOCK:
+                pass
+            except (ssl.SSLError, OSError):
+                self.abort("sidecar.client_reset")
+                return
+        self._to_client += data  # copied: the receive buffer is reused
         self._flush_client()
         if self._to_client:
             self._pause_upstream()
