@@ -89,3 +89,16 @@ async def test_a_run_directory_too_long_for_a_socket_address_gets_a_private_shor
     finally:
         await server.close()
     assert not path.exists()
+
+
+async def test_connections_beyond_the_in_flight_cap_are_refused_and_counted(agents):
+    from trustfabric.signals.agent_socket import MAX_IN_FLIGHT
+
+    server, registry = agents
+    idle = [await asyncio.open_unix_connection(str(server.paths["oms"])) for _ in range(MAX_IN_FLIGHT + 5)]
+    await eventually(lambda: server.refused_busy == 5)
+    for _reader, writer in idle:
+        writer.close()
+    await eventually(lambda: server.in_flight == 0)
+    report = verify_report(decode_signed(await fetch_report(server.paths["oms"])), registry)
+    assert report.host == "oms"  # served again once the flood is gone

@@ -20,6 +20,10 @@ host's socket path at boot and asks before its join and before every renewal
 loop) and signs. So the report the CA checks is seconds old, whatever the
 certificate lifetime or the posture window.
 
+At most :data:`MAX_IN_FLIGHT` requests are served at a time per agent socket; a
+connection beyond that is closed at once and counted (``refused_busy``), so a
+runaway local process cannot hold the agent's memory or its worker threads.
+
 Protocol: the client sends ``REPORT\\n``; the agent answers a 4-byte big-endian
 length and the signed report (:func:`~trustfabric.signals.posture.encode_signed`),
 then closes. Anything else is answered with nothing and closed. A client that
@@ -48,6 +52,7 @@ from trustfabric.signals.posture import decode_signed, encode_signed
 REQUEST = b"REPORT\n"
 MAX_REPORT_BYTES = 64 * 1024
 FETCH_TIMEOUT_S = 3.0
+MAX_IN_FLIGHT = 64  # requests served at once per agent socket (admission)
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux
 _LENGTH = struct.Struct(">I")
 _PEERCRED = struct.Struct("3i")  # pid, uid, gid
@@ -97,7 +102,14 @@ class PostureAgentServer:
         self.paths: dict[str, Path] = {}
         self.served = 0
         self.refused = 0
+        self.refused_busy = 0
+        self._in_flight = 0
         self._servers: list[asyncio.base_events.Server] = []
+
+    @property
+    def in_flight(self) -> int:
+        """Requests being served now (at most :data:`MAX_IN_FLIGHT`)."""
+        return self._in_flight
 
     async def start(self) -> "PostureAgentServer":
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -118,6 +130,11 @@ class PostureAgentServer:
 
     async def _serve(self, agent: HostPostureAgent, reader: asyncio.StreamReader,
                      writer: asyncio.StreamWriter) -> None:
+        if self._in_flight >= MAX_IN_FLIGHT:
+            self.refused_busy += 1
+            writer.transport.abort()
+            return
+        self._in_flight += 1
         try:
             sock = writer.get_extra_info("socket")
             if sock is None or peer_uid(sock) != os.getuid():
@@ -136,6 +153,7 @@ class PostureAgentServer:
         except Exception:  # noqa: BLE001 - a bad client gets nothing; the agent keeps serving
             self.refused += 1
         finally:
+            self._in_flight -= 1
             writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(writer.wait_closed(), 1.0)
