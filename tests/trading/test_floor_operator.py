@@ -127,7 +127,14 @@ async def test_operator_commands_act_on_the_running_floor(tmp_path, monkeypatch)
     closed = _records(home, marks["closed"], marks["opening"], action="submit_order", decision="allow")
     assert closed == [], f"{len(closed)} orders allowed while the market was closed"
     risky = _records(home, marks["risky"], marks["calming"], principal=algo, decision="allow")
+    # A fill at the OMS is the venue matching an order allowed earlier (a resting order meets
+    # the market later): it is no decision about the algo, but its order's must predate the window.
+    fills = [r for r in risky if r.action == "oms.fill"]
+    risky = [r for r in risky if r.action != "oms.fill"]
     assert risky == [], f"{len(risky)} decisions allowed at risk 95"
+    earlier = {r.trace_id for r in _records(home, 0.0, marks["risky"], principal=algo, decision="allow")
+               if r.trace_id and r.action != "oms.fill"}  # the order's risk check and routing
+    assert all(f.trace_id in earlier for f in fills), "a fill in the window of an order allowed inside it"
     after = _records(home, marks["quarantined"], principal=algo, decision="allow")
     assert after == [], f"{len(after)} decisions allowed after the quarantine returned"
     before = _records(home, until=marks["closed"], principal=algo, decision="allow")
