@@ -92,14 +92,30 @@ async def test_renewal_needs_no_restart_and_a_revoked_serial_is_refused_at_the_h
 
 
 def test_cli_adds_lists_and_renews_a_client_and_prints_a_settings_block(tmp_path, monkeypatch):
+    from tests.people import PASSWORD, Pool, enrol
+    from trustfabric.audit.events import Emitter, MemorySink
     from trustfabric.cli import app
+    from trustfabric.identity.store import open_default_store
+    from trustfabric.identity.users import UserDirectory
 
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)  # onboarding is a person's change
+    users = UserDirectory(open_default_store(), Emitter("test", MemorySink()))
+    officers = Pool(users)
+    trader = enrol(users, "tess", "trader")
     runner = CliRunner()
+    # refused: no person at all, and a person whose role may not onboard clients
+    nobody = runner.invoke(app, ["fix", "client", "add", "ACME-1", "--account", "acct-acme"])
+    assert nobody.exit_code == 1 and "operator.unauthenticated" in nobody.output
+    refused = runner.invoke(app, ["fix", "client", "add", "ACME-1", "--account", "acct-acme",
+                                  "--user", "tess", "--totp", trader.code()])
+    assert refused.exit_code == 1 and "operator.not_permitted" in refused.output
+    assert not (tmp_path / "fix-edge" / "clients" / "ACME-1").exists()
     result = runner.invoke(app, ["fix", "client", "add", "ACME-1", "--account", "acct-acme", "--port", "9878",
-                                 "--days", "90"])
+                                 "--days", "90", *officers.args()])
     assert result.exit_code == 0, result.output
     out = result.output
+    assert "in the store" in out and "user:officer" in out
     creds = tmp_path / "fix-edge" / "clients" / "ACME-1"
     for line in ("SocketConnectHost=127.0.0.1", "SocketConnectPort=9878", "SenderCompID=ACME-1",
                  "TargetCompID=TRUSTFABRIC", "HeartBtInt=30", "BeginString=FIX.4.4",
@@ -108,22 +124,12 @@ def test_cli_adds_lists_and_renews_a_client_and_prints_a_settings_block(tmp_path
         assert line in out, line
     listed = runner.invoke(app, ["fix", "client", "ls"])
     assert listed.exit_code == 0 and "ACME-1" in listed.output and "acct-acme" in listed.output
-    dup = runner.invoke(app, ["fix", "client", "add", "ACME-1", "--account", "acct-acme"])
+    dup = runner.invoke(app, ["fix", "client", "add", "ACME-1", "--account", "acct-acme", *officers.args()])
     assert dup.exit_code == 1 and fe.CLIENT_EXISTS in dup.output
-    renewed = runner.invoke(app, ["fix", "client", "renew", "ACME-1"])
+    renewed = runner.invoke(app, ["fix", "client", "renew", "ACME-1", *officers.args()])
     assert renewed.exit_code == 0 and "SenderCompID=ACME-1" in renewed.output
     serial = str(fe.EdgePki.open(tmp_path, "prod.acme.example", time.time()).client("ACME-1").serial)
-    from tests.people import PASSWORD, Pool
-    from trustfabric.audit.events import Emitter, MemorySink
-    from trustfabric.identity.store import open_default_store
-    from trustfabric.identity.users import UserDirectory
-
-    os.environ["TRUSTFABRIC_PASSWORD"] = PASSWORD  # a revocation is a person's change
-    try:
-        officer = Pool(UserDirectory(open_default_store(), Emitter("test", MemorySink()))).args()
-        revoked = runner.invoke(app, ["ca", "revoke", serial, *officer])
-    finally:
-        del os.environ["TRUSTFABRIC_PASSWORD"]
+    revoked = runner.invoke(app, ["ca", "revoke", serial, *officers.args()])
     assert revoked.exit_code == 0, revoked.output
     with IdentityPlane(tmp_path) as plane:
         assert plane.revocations.is_revoked(int(serial), "")

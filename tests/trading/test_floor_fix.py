@@ -126,3 +126,57 @@ async def test_a_client_onboarded_while_the_floor_runs_trades_on_the_fixed_port(
         assert result["logon"] and all(o["statuses"][0] == "0" for o in result["orders"]), result
     finally:
         await floor.stop()
+
+
+async def test_a_client_onboarded_on_the_running_floor_logs_on_and_orders_without_a_restart(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from tests.people import PASSWORD, Pool, enrol
+    from trustfabric.cli import app
+
+    def cli(*args: str):
+        return asyncio.to_thread(CliRunner().invoke, app, list(args))
+
+    monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
+    monkeypatch.delenv("TRUSTFABRIC_USER", raising=False)
+    floor = Floor(tmp_path, "zero-trust", services=FIX_FLOOR)
+    await floor.start()
+    try:
+        users = floor.plane.identity.users()
+        officers, trader = Pool(users), enrol(users, "tess", "trader")
+        refused = await cli("fix", "client", "add", "ACME-1", "--account", "acct-acme",
+                            "--user", "tess", "--totp", trader.code())
+        assert refused.exit_code == 1 and "operator.not_permitted" in refused.output
+        added = await cli("fix", "client", "add", "ACME-1", "--account", "acct-acme", *officers.args())
+        assert added.exit_code == 0, added.output
+        assert "on the running floor" in " ".join(added.output.split())
+        assert f"SocketConnectPort={floor.fix_port}" in added.output
+        creds = str(tmp_path / "fix-edge" / "clients" / "ACME-1")
+        assert await floor.wait_for(lambda: floor.stats().get("fix-gateway", {}).get("link_up") == 1.0, 20.0)
+        result = {}
+        for attempt in range(10):  # until risk holds reference prices for the symbols
+            result = await place_orders(floor.fix_port, creds, "ACME-1", orders=2, prefix=f"o{attempt}",
+                                        account="acct-acme", timeout_s=5.0)
+            if result["logon"] and all(o["statuses"] and o["statuses"][0] == "0" for o in result["orders"]):
+                break
+            await asyncio.sleep(0.3)
+        assert result["logon"] and all(o["statuses"][0] == "0" for o in result["orders"]), result
+        # renewed on the running floor: the new certificate logs on, no restart
+        renewed = await cli("fix", "client", "renew", "ACME-1", *officers.args())
+        assert renewed.exit_code == 0, renewed.output
+        again = await EdgeFixClient(floor.fix_port, creds, "ACME-1").connect()
+        logon = await again.logon(reset=True)
+        assert logon is not None and logon.message_type == b"A"
+        await again.close()
+    finally:
+        await floor.stop()
+    # the control plane applied it under the officer's name
+    from trustfabric.audit.log import Query, audit_dir, open_log
+
+    log = open_log(audit_dir(tmp_path))
+    try:
+        rows = log.query(Query(action="fix.client_add"))
+    finally:
+        log.close()
+    assert any(r.principal.startswith("user:officer") and r.decision == "allow" for r in rows)

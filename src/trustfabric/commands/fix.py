@@ -5,22 +5,27 @@ edge CA (``--days``, 30 by default), registers CLIENT-ID as a SenderCompID bound
 certificate with the account its orders are booked to, and prints a QuickFIX-style
 session settings block (host, port, CompIDs, HeartBtInt, certificate, key and CA
 bundle paths). ``fix client renew`` issues a fresh key and certificate in place;
-``trustfabric ca revoke SERIAL`` revokes one. The running floor reads the registry at
-each Logon and trusts the edge CA, so none of these needs a restart. The README's
+``trustfabric ca revoke SERIAL`` revokes one. Both are a person's operator actions
+(``fix.client_add`` / ``fix.client_renew``: password and TOTP, a security officer by
+Cedar, audited under ``user:<name>``): on a running floor through its control plane
+(the only writer of the edge registry while it runs), else on the store. The running
+floor reads the registry at each Logon and trusts the edge CA, so none of these needs
+a restart. The README's
 section "Connecting a FIX client" walks a client through it from nothing.
 """
 
 from __future__ import annotations
 
-import getpass
+from typing import Optional
 
 import typer
 from rich.table import Table
 
-from trustfabric.audit.events import Kind
-from trustfabric.commands.common import console, refusals_exit
+from trustfabric.commands import operate
+from trustfabric.commands.common import console, operator_credential, refusals_exit
 from trustfabric.control.plane import DEFAULT_POLICIES
 from trustfabric.home import home_dir
+from trustfabric.identity.operators import Operator
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.policy.topology import Topology
 from trustfabric.trading.fix.edge import (
@@ -29,23 +34,20 @@ from trustfabric.trading.fix.edge import (
     MAX_CLIENT_DAYS,
     ClientEntry,
     EdgePki,
+    entry_from_result,
+    entry_result,
     gateway_address,
     iso_utc,
+    onboard,
     settings_block,
 )
+from trustfabric.trading.fix.operate import audit_onboarding
 
 HELP = ("FIX clients of the order-entry gateway: onboard (certificate, CompID, account), renew, list. "
         "See README: 'Connecting a FIX client'.")
 app = typer.Typer(no_args_is_help=True, help=HELP)
 client_app = typer.Typer(no_args_is_help=True, help="Onboard, renew and list FIX clients.")
 app.add_typer(client_app, name="client")
-
-
-def _operator() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "operator"
 
 
 def _edge(plane: IdentityPlane) -> EdgePki:
@@ -61,12 +63,6 @@ def _print_settings(entry: ClientEntry, host: str | None, port: int | None, hear
     print(block, end="")
 
 
-def _audit(plane: IdentityPlane, action: str, entry: ClientEntry) -> None:
-    plane.emitter.emit(Kind.CERT_ISSUED, principal=_operator(), action=action, resource=entry.spiffe_id,
-                       decision="allow", detail={"comp_id": entry.comp_id, "account": entry.account,
-                                                 "serial": str(entry.serial), "not_after": entry.not_after})
-
-
 _DAYS = typer.Option(DEFAULT_CLIENT_DAYS, "--days", help=f"Certificate lifetime in days (1..{MAX_CLIENT_DAYS}).")
 _HOST = typer.Option(None, "--host", help="Gateway host for the settings block (default: the last floor's).")
 _PORT = typer.Option(None, "--port", help="Gateway port for the settings block (default: the last floor's "
@@ -74,18 +70,37 @@ _PORT = typer.Option(None, "--port", help="Gateway port for the settings block (
 _HB = typer.Option(DEFAULT_HEARTBEAT_S, "--heartbeat", help="HeartBtInt for the settings block, seconds.")
 
 
+_USER = typer.Option(None, "--user", help="You (a security officer); else $TRUSTFABRIC_USER.")
+_TOTP = typer.Option(None, "--totp", help="Your current TOTP code; else $TRUSTFABRIC_TOTP.")
+
+
+def _onboard(action: str, client_id: str, args: dict[str, str], user: str | None, totp: str | None) -> tuple:
+    """The person's ``fix.client_*`` action where the state lives now; (entry, where it was applied)."""
+
+    def offline(operator: Operator) -> dict[str, str]:
+        with IdentityPlane(home_dir()) as plane:
+            entry = onboard(_edge(plane), action, client_id, args, plane.clock.now())
+            audit_onboarding(plane.emitter, operator.principal, action, entry)
+        return entry_result(entry)
+
+    outcome = operate.run(action, client_id, args, operator_credential(user, totp=totp), offline)
+    with refusals_exit():
+        entry = entry_from_result(outcome.result)
+    where = "on the running floor (live at the client's next Logon)" if outcome.live else "in the store"
+    return entry, f"{where}, by {outcome.operator}"
+
+
 @client_app.command("add")
 def add(
     client_id: str = typer.Argument(..., help="The client's SenderCompID (letters, digits, . _ -)."),
     account: str = typer.Option(..., "--account", help="The account the client's orders are booked to."),
     days: int = _DAYS, host: str = _HOST, port: int = _PORT, heartbeat: int = _HB,
+    user: Optional[str] = _USER, totp: Optional[str] = _TOTP,
 ) -> None:
     """Issue a client's certificate from the edge CA, register its CompID and account, print its settings."""
-    with refusals_exit(), IdentityPlane(home_dir()) as plane:
-        entry = _edge(plane).add_client(client_id, account, plane.clock.now(), days=days)
-        _audit(plane, "fix.client.add", entry)
-    console.print(f"# FIX client {entry.comp_id} registered (account {entry.account}); its certificate, key "
-                  f"and CA bundle are in {entry.credentials_dir}", highlight=False)
+    entry, where = _onboard("fix.client_add", client_id, {"account": account, "days": str(days)}, user, totp)
+    console.print(f"# FIX client {entry.comp_id} registered (account {entry.account}) {where}; its certificate, "
+                  f"key and CA bundle are in {entry.credentials_dir}", highlight=False, soft_wrap=True)
     _print_settings(entry, host, port, heartbeat)
 
 
@@ -93,13 +108,12 @@ def add(
 def renew(
     client_id: str = typer.Argument(..., help="A registered client's SenderCompID."),
     days: int = _DAYS, host: str = _HOST, port: int = _PORT, heartbeat: int = _HB,
+    user: Optional[str] = _USER, totp: Optional[str] = _TOTP,
 ) -> None:
     """A fresh key and certificate for a registered client, in place (the floor keeps running)."""
-    with refusals_exit(), IdentityPlane(home_dir()) as plane:
-        entry = _edge(plane).renew_client(client_id, plane.clock.now(), days=days)
-        _audit(plane, "fix.client.renew", entry)
-    console.print(f"# FIX client {entry.comp_id}: new certificate serial {entry.serial} in {entry.credentials_dir}",
-                  highlight=False)
+    entry, where = _onboard("fix.client_renew", client_id, {"days": str(days)}, user, totp)
+    console.print(f"# FIX client {entry.comp_id}: new certificate serial {entry.serial} in {entry.credentials_dir} "
+                  f"{where}", highlight=False, soft_wrap=True)
     _print_settings(entry, host, port, heartbeat)
 
 

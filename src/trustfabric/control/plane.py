@@ -63,7 +63,7 @@ from trustfabric.control.signal_ops import SIGNAL_ACTIONS, SignalBook, apply_sig
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.attestation import AttestationRequest, AttestingIssuer, validate_digest
 from trustfabric.identity.certs import certs_to_pem, load_certificate
-from trustfabric.identity.operators import Operator, OperatorAuthority, OperatorCredential
+from trustfabric.identity.operators import ACTIONS, Operator, OperatorAuthority, OperatorCredential
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.revocation import RevocationEntry
 from trustfabric.identity.spiffe import SpiffeId
@@ -156,6 +156,7 @@ class ControlPlane:
         self.home = Path(home)
         self.clock = clock
         self.leaf_ttl_s = int(leaf_ttl_s)
+        self._added_actions: dict[str, OperatorAction] = {}
         self.identity = IdentityPlane(self.home, clock=clock)
         self.spool = Spool(self.home / "spool" / SOURCE, SOURCE, clock=clock)
         self.emitter = Emitter(SOURCE, self.spool, clock, start_seq=self.spool.emitter_start_seq())
@@ -305,7 +306,7 @@ class ControlPlane:
         ``operator.*``). Audited either way. Safe off the event loop (the identity store locks): the
         server runs this costly part (an argon2id verification) in a worker thread."""
         now = self.clock.now() if now is None else now
-        if action not in OPERATOR_ACTIONS:
+        if action not in OPERATOR_ACTIONS and action not in self._added_actions:
             self.emitter.emit(Kind.ADMIN_ACTION, principal=f"user:{credential.user.removeprefix('user:')}",
                               action=f"operator.{action}"[:80], resource=target[:200], decision="deny",
                               reason="operator.unknown_action")
@@ -320,7 +321,8 @@ class ControlPlane:
         now = self.clock.now() if now is None else now
         detail = {k: v[:200] for k, v in args.items() if k not in ("bundle", "csr_pem")}
         try:
-            applied = OPERATOR_ACTIONS[action](self, operator, action, target, dict(args), now)
+            handler = OPERATOR_ACTIONS.get(action) or self._added_actions[action]
+            applied = handler(self, operator, action, target, dict(args), now)
         except TrustFabricError as exc:
             self.emitter.emit(Kind.ADMIN_ACTION, principal=operator.principal, action=action, resource=target[:200],
                               decision="deny", reason=exc.reason, detail=detail)
@@ -330,6 +332,13 @@ class ControlPlane:
                                                                  if k not in ("cert_pem", "bundle_pem")}})
         self.save_signals()
         return applied
+
+    def add_operator_action(self, action: str, handler: "OperatorAction") -> None:
+        """An operator action applied by a part above the control plane (the floor's FIX edge): the plane
+        authenticates, authorizes and audits the person as for its own actions, then calls ``handler``."""
+        if action not in ACTIONS:
+            raise ControlRefused(f"no operator action {action!r}", reason="operator.unknown_action")
+        self._added_actions[action] = handler
 
     # one method per operator action: (operator, action, target, args, now) -> Applied
     def _resolve(self, target: str) -> str:

@@ -138,6 +138,8 @@ ACTIONS: dict[str, str] = {
     "release.submit": "releases",
     "release.approve": "releases",
     "release.promote": "releases",
+    "fix.client_add": "fix-clients",
+    "fix.client_renew": "fix-clients",
 }
 
 # The most dangerous actions: a TOTP code verified with the request itself, whatever the session's age

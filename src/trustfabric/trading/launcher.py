@@ -58,6 +58,7 @@ from trustfabric.control.plane import DEFAULT_POLICIES, ControlPlane
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
+from trustfabric.trading.fix import operate as fix_operate
 from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
 from trustfabric.signals.agent_socket import PostureAgentServer
 from trustfabric.trading.services import SERVICES, module_file
@@ -223,6 +224,7 @@ class Floor:
         if self.mode == ZERO_TRUST:
             self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
                                       posture_max_age_s=self.posture_max_age_s)
+            fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
             self.server = await ControlServer(self.plane).start()
             self.plane.register_points(list(self.services))
             await self._start_posture_agents()

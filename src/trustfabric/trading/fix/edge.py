@@ -352,5 +352,35 @@ def settings_block(entry: ClientEntry, *, host: str, port: int | None, target_co
     ]) + "\n"
 
 
+def entry_result(entry: ClientEntry) -> dict[str, str]:
+    """A client entry as an operator reply's result (strings only)."""
+    return {"comp_id": entry.comp_id, "account": entry.account, "spiffe_id": entry.spiffe_id,
+            "serial": str(entry.serial), "not_after": repr(entry.not_after), "issued_at": repr(entry.issued_at),
+            "credentials_dir": entry.credentials_dir}
+
+
+def entry_from_result(result: Mapping[str, str]) -> ClientEntry:
+    """The client entry an operator reply carries (:func:`entry_result`); a typed refusal when it does not."""
+    try:
+        return ClientEntry(comp_id=result["comp_id"], account=result["account"], spiffe_id=result["spiffe_id"],
+                           serial=int(result["serial"]), not_after=float(result["not_after"]),
+                           issued_at=float(result["issued_at"]), credentials_dir=result["credentials_dir"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise FixError(f"the reply carries no client entry ({exc})", reason=REGISTRY_UNREADABLE) from None
+
+
+def onboard(edge: EdgePki, action: str, comp_id: str, args: Mapping[str, str], now: float) -> ClientEntry:
+    """``fix.client_add`` (``args``: account, days) or ``fix.client_renew`` (days) on the edge."""
+    try:
+        days = int(args.get("days") or DEFAULT_CLIENT_DAYS)
+    except ValueError:
+        raise FixError(f"--days must be 1..{MAX_CLIENT_DAYS}", reason=BAD_DAYS) from None
+    if action == "fix.client_add":
+        return edge.add_client(comp_id, args.get("account", ""), now, days=days)
+    if action == "fix.client_renew":
+        return edge.renew_client(comp_id, now, days=days)
+    raise FixError(f"no FIX client action {action!r}", reason=UNKNOWN_CLIENT)
+
+
 def iso_utc(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
