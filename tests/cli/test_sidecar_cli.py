@@ -65,6 +65,9 @@ def echo_server() -> tuple[socket.socket, int]:
     return srv, srv.getsockname()[1]
 
 
+METRICS_URL: dict[int, str] = {}  # sidecar port -> its Prometheus endpoint (printed at start)
+
+
 def _env(tmp_path: Path) -> dict[str, str]:
     return {**os.environ, "COLUMNS": "300", "TRUSTFABRIC_HOME": str(tmp_path / "home")}
 
@@ -80,7 +83,11 @@ def running_sidecar(tmp_path: Path, echo_port: int, events: Path):
     try:
         line = proc.stdout.readline()
         assert "listening on" in line, line + proc.stderr.read()
-        yield int(line.split(" listening on ")[1].split()[0].rsplit(":", 1)[1])
+        port = int(line.split(" listening on ")[1].split()[0].rsplit(":", 1)[1])
+        metrics = proc.stdout.readline()
+        assert metrics.startswith("metrics on http://127.0.0.1:"), metrics
+        METRICS_URL[port] = metrics.split()[-1]
+        yield port
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -140,6 +147,24 @@ def test_policy_allows_router_and_denies_algo(sidecar):
     decisions = [e for e in read_events(events) if e["kind"] == "decision"]
     assert [(d["principal"], d["decision"]) for d in decisions] == [(ROUTER, "allow"), (ALGO, "deny")]
     assert decisions[0]["resource"] == "svc/venue-a"
+
+
+def test_the_sidecar_exposes_prometheus_metrics_that_count_its_decisions(sidecar):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port, creds, _events = sidecar
+    assert roundtrip(port, creds["router"]) == b"NEW ORDER 35=D"
+    assert roundtrip(port, creds["algo"]) == b""
+    text = urllib.request.urlopen(METRICS_URL[port], timeout=5).read().decode()
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for f in text_string_to_metric_families(text) for s in f.samples}
+    assert samples[("trustfabric_decisions_total", (("outcome", "allow"),))] == 1
+    assert samples[("trustfabric_decisions_total", (("outcome", "deny"),))] == 1
+    assert samples[("trustfabric_fail_open_total", ())] == 0
+    assert samples[("trustfabric_sidecar_proxied_bytes_total", ())] >= 2 * len(b"NEW ORDER 35=D")
+    assert samples[("trustfabric_certificate_expiry_seconds", (("service", "sidecar"),))] > 0
 
 
 @pytest.mark.slow

@@ -268,6 +268,25 @@ def read_ack(directory: Path) -> Ack:
         raise SpoolCorrupt(f"{path}: {exc}", reason="audit.spool.ack_corrupt") from None
 
 
+def unshipped_bytes(directory: Path) -> int:
+    """Bytes of a spool's segments after the collector's acknowledged position."""
+    try:
+        ack = read_ack(directory)
+    except SpoolCorrupt:  # an unreadable ack: everything is unshipped
+        ack = None
+    total = 0
+    for path in directory.glob(f"*{SEGMENT_SUFFIX}"):
+        try:
+            number, size = segment_number(path), path.stat().st_size
+        except (OSError, ValueError):
+            continue
+        if ack is None or number > ack.segment:
+            total += size
+        elif number == ack.segment:
+            total += max(0, size - ack.offset)
+    return total
+
+
 def write_ack(directory: Path, ack: Ack, *, write: Callable[[int, bytes], int] = os.write) -> None:
     """Atomically replace the ack file (write, fsync, rename, fsync the directory).
 

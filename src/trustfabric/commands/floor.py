@@ -29,7 +29,8 @@ import typer
 
 from trustfabric.commands.common import console, fail, operator_credential
 
-app = typer.Typer(help="The running floor: kill switch (halt, reduce, resume); record market data (record-md).",
+app = typer.Typer(help="The running floor: kill switch (halt, reduce, resume); record market data (record-md); "
+                  "Prometheus endpoints (metrics).",
                   no_args_is_help=True)
 
 SCOPE_HELP = "firm, account or agent."
@@ -124,3 +125,30 @@ def record_md(
         raise fail("marketdata.unwritable", f"{out}: {exc}") from None
     console.print(f"recorded {n} events ({ticks} ticks, {len(chosen)} symbols, seed {seed}) to {out}",
                   highlight=False, soft_wrap=True)
+
+
+@app.command("metrics")
+def metrics(
+    prometheus: bool = typer.Option(False, "--prometheus", help="Print a prometheus.yml scrape config instead."),
+) -> None:
+    """The running floor's Prometheus endpoints (each service and the control plane, loopback)."""
+    from trustfabric.home import home_dir
+
+    path = home_dir(create=False) / "floor" / "runtime.json"
+    try:
+        manifest = json.loads(path.read_text())
+        ports = {str(k): int(v) for k, v in manifest["metrics"].items() if int(v)}
+    except FileNotFoundError:
+        raise fail("floor.not_running", f"no floor has run under this home ({path} is missing)") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise fail("control.manifest_unreadable", f"{path}: no metrics endpoints ({exc})") from None
+    if manifest.get("stopped_at"):
+        console.print(f"[yellow]the floor stopped at {time.ctime(manifest['stopped_at'])}[/]: these endpoints are "
+                      "gone", highlight=False)
+    if prometheus:
+        print("scrape_configs:\n  - job_name: trustfabric\n    static_configs:")
+        for name, port in sorted(ports.items()):
+            print(f"      - targets: ['127.0.0.1:{port}']\n        labels: {{service: '{name}'}}")
+        return
+    for name, port in sorted(ports.items()):
+        console.print(f"{name:<16} http://127.0.0.1:{port}/metrics", highlight=False)

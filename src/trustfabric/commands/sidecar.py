@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import typer
@@ -31,12 +32,14 @@ import uvloop
 from trustfabric.audit.events import AuditEventV1, encode_event
 from trustfabric.commands.common import console, refusals_exit
 from trustfabric.commands.response import live_control_plane
+from trustfabric.enforcement.metrics import pep_families
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.sidecar import RevocationMirror, Sidecar
 from trustfabric.errors import ConfigError, TrustFabricError
 from trustfabric.home import home_dir, sub_dir
 from trustfabric.identity.revocation import RevocationSet
 from trustfabric.identity.store import SqliteIdentityStore
+from trustfabric.metrics import MetricsEndpoint, counter, gauge, refusals
 from trustfabric.policy.decision import QUARANTINE, RELEASE
 from trustfabric.transport.tls import TLSConfig
 
@@ -76,6 +79,8 @@ def command(
     assume_healthy: bool = typer.Option(False, "--assume-healthy",
                                         help="With --policies: fixed, healthy signals instead of the recorded "
                                              "signal state (tests and demos only)."),
+    metrics: str = typer.Option("127.0.0.1:0", "--metrics", help="Loopback HOST:PORT for Prometheus metrics "
+                                "(port 0: any free port, printed); 'off' for none."),
 ) -> None:
     """Terminate mTLS for a non-Python service: authorize each connection by policy, log it, proxy bytes."""
     from trustfabric.enforcement.tables import StaticTableSource
@@ -85,6 +90,7 @@ def command(
         if (policies is None) == (rules is None):
             raise ConfigError("give exactly one of --policies or --rules", reason="config.policy_source")
         listen_at = _address(listen, "--listen")
+        metrics_at = _address(metrics, "--metrics") if metrics != "off" else ("", 0)
         upstream_at = _address(upstream, "--upstream")
         creds = WorkloadCredentials.load(identity)
         own_id = str(creds.spiffe_id)
@@ -120,12 +126,18 @@ def command(
             poll = asyncio.get_running_loop().create_task(mirror.follow_store(store.list_revocations, stop))
             console.print(f"sidecar {own_id} listening on {host}:{port} -> {upstream_at[0]}:{upstream_at[1]}",
                           highlight=False, soft_wrap=True)
+            endpoint = None
+            if metrics != "off":
+                endpoint = MetricsEndpoint(lambda: sidecar_families(sidecar, creds)).start(*metrics_at)
+                console.print(f"metrics on {endpoint.url}", highlight=False)
             control = await _follow_control_plane(tls, service, mirror, pep)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
             await stop.wait()
             await poll
+            if endpoint is not None:
+                endpoint.close()
             if control is not None:
                 control.close()
             await sidecar.close()
@@ -180,6 +192,21 @@ async def _follow_control_plane(tls: TLSConfig, service: str, mirror: Revocation
     console.print(f"revocations: identity store and the control plane's push ({control['spiffe_id']})",
                   highlight=False)
     return client
+
+
+def sidecar_families(sidecar: Sidecar, creds):
+    """The sidecar's metrics: its enforcement point, its listener, what it forwarded, its certificate."""
+    yield from pep_families(sidecar.pep)
+    stats = sidecar.stats()
+    yield refusals({"sidecar": stats["handshake_refusals"]})
+    yield gauge("handshakes_in_flight", "Connections admitted and still in their handshake.",
+                stats["admission"]["handshaking"], labels={"service": "sidecar"})
+    yield gauge("connections_open", "Proxied connections open now.", stats["open"], labels={"service": "sidecar"})
+    yield counter("sidecar_proxied_bytes", "Bytes forwarded both ways.", stats["proxied_bytes"])
+    yield counter("sidecar_connections", "Connections by outcome.", label="outcome",
+                  by={"accepted": stats["accepted"], "refused": stats["refused"]})
+    yield gauge("certificate_expiry_seconds", "Seconds left on the sidecar's certificate.",
+                creds.not_after - time.time(), labels={"service": "sidecar"})
 
 
 class _NoTokens:

@@ -147,6 +147,15 @@ class ControlServer:
             self.plane.emitter.emit(Kind.HANDSHAKE_REFUSED, principal=presented, decision="deny", reason=reason,
                                     detail={"detail": detail, "peer_address": address, "server": "bootstrap"})
 
+    def refusals(self) -> dict[str, dict[str, int]]:
+        """Refused connections by listener (bootstrap, control) and reason (metrics read this)."""
+        out: dict[str, dict[str, int]] = {}
+        if self._bootstrap is not None:
+            out["bootstrap"] = dict(self._bootstrap.refusals)
+        if self._control is not None:
+            out["control"] = dict(self._control.refusals)
+        return out
+
     @property
     def expired_cert_refusals(self) -> int:
         """Handshakes at the control endpoint refused for an expired certificate."""

@@ -56,6 +56,8 @@ tripwire that must stay 0.
 
 from __future__ import annotations
 
+import collections
+
 import threading
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Iterable
@@ -196,6 +198,7 @@ class EnforcementPoint:
         self.allowed = 0
         self.denied = 0
         self.refused = 0
+        self.deny_reasons: collections.Counter[str] = collections.Counter()  # the deny path's reasons
         self.engine_failures = 0
         self.internal_errors = 0
 
@@ -755,6 +758,7 @@ class EnforcementPoint:
         if n + 1 == len(self._buf):
             self.flush_decisions()
         self.denied += 1
+        self.deny_reasons[reason] += 1
         return False, reason
 
     # ------------------------------------------------------------------ audit

@@ -58,6 +58,8 @@ from trustfabric.control.plane import DEFAULT_POLICIES, ControlPlane
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
+from trustfabric.control.metrics import ControlMetrics
+from trustfabric.metrics import MetricsEndpoint
 from trustfabric.trading.fix import operate as fix_operate
 from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
 from trustfabric.signals.agent_socket import PostureAgentServer
@@ -195,6 +197,8 @@ class Floor:
         self.topology_path = manifest if manifest.exists() else Topology.default_path()
         self.topology = Topology.load(self.topology_path)
         self.ports: dict[str, int] = {}
+        self.metrics_ports: dict[str, int] = {}
+        self.metrics: MetricsEndpoint | None = None
         self.approval_key = secrets.token_bytes(32).hex()
         self.fix_edge: dict[str, Any] = {}
         self.fix_port = 0
@@ -232,6 +236,9 @@ class Floor:
             self.server = await ControlServer(None, mode=self.mode).start()
         taken: set[int] = {self.fix_port_fixed} if self.fix_port_fixed else set()
         self.ports = {name: free_port(taken) for name in self.services}
+        # Prometheus: one loopback port per service, and the control plane's (floor/runtime.json lists them)
+        self.metrics_ports = {name: free_port(taken) for name in self.services}
+        self.metrics = MetricsEndpoint(ControlMetrics(self.plane, self.server).collect).start("127.0.0.1", 0)
         if "fix-gateway" in self.services:
             self.fix_edge = fix_edge_pki(self.home, self.topology.trust_domain)
             self.fix_port = self.fix_port_fixed or free_port(taken)
@@ -361,6 +368,8 @@ class Floor:
             "home": str(self.home), "topology": str(self.topology_path), "ports": self.ports, "seed": self.seed,
             "md_interval_s": self.md_interval_s, "control_port": self.server.control_port,  # type: ignore[union-attr]
         }
+        if identity in self.metrics_ports:
+            boot["metrics_port"] = self.metrics_ports[identity]
         if name in ("pre-trade-risk", "order-router"):
             boot["approval_key"] = self.approval_key
         if self.md_csv is not None and name in MD_CSV_SERVICES:
@@ -432,6 +441,8 @@ class Floor:
                         "clients": self.fix_edge.get("client_dirs", {}),
                         "bindings": self.fix_edge.get("fix_clients", {})} if self.fix_port else {},
                 "left_out": dict(self.left_out),
+                "metrics": {"control-plane": self.metrics.port if self.metrics else 0,
+                            **{n: self.metrics_ports.get(n, 0) for n in self.processes}},
                 "services": {n: {"port": p.port, "pid": p.proc.pid, "spiffe_id": p.spiffe_id, "status": p.status,
                                  "mode": self.mode} for n, p in self.processes.items()}}
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
@@ -499,6 +510,9 @@ class Floor:
         if self.posture_agents is not None:
             await self.posture_agents.close()
         self.control_expired_cert_uses()
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if self.server is not None:
             await self.server.close()
         if self.plane is not None:

@@ -72,6 +72,7 @@ from trustfabric.identity.errors import CertificateError
 from trustfabric.identity.revocation import TOKEN_KEY, RevocationSet
 from trustfabric.identity.rotation import renewal_delay
 from trustfabric.identity.tokens import TokenVerifier
+from trustfabric.metrics import MetricsEndpoint
 from trustfabric.policy.decision import QUARANTINE
 from trustfabric.policy.topology import Topology
 from trustfabric.signals.agent_socket import fetch_report
@@ -81,6 +82,7 @@ from trustfabric.transport.frames import Ping, Pong, Request
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 from trustfabric.trading.effects import install_effect_counter
 from trustfabric.trading.services.links import CERT_EXPIRED, LINK_LIMITS, PeerLink, coalesce_sends
+from trustfabric.trading.services.metrics import serve_metrics
 from trustfabric.trading.services.sink import ServiceSink
 from trustfabric.audit.events import encode_event
 
@@ -161,6 +163,7 @@ class ServiceRuntime:
         self.mode = mode
         self.boot = boot
         self.clock = clock
+        self.metrics: MetricsEndpoint | None = None
         self.home = Path(boot["home"])
         self.topology = Topology.load(boot["topology"])
         self.spiffe_id = self.topology.spiffe_id(name)
@@ -268,6 +271,8 @@ class ServiceRuntime:
                                         limits=LINK_LIMITS).start("127.0.0.1", self.ports[self.name])
         if self.mode == PERIMETER:
             await self._open_ops_channel()
+        if self.boot.get("metrics_port") is not None:  # Prometheus, read at scrape time (loopback)
+            self.metrics = serve_metrics(self, int(self.boot["metrics_port"]))
         self._report_task = asyncio.get_running_loop().create_task(self._report_loop())
         self.loop_task(self._sync_loop())
         return self.server.port
@@ -613,6 +618,8 @@ class ServiceRuntime:
             link.close()
         if self.server is not None:
             await self.server.close()
+        if self.metrics is not None:
+            self.metrics.close()
         if self.control is not None:
             self.control.close()
         with contextlib.suppress(Exception):
