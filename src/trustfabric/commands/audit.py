@@ -322,3 +322,97 @@ def report(framework: str = typer.Option(..., "--framework", help=f"One of: {', 
             store.close()
         md, html = write_report(evidence, framework, out)
     console.print(f"wrote {md} and {html}", highlight=False)
+
+
+@app.command()
+def export(fmt: str = typer.Option("ocsf", "--format", help="ocsf (OCSF 1.2 JSON, one event a line), cef or jsonl."),
+           since: Optional[str] = typer.Option(None, help="From this time (Unix seconds or ISO 8601)."),
+           until: Optional[str] = typer.Option(None, help="Before this time."),
+           kind: Optional[str] = typer.Option(None, help="Only this event kind (decision, alert, ...)."),
+           out: Optional[Path] = typer.Option(None, "--out", help="Write here instead of standard output."),
+           run: Optional[str] = typer.Option(None, "--run", help="A demo run's log: 'latest' or its name."),
+           directory: Optional[Path] = DirOption) -> None:
+    """The audit log for a SIEM: OCSF events, ArcSight CEF lines or the records as JSON lines."""
+    from trustfabric.audit.siem import FORMATS, render
+
+    if fmt not in FORMATS:
+        raise fail("audit.export.format", f"--format must be one of {', '.join(FORMATS)}", code=2)
+    q = Query(since_ns=_time_ns(since), until_ns=_time_ns(until), kind=kind)
+    source = run_audit_dir(run) if run is not None else None
+    with refusals_exit(2):
+        log = open_log(source) if source is not None else _open(directory)
+        try:
+            rows = log.query(q)
+        finally:
+            log.close()
+    lines = (render(r, fmt) + "\n" for r in rows)
+    if out is None:
+        for line in lines:
+            typer.echo(line, nl=False)
+        return
+    with out.open("w") as fh:
+        fh.writelines(lines)
+    console.print(f"{len(rows)} records written to {out} ({fmt})", highlight=False)
+
+
+@app.command()
+def forward(to: str = typer.Option(..., "--to", help="HOST:PORT of the SIEM's syslog-over-TLS receiver (RFC 5425)."),
+            ca: Path = typer.Option(..., "--ca", help="CA bundle (PEM) that signed the receiver's certificate."),
+            fmt: str = typer.Option("ocsf", "--format", help="ocsf, cef or jsonl."),
+            server_name: Optional[str] = typer.Option(None, "--server-name",
+                                                      help="Name the receiver's certificate carries (default: HOST)."),
+            once: bool = typer.Option(False, "--once", help="Ship what the log holds now, then stop."),
+            metrics: str = typer.Option("off", "--metrics", help="Loopback HOST:PORT for a Prometheus lag gauge."),
+            directory: Optional[Path] = DirOption) -> None:
+    """Forward the audit log to a SIEM as RFC 5424 syslog over TLS: resumable, at least once, in order."""
+    import signal as signals
+    import ssl
+    import threading
+
+    from trustfabric.audit.forward import SyslogForwarder
+    from trustfabric.metrics import MetricsEndpoint, counter, gauge
+
+    host, sep, port = to.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise fail("config.address", f"--to must be HOST:PORT, not {to!r}", code=2)
+    context = ssl.create_default_context(cafile=str(ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    state = sub_dir("forward")
+    with refusals_exit(2):
+        log = _open(directory)
+        forwarder = SyslogForwarder(log, host, int(port), context, state, fmt=fmt, server_name=server_name)
+    endpoint = None
+    if metrics != "off":
+        m_host, _, m_port = metrics.rpartition(":")
+
+        def families():
+            status = forwarder.status()
+            yield gauge("siem_forward_lag_records", "Records in the log not yet acknowledged by the SIEM.",
+                        float(status["lag"]))
+            yield counter("siem_forward_failures", "Connection failures (each resumed from the checkpoint).",
+                          float(status["failures"]))
+            yield counter("siem_forward_sent", "Messages written to the SIEM (resends included).",
+                          float(status["sent_total"]))
+
+        endpoint = MetricsEndpoint(families).start(m_host or "127.0.0.1", int(m_port or 0))
+        console.print(f"metrics on {endpoint.url}", highlight=False)
+    stop = threading.Event()
+    try:
+        if once:
+            while forwarder.step():
+                pass
+            forwarder.close()
+        else:
+            for sig in (signals.SIGINT, signals.SIGTERM):
+                signals.signal(sig, lambda *_: stop.set())
+            console.print(f"forwarding {fmt} to {host}:{port} from record {forwarder.marks.acked}", highlight=False)
+            forwarder.run(stop)
+        status = forwarder.status()
+    except (OSError, ssl.SSLError) as exc:
+        raise fail("audit.forward.unreachable", f"{to}: {type(exc).__name__}: {exc}") from None
+    finally:
+        if endpoint is not None:
+            endpoint.close()
+        log.close()
+    console.print(f"acknowledged up to record {status['acked']} of {status['log_size']} (lag {status['lag']}, "
+                  f"{status['failures']} failures)", highlight=False)
