@@ -29,13 +29,14 @@ GROUPS: dict[str, tuple[str, str]] = {
     "signal": ("trustfabric.commands.signal", "Live signals: posture, threat intel, risk, market context."),
     "audit": ("trustfabric.commands.audit", "The audit log: verify, prove, query, compliance reports."),
     "response": ("trustfabric.commands.response", "Alerts, quarantine and release."),
-    "floor": ("trustfabric.commands.floor", "The running floor: kill switch (halt, reduce, resume)."),
+    "floor": ("trustfabric.commands.floor", "The running floor: kill switch (halt, reduce, resume); metrics."),
     "fix": ("trustfabric.commands.fix", "FIX clients of the gateway (README: 'Connecting a FIX client')."),
     "data": ("trustfabric.commands.data", "The data vault: put, get, ls, grant, rotate, shred."),
     "release": ("trustfabric.commands.release", "The promotion gateway: submit, approve, promote, ls."),
 }
 SINGLE: dict[str, str] = {
     "sidecar": "trustfabric.commands.sidecar",
+    "agent": "trustfabric.commands.agent",
     "up": "trustfabric.commands.up",
     "demo": "trustfabric.commands.demo",
     "simulate": "trustfabric.commands.simulate",

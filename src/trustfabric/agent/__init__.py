@@ -1,0 +1,1 @@
+"""The per-host agent: the SPIFFE Workload API for local workloads (see workload_api.py)."""
