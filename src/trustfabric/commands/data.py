@@ -171,7 +171,9 @@ def _lifecycle(action: str, segment: str, env: str, user: str | None, totp: str 
             return {"versions": ",".join(map(str, lifecycle.shred(segment, env, first, other, now))),
                     "second": other.principal}
 
-    return operate.run(f"data.{action}", target, {"second_user": second.user}, credential, offline)
+    # on a running floor the control plane authorizes the second person too: their login goes with the request
+    args = {"second_user": second.user, "second_password": second.password, "second_totp": second.totp}
+    return operate.run(f"data.{action}", target, args, credential, offline)
 
 
 @app.command("rotate")

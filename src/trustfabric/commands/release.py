@@ -91,8 +91,9 @@ def submit(
                                                plane.clock.now())
         return {"digest": candidate.digest, "author": candidate.author, "builder": candidate.builder}
 
-    outcome = operate.run("release.submit", release_target(digest), {"name": name or artefact.name}, credential,
-                          offline)
+    args = {"name": name or artefact.name, "envelope": json.dumps(envelope),
+            "build_cert": cert_pem.decode() if cert_pem else ""}  # the control plane checks them on a running floor
+    outcome = operate.run("release.submit", release_target(digest), args, credential, offline)
     r = outcome.result
     console.print(f"submitted [bold]{r.get('digest')}[/] by {r.get('author')}, built by {r.get('builder')} "
                   f"{outcome.where()}", soft_wrap=True)

@@ -68,11 +68,17 @@ from trustfabric.identity.plane import IdentityPlane
 from trustfabric.identity.revocation import RevocationEntry
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import issue_for_test
+from trustfabric.data.keystore import KekStore
+from trustfabric.data.lifecycle import KeyLifecycle, lifecycle_target, second_person
+from trustfabric.data.local import KEYS_DIR, OBJECTS_DIR
+from trustfabric.data.objects import ObjectStore
+from trustfabric.identity.promotion import PolicyTestOutcome, PromotionGateway
 from trustfabric.policy.decision import DecisionTable, Invalidation
 from trustfabric.policy.bundle import PolicyVersions, SigningKeys
 from trustfabric.policy.bundle import decode as decode_bundle
 from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.paths import POLICIES_DIR
+from trustfabric.policy.testcases import run_cases
 from trustfabric.policy.topology import Topology
 from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
 from trustfabric.response.containment import Containment, OfficerFacts
@@ -319,7 +325,9 @@ class ControlPlane:
         refuse), audit it under the person's name and write the signal store; returns what the server
         must wait for. On the thread that serves the floor (pushes leave from here)."""
         now = self.clock.now() if now is None else now
-        detail = {k: v[:200] for k, v in args.items() if k not in ("bundle", "csr_pem")}
+        detail = {k: v[:200] for k, v in args.items()  # never a secret or a whole document in the log
+                  if k not in ("bundle", "csr_pem", "envelope", "build_cert") and "password" not in k
+                  and "totp" not in k}
         try:
             handler = OPERATOR_ACTIONS.get(action) or self._added_actions[action]
             applied = handler(self, operator, action, target, dict(args), now)
@@ -421,6 +429,55 @@ class ControlPlane:
         self.emitter.emit(Kind.RELEASE, principal=operator.principal, action="release.promote", resource=row.digest,
                           trust_domain=domain, decision="allow", detail={"name": args.get("name", "")[:200]})
         return Applied(operator.principal, CONFIRM_NONE, {"digest": row.digest, "domain": domain})
+
+    def data_key_change_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                           ) -> Applied:
+        """``data.rotate`` / ``data.shred`` of ``<environment>/<segment>``: the second person of the four eyes
+        is authorized here too (another person, Cedar, a fresh TOTP); the key files change under the floor's
+        services, whose key stores notice at their next unwrap (a shredded KEK opens nothing from then on)."""
+        environment, _, segment = target.partition("/")
+        lifecycle_target(segment, environment)  # valid names, or a typed refusal
+        second = OperatorCredential(user=args.get("second_user", ""), password=args.get("second_password", ""),
+                                    totp=args.get("second_totp", ""))
+        other = second_person(self.operators, operator, second, action, target, now)
+        lifecycle = KeyLifecycle(KekStore(self.home / KEYS_DIR), ObjectStore(self.home / OBJECTS_DIR), self.emitter)
+        if action == "data.rotate":
+            done = lifecycle.rotate(segment, environment, operator, other, now)
+            result = {"previous": str(done.previous), "current": str(done.current),
+                      "rewrapped": str(done.rewrapped), "second": other.principal}
+        else:
+            versions = lifecycle.shred(segment, environment, operator, other, now)
+            result = {"versions": ",".join(map(str, versions)), "second": other.principal}
+        return Applied(operator.principal, CONFIRM_NONE, result)
+
+    def _gateway(self) -> PromotionGateway:
+        def policy_tests() -> PolicyTestOutcome:
+            report = run_cases(POLICIES_DIR)
+            return PolicyTestOutcome(report.passed, report.failed, report.summary())
+
+        return PromotionGateway(self.identity.store, self.identity.cas(), self.emitter, self.identity.firm,
+                                policy_tests)
+
+    def release_step_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                        ) -> Applied:
+        """``release.submit | approve | promote`` through the promotion gateway, in the store this plane's
+        attestation reads: a promoted digest attests at the next join or renewal, no restart."""
+        gateway = self._gateway()
+        if action == "release.submit":
+            try:
+                envelope = json.loads(args.get("envelope") or "{}")
+            except ValueError:
+                raise ControlRefused("the provenance is not JSON", reason="release.provenance_malformed") from None
+            cert = args.get("build_cert", "").encode() or None
+            candidate = gateway.submit(operator, validate_digest(target), envelope, cert, args.get("name", ""), now)
+            return Applied(operator.principal, CONFIRM_NONE, {"digest": candidate.digest, "author": candidate.author,
+                                                              "builder": candidate.builder})
+        digest, _, environment = target.partition("@")
+        if action == "release.approve":
+            candidate = gateway.approve(operator, validate_digest(digest), environment, now)
+            return Applied(operator.principal, CONFIRM_NONE, {"approvers": ", ".join(candidate.approvers(environment))})
+        row = gateway.promote(operator, validate_digest(digest), environment, now)
+        return Applied(operator.principal, CONFIRM_NONE, {"trust_domain": row.trust_domain})
 
     def policy_activate_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
                            ) -> Applied:
@@ -764,6 +821,11 @@ OPERATOR_ACTIONS: dict[str, OperatorAction] = {
     "token.revoke_key": ControlPlane.revoke_token_key_by,
     "policy.activate": ControlPlane.policy_activate_by,
     "policy.rollback": ControlPlane.policy_rollback_by,
+    "data.rotate": ControlPlane.data_key_change_by,
+    "data.shred": ControlPlane.data_key_change_by,
+    "release.submit": ControlPlane.release_step_by,
+    "release.approve": ControlPlane.release_step_by,
+    "release.promote": ControlPlane.release_step_by,
 }
 
 

@@ -41,6 +41,7 @@ class KekStore:
         self._random = random
         self._lock = threading.RLock()
         self._keks: dict[tuple[str, str, int], Kek] = {}
+        self._stamps: dict[tuple[str, str], int] = {}  # the scope directory's mtime when its keys were read
         self._tokenize: dict[tuple[str, str], bytes] = {}
 
     def _scope_dir(self, segment: str, environment: str) -> Path:
@@ -83,8 +84,28 @@ class KekStore:
             raise KeyStoreError(f"{directory}: {exc.strerror}") from exc
         return sorted(int(m.group(1)) for m in map(_KEK_FILE.fullmatch, names) if m)
 
+    def _fresh(self, segment: str, environment: str) -> None:
+        """Forget the scope's cached keys when its directory changed since they were read.
+
+        Another process (the control plane applying ``data rotate`` / ``data shred`` on a
+        running floor) changes the files; the directory's change time moves with every
+        key written, wiped or tombstoned, so one ``stat`` per use is enough for a shredded
+        KEK to stop opening anything at once in every process that held it in memory.
+        """
+        try:
+            stamp = os.stat(self._scope_dir(segment, environment)).st_mtime_ns
+        except OSError:
+            stamp = -1
+        if self._stamps.get((segment, environment)) != stamp:
+            with self._lock:
+                for key in [k for k in self._keks if k[:2] == (segment, environment)]:
+                    del self._keks[key]
+                self._tokenize.pop((segment, environment), None)
+                self._stamps[(segment, environment)] = stamp
+
     def get(self, segment: str, environment: str, version: int) -> Kek:
-        """The KEK of a scope at ``version``: from memory, else from its file."""
+        """The KEK of a scope at ``version``: from memory while the scope is unchanged, else from its file."""
+        self._fresh(segment, environment)
         cached = self._keks.get((segment, environment, version))
         if cached is not None:
             return cached
@@ -141,6 +162,7 @@ class KekStore:
 
     def tokenization_key(self, segment: str, environment: str) -> bytes:
         """The scope's HMAC key for tokenizing client fields (created on first use)."""
+        self._fresh(segment, environment)
         cached = self._tokenize.get((segment, environment))
         if cached is not None:
             return cached
