@@ -19,6 +19,7 @@ import time
 
 import grpc
 import pytest
+from cryptography.hazmat.primitives import serialization
 from spiffe._proto import workload_pb2, workload_pb2_grpc
 
 from trustfabric.agent.workload_api import WorkloadApi, WorkloadApiServer
@@ -33,6 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 DOMAIN = "prod.acme.example"
 WORKLOAD = f"spiffe://{DOMAIN}/pricing/fair-value"
+VENUE = f"spiffe://{DOMAIN}/venue/venue-a"
 
 CLIENT = textwrap.dedent('''
     """A SPIFFE-aware workload: identity from the Workload API, nothing on disk."""
@@ -69,6 +71,8 @@ CLIENT = textwrap.dedent('''
     client = WorkloadApiClient(socket_path="unix://" + socket_path)
     jwt_svid = client.fetch_jwt_svid(audience={"svc/venue-a"})
     out["jwt"] = jwt_svid.token
+    out["jwt_ep"] = client.fetch_jwt_svid(audience={sys.argv[3]}).token  # for the enforcement point
+    out["leaf_pem"] = svid.leaf.public_bytes(serialization.Encoding.PEM).decode()
     out["jwt_valid"] = str(client.validate_jwt_svid(jwt_svid.token, "svc/venue-a").spiffe_id)
     try:
         client.validate_jwt_svid(jwt_svid.token, "svc/treasury")
@@ -112,7 +116,7 @@ async def test_py_spiffe_gets_rotated_svids_talks_mtls_and_gets_a_jwt_svid(agent
 
     service = await FrameServer(hold, tls=TLSConfig(service_creds), name="venue-a").start()
     try:
-        rc, out, err = await _run(script, tmp_path / "agent.sock", service.port)
+        rc, out, err = await _run(script, tmp_path / "agent.sock", service.port, VENUE)
         assert rc == 0, err[-3000:]
         result = json.loads(out.strip().splitlines()[-1])
     finally:
@@ -125,6 +129,36 @@ async def test_py_spiffe_gets_rotated_svids_talks_mtls_and_gets_a_jwt_svid(agent
     claims = api.jwt_keys.verify(result["jwt"], "svc/venue-a")  # the fabric's verifier accepts it too
     assert claims["sub"] == WORKLOAD
     assert api.issued >= 2
+    # an enforcement point takes the JWT-SVID over mTLS from the workload whose certificate it names
+    from cryptography import x509 as cx509
+
+    from trustfabric.agent.jwt_svid import JwtBundle, JwtSvidVerifier
+    from trustfabric.enforcement.errors import SessionRefused
+    from trustfabric.enforcement.pep import EnforcementPoint
+    from trustfabric.enforcement.tables import StaticTableSource
+    from trustfabric.transport.tls import identity_from_der
+
+    leaf = cx509.load_pem_x509_certificate(result["leaf_pem"].encode())
+    der = leaf.public_bytes(serialization.Encoding.DER)
+    peer = identity_from_der(der, trust_domain=DOMAIN, now=time.time())
+    bundle = JwtBundle.from_jwks(DOMAIN, api.jwt_keys.jwks_json())  # what FetchJWTBundles hands out
+    pep = EnforcementPoint(VENUE, StaticTableSource.from_mapping(
+        {"principals": {WORKLOAD: [{"action": "quote", "resource": "venue/quotes"}]}}),
+        JwtSvidVerifier(bundle), sink=MemorySink())
+    session = pep.open_session(peer, result["jwt_ep"])
+    assert pep.check(session, "quote", "venue/quotes")[0] is True
+    with pytest.raises(SessionRefused) as replay:  # good for one session open
+        pep.open_session(peer, result["jwt_ep"])
+    assert replay.value.reason == "session.token_replayed"
+    other = issue_for_test(plane.ca(DOMAIN), f"spiffe://{DOMAIN}/algo/algo-momentum", time.time() - 60)
+    stranger = identity_from_der(other.certificate.public_bytes(serialization.Encoding.DER), trust_domain=DOMAIN,
+                                 now=time.time())
+    with pytest.raises(SessionRefused) as wrong:  # someone else's certificate with this workload's JWT-SVID
+        pep.open_session(stranger, result["jwt_ep"])
+    assert wrong.value.reason == "session.token_wrong_subject"
+    with pytest.raises(SessionRefused) as audience:  # a JWT-SVID for another audience
+        pep.open_session(peer, result["jwt"])
+    assert audience.value.reason == "jwt_svid.wrong_audience"
 
 
 async def test_an_unpromoted_workload_gets_no_svid_and_the_refusal_is_audited(agent_home, tmp_path):

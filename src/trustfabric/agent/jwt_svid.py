@@ -14,6 +14,7 @@ audience asked for is one of the token's. Every failure is a typed
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from trustfabric.errors import IdentityError, TrustFabricError
 from trustfabric.identity.spiffe import SpiffeId
+from trustfabric.identity.tokens import Claims
 from trustfabric.keyfiles import key_to_pem, write_private_file
 
 ALGORITHM = "ES256"
@@ -64,6 +66,33 @@ class JwtSvidKeys:
                   "iat": int(now), "exp": int(now) + int(ttl_s)}
         return jwt.encode(claims, self._key, algorithm=ALGORITHM, headers={"kid": self.kid, "typ": "JWT"})
 
+    @property
+    def bundle(self) -> "JwtBundle":
+        return JwtBundle(self.trust_domain, self.kid, self._key.public_key())
+
+    def verify(self, token: str, audience: str, now: float | None = None) -> dict[str, Any]:
+        """The claims of a JWT-SVID of this trust domain for ``audience``; a typed refusal otherwise."""
+        return self.bundle.verify(token, audience, now)
+
+
+class JwtBundle:
+    """A trust domain's JWT-SVID verification key (what ``FetchJWTBundles`` hands out), verifying tokens."""
+
+    def __init__(self, trust_domain: str, kid: str, public_key: ec.EllipticCurvePublicKey) -> None:
+        self.trust_domain, self.kid, self._public = trust_domain, kid, public_key
+
+    @classmethod
+    def from_jwks(cls, trust_domain: str, jwks: bytes | str | dict) -> "JwtBundle":
+        try:
+            doc = json.loads(jwks) if isinstance(jwks, (bytes, str)) else jwks
+            (entry,) = [k for k in doc["keys"] if k.get("use") == "jwt-svid" and k.get("alg") == ALGORITHM]
+            public = jwt.algorithms.ECAlgorithm.from_jwk(json.dumps(entry))
+        except (ValueError, KeyError, TypeError, jwt.PyJWTError) as exc:
+            raise IdentityError(f"unusable JWT bundle: {exc}", reason="jwt_svid.bad_bundle") from None
+        if not isinstance(public, ec.EllipticCurvePublicKey):
+            raise IdentityError("the JWT bundle holds no public EC key", reason="jwt_svid.bad_bundle")
+        return cls(trust_domain, str(entry["kid"]), public)
+
     def verify(self, token: str, audience: str, now: float | None = None) -> dict[str, Any]:
         """The claims of a JWT-SVID of this trust domain for ``audience``; a typed refusal otherwise."""
         now = time.time() if now is None else now
@@ -74,7 +103,7 @@ class JwtSvidKeys:
             if header.get("alg") != ALGORITHM or header.get("kid") != self.kid:
                 raise IdentityError(f"alg {header.get('alg')!r} / kid {header.get('kid')!r} is not this trust "
                                     "domain's JWT-SVID key", reason="jwt_svid.unknown_key")
-            claims = jwt.decode(token, self._key.public_key(), algorithms=[ALGORITHM], audience=audience,
+            claims = jwt.decode(token, self._public, algorithms=[ALGORITHM], audience=audience,
                                 leeway=LEEWAY_S, options={"require": ["sub", "aud", "exp"], "verify_iat": False},
                                 # the clock is ours: PyJWT reads time itself, so check exp against ``now`` below
                                 )
@@ -95,3 +124,38 @@ class JwtSvidKeys:
         if sid.trust_domain != self.trust_domain:
             raise IdentityError(f"{sid} is not of {self.trust_domain}", reason="jwt_svid.wrong_trust_domain")
         return claims
+
+
+class JwtSvidVerifier:
+    """An enforcement point's token verifier that also takes JWT-SVIDs of its trust domain.
+
+    A JWT-SVID (``alg`` ES256, this bundle's ``kid``) carries no certificate binding
+    (``cnf``), so it is accepted only over mTLS: the enforcement point then requires
+    its ``sub`` to be the SPIFFE ID of the certificate the peer presented (the subject
+    check every session open makes), its audience to be the point's, and it is good
+    for one session open (its SHA-256 stands in for a ``jti``: a replay is refused).
+    Every other token goes to ``fallback`` (the fabric's access-token verifier).
+    """
+
+    def __init__(self, bundle: JwtBundle, fallback: Any = None) -> None:
+        self.bundle = bundle
+        self.fallback = fallback
+
+    def verify(self, token: str, audience: str, presented_cert_der: bytes | None = None,
+               now: float | None = None) -> Claims:
+        try:
+            header = jwt.get_unverified_header(token) if isinstance(token, str) else {}
+        except jwt.PyJWTError:
+            header = {}
+        if header.get("alg") != ALGORITHM or header.get("kid") != self.bundle.kid:
+            if self.fallback is None:
+                raise IdentityError("not a JWT-SVID of this trust domain", reason="jwt_svid.unknown_key")
+            return self.fallback.verify(token, audience, presented_cert_der, now=now)
+        if not presented_cert_der:
+            raise IdentityError("a JWT-SVID is taken over mTLS only", reason="jwt_svid.no_certificate")
+        claims = self.bundle.verify(token, audience, now)
+        aud = claims["aud"]
+        return Claims(iss=f"spiffe://{self.bundle.trust_domain}", sub=str(claims["sub"]),
+                      aud=(aud,) if isinstance(aud, str) else tuple(aud), exp=float(claims["exp"]),
+                      nbf=float(claims.get("iat", 0)), iat=float(claims.get("iat", 0)),
+                      jti="jwt-svid:" + hashlib.sha256(token.encode()).hexdigest()[:32], kid=self.bundle.kid)
