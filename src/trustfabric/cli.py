@@ -37,6 +37,7 @@ GROUPS: dict[str, tuple[str, str]] = {
 SINGLE: dict[str, str] = {
     "sidecar": "trustfabric.commands.sidecar",
     "agent": "trustfabric.commands.agent",
+    "console": "trustfabric.console.command",
     "up": "trustfabric.commands.up",
     "demo": "trustfabric.commands.demo",
     "simulate": "trustfabric.commands.simulate",

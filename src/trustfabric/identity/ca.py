@@ -192,6 +192,48 @@ class CertificateAuthority:
 
     # -- issuance ----------------------------------------------------------------------
 
+    def issue_web_server(self, public_key: ec.EllipticCurvePublicKey, spiffe_id: SpiffeId | str,
+                         names: list[str], now: float, ttl_s: int = DEFAULT_LEAF_TTL_S) -> x509.Certificate:
+        """A TLS server certificate a browser accepts for a loopback console: the console's SPIFFE ID and
+        DNS / IP names (``localhost``, ``127.0.0.1``...) as SANs, server authentication only."""
+        import ipaddress
+
+        sid = spiffe_id if isinstance(spiffe_id, SpiffeId) else SpiffeId.parse(spiffe_id)
+        if sid.trust_domain != self.trust_domain:
+            raise CertificateError(f"the {self.trust_domain} CA does not issue for {sid.trust_domain}",
+                                   reason="cert.wrong_trust_domain")
+        if not (0 < ttl_s <= self.max_leaf_ttl_s):
+            raise CertificateError(f"ttl {ttl_s}s outside (0, {self.max_leaf_ttl_s}]", reason="cert.ttl")
+        sans: list[x509.GeneralName] = [x509.UniformResourceIdentifier(str(sid))]
+        for name in names:
+            try:
+                sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+            except ValueError:
+                sans.append(x509.DNSName(name))
+        gen = self.current
+        not_after = min(int(now) + int(ttl_s), int(gen.issuing_cert.not_valid_after_utc.timestamp()))
+        issuing_ski = gen.issuing_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "trustfabric"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, names[0] if names else "console")]))
+            .issuer_name(gen.issuing_cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(_utc(now - 60))
+            .not_valid_after(_utc(not_after))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                                         data_encipherment=False, key_agreement=False, key_cert_sign=False,
+                                         crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(issuing_ski),
+                           critical=False)
+            .sign(gen.issuing_key, hashes.SHA256())
+        )
+
     def issue(
         self,
         csr: x509.CertificateSigningRequest,

@@ -140,6 +140,15 @@ ACTIONS: dict[str, str] = {
     "release.promote": "releases",
     "fix.client_add": "fix-clients",
     "fix.client_renew": "fix-clients",
+    # the web console's pages (reads; the console's actions are the operator actions above)
+    "console.overview": "console",
+    "console.decisions": "console",
+    "console.map": "console",
+    "console.incidents": "console",
+    "console.killswitch": "console",
+    "console.identities": "console",
+    "console.audit": "console",
+    "console.reports": "console",
 }
 
 # The most dangerous actions: a TOTP code verified with the request itself, whatever the session's age
@@ -618,6 +627,18 @@ class OperatorAuthority:
             return session.name, session.role, session.auth_time, session.amr, session.session_id
         auth = self._users.login(credential.user.removeprefix(_SUB), credential.password, credential.totp, now)
         return auth.name, auth.role, auth.auth_time, auth.amr, ""
+
+    def permitted(self, name: str, role: str, action: str, now: float) -> bool:
+        """Whether Cedar lets a person of ``role`` ``action`` with a fresh step-up (to show a control, not to
+        act: the request itself is authorized by :meth:`authorize`). Not audited; False when unknown."""
+        if action not in ACTIONS or self._policy is None:
+            return False
+        try:
+            decision = self._policy.decide_operator(name, (role,), f"operator.{action}", ACTIONS[action], mfa=True,
+                                                    step_up_age_s=0, now=now)
+        except TrustFabricError:
+            return False
+        return bool(decision.allowed)
 
     def authorize(self, credential: OperatorCredential, action: str, target: str, now: float) -> Operator:
         """The :class:`Operator` allowed ``action`` on ``target`` now; raises a typed refusal otherwise."""
