@@ -25,7 +25,10 @@ connection that outlived one, anywhere on the floor: 0 on a healthy floor).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import sys
 import time
 from pathlib import Path
 
@@ -63,6 +66,19 @@ def _view(floor, rates: dict[str, float]) -> Table:
     return table
 
 
+async def _start_console(port: int):
+    """``trustfabric console`` as its own process (nothing imports the console), once the floor is up."""
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.cli", "console", "--port",
+                                                str(port), stdout=asyncio.subprocess.PIPE,
+                                                env={**os.environ, "COLUMNS": "300"})
+    assert proc.stdout is not None
+    for _ in range(2):
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
+        if line:
+            console.print(line, highlight=False)
+    return proc
+
+
 def command(
     mode: str = typer.Option("zero-trust", "--mode", help="zero-trust or perimeter."),
     seed: int = typer.Option(7, "--seed", help="Market-data seed."),
@@ -76,6 +92,9 @@ def command(
                                  help="Certificate lifetime in seconds (renewed at half of it)."),
     posture_max_age: float = typer.Option(None, "--posture-max-age", min=2.0,
                                           help="Posture window in seconds (default: the trust domain's, 300)."),
+    web_console: bool = typer.Option(False, "--console", help="Also serve the web console (HTTPS on 127.0.0.1; "
+                                     "its URL and CA bundle are printed)."),
+    console_port: int = typer.Option(8443, "--console-port", help="The console's port (0: any free port)."),
 ) -> None:
     """Run the floor until Ctrl-C, with a live view. FIX clients connect to --fix-port (README:
     'Connecting a FIX client')."""
@@ -97,6 +116,7 @@ def command(
             console.print(f"[yellow]{name} not started: {why}[/] (its identity is quarantined; the floor runs "
                           f"without it)")
         console.print(f"floor up: {floor.manifest_path}")
+        web = await _start_console(console_port) if web_console and floor.mode == "zero-trust" else None
         if floor.fix_port:
             console.print(f"FIX gateway: 127.0.0.1:{floor.fix_port} (TargetCompID {floor.fix_edge['fix_comp_id']}; "
                           f"onboard a client with: trustfabric fix client add CLIENT-ID --account ACCT)",
@@ -116,6 +136,10 @@ def command(
                     last = (now, s)
                     live.update(_view(floor, rates))
         finally:
+            if web is not None:
+                web.terminate()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(web.wait(), 10)
             await floor.stop()
             summary.update(floor_summary(floor), mode=floor.mode,
                            duration_s=round(time.monotonic() - started_at, 1))

@@ -38,15 +38,17 @@ function drawMap(graph) {
   const ns = "http://www.w3.org/2000/svg";
   svg.innerHTML = "";
   const segments = [...new Set(graph.nodes.map((n) => n.segment))].sort();
-  const colW = 1100 / Math.max(segments.length, 1), pos = {};
+  const cols = Math.min(5, Math.max(segments.length, 1)), rows = Math.ceil(segments.length / cols);
+  const cellW = 1100 / cols, cellH = 560 / Math.max(rows, 1), pos = {};
   segments.forEach((seg, i) => {
+    const x0 = (i % cols) * cellW, y0 = Math.floor(i / cols) * cellH;
     const rect = document.createElementNS(ns, "rect");
-    Object.entries({ x: i * colW + 4, y: 4, width: colW - 8, height: 552, rx: 6, class: "seg" }).forEach(([k, v]) => rect.setAttribute(k, v));
+    Object.entries({ x: x0 + 6, y: y0 + 6, width: cellW - 12, height: cellH - 12, rx: 8, class: "seg" }).forEach(([k, v]) => rect.setAttribute(k, v));
     svg.appendChild(rect);
     const label = document.createElementNS(ns, "text");
-    label.setAttribute("x", i * colW + 12); label.setAttribute("y", 22); label.textContent = seg;
+    label.setAttribute("x", x0 + 16); label.setAttribute("y", y0 + 26); label.textContent = "segment " + seg;
     svg.appendChild(label);
-    graph.nodes.filter((n) => n.segment === seg).forEach((n, j) => { pos[n.name] = [i * colW + colW / 2, 70 + j * 70]; });
+    graph.nodes.filter((n) => n.segment === seg).forEach((n, j) => { pos[n.name] = [x0 + cellW / 2, y0 + 70 + j * 48]; });
   });
   function edge(e, cls) {
     const a = pos[e[0]], b = pos[e[1]];
@@ -64,7 +66,7 @@ function drawMap(graph) {
     const g = document.createElementNS(ns, "g");
     g.setAttribute("data-node", n.name);
     const r = document.createElementNS(ns, "rect");
-    Object.entries({ x: x - 62, y: y - 14, width: 124, height: 28, rx: 5, class: n.cut_off ? "node cut" : "node" }).forEach(([k, v]) => r.setAttribute(k, v));
+    Object.entries({ x: x - 92, y: y - 15, width: 184, height: 30, rx: 5, class: n.cut_off ? "node cut" : "node" }).forEach(([k, v]) => r.setAttribute(k, v));
     const t = document.createElementNS(ns, "text");
     t.setAttribute("x", x); t.setAttribute("y", y + 4); t.setAttribute("text-anchor", "middle");
     t.textContent = n.cut_off ? n.name + " (cut off)" : n.name;
