@@ -99,6 +99,10 @@ class SyslogForwarder:
         self.sent_total = 0
         self.last_error = ""
 
+    def _end(self) -> int:
+        end = getattr(self.log.store, "end", None)  # a B-tree lookup where the store has one, not a count
+        return end() if end is not None else self.log.store.size()
+
     # -- connection ----------------------------------------------------------------------
     def _connect(self) -> ssl.SSLSocket:
         raw = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
@@ -153,7 +157,7 @@ class SyslogForwarder:
     # -- shipping ------------------------------------------------------------------------
     def step(self) -> int:
         """Send the next batch (at most ``batch`` records); returns how many; raises on a failure."""
-        size = self.log.store.size()
+        size = self._end()
         start = self.marks.sent
         if start >= size:
             return 0
@@ -191,7 +195,7 @@ class SyslogForwarder:
         self.close()
 
     def status(self) -> dict[str, object]:
-        size = self.log.store.size()
+        size = self._end()
         return {"log_size": size, "acked": self.marks.acked, "sent": self.marks.sent,
                 "lag": max(0, size - self.marks.acked), "connects": self.connects, "failures": self.failures,
                 "sent_total": self.sent_total, "last_error": self.last_error}

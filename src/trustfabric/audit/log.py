@@ -230,6 +230,11 @@ class SQLiteAuditStore:
     def size(self) -> int:
         return self._fetch("SELECT COUNT(*) FROM records")[0][0]
 
+    def end(self) -> int:
+        """One past the highest index (a B-tree lookup, not a count): what a reader tailing the log polls.
+        Equal to :meth:`size` on an intact log; ``audit verify`` uses :meth:`size`."""
+        return self._fetch("SELECT COALESCE(MAX(idx) + 1, 0) FROM records")[0][0]
+
     def max_seqs(self) -> dict[str, int]:
         return dict(self._fetch("SELECT source, MAX(seq) FROM records GROUP BY source"))
 

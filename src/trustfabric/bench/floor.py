@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trustfabric.bench.console_watch import ConsoleWatcher
 from trustfabric.policy.paths import POLICIES_DIR
 from trustfabric.trading.launcher import Floor, floor_summary
 from trustfabric.trading.services.base import PERIMETER, ZERO_TRUST
@@ -89,7 +90,44 @@ def _spread(values: list[float]) -> dict[str, float]:
     return {"median": round(statistics.median(values), 1), "min": round(min(values), 1), "max": round(max(values), 1)}
 
 
-async def run_bench(home: Path, *, orders: int = 16000, rounds: int = 7, warmup: int = 2000) -> dict[str, Any]:
+async def console_rounds(floor: Floor, orders: int, rounds: int) -> dict[str, Any]:
+    """The zero-trust floor with the console attached and a browser on its live decisions page, against the same
+    floor without anyone watching: ``rounds`` rounds each, alternating (which goes first alternates too).
+
+    The floor ships its audit spools for this phase (the live page reads the central log),
+    in both kinds of round alike; the console process stays up, idle, in the unwatched ones.
+    """
+    floor.start_collector()
+    watcher = await ConsoleWatcher(floor.home, floor.plane.identity.users()).start()  # type: ignore[union-attr]
+    try:
+        watched: list[float] = []
+        alone: list[float] = []
+        rows = 0
+        for n in range(rounds):
+            for watching in ((False, True) if n % 2 == 0 else (True, False)):
+                if watching:
+                    await watcher.watch()
+                result = await bench_round(floor, orders)
+                if watching:  # the page shows the round's decisions once the collector shipped them (untimed)
+                    for _ in range(40):
+                        seen = await watcher.rows()
+                        if seen:
+                            break
+                        await asyncio.sleep(0.1)
+                    rows = max(rows, seen)
+                    await watcher.unwatch()
+                (watched if watching else alone).append(result["orders_per_s"])
+    finally:
+        await watcher.stop()
+    w, a = _spread(watched), _spread(alone)
+    return {"watcher": watcher.kind, "without_console_orders_per_s": a["median"],
+            "with_console_orders_per_s": w["median"], "with_vs_without": round(w["median"] / a["median"], 3)
+            if a["median"] else 0.0, "without_range": [a["min"], a["max"]], "with_range": [w["min"], w["max"]],
+            "live_rows_seen": rows, "rounds": rounds}
+
+
+async def run_bench(home: Path, *, orders: int = 16000, rounds: int = 7, warmup: int = 2000,
+                    console: bool = False) -> dict[str, Any]:
     """Zero-trust vs perimeter on the same machine in the same run, fairly.
 
     Both floors run side by side (each idles while the other is measured), both are
@@ -110,6 +148,7 @@ async def run_bench(home: Path, *, orders: int = 16000, rounds: int = 7, warmup:
             order = (ZERO_TRUST, PERIMETER) if n % 2 == 0 else (PERIMETER, ZERO_TRUST)
             for mode in order:
                 results[mode].append(await bench_round(floors[mode], orders))
+        console_result = await console_rounds(floors[ZERO_TRUST], orders, rounds) if console else None
         zt_rates = [r["orders_per_s"] for r in results[ZERO_TRUST]]
         p_rates = [r["orders_per_s"] for r in results[PERIMETER]]
         zt, per = _spread(zt_rates), _spread(p_rates)
@@ -119,7 +158,8 @@ async def run_bench(home: Path, *, orders: int = 16000, rounds: int = 7, warmup:
         for floor in floors.values():
             await floor.stop()
     ratio = zt["median"] / per["median"] if per["median"] else 0.0
-    return {"zt_orders_per_s": zt["median"], "perimeter_orders_per_s": per["median"],
+    extra = {"console": console_result} if console_result is not None else {}
+    return {**extra, "zt_orders_per_s": zt["median"], "perimeter_orders_per_s": per["median"],
             "zt_vs_perimeter": round(ratio, 3),
             "zt_orders_per_s_range": [zt["min"], zt["max"]], "perimeter_orders_per_s_range": [per["min"], per["max"]],
             "round_ratios": [round(a / b, 3) if b else 0.0 for a, b in zip(zt_rates, p_rates)],

@@ -257,19 +257,27 @@ class AuditTail:
 
     def size(self) -> int:
         log = self._open()
-        return log.store.size() if log is not None else 0
+        return _end(log) if log is not None else 0
 
     def _open(self) -> AuditLog | None:
         if self._log is None:
             self._log = _log(self.home)
         return self._log
 
-    def read(self, start: int, limit: int = 2000) -> list[Any]:
+    def read(self, start: int, limit: int) -> tuple[list[Any], int, int]:
+        """(records, next position, how many were skipped): at most the newest ``limit`` after ``start``."""
         log = self._open()
         if log is None:
-            return []
-        end = min(log.store.size(), start + limit)
-        return list(log.store.records(start, end)) if end > start else []
+            return [], start, 0
+        end = _end(log)
+        first = max(start, end - limit)
+        rows = list(log.store.records(first, end)) if end > first else []
+        return rows, end, first - start
+
+
+def _end(log: AuditLog) -> int:
+    end = getattr(log.store, "end", None)
+    return end() if end is not None else log.store.size()
 
     def close(self) -> None:
         if self._log is not None:

@@ -307,6 +307,11 @@ class Floor:
         """The reason of the collector's last failure ("" when its last pass was clean)."""
         return self._collector.error if self._collector is not None else ""
 
+    def start_collector(self) -> None:
+        """Start shipping the spools to the central log on a floor started without it (``collect_audit=False``)."""
+        if self._collector is None:
+            self._start_collector()
+
     def _start_collector(self) -> None:
         """The periodic collector (its own thread); the baselines learn from the decision records it ships."""
         self._loop = asyncio.get_running_loop()

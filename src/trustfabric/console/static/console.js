@@ -23,7 +23,7 @@ function liveDecisions() {
       }
       if (r.decision === "deny") tr.children[5].className = "bad";
       table.insertBefore(tr, table.firstChild);
-      while (table.children.length > 500) table.removeChild(table.lastChild);
+      while (table.children.length > 200) table.removeChild(table.lastChild);
     };
   }
   form.addEventListener("submit", (e) => { e.preventDefault(); table.innerHTML = ""; connect(); });
