@@ -315,6 +315,9 @@ def command(
     md_csv: Path = typer.Option(None, "--md-csv", help="Replay this recorded session (trustfabric floor record-md) "
                                 "at market-data and both venues instead of GBM (about 5 ticks per second of "
                                 "--duration; publishing stops at the end of the file)."),
+    web_console: bool = typer.Option(False, "--console", help="Also serve the web console on the demo's floor "
+                                     "(HTTPS on 127.0.0.1; URL and CA bundle printed; stops with the demo)."),
+    console_port: int = typer.Option(8443, "--console-port", help="The console's port (0: any free port)."),
 ) -> None:
     """Run the floor in zero-trust mode, compromise an algo half-way, and show that every attempt is refused.
 
@@ -341,8 +344,26 @@ def command(
             phases[phase] = True
             console.print(f"[cyan]{phase}[/]")
 
+    web: list = []
+
+    async def on_started(floor) -> None:
+        from trustfabric.commands.up import start_console_process
+
+        if web_console:
+            web.append(await start_console_process(console_port, home,
+                                                   show=lambda line: console.print(line, highlight=False)))
+
+    async def demo() -> dict:
+        try:
+            return await run_demo(home, duration_s=duration, seed=seed, on_tick=on_tick, md_csv=md_csv,
+                                  on_started=on_started)
+        finally:
+            for proc in web:
+                proc.terminate()
+                await proc.wait()
+
     try:
-        result = asyncio.run(run_demo(home, duration_s=duration, seed=seed, on_tick=on_tick, md_csv=md_csv))
+        result = asyncio.run(demo())
     except TrustFabricError as exc:  # a bad --md-csv is refused before any process starts
         console.print(f"[bold red]{exc.reason}[/]: {exc.detail}", highlight=False)
         raise typer.Exit(1) from None

@@ -66,16 +66,16 @@ def _view(floor, rates: dict[str, float]) -> Table:
     return table
 
 
-async def _start_console(port: int):
+async def start_console_process(port: int, home: Path | None = None, show=None):
     """``trustfabric console`` as its own process (nothing imports the console), once the floor is up."""
+    env = {**os.environ, "COLUMNS": "300", **({"TRUSTFABRIC_HOME": str(home)} if home is not None else {})}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.cli", "console", "--port",
-                                                str(port), stdout=asyncio.subprocess.PIPE,
-                                                env={**os.environ, "COLUMNS": "300"})
+                                                str(port), stdout=asyncio.subprocess.PIPE, env=env)
     assert proc.stdout is not None
     for _ in range(2):
         line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode().strip()
         if line:
-            console.print(line, highlight=False)
+            (show or (lambda text: console.print(text, highlight=False)))(line)
     return proc
 
 
@@ -116,7 +116,7 @@ def command(
             console.print(f"[yellow]{name} not started: {why}[/] (its identity is quarantined; the floor runs "
                           f"without it)")
         console.print(f"floor up: {floor.manifest_path}")
-        web = await _start_console(console_port) if web_console and floor.mode == "zero-trust" else None
+        web = await start_console_process(console_port) if web_console and floor.mode == "zero-trust" else None
         if floor.fix_port:
             console.print(f"FIX gateway: 127.0.0.1:{floor.fix_port} (TargetCompID {floor.fix_edge['fix_comp_id']}; "
                           f"onboard a client with: trustfabric fix client add CLIENT-ID --account ACCT)",

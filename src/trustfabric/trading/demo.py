@@ -69,11 +69,14 @@ async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: f
 
 
 async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_tick=None,
-                   md_csv: Path | None = None) -> dict[str, Any]:
-    """Trade, compromise an algo half-way (attacker process), keep trading; returns the summary."""
+                   md_csv: Path | None = None, on_started=None) -> dict[str, Any]:
+    """Trade, compromise an algo half-way (attacker process), keep trading; returns the summary.
+    ``on_started(floor)`` (awaited) runs once the floor is up (``demo --console`` starts the console there)."""
     floor = Floor(home, ZERO_TRUST, seed=seed, md_csv=md_csv)
     t0 = time.monotonic()
     await floor.start()
+    if on_started is not None:
+        await on_started(floor)
     fix_result: dict[str, Any] = {}
     try:
         attack_at = max(3.0, duration_s * 0.5)
