@@ -15,6 +15,7 @@ demand) in the same transaction as the records it covers.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from contextlib import AbstractContextManager, contextmanager
@@ -479,9 +480,31 @@ def audit_dir(home: Path | None = None) -> Path:
     return sub_dir("audit")
 
 
+DATABASE_URL_ENV = "TRUSTFABRIC_DATABASE_URL"
+DATABASE_SCHEMA_ENV = "TRUSTFABRIC_DATABASE_SCHEMA"
+
+
+def database_url() -> str:
+    """The PostgreSQL DSN the fabric's stores use beyond one machine ("" for the embedded SQLite default)."""
+    return os.environ.get(DATABASE_URL_ENV, "")
+
+
+def open_store(directory: Path) -> AuditStore:
+    """The central log's store: PostgreSQL when ``$TRUSTFABRIC_DATABASE_URL`` names one, else SQLite in
+    ``directory``."""
+    dsn = database_url()
+    if dsn:
+        # imported here: audit.postgres builds on this module (and psycopg loads only beyond one machine)
+        from trustfabric.audit.postgres import DEFAULT_SCHEMA, PostgresAuditStore
+
+        return PostgresAuditStore(dsn, os.environ.get(DATABASE_SCHEMA_ENV, DEFAULT_SCHEMA))
+    return SQLiteAuditStore(directory / DB_FILE)
+
+
 def open_log(directory: Path | None = None, clock: Clock = SYSTEM_CLOCK, **options: float) -> AuditLog:
-    """The default central log: SQLite + the signing key under ``directory`` ($TRUSTFABRIC_HOME/audit)."""
+    """The central log: its store (:func:`open_store`) + the signing key under ``directory``
+    ($TRUSTFABRIC_HOME/audit)."""
     directory = directory if directory is not None else audit_dir()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    store = SQLiteAuditStore(directory / DB_FILE)
+    store = open_store(directory)
     return AuditLog(store, load_or_create_signer(directory), clock, **options)  # type: ignore[arg-type]

@@ -20,7 +20,16 @@ from rich.table import Table
 from trustfabric.audit.collector import Collector, unshipped
 from trustfabric.audit.damage import losses
 from trustfabric.audit.errors import AuditError, TamperDetected
-from trustfabric.audit.log import DB_FILE, AuditLog, Query, SQLiteAuditStore, audit_dir, open_log
+from trustfabric.audit.log import (
+    DB_FILE,
+    AuditLog,
+    Query,
+    SQLiteAuditStore,
+    audit_dir,
+    database_url,
+    open_log,
+    open_store,
+)
 from trustfabric.audit.report import FRAMEWORKS, build_evidence, write_report
 from trustfabric.audit.treehead import export_tree_head, import_tree_head, load_public_key
 from trustfabric.audit.verify import verify_log
@@ -66,7 +75,7 @@ def run_audit_dir(run: str) -> Path:
 
 def _existing_dir(path: Optional[Path]) -> Path:
     directory = _dir(path)
-    if not (directory / DB_FILE).exists():
+    if not (directory / DB_FILE).exists() and not database_url():
         raise fail("audit.store.missing", f"no audit log at {directory}", code=2)
     return directory
 
@@ -109,7 +118,7 @@ def verify(path: Optional[Path] = typer.Argument(None, help="Audit directory or 
                 witnessed.append(import_tree_head(json.loads(file.read_text())))
             except (OSError, ValueError) as exc:
                 raise fail("audit.tree_head.malformed", f"{file}: {exc}", code=2) from None
-        store = SQLiteAuditStore(directory / DB_FILE)
+        store = open_store(directory)
         try:
             try:
                 report = verify_log(store, public_key, witnessed)

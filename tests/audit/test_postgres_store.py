@@ -1,0 +1,126 @@
+"""The central audit log on PostgreSQL (127.0.0.1:5432, database ``test``): migrations, verify and proofs
+unchanged, tampering detected, one sequencer at a time, an unreachable database a typed refusal.
+
+Each test run has a fresh schema, dropped at the end. These tests need the server: they fail,
+they do not skip, when it cannot be reached (CI starts it; see .ci/run).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import psycopg
+import pytest
+from psycopg import sql
+from typer.testing import CliRunner
+
+from trustfabric.audit import postgres
+from trustfabric.audit.errors import AuditStoreError, TamperDetected
+from trustfabric.audit.events import Emitter, Kind
+from trustfabric.audit.log import AuditLog, Query
+from trustfabric.audit.treehead import load_or_create_signer, load_public_key
+from trustfabric.audit.verify import verify_log
+from trustfabric.cli import app
+
+DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture
+def schema():
+    name = f"tf_test_{uuid.uuid4().hex[:10]}"
+    yield name
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+
+
+def _fill(log: AuditLog, n: int, source: str = "venue-a", start: int = 0) -> None:
+    em = Emitter(source, log, start_seq=start)
+    for i in range(n):
+        em.emit(Kind.DECISION, principal="spiffe://prod.acme.example/algo/algo-momentum", action="submit_order",
+                resource="venue/orders", decision="allow" if i % 3 else "deny", trace_id=f"o-{start + i}")
+
+
+def test_migrate_applies_once_and_refuses_a_newer_schema(schema):
+    assert postgres.migrate(DSN, schema) == [1]
+    assert postgres.migrate(DSN, schema) == []
+    assert postgres.schema_version(DSN, schema) == postgres.known_version()
+    with psycopg.connect(DSN, autocommit=True) as conn:
+        conn.execute(sql.SQL("INSERT INTO {}.schema_migrations VALUES (99, 0)").format(sql.Identifier(schema)))
+    with pytest.raises(postgres.SchemaError) as newer:
+        postgres.migrate(DSN, schema)
+    assert newer.value.reason == "db.schema_newer"
+    with pytest.raises(postgres.SchemaError) as refused:
+        postgres.PostgresAuditStore(DSN, schema)
+    assert refused.value.reason == "db.schema_newer"
+
+
+def test_an_unmigrated_schema_and_an_unreachable_server_are_refused(schema):
+    with pytest.raises(postgres.SchemaError) as outdated:
+        postgres.PostgresAuditStore(DSN, schema)
+    assert outdated.value.reason == "db.schema_outdated"
+    with pytest.raises(AuditStoreError) as down:
+        postgres.PostgresAuditStore("postgresql://postgres@127.0.0.1:1/test", schema)
+    assert down.value.reason == "db.unreachable"
+    with pytest.raises(postgres.SchemaError):
+        postgres.migrate(DSN, "Robert'); DROP TABLE students;--")
+
+
+def test_the_log_verifies_proves_and_detects_tampering_on_postgres(schema, tmp_path):
+    postgres.migrate(DSN, schema)
+    store = postgres.PostgresAuditStore(DSN, schema)
+    log = AuditLog(store, load_or_create_signer(tmp_path))
+    t0 = time.perf_counter()
+    _fill(log, 3000)
+    ingest_s = time.perf_counter() - t0
+    head = log.checkpoint()
+    assert head.tree_size == 3000 == store.size() == store.end()
+    report = verify_log(store, load_public_key(tmp_path), [head])
+    assert report.size == 3000 and report.signed_size == 3000
+    proof = log.prove_inclusion(1234)
+    assert proof and json.dumps(proof)  # a JSON document a third party checks
+    assert len(store.query(Query(trace_id="o-77"))) == 1
+    print(f"postgres: 3000 records appended one by one in {ingest_s:.2f} s ({3000 / ingest_s:.0f}/s)")
+    with psycopg.connect(DSN, autocommit=True) as conn:  # someone edits a record in the database
+        conn.execute(sql.SQL("UPDATE {}.records SET data = %s WHERE idx = 17").format(sql.Identifier(schema)),
+                     (b'{"forged": true}',))
+    with pytest.raises(TamperDetected):
+        verify_log(store, load_public_key(tmp_path), [head])
+    log.close()
+
+
+def test_one_sequencer_at_a_time_and_the_next_takes_over_when_it_dies(schema, tmp_path):
+    postgres.migrate(DSN, schema)
+    first = postgres.PostgresAuditStore(DSN, schema)
+    log = AuditLog(first, load_or_create_signer(tmp_path))
+    _fill(log, 10)
+    assert first.is_sequencer
+    second = postgres.PostgresAuditStore(DSN, schema, lease_wait_s=0.3)
+    with pytest.raises(AuditStoreError) as busy:
+        with second.transaction():
+            pass
+    assert busy.value.reason == "audit.sequencer_busy"
+    first.close()  # the holder goes away (a killed process's connection closes the same way)
+    other = AuditLog(second, load_or_create_signer(tmp_path))
+    _fill(other, 10, source="venue-b")
+    assert second.is_sequencer and second.size() == 20
+    other.close()
+
+
+def test_audit_verify_runs_unchanged_against_postgres(schema, tmp_path, monkeypatch):
+    postgres.migrate(DSN, schema)
+    monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
+    monkeypatch.setenv("TRUSTFABRIC_DATABASE_URL", DSN)
+    monkeypatch.setenv("TRUSTFABRIC_DATABASE_SCHEMA", schema)
+    from trustfabric.audit.log import open_log
+
+    log = open_log(tmp_path / "audit")
+    _fill(log, 50)
+    log.checkpoint()
+    log.close()
+    result = CliRunner().invoke(app, ["audit", "verify", str(tmp_path / "audit"), "--spool", str(tmp_path / "none")])
+    assert result.exit_code == 0, result.output
+    assert "intact" in result.output and "50 records" in result.output
+    status = CliRunner().invoke(app, ["db", "status"])
+    assert status.exit_code == 0 and "up to date" in status.output
