@@ -124,3 +124,31 @@ def test_audit_verify_runs_unchanged_against_postgres(schema, tmp_path, monkeypa
     assert "intact" in result.output and "50 records" in result.output
     status = CliRunner().invoke(app, ["db", "status"])
     assert status.exit_code == 0 and "up to date" in status.output
+
+
+@pytest.mark.slow  # a real floor whose collector ships into PostgreSQL
+async def test_a_floor_keeps_its_central_log_on_postgres(schema, tmp_path, monkeypatch):
+    from trustfabric.trading.launcher import Floor
+
+    postgres.migrate(DSN, schema)
+    monkeypatch.setenv("TRUSTFABRIC_DATABASE_URL", DSN)
+    monkeypatch.setenv("TRUSTFABRIC_DATABASE_SCHEMA", schema)
+    monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
+    floor = Floor(tmp_path, "zero-trust", services=("market-data", "algo-momentum", "pre-trade-risk"),
+                  collect_interval_s=0.25)
+    await floor.start()
+    try:
+        assert await floor.wait_for(lambda: floor.total("pep_allowed") > 10, 30.0)
+        store = postgres.PostgresAuditStore(DSN, schema)
+        try:
+            deadline = time.monotonic() + 20
+            while store.size() < 10 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert store.size() >= 10 and store.query(Query(kind="decision"))
+        finally:
+            store.close()
+    finally:
+        await floor.stop()
+    assert not (tmp_path / "audit" / "audit.db").exists()  # nothing went to SQLite behind PostgreSQL's back
+    result = CliRunner().invoke(app, ["audit", "verify", str(tmp_path / "audit")])
+    assert result.exit_code == 0 and "intact" in result.output, result.output
