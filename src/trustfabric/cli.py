@@ -33,6 +33,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "fix": ("trustfabric.commands.fix", "FIX clients of the gateway (README: 'Connecting a FIX client')."),
     "data": ("trustfabric.commands.data", "The data vault: put, get, ls, grant, rotate, shred."),
     "release": ("trustfabric.commands.release", "The promotion gateway: submit, approve, promote, ls."),
+    "bus": ("trustfabric.commands.bus", "The control bus on NATS JetStream: config."),
     "db": ("trustfabric.commands.db", "PostgreSQL schema of the stores beyond one machine: migrate, status."),
 }
 SINGLE: dict[str, str] = {

@@ -1,0 +1,183 @@
+"""The control bus beyond one machine: NATS JetStream, itself zero trust.
+
+Subjects (``tf.`` prefix):
+
+==============================  =====================  =========================================
+subject                         published by           taken by
+==============================  =====================  =========================================
+``tf.revocations.<kind>``       the control plane      every enforcement point
+``tf.invalidations.<service>``  the control plane      that service's enforcement point
+``tf.invalidations.all``        the control plane      every enforcement point
+``tf.events.<service>``         that service           the control plane (response engine)
+==============================  =====================  =========================================
+
+Revocations and invalidations go through the JetStream stream ``TF_CONTROL`` with a message
+id (``Nats-Msg-Id``): a duplicated or replayed publish inside the de-duplication window is
+stored once. The current revocation set is also a JetStream key-value bucket
+(``tf_revocations``, one key per revoked serial or quarantined SPIFFE ID), so an enforcement
+point that (re)connects reads the whole set before it allows anything
+(:meth:`NatsBus.revocation_snapshot`).
+
+The bus requires the fabric's certificates: the NATS server verifies each client's chain
+against the trust domain's bundle and maps the user from the certificate's URI SAN, the
+SPIFFE ID (``verify_and_map``); :func:`server_config` writes per-identity permissions from
+the floor's topology: only the control plane publishes revocations and invalidations, a
+service reads only its own invalidations and publishes only its own events, and reads
+the revocation bucket without being able to write it. A certificate of another trust
+domain fails the TLS handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import nats
+from nats.errors import Error as NatsError
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from trustfabric.control.errors import ControlRefused
+from trustfabric.policy.topology import Topology
+
+STREAM = "TF_CONTROL"
+BUCKET = "tf_revocations"
+REVOCATIONS = "tf.revocations"
+INVALIDATIONS = "tf.invalidations"
+EVENTS = "tf.events"
+DEDUP_WINDOW_S = 120
+
+
+def control_permissions() -> dict[str, Any]:
+    return {"publish": ["tf.>", "$JS.API.>", f"$KV.{BUCKET}.>"], "subscribe": ["tf.>", "_INBOX.>"]}
+
+
+def service_permissions(service: str) -> dict[str, Any]:
+    """Least privilege on the bus for one service's enforcement point."""
+    kv = f"KV_{BUCKET}"
+    return {
+        "publish": {"allow": [f"{EVENTS}.{service}", f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.CONSUMER.CREATE.{kv}",
+                              f"$JS.API.CONSUMER.CREATE.{kv}.>", f"$JS.API.CONSUMER.DELETE.{kv}.>",
+                              f"$JS.API.CONSUMER.INFO.{kv}.>", f"$JS.API.DIRECT.GET.{kv}.>",
+                              f"$JS.API.STREAM.MSG.GET.{kv}", "$JS.API.INFO",
+                              f"$JS.FC.{kv}.>", f"$JS.ACK.{kv}.>"],  # the watcher's flow control and acks
+                    "deny": [f"{REVOCATIONS}.>", f"{INVALIDATIONS}.>", f"$KV.{BUCKET}.>"]},
+        "subscribe": [f"{REVOCATIONS}.>", f"{INVALIDATIONS}.{service}", f"{INVALIDATIONS}.all", "_INBOX.>"],
+    }
+
+
+def server_config(topology: Topology, *, listen: str, store_dir: Path, cert: Path, key: Path, bundle: Path,
+                  control_id: str) -> str:
+    """A nats-server configuration: TLS with the fabric's CA, users mapped from SPIFFE IDs, permissions."""
+    users = [{"user": control_id, "permissions": control_permissions()}]
+    for name in sorted(topology.services):
+        users.append({"user": topology.spiffe_id(name), "permissions": service_permissions(name)})
+    lines = [f"listen: {json.dumps(listen)}", f"jetstream {{ store_dir: {json.dumps(str(store_dir))} }}",
+             "tls {", f"  cert_file: {json.dumps(str(cert))}", f"  key_file: {json.dumps(str(key))}",
+             f"  ca_file: {json.dumps(str(bundle))}", "  verify_and_map: true", "  timeout: 2", "}",
+             "authorization {", "  users = ["]
+    lines += [f"    {json.dumps(u)}" for u in users]
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def client_tls(cert: Path, key: Path, bundle: Path) -> ssl.SSLContext:
+    """TLS 1.3 with this workload's certificate; the server is checked against the trust domain's bundle."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False  # the server's identity is its SPIFFE ID, checked by the chain to our CA
+    ctx.load_verify_locations(cafile=str(bundle))
+    ctx.load_cert_chain(str(cert), str(key))
+    return ctx
+
+
+class NatsBus:
+    """One identity's connection to the bus (the control plane's or an enforcement point's)."""
+
+    def __init__(self, url: str, tls: ssl.SSLContext, name: str) -> None:
+        self.url, self.tls, self.name = url, tls, name
+        self.nc: Any = None
+        self.js: Any = None
+        self.errors: list[str] = []  # asynchronous errors the server sent (a permissions violation...)
+
+    async def connect(self, timeout_s: float = 5.0) -> "NatsBus":
+        async def on_error(exc: Exception) -> None:
+            self.errors.append(str(exc))
+
+        try:  # the first connection is bounded (a refused certificate must not retry forever)
+            self.nc = await asyncio.wait_for(
+                nats.connect(self.url, tls=self.tls, name=self.name, connect_timeout=timeout_s, allow_reconnect=True,
+                             max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=on_error),
+                timeout_s * 2)
+        except (NatsError, OSError, ssl.SSLError, TimeoutError) as exc:
+            raise ControlRefused(f"bus {self.url}: {type(exc).__name__}: {exc}", reason="bus.unreachable") from None
+        self.js = self.nc.jetstream()
+        return self
+
+    async def close(self) -> None:
+        if self.nc is not None:
+            await self.nc.close()
+
+    # -- the control plane's side ------------------------------------------------------
+    async def prepare(self) -> None:
+        """The stream and the bucket (the control plane's job; idempotent)."""
+        await self.js.add_stream(name=STREAM, subjects=[f"{REVOCATIONS}.>", f"{INVALIDATIONS}.>"],
+                                 duplicate_window=DEDUP_WINDOW_S)
+        await self.js.create_key_value(bucket=BUCKET, history=1)
+
+    async def publish_revocation(self, kind: str, value: str, reason: str, *, msg_id: str | None = None) -> bool:
+        """Publish a revocation (and record it in the bucket); False when JetStream saw this id already."""
+        body = json.dumps({"kind": kind, "value": value, "reason": reason}).encode()
+        ack = await self.js.publish(f"{REVOCATIONS}.{kind}", body,
+                                    headers={"Nats-Msg-Id": msg_id or f"{kind}:{value}:{uuid.uuid4().hex}"})
+        kv = await self.js.key_value(BUCKET)
+        await kv.put(f"{kind}.{_key(value)}", body)
+        return not ack.duplicate
+
+    async def publish_invalidation(self, service: str, payload: dict, *, msg_id: str) -> bool:
+        ack = await self.js.publish(f"{INVALIDATIONS}.{service}", json.dumps(payload).encode(),
+                                    headers={"Nats-Msg-Id": msg_id})
+        return not ack.duplicate
+
+    # -- an enforcement point's side ---------------------------------------------------
+    async def on_revocation(self, callback: Callable[[dict], Awaitable[None] | None]) -> None:
+        async def deliver(msg) -> None:
+            try:
+                data = json.loads(msg.data)
+            except ValueError:
+                return  # not ours: nothing applied
+            result = callback(data)
+            if hasattr(result, "__await__"):
+                await result
+
+        await self.nc.subscribe(f"{REVOCATIONS}.>", cb=deliver)
+
+    async def revocation_snapshot(self) -> list[dict]:
+        """Every revocation in the bucket (what a reconnecting enforcement point applies before allowing)."""
+        try:
+            kv = await self.js.key_value(BUCKET)
+            keys = await kv.keys()
+        except (NotFoundError, KeyNotFoundError):
+            return []
+        except Exception as exc:  # noqa: BLE001 - nats-py raises "no keys found" as a plain error
+            if "no keys" in str(exc).lower():
+                return []
+            raise
+        out = []
+        for key in keys:
+            entry = await kv.get(key)
+            out.append(json.loads(entry.value))
+        return out
+
+    async def publish_event(self, service: str, event: dict) -> None:
+        await self.nc.publish(f"{EVENTS}.{service}", json.dumps(event).encode())
+        await self.nc.flush()
+
+
+def _key(value: str) -> str:
+    """A KV key segment for a serial or a SPIFFE ID (NATS keys allow letters, digits, - _ = . /)."""
+    return "".join(c if c.isalnum() or c in "-_=" else "_" for c in value)

@@ -1,0 +1,124 @@
+"""The control bus on NATS JetStream, itself zero trust: a nats-server this test starts (loopback, its own
+port and store) with the configuration trustfabric generates from the floor's topology.
+
+Shown: the control plane's revocation reaches an enforcement point; a service identity's forged
+revocation is refused by NATS (permissions violation) and reaches nobody; a certificate of another
+trust domain is refused at connect; a duplicated publish is stored once; an enforcement point that
+connects later reads the whole revocation set from the bucket before anything else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from trustfabric.control.errors import ControlRefused
+from trustfabric.control.nats_bus import NatsBus, client_tls, server_config
+from trustfabric.identity.ca import CertificateAuthority
+from trustfabric.identity.workload import issue_for_test
+from trustfabric.policy.paths import FLOOR_MANIFEST
+from trustfabric.policy.topology import Topology
+
+NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
+CONTROL = "spiffe://prod.acme.example/control/control-plane"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def bus(tmp_path):
+    if not Path(NATS).exists():
+        pytest.fail("nats-server is not installed (Debian's nats-server; .ci/run installs it)")
+    topo = Topology.load(FLOOR_MANIFEST)
+    now = time.time()
+    ca = CertificateAuthority.create(topo.trust_domain, now - 60)
+    dev = CertificateAuthority.create("dev.acme.example", now - 60)
+    ids = {"server": (ca, f"spiffe://{topo.trust_domain}/bus/nats"), "control": (ca, CONTROL),
+           "venue": (ca, topo.spiffe_id("venue-a")), "oms": (ca, topo.spiffe_id("oms")),
+           "intruder": (dev, "spiffe://dev.acme.example/venue/venue-a")}
+    for name, (issuer, sid) in ids.items():
+        issue_for_test(issuer, sid, now - 60).write(tmp_path / name)
+    port = _free_port()
+    conf = tmp_path / "nats.conf"
+    conf.write_text(server_config(topo, listen=f"127.0.0.1:{port}", store_dir=tmp_path / "js",
+                                  cert=tmp_path / "server" / "cert.pem", key=tmp_path / "server" / "key.pem",
+                                  bundle=tmp_path / "server" / "bundle.pem", control_id=CONTROL))
+    proc = subprocess.Popen([NATS, "-c", str(conf), "-l", str(tmp_path / "nats.log")], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    bundle = tmp_path / "server" / "bundle.pem"
+
+    def identity(name: str) -> NatsBus:
+        d = tmp_path / name
+        return NatsBus(f"tls://127.0.0.1:{port}", client_tls(d / "cert.pem", d / "key.pem", bundle), name)
+
+    yield identity
+    proc.terminate()
+    proc.wait(10)
+
+
+async def _until(predicate, timeout_s: float = 5.0) -> bool:
+    for _ in range(int(timeout_s / 0.02)):
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
+async def test_only_the_control_plane_revokes_and_every_point_hears_it(bus):
+    control = await bus("control").connect()
+    await control.prepare()
+    venue = await bus("venue").connect()
+    heard: list[dict] = []
+    await venue.on_revocation(heard.append)
+    await venue.nc.flush()
+    assert await control.publish_revocation("serial", "12345", "compromised")
+    assert await _until(lambda: heard == [{"kind": "serial", "value": "12345", "reason": "compromised"}])
+    # a service forging a revocation: refused by NATS, delivered to nobody
+    oms = await bus("oms").connect()
+    await oms.nc.publish("tf.revocations.serial", b'{"kind": "serial", "value": "999"}')
+    await oms.nc.flush()
+    assert await _until(lambda: any("permissions violation" in e.lower() for e in oms.errors))
+    await asyncio.sleep(0.2)
+    assert [h["value"] for h in heard] == ["12345"]
+    for b in (control, venue, oms):
+        await b.close()
+
+
+async def test_another_trust_domain_is_refused_at_connect(bus):
+    with pytest.raises(ControlRefused) as refused:
+        await bus("intruder").connect(timeout_s=2)
+    assert refused.value.reason == "bus.unreachable"
+
+
+async def test_a_duplicated_publish_is_stored_once_and_late_points_catch_up(bus):
+    control = await bus("control").connect()
+    await control.prepare()
+    assert await control.publish_revocation("spiffe_id", "spiffe://prod.acme.example/algo/algo-momentum",
+                                            "quarantine", msg_id="q-1")
+    assert not await control.publish_revocation("spiffe_id", "spiffe://prod.acme.example/algo/algo-momentum",
+                                                "quarantine", msg_id="q-1")  # a replay: de-duplicated
+    info = await control.js.stream_info("TF_CONTROL")
+    assert info.state.messages == 1
+    late = await bus("venue").connect()  # it was away: the bucket gives it the whole set first
+    snapshot = await late.revocation_snapshot()
+    assert snapshot == [{"kind": "spiffe_id", "value": "spiffe://prod.acme.example/algo/algo-momentum",
+                         "reason": "quarantine"}]
+    await control.close()
+    await late.close()
