@@ -122,3 +122,49 @@ async def test_a_duplicated_publish_is_stored_once_and_late_points_catch_up(bus)
                          "reason": "quarantine"}]
     await control.close()
     await late.close()
+
+
+async def test_a_floor_hears_a_quarantine_on_the_bus(tmp_path, monkeypatch):
+    """A floor started with a bus: the operator's quarantine reaches the services over NATS too."""
+    from tests.people import PASSWORD, Pool
+    from trustfabric.control.nats_bus import write_server_files
+    from trustfabric.identity.plane import IdentityPlane
+    from trustfabric.trading.launcher import Floor
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("TRUSTFABRIC_HOME", str(home))
+    monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
+    topo = Topology.load(FLOOR_MANIFEST)
+    port = _free_port()
+    with IdentityPlane(home) as plane:
+        plane.init(topo.firm)
+        conf = write_server_files(plane, topo, tmp_path / "bus", f"127.0.0.1:{port}", CONTROL)
+    proc = subprocess.Popen([NATS, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    floor = None
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        floor = Floor(home, "zero-trust", services=("market-data", "algo-momentum", "pre-trade-risk"),
+                      bus_url=f"tls://127.0.0.1:{port}")
+        await floor.start()
+        assert await floor.wait_for(lambda: floor.total("pep_allowed") > 5, 30.0)
+        assert all(floor.stats()[s].get("bus_failures", 1) == 0 for s in ("market-data", "pre-trade-risk"))
+        from typer.testing import CliRunner
+
+        from trustfabric.cli import app
+
+        officers = Pool(floor.plane.identity.users())
+        result = await asyncio.to_thread(CliRunner().invoke, app, ["response", "quarantine", "algo-momentum",
+                                                                   *officers.args()])
+        assert result.exit_code == 0, result.output
+        assert await floor.wait_for(lambda: all(floor.stats()[s].get("bus_revocations", 0) >= 1
+                                                for s in ("market-data", "pre-trade-risk")), 10.0), floor.stats()
+    finally:
+        if floor is not None:
+            await floor.stop()
+        proc.terminate()
+        proc.wait(10)

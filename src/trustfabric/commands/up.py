@@ -95,6 +95,8 @@ def command(
     web_console: bool = typer.Option(False, "--console", help="Also serve the web console (HTTPS on 127.0.0.1; "
                                      "its URL and CA bundle are printed)."),
     console_port: int = typer.Option(8443, "--console-port", help="The console's port (0: any free port)."),
+    bus: str = typer.Option("", "--bus", help="NATS JetStream URL (tls://host:port, configured by trustfabric "
+                            "bus config) that carries revocations to every host beside the control channel."),
 ) -> None:
     """Run the floor until Ctrl-C, with a live view. FIX clients connect to --fix-port (README:
     'Connecting a FIX client')."""
@@ -107,7 +109,7 @@ def command(
 
     async def main() -> None:
         floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv, fix_port_fixed=fix_port, cert_ttl_s=cert_ttl,
-                      posture_max_age_s=posture_max_age)
+                      posture_max_age_s=posture_max_age, bus_url=bus)
         try:
             await floor.start()
         except TrustFabricError as exc:

@@ -32,16 +32,20 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import nats
+from cryptography.hazmat.primitives import serialization
 from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from trustfabric.control.errors import ControlRefused
+from trustfabric.identity.workload import new_key_and_csr
+from trustfabric.keyfiles import key_to_pem, write_private_file
 from trustfabric.policy.topology import Topology
 
 STREAM = "TF_CONTROL"
@@ -83,6 +87,25 @@ def server_config(topology: Topology, *, listen: str, store_dir: Path, cert: Pat
     lines += [f"    {json.dumps(u)}" for u in users]
     lines += ["  ]", "}"]
     return "\n".join(lines) + "\n"
+
+
+def write_server_files(identity: Any, topology: Topology, out: Path, listen: str, control_id: str) -> Path:
+    """Issue the NATS server a certificate of the floor's CA (``spiffe://<domain>/bus/nats``), write it, its key,
+    the bundle and ``nats.conf`` under ``out``; returns the configuration's path. ``identity`` is the
+    :class:`~trustfabric.identity.plane.IdentityPlane`."""
+    ca = identity.ca(topology.trust_domain)
+    sid = f"spiffe://{topology.trust_domain}/bus/nats"
+    key, csr = new_key_and_csr(sid)
+    cert = ca.issue(csr, sid, time.time(), ca.max_leaf_ttl_s)
+    out.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (out / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM)
+                                   + ca.current.issuing_cert.public_bytes(serialization.Encoding.PEM))
+    write_private_file(out / "key.pem", key_to_pem(key))
+    (out / "bundle.pem").write_bytes(ca.bundle_pem())
+    conf = out / "nats.conf"
+    conf.write_text(server_config(topology, listen=listen, store_dir=out / "jetstream", cert=out / "cert.pem",
+                                  key=out / "key.pem", bundle=out / "bundle.pem", control_id=control_id))
+    return conf
 
 
 def client_tls(cert: Path, key: Path, bundle: Path) -> ssl.SSLContext:

@@ -59,6 +59,7 @@ from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
 from trustfabric.control.metrics import ControlMetrics
+from trustfabric.control.nats_bus import NatsBus, client_tls
 from trustfabric.metrics import MetricsEndpoint
 from trustfabric.trading.fix import operate as fix_operate
 from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
@@ -175,6 +176,7 @@ class Floor:
     services: tuple[str, ...] = DEFAULT_SERVICES
     seed: int = 7
     md_interval_s: float = 0.2
+    bus_url: str = ""  # NATS JetStream (tls://host:port) carrying revocations to every host, beside the push
     policies: Path = DEFAULT_POLICIES
     boot_extra: dict[str, Any] = field(default_factory=dict)
     processes: dict[str, Process] = field(default_factory=dict)
@@ -199,6 +201,7 @@ class Floor:
         self.ports: dict[str, int] = {}
         self.metrics_ports: dict[str, int] = {}
         self.metrics: MetricsEndpoint | None = None
+        self.bus: NatsBus | None = None
         self.approval_key = secrets.token_bytes(32).hex()
         self.fix_edge: dict[str, Any] = {}
         self.fix_port = 0
@@ -230,6 +233,8 @@ class Floor:
                                       posture_max_age_s=self.posture_max_age_s)
             fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
             self.server = await ControlServer(self.plane).start()
+            if self.bus_url:
+                await self._start_bus()
             self.plane.register_points(list(self.services))
             await self._start_posture_agents()
         else:
@@ -307,6 +312,27 @@ class Floor:
         """The reason of the collector's last failure ("" when its last pass was clean)."""
         return self._collector.error if self._collector is not None else ""
 
+    async def _start_bus(self) -> None:
+        """The control plane on the NATS bus: every revocation (quarantines too) is published there as well,
+        de-duplicated by its store version, and recorded in the bucket reconnecting points read first."""
+        assert self.plane is not None
+        creds_dir = self.home / "floor" / "creds" / "control-plane"
+        creds = self.plane.credentials
+        creds.write(creds_dir)
+        self.bus = await NatsBus(self.bus_url, client_tls(creds_dir / "cert.pem", creds_dir / "key.pem",
+                                                          creds_dir / "bundle.pem"), "control-plane").connect()
+        await self.bus.prepare()
+        loop = asyncio.get_running_loop()
+
+        def forward(item: Any) -> None:  # the plane's listeners run on its thread: hand over to the loop
+            kind = getattr(item, "kind", "")
+            if kind in ("serial", "spiffe_id", "release_spiffe_id"):
+                msg_id = f"{kind}:{item.value}:{getattr(item, 'version', '')}"
+                loop.call_soon_threadsafe(lambda: loop.create_task(
+                    self.bus.publish_revocation(kind, str(item.value), item.reason, msg_id=msg_id)))
+
+        self.plane.subscribe(forward)
+
     def start_collector(self) -> None:
         """Start shipping the spools to the central log on a floor started without it (``collect_audit=False``)."""
         if self._collector is None:
@@ -375,6 +401,8 @@ class Floor:
         }
         if identity in self.metrics_ports:
             boot["metrics_port"] = self.metrics_ports[identity]
+        if self.bus_url:
+            boot["bus_url"] = self.bus_url
         if name in ("pre-trade-risk", "order-router"):
             boot["approval_key"] = self.approval_key
         if self.md_csv is not None and name in MD_CSV_SERVICES:
@@ -518,6 +546,10 @@ class Floor:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.close()
+            self.bus = None
         if self.server is not None:
             await self.server.close()
         if self.plane is not None:

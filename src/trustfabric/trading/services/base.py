@@ -53,6 +53,7 @@ import signal
 import sys
 from importlib import metadata
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import msgspec
@@ -61,6 +62,7 @@ from trustfabric.audit.events import Emitter, Kind
 from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control import client as control_client
+from trustfabric.control.nats_bus import NatsBus, client_tls
 from trustfabric.control.protocol import Command, Report
 from trustfabric.control.server import MODES, PERIMETER, ZERO_TRUST
 from trustfabric.enforcement.guard import guarded_handler, service_response
@@ -164,6 +166,9 @@ class ServiceRuntime:
         self.boot = boot
         self.clock = clock
         self.metrics: MetricsEndpoint | None = None
+        self.bus: NatsBus | None = None
+        self.bus_revocations = 0  # revocations heard on the NATS bus (applied once, with the push)
+        self.bus_failures = 0
         self.home = Path(boot["home"])
         self.topology = Topology.load(boot["topology"])
         self.spiffe_id = self.topology.spiffe_id(name)
@@ -307,8 +312,39 @@ class ServiceRuntime:
         self.control.on_invalidation = self._on_invalidation
         self.control.on_revocation = self._on_revocation
         self.control.on_command = self._on_command
+        if b.get("bus_url"):
+            await self._join_bus(str(b["bus_url"]))
         self.loop_task(self._rotate_loop())
         self.loop_task(self._move_loop())
+
+    async def _join_bus(self, url: str) -> None:
+        """The NATS bus beside the control channel: the revocation bucket first (what was revoked while this
+        point was away), then every revocation published. Both paths apply each change once."""
+        creds = self.home / "floor" / "creds" / self.name
+        try:
+            bus = await NatsBus(url, client_tls(creds / "cert.pem", creds / "key.pem", creds / "bundle.pem"),
+                                self.name).connect()
+            for entry in await bus.revocation_snapshot():
+                self._on_bus_revocation(entry)
+            await bus.on_revocation(self._on_bus_revocation)
+        except Exception as exc:  # noqa: BLE001 - the control channel's push still carries every revocation
+            self.bus_failures += 1
+            self.events.emit(Kind.ALERT, principal=self.spiffe_id, action="bus.join", decision="deny",
+                             reason=getattr(exc, "reason", "bus.unreachable"), detail={"detail": str(exc)[:200]})
+            return
+        self.bus = bus
+
+    def _on_bus_revocation(self, data: dict) -> None:
+        kind, value = str(data.get("kind", "")), str(data.get("value", ""))
+        try:
+            known = {"serial": lambda: self.revocations.is_revoked(int(value), ""),
+                     "spiffe_id": lambda: self.revocations.is_quarantined(value),
+                     "release_spiffe_id": lambda: not self.revocations.is_quarantined(value)}[kind]()
+        except (KeyError, ValueError):
+            return  # not a revocation this point applies
+        self.bus_revocations += 1
+        if not known:
+            self._on_revocation(SimpleNamespace(kind=kind, value=value, reason=str(data.get("reason", ""))))
 
     def _apply_revocations(self, subscribed: Any) -> None:
         """The revocation snapshot a subscription starts with (idempotent: again on every new channel)."""
@@ -540,6 +576,7 @@ class ServiceRuntime:
             out["handshake_refusals"] = float(sum(self.server.refusals.values()))
             expired += self.server.refusals.get(CERT_EXPIRED, 0)
         if self.mode == ZERO_TRUST:
+            out.update(bus_revocations=self.bus_revocations, bus_failures=self.bus_failures)
             out.update(renewals=self.renewals, renewal_failures=self.renewal_failures, expired_cert_uses=expired,
                        connection_moves=self.control_moves + sum(link.moves for link in self.links.values()))
             if self.tls is not None:
@@ -622,6 +659,9 @@ class ServiceRuntime:
             self.metrics.close()
         if self.control is not None:
             self.control.close()
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.close()
         with contextlib.suppress(Exception):
             self.spool.flush()
         self.sync_audit()
