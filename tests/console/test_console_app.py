@@ -101,3 +101,13 @@ def test_a_session_ends_when_idle_and_logins_are_rate_limited(home):
     with _client(path) as client:
         codes = [login(client, "tess", "123456").status_code for _ in range(11)]
         assert codes[-1] == 429 and 401 in codes
+
+
+def test_identities_show_people_and_workloads_to_a_security_officer(home):
+    path, totp = home
+    with _client(path) as client:
+        login(client, "olga", totp["olga"].now())
+        page = client.get("/identities")
+        assert page.status_code == 200
+        assert "<td>olga</td><td>security_officer</td><td>enrolled</td>" in page.text.replace("\n", "")
+        assert "<td>tess</td><td>trader</td>" in page.text

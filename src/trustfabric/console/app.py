@@ -371,7 +371,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
         s, refused = await page_guard(request, "identities")
         if refused is not None:
             return refused
-        rows = await run_in_threadpool(data.services, console.home)
+        rows = await run_in_threadpool(data.workloads, console.home)
         people = await run_in_threadpool(data.people, console.home)
         cut = await run_in_threadpool(data.quarantined, console.home)
         return console.render("identities.html", request, s, services=rows, people=people, quarantined=cut)

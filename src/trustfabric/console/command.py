@@ -14,6 +14,7 @@ import signal
 import typer
 
 from trustfabric.commands.common import console as out
+from trustfabric.commands.audit import run_audit_dir
 from trustfabric.commands.common import refusals_exit
 from trustfabric.console.server import start_console
 from trustfabric.home import home_dir
@@ -23,12 +24,15 @@ def command(
     port: int = typer.Option(8443, "--port", help="Port on 127.0.0.1 (0: any free port)."),
     http: bool = typer.Option(False, "--http", help="Plain HTTP instead of HTTPS (loopback only)."),
     idle: float = typer.Option(900.0, "--idle", help="Seconds without a request before a session ends."),
+    run: str = typer.Option("", "--run", help="A demo run's floor: 'latest' or its name (default: the floor of "
+                            "this home, as trustfabric up runs it)."),
 ) -> None:
     """Serve the web console (live decisions, segment map, incidents, kill switch, identities, audit)."""
 
     async def run() -> None:
+        home = run_audit_dir(run).parent if run else home_dir()
         with refusals_exit():
-            running = await start_console(home_dir(), "127.0.0.1", port, https=not http, idle_s=idle)
+            running = await start_console(home, "127.0.0.1", port, https=not http, idle_s=idle)
         out.print(f"console on [bold]{running.url}[/]", highlight=False)
         if running.bundle is not None:
             out.print(f"trust this CA bundle in your browser: {running.bundle}", highlight=False)

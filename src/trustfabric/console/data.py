@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
 from trustfabric.audit.log import AuditLog, Query, audit_dir, open_log
@@ -155,6 +156,34 @@ def alerts(home: Path, limit: int = 50) -> list[Any]:
         return list(store.alerts())[-limit:][::-1]
     finally:
         store.close()
+
+
+def workloads(home: Path) -> list[dict[str, Any]]:
+    """Each service's identity: SPIFFE ID, its certificate's serial and expiry (the credential files the
+    workload wrote at its join or renewal), the attested code digest (its promoted release), its risk score."""
+    topo = topology()
+    try:
+        risks = json.loads((home / "policy" / "signals.json").read_text()).get("risk_scores", {})
+    except (OSError, ValueError, AttributeError):
+        risks = {}
+    store = _identity_store(home)
+    try:
+        releases = {r.name: r.digest for r in sorted(store.list_releases(topo.trust_domain),
+                                                       key=lambda r: r.promoted_at)}
+    finally:
+        store.close()
+    rows = []
+    for row in services(home):
+        serial, expiry = "", 0.0
+        try:
+            cert = x509.load_pem_x509_certificate((home / "floor" / "creds" / row.name / "cert.pem").read_bytes())
+            serial, expiry = f"{cert.serial_number:x}"[:16], cert.not_valid_after_utc.timestamp()
+        except (OSError, ValueError):
+            pass
+        rows.append({"name": row.name, "spiffe_id": row.spiffe_id, "segment": row.segment, "host": row.host,
+                     "serial": serial, "expires": expiry, "cert_left_s": row.cert_left_s,
+                     "digest": releases.get(row.name, "")[:16], "risk": risks.get(row.spiffe_id, 0)})
+    return rows
 
 
 def _identity_store(home: Path) -> SqliteIdentityStore:
