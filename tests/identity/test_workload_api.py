@@ -238,3 +238,20 @@ def test_the_agent_refuses_to_start_until_its_host_key_is_registered(tmp_path, m
     assert result.exit_code == 1 and "agent.host_not_registered" in result.output
     assert (tmp_path / "agent" / "host-host-9.pub").exists()  # what the operator registers
     assert oct((tmp_path / "agent" / "host-host-9.pem").stat().st_mode & 0o777) == "0o600"
+
+
+async def test_a_quarantined_workload_gets_no_svid(agent_home, tmp_path):
+    plane, host = agent_home
+    script = tmp_path / "fair_value.py"
+    script.write_text(CLIENT)
+    plane.releases.promote(DOMAIN, hashlib.sha256(script.read_bytes()).hexdigest(), time.time(),
+                           "pricing/fair-value")
+    plane.revocations.revoke_spiffe_id(WORKLOAD, time.time(), "quarantine")
+    api = WorkloadApi(plane, DOMAIN, host)
+    server = await WorkloadApiServer(api).start(tmp_path / "agent.sock")
+    try:
+        rc, _out, _err = await _run(script, tmp_path / "agent.sock", 1, VENUE)
+    finally:
+        await server.close()
+    assert rc != 0 and api.issued == 0
+    assert {e.reason for e in plane.emitter.sink.of_kind(Kind.CERT_REFUSED)} == {"attest.quarantined"}

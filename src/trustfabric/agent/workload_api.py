@@ -17,7 +17,8 @@ connection's socket):
   ``spiffe://<trust domain>/<release name>`` (the release's name is the workload's
   path, e.g. ``pricing/fair-value``). A digest that is no promoted release gets
   ``PERMISSION_DENIED`` and an audit record (``cert.refused``,
-  ``attest.unpromoted_digest``), as does a release whose name is no SPIFFE path;
+  ``attest.unpromoted_digest``), as does a release whose name is no SPIFFE path and a
+  workload whose SPIFFE ID is quarantined (``attest.quarantined``);
 * ``FetchX509SVID`` streams an X.509-SVID (DER chain, PKCS#8 key, the trust
   domain's bundle), issued by the trust domain's CA through the attesting issuer
   (the code digest and a fresh posture report of this host, signed by the agent's
@@ -192,6 +193,9 @@ class WorkloadApi:
         except TrustFabricError:
             raise self._refuse(Status.PERMISSION_DENIED, f"release {release.name!r} names no workload path "
                                "(segment/service)", "attest.no_registration", caller) from None
+        if self.plane.revocations.is_quarantined(str(sid)):
+            raise self._refuse(Status.PERMISSION_DENIED, f"{sid} is quarantined: no SVID", "attest.quarantined",
+                               caller)
         return caller, sid
 
     # -- X.509 ---------------------------------------------------------------------------
