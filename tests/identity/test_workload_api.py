@@ -44,7 +44,8 @@ CLIENT = textwrap.dedent('''
 
     socket_path, port = sys.argv[1], int(sys.argv[2])
     out = {}
-    source = X509Source(socket_path="unix://" + socket_path, timeout_in_seconds=10)
+    source = X509Source(socket_path="unix://" + socket_path,
+                        timeout_in_seconds=float(sys.argv[4]) if len(sys.argv) > 4 else 10)
     first = source.svid
     out["spiffe_id"] = str(first.spiffe_id)
     out["first_serial"] = first.leaf.serial_number
@@ -168,7 +169,7 @@ async def test_an_unpromoted_workload_gets_no_svid_and_the_refusal_is_audited(ag
     api = WorkloadApi(plane, DOMAIN, host)
     server = await WorkloadApiServer(api).start(tmp_path / "agent.sock")
     try:
-        rc, _out, err = await _run(script, tmp_path / "agent.sock", 1)
+        rc, _out, err = await _run(script, tmp_path / "agent.sock", 1, VENUE, 2)
     finally:
         await server.close()
     assert rc != 0 and api.issued == 0 and api.refused >= 1  # py-spiffe retries, then gives up
@@ -250,7 +251,7 @@ async def test_a_quarantined_workload_gets_no_svid(agent_home, tmp_path):
     api = WorkloadApi(plane, DOMAIN, host)
     server = await WorkloadApiServer(api).start(tmp_path / "agent.sock")
     try:
-        rc, _out, _err = await _run(script, tmp_path / "agent.sock", 1, VENUE)
+        rc, _out, _err = await _run(script, tmp_path / "agent.sock", 1, VENUE, 2)
     finally:
         await server.close()
     assert rc != 0 and api.issued == 0
