@@ -22,6 +22,7 @@ the handshake and its live connections are closed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import time
 from pathlib import Path
@@ -124,6 +125,8 @@ def command(
             host, port = await sidecar.start(*listen_at)
             stop = asyncio.Event()
             poll = asyncio.get_running_loop().create_task(mirror.follow_store(store.list_revocations, stop))
+            gc.collect()
+            gc.freeze()  # what start-up made is never collected again: no full collection walks it mid-request
             console.print(f"sidecar {own_id} listening on {host}:{port} -> {upstream_at[0]}:{upstream_at[1]}",
                           highlight=False, soft_wrap=True)
             endpoint = None
