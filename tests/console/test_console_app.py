@@ -111,3 +111,19 @@ def test_identities_show_people_and_workloads_to_a_security_officer(home):
         assert page.status_code == 200
         assert "<td>olga</td><td>security_officer</td><td>enrolled</td>" in page.text.replace("\n", "")
         assert "<td>tess</td><td>trader</td>" in page.text
+
+
+def test_reports_are_listed_and_served_but_no_other_file(home):
+    path, totp = home
+    report = path / "reports" / "demo-1" / "simulate" / "report.html"
+    report.parent.mkdir(parents=True)
+    report.write_text("<html><body>simulator report</body></html>")
+    (path / "identity.key").write_text("secret")
+    with _client(path) as client:
+        login(client, "tess", totp["tess"].now())
+        listing = client.get("/reports")
+        assert "reports/demo-1/simulate/report.html" in listing.text
+        served = client.get("/reports/file", params={"path": "reports/demo-1/simulate/report.html"})
+        assert served.status_code == 200 and "simulator report" in served.text
+        for other in ("identity.key", "../../etc/passwd", str(path / "identity.key")):
+            assert client.get("/reports/file", params={"path": other}).status_code == 404

@@ -170,6 +170,13 @@ class Console:
         return response
 
 
+def _reports(home: Path) -> list[Path]:
+    """The simulator's reports and the compliance evidence under the home (newest first)."""
+    found = [p for p in home.rglob("*") if p.is_file() and (
+        (p.name == "report.html") or (p.suffix in (".html", ".json") and "evidence" in p.name))]
+    return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)[:30]
+
+
 def _fmt_time(ts: float | None) -> str:
     return time.strftime("%H:%M:%S", time.gmtime(ts)) if ts else ""
 
@@ -431,9 +438,24 @@ def create_app(config: ConsoleConfig) -> Starlette:
         s, refused = await page_guard(request, "reports")
         if refused is not None:
             return refused
-        found = sorted((p for p in console.home.rglob("*.html") if "report" in p.name), key=lambda p: p.stat().st_mtime,
-                       reverse=True)[:20]
-        return console.render("reports.html", request, s, reports=[str(p) for p in found])
+        found = await run_in_threadpool(_reports, console.home)
+        return console.render("reports.html", request, s,
+                              reports=[(str(p.relative_to(console.home)), time.strftime(
+                                  "%Y-%m-%d %H:%M", time.gmtime(p.stat().st_mtime))) for p in found])
+
+    async def report_file(request: Request) -> Response:
+        s, refused = await page_guard(request, "reports")
+        if refused is not None:
+            return refused
+        wanted = request.query_params.get("path", "")
+        found = {str(p.relative_to(console.home)): p for p in await run_in_threadpool(_reports, console.home)}
+        path = found.get(wanted)  # only a report the listing shows: no path from the request is opened
+        if path is None:
+            return JSONResponse({"reason": "console.no_such_report"}, status_code=404)
+        media = "text/html" if path.suffix == ".html" else "application/json"
+        response = Response(path.read_bytes(), media_type=media)
+        response.headers["Content-Security-Policy"] = "default-src 'self' data:; style-src 'self' 'unsafe-inline'"
+        return response
 
     routes = [
         Route("/login", login_page, methods=["GET"]), Route("/login", login, methods=["POST"]),
@@ -445,6 +467,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/killswitch", killswitch_page), Route("/killswitch", killswitch, methods=["POST"]),
         Route("/identities", identities), Route("/audit", audit), Route("/audit/verify", audit_verify, methods=["POST"]),
         Route("/audit/proof/{index:int}", audit_proof), Route("/reports", reports),
+        Route("/reports/file", report_file),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     app = Starlette(routes=routes, on_shutdown=[console.close])
