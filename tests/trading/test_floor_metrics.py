@@ -67,6 +67,7 @@ async def test_every_service_and_the_control_plane_expose_metrics_that_move(tmp_
         allowed = sum(total(first[n], "trustfabric_decisions_total", outcome="allow") for n in SERVICES)
         assert allowed > 0
         assert any(k.startswith("trustfabric_link_rtt_seconds") for k in first["algo-momentum"])
+        assert sum(total(first[n], "trustfabric_session_open_seconds_count") for n in SERVICES) > 0
         # a certificate-less client at venue-a: refused in the handshake, counted under its reason
         _no_cert_handshake(floor.ports["venue-a"], manifest["control"]["bundle_pem"])
         await asyncio.sleep(2.0)

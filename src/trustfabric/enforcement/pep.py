@@ -199,6 +199,8 @@ class EnforcementPoint:
         self.denied = 0
         self.refused = 0
         self.deny_reasons: collections.Counter[str] = collections.Counter()  # the deny path's reasons
+        self.session_open_ns: collections.deque[int] = collections.deque(maxlen=4096)  # recent opens' durations
+        self.session_opens = 0
         self.engine_failures = 0
         self.internal_errors = 0
 
@@ -354,7 +356,9 @@ class EnforcementPoint:
             table = self._fetch_table(principal, wall)
         except SessionRefused as exc:
             raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
-        return self._start_session(peer, principal, jti, exp, kid, table, wall, mono, trace_id)
+        session = self._start_session(peer, principal, jti, exp, kid, table, wall, mono, trace_id)
+        self._opened(mono)
+        return session
 
     async def open_session_async(self, peer: PeerLike, token: str, *, trace_id: str = "") -> Session:
         """:meth:`open_session` awaiting the table source (other connections are served meanwhile).
@@ -372,7 +376,14 @@ class EnforcementPoint:
                                            getattr(peer, "serial", None)))
         except SessionRefused as exc:
             raise self._refused(exc, principal, peer.fingerprint_sha256, trace_id) from None
-        return self._start_session(peer, principal, jti, exp, kid, table, wall, mono, trace_id)
+        session = self._start_session(peer, principal, jti, exp, kid, table, wall, mono, trace_id)
+        self._opened(mono)
+        return session
+
+    def _opened(self, started_mono: float) -> None:
+        """A session open's duration (the rigorous check: token, admission, table), kept for the metrics."""
+        self.session_open_ns.append(int((self._mono() - started_mono) * 1e9))
+        self.session_opens += 1
 
     def _admit_session(self, peer: PeerLike, token: str, wall: float, trace_id: str
                        ) -> tuple[str, str, float, str]:

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client.core import GaugeMetricFamily
 
 from trustfabric.audit.spool import unshipped_bytes
-from trustfabric.enforcement.metrics import pep_families
+from trustfabric.enforcement.metrics import OPEN_BUCKETS, pep_families
 from trustfabric.metrics import (
     CumulativeHistogram,
     Families,
@@ -35,12 +35,13 @@ class ServiceMetrics:
     def __init__(self, runtime: Any) -> None:
         self.rt = runtime
         self._rtt: dict[str, CumulativeHistogram] = {}
+        self._opens = CumulativeHistogram(OPEN_BUCKETS)
 
     def collect(self) -> Families:
         rt = self.rt
         labels = {"service": rt.name}
         if rt.pep is not None:
-            yield from pep_families(rt.pep)
+            yield from pep_families(rt.pep, self._opens)
         if rt.server is not None:
             listeners = {rt.name: dict(rt.server.refusals)}
             yield refusals(listeners)
