@@ -28,6 +28,7 @@ ships spools every second) and are sampled above ``stream_max_per_s``, which the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import secrets
@@ -470,6 +471,11 @@ def create_app(config: ConsoleConfig) -> Starlette:
         Route("/reports/file", report_file),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    app = Starlette(routes=routes, on_shutdown=[console.close])
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        console.close()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.console = console
     return app
