@@ -163,9 +163,10 @@ def workloads(home: Path) -> list[dict[str, Any]]:
     workload wrote at its join or renewal), the attested code digest (its promoted release), its risk score."""
     topo = topology()
     try:
-        risks = json.loads((home / "policy" / "signals.json").read_text()).get("risk_scores", {})
+        signals = json.loads((home / "policy" / "signals.json").read_text())
+        risks, posture = signals.get("risk_scores", {}), signals.get("posture", {})
     except (OSError, ValueError, AttributeError):
-        risks = {}
+        risks, posture = {}, {}
     store = _identity_store(home)
     try:
         releases = {r.name: r.digest for r in sorted(store.list_releases(topo.trust_domain),
@@ -182,8 +183,16 @@ def workloads(home: Path) -> list[dict[str, Any]]:
             pass
         rows.append({"name": row.name, "spiffe_id": row.spiffe_id, "segment": row.segment, "host": row.host,
                      "serial": serial, "expires": expiry, "cert_left_s": row.cert_left_s,
-                     "digest": releases.get(row.name, "")[:16], "risk": risks.get(row.spiffe_id, 0)})
+                     "digest": releases.get(row.name, "")[:16], "risk": risks.get(row.spiffe_id, 0),
+                     "posture": _posture(posture.get(row.host))})
     return rows
+
+
+def _posture(verdict: Any) -> str:
+    """A host's last posture verdict as the signal state holds it ("" when none was recorded)."""
+    if not isinstance(verdict, dict):
+        return ""
+    return "healthy" if verdict.get("ok") else "FAILING: " + ", ".join(verdict.get("reasons") or ())
 
 
 def _identity_store(home: Path) -> SqliteIdentityStore:
