@@ -18,6 +18,11 @@ module, always below one of these branches::
     ├── TradingError                 trading-floor services and their pure logic
     └── SimulationError              threat scenarios and reports
 
+``retryable`` says whether the same attempt may pass if simply made again (a peer
+that was down, a connection reset, a timeout): a caller retries on it, with backoff
+and a deadline, and treats every other refusal as final. It is a property of the
+error, set where it is raised or by its class, never read off the reason code.
+
 Foreign exceptions (``ssl``, ``jwt``, ``cedarpy``, ``sqlite3``...) are translated
 into these at the boundary of the module that calls the foreign library; nothing
 above that boundary sees a foreign exception.
@@ -30,10 +35,13 @@ class TrustFabricError(Exception):
     """Base of every trustfabric error; ``reason`` is a stable code for logs and exits."""
 
     reason: str = "error"
+    retryable: bool = False  # a transient failure: the same attempt may pass when made again
 
-    def __init__(self, detail: str = "", *, reason: str | None = None) -> None:
+    def __init__(self, detail: str = "", *, reason: str | None = None, retryable: bool | None = None) -> None:
         if reason is not None:
             self.reason = reason
+        if retryable is not None:
+            self.retryable = retryable
         self.detail = detail
         super().__init__(f"{self.reason}: {detail}" if detail else self.reason)
 

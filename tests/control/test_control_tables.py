@@ -179,7 +179,7 @@ async def test_a_certificate_revoked_while_its_table_is_awaited_gets_no_session(
 
 async def test_sync_pull_of_an_awaited_source_is_unreachable_not_blocking(pki, service):
     """The synchronous port of the control source never blocks: it fails closed at once."""
-    from trustfabric.enforcement.remote import EngineUnreachable
+    from trustfabric.enforcement.errors import EngineUnreachable
 
     _hung, pep, _server, _token = service
     with pytest.raises(EngineUnreachable):

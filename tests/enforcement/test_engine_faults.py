@@ -17,7 +17,8 @@ from trustfabric.clock import SYSTEM_CLOCK
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.errors import SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
-from trustfabric.enforcement.remote import AsyncLoopbackTableSource, EngineUnreachable, LoopbackTableSource
+from trustfabric.enforcement.errors import EngineUnreachable
+from trustfabric.enforcement.remote import AsyncLoopbackTableSource, LoopbackTableSource
 from trustfabric.policy.decision import Invalidation
 
 from .conftest import ALGO, OMS, RISK

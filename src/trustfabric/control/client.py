@@ -33,7 +33,7 @@ from trustfabric.control.protocol import (
     RenewReply,
     RenewRequest, Report, Subscribe, Subscribed, TableReply, TableRequest, TokenReply, TokenRequest,
 )
-from trustfabric.enforcement.remote import EngineUnreachable
+from trustfabric.enforcement.errors import EngineUnreachable
 from trustfabric.errors import PolicyError, TrustFabricError
 from trustfabric.identity.errors import TokenError
 from trustfabric.identity.certs import peer_spiffe_id
@@ -92,7 +92,7 @@ async def _one_exchange(host: str, port: int, *, bundle_pem: bytes, control_id: 
     except refused:
         raise
     except (OSError, ssl.SSLError, TimeoutError, ValueError) as exc:
-        raise refused(f"{host}:{port} unreachable: {exc!r}", reason=unreachable) from None
+        raise refused(f"{host}:{port} unreachable: {exc!r}", reason=unreachable, retryable=True) from None
     reply = frames[0] if frames else None
     if isinstance(reply, ErrorFrame):
         raise refused(reply.detail, reason=reply.reason)
@@ -127,7 +127,7 @@ async def operator_request(host: str, port: int, *, bundle_pem: bytes, control_i
                                 timeout_s=timeout_s, refused=ControlRefused,
                                 wrong_server="control.wrong_server", unreachable="control.unreachable")
     if reply is None:
-        raise ControlRefused("no reply", reason="control.unreachable")
+        raise ControlRefused("no reply", reason="control.unreachable", retryable=True)
     return reply
 
 
@@ -199,7 +199,8 @@ class ControlClient:
         refused = self._refusal or "control.unreachable"  # the server's reason code when it sent one
         for fut in pending.values():
             if not fut.done():
-                fut.set_exception(ControlRefused(f"control channel closed: {reason}", reason=refused))
+                fut.set_exception(ControlRefused(f"control channel closed: {reason}", reason=refused,
+                                                 retryable=not self._refusal))
 
     def _on_frame(self, frame: Any) -> None:
         kind = type(frame)
@@ -235,7 +236,7 @@ class ControlClient:
 
     async def _request(self, make: Callable[[int], Any], timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
         if self.conn is None or self.conn.closed:
-            raise ControlRefused("control channel down", reason="control.unreachable")
+            raise ControlRefused("control channel down", reason="control.unreachable", retryable=True)
         self._rid += 1
         rid = self._rid
         fut = asyncio.get_running_loop().create_future()
@@ -245,7 +246,7 @@ class ControlClient:
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
             raise ControlRefused(f"control plane did not answer in {timeout_s} s",
-                                 reason="control.unreachable") from None
+                                 reason="control.unreachable", retryable=True) from None
         finally:  # answered, timed out or cancelled: nothing waits for this rid any more
             self._pending.pop(rid, None)
 

@@ -15,6 +15,9 @@ and in the error reply a denied caller receives::
           enforcement.engine_unreachable, enforcement.audit_unavailable, enforcement.internal,
           policy.* (a deny decision)
 
+    PolicyError (trustfabric.errors)
+    └── EngineUnreachable                        policy.engine_unreachable (retryable)
+
 A table source that answers "no" (a PolicyError such as policy.request.unknown_principal)
 refuses with its own reason. Foreign exceptions raised by a table source or token verifier (sockets, timeouts,
 anything) are translated here, at the enforcement point's boundary, into
@@ -24,7 +27,7 @@ become an allow.
 
 from __future__ import annotations
 
-from trustfabric.errors import EnforcementError
+from trustfabric.errors import EnforcementError, PolicyError
 
 # Session refusal reasons.
 SESSION_PEER_REVOKED = "session.peer_revoked"
@@ -65,3 +68,10 @@ class MessageDenied(EnforcementError):
     """Raised by the service API when the enforcement point denies a message."""
 
     reason = "enforcement.denied"
+
+
+class EngineUnreachable(PolicyError):
+    """No answer from the engine (refused, reset, timed out, garbage): the PEP fails closed. Retryable."""
+
+    reason = "policy.engine_unreachable"
+    retryable = True

@@ -26,6 +26,7 @@ import threading
 
 import msgspec
 
+from trustfabric.enforcement.errors import EngineUnreachable
 from trustfabric.errors import PolicyError
 from trustfabric.nesting import msgpack_nesting_exceeds
 from trustfabric.policy.decision import DecisionTable
@@ -34,12 +35,6 @@ from trustfabric.policy.engine import PolicyEngine
 
 MAX_REPLY = 8 * 1024 * 1024
 _LEN = struct.Struct(">I")
-
-
-class EngineUnreachable(PolicyError):
-    """No answer from the engine (refused, reset, timed out, garbage): the PEP fails closed."""
-
-    reason = "policy.engine_unreachable"
 
 
 class _Request(msgspec.Struct, frozen=True):

@@ -4,7 +4,7 @@ Everything the TLS layer, the frame codec or a socket can raise is translated
 into one of these at the transport's boundary; ``ssl.SSLError``,
 ``msgspec.DecodeError`` and ``OSError`` never reach the caller::
 
-    TransportError (trustfabric.errors)      transport.error
+    TransportError (trustfabric.errors)      transport.error            (retryable: see each class)
     ├── FrameError                           frame.oversized | frame.malformed |
     │                                        frame.unknown_type | frame.truncated | frame.timeout |
     │                                        frame.too_deep
@@ -50,9 +50,13 @@ TIMEOUT = "transport.timeout"
 
 
 class FrameError(TransportError):
-    """A frame could not be decoded or encoded. ``decoded`` holds the good frames before it."""
+    """A frame could not be decoded or encoded. ``decoded`` holds the good frames before it.
+
+    Retryable: the damaged connection is closed; a new one starts from a clean stream.
+    """
 
     reason = FRAME_MALFORMED
+    retryable = True
 
     def __init__(self, detail: str = "", *, reason: str | None = None, decoded: list | None = None) -> None:
         super().__init__(detail, reason=reason)
@@ -64,26 +68,32 @@ class HandshakeRefused(TransportError):
 
     ``presented`` is the SPIFFE ID the refused certificate carried, when it could be
     read (what an alert about the refusal names); empty otherwise.
+
+    Retryable only as a TLS protocol failure (``handshake.failed``: the peer went away
+    mid-handshake, a reset); a refused certificate or identity is final.
     """
 
     reason = HANDSHAKE_FAILED
 
     def __init__(self, detail: str = "", *, reason: str | None = None, presented: str = "") -> None:
-        super().__init__(detail, reason=reason)
+        super().__init__(detail, reason=reason, retryable=(reason or HANDSHAKE_FAILED) == HANDSHAKE_FAILED)
         self.presented = presented
 
 
 class ConnectionClosed(TransportError):
-    """The connection is closed; ``reason`` says why (ours or the peer's error code)."""
+    """The connection is closed; ``reason`` says why (ours or the peer's error code). Retryable."""
 
     reason = CLOSED
+    retryable = True
 
 
 class TransportTimeout(TransportError):
     reason = TIMEOUT
+    retryable = True
 
 
 class AdmissionRefused(TransportError):
     """A connection refused by a listener's admission control before its handshake (a cap was reached)."""
 
     reason = "admission.refused"
+    retryable = True  # the listener is at a cap now; it frees as connections end
