@@ -78,3 +78,41 @@ async def test_failing_pre_flush_hook_sends_nothing():
     server.send(Response(rid=1, ok=True, reason="EFFECT"))
     frame = await asyncio.wait_for(client.recv(), 1)
     assert isinstance(frame, ErrorFrame) and frame.reason == "transport.flush_refused"
+
+
+async def test_a_pipelining_requester_delivers_to_callbacks_times_replies_and_fails_the_rest_on_close():
+    """Callbacks (a link's pipelined requests), the round-trip hook, frames that answer nothing, and the close."""
+    server_got: list[Request] = []
+
+    async def handler(conn):
+        while True:
+            frame = await conn.recv()
+            server_got.append(frame)
+            if frame.rid == 1:
+                conn.send(Ping(n=7))  # answers no request: goes to on_other
+                conn.send(Response(rid=1, ok=True))
+            elif frame.rid == 2:
+                conn.send(Response(rid=2, ok=False, reason="policy.deny"))
+            else:
+                conn.close("transport.reset")  # the third is never answered
+                return
+
+    client, task = serve_memory(handler, client_peer=_peer(CLIENT_ID), server_peer=_peer(SERVER_ID))
+    others, timed, closed, replies = [], [], [], {}
+    requester = Requester(client, on_other=others.append, on_reply=lambda f, ns: timed.append((f.rid, ns)),
+                          closed_reply=lambda reason: Response(rid=0, ok=False, reason=reason),
+                          on_closed=closed.append)
+    for _ in range(3):
+        rid = requester.next_rid()
+        requester.queue(Request(rid=rid, action="md.read", resource="md/q"), lambda f, rid=rid: replies.__setitem__(rid, f))
+    assert server_got == [] and requester.outstanding == 3  # queued, not yet flushed
+    client.flush()
+    await asyncio.wait_for(task, 1)
+    for _ in range(50):
+        if closed:
+            break
+        await asyncio.sleep(0.01)
+    assert replies[1].ok and replies[2].reason == "policy.deny"
+    assert replies[3] == Response(rid=0, ok=False, reason=client.close_reason)  # failed by the close, not lost
+    assert others == [Ping(n=7)] and [rid for rid, _ in timed] == [1, 2] and all(ns > 0 for _, ns in timed)
+    assert closed == [client.close_reason] and requester.outstanding == 0

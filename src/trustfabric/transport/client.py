@@ -30,15 +30,35 @@ from trustfabric.transport.frames import DEFAULT_CODEC, ErrorFrame, Frame, Frame
 from trustfabric.transport.tls import TLSConfig
 
 
-class Requester:
-    """Sends requests on one connection and matches replies (``Response``/``ErrorFrame``) by ``rid``."""
+Reply = Callable[[Frame], None] | asyncio.Future | None  # what a request's reply goes to
 
-    def __init__(self, conn: FrameConnection) -> None:
+
+class Requester:
+    """Sends requests on one connection and matches replies (``Response``/``ErrorFrame``) by ``rid``.
+
+    A reply goes to a future (:meth:`request`) or to a callback registered with :meth:`queue`
+    (a pipelining caller that flushes once per loop turn). Options for a long-lived link:
+
+    * ``on_other`` receives every frame that answers no pending request (pings, session
+      notices, connection-level errors); without it they are counted in ``unmatched``.
+    * ``on_reply(frame, rtt_ns)`` sees every matched reply, with its round trip, before
+      the reply is delivered.
+    * ``closed_reply(reason)``: on close, pending requests get this frame instead of a
+      :class:`ConnectionClosed` exception (callbacks always do; they cannot take one).
+    * ``on_closed(reason)`` runs after the pending requests are failed.
+    """
+
+    def __init__(self, conn: FrameConnection, *, on_other: Callable[[Frame], None] | None = None,
+                 on_reply: Callable[[Frame, int], None] | None = None,
+                 closed_reply: Callable[[str], Frame] | None = None,
+                 on_closed: Callable[[str], None] | None = None) -> None:
         self.conn = conn
-        self._pending: dict[int, asyncio.Future] = {}
+        self._pending: dict[int, Reply] = {}
+        self._sent_at: dict[int, int] = {}
         self._next_rid = 0
         self._loop = asyncio.get_running_loop()
         self.unmatched = 0
+        self.on_other, self.on_reply, self.closed_reply, self.on_closed = on_other, on_reply, closed_reply, on_closed
         for frame in conn.take_early_frames():  # frames that arrived with the handshake
             self._on_frame(frame)
         conn.on_frame = self._on_frame
@@ -54,36 +74,78 @@ class Requester:
 
     def _on_frame(self, frame: Frame) -> None:
         rid = getattr(frame, "rid", 0)
-        future = self._pending.pop(rid, None)
-        if future is None:
-            if isinstance(frame, ErrorFrame) and rid == 0:
-                return  # a connection-level error: the close that follows fails the pending ones
-            self.unmatched += 1
+        if rid not in self._pending:
+            if self.on_other is not None:
+                self.on_other(frame)
+            elif not (isinstance(frame, ErrorFrame) and rid == 0):  # a connection-level error: the close follows
+                self.unmatched += 1
             return
-        if not future.done():
-            future.set_result(frame)
+        reply = self._pending.pop(rid)
+        if self.on_reply is not None:
+            self.on_reply(frame, time.perf_counter_ns() - self._sent_at.pop(rid, 0))
+        if isinstance(reply, asyncio.Future):
+            if not reply.done():
+                reply.set_result(frame)
+        elif reply is not None:
+            reply(frame)
 
     def _on_close(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
-        for future in pending.values():
-            if not future.done():
-                future.set_exception(ConnectionClosed(self.conn.name, reason=reason))
+        self._sent_at.clear()
+        closed = self.closed_reply(reason) if self.closed_reply is not None else None
+        for reply in pending.values():
+            if isinstance(reply, asyncio.Future):
+                if not reply.done():
+                    if closed is not None:
+                        reply.set_result(closed)
+                    else:
+                        reply.set_exception(ConnectionClosed(self.conn.name, reason=reason))
+            elif reply is not None:
+                with contextlib.suppress(Exception):  # one caller's failure does not stop the others being told
+                    reply(closed if closed is not None else ErrorFrame(reason=reason or E.CLOSED))
+        if self.on_closed is not None:
+            self.on_closed(reason)
+
+    def queue(self, frame: Frame, reply: Reply = None) -> None:
+        """Queue ``frame`` (which carries its ``rid``) without flushing; its reply goes to ``reply``."""
+        rid = frame.rid  # type: ignore[attr-defined]
+        self.conn.queue(frame)
+        self._pending[rid] = reply
+        if self.on_reply is not None:
+            self._sent_at[rid] = time.perf_counter_ns()
 
     async def request(self, frame: Frame) -> Frame:
         """Send ``frame`` (which carries its ``rid``) and wait for the reply with that rid."""
         future = self._loop.create_future()
-        self._pending[frame.rid] = future  # type: ignore[attr-defined]
+        rid = frame.rid  # type: ignore[attr-defined]
+        self._pending[rid] = future
+        if self.on_reply is not None:
+            self._sent_at[rid] = time.perf_counter_ns()
         try:
             self.conn.send(frame)
         except BaseException:
-            self._pending.pop(frame.rid, None)  # type: ignore[attr-defined]
+            self._pending.pop(rid, None)
+            self._sent_at.pop(rid, None)
             raise
         return await future
+
+    async def drain(self, timeout_s: float) -> None:
+        """Wait until every request sent is answered, the connection closed, or ``timeout_s`` passed."""
+        deadline = time.monotonic() + timeout_s
+        while self._pending and not self.conn.closed:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            futures = [r for r in self._pending.values() if isinstance(r, asyncio.Future)]
+            if futures:
+                await asyncio.wait(futures, timeout=min(left, 1.0))
+            else:
+                await asyncio.sleep(min(left, 0.05))
 
     async def aclose(self) -> None:
         """Wait for the outstanding replies (bounded by the connection's own timeouts), then close."""
         while self._pending and not self.conn.closed:
-            await asyncio.wait(list(self._pending.values()), timeout=1.0)
+            await self.drain(1.0)
         self.conn.close(E.CLOSED)
 
 

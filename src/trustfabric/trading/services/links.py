@@ -4,14 +4,13 @@ and the per-link latency ring its reports carry.
 A link connects to the expected SPIFFE ID on the current certificate, opens a session with a
 token for that audience, and pipelines ``Request`` frames. It moves to a new connection after a
 renewal (its own or its peer's) and retires the old one once answered; a refusal by an authority
-is fatal (:class:`~trustfabric.trading.errors.LinkDown`), a transient failure is retried with
-backoff until a deadline.
+is fatal (:class:`~trustfabric.trading.errors.LinkDown`), a retryable failure (the exception's
+``retryable``) is tried again with backoff until a deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
@@ -21,8 +20,9 @@ import msgspec
 from trustfabric.control.server import ZERO_TRUST
 from trustfabric.errors import TrustFabricError
 from trustfabric.trading.errors import LinkDown
-from trustfabric.transport.client import summarize
+from trustfabric.transport.client import Requester, summarize
 from trustfabric.transport.connection import FrameConnection, Limits, connect
+from trustfabric.transport.errors import ConnectionClosed
 from trustfabric.transport.frames import ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady
 
 
@@ -72,21 +72,23 @@ def coalesce_sends(conn: FrameConnection) -> None:
 
 
 class PeerLink:
-    """One outgoing hop to a peer service: connect, open a session, pipeline requests."""
+    """One outgoing hop to a peer service: connect, open a session, pipeline requests.
+
+    Each connection's requests and replies are a :class:`~trustfabric.transport.client.Requester`;
+    a move leaves the old one to finish its own requests while new ones go to the new.
+    """
 
     def __init__(self, runtime: "ServiceRuntime", target: str) -> None:
         self.runtime = runtime
         self.target = target
         self.conn: FrameConnection | None = None
-        self._callbacks: dict[int, Callable[[Response], None] | asyncio.Future | None] = {}
-        self._sent_at: dict[int, int] = {}
-        self._rid = 0
+        self.requester: Requester | None = None
+        self._retiring: set[Requester] = set()
         self._opening: asyncio.Task | None = None
         self._scheduled = False
         self.opened_with = ""  # fingerprint of our certificate the connection was opened with
         self.moves = 0
         self._moving = False
-        self._rid_floor = 0  # requests below it went out on a connection retired by move()
         self.latency = LatencyRing()
         self.failures = 0
         self.refusals = 0
@@ -99,7 +101,11 @@ class PeerLink:
         return self.conn is not None and not self.conn.closed
 
     async def ensure(self, timeout_s: float = 5.0) -> None:
-        """Connected and (zero-trust) in session, or :class:`LinkDown` after ``timeout_s`` of retries."""
+        """Connected and (zero-trust) in session, or :class:`LinkDown` after ``timeout_s`` of retries.
+
+        A retryable failure (the peer or the control plane unreachable, a reset, a timeout) is
+        tried again with backoff; any other refusal is final at once.
+        """
         if self.up:
             return
         deadline = time.monotonic() + timeout_s
@@ -115,8 +121,7 @@ class PeerLink:
                 self.last_error = exc.reason
                 if exc.reason == CERT_EXPIRED:
                     self.runtime.expired_cert_uses += 1
-                if exc.reason.startswith(("control.", "token.", "session.", "enforcement.", "cert.")) and \
-                        exc.reason != "control.unreachable":
+                if not exc.retryable:
                     raise LinkDown(f"{self.target}: {exc.reason}", reason=exc.reason) from None
             except (OSError, asyncio.TimeoutError) as exc:
                 self.failures += 1
@@ -133,6 +138,8 @@ class PeerLink:
         """A connection on the current certificate, in session (zero-trust); not yet this link's.
 
         Returns it with the session's expiry (0 in perimeter mode) and our certificate's fingerprint.
+        A session the peer refuses is final (:class:`LinkDown` with its reason); a connection that
+        closes before the session is ready is retryable.
         """
         rt = self.runtime
         zero_trust = rt.mode == ZERO_TRUST
@@ -153,10 +160,14 @@ class PeerLink:
             elif type(frame) is Ping:
                 conn.send(Pong(n=frame.n))
 
+        def closed(reason: str) -> None:
+            if not ready.done():
+                ready.set_exception(ConnectionClosed(f"{self.target} closed before the session", reason=reason))
+
         for frame in conn.take_early_frames():
             early(frame)
         conn.on_frame = early
-        conn.on_close = lambda reason: ready.done() or ready.set_result(ErrorFrame(reason=reason))
+        conn.on_close = closed
         try:
             token, _aud = await rt.control.token(self.target)  # type: ignore[union-attr]
             conn.send(OpenSession(token=token))
@@ -172,9 +183,9 @@ class PeerLink:
         return conn, answer.expires_at, opened_with
 
     def _adopt(self, conn: FrameConnection, expires_at: float, opened_with: str) -> None:
-        conn.on_frame = self._on_frame
-        conn.on_close = lambda reason, c=conn: self._on_close(reason, c)
-        self.conn = conn
+        requester = Requester(conn, on_other=self._on_other, on_reply=self._on_reply, closed_reply=_failed)
+        requester.on_closed = lambda reason: self._on_close(reason, requester)
+        self.conn, self.requester = conn, requester
         self.opened_with = opened_with
         if expires_at:
             self._schedule_renewal(expires_at)
@@ -196,19 +207,20 @@ class PeerLink:
             return False
         finally:
             self._moving = False
-        old = self.conn
-        self._rid_floor = self._rid + 1
+        old = self.requester
         self._adopt(*fresh)
         self.moves += 1
         if old is not None:
+            self._retiring.add(old)
             asyncio.get_running_loop().create_task(self._retire(old))
         return True
 
-    async def _retire(self, old: FrameConnection) -> None:
-        deadline = time.monotonic() + RETIRE_WAIT_S
-        while not old.closed and time.monotonic() < deadline and any(r < self._rid_floor for r in self._callbacks):
-            await asyncio.sleep(0.05)
-        old.close()
+    async def _retire(self, old: Requester) -> None:
+        try:
+            await old.drain(RETIRE_WAIT_S)
+        finally:
+            old.conn.close()
+            self._retiring.discard(old)
 
     def _schedule_renewal(self, expires_at: float) -> None:
         loop = asyncio.get_running_loop()
@@ -230,46 +242,25 @@ class PeerLink:
         except Exception as exc:  # noqa: BLE001 - the session simply expires; the next request reopens
             self.last_error = getattr(exc, "reason", type(exc).__name__)
 
-    def _on_close(self, reason: str, conn: FrameConnection | None = None) -> None:
+    def _on_close(self, reason: str, requester: Requester) -> None:
+        """A connection closed (its requester already failed its own pending requests)."""
         if reason == CERT_EXPIRED:
             self.runtime.expired_cert_uses += 1
-        if conn is not None and conn is not self.conn:  # a connection move() retired: only its own requests
-            callbacks = {rid: self._callbacks.pop(rid) for rid in [r for r in self._callbacks if r < self._rid_floor]}
-            for rid in callbacks:
-                self._sent_at.pop(rid, None)
-        else:
+        if requester is self.requester:
             self.last_error = reason
-            callbacks, self._callbacks = self._callbacks, {}
-            self._sent_at.clear()
         self._wake_window()
-        failed = Response(rid=0, ok=False, reason=reason or "link.closed")
-        for cb in callbacks.values():
-            if isinstance(cb, asyncio.Future):
-                if not cb.done():
-                    cb.set_result(failed)
-            elif cb is not None:
-                with contextlib.suppress(Exception):
-                    cb(failed)
 
-    def _on_frame(self, frame: Any) -> None:
+    def _on_reply(self, frame: Any, rtt_ns: int) -> None:
+        self.latency.add(rtt_ns)
+        if not frame.ok:
+            self.refusals += 1
+        window = self._window
+        if window is not None and self.outstanding < window[0]:
+            self._wake_window()
+
+    def _on_other(self, frame: Any) -> None:
         kind = type(frame)
-        if kind is Response:
-            rid = frame.rid
-            cb = self._callbacks.pop(rid, None)
-            sent = self._sent_at.pop(rid, None)
-            if sent is not None:
-                self.latency.add(time.perf_counter_ns() - sent)
-            if not frame.ok:
-                self.refusals += 1
-            window = self._window
-            if window is not None and len(self._callbacks) < window[0]:
-                self._wake_window()
-            if isinstance(cb, asyncio.Future):
-                if not cb.done():
-                    cb.set_result(frame)
-            elif cb is not None:
-                cb(frame)
-        elif kind is SessionReady:
+        if kind is SessionReady:
             self._schedule_renewal(frame.expires_at)
         elif kind is ErrorFrame:
             self.last_error = frame.reason
@@ -285,15 +276,11 @@ class PeerLink:
     def request(self, action: str, resource: str, body: bytes, *, symbol: str = "", notional: float = 0.0,
                 callback: Callable[[Response], None] | asyncio.Future | None = None, trace_id: str = "") -> bool:
         """Queue one request (flushed at the end of this loop turn); False when the link is down."""
-        conn = self.conn
-        if conn is None or conn.closed or not self.up:
+        requester = self.requester
+        if requester is None or not self.up:
             return False
-        self._rid += 1
-        rid = self._rid
-        conn.queue(Request(rid=rid, action=action, resource=resource, body=msgspec.Raw(body), symbol=symbol,
-                           notional=notional, trace_id=trace_id))
-        self._callbacks[rid] = callback
-        self._sent_at[rid] = time.perf_counter_ns()
+        requester.queue(Request(rid=requester.next_rid(), action=action, resource=resource, body=msgspec.Raw(body),
+                                symbol=symbol, notional=notional, trace_id=trace_id), callback)
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -309,11 +296,15 @@ class PeerLink:
 
     @property
     def outstanding(self) -> int:
-        return len(self._callbacks)
+        """Requests sent and not yet answered, on the current connection and on any being retired."""
+        n = self.requester.outstanding if self.requester is not None else 0
+        for old in self._retiring:
+            n += old.outstanding
+        return n
 
     async def wait_window(self, limit: int) -> None:
         """Return once fewer than ``limit`` requests are unanswered (or the link closed): no polling."""
-        while len(self._callbacks) >= limit and self.up:
+        while self.outstanding >= limit and self.up:
             waiter = asyncio.get_running_loop().create_future()
             self._window = (limit, waiter)
             await waiter
@@ -328,3 +319,8 @@ class PeerLink:
             self._renew_handle.cancel()
         if self.conn is not None:
             self.conn.close()
+
+
+def _failed(reason: str) -> Response:
+    """What a request still pending on a closed connection gets: a refused reply with the close's reason."""
+    return Response(rid=0, ok=False, reason=reason or "link.closed")
