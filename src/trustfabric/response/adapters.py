@@ -11,7 +11,7 @@ them with:
 * :class:`SignalHubPolicyControl` - ``trustfabric.signals.hub.SignalHub``
   quarantine flag (the policy engine listens and bumps exactly that principal's
   epoch) plus, when given the policy engine, one more bump whose invalidation
-  reason starts with ``quarantine`` / ``release`` so that enforcement points
+  ``kind`` is ``QUARANTINE`` / ``RELEASE`` so that enforcement points
   close the principal's sessions at once instead of at its next message;
 * :class:`SignalHubRiskSink` - the hub's behavioural risk score (whole 0-100);
 * :class:`EnforcementPointsCloser` - in-process enforcement points
@@ -89,7 +89,7 @@ def confirm_refusals(containment: Any, point_id: str, point: Any) -> Any:
 
     def on_invalidation(inv: Any) -> None:
         principal = getattr(inv, "principal", None)
-        if principal is None or not str(getattr(inv, "reason", "")).startswith("quarantine"):
+        if principal is None or getattr(inv, "kind", None) != QUARANTINE:
             return
         if not point.sessions(principal):
             containment.acknowledge(principal, point_id)
