@@ -152,7 +152,9 @@ async def test_a_floor_hears_a_quarantine_on_the_bus(tmp_path, monkeypatch):
                       bus_url=f"tls://127.0.0.1:{port}")
         await floor.start()
         assert await floor.wait_for(lambda: floor.total("pep_allowed") > 5, 30.0)
-        assert all(floor.stats()[s].get("bus_failures", 1) == 0 for s in ("market-data", "pre-trade-risk"))
+        # each service's first report may come after the first allows: wait for both, with no bus failure
+        assert await floor.wait_for(lambda: all(floor.stats().get(s, {}).get("bus_failures", 1) == 0
+                                                for s in ("market-data", "pre-trade-risk")), 10.0), floor.stats()
         from typer.testing import CliRunner
 
         from trustfabric.cli import app
