@@ -56,6 +56,7 @@ BENCHES: dict[str, str] = {
     "vault": "trustfabric.commands.bench_vault",
     "flood": "trustfabric.commands.bench_flood",
     "sidecar": "trustfabric.commands.bench_sidecar",
+    "impact": "trustfabric.commands.bench_impact",
 }
 
 
