@@ -1,6 +1,5 @@
 """The control plane's refusals, in process: join tokens, attestation, token audiences, table cuts."""
 
-import base64
 
 import pytest
 from cryptography import x509
@@ -12,7 +11,6 @@ from trustfabric.control.joins import JoinTokens
 from trustfabric.control.plane import ControlPlane
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.workload import new_key_and_csr
-from trustfabric.signals.posture import encode_signed
 
 DIGEST = "ab" * 32
 

@@ -37,7 +37,7 @@ def pki(tmp_path_factory):
     dev = CertificateAuthority.create("dev.acme.example", now - 60)
     creds = {"server": issue_for_test(prod, VENUE, now - 60), "router": issue_for_test(prod, ROUTER, now - 60),
              "algo": issue_for_test(prod, ALGO, now - 60),
-             "intruder": issue_for_test(dev, f"spiffe://dev.acme.example/routing/order-router", now - 60)}
+             "intruder": issue_for_test(dev, "spiffe://dev.acme.example/routing/order-router", now - 60)}
     return {name: (c, c.write(out / name)) for name, c in creds.items()}
 
 

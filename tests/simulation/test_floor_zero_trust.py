@@ -14,7 +14,6 @@ quarantines released between scenarios) and the tests read what it measured:
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 

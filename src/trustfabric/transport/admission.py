@@ -31,6 +31,7 @@ Single-threaded: one event loop per listener.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import ctypes
@@ -39,7 +40,7 @@ import socket
 import struct
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 from trustfabric.transport.errors import AdmissionRefused
 
@@ -169,6 +170,27 @@ class Admission:
         self.peak_handshaking = max(self.peak_handshaking, self.handshaking)
         self.peak_connections = max(self.peak_connections, self.connections)
         return Ticket(self, source)
+
+    async def accept(self, loop: asyncio.AbstractEventLoop, listener: socket.socket,
+                     refused: Callable[[str], None]) -> tuple[socket.socket, Any, Ticket]:
+        """The next connection on ``listener`` these caps let in: (socket, address, ticket).
+
+        One over a cap is reset before any TLS work and its reason passed to ``refused``; an
+        accept that fails (out of file descriptors) is retried after a pause, never raised.
+        """
+        while True:
+            try:
+                sock, address = await loop.sock_accept(listener)
+            except asyncio.CancelledError:
+                raise
+            except OSError:  # e.g. out of file descriptors: keep serving
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                return sock, address, self.admit(source_of(address))
+            except AdmissionRefused as exc:
+                refused(exc.reason)
+                reset(sock)
 
     def _refused(self, reason: str, source: str) -> None:
         self.refusals[reason] += 1

@@ -58,7 +58,6 @@ from trustfabric.audit.events import Emitter, Kind
 from trustfabric.transport import errors as E
 from trustfabric.transport.errors import (
     ConnectionClosed,
-    AdmissionRefused,
     FrameError,
     HandshakeRefused,
     TransportTimeout,
@@ -76,8 +75,6 @@ from trustfabric.transport.admission import (
     Admission,
     AdmissionLimits,
     Ticket,
-    reset,
-    source_of,
 )
 from trustfabric.transport.listener import close_after_alert, tls_handshake, wait_fd
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
@@ -554,22 +551,13 @@ class FrameServer:
         loop = asyncio.get_running_loop()
         assert self._listener is not None
         while True:
-            try:
-                sock, address = await loop.sock_accept(self._listener)
-            except asyncio.CancelledError:
-                raise
-            except OSError:  # e.g. out of file descriptors: keep serving
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                ticket = self.admission.admit(source_of(address))
-            except AdmissionRefused as exc:
-                self.refusals[exc.reason] += 1
-                reset(sock)
-                continue
+            sock, _address, ticket = await self.admission.accept(loop, self._listener, self._refused_at_admission)
             task = loop.create_task(self._serve(sock, ticket))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _refused_at_admission(self, reason: str) -> None:
+        self.refusals[reason] += 1
 
     def _refuse(self, reason: str, detail: str, address: Any, presented: str = "") -> None:
         """Count and log a refused handshake: the source address, and the SPIFFE ID presented when read."""

@@ -36,8 +36,7 @@ import ssl
 from typing import Any, Awaitable, Callable
 
 from trustfabric.transport import errors as E
-from trustfabric.transport.admission import DEFAULT_ADMISSION, Admission, AdmissionLimits, reset, source_of
-from trustfabric.transport.errors import AdmissionRefused
+from trustfabric.transport.admission import DEFAULT_ADMISSION, Admission, AdmissionLimits, reset
 from trustfabric.transport.tls import classify_handshake_error
 
 RECV_SIZE = 64 * 1024
@@ -286,19 +285,7 @@ class StreamListener:
         loop = asyncio.get_running_loop()
         assert self._listener is not None
         while True:
-            try:
-                sock, address = await loop.sock_accept(self._listener)
-            except asyncio.CancelledError:
-                raise
-            except OSError:  # e.g. out of file descriptors: keep serving
-                await asyncio.sleep(0.05)
-                continue
-            try:
-                ticket = self.admission.admit(source_of(address))
-            except AdmissionRefused as exc:
-                self._count(exc.reason)
-                reset(sock)
-                continue
+            sock, address, ticket = await self.admission.accept(loop, self._listener, self._count)
             task = loop.create_task(self._serve(sock, address, ticket))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
