@@ -63,6 +63,25 @@ class Query(msgspec.Struct, frozen=True, kw_only=True):
     kind: str | None = None
     limit: int | None = None
 
+    def sql(self, columns: str, placeholder: str = "?") -> tuple[str, list]:
+        """The SELECT over ``records`` for this query, in index order, with ``placeholder`` for its arguments."""
+        where, args = [], []
+        for column, value in (("principal", self.principal), ("decision", self.decision),
+                              ("action", self.action), ("trace_id", self.trace_id), ("kind", self.kind)):
+            if value is not None:
+                where.append(f"{column} = {placeholder}")
+                args.append(value)
+        if self.since_ns is not None:
+            where.append(f"time_ns >= {placeholder}")
+            args.append(self.since_ns)
+        if self.until_ns is not None:
+            where.append(f"time_ns < {placeholder}")
+            args.append(self.until_ns)
+        text = f"SELECT {columns} FROM records" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY idx"
+        if self.limit is not None:
+            text += f" LIMIT {int(self.limit)}"
+        return text, args
+
     def matches(self, r: StoredRecord) -> bool:
         return ((self.principal is None or r.principal == self.principal)
                 and (self.since_ns is None or r.time_ns >= self.since_ns)
@@ -299,22 +318,7 @@ class SQLiteAuditStore:
                 for r in rows]
 
     def query(self, query: Query) -> list[StoredRecord]:
-        where, args = [], []
-        for column, value in (("principal", query.principal), ("decision", query.decision),
-                              ("action", query.action), ("trace_id", query.trace_id), ("kind", query.kind)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        if query.since_ns is not None:
-            where.append("time_ns >= ?")
-            args.append(query.since_ns)
-        if query.until_ns is not None:
-            where.append("time_ns < ?")
-            args.append(query.until_ns)
-        sql = f"SELECT {_COLUMNS} FROM records" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY idx"
-        if query.limit is not None:
-            sql += f" LIMIT {int(query.limit)}"
-        return [_row(r) for r in self._fetch(sql, args)]
+        return [_row(r) for r in self._fetch(*query.sql(_COLUMNS))]
 
     def close(self) -> None:
         with self._lock:

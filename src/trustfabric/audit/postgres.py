@@ -247,22 +247,7 @@ class PostgresAuditStore:
                          signature=r[4]) for r in rows]
 
     def query(self, query: Query) -> list[StoredRecord]:
-        where, args = [], []
-        for column, value in (("principal", query.principal), ("decision", query.decision),
-                              ("action", query.action), ("trace_id", query.trace_id), ("kind", query.kind)):
-            if value is not None:
-                where.append(f"{column} = %s")
-                args.append(value)
-        if query.since_ns is not None:
-            where.append("time_ns >= %s")
-            args.append(query.since_ns)
-        if query.until_ns is not None:
-            where.append("time_ns < %s")
-            args.append(query.until_ns)
-        text = f"SELECT {_COLUMNS} FROM records" + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY idx"
-        if query.limit is not None:
-            text += f" LIMIT {int(query.limit)}"
-        return [_row(r) for r in self._fetch(text, args)]
+        return [_row(r) for r in self._fetch(*query.sql(_COLUMNS, "%s"))]
 
     def close(self) -> None:
         if self._lease is not None:
