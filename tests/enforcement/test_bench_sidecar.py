@@ -20,10 +20,10 @@ from trustfabric.cli import app
 def test_bench_sidecar_json_has_every_target_it_could_start(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
     result = CliRunner().invoke(app, ["bench", "sidecar", "--json", "--rounds", "2", "--per-round", "50",
-                                      "--warmup", "10", "--connects", "2"])
+                                      "--warmup", "10", "--connects", "2", "--busy-poll-us", "100"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = {"plain", "sidecar"} | ({"haproxy"} if shutil.which("haproxy") else set()) \
+    expected = {"plain", "sidecar", "sidecar-busy-poll"} | ({"haproxy"} if shutil.which("haproxy") else set()) \
         | ({"stunnel4"} if shutil.which("stunnel4") or shutil.which("stunnel") else set())
     assert set(figures["targets"]) == expected
     for name, target in figures["targets"].items():
@@ -33,3 +33,4 @@ def test_bench_sidecar_json_has_every_target_it_could_start(tmp_path, monkeypatc
             assert isinstance(target[key], (int, float)) and math.isfinite(target[key]), (name, key)
     if "haproxy" in expected:
         assert set(figures["targets_met"]) == {"added_p50<=haproxy", "added_p99<=1.5x_haproxy"}
+    assert figures["busy_poll_us"] == 100

@@ -13,7 +13,7 @@ from trustfabric.audit.events import Kind, MemorySink
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.clock import FakeClock
-from trustfabric.enforcement.sidecar import RevocationMirror, Sidecar
+from trustfabric.enforcement.sidecar import BusyPoll, RevocationMirror, Sidecar
 from trustfabric.identity.revocation import RevocationSet
 from trustfabric.enforcement.tables import StaticTableSource
 
@@ -64,15 +64,16 @@ async def echo_server():
     return server, server.sockets[0].getsockname()[1]
 
 
-@pytest.fixture
-async def rig(pki):
+@pytest.fixture(params=[0, 200], ids=["sleeping", "busy-poll"])
+async def rig(pki, request):
+    """The sidecar as it runs by default, and with --busy-poll-us (every check must hold in both)."""
     echo, echo_port = await echo_server()
     tables = StaticTableSource.from_mapping({"principals": {ROUTER: [{"action": "connect", "resource": "svc/venue-a"}]}})
     sink = MemorySink()
     pep = EnforcementPoint(VENUE, tables, FakeTokenVerifier(), sink=sink)
     tls = TLSConfig(pki["server"][0])
     sidecar = Sidecar(pep, "svc/venue-a", ("127.0.0.1", echo_port), server_context(pki), tls.verify_peer,
-                      handshake_timeout_s=2.0)
+                      handshake_timeout_s=2.0, busy_poll_us=request.param)
     host, port = await sidecar.start("127.0.0.1", 0)
     yield sidecar, port, sink
     await sidecar.close()
@@ -277,3 +278,27 @@ async def test_a_failing_store_is_counted_and_unknown_kinds_change_nothing(mirro
     assert mirror.load([_Row("jti", "abc"), _Row("serial", "not-a-number")]) == 2
     assert not mirror.is_revoked(1, ROUTER)
     assert mirror.last_error == "revocation.bad_entry"
+
+
+async def test_busy_polling_keeps_the_loop_awake_only_for_its_window():
+    loop = asyncio.get_running_loop()
+    poll = BusyPoll(2000)  # 2 ms
+    spins = 0
+    original = poll._spin
+
+    def counted() -> None:
+        nonlocal spins
+        spins += 1
+        original()
+
+    poll._spin = counted  # type: ignore[method-assign]
+    poll.touch()
+    poll.touch()  # a second touch while spinning extends the window, it does not start a second spinner
+    await asyncio.sleep(0.05)
+    assert spins > 1 and not poll._spinning  # it polled, then stopped on its own
+    stopped_at = spins
+    await asyncio.sleep(0.01)
+    assert spins == stopped_at
+    off = BusyPoll(0)
+    off.touch()
+    assert not off._spinning and loop.is_running()

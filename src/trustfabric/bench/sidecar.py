@@ -8,6 +8,8 @@ required and verified against the same CA):
 * ``sidecar``: ``trustfabric sidecar`` as a firm runs it (the CLI), deciding each
   connection by the floor's Cedar policies and writing its audit record before the
   first byte goes upstream;
+* ``sidecar-busy-poll`` (with ``busy_poll_us``): the same sidecar started with
+  ``--busy-poll-us``, polling without sleeping for that window after each chunk;
 * ``haproxy`` (``mode tcp``, ``verify required``, ``ssl-min-ver TLSv1.3``) and
   ``stunnel4`` (``verifyChain``, ``requireCert``), when they are on ``PATH``.
 
@@ -85,7 +87,22 @@ class _Processes:
                 proc.wait()
 
 
-def _start_targets(work: Path, procs: _Processes, only: tuple[str, ...]) -> tuple[dict[str, int], ssl.SSLContext]:
+def _start_sidecar(work: Path, procs: _Processes, name: str, echo_port: int, extra: list[str]) -> int:
+    env = {**os.environ, "TRUSTFABRIC_HOME": str(work / "home"), "COLUMNS": "300"}
+    side = procs.start([sys.executable, "-m", "trustfabric.cli", "sidecar", "--listen", "127.0.0.1:0",
+                        "--upstream", f"127.0.0.1:{echo_port}", "--identity", str(work / "server"),
+                        "--policies", str(POLICIES_DIR), "--assume-healthy",
+                        "--events", str(work / f"{name}-events.jsonl"), *extra],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert side.stdout is not None
+    line = side.stdout.readline()
+    if " listening on " not in line:
+        raise RuntimeError(f"the sidecar did not start: {line!r}")
+    return int(line.split(" listening on ")[1].split()[0].rsplit(":", 1)[1])
+
+
+def _start_targets(work: Path, procs: _Processes, only: tuple[str, ...],
+                   busy_poll_us: int = 0) -> tuple[dict[str, int], ssl.SSLContext]:
     now = time.time()
     ca = CertificateAuthority.create(DOMAIN, now - 60)
     server, client = issue_for_test(ca, SERVER, now - 60), issue_for_test(ca, CLIENT, now - 60)
@@ -97,17 +114,10 @@ def _start_targets(work: Path, procs: _Processes, only: tuple[str, ...]) -> tupl
     echo_port = int(echo.stdout.readline().split()[1])
     ports = {"plain": echo_port}
     if "sidecar" in only:
-        env = {**os.environ, "TRUSTFABRIC_HOME": str(work / "home"), "COLUMNS": "300"}
-        side = procs.start([sys.executable, "-m", "trustfabric.cli", "sidecar", "--listen", "127.0.0.1:0",
-                            "--upstream", f"127.0.0.1:{echo_port}", "--identity", str(work / "server"),
-                            "--policies", str(POLICIES_DIR), "--assume-healthy",
-                            "--events", str(work / "sidecar-events.jsonl")],
-                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
-        assert side.stdout is not None
-        line = side.stdout.readline()
-        if " listening on " not in line:
-            raise RuntimeError(f"the sidecar did not start: {line!r}")
-        ports["sidecar"] = int(line.split(" listening on ")[1].split()[0].rsplit(":", 1)[1])
+        ports["sidecar"] = _start_sidecar(work, procs, "sidecar", echo_port, [])
+        if busy_poll_us:
+            ports["sidecar-busy-poll"] = _start_sidecar(work, procs, "sidecar-busy-poll", echo_port,
+                                                        ["--busy-poll-us", str(busy_poll_us)])
     if "haproxy" in only and shutil.which("haproxy"):
         port = _free_port()
         combined = work / "haproxy.pem"
@@ -176,13 +186,13 @@ def _timed(fn: Callable[[], Any]) -> float:
 
 
 def measure(rounds: int = 10, per_round: int = 2000, size: int = 64, warmup: int = 500, connects: int = 20,
-            only: tuple[str, ...] = ("sidecar", "haproxy", "stunnel4")) -> dict[str, Any]:
+            only: tuple[str, ...] = ("sidecar", "haproxy", "stunnel4"), busy_poll_us: int = 0) -> dict[str, Any]:
     """Interleaved rounds of ``per_round`` round trips per target; one result object."""
     work = Path(tempfile.mkdtemp(prefix="tf-bench-sidecar-"))
     procs = _Processes()
     payload = os.urandom(size)
     try:
-        ports, ctx = _start_targets(work, procs, only)
+        ports, ctx = _start_targets(work, procs, only, busy_poll_us)
         names = list(ports)
         tls = {name: (None if name == "plain" else ctx) for name in names}
         conns = {name: _connect(ports[name], tls[name]) for name in names}
@@ -219,7 +229,8 @@ def measure(rounds: int = 10, per_round: int = 2000, size: int = 64, warmup: int
             entry.update(added_us_p50=round(p50 - plain50, 1), added_us_p99=round(p99 - plain99, 1),
                          connect_ms_p50=round(percentile(connect_ms[name], 50), 3))
         targets[name] = entry
-    result: dict[str, Any] = {"targets": targets, "rounds": rounds, "per_round": per_round, "size": size}
+    result: dict[str, Any] = {"targets": targets, "rounds": rounds, "per_round": per_round, "size": size,
+                              "busy_poll_us": busy_poll_us}
     if "haproxy" in targets and "sidecar" in targets:
         side, ha = targets["sidecar"], targets["haproxy"]
         result["sidecar_over_haproxy_added_p50"] = round(side["added_us_p50"] / max(ha["added_us_p50"], 0.1), 3)

@@ -23,10 +23,13 @@ def command(
     size: int = typer.Option(64, help="Bytes per request (echoed back)."),
     warmup: int = typer.Option(500, help="Warm-up round trips per target."),
     connects: int = typer.Option(20, help="New connections per target for connect_ms_p50."),
+    busy_poll_us: int = typer.Option(0, "--busy-poll-us", min=0, max=100_000,
+                                     help="Also measure a second sidecar started with this --busy-poll-us "
+                                          "(target sidecar-busy-poll)."),
 ) -> None:
     """Round trips through the sidecar, haproxy and stunnel4 (when on PATH) to one echo service, vs plain TCP."""
     with console.status("measuring ...", spinner="dots") if not json_out else _nothing():
-        result = measure(rounds, per_round, size, warmup, connects)
+        result = measure(rounds, per_round, size, warmup, connects, busy_poll_us=busy_poll_us)
     if json_out:
         print(json.dumps(result))
         return

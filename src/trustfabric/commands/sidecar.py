@@ -82,6 +82,10 @@ def command(
                                              "signal state (tests and demos only)."),
     metrics: str = typer.Option("127.0.0.1:0", "--metrics", help="Loopback HOST:PORT for Prometheus metrics "
                                 "(port 0: any free port, printed); 'off' for none."),
+    busy_poll_us: int = typer.Option(0, "--busy-poll-us", min=0, max=100_000,
+                                     help="Keep polling (no sleep) this many microseconds after each forwarded "
+                                          "chunk, so a reply is read without a wake-up; spends a core while "
+                                          "traffic flows (like haproxy's busy-polling). 0: off."),
 ) -> None:
     """Terminate mTLS for a non-Python service: authorize each connection by policy, log it, proxy bytes."""
     from trustfabric.enforcement.tables import StaticTableSource
@@ -119,7 +123,7 @@ def command(
         pep.attach_revocations(mirror)
         tls = TLSConfig(creds, revocation=mirror)
         sidecar = Sidecar(pep, resource or f"svc/{service}", upstream_at,
-                          lambda: tls.context(server_side=True)[0], tls.verify_peer)
+                          lambda: tls.context(server_side=True)[0], tls.verify_peer, busy_poll_us=busy_poll_us)
 
         async def run() -> None:
             host, port = await sidecar.start(*listen_at)

@@ -681,7 +681,10 @@ class EnforcementPoint:
     def is_current(self, s: Session) -> bool:
         """True when ``s`` is open, its table current and unexpired and its token (or certificate) unexpired:
         a message of it is decided from what it holds, with no re-pull."""
-        return s.open and not self.needs_redecide(s) and self._mono() < s.token_deadline
+        if not s.open or s.table_epoch < s.state.epoch or s.table_global_epoch < self._global[0]:
+            return False
+        now = self._mono()  # one clock read for both deadlines (this runs per proxied chunk)
+        return now < s.table_deadline and now < s.token_deadline
 
     def _redecide(self, s: Session, now: float) -> str | None:
         """Re-pull the table of a stale or expired session; a reason when it cannot (deny).

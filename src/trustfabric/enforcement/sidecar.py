@@ -41,6 +41,7 @@ import asyncio
 import contextlib
 import socket
 import ssl
+import time
 from typing import Any, Callable, Iterable
 
 from trustfabric.audit.events import Kind
@@ -148,6 +149,39 @@ class RevocationMirror:
                 pass
 
 
+class BusyPoll:
+    """Keep the event loop polling for ready sockets, without sleeping, for a window after each forwarded chunk.
+
+    While a ``call_soon`` callback is pending the loop polls epoll with a zero timeout, so the
+    reply a service sends a few microseconds after a request is read at once, with no sleep
+    and wake-up of the process in between (haproxy's ``busy-polling``). It spends a core while
+    traffic flows; ``window_us=0`` turns it off.
+    """
+
+    def __init__(self, window_us: float) -> None:
+        self.window_s = max(0.0, window_us) / 1e6
+        self._until = 0.0
+        self._spinning = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def touch(self) -> None:
+        if not self.window_s:
+            return
+        now = time.monotonic()
+        self._until = now + self.window_s
+        if not self._spinning:
+            self._spinning = True
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._spin)
+
+    def _spin(self) -> None:
+        if time.monotonic() < self._until:
+            self._loop.call_soon(self._spin)  # type: ignore[union-attr]
+        else:
+            self._spinning = False
+
+
 _WOULD_BLOCK = (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 
 
@@ -163,7 +197,8 @@ class Sidecar:
                  ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext],
                  peer_identity: Callable[[Any], PeerLike], *,
                  action: str = CONNECT, handshake_timeout_s: float = 5.0,
-                 upstream_timeout_s: float = 5.0, admission: AdmissionLimits = DEFAULT_ADMISSION) -> None:
+                 upstream_timeout_s: float = 5.0, admission: AdmissionLimits = DEFAULT_ADMISSION,
+                 busy_poll_us: float = 0.0) -> None:
         self.pep = pep
         self.resource = resource
         self.action = action
@@ -174,9 +209,10 @@ class Sidecar:
         self.listener = StreamListener(self._serve, context=self._context, on_refuse=self._refuse_handshake,
                                        admission=admission, handshake_timeout_s=handshake_timeout_s,
                                        name="sidecar")
+        self.busy_poll = BusyPoll(busy_poll_us)
         self.accepted = 0
         self.refused = 0
-        self.proxied_bytes = 0
+        self._closed_bytes = 0  # bytes moved by connections that ended (open ones count their own)
         self._splices: set[_Splice] = set()
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
@@ -187,6 +223,10 @@ class Sidecar:
         await self.listener.close()
         for splice in list(self._splices):
             splice.abort("sidecar.stopped")
+
+    @property
+    def proxied_bytes(self) -> int:
+        return self._closed_bytes + sum(splice.bytes for splice in self._splices)
 
     def stats(self) -> dict[str, Any]:
         return {"accepted": self.accepted, "refused": self.refused, "proxied_bytes": self.proxied_bytes,
@@ -250,6 +290,7 @@ class Sidecar:
             await splice.done
         finally:
             self._splices.discard(splice)
+            self._closed_bytes += splice.bytes
             self.pep.close(session, "session.closed_by_peer")
 
     def still_allowed(self, session) -> bool:
@@ -278,6 +319,9 @@ class _Splice:
     def __init__(self, sidecar: Sidecar, client: ssl.SSLSocket, upstream: socket.socket, session) -> None:
         self.sidecar = sidecar
         self.session = session
+        self.bytes = 0
+        self._touch = sidecar.busy_poll.touch
+        self._current = sidecar.pep.is_current  # the per-chunk check; the re-decision is sidecar.still_allowed
         self._loop = asyncio.get_running_loop()
         self.done: asyncio.Future = self._loop.create_future()
         self._client = client
@@ -337,11 +381,12 @@ class _Splice:
                 if not self._to_up:
                     self._half_close_upstream()
                 return
-            if not self.sidecar.still_allowed(self.session):
+            if not self._current(self.session) and not self.sidecar.still_allowed(self.session):
                 self.abort("session.closed")
                 return
-            self.sidecar.proxied_bytes += n
+            self.bytes += n
             self._send_up(view[:n])
+            self._touch()
             if self._to_up:  # the service is not taking it: stop reading until it did
                 self._pause_client()
                 return
@@ -408,10 +453,11 @@ class _Splice:
             if not self._to_client:
                 self.abort("session.closed_by_service")
             return
-        if not self.sidecar.still_allowed(self.session):
+        if not self._current(self.session) and not self.sidecar.still_allowed(self.session):
             self.abort("session.closed")
             return
-        self.sidecar.proxied_bytes += n
+        self.bytes += n
+        self._touch()
         data = self._in_upstream_view[:n]
         if not self._to_client:  # nothing waiting: straight into the TLS connection
             try:
