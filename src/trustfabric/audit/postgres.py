@@ -114,6 +114,18 @@ def migrate(dsn: str, schema: str = DEFAULT_SCHEMA) -> list[int]:
     return applied
 
 
+def require_current(dsn: str, schema: str = DEFAULT_SCHEMA) -> None:
+    """Refuse a schema newer than this code (``db.schema_newer``) or not migrated to it (``db.schema_outdated``)."""
+    _check_schema_name(schema)
+    version = schema_version(dsn, schema)
+    if version > known_version():
+        raise SchemaError(f"schema {schema} is at version {version}, newer than this trustfabric's "
+                          f"{known_version()}", reason="db.schema_newer")
+    if version < known_version():
+        raise SchemaError(f"schema {schema} is at version {version}; run: trustfabric db migrate",
+                          reason="db.schema_outdated")
+
+
 class PostgresAuditStore:
     """:class:`~trustfabric.audit.log.AuditStore` on PostgreSQL (see the module's docstring)."""
 
@@ -121,13 +133,7 @@ class PostgresAuditStore:
                  pool_size: int = 4) -> None:
         self.dsn = dsn
         self.schema = _check_schema_name(schema)
-        version = schema_version(dsn, schema)
-        if version > known_version():
-            raise SchemaError(f"schema {schema} is at version {version}, newer than this trustfabric's "
-                              f"{known_version()}", reason="db.schema_newer")
-        if version < known_version():
-            raise SchemaError(f"schema {schema} is at version {version}; run: trustfabric db migrate",
-                              reason="db.schema_outdated")
+        require_current(dsn, schema)
         self.lease_wait_s = lease_wait_s
         options = f"-c search_path={schema}"
         try:

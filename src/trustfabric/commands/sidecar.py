@@ -39,7 +39,7 @@ from trustfabric.enforcement.sidecar import RevocationMirror, Sidecar
 from trustfabric.errors import ConfigError, TrustFabricError
 from trustfabric.home import home_dir, sub_dir
 from trustfabric.identity.revocation import RevocationSet
-from trustfabric.identity.store import SqliteIdentityStore
+from trustfabric.identity.store import open_identity_store
 from trustfabric.metrics import MetricsEndpoint, counter, gauge, refusals
 from trustfabric.policy.decision import QUARANTINE, RELEASE
 from trustfabric.transport.tls import TLSConfig
@@ -117,7 +117,7 @@ def command(
             tables = StaticTableSource.from_file(rules)
         sink = JsonLinesSink(events or sub_dir("spool", f"sidecar-{service}") / "events.jsonl")
         pep = EnforcementPoint(own_id, tables, _NoTokens(), sink=sink)
-        store = SqliteIdentityStore(home_dir() / "identity.db")
+        store = open_identity_store(home_dir())
         mirror = RevocationMirror(RevocationSet())
         mirror.load(store.list_revocations()[1])  # revoked before the start: refused from the first handshake
         pep.attach_revocations(mirror)

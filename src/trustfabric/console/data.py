@@ -30,7 +30,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from trustfabric.audit.log import AuditLog, Query, audit_dir, open_log
 from trustfabric.control.plane import INCIDENTS_FILE
 from trustfabric.identity.revocation import RevocationSet
-from trustfabric.identity.store import SqliteIdentityStore
+from trustfabric.identity.store import IdentityStore, open_identity_store
 from trustfabric.policy.paths import FLOOR_MANIFEST
 from trustfabric.policy.topology import Topology
 from trustfabric.response.incidents import SqliteIncidentStore
@@ -195,8 +195,8 @@ def _posture(verdict: Any) -> str:
     return "healthy" if verdict.get("ok") else "FAILING: " + ", ".join(verdict.get("reasons") or ())
 
 
-def _identity_store(home: Path) -> SqliteIdentityStore:
-    return SqliteIdentityStore(home / "identity.db")
+def _identity_store(home: Path) -> IdentityStore:
+    return open_identity_store(home)
 
 
 def people(home: Path) -> list[dict[str, Any]]:

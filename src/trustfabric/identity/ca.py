@@ -304,26 +304,61 @@ class CertificateAuthority:
 
     # -- persistence -------------------------------------------------------------------
 
-    def save(self, directory: Path | str) -> Path:
-        """Write keys (0600) and certificates under ``directory``; return it."""
-        root = Path(directory)
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    def to_files(self) -> dict[str, bytes]:
+        """The CA's state as named files: keys (PEM), certificates, ``ca.json`` and ``bundle.pem``."""
         meta = {
             "trust_domain": self.trust_domain,
             "ca_ttl_s": self.ca_ttl_s,
             "max_leaf_ttl_s": self.max_leaf_ttl_s,
             "generations": [],
         }
+        files: dict[str, bytes] = {}
         for g in self._generations:
             prefix = f"g{g.number}"
-            write_private_file(root / f"{prefix}-root.key", key_to_pem(g.root_key))
-            write_private_file(root / f"{prefix}-issuing.key", key_to_pem(g.issuing_key))
-            (root / f"{prefix}-root.pem").write_bytes(certs_to_pem([g.root_cert]))
-            (root / f"{prefix}-issuing.pem").write_bytes(certs_to_pem([g.issuing_cert]))
+            files[f"{prefix}-root.key"] = key_to_pem(g.root_key)
+            files[f"{prefix}-issuing.key"] = key_to_pem(g.issuing_key)
+            files[f"{prefix}-root.pem"] = certs_to_pem([g.root_cert])
+            files[f"{prefix}-issuing.pem"] = certs_to_pem([g.issuing_cert])
             meta["generations"].append({"number": g.number, "trusted_until": g.trusted_until})
-        (root / "ca.json").write_text(json.dumps(meta, indent=2))
-        (root / "bundle.pem").write_bytes(self.bundle_pem())
+        files["ca.json"] = json.dumps(meta, indent=2).encode()
+        files["bundle.pem"] = self.bundle_pem()
+        return files
+
+    def save(self, directory: Path | str) -> Path:
+        """Write keys (0600) and certificates under ``directory``; return it."""
+        root = Path(directory)
+        root.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for name, data in self.to_files().items():
+            if name.endswith(".key"):
+                write_private_file(root / name, data)
+            else:
+                (root / name).write_bytes(data)
         return root
+
+    @classmethod
+    def from_files(cls, files: dict[str, bytes], where: str = "the store") -> "CertificateAuthority":
+        """A CA from :meth:`to_files`'s named files (``ca.missing`` / ``ca.corrupt`` when incomplete or unreadable)."""
+        try:
+            meta = json.loads(files["ca.json"])
+            generations = []
+            for entry in meta["generations"]:
+                prefix = f"g{int(entry['number'])}"
+                root_key = serialization.load_pem_private_key(files[f"{prefix}-root.key"], None)
+                issuing_key = serialization.load_pem_private_key(files[f"{prefix}-issuing.key"], None)
+                generations.append(CaGeneration(
+                    number=int(entry["number"]),
+                    root_cert=load_certificates(files[f"{prefix}-root.pem"])[0],
+                    root_key=root_key,  # type: ignore[arg-type]
+                    issuing_cert=load_certificates(files[f"{prefix}-issuing.pem"])[0],
+                    issuing_key=issuing_key,  # type: ignore[arg-type]
+                    trusted_until=entry.get("trusted_until"),
+                ))
+            return cls(meta["trust_domain"], generations, ca_ttl_s=int(meta["ca_ttl_s"]),
+                       max_leaf_ttl_s=int(meta["max_leaf_ttl_s"]))
+        except KeyError as exc:
+            raise CaError(f"no CA at {where}: {exc.args[0]} missing", reason="ca.missing") from exc
+        except (ValueError, TypeError) as exc:
+            raise CaError(f"CA state at {where} unreadable: {exc}", reason="ca.corrupt") from exc
 
     @classmethod
     def load(cls, directory: Path | str) -> "CertificateAuthority":
@@ -332,24 +367,6 @@ class CertificateAuthority:
         for key_file in root.glob("*.key"):
             if key_file.stat().st_mode & 0o077:
                 raise CaError(f"{key_file} is readable by others; chmod 600 it", reason="ca.key_exposed")
-        try:
-            meta = json.loads((root / "ca.json").read_text())
-            generations = []
-            for entry in meta["generations"]:
-                prefix = f"g{int(entry['number'])}"
-                root_key = serialization.load_pem_private_key((root / f"{prefix}-root.key").read_bytes(), None)
-                issuing_key = serialization.load_pem_private_key((root / f"{prefix}-issuing.key").read_bytes(), None)
-                generations.append(CaGeneration(
-                    number=int(entry["number"]),
-                    root_cert=load_certificates((root / f"{prefix}-root.pem").read_bytes())[0],
-                    root_key=root_key,  # type: ignore[arg-type]
-                    issuing_cert=load_certificates((root / f"{prefix}-issuing.pem").read_bytes())[0],
-                    issuing_key=issuing_key,  # type: ignore[arg-type]
-                    trusted_until=entry.get("trusted_until"),
-                ))
-            return cls(meta["trust_domain"], generations, ca_ttl_s=int(meta["ca_ttl_s"]),
-                       max_leaf_ttl_s=int(meta["max_leaf_ttl_s"]))
-        except FileNotFoundError as exc:
-            raise CaError(f"no CA at {root}: {exc.filename}", reason="ca.missing") from exc
-        except (KeyError, ValueError, TypeError) as exc:
-            raise CaError(f"CA state at {root} unreadable: {exc}", reason="ca.corrupt") from exc
+        if not (root / "ca.json").is_file():
+            raise CaError(f"no CA at {root}: ca.json", reason="ca.missing")
+        return cls.from_files({path.name: path.read_bytes() for path in root.iterdir() if path.is_file()}, str(root))

@@ -24,7 +24,7 @@ from trustfabric.identity.ca import DEFAULT_CA_TTL_S, CertificateAuthority
 from trustfabric.identity.errors import CaError, TokenError
 from trustfabric.identity.revocation import RevocationEntry, RevocationSet
 from trustfabric.identity.spiffe import validate_trust_domain
-from trustfabric.identity.store import SqliteIdentityStore
+from trustfabric.identity.store import open_identity_store
 from trustfabric.identity.tokens import KeyRing, ReplayCache, SigningKey, TokenIssuer, TokenVerifier
 from trustfabric.identity.users import UserDirectory
 from trustfabric.signals.posture import HostKeyRegistry
@@ -42,7 +42,7 @@ class IdentityPlane:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.clock = clock
-        self.store = SqliteIdentityStore(self.home / "identity.db")
+        self.store = open_identity_store(self.home)
         self._spool = None
         start_seq = 0
         if sink is None:
@@ -104,17 +104,27 @@ class IdentityPlane:
         return result
 
     def save_ca(self, ca: CertificateAuthority) -> None:
-        directory = self.home / "ca" / ca.trust_domain
-        ca.save(directory)
-        self.store.put_ca(ca.trust_domain, str(directory))
+        if self.store.holds_ca_keys:  # PostgreSQL: sealed in the store, shared by every replica
+            self.store.put_ca_material(ca.trust_domain, ca.to_files())  # type: ignore[attr-defined]
+        else:
+            directory = self.home / "ca" / ca.trust_domain
+            ca.save(directory)
+            self.store.put_ca(ca.trust_domain, str(directory))
         self._cas[ca.trust_domain] = ca
 
     def ca(self, trust_domain: str) -> CertificateAuthority:
         if trust_domain not in self._cas:
-            directory = self.store.ca_directory(trust_domain)
-            if directory is None:
-                raise CaError(f"no CA for {trust_domain}; run `trustfabric ca init`", reason="ca.unknown_domain")
-            self._cas[trust_domain] = CertificateAuthority.load(directory)
+            if self.store.holds_ca_keys:
+                files = self.store.ca_material(trust_domain)  # type: ignore[attr-defined]
+                if files is None:
+                    raise CaError(f"no CA for {trust_domain}; run `trustfabric ca init`", reason="ca.unknown_domain")
+                self._cas[trust_domain] = CertificateAuthority.from_files(files, f"the store ({trust_domain})")
+            else:
+                directory = self.store.ca_directory(trust_domain)
+                if directory is None:
+                    raise CaError(f"no CA for {trust_domain}; run `trustfabric ca init`",
+                                  reason="ca.unknown_domain")
+                self._cas[trust_domain] = CertificateAuthority.load(directory)
         return self._cas[trust_domain]
 
     def cas(self) -> dict[str, CertificateAuthority]:

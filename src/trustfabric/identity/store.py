@@ -9,13 +9,17 @@ private half included, is deleted (``secure_delete`` zeroes the freed pages, and
 the write-ahead log is truncated) and only its public half is kept, in
 ``removed_signing_keys``, for audit; nothing loads that table into a key ring.
 CA private keys are not in the database: they are 0600 files under
-``$TRUSTFABRIC_HOME/ca/<trust-domain>/`` and the store records where.
+``$TRUSTFABRIC_HOME/ca/<trust-domain>/`` and the store records where. Beyond one machine
+the same protocol is served by PostgreSQL (:mod:`trustfabric.identity.postgres`, chosen by
+:func:`open_identity_store`), which holds the CAs itself, every private key sealed under the
+operator's key-encryption key.
 ``sqlite3`` errors are translated to :class:`StoreError` here.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from contextlib import contextmanager
@@ -23,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
-from trustfabric.identity.errors import StoreError
+from trustfabric.audit.log import DATABASE_SCHEMA_ENV, DATABASE_URL_ENV
 from trustfabric.home import home_dir
+from trustfabric.identity.errors import StoreError
 
 __all__ = [
     "IdentityStore",
@@ -35,6 +40,7 @@ __all__ = [
     "RemovedSigningKeyRow",
     "ReleaseRow",
     "open_default_store",
+    "open_identity_store",
 ]
 
 
@@ -88,6 +94,8 @@ class RemovedSigningKeyRow:
 
 
 class IdentityStore(Protocol):
+    holds_ca_keys: bool  # True: put_ca_material / ca_material; False: put_ca / ca_directory (files)
+
     def put_ca(self, trust_domain: str, directory: str) -> None: ...
     def ca_directory(self, trust_domain: str) -> str | None: ...
     def list_cas(self) -> list[tuple[str, str]]: ...
@@ -140,6 +148,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 class SqliteIdentityStore:
     """:class:`IdentityStore` on one SQLite file (or ``":memory:"``)."""
+
+    holds_ca_keys = False  # CA keys are 0600 files; the store records their directory
 
     def __init__(self, path: Path | str = ":memory:") -> None:
         self.path = str(path)
@@ -295,7 +305,22 @@ class SqliteIdentityStore:
         return json.loads(rows[0][0]) if rows else default
 
 
-def open_default_store() -> SqliteIdentityStore:
-    """The store at ``$TRUSTFABRIC_HOME/identity.db``."""
+def open_identity_store(home: Path | str, environ: dict[str, str] | None = None) -> IdentityStore:
+    """The identity store of a home: on PostgreSQL when ``$TRUSTFABRIC_DATABASE_URL`` is set (its KEK from the
+    environment, see :mod:`~trustfabric.identity.sealing`), else the embedded SQLite file ``<home>/identity.db``."""
+    env = os.environ if environ is None else environ
+    dsn = env.get(DATABASE_URL_ENV, "")
+    if not dsn:
+        return SqliteIdentityStore(Path(home) / "identity.db")
+    # imported here: psycopg costs about 90 ms to import, which the embedded default never pays
+    from trustfabric.audit.postgres import DEFAULT_SCHEMA
+    from trustfabric.identity.postgres import PostgresIdentityStore
+    from trustfabric.identity.sealing import Sealer
 
-    return SqliteIdentityStore(home_dir() / "identity.db")
+    return PostgresIdentityStore(dsn, env.get(DATABASE_SCHEMA_ENV) or DEFAULT_SCHEMA, sealer=Sealer.from_env(env))
+
+
+def open_default_store() -> IdentityStore:
+    """The store of ``$TRUSTFABRIC_HOME`` (see :func:`open_identity_store`)."""
+
+    return open_identity_store(home_dir())

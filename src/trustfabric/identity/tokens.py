@@ -192,6 +192,9 @@ class VerificationKey:
     until: int | None = None  # a retired key: verifies nothing from this time on
 
 
+REFRESH_MIN_S = 1.0  # a key ring re-reads a shared store at most this often on an unknown kid
+
+
 class KeySource(Protocol):
     def verification_keys(self, now: float) -> Mapping[str, VerificationKey]: ...
 
@@ -206,6 +209,10 @@ class KeyRing:
     for audit). :meth:`revoke` removes a retired key at once. A ring built from the
     store loads only the active key and retired keys still within their window; the
     others it finds are removed then.
+
+    Several control-plane replicas share one store (PostgreSQL): :meth:`refresh` re-reads it
+    (a key another replica made), at most once per ``REFRESH_MIN_S`` so that tokens naming
+    unknown kids cannot drive the database; :meth:`ensure` reads it before making a first key.
     """
 
     def __init__(self, store: IdentityStore | None = None, *, retain_s: float = DEFAULT_RETAIN_S,
@@ -218,6 +225,7 @@ class KeyRing:
         self._emitter = emitter
         self._lock = threading.Lock()
         self._keys: list[SigningKey] = [SigningKey.from_row(r) for r in store.list_signing_keys()] if store else []
+        self._refreshed_at = clock.monotonic()
         self.prune(clock.now())
 
     @classmethod
@@ -251,11 +259,30 @@ class KeyRing:
         return live[-1]
 
     def ensure(self, now: float) -> SigningKey:
-        """The active key, creating the first one if none exists."""
+        """The active key, creating the first one if none exists (in the store: another replica's counts)."""
+        try:
+            return self.active
+        except TokenError:
+            self.refresh(force=True)
         try:
             return self.active
         except TokenError:
             return self.rotate(now)
+
+    def refresh(self, *, force: bool = False) -> bool:
+        """Re-read the keys from the store (another replica rotated); False when it was read under
+        ``REFRESH_MIN_S`` ago (and not ``force``) or there is no store."""
+        if self._store is None:
+            return False
+        mono = self._clock.monotonic()
+        if not force and mono - self._refreshed_at < REFRESH_MIN_S:
+            return False
+        self._refreshed_at = mono
+        keys = [SigningKey.from_row(r) for r in self._store.list_signing_keys()]
+        with self._lock:
+            self._keys = keys
+        self.prune(self._clock.now())
+        return True
 
     def rotate(self, now: float) -> SigningKey:
         """Make a new active key; the previous one stops signing and verifies for ``retain_s`` more."""
@@ -616,6 +643,9 @@ class TokenVerifier:
             raise TokenError(f"unknown critical header(s) {header['crit']!r}", reason="token.unknown_crit")
         kid = header.get("kid")
         keys = self._keys.verification_keys(now)
+        if isinstance(kid, str) and kid not in keys and getattr(self._keys, "refresh", None) is not None \
+                and self._keys.refresh():  # type: ignore[attr-defined]  # a key another replica made
+            keys = self._keys.verification_keys(now)
         if not isinstance(kid, str) or kid not in keys:
             raise TokenError(f"unknown kid {str(kid)[:64]!r}", reason="token.unknown_kid")
         key = keys[kid]
