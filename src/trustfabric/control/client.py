@@ -258,7 +258,7 @@ class ControlClient:
         """(token, audience SPIFFE ID) for ``audience`` (a service name)."""
         reply: TokenReply = await self._request(lambda rid: TokenRequest(rid=rid, audience=audience))
         if not reply.ok:
-            raise ControlRefused(f"no token for {audience}", reason=reply.reason)
+            raise ControlRefused(f"no token for {audience}", reason=reply.reason, retryable=reply.retryable)
         return reply.token, reply.audience_id
 
     async def renew(self, spiffe_id: str, posture: bytes) -> WorkloadCredentials:
@@ -266,7 +266,7 @@ class ControlClient:
         pem = csr.public_bytes(serialization.Encoding.PEM)
         reply: RenewReply = await self._request(lambda rid: RenewRequest(rid=rid, csr_pem=pem, posture=posture))
         if not reply.ok:
-            raise BootstrapRefused("renewal refused", reason=reply.reason)
+            raise BootstrapRefused("renewal refused", reason=reply.reason, retryable=reply.retryable)
         return WorkloadCredentials(cert_pem=reply.cert_pem, key_pem=key_to_pem(key), bundle_pem=reply.bundle_pem)
 
     def report(self, report: Report) -> None:
@@ -298,7 +298,8 @@ class ControlTableSource:
         except ControlRefused as exc:
             raise EngineUnreachable(f"control plane: {exc.detail or exc.reason}") from None
         if not reply.ok or reply.table is None:
-            raise PolicyError(f"control plane refused the table of {principal}", reason=reply.reason or "policy.error")
+            raise PolicyError(f"control plane refused the table of {principal}", reason=reply.reason or "policy.error",
+                              retryable=reply.retryable)
         return reply.table
 
     def decision_table(self, principal: str, now: float) -> DecisionTable:

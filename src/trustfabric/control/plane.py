@@ -96,6 +96,9 @@ CONTROL_SEGMENT = "control"
 CONTROL_NAME = "control-plane"
 TOKEN_TTL_S = 300
 PRINCIPAL_QUARANTINED = "control.principal_quarantined"
+STATE_UNAVAILABLE = "control.state_unavailable"  # the shared state of record (PostgreSQL) cannot be reached
+STATE_GRACE_S = 3.0  # how long after the last successful check the state counts as reachable
+STATE_CHECK_S = 0.5  # how often the launcher checks it
 INCIDENTS_FILE = "response.db"  # incidents and alerts under $TRUSTFABRIC_HOME, shared with `trustfabric response`
 DEFAULT_POLICIES = POLICIES_DIR
 # What services report to the response engine: refusals and denials at enforcement points.
@@ -227,9 +230,40 @@ class ControlPlane:
         self.identity.revocations.subscribe(self._publish)
         self.counters = {"joins": 0, "join_refusals": 0, "tokens": 0, "token_refusals": 0, "tables": 0,
                          "table_refusals": 0, "renewals": 0, "renewal_refusals": 0, "security_events": 0,
-                         "own_rotations": 0, "expired_cert_uses": 0}
+                         "own_rotations": 0, "expired_cert_uses": 0, "state_refusals": 0}
         self.alerts: list[Any] = []
         self._recorded_tables: dict[str, DecisionTable] = {}
+        # beyond one machine the identity store is the state of record every replica shares: when it cannot be
+        # reached (check_state, run by the launcher), nothing new is issued (fail closed); points keep their tables
+        self._state_remote = bool(getattr(self.identity.store, "remote", False))
+        self._state_ok_at = clock.monotonic()
+        self.state_error = ""
+
+    # ------------------------------------------------------------------ the state of record
+    @property
+    def state_available(self) -> bool:
+        """False when the identity store is remote (PostgreSQL) and no check has reached it for
+        ``STATE_GRACE_S``: joins, renewals, tokens and tables are refused until one does."""
+        return not self._state_remote or self.clock.monotonic() - self._state_ok_at <= STATE_GRACE_S
+
+    def check_state(self) -> bool:
+        """Reach the state of record once (blocking: run it off the event loop); True when reached."""
+        try:
+            self.identity.store.ping()
+        except TrustFabricError as exc:
+            self.state_error = exc.reason
+            return False
+        self._state_ok_at = self.clock.monotonic()
+        self.state_error = ""
+        return True
+
+    def _require_state(self, counter: str | None) -> None:
+        if not self.state_available:
+            if counter is not None:
+                self.counters[counter] += 1
+            self.counters["state_refusals"] += 1
+            raise ControlRefused(f"the state of record is unreachable ({self.state_error or 'no answer'}): "
+                                 "nothing is issued until it is back", reason=STATE_UNAVAILABLE, retryable=True)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
@@ -550,6 +584,7 @@ class ControlPlane:
              ) -> tuple[bytes, bytes]:
         """Redeem a join token and attest; returns (certificate chain PEM, trust bundle PEM)."""
         now = self.clock.now()
+        self._require_state("join_refusals")
         try:
             service = self._service_of(spiffe_id)
             self.joins.redeem(join_token, spiffe_id, now)
@@ -579,6 +614,7 @@ class ControlPlane:
     def renew(self, caller: str, csr_pem: bytes, posture: bytes) -> tuple[bytes, bytes]:
         """A new certificate for an already attested caller (rotation), posture checked again."""
         now = self.clock.now()
+        self._require_state("renewal_refusals")
         try:
             service = self._service_of(caller)
             digests = [r.digest for r in self.identity.releases.list(self.trust_domain) if r.name == service]
@@ -623,6 +659,7 @@ class ControlPlane:
     def token_for(self, caller: str, cert_der: bytes, audience: str) -> tuple[str, str]:
         """(token, audience SPIFFE ID); :class:`ControlRefused` unless the caller may connect there."""
         now = self.clock.now()
+        self._require_state("token_refusals")
         if audience not in self.topology.services:
             self.counters["token_refusals"] += 1
             raise ControlRefused(f"no service {audience!r}", reason="control.unknown_audience")
@@ -651,6 +688,7 @@ class ControlPlane:
 
     def table_for(self, asking: str, principal: str, now: float) -> DecisionTable:
         """``principal``'s table, cut to the resources owned by the asking service."""
+        self._require_state(None)  # the server counts table refusals
         service = asking.rsplit("/", 1)[-1]
         if service not in self.topology.services or asking != self.topology.spiffe_id(service):
             raise ControlRefused(f"{asking} is no service", reason="control.not_owner")

@@ -78,6 +78,7 @@ class TokenReply(Frame, frozen=True, tag="tok"):
     token: str = ""
     audience_id: str = ""
     reason: str = ""
+    retryable: bool = False  # the refusal is transient (the state of record away): ask again later
 
 
 class TableRequest(Frame, frozen=True, tag="tabreq"):
@@ -91,6 +92,7 @@ class TableReply(Frame, frozen=True, tag="tab"):
     ok: bool
     table: DecisionTable | None = None
     reason: str = ""
+    retryable: bool = False  # the refusal is transient (the state of record away): ask again later
 
 
 class RenewRequest(Frame, frozen=True, tag="renewreq"):
@@ -105,6 +107,7 @@ class RenewReply(Frame, frozen=True, tag="renewed"):
     cert_pem: bytes = b""
     bundle_pem: bytes = b""
     reason: str = ""
+    retryable: bool = False  # the refusal is transient (the state of record away): ask again later
 
 
 class Subscribe(Frame, frozen=True, tag="sub"):

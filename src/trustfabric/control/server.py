@@ -439,20 +439,20 @@ class ControlServer:
                     token, audience_id = plane.token_for(caller, cert_der, frame.audience)
                     conn.send(TokenReply(rid=frame.rid, ok=True, token=token, audience_id=audience_id))
                 except TrustFabricError as exc:
-                    conn.send(TokenReply(rid=frame.rid, ok=False, reason=exc.reason))
+                    conn.send(TokenReply(rid=frame.rid, ok=False, reason=exc.reason, retryable=exc.retryable))
             elif kind is TableRequest:
                 try:
                     table = plane.table_for(caller, frame.principal, frame.now)
                     conn.send(TableReply(rid=frame.rid, ok=True, table=table))
                 except TrustFabricError as exc:
                     plane.counters["table_refusals"] += 1
-                    conn.send(TableReply(rid=frame.rid, ok=False, reason=exc.reason))
+                    conn.send(TableReply(rid=frame.rid, ok=False, reason=exc.reason, retryable=exc.retryable))
             elif kind is RenewRequest:
                 try:
                     cert_pem, bundle_pem = plane.renew(caller, frame.csr_pem, frame.posture)
                     conn.send(RenewReply(rid=frame.rid, ok=True, cert_pem=cert_pem, bundle_pem=bundle_pem))
                 except TrustFabricError as exc:
-                    conn.send(RenewReply(rid=frame.rid, ok=False, reason=exc.reason))
+                    conn.send(RenewReply(rid=frame.rid, ok=False, reason=exc.reason, retryable=exc.retryable))
             else:
                 conn.fail("frame.unexpected", kind.__name__)
 

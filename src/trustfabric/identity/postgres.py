@@ -42,12 +42,14 @@ from trustfabric.identity.store import (
 )
 
 _CHECK_KEY = "kek.check"
+POOL_TIMEOUT_S = 2.0  # a call waits this long for a connection, then is refused (db.unreachable)
 
 
 class PostgresIdentityStore:
     """:class:`IdentityStore` on a PostgreSQL schema (see the module's docstring)."""
 
     holds_ca_keys = True
+    remote = True
 
     def __init__(self, dsn: str, schema: str = pg.DEFAULT_SCHEMA, *, sealer: Sealer, pool_size: int = 4) -> None:
         try:
@@ -57,8 +59,9 @@ class PostgresIdentityStore:
         self.dsn, self.schema, self._sealer = dsn, schema, sealer
         self.path = f"postgresql:{schema}"  # what messages name
         try:
-            self._pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, open=True, timeout=10,
-                                        kwargs={"options": f"-c search_path={schema}", "autocommit": True})
+            self._pool = ConnectionPool(dsn, min_size=1, max_size=pool_size, open=True, timeout=POOL_TIMEOUT_S,
+                                        kwargs={"options": f"-c search_path={schema}", "autocommit": True,
+                                                "connect_timeout": 2})
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL unreachable: {exc}", reason="db.unreachable") from None
         try:
@@ -98,6 +101,10 @@ class PostgresIdentityStore:
 
     def close(self) -> None:
         self._pool.close()
+
+    def ping(self) -> None:
+        """One round trip to the server (a pooled connection, or a new one within the pool's timeout)."""
+        self._query("SELECT 1")
 
     # CAs: the material itself, sealed (replicas share no files)
     def put_ca(self, trust_domain: str, directory: str) -> None:

@@ -95,6 +95,9 @@ class RemovedSigningKeyRow:
 
 class IdentityStore(Protocol):
     holds_ca_keys: bool  # True: put_ca_material / ca_material; False: put_ca / ca_directory (files)
+    remote: bool  # True: a server that can be away while this process runs (PostgreSQL)
+
+    def ping(self) -> None: ...  # reach the store once; StoreError when it cannot
 
     def put_ca(self, trust_domain: str, directory: str) -> None: ...
     def ca_directory(self, trust_domain: str) -> str | None: ...
@@ -150,6 +153,7 @@ class SqliteIdentityStore:
     """:class:`IdentityStore` on one SQLite file (or ``":memory:"``)."""
 
     holds_ca_keys = False  # CA keys are 0600 files; the store records their directory
+    remote = False  # a local file: reachable while this process runs
 
     def __init__(self, path: Path | str = ":memory:") -> None:
         self.path = str(path)
@@ -197,6 +201,9 @@ class SqliteIdentityStore:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def ping(self) -> None:
+        self._query("SELECT 1")
 
     # CAs
     def put_ca(self, trust_domain: str, directory: str) -> None:

@@ -54,7 +54,7 @@ from trustfabric.audit.errors import AuditError
 from trustfabric.audit.events import AuditEventV1, Kind
 from trustfabric.audit.log import audit_dir, open_log
 from trustfabric.audit.spool import Spool
-from trustfabric.control.plane import DEFAULT_POLICIES, ControlPlane
+from trustfabric.control.plane import DEFAULT_POLICIES, STATE_CHECK_S, ControlPlane
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
@@ -214,6 +214,7 @@ class Floor:
         self.posture_agents: PostureAgentServer | None = None
         self._control_expired = 0  # kept for the summary after stop()
         self._maintenance: asyncio.Task | None = None
+        self._state_watch: asyncio.Task | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -282,6 +283,15 @@ class Floor:
         self.posture_agents = await PostureAgentServer(self.plane.agents, self.home / "floor" / "run" / "posture"
                                                        ).start()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
+        self._state_watch = asyncio.get_running_loop().create_task(self._watch_state())
+
+    async def _watch_state(self) -> None:
+        """Beyond one machine: reach the state of record every ``STATE_CHECK_S`` (in a worker thread, so a
+        server that hangs never stalls the loop); the plane refuses to issue while it cannot."""
+        while self.plane is not None and getattr(self.plane.identity.store, "remote", False):
+            plane = self.plane
+            await asyncio.to_thread(plane.check_state)
+            await asyncio.sleep(STATE_CHECK_S)
 
     def maintenance_interval_s(self) -> float:
         """Often enough that posture verdicts and the plane's certificate never lapse between two passes."""
@@ -540,6 +550,9 @@ class Floor:
         if self._maintenance is not None:
             self._maintenance.cancel()
             self._maintenance = None
+        if self._state_watch is not None:
+            self._state_watch.cancel()
+            self._state_watch = None
         if self.posture_agents is not None:
             await self.posture_agents.close()
         self.control_expired_cert_uses()
