@@ -16,7 +16,11 @@ id (``Nats-Msg-Id``): a duplicated or replayed publish inside the de-duplication
 stored once. The current revocation set is also a JetStream key-value bucket
 (``tf_revocations``, one key per revoked serial or quarantined SPIFFE ID), so an enforcement
 point that (re)connects reads the whole set before it allows anything
-(:meth:`NatsBus.revocation_snapshot`).
+(:meth:`NatsBus.revocation_snapshot`), again on every reconnection (``on_reconnect``): what was
+published while it was away is applied then. A release deletes the quarantine's key. The control
+plane's revocations reach the bus through a :class:`RevocationOutbox`: in order, each retried
+until JetStream acknowledged it, so a revocation made while the bus is away is published when it
+is back (the message id keeps it stored once however often it is retried).
 
 The bus requires the fabric's certificates: the NATS server verifies each client's chain
 against the trust domain's bundle and maps the user from the certificate's URI SAN, the
@@ -30,6 +34,7 @@ domain fails the TLS handshake.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import ssl
 import time
@@ -126,15 +131,26 @@ class NatsBus:
         self.nc: Any = None
         self.js: Any = None
         self.errors: list[str] = []  # asynchronous errors the server sent (a permissions violation...)
+        self.reconnects = 0
 
-    async def connect(self, timeout_s: float = 5.0) -> "NatsBus":
+    async def connect(self, timeout_s: float = 5.0,
+                      on_reconnect: Callable[[], Awaitable[None]] | None = None) -> "NatsBus":
         async def on_error(exc: Exception) -> None:
             self.errors.append(str(exc))
+
+        async def reconnected() -> None:
+            self.reconnects += 1
+            if on_reconnect is not None:
+                try:
+                    await on_reconnect()
+                except Exception as exc:  # noqa: BLE001 - recorded; the control channel's push still carries it
+                    self.errors.append(f"catch-up after reconnecting: {type(exc).__name__}: {exc}")
 
         try:  # the first connection is bounded (a refused certificate must not retry forever)
             self.nc = await asyncio.wait_for(
                 nats.connect(self.url, tls=self.tls, name=self.name, connect_timeout=timeout_s, allow_reconnect=True,
-                             max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=on_error),
+                             max_reconnect_attempts=-1, reconnect_time_wait=0.2, error_cb=on_error,
+                             reconnected_cb=reconnected),
                 timeout_s * 2)
         except (NatsError, OSError, ssl.SSLError, TimeoutError) as exc:
             raise ControlRefused(f"bus {self.url}: {type(exc).__name__}: {exc}", reason="bus.unreachable") from None
@@ -158,7 +174,13 @@ class NatsBus:
         ack = await self.js.publish(f"{REVOCATIONS}.{kind}", body,
                                     headers={"Nats-Msg-Id": msg_id or f"{kind}:{value}:{uuid.uuid4().hex}"})
         kv = await self.js.key_value(BUCKET)
-        await kv.put(f"{kind}.{_key(value)}", body)
+        if kind == "release_spiffe_id":  # the quarantine is lifted: its key leaves the current set
+            try:
+                await kv.delete(f"spiffe_id.{_key(value)}")
+            except (NotFoundError, KeyNotFoundError):
+                pass
+        else:
+            await kv.put(f"{kind}.{_key(value)}", body)
         return not ack.duplicate
 
     async def publish_invalidation(self, service: str, payload: dict, *, msg_id: str) -> bool:
@@ -199,6 +221,52 @@ class NatsBus:
     async def publish_event(self, service: str, event: dict) -> None:
         await self.nc.publish(f"{EVENTS}.{service}", json.dumps(event).encode())
         await self.nc.flush()
+
+
+class RevocationOutbox:
+    """The control plane's revocations on their way to the bus: published in order, each retried with
+    backoff until JetStream acknowledged it (the bus may be away); ``pending`` is what has not gone yet."""
+
+    def __init__(self, bus: NatsBus, *, publish_timeout_s: float = 2.0, max_backoff_s: float = 1.0) -> None:
+        self.bus = bus
+        self.publish_timeout_s = publish_timeout_s
+        self.max_backoff_s = max_backoff_s
+        self._queue: collections.deque[tuple[str, str, str, str]] = collections.deque()
+        self._wake = asyncio.Event()
+        self.published = 0
+        self.retries = 0
+        self.last_error = ""
+
+    @property
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def put(self, kind: str, value: str, reason: str, msg_id: str) -> None:
+        self._queue.append((kind, value, reason, msg_id))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Until cancelled: drain the queue in order; a failed publish is retried, never skipped."""
+        backoff = 0.05
+        while True:
+            if not self._queue:
+                self._wake.clear()
+                await self._wake.wait()
+            kind, value, reason, msg_id = self._queue[0]
+            try:
+                await asyncio.wait_for(self.bus.publish_revocation(kind, value, reason, msg_id=msg_id),
+                                       self.publish_timeout_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the bus is away: the same message again, after a pause
+                self.retries += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"[:200]
+                await asyncio.sleep(backoff)
+                backoff = min(self.max_backoff_s, backoff * 2)
+                continue
+            self._queue.popleft()
+            self.published += 1
+            backoff = 0.05
 
 
 def _key(value: str) -> str:

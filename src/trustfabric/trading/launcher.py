@@ -59,7 +59,7 @@ from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
 from trustfabric.control.metrics import ControlMetrics
-from trustfabric.control.nats_bus import NatsBus, client_tls
+from trustfabric.control.nats_bus import NatsBus, RevocationOutbox, client_tls
 from trustfabric.metrics import MetricsEndpoint
 from trustfabric.trading.fix import operate as fix_operate
 from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
@@ -202,6 +202,8 @@ class Floor:
         self.metrics_ports: dict[str, int] = {}
         self.metrics: MetricsEndpoint | None = None
         self.bus: NatsBus | None = None
+        self.bus_outbox: RevocationOutbox | None = None
+        self._bus_task: asyncio.Task | None = None
         self.approval_key = secrets.token_bytes(32).hex()
         self.fix_edge: dict[str, Any] = {}
         self.fix_port = 0
@@ -333,13 +335,14 @@ class Floor:
                                                           creds_dir / "bundle.pem"), "control-plane").connect()
         await self.bus.prepare()
         loop = asyncio.get_running_loop()
+        self.bus_outbox = RevocationOutbox(self.bus)
+        self._bus_task = loop.create_task(self.bus_outbox.run())
 
         def forward(item: Any) -> None:  # the plane's listeners run on its thread: hand over to the loop
             kind = getattr(item, "kind", "")
             if kind in ("serial", "spiffe_id", "release_spiffe_id"):
                 msg_id = f"{kind}:{item.value}:{getattr(item, 'version', '')}"
-                loop.call_soon_threadsafe(lambda: loop.create_task(
-                    self.bus.publish_revocation(kind, str(item.value), item.reason, msg_id=msg_id)))
+                loop.call_soon_threadsafe(self.bus_outbox.put, kind, str(item.value), item.reason, msg_id)
 
         self.plane.subscribe(forward)
 
@@ -559,6 +562,9 @@ class Floor:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if self._bus_task is not None:
+            self._bus_task.cancel()
+            self._bus_task = None
         if self.bus is not None:
             with contextlib.suppress(Exception):
                 await self.bus.close()

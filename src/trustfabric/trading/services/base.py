@@ -321,11 +321,15 @@ class ServiceRuntime:
         """The NATS bus beside the control channel: the revocation bucket first (what was revoked while this
         point was away), then every revocation published. Both paths apply each change once."""
         creds = self.home / "floor" / "creds" / self.name
-        try:
-            bus = await NatsBus(url, client_tls(creds / "cert.pem", creds / "key.pem", creds / "bundle.pem"),
-                                self.name).connect()
+        bus = NatsBus(url, client_tls(creds / "cert.pem", creds / "key.pem", creds / "bundle.pem"), self.name)
+
+        async def catch_up() -> None:  # back after the bus was away: what was published meanwhile
             for entry in await bus.revocation_snapshot():
                 self._on_bus_revocation(entry)
+
+        try:
+            await bus.connect(on_reconnect=catch_up)
+            await catch_up()
             await bus.on_revocation(self._on_bus_revocation)
         except Exception as exc:  # noqa: BLE001 - the control channel's push still carries every revocation
             self.bus_failures += 1
@@ -576,7 +580,8 @@ class ServiceRuntime:
             out["handshake_refusals"] = float(sum(self.server.refusals.values()))
             expired += self.server.refusals.get(CERT_EXPIRED, 0)
         if self.mode == ZERO_TRUST:
-            out.update(bus_revocations=self.bus_revocations, bus_failures=self.bus_failures)
+            out.update(bus_revocations=self.bus_revocations, bus_failures=self.bus_failures,
+                       bus_reconnects=float(self.bus.reconnects) if self.bus is not None else 0.0)
             out.update(renewals=self.renewals, renewal_failures=self.renewal_failures, expired_cert_uses=expired,
                        connection_moves=self.control_moves + sum(link.moves for link in self.links.values()))
             if self.tls is not None:
