@@ -57,6 +57,7 @@ BENCHES: dict[str, str] = {
     "flood": "trustfabric.commands.bench_flood",
     "sidecar": "trustfabric.commands.bench_sidecar",
     "impact": "trustfabric.commands.bench_impact",
+    "fabric": "trustfabric.commands.bench_fabric",
 }
 
 

@@ -58,7 +58,7 @@ from typing import Any, Callable
 
 import msgspec
 
-from trustfabric.audit.events import Emitter, Kind
+from trustfabric.audit.events import Emitter, Kind, encode_event
 from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control import client as control_client
@@ -75,18 +75,18 @@ from trustfabric.identity.revocation import TOKEN_KEY, RevocationSet
 from trustfabric.identity.rotation import renewal_delay
 from trustfabric.identity.tokens import TokenVerifier
 from trustfabric.metrics import MetricsEndpoint
+from trustfabric.percentiles import percentile
 from trustfabric.policy.decision import QUARANTINE
 from trustfabric.policy.topology import Topology
 from trustfabric.signals.agent_socket import fetch_report
 from trustfabric.signals.errors import PostureError
-from trustfabric.transport.connection import FrameConnection, FrameServer
-from trustfabric.transport.frames import Ping, Pong, Request
-from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 from trustfabric.trading.effects import install_effect_counter
 from trustfabric.trading.services.links import CERT_EXPIRED, LINK_LIMITS, PeerLink, coalesce_sends
 from trustfabric.trading.services.metrics import serve_metrics
 from trustfabric.trading.services.sink import ServiceSink
-from trustfabric.audit.events import encode_event
+from trustfabric.transport.connection import FrameConnection, FrameServer
+from trustfabric.transport.frames import Ping, Pong, Request
+from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 
 REPORT_INTERVAL_S = 0.25
 RENEW_RETRY_S = 1.0  # first retry of a failed renewal; doubling, at most RENEW_MAX_RETRY_S
@@ -572,7 +572,10 @@ class ServiceRuntime:
             pep = self.pep
             out.update(pep_allowed=pep.allowed, pep_denied=pep.denied, pep_refused=pep.refused,
                        fail_open=pep.fail_open, engine_failures=pep.engine_failures,
-                       sessions=len(pep.sessions()))
+                       sessions=len(pep.sessions()), session_opens=pep.session_opens)
+            opens = list(pep.session_open_ns)  # the ring of recent opens (the rigorous check), read here only
+            if opens:
+                out["session_open_ms_p50"] = percentile(opens, 50) / 1e6
         else:
             out.update(pep_allowed=0, pep_denied=0, pep_refused=0, fail_open=0)
         expired = self.expired_cert_uses
