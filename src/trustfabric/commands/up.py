@@ -97,6 +97,9 @@ def command(
     console_port: int = typer.Option(8443, "--console-port", help="The console's port (0: any free port)."),
     bus: str = typer.Option("", "--bus", help="NATS JetStream URL (tls://host:port, configured by trustfabric "
                             "bus config) that carries revocations to every host beside the control channel."),
+    standbys: int = typer.Option(0, "--standbys", min=0, max=4,
+                                 help="Standby control planes (own processes) that take the floor over, running "
+                                      "services and all, when the active one dies (kill -9 included)."),
 ) -> None:
     """Run the floor until Ctrl-C, with a live view. FIX clients connect to --fix-port (README:
     'Connecting a FIX client')."""
@@ -109,7 +112,7 @@ def command(
 
     async def main() -> None:
         floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv, fix_port_fixed=fix_port, cert_ttl_s=cert_ttl,
-                      posture_max_age_s=posture_max_age, bus_url=bus)
+                      posture_max_age_s=posture_max_age, bus_url=bus, standbys=standbys if mode == "zero-trust" else 0)
         try:
             await floor.start()
         except TrustFabricError as exc:

@@ -112,14 +112,16 @@ class ControlServer:
         self._barrier_ids = 0
         self.confirm_timeout_s = CONFIRM_TIMEOUT_S
 
-    async def start(self, host: str = "127.0.0.1") -> "ControlServer":
+    async def start(self, host: str = "127.0.0.1", *, bootstrap_port: int = 0,
+                    control_port: int = 0) -> "ControlServer":
+        """Listen (ports 0: free ones); a standby taking over a floor listens on the ports it was given."""
         if self.plane is not None:  # zero-trust (checked in __init__)
             # every handshake takes the context of the plane's current certificate (it rotates)
             self._bootstrap = await StreamListener(lambda stream: self._serve_join(stream, stream),
                                                    context=self._bootstrap_context,
                                                    on_refuse=self._bootstrap_refused,
                                                    handshake_timeout_s=BOOTSTRAP_TIMEOUT_S,
-                                                   name="bootstrap").start(host, 0)
+                                                   name="bootstrap").start(host, bootstrap_port)
             self.bootstrap_port = self._bootstrap.port
             tls = TLSConfig(self.plane.credential_source, revocation=self.plane.identity.revocations,
                             sibling_bundle_pem=self.plane.sibling_bundle_pem(),
@@ -129,7 +131,7 @@ class ControlServer:
             tls = None
         self._control = await FrameServer(self._serve_control, tls=tls, codec=CONTROL_CODEC,
                                           limits=CONTROL_LIMITS, name="control",
-                                          emitter=self.plane.emitter if self.plane else None).start(host, 0)
+                                          emitter=self.plane.emitter if self.plane else None).start(host, control_port)
         self.control_port = self._control.port
         return self
 

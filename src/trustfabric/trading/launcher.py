@@ -54,6 +54,7 @@ from trustfabric.audit.errors import AuditError
 from trustfabric.audit.events import AuditEventV1, Kind
 from trustfabric.audit.log import audit_dir, open_log
 from trustfabric.audit.spool import Spool
+from trustfabric.control.lease import ControlLease
 from trustfabric.control.plane import DEFAULT_POLICIES, STATE_CHECK_S, ControlPlane
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
@@ -159,6 +160,30 @@ def fix_edge_pki(home: Path, floor_trust_domain: str, clients: dict[str, str] = 
             "fix_comp_id": FIX_COMP_ID}
 
 
+class _Adopted:
+    """A service process this plane did not start (taken over from a control plane that died): signalled and
+    awaited by pid; its parent reaps it."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    @property
+    def returncode(self) -> int | None:
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return 0  # gone
+        return 0 if state in ("Z", "X") else None  # a zombie has exited (whoever reaps it)
+
+    def send_signal(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+    async def wait(self) -> int:
+        while self.returncode is None:
+            await asyncio.sleep(0.05)
+        return 0
+
+
 @dataclass
 class Process:
     name: str
@@ -190,6 +215,8 @@ class Floor:
     left_out: dict[str, str] = field(default_factory=dict)  # service -> why it was not started (quarantined)
     cert_ttl_s: int = 3600  # every certificate's lifetime (workloads and the control plane)
     posture_max_age_s: float | None = None  # the posture window; None: the trust domain's minimum
+    standbys: int = 0  # standby control planes (own processes) that take the floor over when this one dies
+    control_ports: tuple[int, int] = (0, 0)  # (bootstrap, control) to listen on; (0, 0): free ports
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -217,6 +244,10 @@ class Floor:
         self._control_expired = 0  # kept for the summary after stop()
         self._maintenance: asyncio.Task | None = None
         self._state_watch: asyncio.Task | None = None
+        self.lease = ControlLease(self.home)
+        self.standby_ports: list[tuple[int, int]] = []  # (bootstrap, control) of each standby
+        self.standby_procs: list[asyncio.subprocess.Process] = []
+        self.takeover: dict[str, float] = {}  # when this plane took the floor over (a standby's)
 
     @property
     def manifest_path(self) -> Path:
@@ -232,17 +263,15 @@ class Floor:
             CsvReplay.open(self.md_csv, known_symbols=self.topology.symbols)
         (self.home / "floor" / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.mode == ZERO_TRUST:
-            self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
-                                      posture_max_age_s=self.posture_max_age_s)
-            fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
-            self.server = await ControlServer(self.plane).start()
-            if self.bus_url:
-                await self._start_bus()
-            self.plane.register_points(list(self.services))
-            await self._start_posture_agents()
+            if not self.lease.try_acquire():
+                raise ConfigError(f"another control plane holds the floor at {self.home}",
+                                  reason="config.floor.lease_held")
+            await self._start_control_plane()
         else:
             self.server = await ControlServer(None, mode=self.mode).start()
         taken: set[int] = {self.fix_port_fixed} if self.fix_port_fixed else set()
+        if self.mode == ZERO_TRUST:
+            self.standby_ports = [(free_port(taken), free_port(taken)) for _ in range(self.standbys)]
         self.ports = {name: free_port(taken) for name in self.services}
         # Prometheus: one loopback port per service, and the control plane's (floor/runtime.json lists them)
         self.metrics_ports = {name: free_port(taken) for name in self.services}
@@ -256,10 +285,75 @@ class Floor:
             self._start_collector()
         await asyncio.gather(*(self.spawn(name) for name in self._startable()))
         bad = {n: p.detail for n, p in self.processes.items() if p.status != "ready"}
+        if not bad and self.standby_ports:
+            try:
+                await self._start_standbys()
+            except (ConfigError, TimeoutError) as exc:
+                bad["standby"] = str(exc)
         self.write_manifest()
         if bad:
             await self.stop()
             raise ConfigError(f"services did not start: {bad}", reason="config.floor.start_failed")
+        return self
+
+    async def _start_control_plane(self) -> None:
+        """The control plane, its server, the bus, the enforcement points' registry and the posture agents."""
+        self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
+                                  posture_max_age_s=self.posture_max_age_s)
+        fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
+        self.server = await ControlServer(self.plane).start(bootstrap_port=self.control_ports[0],
+                                                            control_port=self.control_ports[1])
+        if self.bus_url:
+            await self._start_bus()
+        self.plane.register_points(list(self.services))
+        await self._start_posture_agents()
+
+    async def _start_standbys(self) -> None:
+        """Each standby in its own process (its own session: it outlives this one), waiting for the lease."""
+        for bootstrap, control in self.standby_ports:
+            spec = {"home": str(self.home), "mode": self.mode, "services": list(self.processes),
+                    "policies": str(self.policies), "bus_url": self.bus_url, "cert_ttl_s": self.cert_ttl_s,
+                    "posture_max_age_s": self.posture_max_age_s, "control_ports": [bootstrap, control],
+                    "collect_interval_s": self.collect_interval_s}
+            log = open(self.home / "floor" / "logs" / f"standby-{control}.log", "ab")
+            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.standby",
+                                                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                        stderr=log, start_new_session=True)
+            log.close()
+            assert proc.stdin is not None and proc.stdout is not None
+            proc.stdin.write(json.dumps(spec).encode() + b"\n")
+            await proc.stdin.drain()
+            proc.stdin.close()
+            line = (await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)).decode().strip()
+            if line != "STANDBY":
+                raise ConfigError(f"a standby control plane did not start: {line!r}", reason="config.floor.standby")
+            self.standby_procs.append(proc)
+
+    async def take_over(self, services: dict[str, dict[str, Any]]) -> "Floor":
+        """A standby holding the lease: run the control plane for services that are already running.
+
+        ``services`` is the runtime manifest's (name -> port, pid, SPIFFE ID): they are adopted, not
+        started; they find this plane on their next control endpoint. The collector ships what the
+        dead plane left in the spools (the log stores each record once) and the manifest names this
+        process as the floor's.
+        """
+        started = time.monotonic()
+        self.takeover["lease_at"] = time.time()
+        await self._start_control_plane()
+        assert self.plane is not None
+        self.ports = {name: int(entry.get("port", 0)) for name, entry in services.items()}
+        self.metrics = MetricsEndpoint(ControlMetrics(self.plane, self.server).collect).start("127.0.0.1", 0)
+        self.started_at = time.time()
+        if self.collect_audit:
+            self._start_collector()
+        for name, entry in services.items():
+            self.processes[name] = Process(name, _Adopted(int(entry["pid"])), int(entry.get("port", 0)),  # type: ignore[arg-type]
+                                           str(entry.get("spiffe_id", "")), status="ready")
+        self.write_manifest()
+        self.takeover["active_at"] = time.time()
+        self.plane.emitter.emit(Kind.ADMIN_ACTION, principal=self.plane.control_id, action="control.takeover",
+                                resource=str(self.home), decision="allow",
+                                detail={"services": len(services), "took_ms": round((time.monotonic() - started) * 1000, 1)})
         return self
 
     def _startable(self) -> tuple[str, ...]:
@@ -412,6 +506,8 @@ class Floor:
             "home": str(self.home), "topology": str(self.topology_path), "ports": self.ports, "seed": self.seed,
             "md_interval_s": self.md_interval_s, "control_port": self.server.control_port,  # type: ignore[union-attr]
         }
+        if self.standby_ports:  # where to look when this control plane is gone
+            boot["control_ports"] = [self.server.control_port, *(c for _b, c in self.standby_ports)]  # type: ignore[union-attr]
         if identity in self.metrics_ports:
             boot["metrics_port"] = self.metrics_ports[identity]
         if self.bus_url:
@@ -487,6 +583,9 @@ class Floor:
                         "clients": self.fix_edge.get("client_dirs", {}),
                         "bindings": self.fix_edge.get("fix_clients", {})} if self.fix_port else {},
                 "left_out": dict(self.left_out),
+                "standbys": [{"bootstrap_port": b, "control_port": c, "pid": p.pid}
+                             for (b, c), p in zip(self.standby_ports, self.standby_procs)],
+                "takeover": dict(self.takeover),
                 "metrics": {"control-plane": self.metrics.port if self.metrics else 0,
                             **{n: self.metrics_ports.get(n, 0) for n in self.processes}},
                 "services": {n: {"port": p.port, "pid": p.proc.pid, "spiffe_id": p.spiffe_id, "status": p.status,
@@ -538,6 +637,16 @@ class Floor:
 
     # ------------------------------------------------------------------ stop
     async def stop(self) -> None:
+        for proc in self.standby_procs:  # first: a standby must not take over a floor that is stopping
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+        for proc in self.standby_procs:
+            try:
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
         for p in self.processes.values():
             if p.proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -577,6 +686,7 @@ class Floor:
                 self.plane = None
         self.mark_stopped()
         await self.stop_collector()
+        self.lease.release()
 
     def mark_stopped(self) -> None:
         """The manifest says the floor stopped: commands then write the store (no control plane to ask)."""

@@ -51,6 +51,7 @@ import inspect
 import os
 import signal
 import sys
+import time
 from importlib import metadata
 from pathlib import Path
 from types import SimpleNamespace
@@ -95,6 +96,8 @@ MOVE_CHECK_S = 0.5  # how often connections are checked against the certificates
 PEER_MOVE_FRACTION = 0.25  # move a connection once its peer's certificate is in its last quarter
 PEER_RETRY_FRACTION = 0.05  # ...and again this often (of its lifetime) while the peer still shows that one
 CONTROL_RETIRE_S = 5.0
+FAILOVER_S = 20.0  # how long a service looks for another control plane before it stops
+FAILOVER_RETRY_S = 0.1
 SYNC_INTERVAL_S = 0.05
 _body_encoder = msgspec.msgpack.Encoder()
 
@@ -203,6 +206,7 @@ class ServiceRuntime:
         self.renewal_failures = 0
         self.expired_cert_uses = 0
         self.control_moves = 0
+        self.control_failovers = 0
 
     def _defer_fsync(self, fd: int) -> None:
         self._dirty_fd = fd
@@ -586,7 +590,8 @@ class ServiceRuntime:
             out.update(bus_revocations=self.bus_revocations, bus_failures=self.bus_failures,
                        bus_reconnects=float(self.bus.reconnects) if self.bus is not None else 0.0)
             out.update(renewals=self.renewals, renewal_failures=self.renewal_failures, expired_cert_uses=expired,
-                       connection_moves=self.control_moves + sum(link.moves for link in self.links.values()))
+                       connection_moves=self.control_moves + sum(link.moves for link in self.links.values()),
+                       control_failovers=self.control_failovers)
             if self.tls is not None:
                 out["cert_left_s"] = round(self.credentials.current().not_after - self.clock.now(), 1)
         if self.service is not None:
@@ -653,8 +658,52 @@ class ServiceRuntime:
             if self.control is not None and self.control.conn is not None and self.control.conn.closed:
                 if self.control.conn.close_reason == CERT_EXPIRED:
                     self.expired_cert_uses += 1
-                self.stopped.set()  # the control plane is gone: the floor is shutting down
+                if not await self._fail_over():
+                    self.stopped.set()  # the control plane is gone and no other took the floor: shutting down
             self.report_now()
+
+    async def _fail_over(self) -> bool:
+        """The control plane this service was on is gone: move to the floor's next control endpoint (a standby
+        that took the floor over), within ``FAILOVER_S``. The enforcement point keeps serving the sessions it
+        holds meanwhile; table requests wait for the new channel or are refused (fail closed). False when the
+        floor has no other endpoint or none answered in time."""
+        ports = [int(p) for p in self.boot.get("control_ports", ())]
+        old = self.control
+        if len(ports) < 2 or old is None or self.tls is None:
+            return False
+        started = time.monotonic()
+        async with self._control_lock:
+            while not self.stopped.is_set() and time.monotonic() - started < FAILOVER_S:
+                for port in ports:
+                    if port == old.port:
+                        continue
+                    new = control_client.ControlClient(old.host, port, self.tls, old.control_id, self.name)
+                    new.on_invalidation = self._on_invalidation
+                    new.on_revocation = self._on_revocation
+                    new.jwks, new.on_jwks_refused = old.jwks, old.on_jwks_refused
+                    try:
+                        subscribed = await new.start()
+                    except (TrustFabricError, OSError, asyncio.TimeoutError):
+                        new.close()
+                        continue
+                    self._apply_revocations(subscribed)
+                    if self.jwks is not None:
+                        with contextlib.suppress(TrustFabricError):
+                            self.jwks.replace(subscribed.jwks)
+                    new.on_command = self._on_command
+                    self.control = new
+                    self._control_fp = self.credentials.current().fingerprint_sha256  # type: ignore[union-attr]
+                    if self.tables is not None:
+                        self.tables.client = new
+                    self.control_failovers += 1
+                    took_ms = (time.monotonic() - started) * 1000
+                    self.events.emit(Kind.ADMIN_ACTION, principal=self.spiffe_id, action="control.failover",
+                                     resource=f"127.0.0.1:{port}", decision="allow",
+                                     detail={"from_port": old.port, "took_ms": round(took_ms, 1)})
+                    old.close()
+                    return True
+                await asyncio.sleep(FAILOVER_RETRY_S)
+        return False
 
     async def close(self) -> None:
         self.stopped.set()
