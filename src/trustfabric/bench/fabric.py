@@ -17,8 +17,10 @@ fresh PostgreSQL schema (dropped afterwards).
 * ``session_open_ms_p50``: session opens at the floor's enforcement points (token check,
   admission, the decision table from the control plane over mTLS) on a zero-trust floor whose
   identity store and central log are on PostgreSQL; beside it the same floor embedded (SQLite).
-* ``fail_open``: summed over every point and both floors (must be 0).
-* ``failover_s``: ``None`` - control-plane replicas are not built yet (the closing figures say so).
+* ``failover_s_p50`` / ``_max``: ``kill -9`` of the active control plane of a floor run as
+  ``trustfabric up --standbys 1`` on PostgreSQL, to the moment every service has moved to the
+  standby (``lease_s``: to the moment the standby held the lease), over ``failover_rounds`` floors.
+* ``fail_open``: summed over every point and every floor (must be 0).
 
 Times across processes are wall-clock (``time.time()``) on one host.
 """
@@ -235,8 +237,56 @@ async def _floor_session_opens(home: Path, seconds: float) -> tuple[float, int]:
     return (percentile(opens, 50) if opens else 0.0), fail_open
 
 
+def _failover_once(home: Path, env: dict[str, str]) -> tuple[float, float, int]:
+    """(failover_s, lease_s, fail_open) of one floor whose active control plane is killed with SIGKILL."""
+    import signal
+
+    manifest = home / "floor" / "runtime.json"
+
+    def read() -> dict:
+        try:
+            return json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def wait(predicate: Callable[[], Any], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(0.02)
+        return bool(predicate())
+
+    up = subprocess.Popen([sys.executable, "-m", "trustfabric.cli", "up", "--standbys", "1", "--duration", "300"],
+                          env={**env, "TRUSTFABRIC_HOME": str(home), "COLUMNS": "200"}, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, start_new_session=True)
+    standby = 0
+    try:
+        if not wait(lambda: read().get("standbys"), 90.0):
+            raise RuntimeError("the floor did not come up")
+        standby = read()["standbys"][0]["pid"]
+        time.sleep(2.0)  # trading
+        killed = time.time()
+        os.kill(up.pid, signal.SIGKILL)
+        up.wait(10)
+        if not wait(lambda: read().get("takeover", {}).get("all_moved_at"), 30.0):
+            raise RuntimeError(f"no takeover: {read().get('takeover')}")
+        takeover = read()["takeover"]
+        time.sleep(1.0)
+    finally:
+        if up.poll() is None:
+            up.kill()
+    if standby:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(standby, signal.SIGTERM)
+        wait(lambda: "summary" in read(), 60.0)
+    return takeover["all_moved_at"] - killed, takeover["lease_at"] - killed, int(read().get("summary", {}).get(
+        "fail_open", 0))
+
+
 def run(*, points: int = 20, hosts: int = 3, rounds: int = 50, database: str, records: int = 100_000,
-        floor_seconds: float = 5.0, progress: Callable[[str], None] = lambda _s: None) -> dict[str, Any]:
+        floor_seconds: float = 5.0, failover_rounds: int = 3,
+        progress: Callable[[str], None] = lambda _s: None) -> dict[str, Any]:
     from trustfabric.audit import postgres
     from trustfabric.bench.audit import run as audit_run
 
@@ -261,19 +311,27 @@ def run(*, points: int = 20, hosts: int = 3, rounds: int = 50, database: str, re
         os.environ["TRUSTFABRIC_HOME"] = str(work / "floor-embedded")
         embedded_open, embedded_floor_fail_open = asyncio.run(_floor_session_opens(work / "floor-embedded",
                                                                                    floor_seconds))
+        failovers: list[tuple[float, float, int]] = []
+        for i in range(failover_rounds):
+            progress(f"kill -9 of the active control plane, floor {i + 1} of {failover_rounds}")
+            fo_schema = f"{schema}_f{i}"
+            postgres.migrate(database, fo_schema)
+            env = {**os.environ, "TRUSTFABRIC_DATABASE_URL": database, "TRUSTFABRIC_DATABASE_SCHEMA": fo_schema,
+                   "TRUSTFABRIC_KEK": os.urandom(32).hex()}
+            try:
+                failovers.append(_failover_once(work / f"floor-failover-{i}", env))
+            finally:
+                _drop_schema(database, fo_schema)
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        with contextlib.suppress(Exception):
-            import psycopg
-            from psycopg import sql
-
-            with psycopg.connect(database, autocommit=True) as conn:
-                conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+        _drop_schema(database, schema)
         shutil.rmtree(work, ignore_errors=True)
+    failover_s = [f[0] for f in failovers]
+    failover_fail_open = sum(f[2] for f in failovers)
     return {
         "points": points,
         "hosts": hosts,
@@ -288,16 +346,30 @@ def run(*, points: int = 20, hosts: int = 3, rounds: int = 50, database: str, re
         "embedded_audit_ingest_records_per_s": audit["central_ingest_records_per_s"],
         "session_open_ms_p50": round(pg_open, 3),
         "embedded_session_open_ms_p50": round(embedded_open, 3),
-        "failover_s": None,
-        "failover_note": "control-plane replicas are not built yet: nothing to fail over to",
-        "fail_open": bus_fail_open + embedded_fail_open + pg_fail_open + embedded_floor_fail_open,
+        "failover_rounds": len(failover_s),
+        "failover_s_p50": round(percentile(failover_s, 50), 3) if failover_s else None,
+        "failover_s_min": round(min(failover_s), 3) if failover_s else None,
+        "failover_s_max": round(max(failover_s), 3) if failover_s else None,
+        "failover_lease_s_max": round(max(f[1] for f in failovers), 3) if failovers else None,
+        "fail_open": bus_fail_open + embedded_fail_open + pg_fail_open + embedded_floor_fail_open + failover_fail_open,
         "targets_met": {
             "revocation_ms_p99<=10": bool(bus_ms) and percentile(bus_ms, 99) <= 10 and missing == 0,
             "audit_ingest>=50000": (audit.get("postgres_ingest_records_per_s") or 0) >= 50_000,
             "session_open_ms_p50<=5": pg_open <= 5,
-            "fail_open==0": bus_fail_open + embedded_fail_open + pg_fail_open + embedded_floor_fail_open == 0,
+            "failover_s<=2": bool(failover_s) and max(failover_s) <= 2,
+            "fail_open==0": bus_fail_open + embedded_fail_open + pg_fail_open + embedded_floor_fail_open
+            + failover_fail_open == 0,
         },
     }
+
+
+def _drop_schema(database: str, schema: str) -> None:
+    with contextlib.suppress(Exception):
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(database, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def main() -> None:

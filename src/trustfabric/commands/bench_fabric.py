@@ -23,20 +23,24 @@ def command(
     rounds: int = typer.Option(50, "--rounds", min=1, help="Quarantines published."),
     records: int = typer.Option(100_000, "--records", min=1000, help="Audit records ingested."),
     floor_seconds: float = typer.Option(5.0, "--floor-seconds", min=0.0, help="Seconds each floor trades."),
+    failover_rounds: int = typer.Option(3, "--failover-rounds", min=0, max=20,
+                                        help="Floors whose active control plane is killed (kill -9)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
-    """Revocation through NATS to points on several hosts, audit ingest into PostgreSQL, session opens, fail_open."""
+    """Revocation through NATS to points on several hosts, audit ingest into PostgreSQL, session opens, control
+    plane failover (kill -9), fail_open."""
     dsn = database or os.environ.get("TRUSTFABRIC_DATABASE_URL", "")
     if not dsn:
         raise fail("db.no_dsn", "give --database or set $TRUSTFABRIC_DATABASE_URL", code=2)
     if as_json:
         result = run(points=points, hosts=hosts, rounds=rounds, database=dsn, records=records,
-                     floor_seconds=floor_seconds)
+                     floor_seconds=floor_seconds, failover_rounds=failover_rounds)
         typer.echo(json.dumps(result, indent=2))
         return
     with console.status("starting") as status:
         result = run(points=points, hosts=hosts, rounds=rounds, database=dsn, records=records,
-                     floor_seconds=floor_seconds, progress=lambda stage: status.update(stage))
+                     floor_seconds=floor_seconds, failover_rounds=failover_rounds,
+                     progress=lambda stage: status.update(stage))
     table = Table(title=f"the fabric beyond one machine ({points} points over {hosts} hosts)")
     table.add_column("measure")
     table.add_column("value", justify="right")
