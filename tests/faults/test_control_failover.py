@@ -99,6 +99,53 @@ def test_kill_9_of_the_active_control_plane_hands_the_floor_to_the_standby(tmp_p
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
+def test_a_hung_control_plane_is_taken_over_and_fences_itself_when_it_comes_back(tmp_path):
+    home = tmp_path / "home"
+    env = dict(os.environ, TRUSTFABRIC_HOME=str(home), COLUMNS="200")
+    up = subprocess.Popen([sys.executable, "-m", "trustfabric.cli", "up", "--standbys", "1", "--duration", "150"],
+                          env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                          start_new_session=True)
+    standby_pid = 0
+    try:
+        assert _wait(lambda: bool(_manifest(home).get("standbys")), 90.0), "the floor did not come up"
+        first = _manifest(home)
+        services = first["services"]
+        standby_pid = first["standbys"][0]["pid"]
+        log = open_log(home / "audit")
+        try:
+            assert _wait(lambda: len(log.query(Query(kind="decision", decision="allow", limit=50))) >= 50, 60.0)
+        finally:
+            log.close()
+        hung_at = time.time()
+        os.kill(up.pid, signal.SIGSTOP)  # hung, not dead: it keeps its sockets and its locks
+        assert _wait(lambda: _manifest(home).get("takeover", {}).get("all_moved_at"), 30.0), _manifest(home)
+        print(f"hang failover_s={_manifest(home)['takeover']['all_moved_at'] - hung_at:.3f}")
+        os.kill(up.pid, signal.SIGCONT)
+        out, _ = up.communicate(timeout=60)  # it finds the lease gone, fences itself and exits
+        assert "lost the lease" in out and '"fenced": true' in out
+        assert all(_running(entry["pid"]) for entry in services.values())  # it left the services to the holder
+        assert _manifest(home)["pid"] == standby_pid
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait(10)
+    os.kill(standby_pid, signal.SIGTERM)
+    assert _wait(lambda: not _running(standby_pid), 60.0)
+    assert not [name for name, entry in services.items() if _running(entry["pid"])], "services left running"
+    assert _manifest(home)["summary"]["fail_open"] == 0
+    log = open_log(home / "audit")
+    try:
+        fenced = log.query(Query(action="control.fenced"))
+        moves = log.query(Query(action="control.failover"))
+    finally:
+        log.close()
+    assert len(fenced) == 1 and fenced[0].decision == "deny"
+    assert len(moves) == len(services)
+    verify = subprocess.run([sys.executable, "-m", "trustfabric.cli", "audit", "verify", "--require-signed"],
+                            env=env, capture_output=True, text=True, timeout=120)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
 async def test_a_second_control_plane_on_a_running_floor_is_refused(tmp_path):
     floor = Floor(tmp_path, "zero-trust", services=("market-data", "algo-momentum", "pre-trade-risk"))
     await floor.start()

@@ -131,7 +131,7 @@ def command(
         try:
             with Live(_view(floor, rates), console=console, refresh_per_second=2) as live:
                 started = time.monotonic()
-                while not duration or time.monotonic() - started < duration:
+                while (not duration or time.monotonic() - started < duration) and not floor.fenced:
                     await asyncio.sleep(0.5)
                     now, s = time.monotonic(), floor_summary(floor)
                     dt = now - last[0]
@@ -146,13 +146,14 @@ def command(
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(web.wait(), 10)
             await floor.stop()
-            summary.update(floor_summary(floor), mode=floor.mode,
+            summary.update(floor_summary(floor), mode=floor.mode, fenced=floor.fenced,
                            duration_s=round(time.monotonic() - started_at, 1))
 
     try:
         asyncio.run(main())
     except KeyboardInterrupt:
         pass
-    console.print("floor stopped")
+    console.print("floor stopped" if not summary.get("fenced") else
+                  "this control plane lost the lease: another one runs the floor now")
     if summary:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))

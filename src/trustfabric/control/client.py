@@ -41,7 +41,7 @@ from trustfabric.identity.tokens import StaticJwks
 from trustfabric.identity.workload import WorkloadCredentials, key_to_pem, new_key_and_csr
 from trustfabric.policy.decision import DecisionTable
 from trustfabric.transport.connection import FrameConnection, Limits, connect
-from trustfabric.transport.frames import ErrorFrame, FrameDecoder
+from trustfabric.transport.frames import ErrorFrame, FrameDecoder, Ping, Pong
 from trustfabric.transport.tls import TLSConfig
 
 JOIN_TIMEOUT_S = 5.0
@@ -180,6 +180,8 @@ class ControlClient:
         self.jwks: LiveJwks | None = None
         self.subscribed: asyncio.Future | None = None
         self._refusal = ""
+        self._pings: dict[int, asyncio.Future] = {}
+        self._ping_n = 0
 
     async def start(self) -> Subscribed:
         self.conn = await connect(self.host, self.port, tls=self.tls, codec=CONTROL_CODEC, limits=CONTROL_LIMITS,
@@ -229,6 +231,10 @@ class ControlClient:
                 self.subscribed.set_result(frame)
         elif kind is ErrorFrame:  # the server refuses and closes: keep its reason for what is pending
             self._refusal = frame.reason
+        elif kind is Pong:
+            waiter = self._pings.pop(frame.n, None)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
         else:
             fut = self._pending.pop(getattr(frame, "rid", -1), None)
             if fut is not None and not fut.done():
@@ -249,6 +255,24 @@ class ControlClient:
                                  reason="control.unreachable", retryable=True) from None
         finally:  # answered, timed out or cancelled: nothing waits for this rid any more
             self._pending.pop(rid, None)
+
+    async def ping(self, timeout_s: float) -> None:
+        """One round trip on the channel: :class:`ControlRefused` (``control.unresponsive``, retryable) when the
+        control plane does not answer within ``timeout_s`` (hung), ``control.unreachable`` when it is closed."""
+        if self.conn is None or self.conn.closed:
+            raise ControlRefused("control channel down", reason="control.unreachable", retryable=True)
+        self._ping_n += 1
+        n = self._ping_n
+        waiter = asyncio.get_running_loop().create_future()
+        self._pings[n] = waiter
+        try:
+            self.conn.send(Ping(n=n))
+            await asyncio.wait_for(waiter, timeout_s)
+        except TimeoutError:
+            raise ControlRefused(f"the control plane did not answer a ping in {timeout_s} s",
+                                 reason="control.unresponsive", retryable=True) from None
+        finally:
+            self._pings.pop(n, None)
 
     async def table(self, principal: str, now: float, *, timeout_s: float = REQUEST_TIMEOUT_S) -> TableReply:
         """The decision table of ``principal`` (the control plane answers ``ok=False`` with a reason)."""

@@ -64,7 +64,7 @@ from trustfabric.errors import TrustFabricError
 from trustfabric.identity.attestation import AttestationRequest, AttestingIssuer, validate_digest
 from trustfabric.identity.certs import certs_to_pem, load_certificate
 from trustfabric.identity.operators import ACTIONS, Operator, OperatorAuthority, OperatorCredential
-from trustfabric.identity.plane import IdentityPlane
+from trustfabric.identity.plane import AUDIT_SOURCE, IdentityPlane
 from trustfabric.identity.revocation import RevocationEntry
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.workload import issue_for_test
@@ -161,14 +161,18 @@ class ControlPlane:
     """The floor's control plane (one per floor); thread-safe where its callers need it."""
 
     def __init__(self, home: Path | str, *, policies: Path | str = DEFAULT_POLICIES, clock: Clock = SYSTEM_CLOCK,
-                 leaf_ttl_s: int = 3600, posture_max_age_s: float | None = None) -> None:
+                 leaf_ttl_s: int = 3600, posture_max_age_s: float | None = None, instance: str = "") -> None:
         self.home = Path(home)
         self.clock = clock
         self.leaf_ttl_s = int(leaf_ttl_s)
         self._added_actions: dict[str, OperatorAction] = {}
-        self.identity = IdentityPlane(self.home, clock=clock)
-        self.spool = Spool(self.home / "spool" / SOURCE, SOURCE, clock=clock)
-        self.emitter = Emitter(SOURCE, self.spool, clock, start_seq=self.spool.emitter_start_seq())
+        # each control plane process writes its own spools (a standby's beside the plane it took over from:
+        # two writers never share a source's sequence)
+        self.source = f"{SOURCE}-{instance}" if instance else SOURCE
+        self.identity = IdentityPlane(self.home, clock=clock,
+                                      audit_source=f"{AUDIT_SOURCE}-{instance}" if instance else AUDIT_SOURCE)
+        self.spool = Spool(self.home / "spool" / self.source, self.source, clock=clock)
+        self.emitter = Emitter(self.source, self.spool, clock, start_seq=self.spool.emitter_start_seq())
         policies = Path(policies)
         # A signed policy version activated in the store is what the floor serves (re-verified here: an
         # altered store refuses to start rather than serve unsigned policy).
@@ -779,7 +783,7 @@ class ControlPlane:
             try:
                 self.signals.save(self.signals_path)
             except OSError as exc:  # the live state stays; the failure is in the audit log
-                self.emitter.emit(Kind.ADMIN_ACTION, principal=SOURCE, action="signals.save", decision="deny",
+                self.emitter.emit(Kind.ADMIN_ACTION, principal=self.source, action="signals.save", decision="deny",
                                   reason="control.signal_store_unwritable", detail={"error": str(exc)[:200]})
 
     # ------------------------------------------------------------------ quarantine and release

@@ -38,7 +38,8 @@ AUDIT_SOURCE = "identity"
 
 
 class IdentityPlane:
-    def __init__(self, home: Path | str, *, clock: Clock = SYSTEM_CLOCK, sink: EventSink | None = None) -> None:
+    def __init__(self, home: Path | str, *, clock: Clock = SYSTEM_CLOCK, sink: EventSink | None = None,
+                 audit_source: str = AUDIT_SOURCE) -> None:
         self.home = Path(home)
         self.home.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.clock = clock
@@ -46,10 +47,10 @@ class IdentityPlane:
         self._spool = None
         start_seq = 0
         if sink is None:
-            self._spool = Spool(self.home / "spool" / AUDIT_SOURCE, AUDIT_SOURCE, clock=clock)
+            self._spool = Spool(self.home / "spool" / audit_source, audit_source, clock=clock)
             sink = self._spool
             start_seq = self._spool.emitter_start_seq()
-        self.emitter = Emitter(AUDIT_SOURCE, sink, clock, start_seq=start_seq)
+        self.emitter = Emitter(audit_source, sink, clock, start_seq=start_seq)
         self._cas: dict[str, CertificateAuthority] = {}
         self.revocations = RevocationSet(self.store)
         self.releases = Releases(self.store)

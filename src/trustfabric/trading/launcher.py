@@ -54,7 +54,7 @@ from trustfabric.audit.errors import AuditError
 from trustfabric.audit.events import AuditEventV1, Kind
 from trustfabric.audit.log import audit_dir, open_log
 from trustfabric.audit.spool import Spool
-from trustfabric.control.lease import ControlLease
+from trustfabric.control.lease import BEAT_S, ControlLease
 from trustfabric.control.plane import DEFAULT_POLICIES, STATE_CHECK_S, ControlPlane
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
@@ -217,6 +217,7 @@ class Floor:
     posture_max_age_s: float | None = None  # the posture window; None: the trust domain's minimum
     standbys: int = 0  # standby control planes (own processes) that take the floor over when this one dies
     control_ports: tuple[int, int] = (0, 0)  # (bootstrap, control) to listen on; (0, 0): free ports
+    instance: str = ""  # names this control plane's spools beside others of the same floor (a standby's)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -248,6 +249,8 @@ class Floor:
         self.standby_ports: list[tuple[int, int]] = []  # (bootstrap, control) of each standby
         self.standby_procs: list[asyncio.subprocess.Process] = []
         self.takeover: dict[str, float] = {}  # when this plane took the floor over (a standby's)
+        self.fenced = False  # this plane lost the lease (it hung, another took over): it no longer acts
+        self._lease_task: asyncio.Task | None = None
 
     @property
     def manifest_path(self) -> Path:
@@ -296,10 +299,36 @@ class Floor:
             raise ConfigError(f"services did not start: {bad}", reason="config.floor.start_failed")
         return self
 
+    async def _hold_lease(self) -> None:
+        """Renew the lease every ``BEAT_S`` (off the loop); a renewal that finds another holder fences this plane."""
+        while self.plane is not None and not self.fenced:
+            await asyncio.sleep(BEAT_S)
+            if not await asyncio.to_thread(self.lease.beat):
+                await self._fence()
+                return
+
+    async def _fence(self) -> None:
+        """Another control plane holds the lease (this one hung, and came back): stop acting at once. The
+        control server closes (the services move to the holder) and nothing here is shipped, renewed or
+        signed again; the services are the holder's now and are left running."""
+        self.fenced = True
+        plane = self.plane
+        if plane is not None:
+            plane.emitter.emit(Kind.ADMIN_ACTION, principal=plane.control_id, action="control.fenced",
+                               resource=str(self.home), decision="deny", reason="control.lease_lost",
+                               detail={"epoch": self.lease.epoch})
+        for task in (self._maintenance, self._state_watch, self._bus_task):
+            if task is not None:
+                task.cancel()
+        if self.server is not None:
+            await self.server.close()
+        if self._collector is not None:
+            await asyncio.to_thread(self._collector.stop, 10.0)  # its last pass: re-shipped records are stored once
+
     async def _start_control_plane(self) -> None:
         """The control plane, its server, the bus, the enforcement points' registry and the posture agents."""
         self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
-                                  posture_max_age_s=self.posture_max_age_s)
+                                  posture_max_age_s=self.posture_max_age_s, instance=self.instance)
         fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
         self.server = await ControlServer(self.plane).start(bootstrap_port=self.control_ports[0],
                                                             control_port=self.control_ports[1])
@@ -307,6 +336,7 @@ class Floor:
             await self._start_bus()
         self.plane.register_points(list(self.services))
         await self._start_posture_agents()
+        self._lease_task = asyncio.get_running_loop().create_task(self._hold_lease())
 
     async def _start_standbys(self) -> None:
         """Each standby in its own process (its own session: it outlives this one), waiting for the lease."""
@@ -637,6 +667,12 @@ class Floor:
 
     # ------------------------------------------------------------------ stop
     async def stop(self) -> None:
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            self._lease_task = None
+        if self.fenced:  # the floor is another control plane's now: its services and standbys are left alone
+            self.processes.clear()
+            self.standby_procs.clear()
         for proc in self.standby_procs:  # first: a standby must not take over a floor that is stopping
             if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -684,8 +720,9 @@ class Floor:
             with self._plane_lock:  # not while the collector flushes its spools
                 self.plane.close()
                 self.plane = None
-        self.mark_stopped()
-        await self.stop_collector()
+        if not self.fenced:
+            self.mark_stopped()
+            await self.stop_collector()
         self.lease.release()
 
     def mark_stopped(self) -> None:

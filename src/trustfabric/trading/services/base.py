@@ -98,6 +98,8 @@ PEER_RETRY_FRACTION = 0.05  # ...and again this often (of its lifetime) while th
 CONTROL_RETIRE_S = 5.0
 FAILOVER_S = 20.0  # how long a service looks for another control plane before it stops
 FAILOVER_RETRY_S = 0.1
+LIVENESS_S = 0.5  # with a standby: how often the control plane is pinged
+UNRESPONSIVE_S = 1.5  # a ping not answered in this long: the control plane is taken for gone
 SYNC_INTERVAL_S = 0.05
 _body_encoder = msgspec.msgpack.Encoder()
 
@@ -320,6 +322,8 @@ class ServiceRuntime:
             await self._join_bus(str(b["bus_url"]))
         self.loop_task(self._rotate_loop())
         self.loop_task(self._move_loop())
+        if len(b.get("control_ports", ())) > 1:  # a standby may take over: notice a control plane that hangs
+            self.loop_task(self._liveness_loop())
 
     async def _join_bus(self, url: str) -> None:
         """The NATS bus beside the control channel: the revocation bucket first (what was revoked while this
@@ -661,6 +665,25 @@ class ServiceRuntime:
                 if not await self._fail_over():
                     self.stopped.set()  # the control plane is gone and no other took the floor: shutting down
             self.report_now()
+
+    async def _liveness_loop(self) -> None:
+        """Ping the control plane every ``LIVENESS_S``; one that does not answer within ``UNRESPONSIVE_S``
+        (hung: SIGSTOP, a stuck loop) is treated as gone - its channel is closed here, and the report loop
+        moves to the next control endpoint."""
+        while not self.stopped.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.stopped.wait(), LIVENESS_S)
+            control = self.control
+            if self.stopped.is_set() or control is None or control.conn is None or control.conn.closed \
+                    or self._control_lock.locked():
+                continue
+            try:
+                await control.ping(UNRESPONSIVE_S)
+            except TrustFabricError as exc:
+                if control is self.control and control.conn is not None and not control.conn.closed:
+                    self.events.emit(Kind.ALERT, principal=self.spiffe_id, action="control.liveness", decision="deny",
+                                     reason=exc.reason, resource=f"127.0.0.1:{control.port}")
+                    control.conn.close(exc.reason)
 
     async def _fail_over(self) -> bool:
         """The control plane this service was on is gone: move to the floor's next control endpoint (a standby
