@@ -133,6 +133,7 @@ async def test_a_floor_keeps_its_central_log_on_postgres(schema, tmp_path, monke
     postgres.migrate(DSN, schema)
     monkeypatch.setenv("TRUSTFABRIC_DATABASE_URL", DSN)
     monkeypatch.setenv("TRUSTFABRIC_DATABASE_SCHEMA", schema)
+    monkeypatch.setenv("TRUSTFABRIC_KEK", "22" * 32)  # beyond one machine the identity store is here too
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
     floor = Floor(tmp_path, "zero-trust", services=("market-data", "algo-momentum", "pre-trade-risk"),
                   collect_interval_s=0.25)
