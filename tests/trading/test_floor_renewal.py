@@ -15,7 +15,7 @@ SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-d
             "algo-momentum", "algo-meanrev")
 CERT_TTL_S = 20
 POSTURE_WINDOW_S = 10.0
-RENEWALS_EACH = 4  # 4 renewals of a 20 s certificate: 40 s, four posture windows
+RENEWALS_EACH = 3  # 3 renewals of a 20 s certificate: 30 s, three posture windows
 
 
 @pytest.mark.slow
