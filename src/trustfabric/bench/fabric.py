@@ -257,13 +257,16 @@ def _failover_once(home: Path, env: dict[str, str]) -> tuple[float, float, int]:
             time.sleep(0.02)
         return bool(predicate())
 
-    up = subprocess.Popen([sys.executable, "-m", "trustfabric.cli", "up", "--standbys", "1", "--duration", "300"],
-                          env={**env, "TRUSTFABRIC_HOME": str(home), "COLUMNS": "200"}, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL, start_new_session=True)
+    home.mkdir(parents=True, exist_ok=True)
+    errors = home / "up.err"
+    with open(errors, "wb") as err:
+        up = subprocess.Popen([sys.executable, "-m", "trustfabric.cli", "up", "--standbys", "1", "--duration", "300"],
+                              env={**env, "TRUSTFABRIC_HOME": str(home), "COLUMNS": "200"}, stdout=subprocess.DEVNULL,
+                              stderr=err, start_new_session=True)
     standby = 0
     try:
         if not wait(lambda: read().get("standbys"), 90.0):
-            raise RuntimeError("the floor did not come up")
+            raise RuntimeError(f"the floor did not come up: {errors.read_text(errors='replace')[-400:]}")
         standby = read()["standbys"][0]["pid"]
         time.sleep(2.0)  # trading
         killed = time.time()
