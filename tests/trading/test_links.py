@@ -18,7 +18,8 @@ def _runtime(mode: str, on_control=None) -> SimpleNamespace:
             on_control()
 
     return SimpleNamespace(mode=mode, ports={"oms": 9}, tls=None, expired_cert_uses=0,  # nothing listens on :9
-                           control_on_current=control_on_current)
+                           control_on_current=control_on_current, name="algo-momentum", addresses={},
+                           address_of=lambda _service: "127.0.0.1")
 
 
 async def test_an_unreachable_peer_is_retried_with_backoff_until_the_deadline():

@@ -127,3 +127,16 @@ def offline_operator_authority(plane: IdentityPlane) -> OperatorAuthority:
     engine = PolicyEngine(topology, hub, clock=plane.clock)
     engine.load_dir(Topology.default_path().parent)
     return OperatorAuthority.for_plane(plane, engine)
+
+
+def load_deployment(path):  # noqa: ANN001, ANN201 - a Path or None -> a Deployment or None
+    """``--deployment FILE``: the placement of the floor's services on hosts (refused with its reason), its
+    database put in ``$TRUSTFABRIC_DATABASE_URL`` for this process and the services it starts."""
+    if path is None:
+        return None
+    from trustfabric.trading.deployment import load
+
+    deployment = load(path, Topology.load(Topology.default_path()))
+    if deployment.database:
+        os.environ["TRUSTFABRIC_DATABASE_URL"] = deployment.database
+    return deployment

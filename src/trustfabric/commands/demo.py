@@ -318,6 +318,8 @@ def command(
     web_console: bool = typer.Option(False, "--console", help="Also serve the web console on the demo's floor "
                                      "(HTTPS on 127.0.0.1; URL and CA bundle printed; stops with the demo)."),
     console_port: int = typer.Option(8443, "--console-port", help="The console's port (0: any free port)."),
+    deployment: Path = typer.Option(None, "--deployment", help="A deployment file (TOML): the floor's services "
+                                    "placed on hosts by address (README 'Beyond one machine')."),
 ) -> None:
     """Run the floor in zero-trust mode, compromise an algo half-way, and show that every attempt is refused.
 
@@ -331,7 +333,14 @@ def command(
     from trustfabric.home import home_dir
     from trustfabric.trading.demo import run_demo
 
+    from trustfabric.commands.common import load_deployment
+
     console = Console(stderr=json_out)
+    try:
+        placement = load_deployment(deployment)
+    except TrustFabricError as exc:
+        console.print(f"[bold red]{exc.reason}[/]: {exc.detail}", highlight=False)
+        raise typer.Exit(2) from None
     if prologue and not json_out:
         identity_walkthrough(console)
     home = Path(tempfile.mkdtemp(prefix="floor-", dir=home_dir()))
@@ -356,7 +365,7 @@ def command(
     async def demo() -> dict:
         try:
             return await run_demo(home, duration_s=duration, seed=seed, on_tick=on_tick, md_csv=md_csv,
-                                  on_started=on_started)
+                                  on_started=on_started, deployment=placement)
         finally:
             for proc in web:
                 proc.terminate()

@@ -100,6 +100,8 @@ def command(
     standbys: int = typer.Option(0, "--standbys", min=0, max=4,
                                  help="Standby control planes (own processes) that take the floor over, running "
                                       "services and all, when the active one dies (kill -9 included)."),
+    deployment: Path = typer.Option(None, "--deployment", help="A deployment file (TOML): the services placed on "
+                                    "hosts by address, the bus and the database (README 'Beyond one machine')."),
 ) -> None:
     """Run the floor until Ctrl-C, with a live view. FIX clients connect to --fix-port (README:
     'Connecting a FIX client')."""
@@ -107,12 +109,19 @@ def command(
     from trustfabric.home import home_dir
     from trustfabric.trading.launcher import Floor, floor_summary
 
+    from trustfabric.commands.common import load_deployment
+
     summary: dict = {}
     started_at = time.monotonic()
+    try:
+        placement = load_deployment(deployment)
+    except TrustFabricError as exc:
+        raise fail(exc.reason, exc.detail, code=2) from None
 
     async def main() -> None:
         floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv, fix_port_fixed=fix_port, cert_ttl_s=cert_ttl,
-                      posture_max_age_s=posture_max_age, bus_url=bus, standbys=standbys if mode == "zero-trust" else 0)
+                      posture_max_age_s=posture_max_age, bus_url=bus or (placement.bus if placement else ""),
+                      standbys=standbys if mode == "zero-trust" else 0, deployment=placement)
         try:
             await floor.start()
         except TrustFabricError as exc:

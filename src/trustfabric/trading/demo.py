@@ -37,6 +37,7 @@ async def _tail(stream: asyncio.StreamReader, keep: int = 64 * 1024) -> bytes:
 async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: float = 60.0) -> dict[str, Any]:
     """Start the attacker process against ``floor`` holding ``victim``'s stolen credentials."""
     boot = {"home": str(floor.home), "topology": str(floor.topology_path), "ports": floor.ports,
+            "addresses": {name: floor.address_of(name) for name in floor.ports}, "control_host": floor.control_host,
             "control_port": floor.server.control_port if floor.server else 0,  # type: ignore[union-attr]
             "control_id": floor.plane.control_id if floor.plane else "", "victim": victim}
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.services", "demo-attacker",
@@ -69,10 +70,11 @@ async def run_attacker(floor: Floor, victim: str = "algo-momentum", timeout_s: f
 
 
 async def run_demo(home: Path, *, duration_s: float = 60.0, seed: int = 7, on_tick=None,
-                   md_csv: Path | None = None, on_started=None) -> dict[str, Any]:
+                   md_csv: Path | None = None, on_started=None, deployment=None) -> dict[str, Any]:
     """Trade, compromise an algo half-way (attacker process), keep trading; returns the summary.
     ``on_started(floor)`` (awaited) runs once the floor is up (``demo --console`` starts the console there)."""
-    floor = Floor(home, ZERO_TRUST, seed=seed, md_csv=md_csv)
+    floor = Floor(home, ZERO_TRUST, seed=seed, md_csv=md_csv, deployment=deployment,
+                  bus_url=deployment.bus if deployment is not None else "")
     t0 = time.monotonic()
     await floor.start()
     if on_started is not None:
@@ -130,7 +132,7 @@ async def demo_fix_client(floor: Floor, timeout_s: float = 10.0) -> dict[str, An
     await asyncio.sleep(1.0)  # reference prices at risk
     try:
         return await place_orders(floor.fix_port, floor.fix_edge["client_dirs"]["client-a"], "CLIENT-A", orders=5,
-                                  timeout_s=timeout_s)
+                                  timeout_s=timeout_s, host=floor.address_of("fix-gateway"))
     except Exception as exc:  # noqa: BLE001 - reported, the demo goes on
         return {"error": getattr(exc, "reason", type(exc).__name__)}
 

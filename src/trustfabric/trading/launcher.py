@@ -65,6 +65,7 @@ from trustfabric.metrics import MetricsEndpoint
 from trustfabric.trading.fix import operate as fix_operate
 from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
 from trustfabric.signals.agent_socket import PostureAgentServer
+from trustfabric.trading.deployment import Deployment
 from trustfabric.trading.services import SERVICES, module_file
 from trustfabric.trading.services.base import MODES, ZERO_TRUST, code_digest_of
 from trustfabric.trading.marketdata import CsvReplay
@@ -218,6 +219,7 @@ class Floor:
     standbys: int = 0  # standby control planes (own processes) that take the floor over when this one dies
     control_ports: tuple[int, int] = (0, 0)  # (bootstrap, control) to listen on; (0, 0): free ports
     instance: str = ""  # names this control plane's spools beside others of the same floor (a standby's)
+    deployment: Deployment | None = None  # services placed on hosts by address (None: all on 127.0.0.1)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -253,6 +255,13 @@ class Floor:
         self._lease_task: asyncio.Task | None = None
 
     @property
+    def control_host(self) -> str:
+        return self.deployment.control if self.deployment is not None else "127.0.0.1"
+
+    def address_of(self, service: str) -> str:
+        return self.deployment.address_of(service) if self.deployment is not None else "127.0.0.1"
+
+    @property
     def manifest_path(self) -> Path:
         return self.home / "floor" / "runtime.json"
 
@@ -271,7 +280,7 @@ class Floor:
                                   reason="config.floor.lease_held")
             await self._start_control_plane()
         else:
-            self.server = await ControlServer(None, mode=self.mode).start()
+            self.server = await ControlServer(None, mode=self.mode).start(self.control_host)
         taken: set[int] = {self.fix_port_fixed} if self.fix_port_fixed else set()
         if self.mode == ZERO_TRUST:
             self.standby_ports = [(free_port(taken), free_port(taken)) for _ in range(self.standbys)]
@@ -282,7 +291,8 @@ class Floor:
         if "fix-gateway" in self.services:
             self.fix_edge = fix_edge_pki(self.home, self.topology.trust_domain)
             self.fix_port = self.fix_port_fixed or free_port(taken)
-            EdgePki.open(self.home, self.topology.trust_domain, time.time()).record_gateway("127.0.0.1", self.fix_port)
+            EdgePki.open(self.home, self.topology.trust_domain, time.time()).record_gateway(
+                self.address_of("fix-gateway"), self.fix_port)
         self.started_at = time.time()
         if self.collect_audit:
             self._start_collector()
@@ -330,7 +340,7 @@ class Floor:
         self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
                                   posture_max_age_s=self.posture_max_age_s, instance=self.instance)
         fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
-        self.server = await ControlServer(self.plane).start(bootstrap_port=self.control_ports[0],
+        self.server = await ControlServer(self.plane).start(self.control_host, bootstrap_port=self.control_ports[0],
                                                             control_port=self.control_ports[1])
         if self.bus_url:
             await self._start_bus()
@@ -344,7 +354,8 @@ class Floor:
             spec = {"home": str(self.home), "mode": self.mode, "services": list(self.processes),
                     "policies": str(self.policies), "bus_url": self.bus_url, "cert_ttl_s": self.cert_ttl_s,
                     "posture_max_age_s": self.posture_max_age_s, "control_ports": [bootstrap, control],
-                    "collect_interval_s": self.collect_interval_s}
+                    "collect_interval_s": self.collect_interval_s,
+                    "deployment": self.deployment.source if self.deployment is not None else ""}
             log = open(self.home / "floor" / "logs" / f"standby-{control}.log", "ab")
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.standby",
                                                         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -536,6 +547,9 @@ class Floor:
             "home": str(self.home), "topology": str(self.topology_path), "ports": self.ports, "seed": self.seed,
             "md_interval_s": self.md_interval_s, "control_port": self.server.control_port,  # type: ignore[union-attr]
         }
+        if self.deployment is not None:  # several hosts: where each service and the control plane listen
+            boot["addresses"] = self.deployment.addresses(list(self.ports))
+            boot["control_host"] = self.deployment.control
         if self.standby_ports:  # where to look when this control plane is gone
             boot["control_ports"] = [self.server.control_port, *(c for _b, c in self.standby_ports)]  # type: ignore[union-attr]
         if identity in self.metrics_ports:
@@ -618,8 +632,13 @@ class Floor:
                 "takeover": dict(self.takeover),
                 "metrics": {"control-plane": self.metrics.port if self.metrics else 0,
                             **{n: self.metrics_ports.get(n, 0) for n in self.processes}},
+                "deployment": ({"source": self.deployment.source, "control": self.deployment.control,
+                                "hosts": {h.name: h.address for h in self.deployment.hosts}}
+                               if self.deployment is not None else {}),
                 "services": {n: {"port": p.port, "pid": p.proc.pid, "spiffe_id": p.spiffe_id, "status": p.status,
-                                 "mode": self.mode} for n, p in self.processes.items()}}
+                                 "mode": self.mode, "address": self.address_of(n),
+                                 "host": self.deployment.host_of(n) if self.deployment is not None else ""}
+                             for n, p in self.processes.items()}}
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
         self.manifest_path.write_text(json.dumps(data, indent=2))
 

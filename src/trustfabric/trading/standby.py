@@ -34,11 +34,19 @@ async def _run(spec: dict) -> int:
     home = Path(spec["home"])
     manifest = home / "floor" / "runtime.json"
     bootstrap, control = (int(p) for p in spec["control_ports"])
+    placement = None
+    if spec.get("deployment"):
+        from trustfabric.policy.topology import Topology
+        from trustfabric.trading.deployment import load
+
+        manifest_toml = Path(spec["policies"]) / "floor.toml"
+        topology = Topology.load(manifest_toml if manifest_toml.exists() else Topology.default_path())
+        placement = load(spec["deployment"], topology)
     floor = Floor(home, spec.get("mode", "zero-trust"), services=tuple(spec["services"]),
                   policies=Path(spec["policies"]), bus_url=spec.get("bus_url", ""),
                   cert_ttl_s=int(spec.get("cert_ttl_s", 3600)), posture_max_age_s=spec.get("posture_max_age_s"),
                   collect_interval_s=float(spec.get("collect_interval_s", 1.0)), control_ports=(bootstrap, control),
-                  instance=f"standby-{control}")
+                  instance=f"standby-{control}", deployment=placement)
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

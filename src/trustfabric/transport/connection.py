@@ -672,8 +672,12 @@ async def connect(
     codec: FrameCodec = DEFAULT_CODEC,
     limits: Limits = DEFAULT_LIMITS,
     expected_peer: str | None = None,
+    source: str | None = None,
 ) -> FrameConnection:
     """Open a framed connection; returns once the server has accepted our identity (``Hello``).
+
+    ``source``: the local address to connect from (a service placed on a host of a deployment
+    connects from its host's address, so its peers and their admission control see that host).
 
     The server's certificate is checked like the server checks ours (our trust
     domain's bundle, one SPIFFE ID, validity, revocation) and, when
@@ -694,6 +698,8 @@ async def connect(
     try:
         async with asyncio.timeout(limits.handshake_timeout_s):
             try:
+                if source is not None:
+                    raw.bind((source, 0))
                 await loop.sock_connect(raw, (host, port))
             except OSError as exc:
                 raise ConnectionClosed(f"connect to {host}:{port}: {exc}", reason=E.RESET) from None

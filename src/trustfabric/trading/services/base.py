@@ -178,6 +178,9 @@ class ServiceRuntime:
         self.topology = Topology.load(boot["topology"])
         self.spiffe_id = self.topology.spiffe_id(name)
         self.ports: dict[str, int] = {k: int(v) for k, v in boot["ports"].items()}
+        # where each service listens (a deployment over several hosts; one machine: all on 127.0.0.1)
+        self.addresses: dict[str, str] = {k: str(v) for k, v in boot.get("addresses", {}).items()}
+        self.control_host = str(boot.get("control_host", "127.0.0.1"))
         # Group commit: a flush writes to the OS before any effect leaves (a killed process loses
         # nothing); the fsync to the device follows within SYNC_INTERVAL_S, off the hot path.
         self._dirty_fd = -1
@@ -279,7 +282,7 @@ class ServiceRuntime:
                     self.expired_cert_uses += 1
 
         self.server = await FrameServer(serve, tls=self.tls, emitter=self.events, name=self.name,
-                                        limits=LINK_LIMITS).start("127.0.0.1", self.ports[self.name])
+                                        limits=LINK_LIMITS).start(self.address_of(self.name), self.ports[self.name])
         if self.mode == PERIMETER:
             await self._open_ops_channel()
         if self.boot.get("metrics_port") is not None:  # Prometheus, read at scrape time (loopback)
@@ -288,18 +291,22 @@ class ServiceRuntime:
         self.loop_task(self._sync_loop())
         return self.server.port
 
+    def address_of(self, service: str) -> str:
+        """The address ``service`` listens on (its host's in a deployment over several hosts)."""
+        return self.addresses.get(service, "127.0.0.1")
+
     async def _join(self) -> None:
         b = self.boot
         posture = await self.fresh_posture() if b.get("posture_socket") else base64.b64decode(b["posture"])
         creds, reply = await control_client.join(
-            "127.0.0.1", int(b["bootstrap_port"]), bundle_pem=b["bundle_pem"].encode(), control_id=b["control_id"],
+            self.control_host, int(b["bootstrap_port"]), bundle_pem=b["bundle_pem"].encode(), control_id=b["control_id"],
             join_token=b["join_token"], spiffe_id=self.spiffe_id,
             code_digest=code_digest_of(self.service.module_file(), self.name), posture=posture)  # type: ignore[union-attr]
         creds.write(self.home / "floor" / "creds" / self.name)  # the workload's own key files (0600)
         self.credentials = RotatingCredentials(creds)
         self.tls = TLSConfig(self.credentials, revocation=self.revocations, clock=self.clock,
                              sibling_bundle_pem=reply.sibling_bundle_pem)
-        self.control = control_client.ControlClient("127.0.0.1", int(b["control_port"]), self.tls,
+        self.control = control_client.ControlClient(self.control_host, int(b["control_port"]), self.tls,
                                                     reply.control_id, self.name)
         self._control_fp = creds.fingerprint_sha256
         subscribed = await self.control.start()
@@ -368,7 +375,7 @@ class ServiceRuntime:
     async def _open_ops_channel(self) -> None:
         """Perimeter mode: a plain channel to the launcher for reports and commands only."""
         b = self.boot
-        self.control = control_client.ControlClient("127.0.0.1", int(b["control_port"]), None, None, self.name)
+        self.control = control_client.ControlClient(self.control_host, int(b["control_port"]), None, None, self.name)
         await self.control.start()
         self.control.on_command = self._on_command
 
@@ -682,7 +689,7 @@ class ServiceRuntime:
             except TrustFabricError as exc:
                 if control is self.control and control.conn is not None and not control.conn.closed:
                     self.events.emit(Kind.ALERT, principal=self.spiffe_id, action="control.liveness", decision="deny",
-                                     reason=exc.reason, resource=f"127.0.0.1:{control.port}")
+                                     reason=exc.reason, resource=f"{control.host}:{control.port}")
                     control.conn.close(exc.reason)
 
     async def _fail_over(self) -> bool:
@@ -721,7 +728,7 @@ class ServiceRuntime:
                     self.control_failovers += 1
                     took_ms = (time.monotonic() - started) * 1000
                     self.events.emit(Kind.ADMIN_ACTION, principal=self.spiffe_id, action="control.failover",
-                                     resource=f"127.0.0.1:{port}", decision="allow",
+                                     resource=f"{old.host}:{port}", decision="allow",
                                      detail={"from_port": old.port, "took_ms": round(took_ms, 1)})
                     old.close()
                     return True

@@ -40,10 +40,10 @@ class Attempts:
                            "at": time.time()})
 
 
-async def _session(port: int, tls: TLSConfig, expected: str, token: str) -> tuple[Any, str]:
-    """Connect and open a session; (connection, "") or (None, refusal reason)."""
+async def _session(where: tuple[str, int], tls: TLSConfig, expected: str, token: str) -> tuple[Any, str]:
+    """Connect (address, port) and open a session; (connection, "") or (None, refusal reason)."""
     try:
-        conn = await connect("127.0.0.1", port, tls=tls, expected_peer=expected)
+        conn = await connect(where[0], where[1], tls=tls, expected_peer=expected)
     except TrustFabricError as exc:
         return None, exc.reason
     except OSError as exc:
@@ -83,8 +83,13 @@ async def run_attacker(boot: dict[str, Any]) -> int:
     stolen = WorkloadCredentials.load(os.path.join(boot["home"], "floor", "creds", victim))
     tls = TLSConfig(stolen)
     ports = {k: int(v) for k, v in boot["ports"].items()}
+    addresses = {k: str(v) for k, v in boot.get("addresses", {}).items()}
+
+    def at(service: str) -> tuple[str, int]:  # where a service listens (its host's address in a deployment)
+        return addresses.get(service, "127.0.0.1"), ports[service]
     attempts = Attempts()
-    control = ControlClient("127.0.0.1", int(boot["control_port"]), tls, boot["control_id"], victim)
+    control = ControlClient(str(boot.get("control_host", "127.0.0.1")), int(boot["control_port"]), tls,
+                            boot["control_id"], victim)
     try:
         await control.start()
     except Exception as exc:  # noqa: BLE001 - already contained: every try below is refused too
@@ -102,7 +107,7 @@ async def run_attacker(boot: dict[str, Any]) -> int:
     # 1. the venues directly
     for venue in ("venue-a", "venue-b"):
         tok = await token(venue, "venue_direct") or risk_token
-        conn, why = await _session(ports[venue], tls, topo.spiffe_id(venue), tok or "none")
+        conn, why = await _session(at(venue), tls, topo.spiffe_id(venue), tok or "none")
         if conn is None:
             attempts.add("venue_direct", venue, False, why)
             continue
@@ -113,7 +118,7 @@ async def run_attacker(boot: dict[str, Any]) -> int:
         conn.close()
     # 2. settlement
     tok = await token("settlement", "settlement_read") or risk_token
-    conn, why = await _session(ports["settlement"], tls, topo.spiffe_id("settlement"), tok or "none")
+    conn, why = await _session(at("settlement"), tls, topo.spiffe_id("settlement"), tok or "none")
     if conn is None:
         attempts.add("settlement_read", "settlement", False, why)
     else:
@@ -122,7 +127,7 @@ async def run_attacker(boot: dict[str, Any]) -> int:
         conn.close()
     # 3. another agent's streams
     md_token = await token("market-data", "other_streams")
-    conn, why = await _session(ports["market-data"], tls, topo.spiffe_id("market-data"), md_token or "none")
+    conn, why = await _session(at("market-data"), tls, topo.spiffe_id("market-data"), md_token or "none")
     others = sorted(topo.services["algo-meanrev"].symbols - topo.services[victim].symbols)[:3]
     for i, sym in enumerate(others):
         if conn is None:
@@ -141,7 +146,7 @@ async def run_attacker(boot: dict[str, Any]) -> int:
                           key_id="k1", mac=os.urandom(32))
     for label, body in (("forged", RoutedOrder(order=order, approval=forged)),
                         ("replayed", RoutedOrder(order=order, approval=forged)), ("none", RoutedOrder(order=order))):
-        conn, why = await _session(ports["order-router"], tls, topo.spiffe_id("order-router"), tok or "none")
+        conn, why = await _session(at("order-router"), tls, topo.spiffe_id("order-router"), tok or "none")
         if conn is None:
             attempts.add("risk_bypass", f"order-router:{label}", False, why)
             continue
@@ -149,7 +154,7 @@ async def run_attacker(boot: dict[str, Any]) -> int:
         attempts.add("risk_bypass", f"order-router:{label}", ok, reason)
         conn.close()
     # 5. an order flood at risk (the one service the agent may reach)
-    conn, why = await _session(ports["pre-trade-risk"], tls, topo.spiffe_id("pre-trade-risk"), risk_token or "none")
+    conn, why = await _session(at("pre-trade-risk"), tls, topo.spiffe_id("pre-trade-risk"), risk_token or "none")
     flood = int(boot.get("flood", 300))
     if conn is None:
         attempts.add("flood", "pre-trade-risk", False, why)

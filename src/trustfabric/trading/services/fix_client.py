@@ -30,8 +30,9 @@ START_PRICES = {spec.symbol: spec.price for spec in DEFAULT_UNIVERSE}
 
 class EdgeFixClient:
     def __init__(self, port: int, credentials_dir: str | Path, sender: str, target: str = "TRUSTFABRIC", *,
-                 clock: Clock = SYSTEM_CLOCK, heartbeat_s: int = 30, keep_alive: bool = True) -> None:
-        self.port = port
+                 clock: Clock = SYSTEM_CLOCK, heartbeat_s: int = 30, keep_alive: bool = True,
+                 host: str = "127.0.0.1") -> None:
+        self.host, self.port = host, port
         self.clock = clock
         self.credentials = WorkloadCredentials.load(Path(credentials_dir))
         self.fix = FixInitiator(sender, target, heartbeat_s=heartbeat_s, clock=clock, keep_alive=keep_alive)
@@ -43,7 +44,7 @@ class EdgeFixClient:
     async def connect(self) -> "EdgeFixClient":
         ctx = build_context(self.credentials, server_side=False)
         self.reader, self.writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", self.port, ssl=ctx), 5.0)
+            asyncio.open_connection(self.host, self.port, ssl=ctx), 5.0)
         return self
 
     def send(self, raw: bytes) -> None:
@@ -103,9 +104,9 @@ def exec_reports(messages: list[simplefix.FixMessage], cl_ord_id: str) -> list[s
 
 async def place_orders(port: int, credentials_dir: str | Path, sender: str, *, orders: int = 5,
                        symbols: tuple[str, ...] = ("AAPL", "MSFT", "KO", "JPM", "XOM"), account: str = "acct-clients",
-                       prefix: str = "demo", timeout_s: float = 10.0) -> dict:
+                       prefix: str = "demo", timeout_s: float = 10.0, host: str = "127.0.0.1") -> dict:
     """Logon, send ``orders`` marketable limit orders, wait for their reports, Logout."""
-    client = await EdgeFixClient(port, credentials_dir, sender).connect()
+    client = await EdgeFixClient(port, credentials_dir, sender, host=host).connect()
     result: dict = {"sender": sender, "logon": False, "orders": [], "reports": 0}
     try:
         logon = await client.logon(reset=True)

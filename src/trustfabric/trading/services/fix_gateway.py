@@ -113,7 +113,7 @@ class FixGatewayService(FloorService):
         self._server = await StreamListener(lambda stream: self._serve(stream, stream),
                                             context=lambda: self.edge_tls.context(server_side=True)[0],
                                             on_refuse=self._tls_refused, handshake_timeout_s=5.0,
-                                            name="fix-edge").start("127.0.0.1", int(self.rt.boot["fix_port"]))
+                                            name="fix-edge").start(self.rt.address_of(self.rt.name), int(self.rt.boot["fix_port"]))
 
     def _tls_refused(self, reason: str, detail: str, address: str, presented: str) -> None:
         self.counters["fix_tls_refusals"] += 1

@@ -147,8 +147,9 @@ class PeerLink:
         if zero_trust:
             await rt.control_on_current()  # tokens are bound to the certificate the control channel shows
             opened_with = rt.credentials.current().fingerprint_sha256
-        conn = await connect("127.0.0.1", rt.ports[self.target], tls=rt.tls if zero_trust else None,
-                             limits=LINK_LIMITS, expected_peer=rt.topology.spiffe_id(self.target) if zero_trust else None)
+        conn = await connect(rt.address_of(self.target), rt.ports[self.target], tls=rt.tls if zero_trust else None,
+                             limits=LINK_LIMITS, expected_peer=rt.topology.spiffe_id(self.target) if zero_trust else None,
+                             source=rt.address_of(rt.name) if rt.addresses else None)
         if not zero_trust:
             return conn, 0.0, opened_with
         ready: asyncio.Future = asyncio.get_running_loop().create_future()
