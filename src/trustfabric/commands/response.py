@@ -35,15 +35,15 @@ from trustfabric.home import home_dir
 from trustfabric.identity.operators import Operator
 from trustfabric.response.containment import Containment, OfficerFacts
 from trustfabric.response.errors import ContainmentError
-from trustfabric.response.incidents import SqliteIncidentStore, summarize
+from trustfabric.response.incidents import IncidentStore, open_incident_store, summarize
 
 app = typer.Typer(help="Alerts, quarantine and release.", no_args_is_help=True)
 
 STORE_FILE = INCIDENTS_FILE
 
 
-def _store() -> SqliteIncidentStore:
-    return SqliteIncidentStore(home_dir() / STORE_FILE)
+def _store() -> IncidentStore:
+    return open_incident_store(home_dir() / STORE_FILE)
 
 
 def _revoker():

@@ -17,6 +17,7 @@ Every state change the console makes goes to the control plane's operator API in
 from __future__ import annotations
 
 import json
+import os
 import time
 import urllib.request
 from collections import defaultdict
@@ -33,7 +34,7 @@ from trustfabric.identity.revocation import RevocationSet
 from trustfabric.identity.store import IdentityStore, open_identity_store
 from trustfabric.policy.paths import FLOOR_MANIFEST
 from trustfabric.policy.topology import Topology
-from trustfabric.response.incidents import SqliteIncidentStore
+from trustfabric.response.incidents import open_incident_store
 
 SCRAPE_TIMEOUT_S = 1.0
 
@@ -135,11 +136,18 @@ def floor_stats(home: Path) -> dict[str, dict[str, float]]:
     return dict(out)
 
 
-def incidents(home: Path, limit: int = 50) -> list[Any]:
+def _incident_store(home: Path) -> Any:
+    """The floor's incident store (PostgreSQL beyond one machine), or None when there is none yet."""
     path = home / INCIDENTS_FILE
-    if not path.exists():
+    if not path.exists() and not os.environ.get("TRUSTFABRIC_DATABASE_URL"):
+        return None
+    return open_incident_store(path)
+
+
+def incidents(home: Path, limit: int = 50) -> list[Any]:
+    store = _incident_store(home)
+    if store is None:
         return []
-    store = SqliteIncidentStore(path)
     try:
         rows = store.incidents()
     finally:
@@ -148,10 +156,9 @@ def incidents(home: Path, limit: int = 50) -> list[Any]:
 
 
 def alerts(home: Path, limit: int = 50) -> list[Any]:
-    path = home / INCIDENTS_FILE
-    if not path.exists():
+    store = _incident_store(home)
+    if store is None:
         return []
-    store = SqliteIncidentStore(path)
     try:
         return list(store.alerts())[-limit:][::-1]
     finally:

@@ -84,7 +84,7 @@ from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyC
 from trustfabric.response.containment import Containment, OfficerFacts
 from trustfabric.response.engine import ResponseEngine
 from trustfabric.response.floor_map import FloorMap
-from trustfabric.response.incidents import Incident, SqliteIncidentStore
+from trustfabric.response.incidents import Incident, open_incident_store
 from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.posture import DEFAULT_SECURITY_AGENTS, decode_signed, encode_signed, requirements_for_domain
 from trustfabric.signals.state import hub_from_state, load_state
@@ -211,7 +211,7 @@ class ControlPlane:
         self.credential_source = RotatingCredentials(
             issue_for_test(self.identity.ca(self.trust_domain), self.control_id, clock.now(), self.leaf_ttl_s))
         self.risk_sink = OperatorRiskFloor(self.hub)
-        self.incidents_store = SqliteIncidentStore(self.home / INCIDENTS_FILE)  # what `response incidents` reads
+        self.incidents_store = open_incident_store(self.home / INCIDENTS_FILE)  # what `response incidents` reads
         self.containment = Containment(RevocationSetRevoker(self.identity.revocations, clock),
                                        SignalHubPolicyControl(self.hub, self.engine),
                                        risk=self.risk_sink, emitter=self.emitter, clock=clock,

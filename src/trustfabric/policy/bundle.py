@@ -284,15 +284,70 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-class PolicyVersions:
-    """The served version and the signed history under ``$TRUSTFABRIC_HOME/policy/``."""
+class _VersionRows:
+    """Beyond one machine: the signed bundles and the version record in PostgreSQL (migration 0004)."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+
+    def _connect(self):  # noqa: ANN202 - a psycopg connection
+        import psycopg  # beyond one machine only: the embedded default never pays psycopg's import
+
+        try:
+            return psycopg.connect(self.dsn, autocommit=True, connect_timeout=2, options=f"-c search_path={self.schema}")
+        except psycopg.Error as exc:
+            raise BundleError(f"{self.schema}: PostgreSQL unreachable: {exc}".strip(), reason="db.unreachable") from None
+
+    def state(self) -> bytes | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT data FROM policy_state WHERE id = 1").fetchone()
+        return bytes(row[0]) if row else None
+
+    def bundle(self, version: int) -> bytes | None:
+        with self._connect() as conn:
+            row = conn.execute("SELECT data FROM policy_bundles WHERE version = %s", (int(version),)).fetchone()
+        return bytes(row[0]) if row else None
+
+    def record(self, version: int, bundle: bytes, update) -> dict[str, Any]:  # noqa: ANN001 - state -> entry
+        """In one transaction, the version record locked: store the bundle and apply ``update`` to the state; a
+        concurrent activation (another control plane) waits for the lock and sees the new record."""
+        import psycopg
+
+        try:
+            with self._connect() as conn, conn.transaction():
+                conn.execute("INSERT INTO policy_state (id, data) VALUES (1, %s) ON CONFLICT (id) DO NOTHING",
+                             (json.dumps({"active": None, "history": []}).encode(),))
+                current = json.loads(bytes(conn.execute("SELECT data FROM policy_state WHERE id = 1 FOR UPDATE")
+                                           .fetchone()[0]))
+                state, entry = update(current)
+                conn.execute("INSERT INTO policy_bundles (version, data) VALUES (%s, %s) ON CONFLICT (version) DO "
+                             "UPDATE SET data = EXCLUDED.data", (int(version), bundle))
+                conn.execute("UPDATE policy_state SET data = %s WHERE id = 1", (json.dumps(state).encode(),))
+            return entry
+        except psycopg.Error as exc:
+            raise BundleError(f"{self.schema}: the version record was not written: {exc}".strip(),
+                              reason="db.unreachable") from None
+
+
+class PolicyVersions:
+    """The served version and the signed history under ``$TRUSTFABRIC_HOME/policy/`` (or, beyond one machine,
+    in PostgreSQL: ``$TRUSTFABRIC_DATABASE_URL``; the unpacked files stay a local copy under the directory)."""
+
+    def __init__(self, directory: str | Path, environ: Mapping[str, str] | None = None) -> None:
         self.directory = Path(directory)
         self._state_path = self.directory / "versions.json"
+        env = os.environ if environ is None else environ
+        dsn = env.get("TRUSTFABRIC_DATABASE_URL", "")
+        self._rows = _VersionRows(dsn, env.get("TRUSTFABRIC_DATABASE_SCHEMA") or "trustfabric") if dsn else None
 
     # ------------------------------------------------------------------ state
     def state(self) -> dict[str, Any]:
+        if self._rows is not None:
+            data = self._rows.state()
+            raw = json.loads(data) if data else {"active": None, "history": []}
+            if not isinstance(raw, dict) or not isinstance(raw.get("history"), list):
+                raise BundleError("the database's policy version record is not one", reason="policy.bundle.store")
+            return raw
         try:
             raw = json.loads(self._state_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -311,6 +366,9 @@ class PolicyVersions:
         return list(self.state()["history"])
 
     def signed(self, version: int) -> Bundle | None:
+        if self._rows is not None:
+            data = self._rows.bundle(version)
+            return decode(data) if data is not None else None
         path = self.directory / "bundles" / f"v{int(version)}.json"
         try:
             return decode(path.read_bytes())
@@ -366,15 +424,29 @@ class PolicyVersions:
 
     def record(self, bundle: Bundle, *, by: str, reason: str, now: float, kind: str = "activate") -> dict[str, Any]:
         """Make ``bundle`` (admitted and loaded) the active version and append it to the history."""
+        if self._rows is not None:
+            def update(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+                active = state["active"]["version"] if isinstance(state.get("active"), dict) else 0
+                if kind != "rollback" and bundle.version <= active:  # another control plane activated meanwhile
+                    raise BundleError(f"version {bundle.version} is not newer than the active version {active}",
+                                      reason="policy.bundle.stale")
+                return self._entry(state, bundle, by=by, reason=reason, now=now, kind=kind)
+
+            return self._rows.record(bundle.version, encode(bundle), update)
         _write_atomic(self.directory / "bundles" / f"v{bundle.version}.json", encode(bundle))
-        state = self.state()
+        state, entry = self._entry(self.state(), bundle, by=by, reason=reason, now=now, kind=kind)
+        _write_atomic(self._state_path, json.dumps(state, indent=1).encode())
+        return entry
+
+    @staticmethod
+    def _entry(state: dict[str, Any], bundle: Bundle, *, by: str, reason: str, now: float,
+               kind: str) -> tuple[dict[str, Any], dict[str, Any]]:
         entry = {"version": bundle.version, "digest": bundle.digest, "author": bundle.manifest.author,
                  "approvers": list(bundle.approvers()), "kind": kind, "by": by, "reason": reason, "at": now,
                  "previous": state["active"]["version"] if isinstance(state.get("active"), dict) else None}
         state["active"] = {"version": bundle.version, "digest": bundle.digest}
         state["history"].append(entry)
-        _write_atomic(self._state_path, json.dumps(state, indent=1).encode())
-        return entry
+        return state, entry
 
     def active_bundle(self, keys: Mapping[str, Ed25519PublicKey]) -> tuple[Bundle, Path] | None:
         """The active bundle, re-verified with its unpacked files (a control plane starts from it)."""
@@ -388,6 +460,11 @@ class PolicyVersions:
                               reason="policy.bundle.digest")
         verify(bundle, keys)
         directory = self.directory / "versions" / f"v{bundle.version}"
+        if self._rows is not None and not directory.is_dir():  # a control plane on another host: unpack its copy
+            for name, text in bundle.files.items():
+                path = directory / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
         on_disk = {p.relative_to(directory).as_posix(): p.read_text(encoding="utf-8")
                    for p in directory.rglob("*") if p.is_file()} if directory.is_dir() else {}
         if on_disk != bundle.files:

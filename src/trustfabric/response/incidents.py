@@ -131,7 +131,58 @@ _alert_dec = msgspec.json.Decoder(Alert)
 _enc = msgspec.json.Encoder()
 
 
-class SqliteIncidentStore:
+class _SqlIncidentStore:
+    """The queries of both SQL stores; a subclass runs them (``_run``) and writes rows (``_upsert``)."""
+
+    _P = "?"  # the driver's placeholder
+
+    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        raise NotImplementedError
+
+    def _upsert(self, table: str, key: str, row: tuple) -> None:
+        raise NotImplementedError
+
+    def put(self, incident: Incident) -> None:
+        self._upsert("incident", "incident_id", (incident.incident_id, incident.principal, incident.opened_at,
+                                                 int(incident.released), _enc.encode(incident)))
+
+    def get(self, incident_id: str) -> Incident | None:
+        rows = self._run(f"SELECT body FROM incident WHERE incident_id={self._P}", (incident_id,))
+        return _incident_dec.decode(bytes(rows[0][0])) if rows else None
+
+    def add_alert(self, alert: Alert, action: str) -> None:
+        self._upsert("alert", "alert_id", (alert.alert_id, alert.principal, alert.detected_at, action,
+                                           _enc.encode(alert)))
+
+    def alerts(self, principal: str | None = None, since: float | None = None,
+               limit: int = 100) -> list[tuple[Alert, str]]:
+        sql = "SELECT body, action FROM alert WHERE 1=1"
+        args: list = []
+        if principal is not None:
+            sql += f" AND principal={self._P}"
+            args.append(principal)
+        if since is not None:
+            sql += f" AND detected_at>={self._P}"
+            args.append(since)
+        sql += f" ORDER BY detected_at DESC LIMIT {self._P}"
+        args.append(int(limit))
+        return [(_alert_dec.decode(bytes(body)), action) for body, action in self._run(sql, tuple(args))]
+
+    def incidents(self, principal: str | None = None, open_only: bool = False,
+                  limit: int = 1000) -> list[Incident]:
+        sql = "SELECT body FROM incident WHERE 1=1"
+        args: list = []
+        if principal is not None:
+            sql += f" AND principal={self._P}"
+            args.append(principal)
+        if open_only:
+            sql += " AND released=0"
+        sql += f" ORDER BY opened_at DESC LIMIT {self._P}"
+        args.append(int(limit))
+        return [_incident_dec.decode(bytes(body)) for (body,) in self._run(sql, tuple(args))]
+
+
+class SqliteIncidentStore(_SqlIncidentStore):
     """Incidents and alerts in one SQLite file (WAL); safe to share between threads."""
 
     def __init__(self, path: str | Path) -> None:
@@ -152,49 +203,60 @@ class SqliteIncidentStore:
         except sqlite3.Error as exc:
             raise IncidentStoreError(f"{self.path}: {exc}") from exc
 
-    def put(self, incident: Incident) -> None:
-        self._run("INSERT OR REPLACE INTO incident VALUES (?,?,?,?,?)",
-                  (incident.incident_id, incident.principal, incident.opened_at, int(incident.released),
-                   _enc.encode(incident)))
-
-    def get(self, incident_id: str) -> Incident | None:
-        rows = self._run("SELECT body FROM incident WHERE incident_id=?", (incident_id,))
-        return _incident_dec.decode(rows[0][0]) if rows else None
-
-    def add_alert(self, alert: Alert, action: str) -> None:
-        self._run("INSERT OR REPLACE INTO alert VALUES (?,?,?,?,?)",
-                  (alert.alert_id, alert.principal, alert.detected_at, action, _enc.encode(alert)))
-
-    def alerts(self, principal: str | None = None, since: float | None = None,
-               limit: int = 100) -> list[tuple[Alert, str]]:
-        sql = "SELECT body, action FROM alert WHERE 1=1"
-        args: list = []
-        if principal is not None:
-            sql += " AND principal=?"
-            args.append(principal)
-        if since is not None:
-            sql += " AND detected_at>=?"
-            args.append(since)
-        sql += " ORDER BY detected_at DESC LIMIT ?"
-        args.append(int(limit))
-        return [(_alert_dec.decode(body), action) for body, action in self._run(sql, tuple(args))]
-
-    def incidents(self, principal: str | None = None, open_only: bool = False,
-                  limit: int = 1000) -> list[Incident]:
-        sql = "SELECT body FROM incident WHERE 1=1"
-        args: list = []
-        if principal is not None:
-            sql += " AND principal=?"
-            args.append(principal)
-        if open_only:
-            sql += " AND released=0"
-        sql += " ORDER BY opened_at DESC LIMIT ?"
-        args.append(int(limit))
-        return [_incident_dec.decode(body) for (body,) in self._run(sql, tuple(args))]
+    def _upsert(self, table: str, key: str, row: tuple) -> None:
+        self._run(f"INSERT OR REPLACE INTO {table} VALUES (?,?,?,?,?)", row)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+class PostgresIncidentStore(_SqlIncidentStore):
+    """Incidents and alerts in PostgreSQL (migration 0004), shared by every control plane of the floor."""
+
+    _P = "%s"
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        from psycopg_pool import ConnectionPool  # beyond one machine only: psycopg's import is not paid otherwise
+
+        from trustfabric.audit import postgres
+
+        self.path = f"postgresql:{schema}"
+        try:
+            postgres.require_current(dsn, schema)
+            self._pool = ConnectionPool(dsn, min_size=1, max_size=2, open=True, timeout=2.0,
+                                        kwargs={"options": f"-c search_path={schema}", "autocommit": True,
+                                                "connect_timeout": 2})
+        except IncidentStoreError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - psycopg's and the schema check's: a typed refusal
+            raise IncidentStoreError(f"{self.path}: {exc}", reason=getattr(exc, "reason", "db.unreachable")) from None
+
+    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            with self._pool.connection() as conn:
+                cur = conn.execute(sql, args)
+                return cur.fetchall() if cur.description is not None else []
+        except Exception as exc:  # noqa: BLE001 - psycopg's (and the pool's): a typed refusal
+            raise IncidentStoreError(f"{self.path}: {exc}", reason="db.unreachable") from None
+
+    def _upsert(self, table: str, key: str, row: tuple) -> None:
+        columns = {"incident": ("incident_id", "principal", "opened_at", "released", "body"),
+                   "alert": ("alert_id", "principal", "detected_at", "action", "body")}[table]
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c != key)
+        self._run(f"INSERT INTO {table} VALUES (%s,%s,%s,%s,%s) ON CONFLICT ({key}) DO UPDATE SET {updates}", row)
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_incident_store(path: str | Path, environ: dict[str, str] | None = None) -> IncidentStore:
+    """The incident store: on PostgreSQL when ``$TRUSTFABRIC_DATABASE_URL`` is set, else the SQLite file ``path``."""
+    env = os.environ if environ is None else environ
+    dsn = env.get("TRUSTFABRIC_DATABASE_URL", "")
+    if dsn:
+        return PostgresIncidentStore(dsn, env.get("TRUSTFABRIC_DATABASE_SCHEMA") or "trustfabric")
+    return SqliteIncidentStore(path)
 
 
 def summarize(incidents: list[Incident]) -> dict[str, object]:

@@ -1,5 +1,10 @@
 """Signals kept between command runs: a JSON snapshot under ``$TRUSTFABRIC_HOME/policy/signals.json``.
 
+Beyond one machine (``$TRUSTFABRIC_DATABASE_URL``) the snapshot is the one row of the
+``signal_state`` table instead (migration 0004, in ``$TRUSTFABRIC_DATABASE_SCHEMA``), so that every
+control plane of the floor - a standby on another host included - starts from the same signals;
+:func:`load_state` and :func:`save_state` choose, the ``path`` then naming nothing.
+
 The embedded deployment's operators set signals with ``trustfabric signal ...``
 and read decisions with ``trustfabric policy explain``; both rebuild a
 :class:`~trustfabric.signals.hub.SignalHub` from this snapshot
@@ -10,6 +15,8 @@ bare "ok" typed by someone), with their issue time, so staleness still applies.
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -36,19 +43,81 @@ class SignalState(msgspec.Struct, kw_only=True):
 
 
 def load_state(path: Path) -> SignalState:
-    if not path.exists():
+    database = _database()
+    if database is not None:
+        data = database.read()
+        where = f"{database.schema}.signal_state"
+    elif not path.exists():
+        return SignalState()
+    else:
+        where = str(path)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{path}: unreadable signal state: {exc}", reason="config.signal_state") from exc
+    if data is None:
         return SignalState()
     try:
-        return msgspec.json.decode(path.read_bytes(), type=SignalState)
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ConfigError(f"{path}: unreadable signal state: {exc}", reason="config.signal_state") from exc
+        return msgspec.json.decode(data, type=SignalState)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(f"{where}: unreadable signal state: {exc}", reason="config.signal_state") from exc
 
 
 def save_state(path: Path, state: SignalState) -> None:
+    database = _database()
+    if database is not None:
+        database.write(msgspec.json.encode(state))
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     tmp.write_bytes(msgspec.json.format(msgspec.json.encode(state)))
     tmp.replace(path)
+
+
+class _StateRow:
+    """The ``signal_state`` row on one kept connection (re-opened after a failure)."""
+
+    def __init__(self, dsn: str, schema: str) -> None:
+        self.dsn, self.schema = dsn, schema
+        self._conn = None
+        self._lock = threading.Lock()
+
+    def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
+        import psycopg  # beyond one machine only: the embedded default never pays psycopg's import
+
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=2,
+                                                 options=f"-c search_path={self.schema}")
+                cur = self._conn.execute(sql, args)
+                return cur.fetchall() if cur.description is not None else []
+            except psycopg.Error as exc:
+                if self._conn is not None:
+                    self._conn.close()
+                self._conn = None
+                raise ConfigError(f"{self.schema}.signal_state: {exc}".strip(), reason="db.unreachable") from None
+
+    def read(self) -> bytes | None:
+        rows = self._run("SELECT data FROM signal_state WHERE id = 1")
+        return bytes(rows[0][0]) if rows else None
+
+    def write(self, data: bytes) -> None:
+        self._run("INSERT INTO signal_state (id, data, version) VALUES (1, %s, 1) ON CONFLICT (id) DO UPDATE "
+                  "SET data = EXCLUDED.data, version = signal_state.version + 1", (data,))
+
+
+_rows: dict[tuple[str, str], _StateRow] = {}
+
+
+def _database() -> _StateRow | None:
+    dsn = os.environ.get("TRUSTFABRIC_DATABASE_URL", "")
+    if not dsn:
+        return None
+    key = (dsn, os.environ.get("TRUSTFABRIC_DATABASE_SCHEMA") or "trustfabric")
+    if key not in _rows:
+        _rows[key] = _StateRow(*key)
+    return _rows[key]
 
 
 def hub_from_state(topology: Topology, state: SignalState, *, clock: Clock = SYSTEM_CLOCK,
