@@ -168,8 +168,10 @@ class LiveJwks:
 class ControlClient:
     """The workload's mTLS control channel (one event loop)."""
 
-    def __init__(self, host: str, port: int, tls: TLSConfig | None, control_id: str | None, service: str) -> None:
+    def __init__(self, host: str, port: int, tls: TLSConfig | None, control_id: str | None, service: str,
+                 source: str | None = None) -> None:
         self.host, self.port, self.tls, self.control_id, self.service = host, port, tls, control_id, service
+        self.source = source  # the local address to connect from (the service's host in a deployment)
         self.conn: FrameConnection | None = None
         self._pending: dict[int, asyncio.Future] = {}
         self._rid = 0
@@ -185,7 +187,7 @@ class ControlClient:
 
     async def start(self) -> Subscribed:
         self.conn = await connect(self.host, self.port, tls=self.tls, codec=CONTROL_CODEC, limits=CONTROL_LIMITS,
-                                  expected_peer=self.control_id)
+                                  expected_peer=self.control_id, source=self.source)
         self.subscribed = asyncio.get_running_loop().create_future()
         for frame in self.conn.take_early_frames():
             self._on_frame(frame)

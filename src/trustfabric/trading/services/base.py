@@ -295,6 +295,11 @@ class ServiceRuntime:
         """The address ``service`` listens on (its host's in a deployment over several hosts)."""
         return self.addresses.get(service, "127.0.0.1")
 
+    @property
+    def _source(self) -> str | None:
+        """The address this service connects from: its host's in a deployment (else the kernel's choice)."""
+        return self.address_of(self.name) if self.addresses else None
+
     async def _join(self) -> None:
         b = self.boot
         posture = await self.fresh_posture() if b.get("posture_socket") else base64.b64decode(b["posture"])
@@ -307,7 +312,7 @@ class ServiceRuntime:
         self.tls = TLSConfig(self.credentials, revocation=self.revocations, clock=self.clock,
                              sibling_bundle_pem=reply.sibling_bundle_pem)
         self.control = control_client.ControlClient(self.control_host, int(b["control_port"]), self.tls,
-                                                    reply.control_id, self.name)
+                                                    reply.control_id, self.name, source=self._source)
         self._control_fp = creds.fingerprint_sha256
         subscribed = await self.control.start()
         self._apply_revocations(subscribed)
@@ -515,7 +520,8 @@ class ServiceRuntime:
             if self._control_fp == current and not (peer_too and self._needs_move("control", old.conn, current)):
                 return  # already on our certificate (and, when asked, the plane's is not ending)
             peer = old.conn.peer if old.conn is not None and self._control_fp == current else None
-            new = control_client.ControlClient(old.host, old.port, self.tls, old.control_id, self.name)
+            new = control_client.ControlClient(old.host, old.port, self.tls, old.control_id, self.name,
+                                               source=self._source)
             new.on_invalidation = self._on_invalidation
             new.on_revocation = self._on_revocation
             new.jwks, new.on_jwks_refused = old.jwks, old.on_jwks_refused  # one key set, kept by pushes on either
@@ -707,7 +713,8 @@ class ServiceRuntime:
                 for port in ports:
                     if port == old.port:
                         continue
-                    new = control_client.ControlClient(old.host, port, self.tls, old.control_id, self.name)
+                    new = control_client.ControlClient(old.host, port, self.tls, old.control_id, self.name,
+                                                       source=self._source)
                     new.on_invalidation = self._on_invalidation
                     new.on_revocation = self._on_revocation
                     new.jwks, new.on_jwks_refused = old.jwks, old.on_jwks_refused
