@@ -1,8 +1,11 @@
-"""A TCP proxy on 127.0.0.1 that a test can cut and restore: a server that goes away and comes back.
+"""A TCP proxy on a loopback address that a test can cut and restore: a server or a link that goes away.
 
 ``cut()`` closes every proxied connection and stops listening (a new connection is refused,
-as from a stopped server); ``restore()`` listens again on the same port. It runs in its own
-thread with its own event loop, so the code under test (and its own loop) is not involved.
+as from a stopped server); ``blackhole()`` keeps every connection open but carries nothing either
+way, and new connections are accepted but go nowhere (a link or a switch that failed: nothing is
+reset, requests just get no answer); ``restore()`` brings either back (what was held in a
+blackhole is delivered then). It runs in its own thread with its own event loop, so the code
+under test (and its own loop) is not involved.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import threading
 
 
 class CuttableProxy:
-    def __init__(self, target: tuple[str, int]) -> None:
+    def __init__(self, target: tuple[str, int], *, host: str = "127.0.0.1", port: int = 0) -> None:
         self.target = target
-        self.port = 0
+        self.host, self.port = host, port
+        self._flowing: asyncio.Event | None = None
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.AbstractServer | None = None
         self._writers: set[asyncio.StreamWriter] = set()
@@ -28,6 +32,7 @@ class CuttableProxy:
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._flowing.wait()  # type: ignore[union-attr]  # held while blackholed
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
@@ -37,6 +42,7 @@ class CuttableProxy:
                 writer.close()
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await self._flowing.wait()  # type: ignore[union-attr]  # blackholed: accepted, connected nowhere yet
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
         except OSError:
@@ -47,8 +53,15 @@ class CuttableProxy:
         self._writers -= {writer, up_writer}
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
+        if self._flowing is None:
+            self._flowing = asyncio.Event()
+        self._flowing.set()
+        if self._server is None:
+            self._server = await asyncio.start_server(self._handle, self.host, self.port)
+            self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _blackhole(self) -> None:
+        self._flowing.clear()  # type: ignore[union-attr]
 
     async def _cut(self) -> None:
         if self._server is not None:
@@ -59,6 +72,7 @@ class CuttableProxy:
             with contextlib.suppress(Exception):
                 transport.abort()  # a reset, as when the server's host goes away
         self._writers.clear()
+        self._flowing.set()  # type: ignore[union-attr]  # nothing is held for a later restore
 
     def start(self) -> "CuttableProxy":
         self._call(self._listen())
@@ -66,6 +80,9 @@ class CuttableProxy:
 
     def cut(self) -> None:
         self._call(self._cut())
+
+    def blackhole(self) -> None:
+        self._call(self._blackhole())
 
     def restore(self) -> None:
         self._call(self._listen())

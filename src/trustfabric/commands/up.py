@@ -102,6 +102,10 @@ def command(
                                       "services and all, when the active one dies (kill -9 included)."),
     deployment: Path = typer.Option(None, "--deployment", help="A deployment file (TOML): the services placed on "
                                     "hosts by address, the bus and the database (README 'Beyond one machine')."),
+    table_ttl: float = typer.Option(None, "--table-ttl", min=1.0, max=3600.0,
+                                    help="Decision tables' hard lifetime in seconds: how long an enforcement point "
+                                         "cut off from the control plane keeps serving before it fails closed "
+                                         "(default: the policy engine's, 300)."),
 ) -> None:
     """Run the floor until Ctrl-C, with a live view. FIX clients connect to --fix-port (README:
     'Connecting a FIX client')."""
@@ -121,7 +125,7 @@ def command(
     async def main() -> None:
         floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv, fix_port_fixed=fix_port, cert_ttl_s=cert_ttl,
                       posture_max_age_s=posture_max_age, bus_url=bus or (placement.bus if placement else ""),
-                      standbys=standbys if mode == "zero-trust" else 0, deployment=placement)
+                      standbys=standbys if mode == "zero-trust" else 0, deployment=placement, table_ttl_s=table_ttl)
         try:
             await floor.start()
         except TrustFabricError as exc:

@@ -10,6 +10,8 @@ A deployment file (TOML) places the floor's services on hosts by address::
     name = "md-algos"
     address = "127.0.0.2"
     services = ["market-data", "algo-momentum", "algo-meanrev"]
+    control = "127.0.0.9"             # optional: the control plane's address as this host reaches it
+                                      # (a site's load balancer or VIP in front of the control plane)
 
 Each service listens on its host's address and every peer reaches it there; a service no host
 names runs beside the control plane. Every topology host keeps its own posture agent and host
@@ -45,6 +47,7 @@ class Host:
     name: str
     address: str
     services: tuple[str, ...]
+    control: str = ""  # the control plane's address from this host ("": the deployment's)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,13 @@ class Deployment:
     def address_of(self, service: str) -> str:
         """The address ``service`` listens on (its host's; the control plane's when no host names it)."""
         return self._placed.get(service, self.control)
+
+    def control_for(self, service: str) -> str:
+        """The address ``service`` reaches the control plane at (its host's route to it, or the deployment's)."""
+        for host in self.hosts:
+            if service in host.services and host.control:
+                return host.control
+        return self.control
 
     def host_of(self, service: str) -> str:
         for host in self.hosts:
@@ -117,7 +127,8 @@ def parse(data: dict[str, Any], topology: Topology, *, loopback_only: bool = Tru
             if service in placed:
                 raise DeploymentError(f"{service} is placed on two hosts", reason="deploy.placed_twice")
             placed[service] = address
-        hosts.append(Host(name, address, tuple(services)))
+        route = _address(entry["control"], f"host {name} control", loopback_only) if entry.get("control") else ""
+        hosts.append(Host(name, address, tuple(services), route))
     return Deployment(control=control, hosts=tuple(hosts), bus=bus, database=database, source=source,
                       _placed=placed)
 

@@ -220,6 +220,7 @@ class Floor:
     control_ports: tuple[int, int] = (0, 0)  # (bootstrap, control) to listen on; (0, 0): free ports
     instance: str = ""  # names this control plane's spools beside others of the same floor (a standby's)
     deployment: Deployment | None = None  # services placed on hosts by address (None: all on 127.0.0.1)
+    table_ttl_s: float | None = None  # the decision tables' hard lifetime (None: the policy engine's, 300 s)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -340,6 +341,8 @@ class Floor:
         self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
                                   posture_max_age_s=self.posture_max_age_s, instance=self.instance)
         fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
+        if self.table_ttl_s is not None:  # how long a point serves a table it cannot renew, at most
+            self.plane.engine.table_ttl_s = float(self.table_ttl_s)
         self.server = await ControlServer(self.plane).start(self.control_host, bootstrap_port=self.control_ports[0],
                                                             control_port=self.control_ports[1])
         if self.bus_url:
@@ -354,7 +357,7 @@ class Floor:
             spec = {"home": str(self.home), "mode": self.mode, "services": list(self.processes),
                     "policies": str(self.policies), "bus_url": self.bus_url, "cert_ttl_s": self.cert_ttl_s,
                     "posture_max_age_s": self.posture_max_age_s, "control_ports": [bootstrap, control],
-                    "collect_interval_s": self.collect_interval_s,
+                    "collect_interval_s": self.collect_interval_s, "table_ttl_s": self.table_ttl_s,
                     "deployment": self.deployment.source if self.deployment is not None else ""}
             log = open(self.home / "floor" / "logs" / f"standby-{control}.log", "ab")
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.standby",
@@ -549,7 +552,7 @@ class Floor:
         }
         if self.deployment is not None:  # several hosts: where each service and the control plane listen
             boot["addresses"] = self.deployment.addresses(list(self.ports))
-            boot["control_host"] = self.deployment.control
+            boot["control_host"] = self.deployment.control_for(identity)
         if self.standby_ports:  # where to look when this control plane is gone
             boot["control_ports"] = [self.server.control_port, *(c for _b, c in self.standby_ports)]  # type: ignore[union-attr]
         if identity in self.metrics_ports:

@@ -46,7 +46,7 @@ async def _run(spec: dict) -> int:
                   policies=Path(spec["policies"]), bus_url=spec.get("bus_url", ""),
                   cert_ttl_s=int(spec.get("cert_ttl_s", 3600)), posture_max_age_s=spec.get("posture_max_age_s"),
                   collect_interval_s=float(spec.get("collect_interval_s", 1.0)), control_ports=(bootstrap, control),
-                  instance=f"standby-{control}", deployment=placement)
+                  instance=f"standby-{control}", deployment=placement, table_ttl_s=spec.get("table_ttl_s"))
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
