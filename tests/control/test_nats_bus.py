@@ -170,3 +170,58 @@ async def test_a_floor_hears_a_quarantine_on_the_bus(tmp_path, monkeypatch):
             await floor.stop()
         proc.terminate()
         proc.wait(10)
+
+
+async def test_audit_records_cross_the_bus_once_committed_and_a_service_cannot_ship_for_another(bus, tmp_path):
+    """A point's spool goes over the bus to the central log; its ack only after the commit; a forgery is refused."""
+    from trustfabric.audit.events import Emitter, Kind
+    from trustfabric.audit.log import AuditLog, MemoryAuditStore
+    from trustfabric.audit.spool import Spool, read_ack
+    from trustfabric.audit.treehead import load_or_create_signer
+    from trustfabric.control.audit_bus import AuditConsumer, SpoolShipper
+
+    spool = Spool(tmp_path / "spool" / "venue-a", "venue-a")
+    emitter = Emitter("venue-a", spool)
+    for i in range(50):
+        emitter.emit(Kind.DECISION, principal="spiffe://prod.acme.example/routing/order-router", action="new_order",
+                     resource="venue/orders", decision="allow", trace_id=f"o-{i}")
+    spool.flush()
+    spool.sync()
+    log = AuditLog(MemoryAuditStore(), load_or_create_signer(tmp_path / "audit"))
+    held: list = []  # batches the "collector" has not committed yet
+    control, venue, oms = [await bus(n).connect() for n in ("control", "venue", "oms")]
+    stop = asyncio.Event()
+    consumer = AuditConsumer(control, lambda payloads, committed: held.append((payloads, committed)))
+    task = asyncio.get_running_loop().create_task(consumer.run(stop))
+    try:
+        shipper = await SpoolShipper(venue, "venue-a", spool.directory).start()
+        for _ in range(50):  # the stream exists once the consumer prepared it
+            try:
+                if await shipper.ship_once():
+                    break
+            except Exception:  # noqa: BLE001
+                await asyncio.sleep(0.1)
+        for _ in range(100):
+            if held:
+                break
+            await asyncio.sleep(0.05)
+        assert held and read_ack(spool.directory).records == 0  # received, not committed: nothing acknowledged
+        payloads, committed = held.pop()
+        log.ingest(payloads)
+        committed(len(payloads))
+        for _ in range(100):
+            if read_ack(spool.directory).records:
+                break
+            await asyncio.sleep(0.05)
+        assert read_ack(spool.directory).records == 50 and log.store.size() == 50 and shipper.shipped == 50
+        await oms.nc.publish("tf.audit.records.venue-a", b"forged")  # oms may not publish venue-a's records
+        await oms.nc.flush()
+        await asyncio.sleep(0.3)
+        assert any("permissions violation" in e.lower() for e in oms.errors), oms.errors
+        assert consumer.malformed == 0 and not held  # the forgery reached nobody
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+        for b in (control, venue, oms):
+            await b.close()
+        spool.close()

@@ -1,5 +1,6 @@
 """The NATS server restarted under a running floor: a quarantine made while it is away reaches the bus
-when it is back, every service catches up on reconnecting, and nothing is lost from the audit log.
+when it is back, every service catches up on reconnecting, the services' audit records (shipped over
+the bus) resume and nothing is lost from the audit log.
 
 The test starts its own nats-server (loopback, its own port and JetStream store, the configuration
 trustfabric generates) so that it can stop and restart it; the floor's services join the bus.
@@ -74,6 +75,9 @@ async def test_a_quarantine_made_while_the_bus_is_away_reaches_every_service_whe
         assert await floor.wait_for(lambda: floor.total("pep_allowed") > 20, 60.0)
         assert await floor.wait_for(lambda: all(floor.stats().get(s, {}).get("bus_failures", 1) == 0
                                                 for s in LISTENERS), 20.0), floor.stats()
+        # the services' audit goes over the bus: committed in the central log, then acknowledged to them
+        assert await floor.wait_for(lambda: heard("audit_shipped", 1) and floor.audit_consumer.committed > 0, 20.0), \
+            floor.stats()
         nats.terminate()
         nats.wait(10)
         officers = Pool(floor.plane.identity.users())
@@ -87,6 +91,8 @@ async def test_a_quarantine_made_while_the_bus_is_away_reaches_every_service_whe
         assert await floor.wait_for(lambda: outbox.pending == 0 and outbox.published >= 1, 30.0), outbox.last_error
         assert await floor.wait_for(lambda: heard("bus_reconnects", 1) and heard("bus_revocations", 1), 30.0), \
             floor.stats()
+        shipped = floor.audit_consumer.committed
+        assert await floor.wait_for(lambda: floor.audit_consumer.committed > shipped, 20.0)  # shipping resumed
         assert floor.total("fail_open") == 0
     finally:
         await floor.stop()

@@ -30,6 +30,12 @@ once every writer has stopped - makes a last pass and signs a tree head over the
 log, so a run ends with nothing beyond its last signed head. ``trustfabric audit
 collect`` runs the same passes from the command line.
 
+Records that reach the collector another way - shipped over the control bus by an enforcement point
+on another host (:mod:`trustfabric.control.audit_bus`) - are handed in with :meth:`Collector.submit`
+(any thread): the next pass ingests them through the same log, before the spools, and calls each
+batch's ``committed`` callback only once the central commit is done (that is when the point may
+drop them). Spools named in ``skip`` are left to their own shipper.
+
 :func:`unshipped` counts what spools hold that the central log does not (``audit verify``
 never calls a log complete over records it has not shipped).
 """
@@ -108,9 +114,36 @@ class Collector:
         self.appended_total = 0  # records new in the central log, over every pass
         self._alerted = ""
         self.damaged: list[tuple[str, Damage]] = []  # (spool directory, damage) found, in order
+        self.skip: set[str] = set()  # spool directories another shipper owns (names)
+        self._inbox: list[tuple[list[bytes], Callable[[int], object]]] = []
+        self._inbox_lock = threading.Lock()
 
     def spool_dirs(self) -> list[Path]:
-        return spool_dirs(self.spool_root)
+        return [d for d in spool_dirs(self.spool_root) if d.name not in self.skip]
+
+    def submit(self, payloads: list[bytes], committed: Callable[[int], object]) -> None:
+        """Records shipped another way (the bus): ingested by the next pass; ``committed(appended)`` after."""
+        with self._inbox_lock:
+            self._inbox.append((list(payloads), committed))
+
+    def _ingest_submitted(self, progress: _Pass) -> None:
+        with self._inbox_lock:
+            batches, self._inbox = self._inbox, []
+        for i, (payloads, committed) in enumerate(batches):
+            decisions: list[AuditEventV1] = []
+            try:
+                appended = self.log.ingest([self._canonical(p, decisions) for p in payloads])
+            except BaseException:
+                with self._inbox_lock:  # not committed: kept, in order, for the next pass (never acknowledged)
+                    self._inbox[:0] = batches[i:]
+                raise
+            progress.read += len(payloads)
+            progress.appended += appended
+            self._learned(decisions, progress)
+            try:
+                committed(appended)
+            except Exception:  # noqa: BLE001 - the records are in the log; the shipper re-sends, deduplicated
+                pass
 
     def collect_once(self) -> CollectResult:
         """One pass over every spool; raises the first failure after every spool was tried."""
@@ -121,6 +154,10 @@ class Collector:
             except TrustFabricError as exc:  # that spool refuses (and alerted); the others still ship
                 failure = failure or exc
         progress = _Pass()
+        try:
+            self._ingest_submitted(progress)
+        except TrustFabricError as exc:
+            failure = failure or exc
         for directory in self.spool_dirs():
             try:
                 self._ship(directory, progress)
@@ -282,6 +319,17 @@ class PeriodicCollector:
         self._on_decisions = on_decisions
         self.collector: Collector | None = None
         self._error = ""  # opening the log failed, or the last pass did not end in time
+        self.skip: set[str] = set()  # spools another shipper owns (the bus)
+        self._early: list[tuple[list[bytes], Callable[[int], object]]] = []  # submitted before the log opened
+        self._early_lock = threading.Lock()
+
+    def submit(self, payloads: list[bytes], committed: Callable[[int], object]) -> None:
+        """Hand records in for the next pass (:meth:`Collector.submit`); kept until the log is open."""
+        with self._early_lock:
+            if self.collector is None:
+                self._early.append((payloads, committed))
+                return
+        self.collector.submit(payloads, committed)
 
     @property
     def collected(self) -> int:
@@ -313,8 +361,14 @@ class PeriodicCollector:
                 if self._stop.wait(self.interval_s):
                     return
         self._error = ""
-        self.collector = Collector(log, self.spool_root, alerts=self.alerts, flush_first=self._flush_first,
-                                   on_decisions=self._on_decisions)
+        collector = Collector(log, self.spool_root, alerts=self.alerts, flush_first=self._flush_first,
+                              on_decisions=self._on_decisions)
+        collector.skip = self.skip
+        with self._early_lock:
+            for payloads, committed in self._early:
+                collector.submit(payloads, committed)
+            self._early = []
+            self.collector = collector
         try:
             self.collector.run(self._stop, self.interval_s)
         finally:

@@ -9,6 +9,8 @@ subject                         published by           taken by
 ``tf.invalidations.<service>``  the control plane      that service's enforcement point
 ``tf.invalidations.all``        the control plane      every enforcement point
 ``tf.events.<service>``         that service           the control plane (response engine)
+``tf.audit.records.<service>``  that service           the control plane (the central log)
+``tf.audit.acks.<service>``     the control plane      that service (its spool may drop the stretch)
 ==============================  =====================  =========================================
 
 Revocations and invalidations go through the JetStream stream ``TF_CONTROL`` with a message
@@ -69,13 +71,14 @@ def service_permissions(service: str) -> dict[str, Any]:
     """Least privilege on the bus for one service's enforcement point."""
     kv = f"KV_{BUCKET}"
     return {
-        "publish": {"allow": [f"{EVENTS}.{service}", f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.CONSUMER.CREATE.{kv}",
+        "publish": {"allow": [f"{EVENTS}.{service}", f"tf.audit.records.{service}", f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.CONSUMER.CREATE.{kv}",
                               f"$JS.API.CONSUMER.CREATE.{kv}.>", f"$JS.API.CONSUMER.DELETE.{kv}.>",
                               f"$JS.API.CONSUMER.INFO.{kv}.>", f"$JS.API.DIRECT.GET.{kv}.>",
                               f"$JS.API.STREAM.MSG.GET.{kv}", "$JS.API.INFO",
                               f"$JS.FC.{kv}.>", f"$JS.ACK.{kv}.>"],  # the watcher's flow control and acks
                     "deny": [f"{REVOCATIONS}.>", f"{INVALIDATIONS}.>", f"$KV.{BUCKET}.>"]},
-        "subscribe": [f"{REVOCATIONS}.>", f"{INVALIDATIONS}.{service}", f"{INVALIDATIONS}.all", "_INBOX.>"],
+        "subscribe": [f"{REVOCATIONS}.>", f"{INVALIDATIONS}.{service}", f"{INVALIDATIONS}.all",
+                      f"tf.audit.acks.{service}", "_INBOX.>"],
     }
 
 

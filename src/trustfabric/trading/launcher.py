@@ -60,6 +60,7 @@ from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
 from trustfabric.control.metrics import ControlMetrics
+from trustfabric.control.audit_bus import AuditConsumer
 from trustfabric.control.nats_bus import NatsBus, RevocationOutbox, client_tls
 from trustfabric.metrics import MetricsEndpoint
 from trustfabric.trading.fix import operate as fix_operate
@@ -235,6 +236,9 @@ class Floor:
         self.bus: NatsBus | None = None
         self.bus_outbox: RevocationOutbox | None = None
         self._bus_task: asyncio.Task | None = None
+        self.audit_consumer: AuditConsumer | None = None
+        self._audit_task: asyncio.Task | None = None
+        self._audit_stop: asyncio.Event | None = None
         self.approval_key = secrets.token_bytes(32).hex()
         self.fix_edge: dict[str, Any] = {}
         self.fix_port = 0
@@ -297,6 +301,7 @@ class Floor:
         self.started_at = time.time()
         if self.collect_audit:
             self._start_collector()
+            self._consume_audit(self.services)
         await asyncio.gather(*(self.spawn(name) for name in self._startable()))
         bad = {n: p.detail for n, p in self.processes.items() if p.status != "ready"}
         if not bad and self.standby_ports:
@@ -328,7 +333,7 @@ class Floor:
             plane.emitter.emit(Kind.ADMIN_ACTION, principal=plane.control_id, action="control.fenced",
                                resource=str(self.home), decision="deny", reason="control.lease_lost",
                                detail={"epoch": self.lease.epoch})
-        for task in (self._maintenance, self._state_watch, self._bus_task):
+        for task in (self._maintenance, self._state_watch, self._bus_task, self._audit_task):
             if task is not None:
                 task.cancel()
         if self.server is not None:
@@ -390,6 +395,7 @@ class Floor:
         self.started_at = time.time()
         if self.collect_audit:
             self._start_collector()
+            self._consume_audit(tuple(services))
         for name, entry in services.items():
             self.processes[name] = Process(name, _Adopted(int(entry["pid"])), int(entry.get("port", 0)),  # type: ignore[arg-type]
                                            str(entry.get("spiffe_id", "")), status="ready")
@@ -501,6 +507,16 @@ class Floor:
             self.home / "spool", interval_s=self.collect_interval_s, flush_first=(self._flush_plane_spools,),
             on_decisions=learn).start()
 
+    def _consume_audit(self, services: tuple[str, ...] | list[str]) -> None:
+        """On the bus, the services ship their spools over it (the file collector leaves those to them) and
+        this plane takes them off the audit stream into the central log."""
+        if self.bus is None or self._collector is None or self.mode != ZERO_TRUST:
+            return
+        self._collector.skip.update(services)
+        self.audit_consumer = AuditConsumer(self.bus, self._collector.submit)
+        self._audit_stop = asyncio.Event()
+        self._audit_task = asyncio.get_running_loop().create_task(self.audit_consumer.run(self._audit_stop))
+
     def _flush_plane_spools(self) -> None:
         """The collector's thread: this process's spools (the control plane's, the identity plane's) buffer
         their records; each pass writes them out first so that they are shipped while the floor runs."""
@@ -559,6 +575,8 @@ class Floor:
             boot["metrics_port"] = self.metrics_ports[identity]
         if self.bus_url:
             boot["bus_url"] = self.bus_url
+            if self.mode == ZERO_TRUST:
+                boot["audit_over_bus"] = True  # the spool goes to the central log over the bus
         if name in ("pre-trade-risk", "order-router"):
             boot["approval_key"] = self.approval_key
         if self.md_csv is not None and name in MD_CSV_SERVICES:
@@ -729,6 +747,13 @@ class Floor:
         if self.metrics is not None:
             self.metrics.close()
             self.metrics = None
+        if self._audit_task is not None:  # what it took off the stream is committed by the collector's last pass
+            self._audit_stop.set()  # type: ignore[union-attr]
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._audit_task, 5.0)
+            self._audit_task = None
+        if self._collector is not None:  # the services stopped: their spools' rest is shipped from the files
+            self._collector.skip.clear()
         if self._bus_task is not None:
             self._bus_task.cancel()
             self._bus_task = None

@@ -63,6 +63,7 @@ from trustfabric.audit.events import Emitter, Kind, encode_event
 from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.control import client as control_client
+from trustfabric.control.audit_bus import SpoolShipper
 from trustfabric.control.nats_bus import NatsBus, client_tls
 from trustfabric.control.protocol import Command, Report
 from trustfabric.control.server import MODES, PERIMETER, ZERO_TRUST
@@ -172,6 +173,7 @@ class ServiceRuntime:
         self.clock = clock
         self.metrics: MetricsEndpoint | None = None
         self.bus: NatsBus | None = None
+        self.shipper: SpoolShipper | None = None  # this point's spool shipped over the bus
         self.bus_revocations = 0  # revocations heard on the NATS bus (applied once, with the push)
         self.bus_failures = 0
         self.home = Path(boot["home"])
@@ -350,6 +352,9 @@ class ServiceRuntime:
         try:
             await bus.connect(on_reconnect=catch_up)
             await catch_up()
+            if self.boot.get("audit_over_bus"):  # the central log is reached over the bus (beyond one machine)
+                self.shipper = await SpoolShipper(bus, self.name, self.spool.directory).start()
+                self.loop_task(self.shipper.run(self.stopped))
             await bus.on_revocation(self._on_bus_revocation)
         except Exception as exc:  # noqa: BLE001 - the control channel's push still carries every revocation
             self.bus_failures += 1
@@ -604,6 +609,8 @@ class ServiceRuntime:
             out["handshake_refusals"] = float(sum(self.server.refusals.values()))
             expired += self.server.refusals.get(CERT_EXPIRED, 0)
         if self.mode == ZERO_TRUST:
+            if self.shipper is not None:
+                out.update(audit_shipped=self.shipper.shipped, audit_resent=self.shipper.resent)
             out.update(bus_revocations=self.bus_revocations, bus_failures=self.bus_failures,
                        bus_reconnects=float(self.bus.reconnects) if self.bus is not None else 0.0)
             out.update(renewals=self.renewals, renewal_failures=self.renewal_failures, expired_cert_uses=expired,
