@@ -43,6 +43,18 @@ def _wait(predicate, timeout_s: float, interval_s: float = 0.05) -> bool:
     return predicate()
 
 
+def _trading(home: Path) -> tuple[dict, int]:
+    """Once the floor is up with its standby and has allowed 50 decisions: (its services, the standby's pid)."""
+    assert _wait(lambda: bool(_manifest(home).get("standbys")), 90.0), "the floor did not come up"
+    first = _manifest(home)
+    log = open_log(home / "audit")
+    try:
+        assert _wait(lambda: len(log.query(Query(kind="decision", decision="allow", limit=50))) >= 50, 60.0)
+    finally:
+        log.close()
+    return first["services"], first["standbys"][0]["pid"]
+
+
 def _running(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
@@ -57,15 +69,7 @@ def test_kill_9_of_the_active_control_plane_hands_the_floor_to_the_standby(tmp_p
                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     standby_pid = 0
     try:
-        assert _wait(lambda: bool(_manifest(home).get("standbys")), 90.0), "the floor did not come up"
-        first = _manifest(home)
-        services = first["services"]
-        standby_pid = first["standbys"][0]["pid"]
-        log = open_log(home / "audit")
-        try:
-            assert _wait(lambda: len(log.query(Query(kind="decision", decision="allow", limit=50))) >= 50, 60.0)
-        finally:
-            log.close()
+        services, standby_pid = _trading(home)
         killed_at = time.time()
         os.kill(up.pid, signal.SIGKILL)
         up.wait(10)
@@ -107,15 +111,7 @@ def test_a_hung_control_plane_is_taken_over_and_fences_itself_when_it_comes_back
                           start_new_session=True)
     standby_pid = 0
     try:
-        assert _wait(lambda: bool(_manifest(home).get("standbys")), 90.0), "the floor did not come up"
-        first = _manifest(home)
-        services = first["services"]
-        standby_pid = first["standbys"][0]["pid"]
-        log = open_log(home / "audit")
-        try:
-            assert _wait(lambda: len(log.query(Query(kind="decision", decision="allow", limit=50))) >= 50, 60.0)
-        finally:
-            log.close()
+        services, standby_pid = _trading(home)
         hung_at = time.time()
         os.kill(up.pid, signal.SIGSTOP)  # hung, not dead: it keeps its sockets and its locks
         assert _wait(lambda: _manifest(home).get("takeover", {}).get("all_moved_at"), 30.0), _manifest(home)

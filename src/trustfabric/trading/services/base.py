@@ -525,17 +525,7 @@ class ServiceRuntime:
             if self._control_fp == current and not (peer_too and self._needs_move("control", old.conn, current)):
                 return  # already on our certificate (and, when asked, the plane's is not ending)
             peer = old.conn.peer if old.conn is not None and self._control_fp == current else None
-            new = control_client.ControlClient(old.host, old.port, self.tls, old.control_id, self.name,
-                                               source=self._source)
-            new.on_invalidation = self._on_invalidation
-            new.on_revocation = self._on_revocation
-            new.jwks, new.on_jwks_refused = old.jwks, old.on_jwks_refused  # one key set, kept by pushes on either
-            try:
-                subscribed = await new.start()
-            except (TrustFabricError, OSError, asyncio.TimeoutError):
-                new.close()
-                raise
-            self._apply_revocations(subscribed)
+            new, subscribed = await self._subscribe(old, old.port)
             old.on_command = None  # the server sends to both channels until the old one closes: act once
             new.on_command = self._on_command
             self.control = new
@@ -546,6 +536,20 @@ class ServiceRuntime:
             if self.tables is not None:
                 self.tables.client = new  # the next table request goes over the current channel
             asyncio.get_running_loop().call_later(CONTROL_RETIRE_S, old.close)
+
+    async def _subscribe(self, old: Any, port: int) -> tuple[Any, Any]:
+        """A new control channel to ``port`` beside ``old``: subscribed, the same key set, the snapshot applied."""
+        new = control_client.ControlClient(old.host, port, self.tls, old.control_id, self.name, source=self._source)
+        new.on_invalidation = self._on_invalidation
+        new.on_revocation = self._on_revocation
+        new.jwks, new.on_jwks_refused = old.jwks, old.on_jwks_refused  # one key set, kept by pushes on either
+        try:
+            subscribed = await new.start()
+        except (TrustFabricError, OSError, asyncio.TimeoutError):
+            new.close()
+            raise
+        self._apply_revocations(subscribed)
+        return new, subscribed
 
     async def _move_loop(self) -> None:
         while not self.stopped.is_set():
@@ -720,17 +724,10 @@ class ServiceRuntime:
                 for port in ports:
                     if port == old.port:
                         continue
-                    new = control_client.ControlClient(old.host, port, self.tls, old.control_id, self.name,
-                                                       source=self._source)
-                    new.on_invalidation = self._on_invalidation
-                    new.on_revocation = self._on_revocation
-                    new.jwks, new.on_jwks_refused = old.jwks, old.on_jwks_refused
                     try:
-                        subscribed = await new.start()
+                        new, subscribed = await self._subscribe(old, port)
                     except (TrustFabricError, OSError, asyncio.TimeoutError):
-                        new.close()
                         continue
-                    self._apply_revocations(subscribed)
                     if self.jwks is not None:
                         with contextlib.suppress(TrustFabricError):
                             self.jwks.replace(subscribed.jwks)
