@@ -66,7 +66,7 @@ def test_up_with_a_bounded_lifetime_exits_by_itself(tmp_path):
 def test_up_with_short_certificates_reports_renewals_and_no_expired_certificate_used(tmp_path):
     env = dict(os.environ, TRUSTFABRIC_HOME=str(tmp_path), COLUMNS="160")
     out = subprocess.run([sys.executable, "-m", "trustfabric.cli", "up", "--cert-ttl", "12", "--posture-max-age", "8",
-                          "--duration", "20"], env=env, capture_output=True, text=True, timeout=110)
+                          "--duration", "13"], env=env, capture_output=True, text=True, timeout=110)
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads(out.stdout[out.stdout.index("{\n"):])  # the final summary, after "floor stopped"
     assert summary["cert_ttl_s"] == 12 and summary["renewals"] >= 11  # every service renewed at least once
