@@ -6,14 +6,11 @@ Subjects (``tf.`` prefix):
 subject                         published by           taken by
 ==============================  =====================  =========================================
 ``tf.revocations.<kind>``       the control plane      every enforcement point
-``tf.invalidations.<service>``  the control plane      that service's enforcement point
-``tf.invalidations.all``        the control plane      every enforcement point
-``tf.events.<service>``         that service           the control plane (response engine)
 ``tf.audit.records.<service>``  that service           the control plane (the central log)
 ``tf.audit.acks.<service>``     the control plane      that service (its spool may drop the stretch)
 ==============================  =====================  =========================================
 
-Revocations and invalidations go through the JetStream stream ``TF_CONTROL`` with a message
+Revocations go through the JetStream stream ``TF_CONTROL`` with a message
 id (``Nats-Msg-Id``): a duplicated or replayed publish inside the de-duplication window is
 stored once. The current revocation set is also a JetStream key-value bucket
 (``tf_revocations``, one key per revoked serial or quarantined SPIFFE ID), so an enforcement
@@ -27,9 +24,9 @@ is back (the message id keeps it stored once however often it is retried).
 The bus requires the fabric's certificates: the NATS server verifies each client's chain
 against the trust domain's bundle and maps the user from the certificate's URI SAN, the
 SPIFFE ID (``verify_and_map``); :func:`server_config` writes per-identity permissions from
-the floor's topology: only the control plane publishes revocations and invalidations, a
-service reads only its own invalidations and publishes only its own events, and reads
-the revocation bucket without being able to write it. A certificate of another trust
+the floor's topology: only the control plane publishes revocations, a service publishes
+only its own audit records and hears only its own acknowledgements, and reads the
+revocation bucket without being able to write it. A certificate of another trust
 domain fails the TLS handshake.
 """
 
@@ -58,8 +55,6 @@ from trustfabric.policy.topology import Topology
 STREAM = "TF_CONTROL"
 BUCKET = "tf_revocations"
 REVOCATIONS = "tf.revocations"
-INVALIDATIONS = "tf.invalidations"
-EVENTS = "tf.events"
 DEDUP_WINDOW_S = 120
 
 
@@ -71,14 +66,13 @@ def service_permissions(service: str) -> dict[str, Any]:
     """Least privilege on the bus for one service's enforcement point."""
     kv = f"KV_{BUCKET}"
     return {
-        "publish": {"allow": [f"{EVENTS}.{service}", f"tf.audit.records.{service}", f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.CONSUMER.CREATE.{kv}",
+        "publish": {"allow": [f"tf.audit.records.{service}", f"$JS.API.STREAM.INFO.{kv}", f"$JS.API.CONSUMER.CREATE.{kv}",
                               f"$JS.API.CONSUMER.CREATE.{kv}.>", f"$JS.API.CONSUMER.DELETE.{kv}.>",
                               f"$JS.API.CONSUMER.INFO.{kv}.>", f"$JS.API.DIRECT.GET.{kv}.>",
                               f"$JS.API.STREAM.MSG.GET.{kv}", "$JS.API.INFO",
                               f"$JS.FC.{kv}.>", f"$JS.ACK.{kv}.>"],  # the watcher's flow control and acks
-                    "deny": [f"{REVOCATIONS}.>", f"{INVALIDATIONS}.>", f"$KV.{BUCKET}.>"]},
-        "subscribe": [f"{REVOCATIONS}.>", f"{INVALIDATIONS}.{service}", f"{INVALIDATIONS}.all",
-                      f"tf.audit.acks.{service}", "_INBOX.>"],
+                    "deny": [f"{REVOCATIONS}.>", f"$KV.{BUCKET}.>"]},
+        "subscribe": [f"{REVOCATIONS}.>", f"tf.audit.acks.{service}", "_INBOX.>"],
     }
 
 
@@ -167,8 +161,7 @@ class NatsBus:
     # -- the control plane's side ------------------------------------------------------
     async def prepare(self) -> None:
         """The stream and the bucket (the control plane's job; idempotent)."""
-        await self.js.add_stream(name=STREAM, subjects=[f"{REVOCATIONS}.>", f"{INVALIDATIONS}.>"],
-                                 duplicate_window=DEDUP_WINDOW_S)
+        await self.js.add_stream(name=STREAM, subjects=[f"{REVOCATIONS}.>"], duplicate_window=DEDUP_WINDOW_S)
         await self.js.create_key_value(bucket=BUCKET, history=1)
 
     async def publish_revocation(self, kind: str, value: str, reason: str, *, msg_id: str | None = None) -> bool:
@@ -184,11 +177,6 @@ class NatsBus:
                 pass
         else:
             await kv.put(f"{kind}.{_key(value)}", body)
-        return not ack.duplicate
-
-    async def publish_invalidation(self, service: str, payload: dict, *, msg_id: str) -> bool:
-        ack = await self.js.publish(f"{INVALIDATIONS}.{service}", json.dumps(payload).encode(),
-                                    headers={"Nats-Msg-Id": msg_id})
         return not ack.duplicate
 
     # -- an enforcement point's side ---------------------------------------------------
@@ -220,10 +208,6 @@ class NatsBus:
             entry = await kv.get(key)
             out.append(json.loads(entry.value))
         return out
-
-    async def publish_event(self, service: str, event: dict) -> None:
-        await self.nc.publish(f"{EVENTS}.{service}", json.dumps(event).encode())
-        await self.nc.flush()
 
 
 class RevocationOutbox:
