@@ -54,23 +54,24 @@ from trustfabric.audit.errors import AuditError
 from trustfabric.audit.events import AuditEventV1, Kind
 from trustfabric.audit.log import audit_dir, open_log
 from trustfabric.audit.spool import Spool
-from trustfabric.control.lease import BEAT_S, ControlLease
+from trustfabric.control.audit_bus import AuditConsumer
+from trustfabric.control.lease import ControlLease
+from trustfabric.control.metrics import ControlMetrics
+from trustfabric.control.nats_bus import NatsBus, RevocationOutbox, client_tls
 from trustfabric.control.plane import DEFAULT_POLICIES, STATE_CHECK_S, ControlPlane
+from trustfabric.control.protocol import KillSwitchRequest
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
-from trustfabric.policy.topology import Topology
-from trustfabric.control.metrics import ControlMetrics
-from trustfabric.control.audit_bus import AuditConsumer
-from trustfabric.control.nats_bus import NatsBus, RevocationOutbox, client_tls
 from trustfabric.metrics import MetricsEndpoint
-from trustfabric.trading.fix import operate as fix_operate
-from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
+from trustfabric.policy.topology import Topology
 from trustfabric.signals.agent_socket import PostureAgentServer
 from trustfabric.trading.deployment import Deployment
+from trustfabric.trading.failover import ControlFailover, _Adopted
+from trustfabric.trading.fix import operate as fix_operate
+from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
+from trustfabric.trading.marketdata import CsvReplay
 from trustfabric.trading.services import SERVICES, module_file
 from trustfabric.trading.services.base import MODES, ZERO_TRUST, code_digest_of
-from trustfabric.trading.marketdata import CsvReplay
-from trustfabric.control.protocol import KillSwitchRequest
 
 DEFAULT_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
                     "risk-dashboard", "algo-meanrev", "algo-momentum", "fix-gateway")
@@ -162,30 +163,6 @@ def fix_edge_pki(home: Path, floor_trust_domain: str, clients: dict[str, str] = 
             "fix_comp_id": FIX_COMP_ID}
 
 
-class _Adopted:
-    """A service process this plane did not start (taken over from a control plane that died): signalled and
-    awaited by pid; its parent reaps it."""
-
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-
-    @property
-    def returncode(self) -> int | None:
-        try:
-            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            return 0  # gone
-        return 0 if state in ("Z", "X") else None  # a zombie has exited (whoever reaps it)
-
-    def send_signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    async def wait(self) -> int:
-        while self.returncode is None:
-            await asyncio.sleep(0.05)
-        return 0
-
-
 @dataclass
 class Process:
     name: str
@@ -197,7 +174,7 @@ class Process:
 
 
 @dataclass
-class Floor:
+class Floor(ControlFailover):
     home: Path
     mode: str = ZERO_TRUST
     services: tuple[str, ...] = DEFAULT_SERVICES
@@ -315,32 +292,6 @@ class Floor:
             raise ConfigError(f"services did not start: {bad}", reason="config.floor.start_failed")
         return self
 
-    async def _hold_lease(self) -> None:
-        """Renew the lease every ``BEAT_S`` (off the loop); a renewal that finds another holder fences this plane."""
-        while self.plane is not None and not self.fenced:
-            await asyncio.sleep(BEAT_S)
-            if not await asyncio.to_thread(self.lease.beat):
-                await self._fence()
-                return
-
-    async def _fence(self) -> None:
-        """Another control plane holds the lease (this one hung, and came back): stop acting at once. The
-        control server closes (the services move to the holder) and nothing here is shipped, renewed or
-        signed again; the services are the holder's now and are left running."""
-        self.fenced = True
-        plane = self.plane
-        if plane is not None:
-            plane.emitter.emit(Kind.ADMIN_ACTION, principal=plane.control_id, action="control.fenced",
-                               resource=str(self.home), decision="deny", reason="control.lease_lost",
-                               detail={"epoch": self.lease.epoch})
-        for task in (self._maintenance, self._state_watch, self._bus_task, self._audit_task):
-            if task is not None:
-                task.cancel()
-        if self.server is not None:
-            await self.server.close()
-        if self._collector is not None:
-            await asyncio.to_thread(self._collector.stop, 10.0)  # its last pass: re-shipped records are stored once
-
     async def _start_control_plane(self) -> None:
         """The control plane, its server, the bus, the enforcement points' registry and the posture agents."""
         self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
@@ -355,28 +306,6 @@ class Floor:
         self.plane.register_points(list(self.services))
         await self._start_posture_agents()
         self._lease_task = asyncio.get_running_loop().create_task(self._hold_lease())
-
-    async def _start_standbys(self) -> None:
-        """Each standby in its own process (its own session: it outlives this one), waiting for the lease."""
-        for bootstrap, control in self.standby_ports:
-            spec = {"home": str(self.home), "mode": self.mode, "services": list(self.processes),
-                    "policies": str(self.policies), "bus_url": self.bus_url, "cert_ttl_s": self.cert_ttl_s,
-                    "posture_max_age_s": self.posture_max_age_s, "control_ports": [bootstrap, control],
-                    "collect_interval_s": self.collect_interval_s, "table_ttl_s": self.table_ttl_s,
-                    "deployment": self.deployment.source if self.deployment is not None else ""}
-            log = open(self.home / "floor" / "logs" / f"standby-{control}.log", "ab")
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.standby",
-                                                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=log, start_new_session=True)
-            log.close()
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps(spec).encode() + b"\n")
-            await proc.stdin.drain()
-            proc.stdin.close()
-            line = (await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)).decode().strip()
-            if line != "STANDBY":
-                raise ConfigError(f"a standby control plane did not start: {line!r}", reason="config.floor.standby")
-            self.standby_procs.append(proc)
 
     async def take_over(self, services: dict[str, dict[str, Any]]) -> "Floor":
         """A standby holding the lease: run the control plane for services that are already running.
