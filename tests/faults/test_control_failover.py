@@ -78,6 +78,11 @@ def test_kill_9_of_the_active_control_plane_hands_the_floor_to_the_standby(tmp_p
         failover_s = after["takeover"]["all_moved_at"] - killed_at
         print(f"failover_s={failover_s:.3f} lease_s={after['takeover']['lease_at'] - killed_at:.3f}")
         assert after["pid"] == standby_pid and failover_s < 20.0
+        status = subprocess.run([sys.executable, "-m", "trustfabric.cli", "floor", "status", "--json"], env=env,
+                                capture_output=True, text=True, timeout=60)
+        report = json.loads(status.stdout)
+        assert report["running"] and report["control_plane"]["pid"] == standby_pid and report["takeover"]["lease_at"]
+        assert all(s["alive"] for s in report["services"].values())
         assert all(_running(entry["pid"]) for entry in services.values())  # the services were not restarted
         moved_at = after["takeover"]["all_moved_at"]
         time.sleep(2.0)  # trading on under the new plane

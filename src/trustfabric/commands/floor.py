@@ -30,7 +30,7 @@ import typer
 from trustfabric.commands.common import console, fail, operator_credential
 
 app = typer.Typer(help="The running floor: kill switch (halt, reduce, resume); record market data (record-md); "
-                  "Prometheus endpoints (metrics).",
+                  "Prometheus endpoints (metrics); who runs it now (status).",
                   no_args_is_help=True)
 
 SCOPE_HELP = "firm, account or agent."
@@ -152,3 +152,62 @@ def metrics(
         return
     for name, port in sorted(ports.items()):
         console.print(f"{name:<16} http://127.0.0.1:{port}/metrics", highlight=False)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError, ValueError):
+        return False
+    return state not in ("Z", "X")
+
+
+@app.command("status")
+def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Who runs the floor now: the active control plane, its standbys, a takeover, and each service's host."""
+    from rich.table import Table
+
+    from trustfabric.home import home_dir
+
+    path = home_dir(create=False) / "floor" / "runtime.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise fail("floor.not_running", f"no floor has run under this home ({path} is missing)") from None
+    except (OSError, ValueError) as exc:
+        raise fail("control.manifest_unreadable", f"{path}: {exc}") from None
+    control = manifest.get("control", {})
+    report = {
+        "mode": manifest.get("mode", ""),
+        "running": not manifest.get("stopped_at") and _alive(int(manifest.get("pid", 0))),
+        "control_plane": {"pid": manifest.get("pid"), "alive": _alive(int(manifest.get("pid", 0))),
+                          "control_port": control.get("control_port"), "bootstrap_port": control.get("bootstrap_port")},
+        "standbys": [{**s, "alive": _alive(int(s.get("pid", 0)))} for s in manifest.get("standbys", [])],
+        "takeover": manifest.get("takeover", {}),
+        "services": {name: {"address": entry.get("address", "127.0.0.1"), "host": entry.get("host", ""),
+                            "port": entry.get("port"), "pid": entry.get("pid"),
+                            "alive": _alive(int(entry.get("pid", 0)))}
+                     for name, entry in sorted(manifest.get("services", {}).items())},
+    }
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    plane = report["control_plane"]
+    state = "running" if report["running"] else "stopped" if manifest.get("stopped_at") else "not answering"
+    console.print(f"floor ({report['mode']}): {state}; control plane pid {plane['pid']} "
+                  f"(control port {plane['control_port']})", highlight=False)
+    taken = report["takeover"]
+    if taken.get("lease_at"):
+        moved = taken.get("all_moved_at")
+        console.print(f"taken over by this control plane at {time.ctime(taken['lease_at'])}"
+                      + (f"; every service moved {moved - taken['lease_at']:.3f} s later" if moved else ""),
+                      highlight=False)
+    for s in report["standbys"]:
+        console.print(f"standby pid {s['pid']} on control port {s['control_port']}: "
+                      f"{'waiting' if s['alive'] else 'gone'}", highlight=False)
+    table = Table(title="services")
+    for column in ("service", "host", "address", "port", "pid", "alive"):
+        table.add_column(column)
+    for name, s in report["services"].items():
+        table.add_row(name, s["host"] or "-", s["address"], str(s["port"]), str(s["pid"]), "yes" if s["alive"] else "no")
+    console.print(table)
