@@ -14,6 +14,7 @@ into :class:`~trustfabric.response.errors.IncidentStoreError` here.
 
 from __future__ import annotations
 
+import abc
 import os
 import sqlite3
 import threading
@@ -131,16 +132,18 @@ _alert_dec = msgspec.json.Decoder(Alert)
 _enc = msgspec.json.Encoder()
 
 
-class _SqlIncidentStore:
+class _SqlIncidentStore(abc.ABC):
     """The queries of both SQL stores; a subclass runs them (``_run``) and writes rows (``_upsert``)."""
 
     _P = "?"  # the driver's placeholder
 
+    @abc.abstractmethod
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:
-        raise NotImplementedError
+        """Run ``sql`` with ``args``; the rows (none for a write)."""
 
+    @abc.abstractmethod
     def _upsert(self, table: str, key: str, row: tuple) -> None:
-        raise NotImplementedError
+        """Insert ``row`` into ``table``, replacing the row with the same ``key``."""
 
     def put(self, incident: Incident) -> None:
         self._upsert("incident", "incident_id", (incident.incident_id, incident.principal, incident.opened_at,
