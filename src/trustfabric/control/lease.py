@@ -64,6 +64,7 @@ class ControlLease:
         self._conn = None  # the database session: the row's updates and the advisory lock
         self._locked = False  # the death detector is ours
         self._mutex = threading.Lock()
+        self._renewed_at = 0.0  # monotonic time of the last claim or renewal that reached the store
 
     # -- the death detector ------------------------------------------------------------------
     def _try_lock(self) -> bool:
@@ -134,6 +135,7 @@ class ControlLease:
         self.held = row is not None
         if self.held:
             self.epoch = int(row[0])  # type: ignore[index]
+            self._renewed_at = time.monotonic()
         return self.held
 
     # -- the operations ----------------------------------------------------------------------
@@ -150,17 +152,20 @@ class ControlLease:
                                      reason="control.lease_unreachable", retryable=True) from None
 
     def beat(self) -> bool:
-        """Renew the lease (the holder, every ``BEAT_S``); False when it was lost to another holder. A store
-        that cannot be reached is not a loss by itself: the row expires, and a claimant takes it then."""
+        """Renew the lease (the holder, every ``BEAT_S``); False when it is lost: another holder has it, or the
+        store could not be reached for ``ttl_s`` (the row may have expired and been claimed meanwhile, so
+        this holder stops acting rather than run beside the next one)."""
         with self._mutex:
             try:
                 kept = self._claim(force=False, renew_only=True)
-                if kept and not self._locked:
-                    self._try_lock()  # a hung predecessor that came back released it
-                return kept
-            except Exception:  # noqa: BLE001 - cannot renew now: try again next beat, before the row expires
+            except Exception:  # noqa: BLE001 - cannot renew now: tried again next beat, until the row's lifetime ends
                 self._drop()
-                return True
+                return time.monotonic() - self._renewed_at < self.ttl_s
+            if kept:
+                self._renewed_at = time.monotonic()
+                if not self._locked:
+                    self._try_lock()  # a hung predecessor that came back released it
+            return kept
 
     def acquire(self, stop: threading.Event) -> bool:
         """Wait for the lease (every ``POLL_S``) until held (True) or ``stop`` is set (False)."""
