@@ -10,14 +10,12 @@ connects later reads the whole revocation set from the bucket before anything el
 from __future__ import annotations
 
 import asyncio
-import shutil
-import socket
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.natsd import NATS, free_port, start_nats
 from trustfabric.control.errors import ControlRefused
 from trustfabric.control.nats_bus import NatsBus, client_tls, server_config
 from trustfabric.identity.ca import CertificateAuthority
@@ -25,15 +23,8 @@ from trustfabric.identity.workload import issue_for_test
 from trustfabric.policy.paths import FLOOR_MANIFEST
 from trustfabric.policy.topology import Topology
 
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(60)]
 CONTROL = "spiffe://prod.acme.example/control/control-plane"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
@@ -49,19 +40,12 @@ def bus(tmp_path):
            "intruder": (dev, "spiffe://dev.acme.example/venue/venue-a")}
     for name, (issuer, sid) in ids.items():
         issue_for_test(issuer, sid, now - 60).write(tmp_path / name)
-    port = _free_port()
+    port = free_port()
     conf = tmp_path / "nats.conf"
     conf.write_text(server_config(topo, listen=f"127.0.0.1:{port}", store_dir=tmp_path / "js",
                                   cert=tmp_path / "server" / "cert.pem", key=tmp_path / "server" / "key.pem",
                                   bundle=tmp_path / "server" / "bundle.pem", control_id=CONTROL))
-    proc = subprocess.Popen([NATS, "-c", str(conf), "-l", str(tmp_path / "nats.log")], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    proc = start_nats(conf, port, log=tmp_path / "nats.log")
     bundle = tmp_path / "server" / "bundle.pem"
 
     def identity(name: str) -> NatsBus:
@@ -135,19 +119,13 @@ async def test_a_floor_hears_a_quarantine_on_the_bus(tmp_path, monkeypatch):
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(home))
     monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
     topo = Topology.load(FLOOR_MANIFEST)
-    port = _free_port()
+    port = free_port()
     with IdentityPlane(home) as plane:
         plane.init(topo.firm)
         conf = write_server_files(plane, topo, tmp_path / "bus", f"127.0.0.1:{port}", CONTROL)
-    proc = subprocess.Popen([NATS, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start_nats(conf, port)
     floor = None
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
         floor = Floor(home, "zero-trust", services=("market-data", "algo-momentum", "pre-trade-risk"),
                       bus_url=f"tls://127.0.0.1:{port}")
         await floor.start()

@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from tests.natsd import free_port, start_nats
 from tests.people import PASSWORD, Pool
 from trustfabric.cli import app
 from trustfabric.control.nats_bus import write_server_files
@@ -30,28 +27,9 @@ from trustfabric.trading.launcher import Floor
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 CONTROL = "spiffe://prod.acme.example/control/control-plane"
 SERVICES = ("market-data", "algo-momentum", "pre-trade-risk", "order-router", "venue-a", "oms", "settlement")
 LISTENERS = ("market-data", "pre-trade-risk", "venue-a")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_nats(conf: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([NATS, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise AssertionError("nats-server did not start")
 
 
 async def test_a_quarantine_made_while_the_bus_is_away_reaches_every_service_when_it_is_back(tmp_path, monkeypatch):
@@ -59,11 +37,11 @@ async def test_a_quarantine_made_while_the_bus_is_away_reaches_every_service_whe
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(home))
     monkeypatch.setenv("TRUSTFABRIC_PASSWORD", PASSWORD)
     topology = Topology.load(FLOOR_MANIFEST)
-    port = _free_port()
+    port = free_port()
     with IdentityPlane(home) as plane:
         plane.init(topology.firm)
         conf = write_server_files(plane, topology, tmp_path / "bus", f"127.0.0.1:{port}", CONTROL)
-    nats = _start_nats(conf, port)
+    nats = start_nats(conf, port)
     floor = Floor(home, "zero-trust", services=SERVICES, bus_url=f"tls://127.0.0.1:{port}")
     try:
         await floor.start()
@@ -87,7 +65,7 @@ async def test_a_quarantine_made_while_the_bus_is_away_reaches_every_service_whe
         outbox = floor.bus_outbox
         assert await floor.wait_for(lambda: outbox.retries > 0 and outbox.pending >= 1, 20.0), \
             "the quarantine was not held for the bus"
-        nats = _start_nats(conf, port)  # the same store: the stream and the bucket survive the restart
+        nats = start_nats(conf, port)  # the same store: the stream and the bucket survive the restart
         assert await floor.wait_for(lambda: outbox.pending == 0 and outbox.published >= 1, 30.0), outbox.last_error
         assert await floor.wait_for(lambda: heard("bus_reconnects", 1) and heard("bus_revocations", 1), 30.0), \
             floor.stats()

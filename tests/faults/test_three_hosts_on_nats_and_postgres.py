@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from tests.natsd import free_port, start_nats
 from tests.people import PASSWORD, enrol
 from trustfabric.audit import postgres
 from trustfabric.control.nats_bus import write_server_files
@@ -34,15 +34,8 @@ from trustfabric.policy.topology import Topology
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
-NATS = shutil.which("nats-server") or "/usr/sbin/nats-server"
 CONTROL = "spiffe://prod.acme.example/control/control-plane"
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "three-hosts.toml"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wait(predicate, timeout_s: float) -> bool:
@@ -68,7 +61,7 @@ def test_up_with_a_deployment_runs_the_floor_over_three_hosts_on_nats_and_postgr
     env = dict(os.environ, TRUSTFABRIC_HOME=str(home), TRUSTFABRIC_DATABASE_SCHEMA=schema,
                TRUSTFABRIC_KEK="33" * 32, TRUSTFABRIC_PASSWORD=PASSWORD, COLUMNS="200")
     env.pop("TRUSTFABRIC_DATABASE_URL", None)  # the deployment file names the database
-    port = _free_port()
+    port = free_port()
     os.environ.update({k: env[k] for k in ("TRUSTFABRIC_DATABASE_SCHEMA", "TRUSTFABRIC_KEK")})
     os.environ["TRUSTFABRIC_DATABASE_URL"] = DSN
     try:
@@ -82,10 +75,9 @@ def test_up_with_a_deployment_runs_the_floor_over_three_hosts_on_nats_and_postgr
             os.environ.pop(key, None)
     deployment = tmp_path / "deploy.toml"
     deployment.write_text(f'bus = "tls://127.0.0.1:{port}"\ndatabase = "{DSN}"\n' + EXAMPLE.read_text())
-    nats = subprocess.Popen([NATS, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    nats = start_nats(conf, port)
     up = None
     try:
-        assert _wait(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 10.0)
         up = subprocess.Popen([sys.executable, "-m", "trustfabric.cli", "up", "--deployment", str(deployment),
                                "--duration", "120"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
