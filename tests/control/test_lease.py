@@ -31,6 +31,7 @@ def test_a_dead_holder_is_taken_over_at_once(tmp_path):
 
 def test_a_holder_that_cannot_reach_its_store_for_the_lifetime_gives_the_lease_up(tmp_path, monkeypatch):
     lease = ControlLease(tmp_path, environ={}, ttl_s=0.3)
+    lease.contested = True  # standbys wait for it
     assert lease.try_acquire()
 
     def unreachable(**_kw):
@@ -40,4 +41,6 @@ def test_a_holder_that_cannot_reach_its_store_for_the_lifetime_gives_the_lease_u
     assert lease.beat()  # one missed renewal: still within the lifetime
     time.sleep(0.35)
     assert not lease.beat()  # the row may have been claimed meanwhile: stop acting
+    lease.contested = False  # a floor with no standby: nobody else can act, it keeps its control plane
+    assert lease.beat()
     lease.release()

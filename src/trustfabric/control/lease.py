@@ -65,6 +65,7 @@ class ControlLease:
         self._locked = False  # the death detector is ours
         self._mutex = threading.Lock()
         self._renewed_at = 0.0  # monotonic time of the last claim or renewal that reached the store
+        self.contested = False  # standbys wait for this lease (set by the launcher)
 
     # -- the death detector ------------------------------------------------------------------
     def _try_lock(self) -> bool:
@@ -152,15 +153,16 @@ class ControlLease:
                                      reason="control.lease_unreachable", retryable=True) from None
 
     def beat(self) -> bool:
-        """Renew the lease (the holder, every ``BEAT_S``); False when it is lost: another holder has it, or the
-        store could not be reached for ``ttl_s`` (the row may have expired and been claimed meanwhile, so
-        this holder stops acting rather than run beside the next one)."""
+        """Renew the lease (the holder, every ``BEAT_S``); False when it is lost: another holder has it, or -
+        when ``contested`` (standbys wait for it) - the store could not be reached for ``ttl_s``: a standby that
+        reaches it may have claimed it meanwhile, so this holder stops acting rather than run beside the next.
+        A floor with no standby keeps its only control plane through a store outage (nobody else can act)."""
         with self._mutex:
             try:
                 kept = self._claim(force=False, renew_only=True)
             except Exception:  # noqa: BLE001 - cannot renew now: tried again next beat, until the row's lifetime ends
                 self._drop()
-                return time.monotonic() - self._renewed_at < self.ttl_s
+                return not self.contested or time.monotonic() - self._renewed_at < self.ttl_s
             if kept:
                 self._renewed_at = time.monotonic()
                 if not self._locked:

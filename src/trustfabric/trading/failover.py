@@ -52,6 +52,7 @@ class ControlFailover:
 
     async def _hold_lease(self) -> None:
         """Renew the lease every ``BEAT_S`` (off the loop); a renewal that finds another holder fences this plane."""
+        self.lease.contested = bool(self.standbys or self.instance)  # standbys of ours, or we are one of several
         while self.plane is not None and not self.fenced:
             await asyncio.sleep(BEAT_S)
             if not await asyncio.to_thread(self.lease.beat):
