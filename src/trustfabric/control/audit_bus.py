@@ -64,7 +64,6 @@ class SpoolShipper:
         self._pending: tuple[str, Ack] | None = None  # (message id, the ack it earns)
         self._previous: Ack | None = None  # the ack the pending stretch starts from
         self._sent_at = 0.0
-        self._confirmed = asyncio.Event()
 
     async def start(self) -> "SpoolShipper":
         await self.bus.nc.subscribe(f"{ACKS}.{self.service}", cb=self._on_ack)
@@ -77,9 +76,8 @@ class SpoolShipper:
             for path in segment_paths(self.directory):
                 if pending[1].offset > 0 and segment_number(path) < pending[1].segment:
                     path.unlink(missing_ok=True)
-            self.shipped += pending[1].records - read_ack_records(self._previous)
+            self.shipped += pending[1].records - (self._previous.records if self._previous is not None else 0)
             self._pending = None
-            self._confirmed.set()
 
     def _next_batch(self) -> tuple[list[bytes], Ack] | None:
         ack = read_ack(self.directory)
@@ -113,7 +111,6 @@ class SpoolShipper:
         if self._pending is not None:
             self.resent += 1
         self._pending = (msg_id, earns)
-        self._confirmed.clear()
         self._sent_at = time.monotonic()
         return True
 
@@ -126,10 +123,6 @@ class SpoolShipper:
                 self.last_error = f"{type(exc).__name__}: {exc}"[:200]
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stop.wait(), POLL_S)
-
-
-def read_ack_records(ack: Ack | None) -> int:
-    return ack.records if ack is not None else 0
 
 
 class AuditConsumer:
