@@ -31,6 +31,7 @@ from trustfabric.audit.treehead import TreeHead, TreeHeadSigner, load_or_create_
 from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.errors import AuditError
 from trustfabric.home import sub_dir
+from trustfabric.sqlitefile import connect as connect_sqlite
 
 DB_FILE = "audit.db"
 
@@ -216,11 +217,8 @@ class SQLiteAuditStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         try:
-            self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            self._db = connect_sqlite(self.path, _SCHEMA, pragmas=("synchronous=FULL",))
+        except (sqlite3.Error, OSError) as exc:
             raise AuditStoreError(f"{self.path}: {exc}") from None
         self._lock = threading.RLock()
 

@@ -30,6 +30,7 @@ from typing import Any, Iterator, Protocol
 from trustfabric.audit.log import DATABASE_SCHEMA_ENV, DATABASE_URL_ENV
 from trustfabric.home import home_dir
 from trustfabric.identity.errors import StoreError
+from trustfabric.sqlitefile import connect as connect_sqlite
 
 __all__ = [
     "IdentityStore",
@@ -161,13 +162,10 @@ class SqliteIdentityStore:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL" if self.path != ":memory:" else "PRAGMA journal_mode=MEMORY")
-            self._db.execute("PRAGMA busy_timeout=5000")
-            self._db.execute("PRAGMA secure_delete=ON")  # a removed signing key's bytes do not linger
-            self._db.executescript(_SCHEMA)
+            # secure_delete: a removed signing key's bytes do not linger
+            self._db = connect_sqlite(self.path, _SCHEMA, pragmas=("secure_delete=ON",), timeout_s=5.0)
             self._migrate()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open identity store {self.path}: {exc}") from exc
 
     def _migrate(self) -> None:

@@ -26,6 +26,7 @@ import msgspec
 from trustfabric.percentiles import percentile
 from trustfabric.response.alerts import Alert
 from trustfabric.response.errors import IncidentStoreError
+from trustfabric.sqlitefile import connect as connect_sqlite
 
 
 class Incident(msgspec.Struct, frozen=True, kw_only=True):
@@ -192,11 +193,8 @@ class SqliteIncidentStore(_SqlIncidentStore):
         self.path = str(path)
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)
-        except sqlite3.Error as exc:
+            self._db = connect_sqlite(self.path, _SCHEMA, pragmas=("synchronous=NORMAL",))
+        except (sqlite3.Error, OSError) as exc:
             raise IncidentStoreError(f"{self.path}: {exc}") from exc
 
     def _run(self, sql: str, args: tuple = ()) -> list[tuple]:

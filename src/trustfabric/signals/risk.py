@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from trustfabric.signals.errors import RiskScoreError
+from trustfabric.sqlitefile import connect as connect_sqlite
 
 MIN_SCORE = 0
 MAX_SCORE = 100
@@ -57,13 +58,12 @@ class SqliteRiskStore:
 
     def __init__(self, path: str | Path) -> None:
         try:
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
+            self._db = connect_sqlite(
+                path,
                 "CREATE TABLE IF NOT EXISTS risk_score (principal TEXT PRIMARY KEY, score INTEGER NOT NULL "
-                "CHECK (score BETWEEN 0 AND 100), updated_at REAL NOT NULL, source TEXT NOT NULL)"
+                "CHECK (score BETWEEN 0 AND 100), updated_at REAL NOT NULL, source TEXT NOT NULL);",
             )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise RiskScoreError(f"cannot open risk store {path}: {exc}", reason="signal.risk.storage") from exc
         self._lock = threading.Lock()
 

@@ -12,6 +12,7 @@ import sqlite3
 import threading
 from typing import Protocol
 
+from trustfabric.sqlitefile import connect as connect_sqlite
 from trustfabric.trading.errors import FixError
 
 STORE_ERROR = "fix.store_error"
@@ -65,15 +66,12 @@ class SqliteSeqStore:
     def __init__(self, path: str) -> None:
         self._lock = threading.Lock()
         try:
-            self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS fix_seq (key TEXT PRIMARY KEY, next_in INTEGER, next_out INTEGER)"
+            self._db = connect_sqlite(
+                path,
+                "CREATE TABLE IF NOT EXISTS fix_seq (key TEXT PRIMARY KEY, next_in INTEGER, next_out INTEGER);"
+                "CREATE TABLE IF NOT EXISTS fix_sent (key TEXT, seq INTEGER, raw BLOB, PRIMARY KEY (key, seq));",
             )
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS fix_sent (key TEXT, seq INTEGER, raw BLOB, PRIMARY KEY (key, seq))"
-            )
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise FixError(f"cannot open {path}: {exc}", reason=STORE_ERROR) from None
 
     def _run(self, sql: str, args: tuple = ()) -> list:
