@@ -8,6 +8,7 @@ from cryptography.hazmat.primitives import serialization
 from trustfabric.clock import FakeClock
 from trustfabric.control.errors import BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
+from trustfabric.identity.store import SqliteIdentityStore
 from trustfabric.control.plane import ControlPlane
 from trustfabric.errors import TrustFabricError
 from trustfabric.identity.workload import new_key_and_csr
@@ -71,12 +72,33 @@ def test_join_refusals(plane, case, reason):
     assert plane.counters["joins"] == 0
 
 
-def test_join_token_expires():
-    tokens = JoinTokens()
+@pytest.mark.parametrize("stored", [False, True])
+def test_join_token_expires(stored, tmp_path):
+    tokens = JoinTokens(SqliteIdentityStore(tmp_path / "identity.db") if stored else None)
     token = tokens.issue("spiffe://prod.acme.example/venue/venue-a", 100.0, ttl_s=10)
     with pytest.raises(BootstrapRefused) as err:
         tokens.redeem(token, "spiffe://prod.acme.example/venue/venue-a", 111.0)
     assert err.value.reason == "bootstrap.join_token_expired"
+
+
+def test_join_tokens_in_the_store_are_redeemed_once_by_any_plane_on_it_and_kept_hashed(tmp_path):
+    venue = "spiffe://prod.acme.example/venue/venue-a"
+    store = SqliteIdentityStore(tmp_path / "identity.db")
+    issuer, other = JoinTokens(store), JoinTokens(SqliteIdentityStore(tmp_path / "identity.db"))
+    token = issuer.issue(venue, 100.0)
+    assert token not in (tmp_path / "identity.db").read_bytes().decode("latin-1")  # only its digest is kept
+    for bad, reason in ((token + "x", "bootstrap.join_token_unknown"), ("", "bootstrap.join_token_unknown")):
+        with pytest.raises(BootstrapRefused) as err:
+            other.redeem(bad, venue, 101.0)
+        assert err.value.reason == reason
+    with pytest.raises(BootstrapRefused) as err:
+        other.redeem(token, "spiffe://prod.acme.example/venue/venue-b", 101.0)
+    assert err.value.reason == "bootstrap.identity_mismatch"
+    other.redeem(token, venue, 101.0)  # another control plane on the same store redeems it
+    for plane in (issuer, other):
+        with pytest.raises(BootstrapRefused) as err:
+            plane.redeem(token, venue, 102.0)
+        assert err.value.reason == "bootstrap.join_token_reused"
 
 
 def test_tokens_only_for_audiences_the_caller_may_connect_to(plane):

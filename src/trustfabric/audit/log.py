@@ -491,6 +491,11 @@ def database_url() -> str:
     return os.environ.get(DATABASE_URL_ENV, "")
 
 
+def database_schema() -> str:
+    """The PostgreSQL schema the fabric's tables live in (``$TRUSTFABRIC_DATABASE_SCHEMA``, default ``trustfabric``)."""
+    return os.environ.get(DATABASE_SCHEMA_ENV) or "trustfabric"
+
+
 def open_store(directory: Path) -> AuditStore:
     """The central log's store: PostgreSQL when ``$TRUSTFABRIC_DATABASE_URL`` names one, else SQLite in
     ``directory``."""

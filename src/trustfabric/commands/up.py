@@ -100,6 +100,11 @@ def command(
     standbys: int = typer.Option(0, "--standbys", min=0, max=4,
                                  help="Standby control planes (own processes) that take the floor over, running "
                                       "services and all, when the active one dies (kill -9 included)."),
+    replicas: int = typer.Option(1, "--replicas", min=1, max=5,
+                                 help="Control-plane replicas in all, beyond one machine (needs "
+                                      "$TRUSTFABRIC_DATABASE_URL and --bus): each issues certificates, tokens and "
+                                      "tables, the services spread over them; one holds the lease (operators' "
+                                      "changes, containment, audit) and another takes it when it dies."),
     deployment: Path = typer.Option(None, "--deployment", help="A deployment file (TOML): the services placed on "
                                     "hosts by address, the bus and the database (README 'Beyond one machine')."),
     table_ttl: float = typer.Option(None, "--table-ttl", min=1.0, max=3600.0,
@@ -125,7 +130,8 @@ def command(
     async def main() -> None:
         floor = Floor(home_dir(), mode, seed=seed, md_csv=md_csv, fix_port_fixed=fix_port, cert_ttl_s=cert_ttl,
                       posture_max_age_s=posture_max_age, bus_url=bus or (placement.bus if placement else ""),
-                      standbys=standbys if mode == "zero-trust" else 0, deployment=placement, table_ttl_s=table_ttl)
+                      standbys=standbys if mode == "zero-trust" else 0, deployment=placement, table_ttl_s=table_ttl,
+                      replicas=replicas)
         try:
             await floor.start()
         except TrustFabricError as exc:

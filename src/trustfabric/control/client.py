@@ -22,6 +22,8 @@ import asyncio
 import contextlib
 import json
 import ssl
+import time
+from collections.abc import Awaitable
 from typing import Any, Callable
 
 from cryptography import x509
@@ -186,15 +188,19 @@ class ControlClient:
         self._ping_n = 0
 
     async def start(self) -> Subscribed:
+        await self.connect()
+        self.subscribed = asyncio.get_running_loop().create_future()
+        self.conn.send(Subscribe(service=self.service))  # type: ignore[union-attr]
+        return await asyncio.wait_for(self.subscribed, REQUEST_TIMEOUT_S)
+
+    async def connect(self) -> None:
+        """The channel alone, for requests (a follower replica's: pushes come from the lease holder only)."""
         self.conn = await connect(self.host, self.port, tls=self.tls, codec=CONTROL_CODEC, limits=CONTROL_LIMITS,
                                   expected_peer=self.control_id, source=self.source)
-        self.subscribed = asyncio.get_running_loop().create_future()
         for frame in self.conn.take_early_frames():
             self._on_frame(frame)
         self.conn.on_frame = self._on_frame
         self.conn.on_close = self._on_close
-        self.conn.send(Subscribe(service=self.service))
-        return await asyncio.wait_for(self.subscribed, REQUEST_TIMEOUT_S)
 
     def _on_close(self, reason: str) -> None:
         pending, self._pending = self._pending, {}
@@ -303,6 +309,76 @@ class ControlClient:
     def close(self) -> None:
         if self.conn is not None:
             self.conn.close()
+
+
+class ReplicaClient:
+    """Tokens, tables and renewals from a follower control-plane replica, the lease holder's channel behind it.
+
+    The floor spreads its services over its control replicas (``read_port`` in a service's boot line); the
+    service's subscription - pushes, reports, commands - stays on the lease holder. A request goes to the
+    replica; when the replica cannot answer (down, not caught up with the state of record: a retryable
+    refusal) it goes to the lease holder (``fallback()``, the current channel). A final refusal is the answer.
+    The channel to the replica is opened on first use and again, at most every ``RETRY_S``, after it closed.
+    """
+
+    RETRY_S = 1.0
+
+    def __init__(self, host: str, port: int, tls: TLSConfig | None, control_id: str | None, service: str,
+                 fallback: Callable[[], ControlClient], source: str | None = None) -> None:
+        self.host, self.port = host, port
+        self._make = lambda: ControlClient(host, port, tls, control_id, service, source=source)
+        self.fallback = fallback
+        self.client: ControlClient | None = None
+        self._tried_at = -self.RETRY_S
+        self.answered = 0  # requests the replica answered
+        self.fell_back = 0  # requests that went to the lease holder instead
+
+    async def _replica(self) -> ControlClient | None:
+        client = self.client
+        if client is not None and client.conn is not None and not client.conn.closed:
+            return client
+        now = time.monotonic()
+        if now - self._tried_at < self.RETRY_S:
+            return None
+        self._tried_at = now
+        client = self._make()
+        try:
+            await asyncio.wait_for(client.connect(), REQUEST_TIMEOUT_S)
+        except (TrustFabricError, OSError, TimeoutError):
+            client.close()
+            return None
+        self.client = client
+        return client
+
+    async def _ask(self, call: Callable[[ControlClient], Awaitable[Any]], ok: Callable[[Any], bool]) -> Any:
+        replica = await self._replica()
+        if replica is not None:
+            try:
+                result = await call(replica)
+            except TrustFabricError as exc:
+                if not exc.retryable:
+                    self.answered += 1
+                    raise
+            else:
+                if ok(result):
+                    self.answered += 1
+                    return result
+        self.fell_back += 1
+        return await call(self.fallback())
+
+    async def table(self, principal: str, now: float, *, timeout_s: float = REQUEST_TIMEOUT_S) -> TableReply:
+        return await self._ask(lambda c: c.table(principal, now, timeout_s=timeout_s),
+                               lambda reply: reply.ok or not reply.retryable)
+
+    async def token(self, audience: str) -> tuple[str, str]:
+        return await self._ask(lambda c: c.token(audience), lambda _: True)
+
+    async def renew(self, spiffe_id: str, posture: bytes) -> WorkloadCredentials:
+        return await self._ask(lambda c: c.renew(spiffe_id, posture), lambda _: True)
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
 
 
 class ControlTableSource:

@@ -11,7 +11,8 @@
     PolicyError (trustfabric.errors)
     └── ControlRefused            control.audience_not_permitted, control.unknown_audience,
                                   control.not_owner, control.bad_request, control.unreachable,
-                                  control.wrong_server
+                                  control.wrong_server, control.state_unavailable,
+                                  control.not_leader
 
 A refusal crosses the wire as its reason code only (``ErrorFrame`` / a refused
 reply); the workload side raises the same class with the same reason.
@@ -28,3 +29,7 @@ class BootstrapRefused(IdentityError):
 
 class ControlRefused(PolicyError):
     reason = "control.refused"
+
+
+STATE_UNAVAILABLE = "control.state_unavailable"  # the shared state of record (PostgreSQL) cannot be reached
+NOT_LEADER = "control.not_leader"  # a follower replica: operators' changes go to the lease holder

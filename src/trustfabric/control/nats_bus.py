@@ -8,6 +8,7 @@ subject                         published by           taken by
 ``tf.revocations.<kind>``       the control plane      every enforcement point
 ``tf.audit.records.<service>``  that service           the control plane (the central log)
 ``tf.audit.acks.<service>``     the control plane      that service (its spool may drop the stretch)
+``tf.control.events``           a follower replica     the lease holder's response engine
 ==============================  =====================  =========================================
 
 Revocations go through the JetStream stream ``TF_CONTROL`` with a message
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import ssl
 import time
@@ -42,6 +44,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import nats
 from cryptography.hazmat.primitives import serialization
 from nats.errors import Error as NatsError
@@ -56,6 +59,7 @@ STREAM = "TF_CONTROL"
 BUCKET = "tf_revocations"
 REVOCATIONS = "tf.revocations"
 DEDUP_WINDOW_S = 120
+EVENTS = "tf.control.events"  # security events a follower replica saw, for the lease holder's response engine
 
 
 def control_permissions() -> dict[str, Any]:
@@ -178,6 +182,22 @@ class NatsBus:
         else:
             await kv.put(f"{kind}.{_key(value)}", body)
         return not ack.duplicate
+
+    async def publish_events(self, raw: list[bytes]) -> None:
+        """A follower replica hands the security events it saw (encoded audit events) to the lease holder."""
+        with contextlib.suppress(NatsError, OSError):  # the events are in this replica's audit spool regardless
+            await self.nc.publish(EVENTS, msgspec.msgpack.encode(raw))
+
+    async def on_events(self, callback: Callable[[list[bytes]], Any]) -> None:
+        """The lease holder: ``callback(raw events)`` for what a follower replica saw (garbage is dropped)."""
+        async def deliver(msg) -> None:
+            try:
+                raw = msgspec.msgpack.decode(msg.data, type=list[bytes])
+            except msgspec.DecodeError:
+                return
+            callback(raw)
+
+        await self.nc.subscribe(EVENTS, cb=deliver)
 
     # -- an enforcement point's side ---------------------------------------------------
     async def on_revocation(self, callback: Callable[[dict], Awaitable[None] | None]) -> None:

@@ -44,6 +44,7 @@ from what this one left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from dataclasses import dataclass, field
@@ -56,7 +57,7 @@ from cryptography import x509
 from trustfabric.audit.events import AuditEventV1, Emitter, Kind, decode_event
 from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK, Clock
-from trustfabric.control.errors import BootstrapRefused, ControlRefused
+from trustfabric.control.errors import STATE_UNAVAILABLE, BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
 from trustfabric.control.policy_lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
 from trustfabric.control.signal_ops import SIGNAL_ACTIONS, SignalBook, apply_signal, signals_path
@@ -96,7 +97,6 @@ CONTROL_SEGMENT = "control"
 CONTROL_NAME = "control-plane"
 TOKEN_TTL_S = 300
 PRINCIPAL_QUARANTINED = "control.principal_quarantined"
-STATE_UNAVAILABLE = "control.state_unavailable"  # the shared state of record (PostgreSQL) cannot be reached
 STATE_GRACE_S = 3.0  # how long after the last successful check the state counts as reachable
 STATE_CHECK_S = 0.5  # how often the launcher checks it
 INCIDENTS_FILE = "response.db"  # incidents and alerts under $TRUSTFABRIC_HOME, shared with `trustfabric response`
@@ -161,7 +161,8 @@ class ControlPlane:
     """The floor's control plane (one per floor); thread-safe where its callers need it."""
 
     def __init__(self, home: Path | str, *, policies: Path | str = DEFAULT_POLICIES, clock: Clock = SYSTEM_CLOCK,
-                 leaf_ttl_s: int = 3600, posture_max_age_s: float | None = None, instance: str = "") -> None:
+                 leaf_ttl_s: int = 3600, posture_max_age_s: float | None = None, instance: str = "",
+                 writer: bool = True) -> None:
         self.home = Path(home)
         self.clock = clock
         self.leaf_ttl_s = int(leaf_ttl_s)
@@ -172,6 +173,8 @@ class ControlPlane:
         self.identity = IdentityPlane(self.home, clock=clock,
                                       audit_source=f"{AUDIT_SOURCE}-{instance}" if instance else AUDIT_SOURCE)
         self.spool = Spool(self.home / "spool" / self.source, self.source, clock=clock)
+        self._state_remote = bool(getattr(self.identity.store, "remote", False))
+        self._save_lock = threading.Lock()
         self.emitter = Emitter(self.source, self.spool, clock, start_seq=self.spool.emitter_start_seq())
         policies = Path(policies)
         # A signed policy version activated in the store is what the floor serves (re-verified here: an
@@ -196,14 +199,19 @@ class ControlPlane:
                                   calendar=dict(state.calendar), threat_bundle=state.threat_bundle)
         self.hub = self.signals.hub
         self.engine = PolicyEngine.from_dir(policies, topology=self.topology, signals=self.hub, clock=clock)
+        self.signals.epochs = self.engine.epochs  # saved beside the signals: replicas and the next plane adopt them
+        if state.epochs != (0, {}):  # continue the epochs the enforcement points already know
+            self.engine.adopt_epochs(state.epochs[0], dict(state.epochs[1]))
+        # Beside other control planes (replicas): only the lease holder writes the signal state and runs the
+        # hosts' posture agents; a follower (writer False; control/replica.py) reads the state before it answers
+        # and hands the security events it sees to the holder.
+        self.writer = writer
+        self.follower: Any = None
+        self.relay_events: Callable[[list[AuditEventV1]], None] | None = None
         self.agents: dict[str, HostPostureAgent] = {}
-        for host in sorted({svc.host for svc in self.topology.services.values()}):
-            agent = HostPostureAgent(host, watch=DEFAULT_SECURITY_AGENTS + minimum.for_host(host).security_agents)
-            agent.register(self.hub.host_keys)
-            self.identity.register_host(host, agent.public_key)
-            self.agents[host] = agent
-        self.refresh_posture()
-        self.joins = JoinTokens()
+        if writer:
+            self._start_agents()
+        self.joins = JoinTokens(self.identity.store)  # in the store: any replica redeems them
         self.issuer = AttestingIssuer(self.identity.cas(), self.identity.releases, self.identity.host_keys(),
                                       self.identity.emitter, minimums={self.trust_domain: minimum})
         self.tokens = self.identity.token_issuer()
@@ -216,12 +224,12 @@ class ControlPlane:
                                        SignalHubPolicyControl(self.hub, self.engine),
                                        risk=self.risk_sink, emitter=self.emitter, clock=clock,
                                        store=self.incidents_store)
-        self.containment.restore_open_incidents()  # quarantined before this plane started stay quarantined
+        if writer:
+            self.containment.restore_open_incidents()  # quarantined before this plane started stay quarantined
         self.response = ResponseEngine(FloorMap.from_topology(self.topology), self.containment,
                                        risk=self.risk_sink, emitter=self.emitter, clock=clock)
         self._listeners: list[Listener] = []
         self._lock = threading.RLock()
-        self._save_lock = threading.Lock()
         self.operators = OperatorAuthority.for_plane(self.identity, self.engine, emitter=self.emitter)
         self.policy_lifecycle = PolicyLifecycle(self.policy_versions, SigningKeys(self.identity.store), self.operators,
                                                 self.emitter, self.home / "operator" / SIGNING_KEY_DIR)
@@ -239,7 +247,6 @@ class ControlPlane:
         self._recorded_tables: dict[str, DecisionTable] = {}
         # beyond one machine the identity store is the state of record every replica shares: when it cannot be
         # reached (check_state, run by the launcher), nothing new is issued (fail closed); points keep their tables
-        self._state_remote = bool(getattr(self.identity.store, "remote", False))
         self._state_ok_at = clock.monotonic()
         self.state_error = ""
 
@@ -291,11 +298,35 @@ class ControlPlane:
         self.counters["own_rotations"] += 1
         return True
 
+    def _start_agents(self) -> None:
+        """One posture agent per host of the topology, its key registered (the lease holder's duty)."""
+        for host in sorted({svc.host for svc in self.topology.services.values()}):
+            agent = HostPostureAgent(host, watch=DEFAULT_SECURITY_AGENTS
+                                     + self.posture_minimum.for_host(host).security_agents)
+            agent.register(self.hub.host_keys)
+            self.identity.register_host(host, agent.public_key)
+            self.agents[host] = agent
+        self.refresh_posture()
+
+    def lead(self) -> None:
+        """A follower that took the lease: from now on this plane writes the signal state, contains, and runs
+        the posture agents (it already holds the state: it caught up before every answer)."""
+        if self.follower is not None:
+            with contextlib.suppress(TrustFabricError):
+                self.follower.catch_up()  # the last changes of the plane that is gone
+        self.follower = None
+        self.writer = True
+        self.containment.restore_open_incidents()
+        self._start_agents()
+        self.save_signals()
+
     def refresh_posture(self) -> None:
         """Every host's agent reports again (the hub's verdicts go stale after the posture max age)."""
         now = self.clock.now()
         for host, agent in self.agents.items():
             self.hub.report_posture(agent.report(now), origin=f"agent:{host}")
+        if self._state_remote:  # a renewed healthy report moves no epoch, but replicas need it before it goes stale
+            self.save_signals()
 
     def posture_report(self, service: str) -> bytes:
         """A fresh signed posture report of ``service``'s host, for the process the launcher starts there."""
@@ -733,6 +764,10 @@ class ControlPlane:
         return unsubscribe
 
     def _publish(self, item: Invalidation | Any) -> None:
+        if self._state_remote and self.writer and isinstance(item, Invalidation):
+            # beside replicas the store holds the change (and these epochs) before any point hears of it: a point
+            # that re-fetches its table at a replica gets it with the change (control/replica.py)
+            self.save_signals()
         with self._lock:
             listeners = list(self._listeners)
         for listener in listeners:
@@ -742,6 +777,11 @@ class ControlPlane:
                 pass
 
     def observe(self, events: list[AuditEventV1]) -> None:
+        if self.follower is not None:  # containment is the lease holder's: hand the events over
+            self.counters["security_events"] += len(events)
+            if self.relay_events is not None and events:
+                self.relay_events(events)
+            return
         for event in events:
             self.counters["security_events"] += 1
             for listener in self.event_listeners:
@@ -779,6 +819,8 @@ class ControlPlane:
 
     def save_signals(self) -> None:
         """Write the live signals back to the store (the plane is its only writer while it runs)."""
+        if not self.writer:
+            return
         with self._save_lock:
             try:
                 self.signals.save(self.signals_path)
@@ -788,7 +830,10 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ quarantine and release
     def is_quarantined(self, principal: str) -> bool:
-        """Contained by the response engine, or quarantined on the signal hub (an operator's flag)."""
+        """Contained by the response engine, or quarantined on the signal hub (an operator's flag). A follower
+        has the hub only: the holder's containment quarantines there, and its release lifts it there."""
+        if self.follower is not None:
+            return principal in self.hub.quarantined()
         return self.containment.is_quarantined(principal) or principal in self.hub.quarantined()
 
     def release(self, principal: str, officer: OfficerFacts, now: float | None = None) -> Incident:

@@ -27,11 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from typing import Any
+from typing import Any, Callable
 
 
 from trustfabric.audit.events import Kind
-from trustfabric.control.errors import BootstrapRefused
+from trustfabric.control.errors import NOT_LEADER, BootstrapRefused, ControlRefused
 from trustfabric.control.plane import (
     CONFIRM_COMMAND, CONFIRM_CONTAINED, CONFIRM_NONE, Applied, ControlPlane,
 )
@@ -111,6 +111,7 @@ class ControlServer:
         self._barriers: dict[int, tuple[set[str], asyncio.Event, list[float]]] = {}  # id -> (to ack, done, ack times)
         self._barrier_ids = 0
         self.confirm_timeout_s = CONFIRM_TIMEOUT_S
+        self._follower_tasks: set[asyncio.Task] = set()  # a follower replica's requests waiting for a catch-up
 
     async def start(self, host: str = "127.0.0.1", *, bootstrap_port: int = 0,
                     control_port: int = 0) -> "ControlServer":
@@ -183,6 +184,10 @@ class ControlServer:
                 decoder = FrameDecoder(CONTROL_CODEC)
                 frames = decoder.feed(header + await reader.readexactly(size))
                 req = frames[0] if frames else None
+                if isinstance(req, (KillSwitchRequest, ReleaseRequest, OperatorRequest)) \
+                        and self.plane.follower is not None:
+                    raise ControlRefused("this control plane is a follower replica: operators' changes go to the "
+                                         "one that holds the floor's lease", reason=NOT_LEADER, retryable=True)
                 if isinstance(req, KillSwitchRequest):
                     reply: Any = await self.kill_switch(req)
                     raise _Answered(reply)
@@ -192,6 +197,7 @@ class ControlServer:
                     raise _Answered(await self.operate(req))
                 if not isinstance(req, JoinRequest):
                     raise BootstrapRefused("expected a join request", reason="bootstrap.bad_request")
+                await self.caught_up()
                 cert_pem, bundle_pem = self.plane.join(req.join_token, req.spiffe_id, req.csr_pem,
                                                        req.code_digest, req.posture)
                 reply = JoinReply(cert_pem=cert_pem, bundle_pem=bundle_pem, issuer=self.plane.tokens.issuer,
@@ -209,6 +215,27 @@ class ControlServer:
         writer.close()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+    async def caught_up(self) -> None:
+        """A follower replica reads the shared state's versions (off the loop) and applies what moved before it
+        answers; :class:`ControlRefused` (``control.state_unavailable``) when it cannot. The lease holder: nothing."""
+        follower = self.plane.follower if self.plane is not None else None
+        if follower is not None:
+            await asyncio.to_thread(follower.catch_up)
+
+    async def _answer_as_follower(self, conn: FrameConnection, frame: Any, answer: Callable[[], Any],
+                                  refused: Callable[[TrustFabricError], Any]) -> None:
+        """A request at a follower: caught up first, then answered like at the lease holder."""
+        try:
+            await self.caught_up()
+            reply = answer()
+        except TrustFabricError as exc:
+            reply = refused(exc)
+        except Exception as exc:  # noqa: BLE001 - a bug is a refusal, never an answer from stale state
+            reply = refused(ControlRefused(type(exc).__name__, reason="control.replica_failed", retryable=True))
+        if not conn.closed:
+            with contextlib.suppress(Exception):
+                conn.send(reply)
 
     # ------------------------------------------------------------------ operators
     async def command_with_result(self, service: str, name: str, timeout_s: float = COMMAND_TIMEOUT_S,
@@ -389,6 +416,30 @@ class ControlServer:
     def _answerers(self) -> set[str]:
         return {self.plane.spiffe_id(KILL_SWITCH_SERVICE)} if self.plane is not None else set()
 
+    @staticmethod
+    def _issuing(plane: ControlPlane, caller: str, cert_der: bytes, frame: Any
+                 ) -> tuple[Callable[[], Any], Callable[[TrustFabricError], Any]]:
+        """What a token, table or renewal request is answered with, and refused with."""
+        rid = frame.rid
+        if type(frame) is TokenRequest:
+            def token() -> TokenReply:
+                value, audience_id = plane.token_for(caller, cert_der, frame.audience)
+                return TokenReply(rid=rid, ok=True, token=value, audience_id=audience_id)
+            return token, lambda exc: TokenReply(rid=rid, ok=False, reason=exc.reason, retryable=exc.retryable)
+        if type(frame) is TableRequest:
+            def table() -> TableReply:
+                return TableReply(rid=rid, ok=True, table=plane.table_for(caller, frame.principal, frame.now))
+
+            def table_refused(exc: TrustFabricError) -> TableReply:
+                plane.counters["table_refusals"] += 1
+                return TableReply(rid=rid, ok=False, reason=exc.reason, retryable=exc.retryable)
+            return table, table_refused
+
+        def renew() -> RenewReply:
+            cert_pem, bundle_pem = plane.renew(caller, frame.csr_pem, frame.posture)
+            return RenewReply(rid=rid, ok=True, cert_pem=cert_pem, bundle_pem=bundle_pem)
+        return renew, lambda exc: RenewReply(rid=rid, ok=False, reason=exc.reason, retryable=exc.retryable)
+
     async def _serve_control(self, conn: FrameConnection) -> None:
         plane = self.plane
         caller = str(conn.peer.spiffe_id) if conn.peer is not None else ""
@@ -436,25 +487,19 @@ class ControlServer:
                     fut.set_result(frame)
             elif not zero_trust:
                 conn.fail("control.perimeter_mode", kind.__name__)
-            elif kind is TokenRequest:
-                try:
-                    token, audience_id = plane.token_for(caller, cert_der, frame.audience)
-                    conn.send(TokenReply(rid=frame.rid, ok=True, token=token, audience_id=audience_id))
-                except TrustFabricError as exc:
-                    conn.send(TokenReply(rid=frame.rid, ok=False, reason=exc.reason, retryable=exc.retryable))
-            elif kind is TableRequest:
-                try:
-                    table = plane.table_for(caller, frame.principal, frame.now)
-                    conn.send(TableReply(rid=frame.rid, ok=True, table=table))
-                except TrustFabricError as exc:
-                    plane.counters["table_refusals"] += 1
-                    conn.send(TableReply(rid=frame.rid, ok=False, reason=exc.reason, retryable=exc.retryable))
-            elif kind is RenewRequest:
-                try:
-                    cert_pem, bundle_pem = plane.renew(caller, frame.csr_pem, frame.posture)
-                    conn.send(RenewReply(rid=frame.rid, ok=True, cert_pem=cert_pem, bundle_pem=bundle_pem))
-                except TrustFabricError as exc:
-                    conn.send(RenewReply(rid=frame.rid, ok=False, reason=exc.reason, retryable=exc.retryable))
+            elif kind in (TokenRequest, TableRequest, RenewRequest):
+                answer, refused = self._issuing(plane, caller, cert_der, frame)
+                if plane.follower is None:
+                    try:
+                        reply = answer()
+                    except TrustFabricError as exc:
+                        reply = refused(exc)
+                    conn.send(reply)
+                else:  # a follower replica catches up with the shared state first (off the loop)
+                    task = asyncio.get_running_loop().create_task(self._answer_as_follower(conn, frame, answer,
+                                                                                           refused))
+                    self._follower_tasks.add(task)
+                    task.add_done_callback(self._follower_tasks.discard)
             else:
                 conn.fail("frame.unexpected", kind.__name__)
 

@@ -40,9 +40,10 @@ class SignalBook:
     hub: SignalHub
     calendar: dict[str, Any] = field(default_factory=lambda: dict(CALENDARS["always-open"]))
     threat_bundle: str = ""
+    epochs: Callable[[], tuple[int, dict[str, int]]] | None = None  # the live engine's, saved beside the signals
 
     def state(self) -> SignalState:
-        return state_of(self.hub, self.calendar, self.threat_bundle)
+        return state_of(self.hub, self.calendar, self.threat_bundle, self.epochs() if self.epochs else (0, {}))
 
     def save(self, path: Path) -> None:
         save_state(path, self.state())

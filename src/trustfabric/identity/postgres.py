@@ -180,6 +180,23 @@ class PostgresIdentityStore:
                         "RETURNING version", (row.kind, row.value, row.revoked_at, row.reason))
             return int(cur.fetchone()[0])
 
+    # one-time join tokens (by their SHA-256): any replica redeems what another issued, once
+    def put_join_token(self, token_sha256: str, spiffe_id: str, expires_at: float) -> None:
+        with self._tx() as cur:
+            cur.execute("DELETE FROM identity_join_tokens WHERE expires_at < %s", (expires_at - 86400.0,))
+            cur.execute("INSERT INTO identity_join_tokens (token_sha256, spiffe_id, expires_at) VALUES (%s, %s, %s)",
+                        (token_sha256, spiffe_id, expires_at))
+
+    def use_join_token(self, token_sha256: str, spiffe_id: str, now: float
+                       ) -> tuple[str, float, float | None] | None:
+        with self._tx() as cur:
+            cur.execute("SELECT spiffe_id, expires_at, used_at FROM identity_join_tokens WHERE token_sha256 = %s "
+                        "FOR UPDATE", (token_sha256,))
+            row = cur.fetchone()
+            if row is not None and row[2] is None and row[0] == spiffe_id:
+                cur.execute("UPDATE identity_join_tokens SET used_at = %s WHERE token_sha256 = %s", (now, token_sha256))
+        return (str(row[0]), float(row[1]), row[2]) if row is not None else None
+
     def list_revocations(self) -> tuple[int, list[RevocationRow]]:
         rows = self._query("SELECT version, kind, value, revoked_at, reason FROM identity_revocations ORDER BY version")
         version = int(rows[-1][0]) if rows else 0

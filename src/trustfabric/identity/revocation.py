@@ -48,11 +48,33 @@ class RevocationSet:
         self._token_keys: set[str] = set()
         self._listeners: list[RevocationListener] = []
         self.version = 0
+        self._rows = 0  # rows of the store applied here (a replica follows the rows another writer adds)
         if store is not None:
             version, rows = store.list_revocations()
             for row in rows:
                 self._apply(row.kind, row.value)
             self.version = version
+            self._rows = len(rows)
+
+    def follow(self) -> list[RevocationEntry]:
+        """Apply the rows another writer of the shared store added since this set last read it (a control-plane
+        replica beside the active one); each is passed to the listeners like a change made here. Rows are only
+        ever added, so what was applied is never applied twice."""
+        if self._store is None:
+            return []
+        version, rows = self._store.list_revocations()
+        with self._lock:
+            fresh, self._rows = rows[self._rows:], max(self._rows, len(rows))
+            entries = []
+            for row in fresh:
+                self._apply(row.kind, row.value)
+                self.version = max(self.version + 1, version if row is fresh[-1] else 0)
+                entries.append(RevocationEntry(self.version, row.kind, row.value, row.revoked_at, row.reason))
+            listeners = list(self._listeners)
+        for entry in entries:
+            for listener in listeners:
+                listener(entry)
+        return entries
 
     def _apply(self, kind: str, value: str) -> None:
         if kind == "serial":
@@ -68,6 +90,7 @@ class RevocationSet:
         with self._lock:
             if self._store is not None:
                 version = self._store.add_revocation(RevocationRow(kind, value, now, reason))
+                self._rows += 1
             else:
                 version = self.version + 1
             self._apply(kind, value)

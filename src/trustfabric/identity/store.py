@@ -113,6 +113,8 @@ class IdentityStore(Protocol):
     def list_users(self) -> list[UserRow]: ...
 
     def add_revocation(self, row: RevocationRow) -> int: ...
+    def put_join_token(self, token_sha256: str, spiffe_id: str, expires_at: float) -> None: ...
+    def use_join_token(self, token_sha256: str, spiffe_id: str, now: float) -> tuple[str, float, float | None] | None: ...
     def list_revocations(self) -> tuple[int, list[RevocationRow]]: ...
 
     def put_signing_key(self, row: SigningKeyRow) -> None: ...
@@ -136,6 +138,8 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL, totp_secret TEXT NOT NULL,
     failed_attempts INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0,
     totp_last_step INTEGER NOT NULL DEFAULT -1, last_mfa_at REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS join_tokens (
+    token_sha256 TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, expires_at REAL NOT NULL, used_at REAL);
 CREATE TABLE IF NOT EXISTS revocations (
     version INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, value TEXT NOT NULL,
     revoked_at REAL NOT NULL, reason TEXT NOT NULL);
@@ -254,6 +258,24 @@ class SqliteIdentityStore:
             cur = db.execute("INSERT INTO revocations (kind, value, revoked_at, reason) VALUES (?, ?, ?, ?)",
                              (row.kind, row.value, row.revoked_at, row.reason))
             return int(cur.lastrowid)
+
+    # one-time join tokens (by their SHA-256): any control plane on this store redeems them
+    def put_join_token(self, token_sha256: str, spiffe_id: str, expires_at: float) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM join_tokens WHERE expires_at < ?", (expires_at - 86400.0,))
+            db.execute("INSERT INTO join_tokens (token_sha256, spiffe_id, expires_at) VALUES (?, ?, ?)",
+                       (token_sha256, spiffe_id, expires_at))
+
+    def use_join_token(self, token_sha256: str, spiffe_id: str, now: float
+                       ) -> tuple[str, float, float | None] | None:
+        """Mark the token used when it names ``spiffe_id`` and was not used; returns its row as it was before
+        (spiffe_id, expires_at, used_at), or None for an unknown token."""
+        with self._tx() as db:
+            row = db.execute("SELECT spiffe_id, expires_at, used_at FROM join_tokens WHERE token_sha256 = ?",
+                             (token_sha256,)).fetchone()
+            if row is not None and row[2] is None and row[0] == spiffe_id:
+                db.execute("UPDATE join_tokens SET used_at = ? WHERE token_sha256 = ?", (now, token_sha256))
+        return (str(row[0]), float(row[1]), row[2]) if row is not None else None
 
     def list_revocations(self) -> tuple[int, list[RevocationRow]]:
         rows = self._query("SELECT version, kind, value, revoked_at, reason FROM revocations ORDER BY version")

@@ -247,6 +247,24 @@ class PolicyEngine:
         ref = self.topology.resolve(principal)
         return self._epochs.get(ref.key if ref else principal, 0)
 
+    def epochs(self) -> tuple[int, dict[str, int]]:
+        """The global epoch and every principal's (what a control-plane replica adopts: :meth:`adopt_epochs`)."""
+        with self._lock:
+            return self._global_epoch, dict(self._epochs)
+
+    def adopt_epochs(self, global_epoch: int, epochs: dict[str, int]) -> None:
+        """Take another engine's epochs as this one's (a replica mirrors the active control plane, so that a
+        table it issues carries the epochs the enforcement points know from the active plane's pushes); a
+        table cached under other epochs is dropped."""
+        with self._lock:
+            if global_epoch != self._global_epoch:
+                self._tables.clear()
+            self._global_epoch = int(global_epoch)
+            for key in set(self._epochs) | set(epochs):
+                if self._epochs.get(key, 0) != epochs.get(key, 0):
+                    self._tables.pop(key, None)
+            self._epochs = {str(k): int(v) for k, v in epochs.items()}
+
     def is_current(self, table: DecisionTable, now: float) -> bool:
         return (now < table.expires_at and table.global_epoch == self._global_epoch
                 and table.epoch == self._epochs.get(table.principal, 0))

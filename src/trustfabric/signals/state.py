@@ -27,7 +27,7 @@ from trustfabric.clock import SYSTEM_CLOCK, Clock
 from trustfabric.errors import ConfigError
 from trustfabric.policy.topology import Topology
 from trustfabric.signals.hub import SignalHub
-from trustfabric.signals.market import MarketCalendar
+from trustfabric.signals.market import ACTIVE, MarketCalendar
 from trustfabric.signals.posture import PostureVerdict, Requirements
 
 
@@ -40,6 +40,8 @@ class SignalState(msgspec.Struct, kw_only=True):
     observed: dict[str, dict[str, list[str]]] = {}
     posture: dict[str, PostureVerdict] = {}
     auth: dict[str, dict[str, Any]] = {}  # user key -> {mfa, step_up_at, device_host}
+    # the writing control plane's policy epochs when it saved: (global, principal -> epoch); replicas adopt them
+    epochs: tuple[int, dict[str, int]] = (0, {})
 
 
 def load_state(path: Path) -> SignalState:
@@ -151,8 +153,10 @@ def hub_from_state(topology: Topology, state: SignalState, *, clock: Clock = SYS
     return hub
 
 
-def state_of(hub: SignalHub, calendar: dict[str, Any], threat_bundle: str) -> SignalState:
+def state_of(hub: SignalHub, calendar: dict[str, Any], threat_bundle: str,
+             epochs: tuple[int, dict[str, int]] = (0, {})) -> SignalState:
     return SignalState(
+        epochs=epochs,
         quarantined=hub.quarantined(),
         risk_scores=hub.risk.all(),
         kill_switches=[(s, n, v) for (s, n), v in hub.kill.states.items()],
@@ -162,3 +166,53 @@ def state_of(hub: SignalHub, calendar: dict[str, Any], threat_bundle: str) -> Si
         posture=hub.posture_verdicts(),
         auth=hub.authentications(),
     )
+
+
+def follow_state(hub: SignalHub, state: SignalState, *, calendar: dict[str, Any], threat_bundle: str,
+                 origin: str = "replica") -> tuple[dict[str, Any], str]:
+    """Bring a live hub to ``state`` (what another control plane saved) through the hub's own setters, so
+    that every difference moves its epochs and is pushed like any other change; what is already equal is
+    left alone (a duplicate or replayed snapshot changes nothing). Returns the calendar and threat bundle
+    the hub now holds (they are kept beside it, in the plane's :class:`SignalBook`)."""
+    current = hub.quarantined()
+    for principal in current.keys() - state.quarantined.keys():
+        hub.release(principal, origin=origin)
+    for principal, reason in state.quarantined.items():
+        if current.get(principal) != reason:
+            hub.quarantine(principal, reason=reason, origin=origin)
+    scores = hub.risk.all()
+    for principal, score in state.risk_scores.items():
+        if scores.get(principal) != score:
+            hub.set_risk_score(principal, score, origin=origin)
+    for principal in scores.keys() - state.risk_scores.keys():
+        hub.set_risk_score(principal, 0, origin=origin)
+    switches = {(s, n): v for s, n, v in state.kill_switches}
+    for scope, name in list(hub.kill.states):
+        if (scope, name) not in switches:
+            hub.set_kill_switch(scope, name, ACTIVE, origin=origin)
+    for (scope, name), value in switches.items():
+        if hub.kill.states.get((scope, name)) != value:
+            hub.set_kill_switch(scope, name, value, origin=origin)
+    if state.calendar != calendar:
+        hub.set_calendar(MarketCalendar.from_dict(state.calendar), origin=origin)
+        calendar = dict(state.calendar)
+    if state.threat_bundle != threat_bundle:
+        if state.threat_bundle:
+            hub.load_threat_intel(state.threat_bundle, origin=origin)
+        threat_bundle = state.threat_bundle
+    seen = hub.observations()
+    for principal, observed in state.observed.items():
+        mine = seen.get(principal, {})
+        for key, field in (("fingerprints", "fingerprint"), ("code_digests", "code_digest"), ("addresses", "address")):
+            for value in set(observed.get(key, ())) - set(mine.get(key, ())):
+                hub.observe(principal, origin=origin, **{field: value})
+    verdicts = hub.posture_verdicts()
+    for host, verdict in state.posture.items():
+        if verdicts.get(host) != verdict:
+            hub.restore_posture(host, verdict)
+    people = hub.authentications()
+    for user, auth in state.auth.items():
+        if people.get(user) != auth:
+            hub.record_authentication(user, mfa=bool(auth.get("mfa")), step_up_at=auth.get("step_up_at"),
+                                      device_host=auth.get("device_host"), origin=origin)
+    return calendar, threat_bundle

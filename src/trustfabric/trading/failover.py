@@ -69,7 +69,7 @@ class ControlFailover:
             plane.emitter.emit(Kind.ADMIN_ACTION, principal=plane.control_id, action="control.fenced",
                                resource=str(self.home), decision="deny", reason="control.lease_lost",
                                detail={"epoch": self.lease.epoch})
-        for task in (self._maintenance, self._state_watch, self._bus_task, self._audit_task):
+        for task in (self._maintenance, self._state_watch, self._bus_task, self._audit_task, self._follow_task):
             if task is not None:
                 task.cancel()
         if self.server is not None:
@@ -80,11 +80,12 @@ class ControlFailover:
     async def _start_standbys(self) -> None:
         """Each standby in its own process (its own session: it outlives this one), waiting for the lease."""
         for bootstrap, control in self.standby_ports:
-            spec = {"home": str(self.home), "mode": self.mode, "services": list(self.processes),
+            spec = {"home": str(self.home), "mode": self.mode, "services": list(self.processes or self.services),
                     "policies": str(self.policies), "bus_url": self.bus_url, "cert_ttl_s": self.cert_ttl_s,
                     "posture_max_age_s": self.posture_max_age_s, "control_ports": [bootstrap, control],
                     "collect_interval_s": self.collect_interval_s, "table_ttl_s": self.table_ttl_s,
-                    "deployment": self.deployment.source if self.deployment is not None else ""}
+                    "deployment": self.deployment.source if self.deployment is not None else "",
+                    "replica": bool(self.followers)}
             log = open(self.home / "floor" / "logs" / f"standby-{control}.log", "ab")
             proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.standby",
                                                         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -95,6 +96,6 @@ class ControlFailover:
             await proc.stdin.drain()
             proc.stdin.close()
             line = (await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)).decode().strip()
-            if line != "STANDBY":
+            if line != ("REPLICA" if self.followers else "STANDBY"):
                 raise ConfigError(f"a standby control plane did not start: {line!r}", reason="config.floor.standby")
             self.standby_procs.append(proc)

@@ -52,7 +52,8 @@ from typing import Any
 from trustfabric.audit.collector import PeriodicCollector
 from trustfabric.audit.errors import AuditError
 from trustfabric.audit.events import AuditEventV1, Kind
-from trustfabric.audit.log import audit_dir, open_log
+from trustfabric.audit.events import encode_event
+from trustfabric.audit.log import audit_dir, database_schema, database_url, open_log
 from trustfabric.audit.spool import Spool
 from trustfabric.control.audit_bus import AuditConsumer
 from trustfabric.control.lease import ControlLease
@@ -60,6 +61,7 @@ from trustfabric.control.metrics import ControlMetrics
 from trustfabric.control.nats_bus import NatsBus, RevocationOutbox, client_tls
 from trustfabric.control.plane import DEFAULT_POLICIES, STATE_CHECK_S, ControlPlane
 from trustfabric.control.protocol import KillSwitchRequest
+from trustfabric.control.replica import Follower, SharedVersions
 from trustfabric.control.server import ControlServer
 from trustfabric.errors import ConfigError
 from trustfabric.metrics import MetricsEndpoint
@@ -78,6 +80,7 @@ DEFAULT_SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "
 FIX_CLIENTS = {"CLIENT-A": "client-a", "CLIENT-B": "client-b"}  # SenderCompID -> client name
 FIX_COMP_ID = "TRUSTFABRIC"
 READY_TIMEOUT_S = 30.0
+FOLLOW_S = 0.2  # a follower replica's catch-up between requests
 MD_CSV_SERVICES = ("market-data", "venue-a", "venue-b")  # replay a recorded session when md_csv is set
 STOP_TIMEOUT_S = 5.0
 CHECKPOINT_INTERVAL_S = 1.0  # a signed tree head about every second while the floor runs
@@ -195,6 +198,9 @@ class Floor(ControlFailover):
     cert_ttl_s: int = 3600  # every certificate's lifetime (workloads and the control plane)
     posture_max_age_s: float | None = None  # the posture window; None: the trust domain's minimum
     standbys: int = 0  # standby control planes (own processes) that take the floor over when this one dies
+    # control-plane replicas in all, beyond one machine (PostgreSQL and the bus): this one holds the lease, each
+    # other one (its own process) issues certificates, tokens and tables too and takes the lease when it frees
+    replicas: int = 1
     control_ports: tuple[int, int] = (0, 0)  # (bootstrap, control) to listen on; (0, 0): free ports
     instance: str = ""  # names this control plane's spools beside others of the same floor (a standby's)
     deployment: Deployment | None = None  # services placed on hosts by address (None: all on 127.0.0.1)
@@ -234,7 +240,13 @@ class Floor(ControlFailover):
         self.standby_procs: list[asyncio.subprocess.Process] = []
         self.takeover: dict[str, float] = {}  # when this plane took the floor over (a standby's)
         self.fenced = False  # this plane lost the lease (it hung, another took over): it no longer acts
+        self._follow_task: asyncio.Task | None = None  # a follower replica's catch-up loop
         self._lease_task: asyncio.Task | None = None
+
+    @property
+    def followers(self) -> int:
+        """The follower replicas this plane starts (``replicas`` - 1; standbys when the floor has replicas)."""
+        return max(0, self.replicas - 1) if self.mode == ZERO_TRUST and not self.instance else 0
 
     @property
     def control_host(self) -> str:
@@ -256,6 +268,9 @@ class Floor(ControlFailover):
             self.md_csv = Path(self.md_csv).resolve()
             CsvReplay.open(self.md_csv, known_symbols=self.topology.symbols)
         (self.home / "floor" / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.followers and not (database_url() and self.bus_url):
+            raise ConfigError("control-plane replicas share PostgreSQL ($TRUSTFABRIC_DATABASE_URL) and the bus "
+                              "(--bus): give both", reason="config.floor.replicas")
         if self.mode == ZERO_TRUST:
             if not self.lease.try_acquire():
                 raise ConfigError(f"another control plane holds the floor at {self.home}",
@@ -265,7 +280,7 @@ class Floor(ControlFailover):
             self.server = await ControlServer(None, mode=self.mode).start(self.control_host)
         taken: set[int] = {self.fix_port_fixed} if self.fix_port_fixed else set()
         if self.mode == ZERO_TRUST:
-            self.standby_ports = [(free_port(taken), free_port(taken)) for _ in range(self.standbys)]
+            self.standby_ports = [(free_port(taken), free_port(taken)) for _ in range(self.standbys + self.followers)]
         self.ports = {name: free_port(taken) for name in self.services}
         # Prometheus: one loopback port per service, and the control plane's (floor/runtime.json lists them)
         self.metrics_ports = {name: free_port(taken) for name in self.services}
@@ -279,9 +294,16 @@ class Floor(ControlFailover):
         if self.collect_audit:
             self._start_collector()
             self._consume_audit(self.services)
+        if self.followers:  # serving before the services ask them for tables
+            try:
+                await self._start_standbys()
+            except (ConfigError, TimeoutError) as exc:
+                await self.stop()
+                raise ConfigError(f"control-plane replicas did not start: {exc}", reason="config.floor.replicas"
+                                  ) from None
         await asyncio.gather(*(self.spawn(name) for name in self._startable()))
         bad = {n: p.detail for n, p in self.processes.items() if p.status != "ready"}
-        if not bad and self.standby_ports:
+        if not bad and self.standby_ports and not self.followers:
             try:
                 await self._start_standbys()
             except (ConfigError, TimeoutError) as exc:
@@ -292,20 +314,56 @@ class Floor(ControlFailover):
             raise ConfigError(f"services did not start: {bad}", reason="config.floor.start_failed")
         return self
 
-    async def _start_control_plane(self) -> None:
-        """The control plane, its server, the bus, the enforcement points' registry and the posture agents."""
+    async def _start_control_plane(self, *, writer: bool = True) -> None:
+        """The control plane and its server; holding the lease, also its duties (:meth:`_lead`). A follower
+        replica (``writer`` False) serves with the state of record caught up before every answer."""
         self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
-                                  posture_max_age_s=self.posture_max_age_s, instance=self.instance)
+                                  posture_max_age_s=self.posture_max_age_s, instance=self.instance, writer=writer)
         fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
         if self.table_ttl_s is not None:  # how long a point serves a table it cannot renew, at most
             self.plane.engine.table_ttl_s = float(self.table_ttl_s)
+        if not writer:
+            self.plane.follower = Follower(self.plane, SharedVersions(database_url(), database_schema()))
+            await asyncio.to_thread(self.plane.follower.catch_up)
         self.server = await ControlServer(self.plane).start(self.control_host, bootstrap_port=self.control_ports[0],
                                                             control_port=self.control_ports[1])
+        if writer:
+            await self._lead()
+            return
+        loop = asyncio.get_running_loop()
+        self._state_watch = loop.create_task(self._watch_state())
+        self._follow_task = loop.create_task(self._follow())
+        if self.bus_url:  # the security events a follower sees go to the lease holder's response engine
+            bus = await self._connect_bus()
+            plane = self.plane
+
+            def relay(events: list[AuditEventV1]) -> None:
+                raw = [encode_event(e) for e in events]
+                loop.call_soon_threadsafe(lambda: loop.create_task(bus.publish_events(raw)))
+
+            plane.relay_events = relay
+
+    async def _lead(self) -> None:
+        """The lease holder's duties: the bus (revocations out, followers' security events in), the enforcement
+        points' registry, the posture agents, the state watch and the lease renewed."""
+        assert self.plane is not None
         if self.bus_url:
             await self._start_bus()
         self.plane.register_points(list(self.services))
         await self._start_posture_agents()
         self._lease_task = asyncio.get_running_loop().create_task(self._hold_lease())
+
+    async def _follow(self) -> None:
+        """A follower replica catches up every ``FOLLOW_S`` as well, so that a request finds it current, and
+        writes its spools out every ``collect_interval_s`` (the lease holder's collector ships them)."""
+        flushed = time.monotonic()
+        while self.plane is not None and self.plane.follower is not None:
+            with contextlib.suppress(Exception):  # refused here means refused at the next request: fail closed
+                await asyncio.to_thread(self.plane.follower.catch_up)
+            if time.monotonic() - flushed >= self.collect_interval_s:
+                flushed = time.monotonic()
+                await asyncio.to_thread(self._flush_plane_spools)
+            await asyncio.sleep(FOLLOW_S)
 
     async def take_over(self, services: dict[str, dict[str, Any]]) -> "Floor":
         """A standby holding the lease: run the control plane for services that are already running.
@@ -317,7 +375,14 @@ class Floor(ControlFailover):
         """
         started = time.monotonic()
         self.takeover["lease_at"] = time.time()
-        await self._start_control_plane()
+        if self.plane is None:
+            await self._start_control_plane()
+        else:  # a follower replica, already serving: it leads from now on
+            if self._follow_task is not None:
+                self._follow_task.cancel()
+                self._follow_task = None
+            await asyncio.to_thread(self.plane.lead)
+            await self._lead()
         assert self.plane is not None
         self.ports = {name: int(entry.get("port", 0)) for name, entry in services.items()}
         self.metrics = MetricsEndpoint(ControlMetrics(self.plane, self.server).collect).start("127.0.0.1", 0)
@@ -358,7 +423,8 @@ class Floor(ControlFailover):
         self.posture_agents = await PostureAgentServer(self.plane.agents, self.home / "floor" / "run" / "posture"
                                                        ).start()
         self._maintenance = asyncio.get_running_loop().create_task(self._maintain())
-        self._state_watch = asyncio.get_running_loop().create_task(self._watch_state())
+        if self._state_watch is None:
+            self._state_watch = asyncio.get_running_loop().create_task(self._watch_state())
 
     async def _watch_state(self) -> None:
         """Beyond one machine: reach the state of record every ``STATE_CHECK_S`` (in a worker thread, so a
@@ -397,16 +463,26 @@ class Floor(ControlFailover):
         """The reason of the collector's last failure ("" when its last pass was clean)."""
         return self._collector.error if self._collector is not None else ""
 
+    async def _connect_bus(self) -> NatsBus:
+        """This control plane's connection to the bus (its own certificate files: replicas each have theirs)."""
+        assert self.plane is not None
+        if self.bus is None:
+            creds_dir = self.home / "floor" / "creds" / self.plane.source
+            self.plane.credentials.write(creds_dir)
+            self.bus = await NatsBus(self.bus_url, client_tls(creds_dir / "cert.pem", creds_dir / "key.pem",
+                                                              creds_dir / "bundle.pem"), self.plane.source).connect()
+        return self.bus
+
     async def _start_bus(self) -> None:
         """The control plane on the NATS bus: every revocation (quarantines too) is published there as well,
-        de-duplicated by its store version, and recorded in the bucket reconnecting points read first."""
+        de-duplicated by its store version, and recorded in the bucket reconnecting points read first; the
+        security events the follower replicas see come in to the response engine."""
         assert self.plane is not None
-        creds_dir = self.home / "floor" / "creds" / "control-plane"
-        creds = self.plane.credentials
-        creds.write(creds_dir)
-        self.bus = await NatsBus(self.bus_url, client_tls(creds_dir / "cert.pem", creds_dir / "key.pem",
-                                                          creds_dir / "bundle.pem"), "control-plane").connect()
+        await self._connect_bus()
+        assert self.bus is not None
         await self.bus.prepare()
+        plane = self.plane
+        await self.bus.on_events(lambda raw: plane.observe_encoded(raw) if plane.follower is None else None)
         loop = asyncio.get_running_loop()
         self.bus_outbox = RevocationOutbox(self.bus)
         self._bus_task = loop.create_task(self.bus_outbox.run())
@@ -500,6 +576,10 @@ class Floor(ControlFailover):
             boot["control_host"] = self.deployment.control_for(identity)
         if self.standby_ports:  # where to look when this control plane is gone
             boot["control_ports"] = [self.server.control_port, *(c for _b, c in self.standby_ports)]  # type: ignore[union-attr]
+            if self.followers:  # the services spread over the replicas for their tokens, tables and renewals
+                spread = boot["control_ports"]
+                boot["read_port"] = spread[(list(self.services).index(name) if name in self.services else 0)
+                                           % len(spread)]
         if identity in self.metrics_ports:
             boot["metrics_port"] = self.metrics_ports[identity]
         if self.bus_url:
@@ -579,6 +659,7 @@ class Floor(ControlFailover):
                 "left_out": dict(self.left_out),
                 "standbys": [{"bootstrap_port": b, "control_port": c, "pid": p.pid}
                              for (b, c), p in zip(self.standby_ports, self.standby_procs)],
+                "replicas": self.replicas if self.followers else 1,
                 "takeover": dict(self.takeover),
                 "metrics": {"control-plane": self.metrics.port if self.metrics else 0,
                             **{n: self.metrics_ports.get(n, 0) for n in self.processes}},
@@ -636,6 +717,9 @@ class Floor(ControlFailover):
 
     # ------------------------------------------------------------------ stop
     async def stop(self) -> None:
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+            self._follow_task = None
         if self._lease_task is not None:
             self._lease_task.cancel()
             self._lease_task = None

@@ -46,7 +46,8 @@ async def _run(spec: dict) -> int:
                   policies=Path(spec["policies"]), bus_url=spec.get("bus_url", ""),
                   cert_ttl_s=int(spec.get("cert_ttl_s", 3600)), posture_max_age_s=spec.get("posture_max_age_s"),
                   collect_interval_s=float(spec.get("collect_interval_s", 1.0)), control_ports=(bootstrap, control),
-                  instance=f"standby-{control}", deployment=placement, table_ttl_s=spec.get("table_ttl_s"))
+                  instance=f"{'replica' if spec.get('replica') else 'standby'}-{control}", deployment=placement,
+                  table_ttl_s=spec.get("table_ttl_s"))
     stop = threading.Event()
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -57,7 +58,11 @@ async def _run(spec: dict) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    print("STANDBY", flush=True)
+    if spec.get("replica"):  # a follower replica: serving now, with the state of record caught up before answers
+        await floor._start_control_plane(writer=False)
+        print("REPLICA", flush=True)
+    else:
+        print("STANDBY", flush=True)
     os.dup2(2, 1)  # from here stdout goes to the log: the pipe to the launcher dies with it
     if not await asyncio.to_thread(floor.lease.acquire, stop):
         return 0  # stopped while standing by: nothing was taken over

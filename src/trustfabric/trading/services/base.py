@@ -189,6 +189,8 @@ class ServiceRuntime(ControlEndpoints):
         self.links: dict[str, PeerLink] = {}
         self.tls: TLSConfig | None = None
         self.control: control_client.ControlClient | None = None
+        # tokens, tables and renewals from a follower control-plane replica (up --replicas), the lease holder behind
+        self.reads: control_client.ReplicaClient | None = None
         self.pep: EnforcementPoint | None = None
         self.server: FrameServer | None = None
         self.revocations = RevocationSet()
@@ -318,7 +320,12 @@ class ServiceRuntime(ControlEndpoints):
         self.control.on_jwks_refused = lambda exc: self.events.emit(
             Kind.ALERT, principal=self.spiffe_id, action="jwks.mirror", decision="deny", reason=exc.reason)
         verifier = TokenVerifier(self.jwks, reply.issuer, clock=self.clock)
-        tables = control_client.ControlTableSource(self.control)  # awaited on the control channel, never blocking
+        read_port = int(b.get("read_port", 0) or 0)
+        if read_port and read_port != int(b["control_port"]):
+            self.reads = control_client.ReplicaClient(self.control_host, read_port, self.tls, reply.control_id,
+                                                      self.name, fallback=lambda: self.control, source=self._source)
+        # awaited on the control channel (or the replica's), never blocking
+        tables = control_client.ControlTableSource(self.reads or self.control)
         self.tables = tables
         self.pep = EnforcementPoint(self.spiffe_id, tables, verifier, clock=self.clock, sink=self.sink,
                                     source=self.name)
@@ -467,7 +474,7 @@ class ServiceRuntime(ControlEndpoints):
     async def renew_now(self) -> None:
         """One renewal: a fresh report from the host agent, a new key and CSR, then move every connection."""
         posture = await self.fresh_posture()
-        fresh = await self.control.renew(self.spiffe_id, posture)  # type: ignore[union-attr]
+        fresh = await self.issuing.renew(self.spiffe_id, posture)
         if not fresh.valid_at(self.clock.now()):
             raise CertificateError("the renewed certificate is not valid now", reason="cert.not_valid")
         self.credentials.replace(fresh)
@@ -529,9 +536,14 @@ class ServiceRuntime(ControlEndpoints):
             self.control_moves += 1
             if peer is not None:
                 self._moved_away("control", peer)
-            if self.tables is not None:
+            if self.tables is not None and self.reads is None:
                 self.tables.client = new  # the next table request goes over the current channel
             asyncio.get_running_loop().call_later(CONTROL_RETIRE_S, old.close)
+
+    @property
+    def issuing(self) -> Any:
+        """Where tokens and renewals are asked for: the service's control replica, else the lease holder."""
+        return self.reads if self.reads is not None else self.control
 
     async def _subscribe(self, old: Any, port: int) -> tuple[Any, Any]:
         """A new control channel to ``port`` beside ``old``: subscribed, the same key set, the snapshot applied."""
@@ -616,6 +628,8 @@ class ServiceRuntime(ControlEndpoints):
             out.update(renewals=self.renewals, renewal_failures=self.renewal_failures, expired_cert_uses=expired,
                        connection_moves=self.control_moves + sum(link.moves for link in self.links.values()),
                        control_failovers=self.control_failovers)
+            if self.reads is not None:  # what the service's control replica answered, and what went to the holder
+                out.update(replica_answered=self.reads.answered, replica_fell_back=self.reads.fell_back)
             if self.tls is not None:
                 out["cert_left_s"] = round(self.credentials.current().not_after - self.clock.now(), 1)
         if self.service is not None:
@@ -697,6 +711,8 @@ class ServiceRuntime(ControlEndpoints):
             self.metrics.close()
         if self.control is not None:
             self.control.close()
+        if self.reads is not None:
+            self.reads.close()
         if self.bus is not None:
             with contextlib.suppress(Exception):
                 await self.bus.close()

@@ -71,7 +71,7 @@ class ControlEndpoints:
                     new.on_command = self._on_command
                     self.control = new
                     self._control_fp = self.credentials.current().fingerprint_sha256  # type: ignore[union-attr]
-                    if self.tables is not None:
+                    if self.tables is not None and self.reads is None:
                         self.tables.client = new
                     self.control_failovers += 1
                     took_ms = (time.monotonic() - started) * 1000

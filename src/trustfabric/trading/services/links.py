@@ -170,7 +170,7 @@ class PeerLink:
         conn.on_frame = early
         conn.on_close = closed
         try:
-            token, _aud = await rt.control.token(self.target)  # type: ignore[union-attr]
+            token, _aud = await rt.issuing.token(self.target)
             conn.send(OpenSession(token=token))
             answer = await asyncio.wait_for(ready, 5.0)
         except BaseException:
@@ -238,7 +238,7 @@ class PeerLink:
             await self.move()  # a token now binds the new certificate: a new connection and session
             return
         try:
-            token, _aud = await self.runtime.control.token(self.target)
+            token, _aud = await self.runtime.issuing.token(self.target)
             self.conn.send(RenewSession(token=token))  # type: ignore[union-attr]
         except Exception as exc:  # noqa: BLE001 - the session simply expires; the next request reopens
             self.last_error = getattr(exc, "reason", type(exc).__name__)
