@@ -75,7 +75,8 @@ def data_exposure(home: Path, foothold_segment: str, environment: str) -> dict[s
     disk = sum(_records_in(d) for d in _data_dirs(home))
     with tempfile.TemporaryDirectory(prefix="sim-backup-") as tmp:
         for d in _data_dirs(home):
-            shutil.copytree(d, Path(tmp) / d.name, dirs_exist_ok=True)
+            # the floor keeps writing: a file being written (``*.tmp``, renamed when complete) is not in a backup
+            shutil.copytree(d, Path(tmp) / d.name, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.tmp"))
         backup = _records_in(Path(tmp))
     other = _with_other_keys(home, foothold_segment, environment)
     sealed = len(list((home / OBJECTS_DIR).rglob("*.sealed"))) if (home / OBJECTS_DIR).is_dir() else 0
