@@ -57,7 +57,7 @@ from cryptography import x509
 from trustfabric.audit.events import AuditEventV1, Emitter, Kind, decode_event
 from trustfabric.audit.spool import Spool
 from trustfabric.clock import SYSTEM_CLOCK, Clock
-from trustfabric.control.errors import STATE_UNAVAILABLE, BootstrapRefused, ControlRefused
+from trustfabric.control.errors import NOT_LEADER, STATE_UNAVAILABLE, BootstrapRefused, ControlRefused
 from trustfabric.control.joins import JoinTokens
 from trustfabric.control.policy_lifecycle import SIGNING_KEY_DIR, PolicyLifecycle, activation_target, rollback_target
 from trustfabric.control.signal_ops import SIGNAL_ACTIONS, SignalBook, apply_signal, signals_path
@@ -87,7 +87,9 @@ from trustfabric.response.engine import ResponseEngine
 from trustfabric.response.floor_map import FloorMap
 from trustfabric.response.incidents import Incident, open_incident_store
 from trustfabric.signals.host_agent import HostPostureAgent
-from trustfabric.signals.posture import DEFAULT_SECURITY_AGENTS, decode_signed, encode_signed, requirements_for_domain
+from trustfabric.signals.posture import (
+    DEFAULT_SECURITY_AGENTS, decode_signed, encode_signed, evaluate_posture, requirements_for_domain,
+)
 from trustfabric.signals.state import hub_from_state, load_state
 from trustfabric.transport.tls import RotatingCredentials
 from trustfabric.identity.users import PRIVILEGED_ROLES
@@ -212,7 +214,8 @@ class ControlPlane:
         if writer:
             self._start_agents()
         self.joins = JoinTokens(self.identity.store)  # in the store: any replica redeems them
-        self.issuer = AttestingIssuer(self.identity.cas(), self.identity.releases, self.identity.host_keys(),
+        self.host_keys = self.identity.host_keys()  # every enrolled host's key (refresh_host_keys re-reads them)
+        self.issuer = AttestingIssuer(self.identity.cas(), self.identity.releases, self.host_keys,
                                       self.identity.emitter, minimums={self.trust_domain: minimum})
         self.tokens = self.identity.token_issuer()
         self.control_id = f"spiffe://{self.trust_domain}/{CONTROL_SEGMENT}/{CONTROL_NAME}"
@@ -319,6 +322,29 @@ class ControlPlane:
         self.containment.restore_open_incidents()
         self._start_agents()
         self.save_signals()
+
+    def refresh_host_keys(self) -> None:
+        """Re-read the hosts' posture keys from the store (a host enrolled or re-keyed since): the attesting
+        issuer and the signal hub check reports against exactly these."""
+        fresh = self.identity.host_keys()
+        self.host_keys.assign(fresh)
+        self.hub.host_keys.assign(fresh)
+
+    def hub_posture(self, raw: bytes) -> str:
+        """A fresh signed report from a host whose agent runs on the host itself (a per-host runner's,
+        :class:`~trustfabric.control.protocol.PostureSubmit`): checked against the enrolled key and the posture
+        window before the hub takes it, so a stale or forged report changes nothing. Returns the host."""
+        if self.follower is not None:
+            raise ControlRefused("posture goes to the lease holder", reason=NOT_LEADER, retryable=True)
+        try:
+            signed = decode_signed(raw)
+        except TrustFabricError as exc:
+            raise ControlRefused(f"unreadable posture report: {exc.detail[:200]}", reason=exc.reason) from None
+        verdict = evaluate_posture(signed, self.hub.host_keys, self.posture_minimum, self.clock.now())
+        if not verdict.ok:
+            raise ControlRefused(f"posture report refused: {', '.join(verdict.reasons)}", reason=verdict.reasons[0])
+        self.hub.report_posture(signed, origin=f"host:{verdict.host}")
+        return verdict.host
 
     def refresh_posture(self) -> None:
         """Every host's agent reports again (the hub's verdicts go stale after the posture max age)."""

@@ -228,9 +228,24 @@ class OperatorReply(Frame, frozen=True, tag="oprep"):
     missing: list[str] = []  # those that did not, within the bound
 
 
+class PostureSubmit(Frame, frozen=True, tag="posture"):
+    """A host's runner -> the lease holder, over the bootstrap port: its agent's fresh signed posture report.
+
+    Needs no client certificate: the report is signed by the host key an operator enrolled
+    (``trustfabric host enrol``) and is good for the posture window only; anything else is refused.
+    """
+
+    report: bytes
+
+
+class PostureReply(Frame, frozen=True, tag="posturerep"):
+    ok: bool
+    reason: str = ""
+
+
 CONTROL_TYPES = (JoinRequest, JoinReply, TokenRequest, TokenReply, TableRequest, TableReply, RenewRequest,
                  RenewReply, Subscribe, Subscribed, PushInvalidation, PushRevocation, Command, Report,
                  KillSwitchRequest, KillSwitchReply, CommandResult, ReleaseRequest, ReleaseReply,
-                 PushBarrier, PushAck, PushJwks, OperatorRequest, OperatorReply)
+                 PushBarrier, PushAck, PushJwks, OperatorRequest, OperatorReply, PostureSubmit, PostureReply)
 
 CONTROL_CODEC = FrameCodec(CONTROL_TYPES, max_frame=MAX_CONTROL_FRAME)

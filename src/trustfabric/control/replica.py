@@ -15,10 +15,10 @@ A follower answers with the state the active plane has, never an older one:
   pushes an invalidation (:meth:`~trustfabric.control.plane.ControlPlane._publish`);
 * before a follower answers a join, renewal, token or table request, :meth:`Follower.catch_up`
   reads the versions of the shared state in one query (:class:`SharedVersions`: the signal
-  state's version, the revocation rows, the active policy, the token keys) and, when one moved,
-  brings its plane there: the active bundle loaded, the revocation rows applied, the signals
-  applied through the hub's own setters (:func:`~trustfabric.signals.state.follow_state`), the
-  key ring re-read, and last the active plane's epochs adopted, so that a table it issues carries
+  state's version, the revocation rows, the active policy, the token keys, the hosts' keys) and,
+  when one moved, brings its plane there: the active bundle loaded, the revocation rows applied,
+  the key ring and the hosts' keys re-read, the signals applied through the hub's own setters
+  (:func:`~trustfabric.signals.state.follow_state`), and last the active plane's epochs adopted, so that a table it issues carries
   the epochs the enforcement points know from the active plane's pushes;
 * when the store cannot be read, the follower answers nothing (``control.state_unavailable``,
   retryable: the enforcement point asks the active plane instead). Fail closed.
@@ -46,7 +46,8 @@ VERSIONS_SQL = (
     "(SELECT count(*) FROM identity_revocations), "
     "(SELECT md5(data) FROM policy_state WHERE id = 1), "
     "(SELECT md5(string_agg(kid || ':' || coalesce(retired_at::text, ''), ',' ORDER BY kid)) "
-    "FROM identity_signing_keys)"
+    "FROM identity_signing_keys), "
+    "(SELECT md5(string_agg(host || ':' || encode(public_raw, 'hex'), ',' ORDER BY host)) FROM identity_host_keys)"
 )
 
 
@@ -59,7 +60,7 @@ class SharedVersions:
         self._lock = threading.Lock()
 
     def read(self) -> tuple[Any, ...]:
-        """(signal state version, revocation rows, active policy digest, key ring digest); raises
+        """(signal state version, revocation rows, active policy digest, key ring digest, host keys digest); raises
         :class:`ControlRefused` (``control.state_unavailable``, retryable) when the store cannot be read."""
         import psycopg  # beyond one machine only
 
@@ -113,7 +114,7 @@ class Follower:
 
     def _apply(self, before: tuple[Any, ...], after: tuple[Any, ...]) -> None:
         plane = self.plane
-        old = before or (None, None, None, None)
+        old = before or (None,) * len(after)
         try:
             if old[2] != after[2]:  # the active policy moved (activation, rollback)
                 active = plane.policy_versions.active_bundle(SigningKeys(plane.identity.store).all())
@@ -123,6 +124,8 @@ class Follower:
                 plane.identity.revocations.follow()
             if old[3] != after[3]:
                 plane.identity.keys.refresh(force=True)
+            if old[4] != after[4]:  # a host enrolled or re-keyed
+                plane.refresh_host_keys()
             state = load_state(plane.signals_path)
             book = plane.signals
             book.calendar, book.threat_bundle = follow_state(

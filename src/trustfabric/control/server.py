@@ -37,7 +37,7 @@ from trustfabric.control.plane import (
 )
 from trustfabric.control.protocol import (
     CONTROL_CODEC, Command, CommandResult, JoinReply, JoinRequest, KillSwitchReply, KillSwitchRequest,
-    OperatorReply, OperatorRequest, PushAck, PushBarrier, PushInvalidation, PushJwks,
+    OperatorReply, OperatorRequest, PostureReply, PostureSubmit, PushAck, PushBarrier, PushInvalidation, PushJwks,
     ReleaseReply, ReleaseRequest, PushRevocation, RenewReply,
     RenewRequest, Report, RevocationSnapshot, Subscribe, Subscribed, TableReply, TableRequest, TokenReply,
     TokenRequest,
@@ -184,7 +184,7 @@ class ControlServer:
                 decoder = FrameDecoder(CONTROL_CODEC)
                 frames = decoder.feed(header + await reader.readexactly(size))
                 req = frames[0] if frames else None
-                if isinstance(req, (KillSwitchRequest, ReleaseRequest, OperatorRequest)) \
+                if isinstance(req, (KillSwitchRequest, ReleaseRequest, OperatorRequest, PostureSubmit)) \
                         and self.plane.follower is not None:
                     raise ControlRefused("this control plane is a follower replica: operators' changes go to the "
                                          "one that holds the floor's lease", reason=NOT_LEADER, retryable=True)
@@ -195,6 +195,10 @@ class ControlServer:
                     raise _Answered(self.release(req))
                 if isinstance(req, OperatorRequest):
                     raise _Answered(await self.operate(req))
+                if isinstance(req, PostureSubmit):
+                    # signed by an enrolled host key and fresh, or refused (the hub checks both)
+                    await asyncio.to_thread(self.plane.hub_posture, bytes(req.report))
+                    raise _Answered(PostureReply(ok=True))
                 if not isinstance(req, JoinRequest):
                     raise BootstrapRefused("expected a join request", reason="bootstrap.bad_request")
                 await self.caught_up()

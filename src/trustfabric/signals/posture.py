@@ -294,6 +294,10 @@ class HostKeyRegistry:
     def get(self, key_id: str) -> tuple[str, Ed25519PublicKey] | None:
         return self._keys.get(key_id)
 
+    def assign(self, other: "HostKeyRegistry") -> None:
+        """Hold exactly ``other``'s keys (the store's, re-read: a host enrolled or re-keyed meanwhile)."""
+        self._keys = dict(other._keys)
+
     def __len__(self) -> int:
         return len(self._keys)
 

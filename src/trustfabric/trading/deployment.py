@@ -12,6 +12,19 @@ A deployment file (TOML) places the floor's services on hosts by address::
     services = ["market-data", "algo-momentum", "algo-meanrev"]
     control = "127.0.0.9"             # optional: the control plane's address as this host reaches it
                                       # (a site's load balancer or VIP in front of the control plane)
+    port_base = 7600                  # optional: fixed ports (the n-th service port_base + 2n, its
+                                      # metrics + 1); required when a per-host runner runs the host
+
+    [[replica]]                       # optional: control-plane replicas at fixed ports, each run by
+    name = "cp-1"                     # `trustfabric control serve --replica cp-1` on its machine
+    address = "127.0.0.1"
+    bootstrap_port = 7401
+    control_port = 7402
+
+With replicas and every host's ``port_base`` the floor runs without the launcher: each machine runs
+its part (``trustfabric control serve`` for a replica, ``trustfabric host serve`` for a host's
+services, after ``trustfabric host enrol``), and every process derives the same addresses and ports
+from this file (:meth:`Deployment.require_fixed`).
 
 Each service listens on its host's address and every peer reaches it there; a service no host
 names runs beside the control plane. Every topology host keeps its own posture agent and host
@@ -48,12 +61,22 @@ class Host:
     address: str
     services: tuple[str, ...]
     control: str = ""  # the control plane's address from this host ("": the deployment's)
+    port_base: int = 0  # fixed ports for the host's services (0: the launcher picks free ones)
+
+
+@dataclass(frozen=True)
+class Replica:
+    name: str
+    address: str
+    bootstrap_port: int
+    control_port: int
 
 
 @dataclass(frozen=True)
 class Deployment:
     control: str = "127.0.0.1"
     hosts: tuple[Host, ...] = ()
+    replicas: tuple[Replica, ...] = ()
     bus: str = ""
     database: str = ""
     source: str = ""
@@ -78,6 +101,39 @@ class Deployment:
 
     def addresses(self, services: tuple[str, ...] | list[str]) -> dict[str, str]:
         return {name: self.address_of(name) for name in services}
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(s for host in self.hosts for s in host.services)
+
+    def host(self, name: str) -> Host:
+        for host in self.hosts:
+            if host.name == name:
+                return host
+        raise DeploymentError(f"no host {name!r} in {self.source or 'the deployment'}", reason="deploy.unknown_host")
+
+    def replica(self, name: str) -> Replica:
+        for replica in self.replicas:
+            if replica.name == name:
+                return replica
+        raise DeploymentError(f"no control-plane replica {name!r} in {self.source or 'the deployment'}",
+                              reason="deploy.unknown_replica")
+
+    def require_fixed(self) -> None:
+        """Refuse a file that cannot run without the launcher: replicas and every host's ports must be fixed."""
+        if not self.replicas:
+            raise DeploymentError("no [[replica]]: the machines cannot know where the control plane listens",
+                                  reason="deploy.ports_required")
+        loose = [h.name for h in self.hosts if not h.port_base]
+        if loose:
+            raise DeploymentError(f"hosts without port_base: {loose}", reason="deploy.ports_required")
+
+    def ports(self) -> dict[str, int]:
+        """Every service's port: its host's ``port_base`` + 2n (n its place in the host's list)."""
+        return {s: h.port_base + 2 * i for h in self.hosts if h.port_base for i, s in enumerate(h.services)}
+
+    def metrics_ports(self) -> dict[str, int]:
+        return {s: port + 1 for s, port in self.ports().items()}
 
 
 def _address(value: Any, where: str, loopback_only: bool) -> str:
@@ -128,9 +184,38 @@ def parse(data: dict[str, Any], topology: Topology, *, loopback_only: bool = Tru
                 raise DeploymentError(f"{service} is placed on two hosts", reason="deploy.placed_twice")
             placed[service] = address
         route = _address(entry["control"], f"host {name} control", loopback_only) if entry.get("control") else ""
-        hosts.append(Host(name, address, tuple(services), route))
-    return Deployment(control=control, hosts=tuple(hosts), bus=bus, database=database, source=source,
-                      _placed=placed)
+        hosts.append(Host(name, address, tuple(services), route,
+                          _port(entry.get("port_base", 0), f"host {name} port_base", span=2 * len(services))))
+    return Deployment(control=control, hosts=tuple(hosts), replicas=_replicas(data.get("replica", []), loopback_only),
+                      bus=bus, database=database, source=source, _placed=placed)
+
+
+def _port(value: Any, where: str, span: int = 1) -> int:
+    if value == 0:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= 65535 - span:
+        raise DeploymentError(f"{where}: {value!r} is not a port from 1024 to {65535 - span}", reason="deploy.bad_port")
+    return value
+
+
+def _replicas(entries: Any, loopback_only: bool) -> tuple[Replica, ...]:
+    if not isinstance(entries, list):
+        raise DeploymentError("[[replica]] must be an array of tables")
+    replicas: list[Replica] = []
+    seen: set[Any] = set()
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not entry["name"]:
+            raise DeploymentError(f"replica #{i + 1}: a name is required")
+        name = entry["name"]
+        address = _address(entry.get("address"), f"replica {name}", loopback_only)
+        ports = (_port(entry.get("bootstrap_port"), f"replica {name} bootstrap_port"),
+                 _port(entry.get("control_port"), f"replica {name} control_port"))
+        if 0 in ports or name in seen or {(address, p) for p in ports} & seen:
+            raise DeploymentError(f"replica {name}: a name and two ports of its own are required",
+                                  reason="deploy.duplicate_replica")
+        seen.update({name, *((address, p) for p in ports)})
+        replicas.append(Replica(name, address, *ports))
+    return tuple(replicas)
 
 
 def load(path: Path | str, topology: Topology, *, loopback_only: bool = True) -> Deployment:
