@@ -35,6 +35,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "release": ("trustfabric.commands.release", "The promotion gateway: submit, approve, promote, ls."),
     "bus": ("trustfabric.commands.bus", "The control bus on NATS JetStream: config."),
     "db": ("trustfabric.commands.db", "PostgreSQL schema of the stores beyond one machine: migrate, status."),
+    "control": ("trustfabric.commands.control", "The control plane beyond one machine: serve a replica."),
+    "host": ("trustfabric.commands.host", "A host run by its own runner: enrol, serve."),
 }
 SINGLE: dict[str, str] = {
     "sidecar": "trustfabric.commands.sidecar",

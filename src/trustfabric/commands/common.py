@@ -129,14 +129,14 @@ def offline_operator_authority(plane: IdentityPlane) -> OperatorAuthority:
     return OperatorAuthority.for_plane(plane, engine)
 
 
-def load_deployment(path):  # noqa: ANN001, ANN201 - a Path or None -> a Deployment or None
+def load_deployment(path, *, loopback_only: bool = True):  # noqa: ANN001, ANN201 - a Path or None -> a Deployment
     """``--deployment FILE``: the placement of the floor's services on hosts (refused with its reason), its
     database put in ``$TRUSTFABRIC_DATABASE_URL`` for this process and the services it starts."""
     if path is None:
         return None
     from trustfabric.trading.deployment import load
 
-    deployment = load(path, Topology.load(Topology.default_path()))
+    deployment = load(path, Topology.load(Topology.default_path()), loopback_only=loopback_only)
     if deployment.database:
         os.environ["TRUSTFABRIC_DATABASE_URL"] = deployment.database
     return deployment

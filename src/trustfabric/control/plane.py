@@ -101,6 +101,7 @@ TOKEN_TTL_S = 300
 PRINCIPAL_QUARANTINED = "control.principal_quarantined"
 STATE_GRACE_S = 3.0  # how long after the last successful check the state counts as reachable
 STATE_CHECK_S = 0.5  # how often the launcher checks it
+RUNNER_META = "host_runner:"  # + topology host: its posture agent runs on the host itself (trustfabric host enrol)
 INCIDENTS_FILE = "response.db"  # incidents and alerts under $TRUSTFABRIC_HOME, shared with `trustfabric response`
 DEFAULT_POLICIES = POLICIES_DIR
 # What services report to the response engine: refusals and denials at enforcement points.
@@ -301,9 +302,21 @@ class ControlPlane:
         self.counters["own_rotations"] += 1
         return True
 
+    def runner_hosts(self) -> set[str]:
+        """The topology hosts whose posture agent runs on the host itself, under a runner (``host enrol``)."""
+        return {host for host in {s.host for s in self.topology.services.values()}
+                if self.identity.store.get_meta(RUNNER_META + host)}
+
+    def drop_runner_agents(self) -> None:
+        """Stop reporting for hosts enrolled for their own runner: their agent's key is the enrolled one."""
+        for host in self.runner_hosts():
+            self.agents.pop(host, None)
+
     def _start_agents(self) -> None:
-        """One posture agent per host of the topology, its key registered (the lease holder's duty)."""
-        for host in sorted({svc.host for svc in self.topology.services.values()}):
+        """One posture agent per host of the topology, its key registered (the lease holder's duty); a host
+        enrolled for its own runner reports from there (:meth:`hub_posture`)."""
+        runners = self.runner_hosts()
+        for host in sorted({svc.host for svc in self.topology.services.values()} - runners):
             agent = HostPostureAgent(host, watch=DEFAULT_SECURITY_AGENTS
                                      + self.posture_minimum.for_host(host).security_agents)
             agent.register(self.hub.host_keys)

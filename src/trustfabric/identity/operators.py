@@ -140,6 +140,7 @@ ACTIONS: dict[str, str] = {
     "release.promote": "releases",
     "fix.client_add": "fix-clients",
     "fix.client_renew": "fix-clients",
+    "host.enrol": "hosts",
     # the web console's pages (reads; the console's actions are the operator actions above)
     "console.overview": "console",
     "console.decisions": "console",
@@ -155,7 +156,7 @@ ACTIONS: dict[str, str] = {
 # (guards.cedar holds the same list as ``guard.operator-step-up``; a test keeps the two equal).
 STEP_UP_ACTIONS = frozenset({"release", "signal.release", "ca.promote", "ca.issue_unattested", "killswitch.resume",
                              "token.revoke_key", "policy.sign", "policy.activate", "policy.rollback",
-                             "data.rotate", "data.shred", "release.approve", "release.promote"})
+                             "data.rotate", "data.shred", "release.approve", "release.promote", "host.enrol"})
 
 SESSION_AUDIENCE = "operator"
 SESSION_TYP = "op+jwt"

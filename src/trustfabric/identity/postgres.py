@@ -252,3 +252,11 @@ class PostgresIdentityStore:
         rows = self._query("SELECT value FROM identity_meta WHERE key = %s", (key,))
         return json.loads(rows[0][0]) if rows and key != _CHECK_KEY else default
 
+    # a small secret of the floor's (the approval key): sealed under the KEK like the other private material
+    def put_secret(self, name: str, data: bytes) -> None:
+        self.set_meta(f"secret:{name}", self._sealer.seal(f"secret:{name}", data).hex())
+
+    def get_secret(self, name: str) -> bytes | None:
+        sealed = self.get_meta(f"secret:{name}")
+        return self._sealer.open(f"secret:{name}", bytes.fromhex(sealed)) if sealed else None
+

@@ -127,6 +127,8 @@ class IdentityStore(Protocol):
 
     def set_meta(self, key: str, value: Any) -> None: ...
     def get_meta(self, key: str, default: Any = None) -> Any: ...
+    def put_secret(self, name: str, data: bytes) -> None: ...
+    def get_secret(self, name: str) -> bytes | None: ...
 
 
 _SCHEMA = """
@@ -330,6 +332,14 @@ class SqliteIdentityStore:
     def get_meta(self, key: str, default: Any = None) -> Any:
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else default
+
+    # a small secret of the floor's: the embedded store is a 0600 file in the 0700 home, like the CA keys
+    def put_secret(self, name: str, data: bytes) -> None:
+        self.set_meta(f"secret:{name}", data.hex())
+
+    def get_secret(self, name: str) -> bytes | None:
+        value = self.get_meta(f"secret:{name}")
+        return bytes.fromhex(value) if value else None
 
 
 def open_identity_store(home: Path | str, environ: dict[str, str] | None = None) -> IdentityStore:

@@ -127,6 +127,9 @@ class Deployment:
         loose = [h.name for h in self.hosts if not h.port_base]
         if loose:
             raise DeploymentError(f"hosts without port_base: {loose}", reason="deploy.ports_required")
+        if len({r.address for r in self.replicas}) != 1:
+            raise DeploymentError("the replicas must share one address (one machine, or a VIP in front of them): "
+                                  "the services reach every replica at it", reason="deploy.replicas_one_address")
 
     def ports(self) -> dict[str, int]:
         """Every service's port: its host's ``port_base`` + 2n (n its place in the host's list)."""

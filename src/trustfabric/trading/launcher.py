@@ -69,6 +69,7 @@ from trustfabric.policy.topology import Topology
 from trustfabric.signals.agent_socket import PostureAgentServer
 from trustfabric.trading.deployment import Deployment
 from trustfabric.trading.failover import ControlFailover, _Adopted
+from trustfabric.trading import hosts
 from trustfabric.trading.fix import operate as fix_operate
 from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
 from trustfabric.trading.marketdata import CsvReplay
@@ -205,6 +206,7 @@ class Floor(ControlFailover):
     instance: str = ""  # names this control plane's spools beside others of the same floor (a standby's)
     deployment: Deployment | None = None  # services placed on hosts by address (None: all on 127.0.0.1)
     table_ttl_s: float | None = None  # the decision tables' hard lifetime (None: the policy engine's, 300 s)
+    bind: str = ""  # the control plane's listening address ("": the deployment's control address, or 127.0.0.1)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -250,6 +252,8 @@ class Floor(ControlFailover):
 
     @property
     def control_host(self) -> str:
+        if self.bind:
+            return self.bind
         return self.deployment.control if self.deployment is not None else "127.0.0.1"
 
     def address_of(self, service: str) -> str:
@@ -320,6 +324,7 @@ class Floor(ControlFailover):
         self.plane = ControlPlane(self.home, policies=self.policies, leaf_ttl_s=self.cert_ttl_s,
                                   posture_max_age_s=self.posture_max_age_s, instance=self.instance, writer=writer)
         fix_operate.register(self.plane)  # fix client add | renew: operator actions of this plane
+        hosts.register(self.plane, self.deployment)  # host enrol: a machine's runner gets its keys and join tokens
         if self.table_ttl_s is not None:  # how long a point serves a table it cannot renew, at most
             self.plane.engine.table_ttl_s = float(self.table_ttl_s)
         if not writer:
@@ -399,6 +404,61 @@ class Floor(ControlFailover):
                                 resource=str(self.home), decision="allow",
                                 detail={"services": len(services), "took_ms": round((time.monotonic() - started) * 1000, 1)})
         return self
+
+    async def serve_replica(self, stop: threading.Event, announce: Any = None) -> bool:
+        """``trustfabric control serve``: this process is one of the deployment's control-plane replicas, on the
+        ports the file gives it; the machines' runners start the services (nothing is spawned here). It holds
+        the lease at once when it is free, else serves as a follower and takes the lease when it frees. False
+        when ``stop`` came before it held the lease."""
+        assert self.deployment is not None
+        (self.home / "floor" / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        if self.lease.try_acquire():
+            await self._start_control_plane()
+        else:
+            await self._start_control_plane(writer=False)
+            self.replica_status("follower")
+            if announce is not None:
+                announce("follower")
+            if not await asyncio.to_thread(self.lease.acquire, stop):
+                return False
+            await self.take_over({})
+        assert self.plane is not None
+        for name in self.deployment.services:  # this installation's service releases, as the launcher does
+            self.promote(name)
+        self.ports, self.metrics_ports = self.deployment.ports(), self.deployment.metrics_ports()
+        if self.metrics is None:
+            self.metrics = MetricsEndpoint(ControlMetrics(self.plane, self.server).collect).start("127.0.0.1", 0)
+        if self.collect_audit and self._collector is None:
+            self._start_collector()
+            self._consume_audit(self.deployment.services)
+        self.started_at = self.started_at or time.time()
+        self.write_manifest()
+        return True
+
+    async def close_follower(self) -> None:
+        """A follower replica stopped before it held the lease: its server and plane close; the floor is not its
+        to stop (no manifest is touched, no collector ran)."""
+        if self._follow_task is not None:
+            self._follow_task.cancel()
+        if self._state_watch is not None:
+            self._state_watch.cancel()
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.close()
+        if self.server is not None:
+            await self.server.close()
+        if self.plane is not None:
+            self.plane.close()
+            self.plane = None
+        self.replica_status("stopped")
+
+    def replica_status(self, role: str) -> None:
+        """A follower replica's line in ``floor/replicas/<instance>.json`` (the holder writes the manifest)."""
+        path = self.home / "floor" / "replicas" / f"{self.instance or 'control-plane'}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"role": role, "pid": os.getpid(), "at": time.time(),
+                                    "bootstrap_port": self.server.bootstrap_port if self.server else 0,
+                                    "control_port": self.server.control_port if self.server else 0}))
 
     def _startable(self) -> tuple[str, ...]:
         """The services to start: one whose identity is quarantined is left out (``left_out``, and an
@@ -669,7 +729,11 @@ class Floor(ControlFailover):
                 "services": {n: {"port": p.port, "pid": p.proc.pid, "spiffe_id": p.spiffe_id, "status": p.status,
                                  "mode": self.mode, "address": self.address_of(n),
                                  "host": self.deployment.host_of(n) if self.deployment is not None else ""}
-                             for n, p in self.processes.items()}}
+                             for n, p in self.processes.items()},
+                # a floor run by per-host runners (trustfabric control serve): where each service is, no pid here
+                "hosted": {n: {"port": port, "address": self.address_of(n), "host": self.deployment.host_of(n)}
+                           for n, port in self.ports.items() if n not in self.processes}
+                if self.deployment is not None and not self.processes else {}}
         self.manifest_path.parent.mkdir(parents=True, exist_ok=True)
         self.manifest_path.write_text(json.dumps(data, indent=2))
 
