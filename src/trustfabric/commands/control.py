@@ -56,7 +56,7 @@ def serve(
     async def main() -> int:
         floor = Floor(home_dir(), "zero-trust", services=placement.services, bus_url=placement.bus,
                       deployment=placement, cert_ttl_s=cert_ttl, control_ports=(me.bootstrap_port, me.control_port),
-                      instance=me.name, bind=me.address)
+                      instance=me.name, bind=me.address, ship_spools=True)
         stop = threading.Event()
         stopping = asyncio.Event()
 

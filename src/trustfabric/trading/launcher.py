@@ -55,11 +55,12 @@ from trustfabric.audit.events import AuditEventV1, Kind
 from trustfabric.audit.events import encode_event
 from trustfabric.audit.log import audit_dir, database_schema, database_url, open_log
 from trustfabric.audit.spool import Spool
-from trustfabric.control.audit_bus import AuditConsumer
+from trustfabric.control.audit_bus import AuditConsumer, SpoolShipper
 from trustfabric.control.lease import ControlLease
 from trustfabric.control.metrics import ControlMetrics
 from trustfabric.control.nats_bus import NatsBus, RevocationOutbox, client_tls
-from trustfabric.control.plane import DEFAULT_POLICIES, STATE_CHECK_S, ControlPlane
+from trustfabric.control.plane import DEFAULT_POLICIES, SOURCE, STATE_CHECK_S, ControlPlane
+from trustfabric.identity.plane import AUDIT_SOURCE
 from trustfabric.control.protocol import KillSwitchRequest
 from trustfabric.control.replica import Follower, SharedVersions
 from trustfabric.control.server import ControlServer
@@ -207,6 +208,8 @@ class Floor(ControlFailover):
     deployment: Deployment | None = None  # services placed on hosts by address (None: all on 127.0.0.1)
     table_ttl_s: float | None = None  # the decision tables' hard lifetime (None: the policy engine's, 300 s)
     bind: str = ""  # the control plane's listening address ("": the deployment's control address, or 127.0.0.1)
+    # each control-plane replica ships its own spools over the bus (replicas on machines of their own: control serve)
+    ship_spools: bool = False
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -243,6 +246,9 @@ class Floor(ControlFailover):
         self.takeover: dict[str, float] = {}  # when this plane took the floor over (a standby's)
         self.fenced = False  # this plane lost the lease (it hung, another took over): it no longer acts
         self._follow_task: asyncio.Task | None = None  # a follower replica's catch-up loop
+        self.spool_shippers: list[SpoolShipper] = []  # this replica's own spools over the bus (ship_spools)
+        self._ship_tasks: list[asyncio.Task] = []
+        self._ship_stop = asyncio.Event()
         self._lease_task: asyncio.Task | None = None
 
     @property
@@ -442,14 +448,19 @@ class Floor(ControlFailover):
             self._follow_task.cancel()
         if self._state_watch is not None:
             self._state_watch.cancel()
-        if self.bus is not None:
-            with contextlib.suppress(Exception):
-                await self.bus.close()
         if self.server is not None:
             await self.server.close()
         if self.plane is not None:
+            await asyncio.to_thread(self._flush_plane_spools)
+            self._ship_stop.set()  # what it wrote is shipped when it serves again (from its ack)
+            for task in self._ship_tasks:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(task, 2.0)
             self.plane.close()
             self.plane = None
+        if self.bus is not None:
+            with contextlib.suppress(Exception):
+                await self.bus.close()
         self.replica_status("stopped")
 
     def replica_status(self, role: str) -> None:
@@ -531,6 +542,12 @@ class Floor(ControlFailover):
             self.plane.credentials.write(creds_dir)
             self.bus = await NatsBus(self.bus_url, client_tls(creds_dir / "cert.pem", creds_dir / "key.pem",
                                                               creds_dir / "bundle.pem"), self.plane.source).connect()
+            if self.ship_spools:  # the lease holder's consumer commits them, wherever this replica runs
+                for spool in (self.plane.spool, self.plane.identity.emitter.sink):
+                    if isinstance(spool, Spool):
+                        shipper = await SpoolShipper(self.bus, spool.directory.name, spool.directory).start()
+                        self.spool_shippers.append(shipper)
+                        self._ship_tasks.append(asyncio.get_running_loop().create_task(shipper.run(self._ship_stop)))
         return self.bus
 
     async def _start_bus(self) -> None:
@@ -578,6 +595,9 @@ class Floor(ControlFailover):
         if self.bus is None or self._collector is None or self.mode != ZERO_TRUST:
             return
         self._collector.skip.update(services)
+        if self.ship_spools and self.deployment is not None:  # every replica ships its own over the bus
+            self._collector.skip.update(f"{prefix}-{r.name}" for r in self.deployment.replicas
+                                        for prefix in (SOURCE, AUDIT_SOURCE))
         self.audit_consumer = AuditConsumer(self.bus, self._collector.submit)
         self._audit_stop = asyncio.Event()
         self._audit_task = asyncio.get_running_loop().create_task(self.audit_consumer.run(self._audit_stop))
@@ -831,6 +851,10 @@ class Floor(ControlFailover):
             self._audit_task = None
         if self._collector is not None:  # the services stopped: their spools' rest is shipped from the files
             self._collector.skip.clear()
+        self._ship_stop.set()
+        for task in self._ship_tasks:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 2.0)
         if self._bus_task is not None:
             self._bus_task.cancel()
             self._bus_task = None
