@@ -213,7 +213,7 @@ def _replicas(entries: Any, loopback_only: bool) -> tuple[Replica, ...]:
         address = _address(entry.get("address"), f"replica {name}", loopback_only)
         ports = (_port(entry.get("bootstrap_port"), f"replica {name} bootstrap_port"),
                  _port(entry.get("control_port"), f"replica {name} control_port"))
-        if 0 in ports or name in seen or {(address, p) for p in ports} & seen:
+        if 0 in ports or ports[0] == ports[1] or name in seen or {(address, p) for p in ports} & seen:
             raise DeploymentError(f"replica {name}: a name and two ports of its own are required",
                                   reason="deploy.duplicate_replica")
         seen.update({name, *((address, p) for p in ports)})
