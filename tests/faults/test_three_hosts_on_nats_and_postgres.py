@@ -1,9 +1,10 @@
-"""The floor over three hosts on NATS JetStream and PostgreSQL, from one deployment file.
+"""The floor over three hosts on NATS JetStream and PostgreSQL, from one deployment file, with two control replicas.
 
-``trustfabric up --deployment FILE``: the file places the services on three loopback hosts and
+``trustfabric up --deployment FILE --replicas 2``: the file places the services on three loopback hosts and
 names the bus (a nats-server this test starts with the configuration ``bus config`` writes) and
 the database (a fresh PostgreSQL schema). The floor trades, every service listens on its host's
-address, a quarantine reaches the services over the bus, the state of record (identity, the
+address, the follower replica issues tables and tokens beside the lease holder, a quarantine reaches
+the services over the bus, the state of record (identity, the
 central log) is in PostgreSQL, and the log verifies.
 """
 
@@ -79,7 +80,7 @@ def test_up_with_a_deployment_runs_the_floor_over_three_hosts_on_nats_and_postgr
     up = None
     try:
         up = subprocess.Popen([sys.executable, "-m", "trustfabric.cli", "up", "--deployment", str(deployment),
-                               "--duration", "120"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               "--replicas", "2", "--duration", "120"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, start_new_session=True)
         assert _wait(lambda: _manifest(home).get("services"), 90.0), "the floor did not come up"
         manifest = _manifest(home)
@@ -92,6 +93,11 @@ def test_up_with_a_deployment_runs_the_floor_over_three_hosts_on_nats_and_postgr
                          > 50, 60.0), "no decisions reached the central log in PostgreSQL"
             assert _wait(lambda: conn.execute("SELECT count(*) FROM records WHERE action = 'oms.fill'").fetchone()[0]
                          > 0, 60.0), "no order was filled across the hosts"
+            # two control-plane replicas: the follower issued tables and tokens too (its records, its source)
+            assert _wait(lambda: conn.execute("SELECT count(*) FROM records WHERE source LIKE 'control-plane-replica-%%' "
+                                              "AND kind IN ('policy_table', 'decision')").fetchone()[0] > 0, 30.0), \
+                "the follower replica issued nothing"
+        assert manifest["replicas"] == 2 and len(manifest["standbys"]) == 1
         quarantine = subprocess.run([sys.executable, "-m", "trustfabric.cli", "response", "quarantine",
                                      "algo-meanrev", "--user", "dora", "--totp", officer.code()],
                                     env={**env, "TRUSTFABRIC_DATABASE_URL": DSN}, capture_output=True, text=True,
