@@ -24,6 +24,8 @@ def test_bench_fabric_measures_the_bus_the_database_and_both_floors(tmp_path, mo
     for key in ("revocation_ms_p50", "revocation_ms_p99", "embedded_revocation_ms_p50", "audit_ingest_records_per_s",
                 "embedded_audit_ingest_records_per_s", "session_open_ms_p50", "embedded_session_open_ms_p50"):
         assert isinstance(figures[key], (int, float)) and figures[key] > 0, key
+    assert figures["replica_answered"] > 0 and figures["table_refusals"] == 0  # a follower issued, refused nothing
+    assert figures["replica_table_ms_p50"] > 0 and figures["holder_table_ms_p50"] > 0
     assert figures["failover_rounds"] == 1 and 0 < figures["failover_s_p50"] == figures["failover_s_max"]
     assert set(figures["targets_met"]) == {"revocation_ms_p99<=10", "audit_ingest>=50000", "session_open_ms_p50<=5",
                                            "failover_s<=2", "fail_open==0"}
