@@ -108,6 +108,30 @@ def test_one_sequencer_at_a_time_and_the_next_takes_over_when_it_dies(schema, tm
     other.close()
 
 
+def test_a_hung_sequencer_is_ended_only_by_a_store_that_may_preempt(schema, tmp_path):
+    postgres.migrate(DSN, schema)
+    hung = postgres.PostgresAuditStore(DSN, schema)
+    log = AuditLog(hung, load_or_create_signer(tmp_path))
+    _fill(log, 5)  # it holds the sequencer's lock, and then hangs (its session stays open)
+    for preempt in (False, lambda: False):  # no lease, or a lease found taken: it waits, and is refused
+        other = postgres.PostgresAuditStore(DSN, schema, lease_wait_s=0.8)
+        other.preempt = preempt
+        with pytest.raises(AuditStoreError) as busy:
+            with other.transaction():
+                pass
+        assert busy.value.reason == "audit.sequencer_busy" and other.preempted == 0
+        other.close()
+    holder = postgres.PostgresAuditStore(DSN, schema, lease_wait_s=3.0)
+    holder.preempt = lambda: True  # the control plane that holds the floor's lease now
+    taken = AuditLog(holder, load_or_create_signer(tmp_path))
+    _fill(taken, 5, source="venue-b")
+    assert holder.is_sequencer and holder.preempted == 1 and holder.size() == 10
+    with pytest.raises(AuditStoreError):  # the hung one, back, writes nothing more
+        _fill(log, 1, source="venue-c")
+    assert holder.size() == 10
+    taken.close()
+
+
 def test_audit_verify_runs_unchanged_against_postgres(schema, tmp_path, monkeypatch):
     postgres.migrate(DSN, schema)
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))

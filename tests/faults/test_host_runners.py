@@ -6,7 +6,9 @@ record in a fresh PostgreSQL schema and the bus on a nats-server of the test's o
 each host (``host enrol``: its posture keys registered, join tokens issued - refused for a trader); each
 runner reports its hosts' posture to the lease holder and starts its services, which join at a replica and
 trade across the hosts. ``kill -9`` of the lease holder: the other replica takes the lease and the floor
-trades on; a quarantine goes through it; nothing fails open, and the central log verifies.
+trades on; a quarantine goes through it. The killed replica started again follows; the holder hangs
+(SIGSTOP): the follower takes the lease, and the hung one, back, fences itself and exits. Nothing fails
+open, and the central log verifies.
 """
 
 from __future__ import annotations
@@ -61,9 +63,10 @@ def _port_base(address: str, span: int) -> int:
         socks = []
         try:
             for port in range(base, base + span):
-                s = socket.socket()
-                socks.append(s)
-                s.bind((address, port))
+                for where in {address, "127.0.0.1"}:  # the services' metrics listen on 127.0.0.1
+                    s = socket.socket()
+                    socks.append(s)
+                    s.bind((where, port))
             return base
         except OSError:
             continue
@@ -162,6 +165,22 @@ def test_a_floor_run_by_replicas_and_host_runners_trades_and_survives_losing_the
                                      "--totp", officer.code()], env=control_env, capture_output=True, text=True,
                                     timeout=60)
         assert quarantine.returncode == 0, quarantine.stdout + quarantine.stderr
+        # cp-1 started again follows; the holder hangs (SIGSTOP): cp-1 takes the lease, the floor trades on, and
+        # the hung one, back, finds the lease gone, fences itself and exits
+        procs["cp-1"] = subprocess.Popen([*cli, "control", "serve", "--deployment", str(deployment), "--replica",
+                                          "cp-1", "--duration", "200"], env=control_env, stdout=subprocess.PIPE,
+                                         stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        assert "follower" in procs["cp-1"].stdout.readline()
+        hung_at = time.time()
+        os.kill(procs["cp-2"].pid, signal.SIGSTOP)
+        assert _wait(lambda: "holds the floor's lease" in procs["cp-1"].stdout.readline(), 30.0)
+        print(f"hang failover_s={time.time() - hung_at:.3f}")
+        fills = _count(conn, "SELECT count(*) FROM records WHERE action = 'oms.fill'")
+        assert _wait(lambda: _count(conn, "SELECT count(*) FROM records WHERE action = 'oms.fill'") > fills, 60.0), \
+            "the floor stopped trading when its lease holder hung"
+        os.kill(procs["cp-2"].pid, signal.SIGCONT)
+        fenced, _ = procs["cp-2"].communicate(timeout=60)
+        assert procs["cp-2"].returncode == 3 and "lost the lease" in fenced, fenced[-2000:]
     finally:
         summaries = {}
         for name, proc in procs.items():
@@ -183,7 +202,7 @@ def test_a_floor_run_by_replicas_and_host_runners_trades_and_survives_losing_the
         quarantined = _count(conn, "SELECT count(*) FROM identity_revocations WHERE kind = 'spiffe_id' AND value "
                                    "LIKE '%%algo-meanrev'")
         assert quarantined == 1
-        holder = json.loads(summaries["cp-2"][summaries["cp-2"].index("{"):])
+        holder = json.loads(summaries["cp-1"][summaries["cp-1"].index("{"):])
         assert holder["summary"]["fail_open"] == 0 and holder["summary"]["decisions_allowed"] > 0, holder
         verify = subprocess.run([*cli, "audit", "verify", "--require-signed"], env=control_env, capture_output=True,
                                 text=True, timeout=120)

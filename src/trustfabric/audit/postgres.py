@@ -16,8 +16,11 @@ store takes a session-level advisory lock on a dedicated connection and keeps it
 store lives. Another writer (another control-plane replica) waits for it up to
 ``lease_wait_s`` and is refused (``audit.sequencer_busy``) if it is still held; when the
 holder's connection dies (the process was killed), PostgreSQL releases the lock and the
-next writer takes over. Leaves are appended in index order inside the transaction;
-ingest uses ``COPY``.
+next writer takes over. A holder that hangs (SIGSTOP, a stuck process) keeps its session and
+with it the lock: a store that may ``preempt`` - the control plane that now holds the floor's
+lease, which fenced the hung one by its epoch - ends that session (``pg_terminate_backend``:
+its open transaction is rolled back, and it writes nothing more) and takes the lock. Leaves are
+appended in index order inside the transaction; ingest uses ``COPY``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import hashlib
 import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -41,6 +44,11 @@ from trustfabric.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_SCHEMA = "trustfabric"
+PREEMPT_AFTER_S = 0.5  # a preempting store waits this long for a dying holder before it ends the session
+_HOLDERS = ("SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND classid = %s::bigint::oid "
+            "AND objid = %s::bigint::oid AND objsubid = 1 AND pid <> pg_backend_pid()")
+
+
 def sequencer_lock_key(schema: str) -> int:
     """The advisory lock key of a schema's single log writer (one per schema: deployments share a server)."""
     return int.from_bytes(hashlib.sha256(b"trustfabric.central-log:" + schema.encode()).digest()[:8], "big",
@@ -143,6 +151,10 @@ class PostgresAuditStore:
             raise AuditStoreError(f"PostgreSQL unreachable: {exc}", reason="db.unreachable") from None
         self._options = options
         self._lease: psycopg.Connection | None = None  # the sequencer's connection, holding the advisory lock
+        # the holder of the floor's lease (a callable, asked each time: a fenced holder says no): a hung sequencer's
+        # session is ended
+        self.preempt: bool | Callable[[], bool] = False
+        self.preempted = 0
         self._local = threading.local()
         self._lock = threading.RLock()
 
@@ -156,11 +168,19 @@ class PostgresAuditStore:
         if self.is_sequencer:
             return
         conn = _connect(self.dsn, autocommit=True, options=self._options)
-        deadline = time.monotonic() + self.lease_wait_s
+        key = sequencer_lock_key(self.schema)
+        started = time.monotonic()
+        deadline = started + self.lease_wait_s
         while True:
-            if conn.execute("SELECT pg_try_advisory_lock(%s)", (sequencer_lock_key(self.schema),)).fetchone()[0]:
+            if conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
                 self._lease = conn
                 return
+            if (self.preempt() if callable(self.preempt) else self.preempt) \
+                    and time.monotonic() - started >= PREEMPT_AFTER_S:
+                unsigned = key % (1 << 64)
+                for (pid,) in conn.execute(_HOLDERS, (unsigned >> 32, unsigned & 0xFFFFFFFF)).fetchall():
+                    conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                    self.preempted += 1
             if time.monotonic() >= deadline:
                 conn.close()
                 raise AuditStoreError("another sequencer holds the central log (one writer at a time)",

@@ -6,12 +6,14 @@ each host (after ``host enrol``). The replica listens at the address and ports t
 against the database and bus the file names (``$TRUSTFABRIC_KEK`` for the sealed keys). The first
 replica to find the floor's lease free holds it (operators' changes, containment, the central log, the
 pushes); every other one serves joins, renewals, tokens and tables as a follower and takes the lease
-when its holder dies or hangs. It runs until SIGTERM or Ctrl-C, or ``--duration`` seconds.
+when its holder dies or hangs. It runs until SIGTERM or Ctrl-C, or ``--duration`` seconds; a holder
+that hung and finds the lease taken fences itself and exits (status 3): started again, it follows.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import threading
@@ -80,11 +82,16 @@ def serve(
             console.print(f"replica {me.name} stopped without holding the lease", highlight=False)
             return 0
         console.print(f"replica {me.name} on {where} holds the floor's lease", highlight=False)
-        await stopping.wait()
+        while not stopping.is_set() and not floor.fenced:  # fenced: it hung and another replica took the lease
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), 0.2)
         summary = floor_summary(floor)  # what the services reported to this holder
         await floor.stop()
-        console.print(json.dumps({"replica": me.name, "held": True, "takeover": floor.takeover, "summary": summary}),
-                      highlight=False)
-        return 0
+        if floor.fenced:
+            console.print(f"replica {me.name} lost the lease: another replica runs the floor now; start this one "
+                          "again to follow it", highlight=False)
+        console.print(json.dumps({"replica": me.name, "held": True, "fenced": floor.fenced, "takeover": floor.takeover,
+                                  "summary": summary}), highlight=False)
+        return 3 if floor.fenced else 0
 
     raise typer.Exit(asyncio.run(main()))

@@ -318,10 +318,14 @@ class ReplicaClient:
     service's subscription - pushes, reports, commands - stays on the lease holder. A request goes to the
     replica; when the replica cannot answer (down, not caught up with the state of record: a retryable
     refusal) it goes to the lease holder (``fallback()``, the current channel). A final refusal is the answer.
-    The channel to the replica is opened on first use and again, at most every ``RETRY_S``, after it closed.
+    The channel to the replica is opened on first use and again, at most every ``RETRY_S``, after it closed. A
+    replica that does not answer within ``ATTEMPT_S`` (hung: SIGSTOP, a stuck loop) is dropped at once and left
+    alone for ``RETRY_S``: one slow request, then the holder answers, and the session opens in time.
     """
 
-    RETRY_S = 1.0
+    RETRY_S = 2.0
+    ATTEMPT_S = 0.25  # a follower answers in milliseconds (one query, then the table)
+    CONNECT_S = 0.5
 
     def __init__(self, host: str, port: int, tls: TLSConfig | None, control_id: str | None, service: str,
                  fallback: Callable[[], ControlClient], source: str | None = None) -> None:
@@ -332,6 +336,7 @@ class ReplicaClient:
         self._tried_at = -self.RETRY_S
         self.answered = 0  # requests the replica answered
         self.fell_back = 0  # requests that went to the lease holder instead
+        self.dropped = 0  # times the replica did not answer in time and was left alone
 
     async def _replica(self) -> ControlClient | None:
         client = self.client
@@ -343,18 +348,28 @@ class ReplicaClient:
         self._tried_at = now
         client = self._make()
         try:
-            await asyncio.wait_for(client.connect(), REQUEST_TIMEOUT_S)
+            await asyncio.wait_for(client.connect(), self.CONNECT_S)
         except (TrustFabricError, OSError, TimeoutError):
             client.close()
             return None
         self.client = client
         return client
 
+    def _drop(self, client: ControlClient) -> None:
+        """A replica that did not answer in time: closed, and not asked again for ``RETRY_S``."""
+        client.close()
+        if self.client is client:
+            self.client = None
+        self._tried_at = time.monotonic()
+        self.dropped += 1
+
     async def _ask(self, call: Callable[[ControlClient], Awaitable[Any]], ok: Callable[[Any], bool]) -> Any:
         replica = await self._replica()
         if replica is not None:
             try:
-                result = await call(replica)
+                result = await asyncio.wait_for(call(replica), self.ATTEMPT_S)
+            except TimeoutError:
+                self._drop(replica)
             except TrustFabricError as exc:
                 if not exc.retryable:
                     self.answered += 1

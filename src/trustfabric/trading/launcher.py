@@ -585,9 +585,18 @@ class Floor(ControlFailover):
             self.plane.response.attach_decision_stream()
             learn = self._hand_decisions
         self._collector = PeriodicCollector(
-            lambda: open_log(audit_dir(self.home), checkpoint_interval_s=CHECKPOINT_INTERVAL_S),
-            self.home / "spool", interval_s=self.collect_interval_s, flush_first=(self._flush_plane_spools,),
+            self._open_central_log, self.home / "spool", interval_s=self.collect_interval_s, flush_first=(self._flush_plane_spools,),
             on_decisions=learn).start()
+
+    def _open_central_log(self) -> Any:
+        """The central log for this plane's collector. Beyond one machine its store may end the session of a
+        sequencer that hung (the control plane this one took the lease from): only while a renewal of the lease,
+        made right then, says this plane still holds it (a hung plane that came back finds it taken, and
+        ends nobody's session)."""
+        log = open_log(audit_dir(self.home), checkpoint_interval_s=CHECKPOINT_INTERVAL_S)
+        if self.mode == ZERO_TRUST and hasattr(log.store, "preempt"):
+            log.store.preempt = lambda: not self.fenced and self.lease.beat()
+        return log
 
     def _consume_audit(self, services: tuple[str, ...] | list[str]) -> None:
         """On the bus, the services ship their spools over it (the file collector leaves those to them) and
@@ -846,14 +855,14 @@ class Floor(ControlFailover):
             self.metrics = None
         if self._audit_task is not None:  # what it took off the stream is committed by the collector's last pass
             self._audit_stop.set()  # type: ignore[union-attr]
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # cancelled already when fenced
                 await asyncio.wait_for(self._audit_task, 5.0)
             self._audit_task = None
         if self._collector is not None:  # the services stopped: their spools' rest is shipped from the files
             self._collector.skip.clear()
         self._ship_stop.set()
         for task in self._ship_tasks:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await asyncio.wait_for(task, 2.0)
         if self._bus_task is not None:
             self._bus_task.cancel()

@@ -165,7 +165,11 @@ class HostRunner:
         except TimeoutError:
             line = "TIMEOUT"
         record.status = "ready" if line.startswith("READY") else ("refused" if line.startswith("REFUSED") else "failed")
-        record.detail = "" if record.status == "ready" else (line or f"exited {proc.returncode}")
+        if not line:  # it ended before it said anything: its status, and its log says why
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(proc.wait(), 2.0)
+            line = f"exited with status {proc.returncode} before READY (floor/logs/{name}.log)"
+        record.detail = "" if record.status == "ready" else line
         return record
 
     async def start(self) -> "HostRunner":

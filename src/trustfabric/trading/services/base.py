@@ -629,7 +629,8 @@ class ServiceRuntime(ControlEndpoints):
                        connection_moves=self.control_moves + sum(link.moves for link in self.links.values()),
                        control_failovers=self.control_failovers)
             if self.reads is not None:  # what the service's control replica answered, and what went to the holder
-                out.update(replica_answered=self.reads.answered, replica_fell_back=self.reads.fell_back)
+                out.update(replica_answered=self.reads.answered, replica_fell_back=self.reads.fell_back,
+                           replica_dropped=self.reads.dropped)
             if self.tls is not None:
                 out["cert_left_s"] = round(self.credentials.current().not_after - self.clock.now(), 1)
         if self.service is not None:
