@@ -149,6 +149,11 @@ def test_a_floor_run_by_replicas_and_host_runners_trades_and_survives_losing_the
             assert started and started.group(1) == started.group(2), line + procs[host].stdout.read()[-3000:]
         assert _wait(lambda: _count(conn, "SELECT count(*) FROM records WHERE action = 'oms.fill'") > 0, 90.0), \
             "no order was filled across the hosts"
+        status = json.loads(subprocess.run([*cli, "floor", "status", "--json"], env=control_env, capture_output=True,
+                                           text=True, timeout=60).stdout)
+        assert status["running"] and set(status["hosted"]) == {s for _a, services in HOSTS.values() for s in services}
+        assert {(r["name"], r["role"]) for r in status["replica_processes"]} == {("cp-1", "holder"),
+                                                                                ("cp-2", "follower")}
         assert _wait(lambda: _count(conn, "SELECT count(*) FROM records WHERE source = 'control-plane-cp-2' "
                                           "AND kind IN ('policy_table', 'decision')") > 0, 30.0), \
             "the follower replica issued nothing"

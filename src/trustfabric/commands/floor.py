@@ -184,10 +184,17 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
                           "control_port": control.get("control_port"), "bootstrap_port": control.get("bootstrap_port")},
         "standbys": [{**s, "alive": _alive(int(s.get("pid", 0)))} for s in manifest.get("standbys", [])],
         "takeover": manifest.get("takeover", {}),
+        "replicas": manifest.get("replicas", 1),
+        # control serve: each replica's own line (the holder writes the manifest)
+        "replica_processes": [{**r, "name": p.stem, "alive": _alive(int(r.get("pid", 0)))}
+                              for p, r in _replica_lines(path.parent / "replicas")],
         "services": {name: {"address": entry.get("address", "127.0.0.1"), "host": entry.get("host", ""),
                             "port": entry.get("port"), "pid": entry.get("pid"),
                             "alive": _alive(int(entry.get("pid", 0)))}
                      for name, entry in sorted(manifest.get("services", {}).items())},
+        # a floor run by per-host runners: where each service is; its process is its host's runner's
+        "hosted": {name: {"address": entry.get("address", ""), "host": entry.get("host", ""), "port": entry.get("port")}
+                   for name, entry in sorted(manifest.get("hosted", {}).items())},
     }
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -203,11 +210,27 @@ def status(as_json: bool = typer.Option(False, "--json", help="Print one JSON ob
                       + (f"; every service moved {moved - taken['lease_at']:.3f} s later" if moved else ""),
                       highlight=False)
     for s in report["standbys"]:
-        console.print(f"standby pid {s['pid']} on control port {s['control_port']}: "
-                      f"{'waiting' if s['alive'] else 'gone'}", highlight=False)
+        role = "follower replica (issuing)" if report["replicas"] > 1 else "standby"
+        console.print(f"{role} pid {s['pid']} on control port {s['control_port']}: "
+                      f"{'running' if s['alive'] else 'gone'}", highlight=False)
+    for r in report["replica_processes"]:
+        console.print(f"replica {r['name']} pid {r['pid']} on control port {r.get('control_port')}: "
+                      f"{r.get('role', '?') if r['alive'] else 'gone'}", highlight=False)
     table = Table(title="services")
     for column in ("service", "host", "address", "port", "pid", "alive"):
         table.add_column(column)
     for name, s in report["services"].items():
         table.add_row(name, s["host"] or "-", s["address"], str(s["port"]), str(s["pid"]), "yes" if s["alive"] else "no")
+    for name, s in report["hosted"].items():
+        table.add_row(name, s["host"], s["address"], str(s["port"]), "-", "its host's runner")
     console.print(table)
+
+
+def _replica_lines(directory) -> list:  # noqa: ANN001 - a Path
+    out = []
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else ():
+        try:
+            out.append((path, json.loads(path.read_text())))
+        except (OSError, ValueError):
+            continue  # a line being written: the next status reads it
+    return out

@@ -439,6 +439,7 @@ class Floor(ControlFailover):
             self._consume_audit(self.deployment.services)
         self.started_at = self.started_at or time.time()
         self.write_manifest()
+        self.replica_status("holder")
         return True
 
     async def close_follower(self) -> None:
