@@ -67,7 +67,7 @@ def refusal(result) -> str:
 
 
 def test_help_on_every_command() -> None:
-    for group, commands in {"ca": ["init", "issue", "revoke", "promote", "rotate", "bundle", "register-host"],
+    for group, commands in {"ca": ["init", "issue", "revoke", "promote", "rotate", "bundle", "register-host", "certs"],
                             "user": ["add", "login", "list"],
                             "token": ["issue", "verify", "jwks", "rotate-key", "revoke-key"]}.items():
         for command in commands:
@@ -88,6 +88,11 @@ def test_issue_no_attest_writes_credentials(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     creds = WorkloadCredentials.load(tmp_path / "algo")
     assert str(creds.spiffe_id) == ALGO
+    # the issued certificate is in the store's inventory (public facts only), marked as the operator's bypass
+    listed = [json.loads(line) for line in run("ca", "certs", "--json", "--spiffe-id", ALGO).stdout.splitlines()]
+    assert [(c["spiffe_id"], c["attested"]) for c in listed] == [(ALGO, False)]
+    assert listed[0]["serial"] == format(creds.certificate.serial_number, "x")
+    assert run("ca", "certs", "--spiffe-id", OMS, "--json").stdout == ""
     assert stat.S_IMODE(os.stat(tmp_path / "algo" / "key.pem").st_mode) == 0o600
     assert abs(creds.not_after - (time.time() + 900)) < 60
 

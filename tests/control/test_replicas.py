@@ -135,6 +135,9 @@ async def test_a_follower_refuses_operators_and_serves_tables_over_its_control_p
                 code_digest=DIGEST, posture=holder.posture_report("venue-a"))
 
         creds, reply = await join()  # a certificate from the follower: join tokens are in the store
+        # in the shared inventory, whichever replica issued it
+        [issued] = holder.identity.store.list_certificates(holder.spiffe_id("venue-a"))
+        assert issued.serial == format(creds.certificate.serial_number, "x") and issued.attested
         with pytest.raises(BootstrapRefused) as reused:
             await join()
         assert reused.value.reason == "bootstrap.join_token_reused"

@@ -220,6 +220,36 @@ def bundle(domain: str = typer.Option(..., "--domain", help="Trust domain.")) ->
     typer.echo(pem.decode(), nl=False)
 
 
+@app.command("certs")
+def certs(
+    spiffe_id: str = typer.Option(None, "--spiffe-id", help="Only this identity's certificates."),
+    limit: int = typer.Option(50, "--limit", min=1, max=100_000, help="At most this many, newest first."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """The workload certificates issued (by any control-plane replica), newest first: serial, identity, expiry."""
+    import json
+    import time
+
+    from rich.table import Table
+
+    with refusals_exit(), IdentityPlane(home_dir()) as plane:
+        rows = plane.store.list_certificates(spiffe_id, limit)
+        now = plane.clock.now()
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps({"serial": r.serial, "spiffe_id": r.spiffe_id, "not_after": r.not_after,
+                                   "fingerprint": r.fingerprint, "issued_at": r.issued_at, "attested": r.attested}))
+        return
+    table = Table(title=f"certificates issued ({len(rows)})")
+    for column in ("serial", "SPIFFE ID", "issued (UTC)", "left", "attested"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        left = r.not_after - now
+        table.add_row(r.serial[:16], r.spiffe_id, time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(r.issued_at)),
+                      f"{left:.0f} s" if left > 0 else "expired", "yes" if r.attested else "no (operator)")
+    console.print(table)
+
+
 @app.command("register-host")
 def register_host(
     host: str = typer.Argument(..., help="Host name the posture agent reports for."),

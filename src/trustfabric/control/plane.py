@@ -216,8 +216,8 @@ class ControlPlane:
             self._start_agents()
         self.joins = JoinTokens(self.identity.store)  # in the store: any replica redeems them
         self.host_keys = self.identity.host_keys()  # every enrolled host's key (refresh_host_keys re-reads them)
-        self.issuer = AttestingIssuer(self.identity.cas(), self.identity.releases, self.host_keys,
-                                      self.identity.emitter, minimums={self.trust_domain: minimum})
+        self.issuer = AttestingIssuer(self.identity.cas(), self.identity.releases, self.host_keys, self.identity.emitter,
+                                      minimums={self.trust_domain: minimum}, record=self.identity.record_certificate)
         self.tokens = self.identity.token_issuer()
         self.control_id = f"spiffe://{self.trust_domain}/{CONTROL_SEGMENT}/{CONTROL_NAME}"
         self.credential_source = RotatingCredentials(

@@ -25,7 +25,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Callable, Mapping
 
 from cryptography import x509
 
@@ -119,7 +119,9 @@ class AttestingIssuer:
         host_keys: HostKeyRegistry,
         emitter: Emitter,
         minimums: Mapping[str, Requirements] | None = None,
+        record: Callable[[x509.Certificate, SpiffeId, bool], None] | None = None,
     ) -> None:
+        self._record = record  # the store's inventory of issued certificates: written before the certificate leaves
         self._cas = dict(cas)
         self._releases = releases
         self._host_keys = host_keys
@@ -177,6 +179,8 @@ class AttestingIssuer:
                     reason=verdict.reasons[0],
                 )
             cert = ca.issue(request.csr, sid, now, request.ttl_s)
+            if self._record is not None:
+                self._record(cert, sid, True)
         except IdentityError as exc:
             self.record_refusal(sid, exc, {"code_digest": str(request.code_digest)[:64]})
             raise
@@ -192,6 +196,8 @@ class AttestingIssuer:
             ca = self.ca_for(spiffe_id.trust_domain)
             self._check_csr(spiffe_id, csr)
             cert = ca.issue(csr, spiffe_id, now, ttl_s)
+            if self._record is not None:
+                self._record(cert, spiffe_id, False)
         except IdentityError as exc:
             self.record_refusal(spiffe_id, exc, {"attested": False})
             raise

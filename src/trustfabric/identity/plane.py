@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -23,8 +24,9 @@ from trustfabric.identity.attestation import AttestingIssuer, Releases
 from trustfabric.identity.ca import DEFAULT_CA_TTL_S, CertificateAuthority
 from trustfabric.identity.errors import CaError, TokenError
 from trustfabric.identity.revocation import RevocationEntry, RevocationSet
-from trustfabric.identity.spiffe import validate_trust_domain
-from trustfabric.identity.store import open_identity_store
+from trustfabric.identity.certs import fingerprint_sha256
+from trustfabric.identity.spiffe import SpiffeId, validate_trust_domain
+from trustfabric.identity.store import CertificateRow, open_identity_store
 from trustfabric.identity.tokens import KeyRing, ReplayCache, SigningKey, TokenIssuer, TokenVerifier
 from trustfabric.identity.users import UserDirectory
 from trustfabric.signals.posture import HostKeyRegistry
@@ -152,7 +154,15 @@ class IdentityPlane:
         return registry
 
     def attesting_issuer(self) -> AttestingIssuer:
-        return AttestingIssuer(self.cas(), self.releases, self.host_keys(), self.emitter)
+        return AttestingIssuer(self.cas(), self.releases, self.host_keys(), self.emitter,
+                               record=self.record_certificate)
+
+    def record_certificate(self, cert: x509.Certificate, spiffe_id: SpiffeId, attested: bool) -> None:
+        """Put an issued workload certificate in the store's inventory (``trustfabric ca certs``); a store that
+        cannot take it refuses the issuance (a certificate nobody can find is not handed out)."""
+        self.store.add_certificate(CertificateRow(
+            format(cert.serial_number, "x"), str(spiffe_id), cert.not_valid_after_utc.timestamp(),
+            fingerprint_sha256(cert), self.clock.now(), attested))
 
     # -- tokens and people -----------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from trustfabric.audit.errors import AuditStoreError
 from trustfabric.identity.errors import StoreError
 from trustfabric.identity.sealing import CHECK_NAME, Sealer
 from trustfabric.identity.store import (
+    CertificateRow,
     ReleaseRow,
     RemovedSigningKeyRow,
     RevocationRow,
@@ -179,6 +180,18 @@ class PostgresIdentityStore:
             cur.execute("INSERT INTO identity_revocations (kind, value, revoked_at, reason) VALUES (%s, %s, %s, %s) "
                         "RETURNING version", (row.kind, row.value, row.revoked_at, row.reason))
             return int(cur.fetchone()[0])
+
+    # every workload certificate issued, by whichever replica (public facts only)
+    def add_certificate(self, row: CertificateRow) -> None:
+        with self._tx() as cur:
+            cur.execute("INSERT INTO identity_certificates VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (serial) DO NOTHING",
+                        (row.serial, row.spiffe_id, row.not_after, row.fingerprint, row.issued_at, row.attested))
+
+    def list_certificates(self, spiffe_id: str | None = None, limit: int = 1000) -> list[CertificateRow]:
+        where, args = ("WHERE spiffe_id = %s", (spiffe_id,)) if spiffe_id else ("", ())
+        rows = self._query(f"SELECT serial, spiffe_id, not_after, fingerprint, issued_at, attested FROM "
+                           f"identity_certificates {where} ORDER BY issued_at DESC LIMIT %s", (*args, int(limit)))
+        return [CertificateRow(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
 
     # one-time join tokens (by their SHA-256): any replica redeems what another issued, once
     def put_join_token(self, token_sha256: str, spiffe_id: str, expires_at: float) -> None:

@@ -54,6 +54,16 @@ class RevocationRow:
 
 
 @dataclass(frozen=True)
+class CertificateRow:
+    serial: str  # hex
+    spiffe_id: str
+    not_after: float
+    fingerprint: str
+    issued_at: float
+    attested: bool
+
+
+@dataclass(frozen=True)
 class ReleaseRow:
     trust_domain: str
     digest: str  # hex SHA-256
@@ -114,6 +124,8 @@ class IdentityStore(Protocol):
 
     def add_revocation(self, row: RevocationRow) -> int: ...
     def put_join_token(self, token_sha256: str, spiffe_id: str, expires_at: float) -> None: ...
+    def add_certificate(self, row: "CertificateRow") -> None: ...
+    def list_certificates(self, spiffe_id: str | None = None, limit: int = 1000) -> list["CertificateRow"]: ...
     def use_join_token(self, token_sha256: str, spiffe_id: str, now: float) -> tuple[str, float, float | None] | None: ...
     def list_revocations(self) -> tuple[int, list[RevocationRow]]: ...
 
@@ -140,6 +152,10 @@ CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, role TEXT NOT NULL, password_hash TEXT NOT NULL, totp_secret TEXT NOT NULL,
     failed_attempts INTEGER NOT NULL DEFAULT 0, locked_until REAL NOT NULL DEFAULT 0,
     totp_last_step INTEGER NOT NULL DEFAULT -1, last_mfa_at REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS certificates (
+    serial TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, not_after REAL NOT NULL, fingerprint TEXT NOT NULL,
+    issued_at REAL NOT NULL, attested INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS certificates_id ON certificates (spiffe_id, issued_at);
 CREATE TABLE IF NOT EXISTS join_tokens (
     token_sha256 TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, expires_at REAL NOT NULL, used_at REAL);
 CREATE TABLE IF NOT EXISTS revocations (
@@ -260,6 +276,18 @@ class SqliteIdentityStore:
             cur = db.execute("INSERT INTO revocations (kind, value, revoked_at, reason) VALUES (?, ?, ?, ?)",
                              (row.kind, row.value, row.revoked_at, row.reason))
             return int(cur.lastrowid)
+
+    # every workload certificate issued (public facts only)
+    def add_certificate(self, row: CertificateRow) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO certificates VALUES (?, ?, ?, ?, ?, ?)",
+                       (row.serial, row.spiffe_id, row.not_after, row.fingerprint, row.issued_at, int(row.attested)))
+
+    def list_certificates(self, spiffe_id: str | None = None, limit: int = 1000) -> list[CertificateRow]:
+        where, args = ("WHERE spiffe_id = ?", (spiffe_id,)) if spiffe_id else ("", ())
+        rows = self._query(f"SELECT serial, spiffe_id, not_after, fingerprint, issued_at, attested FROM certificates "
+                           f"{where} ORDER BY issued_at DESC LIMIT ?", (*args, int(limit)))
+        return [CertificateRow(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows]
 
     # one-time join tokens (by their SHA-256): any control plane on this store redeems them
     def put_join_token(self, token_sha256: str, spiffe_id: str, expires_at: float) -> None:
