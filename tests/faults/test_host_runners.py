@@ -35,6 +35,8 @@ from trustfabric.control.nats_bus import write_server_files
 from trustfabric.identity.plane import IdentityPlane
 from trustfabric.policy.paths import FLOOR_MANIFEST
 from trustfabric.policy.topology import Topology
+from trustfabric.trading.launcher import _ephemeral_low
+from trustfabric.trading.launcher import free_port as below_ephemeral
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -57,8 +59,8 @@ def _wait(predicate, timeout_s: float, interval_s: float = 0.1) -> bool:
 def _port_base(address: str, span: int) -> int:
     """A base from which ``span`` consecutive ports are free on ``address`` (bounded search)."""
     for _ in range(200):
-        base = free_port()
-        if base + span >= 65000:
+        base = below_ephemeral()  # not a port an outgoing connection's source may take meanwhile
+        if base + span >= _ephemeral_low():
             continue
         socks = []
         try:
@@ -104,7 +106,7 @@ def test_a_floor_run_by_replicas_and_host_runners_trades_and_survives_losing_the
     finally:
         for key, value in saved.items():
             os.environ.pop(key, None) if value is None else os.environ.__setitem__(key, value)
-    replicas = [(name, free_port(), free_port()) for name in ("cp-1", "cp-2")]
+    replicas = [(name, below_ephemeral(), below_ephemeral()) for name in ("cp-1", "cp-2")]
     text = f'control = "127.0.0.1"\nbus = "tls://127.0.0.1:{bus_port}"\ndatabase = "{DSN}"\n'
     for name, bootstrap, control in replicas:
         text += (f'\n[[replica]]\nname = "{name}"\naddress = "127.0.0.1"\nbootstrap_port = {bootstrap}\n'

@@ -239,6 +239,8 @@ async def _floor_session_opens(home: Path, seconds: float, bus_url: str = "", re
     try:
         await floor.wait_for(lambda: floor.total("pep_allowed") > 50, 60.0)
         await asyncio.sleep(seconds)
+        if replicas > 1:  # the services report what their replica answered on their report cadence
+            await floor.wait_for(lambda: floor.total("replica_answered") > 0, 10.0)
         stats = [s for s in floor.stats().values() if s.get("session_opens", 0) > 0]
         opens = [s.get("session_open_ms_p50", 0.0) for s in stats]
         remote = [s.get("session_open_ms_p50", 0.0) for s in stats if s.get("replica_answered", 0) > 0]

@@ -168,6 +168,56 @@ def fix_edge_pki(home: Path, floor_trust_domain: str, clients: dict[str, str] = 
             "fix_comp_id": FIX_COMP_ID}
 
 
+async def start_service(home: Path, name: str, boot: dict[str, Any], *, mode: str, port: int, spiffe_id: str,
+                        identity: str | None = None, timeout_s: float = READY_TIMEOUT_S) -> Process:
+    """One service process (``python -m trustfabric.trading.services``, its boot line on stdin, its stderr in
+    ``<home>/floor/logs``), once it said READY (or REFUSED, or nothing: its status and its log then say why)."""
+    argv = [sys.executable, "-m", "trustfabric.trading.services", name, "--mode", mode]
+    if identity:
+        argv += ["--as-identity", identity]
+    log = open(home / "floor" / "logs" / f"{identity or name}.log", "ab")
+    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                                                stderr=log, start_new_session=True)
+    log.close()
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(boot).encode() + b"\n")
+    await proc.stdin.drain()
+    proc.stdin.close()
+    record = Process(identity or name, proc, port, spiffe_id)
+    try:
+        line = (await asyncio.wait_for(proc.stdout.readline(), timeout_s)).decode().strip()
+    except TimeoutError:
+        line = "TIMEOUT"
+    if line.startswith("READY"):
+        record.status = "ready"
+        return record
+    record.status = "refused" if line.startswith("REFUSED") else "failed"
+    if not line:  # it ended before it said anything
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(proc.wait(), 2.0)
+        line = f"exited with status {proc.returncode} before READY (floor/logs/{identity or name}.log)"
+    record.detail = line
+    return record
+
+
+async def stop_processes(procs: Any) -> None:
+    """SIGTERM to every process still running, then SIGKILL to the session of any that has not exited within
+    ``STOP_TIMEOUT_S``: no orphans."""
+    procs = list(procs)
+    for proc in procs:
+        if proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+
+
 @dataclass
 class Process:
     name: str
@@ -706,30 +756,9 @@ class Floor(ControlFailover):
     async def launch(self, name: str, boot: dict[str, Any], *, identity: str | None = None,
                      timeout_s: float = READY_TIMEOUT_S) -> Process:
         """Start one service process and wait for its READY (or REFUSED) line."""
-        argv = [sys.executable, "-m", "trustfabric.trading.services", name, "--mode", self.mode]
-        if identity:
-            argv += ["--as-identity", identity]
-        log = open(self.home / "floor" / "logs" / f"{identity or name}.log", "ab")
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=log,
-                                                    start_new_session=True)
-        log.close()
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(boot).encode() + b"\n")
-        await proc.stdin.drain()
-        proc.stdin.close()
-        record = Process(identity or name, proc, self.ports.get(identity or name, 0),
-                         self.topology.spiffe_id(identity or name))
-        try:
-            line = (await asyncio.wait_for(proc.stdout.readline(), timeout_s)).decode().strip()
-        except TimeoutError:
-            line = "TIMEOUT"
-        if line.startswith("READY"):
-            record.status = "ready"
-        else:
-            record.status = "refused" if line.startswith("REFUSED") else "failed"
-            record.detail = line or f"exited {proc.returncode}"
-        return record
+        return await start_service(self.home, name, boot, mode=self.mode, identity=identity,
+                                   port=self.ports.get(identity or name, 0),
+                                   spiffe_id=self.topology.spiffe_id(identity or name), timeout_s=timeout_s)
 
     async def spawn(self, name: str) -> None:
         if name not in SERVICES:
@@ -830,18 +859,7 @@ class Floor(ControlFailover):
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-        for p in self.processes.values():
-            if p.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.proc.send_signal(signal.SIGTERM)
-        for p in self.processes.values():
-            try:
-                await asyncio.wait_for(p.proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.proc.pid, signal.SIGKILL)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(p.proc.wait(), STOP_TIMEOUT_S)
+        await stop_processes(p.proc for p in self.processes.values())
         if self._maintenance is not None:
             self._maintenance.cancel()
             self._maintenance = None

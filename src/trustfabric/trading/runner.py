@@ -25,8 +25,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -45,7 +43,7 @@ from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.posture import DEFAULT_SECURITY_AGENTS, encode_signed, requirements_for_domain
 from trustfabric.trading.deployment import Deployment
 from trustfabric.trading.hosts import topology_hosts
-from trustfabric.trading.launcher import READY_TIMEOUT_S, STOP_TIMEOUT_S, Process
+from trustfabric.trading.launcher import Process, start_service, stop_processes
 
 ENROLMENT_FILE = "enrolment.json"
 KEYS_DIR = "keys"
@@ -149,28 +147,8 @@ class HostRunner:
         return boot
 
     async def _spawn(self, name: str) -> Process:
-        argv = [sys.executable, "-m", "trustfabric.trading.services", name, "--mode", "zero-trust"]
-        log = open(self.home / "floor" / "logs" / f"{name}.log", "ab")
-        proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE,
-                                                    stdout=asyncio.subprocess.PIPE, stderr=log,
-                                                    start_new_session=True)
-        log.close()
-        assert proc.stdin is not None and proc.stdout is not None
-        proc.stdin.write(json.dumps(self.boot_line(name)).encode() + b"\n")
-        await proc.stdin.drain()
-        proc.stdin.close()
-        record = Process(name, proc, self.deployment.ports()[name], self.topology.spiffe_id(name))
-        try:
-            line = (await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)).decode().strip()
-        except TimeoutError:
-            line = "TIMEOUT"
-        record.status = "ready" if line.startswith("READY") else ("refused" if line.startswith("REFUSED") else "failed")
-        if not line:  # it ended before it said anything: its status, and its log says why
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(proc.wait(), 2.0)
-            line = f"exited with status {proc.returncode} before READY (floor/logs/{name}.log)"
-        record.detail = "" if record.status == "ready" else line
-        return record
+        return await start_service(self.home, name, self.boot_line(name), mode="zero-trust",
+                                   port=self.deployment.ports()[name], spiffe_id=self.topology.spiffe_id(name))
 
     async def start(self) -> "HostRunner":
         (self.home / "floor" / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -195,18 +173,7 @@ class HostRunner:
     async def stop(self) -> None:
         if self._posture_task is not None:
             self._posture_task.cancel()
-        for p in self.processes.values():
-            if p.proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.proc.send_signal(signal.SIGTERM)
-        for p in self.processes.values():
-            try:
-                await asyncio.wait_for(p.proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.proc.pid, signal.SIGKILL)
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(p.proc.wait(), STOP_TIMEOUT_S)
+        await stop_processes(p.proc for p in self.processes.values())
         if self.posture is not None:
             await self.posture.close()
             self.posture = None
