@@ -90,7 +90,7 @@ from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.posture import (
     DEFAULT_SECURITY_AGENTS, decode_signed, encode_signed, evaluate_posture, requirements_for_domain,
 )
-from trustfabric.signals.state import hub_from_state, load_state
+from trustfabric.signals.state import hub_from_state, load_state, save_state
 from trustfabric.transport.tls import RotatingCredentials
 from trustfabric.identity.users import PRIVILEGED_ROLES
 
@@ -178,6 +178,7 @@ class ControlPlane:
         self.spool = Spool(self.home / "spool" / self.source, self.source, clock=clock)
         self._state_remote = bool(getattr(self.identity.store, "remote", False))
         self._save_lock = threading.Lock()
+        self._saved_epochs: tuple[int, dict[str, int]] | None = None  # what the last save of the signals held
         self.emitter = Emitter(self.source, self.spool, clock, start_seq=self.spool.emitter_start_seq())
         policies = Path(policies)
         # A signed policy version activated in the store is what the floor serves (re-verified here: an
@@ -803,7 +804,7 @@ class ControlPlane:
         return unsubscribe
 
     def _publish(self, item: Invalidation | Any) -> None:
-        if self._state_remote and self.writer and isinstance(item, Invalidation):
+        if self._state_remote and self.writer and isinstance(item, Invalidation) and not self._saved_with(item):
             # beside replicas the store holds the change (and these epochs) before any point hears of it: a point
             # that re-fetches its table at a replica gets it with the change (control/replica.py)
             self.save_signals()
@@ -854,6 +855,8 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ the signal store
     def _signals_changed(self, principals: Any, reason: str, source: str, kind: str) -> None:
+        if self._state_remote and self._saved_epochs is not None and self._saved_epochs == self.engine.epochs():
+            return  # saved already, before the push of this very change (_publish)
         self.save_signals()
 
     def save_signals(self) -> None:
@@ -862,10 +865,23 @@ class ControlPlane:
             return
         with self._save_lock:
             try:
-                self.signals.save(self.signals_path)
-            except OSError as exc:  # the live state stays; the failure is in the audit log
+                state = self.signals.state()
+                save_state(self.signals_path, state)
+                self._saved_epochs = state.epochs
+            except (OSError, TrustFabricError) as exc:
+                # the live state stays and the push still goes out (a store that is away makes the replicas refuse
+                # until the next save reaches it); the failure is in the audit log
+                self._saved_epochs = None
                 self.emitter.emit(Kind.ADMIN_ACTION, principal=self.source, action="signals.save", decision="deny",
                                   reason="control.signal_store_unwritable", detail={"error": str(exc)[:200]})
+
+    def _saved_with(self, inv: Invalidation) -> bool:
+        """The last save already holds the epochs ``inv`` carries (one bump moves several principals' epochs and
+        publishes one invalidation each: the first save covers them all)."""
+        saved = self._saved_epochs
+        if saved is None or saved[0] < inv.global_epoch:
+            return False
+        return inv.principal is None or saved[1].get(inv.principal, 0) >= inv.epoch
 
     # ------------------------------------------------------------------ quarantine and release
     def is_quarantined(self, principal: str) -> bool:
