@@ -178,6 +178,7 @@ class ControlPlane:
         self.spool = Spool(self.home / "spool" / self.source, self.source, clock=clock)
         self._state_remote = bool(getattr(self.identity.store, "remote", False))
         self._save_lock = threading.Lock()
+        self._posture_saved_at = float("-inf")  # when refresh_posture last wrote the signals (beside replicas)
         self._saved_epochs: tuple[int, dict[str, int]] | None = None  # what the last save of the signals held
         self.emitter = Emitter(self.source, self.spool, clock, start_seq=self.spool.emitter_start_seq())
         policies = Path(policies)
@@ -365,7 +366,11 @@ class ControlPlane:
         now = self.clock.now()
         for host, agent in self.agents.items():
             self.hub.report_posture(agent.report(now), origin=f"agent:{host}")
-        if self._state_remote:  # a renewed healthy report moves no epoch, but replicas need it before it goes stale
+        # A renewed healthy report moves no epoch, but the replicas need it before the one they hold goes stale:
+        # written every quarter of the posture window (not every pass, which would have every replica re-read the
+        # whole signal state every few seconds).
+        if self._state_remote and now - self._posture_saved_at >= self.posture_minimum.max_age_s / 4:
+            self._posture_saved_at = now
             self.save_signals()
 
     def posture_report(self, service: str) -> bytes:
