@@ -111,7 +111,10 @@ def test_attested_issue_and_its_refusals(tmp_path) -> None:
     raw = agent_key.public_key().public_bytes(serialization.Encoding.PEM,
                                                serialization.PublicFormat.SubjectPublicKeyInfo)
     (tmp_path / "agent.pub").write_bytes(raw)
-    assert run("ca", "register-host", "host-1", "--public-key", str(tmp_path / "agent.pub")).exit_code == 0
+    # registering a host's key changes what attestation trusts: a person's operator action, refused without one
+    assert refusal(run("ca", "register-host", "host-1", "--public-key", str(tmp_path / "agent.pub"))).startswith(
+        "operator.")
+    assert op("ca", "register-host", "host-1", "--public-key", str(tmp_path / "agent.pub")).exit_code == 0
     digest = code_digest(b"momentum build 7")
     (tmp_path / "posture.json").write_bytes(encode_signed(agent.report(time.time())))
     (tmp_path / "stale.json").write_bytes(encode_signed(agent.report(time.time() - 3600)))

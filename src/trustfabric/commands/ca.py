@@ -254,9 +254,10 @@ def certs(
 def register_host(
     host: str = typer.Argument(..., help="Host name the posture agent reports for."),
     public_key: Path = typer.Option(..., "--public-key", help="The agent's Ed25519 public key (PEM or raw 32 bytes)."),
+    user: Optional[str] = USER, totp: Optional[str] = TOTP,
 ) -> None:
-    """Register a host posture agent's key so its signed reports count in attestation."""
-    with refusals_exit(), IdentityPlane(home_dir()) as plane:
+    """Register a host posture agent's key so its signed reports count in attestation (a security officer)."""
+    with refusals_exit():
         data = public_key.read_bytes()
         try:
             key = (serialization.load_pem_public_key(data) if data.lstrip().startswith(b"-----")
@@ -265,5 +266,15 @@ def register_host(
             raise IdentityError(f"unreadable key: {exc}", reason="posture.bad_key") from exc
         if not isinstance(key, Ed25519PublicKey):
             raise IdentityError("posture agent keys are Ed25519", reason="posture.bad_key")
-        plane.register_host(host, key)
-    console.print(f"registered posture agent of [bold]{host}[/]")
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+    def offline(operator: Operator) -> dict[str, str]:
+        with IdentityPlane(home_dir()) as plane:
+            plane.register_host(host, key)
+            plane.emitter.emit(Kind.ADMIN_ACTION, principal=operator.principal, action="ca.register_host",
+                               resource=host, decision="allow", detail={"public_key": raw})
+        return {"host": host}
+
+    outcome = operate.run("ca.register_host", host, {"public_key": raw}, operator_credential(user, totp=totp), offline)
+    console.print(f"registered posture agent of [bold]{host}[/] {outcome.where()}, by {outcome.operator}",
+                  soft_wrap=True)

@@ -53,6 +53,7 @@ from typing import Any, Callable
 
 import msgspec
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from trustfabric.audit.events import AuditEventV1, Emitter, Kind, decode_event
 from trustfabric.audit.spool import Spool
@@ -544,6 +545,21 @@ class ControlPlane:
                           trust_domain=domain, decision="allow", detail={"name": args.get("name", "")[:200]})
         return Applied(operator.principal, CONFIRM_NONE, {"digest": row.digest, "domain": domain})
 
+    def register_host_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
+                         ) -> Applied:
+        """``ca.register_host``: a host's posture-agent key; attestation and the hub check its reports from now on."""
+        try:
+            key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(args.get("public_key", "")))
+        except ValueError:
+            raise ControlRefused("not a raw Ed25519 public key", reason="posture.bad_key") from None
+        if not target or len(target) > 200:
+            raise ControlRefused("a host name is required", reason="control.bad_request")
+        self.identity.register_host(target, key)
+        self.refresh_host_keys()
+        self.emitter.emit(Kind.ADMIN_ACTION, principal=operator.principal, action="ca.register_host", resource=target,
+                          decision="allow", detail={"public_key": args.get("public_key", "")[:64]})
+        return Applied(operator.principal, CONFIRM_NONE, {"host": target})
+
     def data_key_change_by(self, operator: Operator, action: str, target: str, args: dict[str, str], now: float
                            ) -> Applied:
         """``data.rotate`` / ``data.shred`` of ``<environment>/<segment>``: the second person of the four eyes
@@ -964,6 +980,7 @@ OPERATOR_ACTIONS: dict[str, OperatorAction] = {
     "ca.revoke": ControlPlane.revoke_by,
     "ca.promote": ControlPlane.promote_by,
     "ca.issue_unattested": ControlPlane.issue_unattested_by,
+    "ca.register_host": ControlPlane.register_host_by,
     "token.rotate_key": ControlPlane.rotate_token_key_by,
     "token.revoke_key": ControlPlane.revoke_token_key_by,
     "policy.activate": ControlPlane.policy_activate_by,
