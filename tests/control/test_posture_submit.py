@@ -80,3 +80,23 @@ def test_registering_a_host_key_on_the_running_plane_refuses_a_bad_key_and_takes
     plane.register_host_by(officer, "ca.register_host", "new-host", {"public_key": raw}, plane.clock.now())
     # attestation and the hub check the new host's reports against it at once (no restart)
     assert plane.hub_posture(encode_signed(agent.report(plane.clock.now()))) == "new-host"
+
+
+def test_a_malformed_host_enrolment_on_the_running_plane_is_a_typed_refusal(plane):
+    from trustfabric.errors import ConfigError
+    from trustfabric.trading import hosts
+    from trustfabric.trading.deployment import load
+    from pathlib import Path
+
+    machines = load(Path(__file__).parents[2] / "deploy" / "machines.toml", plane.topology)
+    hosts.register(plane, machines)
+    action = plane._added_actions[hosts.ACTION]
+    officer = Operator("dora", "security_officer", plane.clock.now())
+    for args, reason in (({"keys": "not json"}, "host.enrol_keys"), ({"keys": "[1]"}, "host.enrol_keys"),
+                         ({"keys": '{"venue-a": "zz", "venue-b": "zz"}'}, "host.enrol_keys"),
+                         ({"keys": '{"venue-a": "' + "11" * 32 + '"}'}, "host.enrol_keys"),  # venue-b's key missing
+                         ({"keys": "{}", "ttl_s": "soon"}, "host.enrol_keys")):
+        with pytest.raises(ConfigError) as refused:
+            action(plane, officer, hosts.ACTION, "venues", args, plane.clock.now())
+        assert refused.value.reason == reason
+    assert plane.identity.store.get_meta("host_runner:venue-a") is None  # nothing was registered

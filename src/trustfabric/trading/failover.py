@@ -11,7 +11,6 @@ services already running, which it adopts by pid (:class:`_Adopted`).
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 from trustfabric.audit.events import Kind
 from trustfabric.control.lease import BEAT_S
 from trustfabric.errors import ConfigError
+from trustfabric.trading.processes import spawn_child
 
 READY_TIMEOUT_S = 30.0  # a standby says STANDBY within this, or the floor does not start
 
@@ -86,15 +86,9 @@ class ControlFailover:
                     "collect_interval_s": self.collect_interval_s, "table_ttl_s": self.table_ttl_s,
                     "deployment": self.deployment.source if self.deployment is not None else "",
                     "replica": bool(self.followers)}
-            log = open(self.home / "floor" / "logs" / f"standby-{control}.log", "ab")
-            proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "trustfabric.trading.standby",
-                                                        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=log, start_new_session=True)
-            log.close()
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps(spec).encode() + b"\n")
-            await proc.stdin.drain()
-            proc.stdin.close()
+            proc = await spawn_child([sys.executable, "-m", "trustfabric.trading.standby"], spec,
+                                     self.home / "floor" / "logs" / f"standby-{control}.log")
+            assert proc.stdout is not None
             line = (await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)).decode().strip()
             if line != ("REPLICA" if self.followers else "STANDBY"):
                 raise ConfigError(f"a standby control plane did not start: {line!r}", reason="config.floor.standby")

@@ -97,8 +97,14 @@ def register(plane: ControlPlane, deployment: Deployment | None) -> None:
                now: float) -> Applied:
         if deployment is None:
             raise ConfigError("this floor runs without a deployment file: no host to enrol", reason="host.no_deployment")
-        result = enrol(plane.identity, plane.topology, deployment, target, json.loads(args.get("keys", "{}")),
-                       float(args.get("ttl_s", DEFAULT_ENROL_TTL_S)), now, operator.principal, plane.emitter)
+        try:
+            keys, ttl_s = json.loads(args.get("keys", "{}")), float(args.get("ttl_s", DEFAULT_ENROL_TTL_S))
+        except ValueError:
+            raise ConfigError("keys must be a JSON object and ttl_s a number", reason="host.enrol_keys") from None
+        if not isinstance(keys, dict) or not all(isinstance(v, str) for v in keys.values()):
+            raise ConfigError("keys must map posture hosts to hex public keys", reason="host.enrol_keys")
+        result = enrol(plane.identity, plane.topology, deployment, target, keys, ttl_s, now, operator.principal,
+                       plane.emitter)
         plane.refresh_host_keys()
         plane.drop_runner_agents()
         return Applied(operator.principal, CONFIRM_NONE, result)

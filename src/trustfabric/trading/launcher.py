@@ -40,7 +40,6 @@ import json
 import os
 import random
 import secrets
-import signal
 import socket
 import sys
 import threading
@@ -70,6 +69,7 @@ from trustfabric.policy.topology import Topology
 from trustfabric.signals.agent_socket import PostureAgentServer
 from trustfabric.trading.deployment import Deployment
 from trustfabric.trading.failover import ControlFailover, _Adopted
+from trustfabric.trading.processes import spawn_child, stop_processes
 from trustfabric.trading import hosts
 from trustfabric.trading.fix import operate as fix_operate
 from trustfabric.trading.fix.edge import GATEWAY_CERT_TTL_S, EdgePki
@@ -84,7 +84,6 @@ FIX_COMP_ID = "TRUSTFABRIC"
 READY_TIMEOUT_S = 30.0
 FOLLOW_S = 0.2  # a follower replica's catch-up between requests
 MD_CSV_SERVICES = ("market-data", "venue-a", "venue-b")  # replay a recorded session when md_csv is set
-STOP_TIMEOUT_S = 5.0
 CHECKPOINT_INTERVAL_S = 1.0  # a signed tree head about every second while the floor runs
 LEARN_CHUNK = 128  # decisions learned per event-loop callback (about 11 us each: the loop is never held long)
 MAX_LEARN_PENDING = 200_000  # decisions waiting for the loop; beyond, a pass's are refused and alerted
@@ -175,14 +174,8 @@ async def start_service(home: Path, name: str, boot: dict[str, Any], *, mode: st
     argv = [sys.executable, "-m", "trustfabric.trading.services", name, "--mode", mode]
     if identity:
         argv += ["--as-identity", identity]
-    log = open(home / "floor" / "logs" / f"{identity or name}.log", "ab")
-    proc = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                                                stderr=log, start_new_session=True)
-    log.close()
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(json.dumps(boot).encode() + b"\n")
-    await proc.stdin.drain()
-    proc.stdin.close()
+    proc = await spawn_child(argv, boot, home / "floor" / "logs" / f"{identity or name}.log")
+    assert proc.stdout is not None
     record = Process(identity or name, proc, port, spiffe_id)
     try:
         line = (await asyncio.wait_for(proc.stdout.readline(), timeout_s)).decode().strip()
@@ -198,24 +191,6 @@ async def start_service(home: Path, name: str, boot: dict[str, Any], *, mode: st
         line = f"exited with status {proc.returncode} before READY (floor/logs/{identity or name}.log)"
     record.detail = line
     return record
-
-
-async def stop_processes(procs: Any) -> None:
-    """SIGTERM to every process still running, then SIGKILL to the session of any that has not exited within
-    ``STOP_TIMEOUT_S``: no orphans."""
-    procs = list(procs)
-    for proc in procs:
-        if proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
 
 
 @dataclass
@@ -849,16 +824,7 @@ class Floor(ControlFailover):
         if self.fenced:  # the floor is another control plane's now: its services and standbys are left alone
             self.processes.clear()
             self.standby_procs.clear()
-        for proc in self.standby_procs:  # first: a standby must not take over a floor that is stopping
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGTERM)
-        for proc in self.standby_procs:
-            try:
-                await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-            except TimeoutError:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
+        await stop_processes(self.standby_procs)  # first: a standby must not take over a floor that is stopping
         await stop_processes(p.proc for p in self.processes.values())
         if self._maintenance is not None:
             self._maintenance.cancel()

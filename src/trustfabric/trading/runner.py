@@ -43,7 +43,8 @@ from trustfabric.signals.host_agent import HostPostureAgent
 from trustfabric.signals.posture import DEFAULT_SECURITY_AGENTS, encode_signed, requirements_for_domain
 from trustfabric.trading.deployment import Deployment
 from trustfabric.trading.hosts import topology_hosts
-from trustfabric.trading.launcher import Process, start_service, stop_processes
+from trustfabric.trading.launcher import Process, start_service
+from trustfabric.trading.processes import stop_processes
 
 ENROLMENT_FILE = "enrolment.json"
 KEYS_DIR = "keys"
