@@ -6,8 +6,8 @@ import tempfile
 
 import pyotp
 import pytest
-from argon2 import PasswordHasher, Type
 
+from tests.people import cheap_hasher
 from trustfabric.audit.events import Kind, MemorySink
 from trustfabric.audit.report import NS_PER_DAY, build_evidence, render_html, render_markdown
 from trustfabric.errors import AuditError
@@ -67,7 +67,7 @@ def _people_events() -> list:
     sink = MemorySink()
     now = T0 / 1e9
     with tempfile.TemporaryDirectory() as home, IdentityPlane(home, sink=sink) as plane:
-        users = plane.users(hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
+        users = plane.users(hasher=cheap_hasher())
         for name, role in (("rita", "risk_officer"), ("rob", "trader")):
             enrolment = users.enrol(name, role, "correct horse battery", now)
             users.login(name, "correct horse battery", pyotp.TOTP(enrolment.totp_secret).at(now), now)

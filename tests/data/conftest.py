@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pyotp
 import pytest
-from argon2 import PasswordHasher, Type
 
+from tests.people import cheap_hasher
 from trustfabric.audit.events import Emitter, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.data.keyservice import KeyService, Vault, key_service_id
@@ -61,7 +61,7 @@ class World:
         self.service = KeyService(self.pep, self.keys, "prod")
         self.vault = Vault(self.service, self.objects)
         self.users = UserDirectory(self.store, self.emitter,
-                                   hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
+                                   hasher=cheap_hasher())
         self.totp: dict[str, pyotp.TOTP] = {}
         self.authority = OperatorAuthority(self.users, self.emitter, self.engine)
         self.lifecycle = KeyLifecycle(self.keys, self.objects, self.emitter)

@@ -12,9 +12,9 @@ from pathlib import Path
 import jwt
 import pyotp
 import pytest
-from argon2 import PasswordHasher, Type
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from tests.people import cheap_hasher
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.errors import TrustFabricError
@@ -54,7 +54,7 @@ class World:
         self.store = SqliteIdentityStore()
         self.emitter = Emitter("identity", self.sink, self.clock)
         self.users = UserDirectory(self.store, self.emitter, UserPolicy(max_failures=3, lockout_s=600),
-                                   hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
+                                   hasher=cheap_hasher())
         self.keys = KeyRing(self.store)
         self.keys.ensure(T0)
         self.engine = PolicyEngine.from_dir(POLICIES, signals=signals or StaticSignals(), clock=self.clock)

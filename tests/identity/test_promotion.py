@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyotp
 import pytest
-from argon2 import PasswordHasher, Type
 
+from tests.people import cheap_hasher
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.identity.attestation import Releases, code_digest
@@ -46,7 +46,7 @@ class World:
         self.emitter = Emitter("identity", self.sink, self.clock)
         self.store = SqliteIdentityStore()
         self.users = UserDirectory(self.store, self.emitter,
-                                   hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
+                                   hasher=cheap_hasher())
         self.engine = PolicyEngine.from_dir(Topology.default_path().parent, signals=StaticSignals(), clock=self.clock)
         self.tests = PolicyTestOutcome(10, 0)
         self.authority = OperatorAuthority(self.users, self.emitter, self.engine)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pyotp
 import pytest
-from argon2 import PasswordHasher, Type
 
+from tests.people import cheap_hasher
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.identity.errors import UserError
@@ -24,7 +24,7 @@ def world():
     directory = UserDirectory(
         SqliteIdentityStore(), Emitter("idp", sink, clock),
         UserPolicy(max_failures=3, lockout_s=600, step_up_max_age_s=120),
-        hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID),
+        hasher=cheap_hasher(),
     )
     enrolment = directory.enrol("alice", "risk_officer", PASSWORD, T0)
     return directory, sink, pyotp.TOTP(enrolment.totp_secret), enrolment
@@ -109,3 +109,17 @@ def test_step_up_for_privileged_actions(world) -> None:
     directory.require_step_up("alice", "kill_switch", T0 + 200)
     assert refused(directory.require_step_up, "mallory", "kill_switch", T0) == "user.step_up_required"
     assert {e.decision for e in sink.of_kind(Kind.USER_STEP_UP)} == {"allow", "deny"}
+
+
+def test_a_person_s_password_gets_the_rfc_9106_argon2id_profile_outside_the_tests():
+    """The cheap profile is the tests' alone: the directory's default is argon2-cffi's RFC 9106 low-memory one."""
+    from argon2 import Type
+    from argon2.profiles import RFC_9106_LOW_MEMORY
+
+    from tests.conftest import PRODUCTION_DEFAULT_HASHER
+
+    hasher = PRODUCTION_DEFAULT_HASHER()
+    assert hasher.type is Type.ID
+    assert (hasher.time_cost, hasher.memory_cost, hasher.parallelism) == (
+        RFC_9106_LOW_MEMORY.time_cost, RFC_9106_LOW_MEMORY.memory_cost, RFC_9106_LOW_MEMORY.parallelism)
+    assert hasher.hash(PASSWORD).startswith(f"$argon2id$v=19$m={RFC_9106_LOW_MEMORY.memory_cost},")

@@ -8,10 +8,10 @@ import shutil
 import msgspec
 import pyotp
 import pytest
-from argon2 import PasswordHasher, Type
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.policy.lifecycle_fixtures import POLICY_DIR
+from tests.people import cheap_hasher
 from trustfabric.audit.events import Emitter, Kind, MemorySink
 from trustfabric.clock import FakeClock
 from trustfabric.errors import TrustFabricError
@@ -39,7 +39,7 @@ class World:
         self.store = SqliteIdentityStore()
         self.emitter = Emitter("control-plane", self.sink, self.clock)
         self.users = UserDirectory(self.store, self.emitter, UserPolicy(max_failures=5, lockout_s=600),
-                                   hasher=PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=Type.ID))
+                                   hasher=cheap_hasher())
         KeyRing(self.store).ensure(T0)
         self.engine = PolicyEngine.from_dir(POLICY_DIR, signals=StaticSignals(), clock=self.clock)
         self.pushed: list = []
