@@ -35,7 +35,7 @@ CONTROL = f"spiffe://{TD}/control/control-plane"
 VENUE = f"spiffe://{TD}/venue/venue-a"
 ALGO = f"spiffe://{TD}/algo/algo-momentum"
 ISSUER = "https://idp.prod.acme.example"
-DEADLINE_S = 3.0  # the table's own deadline in these tests (the floor's is 0.5 s)
+DEADLINE_S = 1.5  # the table's own deadline in these tests (the floor's is 0.5 s)
 
 
 class HungControl:
