@@ -164,6 +164,7 @@ def test_the_sidecar_exposes_prometheus_metrics_that_count_its_decisions(sidecar
     assert samples[("trustfabric_decisions_total", (("outcome", "deny"),))] == 1
     assert samples[("trustfabric_fail_open_total", ())] == 0
     assert samples[("trustfabric_sidecar_proxied_bytes_total", ())] >= 2 * len(b"NEW ORDER 35=D")
+    assert samples[("trustfabric_sidecar_busy_poll_seconds_total", ())] > 0  # it polled after forwarding (default)
     assert samples[("trustfabric_certificate_expiry_seconds", (("service", "sidecar"),))] > 0
 
 

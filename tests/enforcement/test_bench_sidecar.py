@@ -20,17 +20,30 @@ from trustfabric.cli import app
 def test_bench_sidecar_json_has_every_target_it_could_start(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
     result = CliRunner().invoke(app, ["bench", "sidecar", "--json", "--rounds", "2", "--per-round", "50",
-                                      "--warmup", "10", "--connects", "2", "--busy-poll-us", "100"])
+                                      "--warmup", "10", "--connects", "2"])
     assert result.exit_code == 0, result.output
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    expected = {"plain", "sidecar", "sidecar-busy-poll"} | ({"haproxy"} if shutil.which("haproxy") else set()) \
+    haproxy = {"haproxy", "haproxy-busy-polling"} if shutil.which("haproxy") else set()
+    expected = {"plain", "sidecar", "sidecar-no-poll"} | haproxy \
         | ({"stunnel4"} if shutil.which("stunnel4") or shutil.which("stunnel") else set())
     assert set(figures["targets"]) == expected
     for name, target in figures["targets"].items():
         keys = ("rtt_us_p50", "rtt_us_p99") + (() if name == "plain" else
-                                               ("added_us_p50", "added_us_p99", "connect_ms_p50"))
+                                               ("added_us_p50", "added_us_p99", "connect_ms_p50", "cpu_us_per_rtt"))
         for key in keys:
             assert isinstance(target[key], (int, float)) and math.isfinite(target[key]), (name, key)
-    if "haproxy" in expected:
+    if haproxy:
         assert set(figures["targets_met"]) == {"added_p50<=haproxy", "added_p99<=1.5x_haproxy"}
-    assert figures["busy_poll_us"] == 100
+        assert {"sidecar_over_haproxy_added_p50", "sidecar_no_poll_over_haproxy_added_p50"} <= set(figures)
+    assert figures["busy_poll_us"] is None  # the sidecar's own default
+
+
+@pytest.mark.slow
+def test_bench_sidecar_with_polling_off_measures_one_sidecar(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))
+    result = CliRunner().invoke(app, ["bench", "sidecar", "--json", "--rounds", "1", "--per-round", "20",
+                                      "--warmup", "5", "--connects", "1", "--busy-poll-us", "0"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert "sidecar" in figures["targets"] and "sidecar-no-poll" not in figures["targets"]
+    assert figures["busy_poll_us"] == 0

@@ -13,7 +13,7 @@ from trustfabric.audit.events import Kind, MemorySink
 from trustfabric.enforcement import errors as E
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.clock import FakeClock
-from trustfabric.enforcement.sidecar import BusyPoll, RevocationMirror, Sidecar
+from trustfabric.enforcement.sidecar import DEFAULT_BUSY_POLL_US, BusyPoll, RevocationMirror, Sidecar
 from trustfabric.identity.revocation import RevocationSet
 from trustfabric.enforcement.tables import StaticTableSource
 
@@ -64,9 +64,9 @@ async def echo_server():
     return server, server.sockets[0].getsockname()[1]
 
 
-@pytest.fixture(params=[0, 200], ids=["sleeping", "busy-poll"])
+@pytest.fixture(params=[DEFAULT_BUSY_POLL_US, 0], ids=["polling", "sleeping"])
 async def rig(pki, request):
-    """The sidecar as it runs by default, and with --busy-poll-us (every check must hold in both)."""
+    """The sidecar as it runs by default (polling), and with --busy-poll-us 0 (every check must hold in both)."""
     echo, echo_port = await echo_server()
     tables = StaticTableSource.from_mapping({"principals": {ROUTER: [{"action": "connect", "resource": "svc/venue-a"}]}})
     sink = MemorySink()
@@ -296,9 +296,20 @@ async def test_busy_polling_keeps_the_loop_awake_only_for_its_window():
     poll.touch()  # a second touch while spinning extends the window, it does not start a second spinner
     await asyncio.sleep(0.05)
     assert spins > 1 and not poll._spinning  # it polled, then stopped on its own
+    assert poll.polled_s >= 0.002  # at least its window, counted (the sidecar's busy_poll_seconds metric)
     stopped_at = spins
     await asyncio.sleep(0.01)
     assert spins == stopped_at
     off = BusyPoll(0)
     off.touch()
-    assert not off._spinning and loop.is_running()
+    assert not off._spinning and off.polled_s == 0 and loop.is_running()
+
+
+def test_the_sidecar_polls_by_default_and_can_be_told_not_to(pki):
+    tables = StaticTableSource.from_mapping({"principals": {}})
+    pep = EnforcementPoint(VENUE, tables, FakeTokenVerifier(), sink=MemorySink())
+    tls = TLSConfig(pki["server"][0])
+    default = Sidecar(pep, "svc/venue-a", ("127.0.0.1", 1), server_context(pki), tls.verify_peer)
+    off = Sidecar(pep, "svc/venue-a", ("127.0.0.1", 1), server_context(pki), tls.verify_peer, busy_poll_us=0)
+    assert default.busy_poll.window_s == DEFAULT_BUSY_POLL_US / 1e6 > 0
+    assert off.busy_poll.window_s == 0 and off.stats()["busy_poll_s"] == 0

@@ -23,9 +23,9 @@ def command(
     size: int = typer.Option(64, help="Bytes per request (echoed back)."),
     warmup: int = typer.Option(500, help="Warm-up round trips per target."),
     connects: int = typer.Option(20, help="New connections per target for connect_ms_p50."),
-    busy_poll_us: int = typer.Option(0, "--busy-poll-us", min=0, max=100_000,
-                                     help="Also measure a second sidecar started with this --busy-poll-us "
-                                          "(target sidecar-busy-poll)."),
+    busy_poll_us: int = typer.Option(None, "--busy-poll-us", min=0, max=100_000,
+                                     help="Polling window of the 'sidecar' target (default: the sidecar's own); "
+                                          "'sidecar-no-poll' is measured beside it unless this is 0."),
 ) -> None:
     """Round trips through the sidecar, haproxy and stunnel4 (when on PATH) to one echo service, vs plain TCP."""
     with console.status("measuring ...", spinner="dots") if not json_out else _nothing():
@@ -34,15 +34,18 @@ def command(
         print(json.dumps(result))
         return
     table = Table(title=f"trustfabric bench sidecar ({size}-byte round trips, loopback, interleaved rounds)")
-    for column in ("target", "rtt p50 us", "rtt p99 us", "added p50 us", "added p99 us", "connect p50 ms"):
-        table.add_column(column, justify="right")
+    for column in ("target", "rtt p50 us", "rtt p99 us", "added p50 us", "added p99 us", "connect p50 ms",
+                   "cpu us / rtt"):
+        table.add_column(column, justify="right", no_wrap=column == "target")
     for name, t in result["targets"].items():
         table.add_row(name, str(t["rtt_us_p50"]), str(t["rtt_us_p99"]), str(t.get("added_us_p50", "")),
-                      str(t.get("added_us_p99", "")), str(t.get("connect_ms_p50", "")))
+                      str(t.get("added_us_p99", "")), str(t.get("connect_ms_p50", "")),
+                      str(t.get("cpu_us_per_rtt", "") if t.get("cpu_us_per_rtt") is not None else ""))
     console.print(table)
-    if "sidecar_over_haproxy_added_p50" in result:
-        console.print(f"sidecar / haproxy added: p50 x{result['sidecar_over_haproxy_added_p50']}, "
-                      f"p99 x{result['sidecar_over_haproxy_added_p99']}", highlight=False)
+    for key in ("sidecar", "sidecar_no_poll"):
+        if f"{key}_over_haproxy_added_p50" in result:
+            console.print(f"{key.replace('_', '-')} / haproxy added: p50 x{result[f'{key}_over_haproxy_added_p50']}, "
+                          f"p99 x{result[f'{key}_over_haproxy_added_p99']}", highlight=False)
 
 
 class _nothing:

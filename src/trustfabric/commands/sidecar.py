@@ -35,7 +35,7 @@ from trustfabric.commands.common import console, refusals_exit
 from trustfabric.commands.response import live_control_plane
 from trustfabric.enforcement.metrics import pep_families
 from trustfabric.enforcement.pep import EnforcementPoint
-from trustfabric.enforcement.sidecar import RevocationMirror, Sidecar
+from trustfabric.enforcement.sidecar import DEFAULT_BUSY_POLL_US, RevocationMirror, Sidecar
 from trustfabric.errors import ConfigError, TrustFabricError
 from trustfabric.home import home_dir, sub_dir
 from trustfabric.identity.revocation import RevocationSet
@@ -82,10 +82,11 @@ def command(
                                              "signal state (tests and demos only)."),
     metrics: str = typer.Option("127.0.0.1:0", "--metrics", help="Loopback HOST:PORT for Prometheus metrics "
                                 "(port 0: any free port, printed); 'off' for none."),
-    busy_poll_us: int = typer.Option(0, "--busy-poll-us", min=0, max=100_000,
+    busy_poll_us: int = typer.Option(int(DEFAULT_BUSY_POLL_US), "--busy-poll-us", min=0, max=100_000,
                                      help="Keep polling (no sleep) this many microseconds after each forwarded "
-                                          "chunk, so a reply is read without a wake-up; spends a core while "
-                                          "traffic flows (like haproxy's busy-polling). 0: off."),
+                                          "chunk, so a reply is read without a process wake-up; spends CPU only "
+                                          "while traffic flows (a core at most; the busy_poll_seconds metric). "
+                                          "0: off."),
 ) -> None:
     """Terminate mTLS for a non-Python service: authorize each connection by policy, log it, proxy bytes."""
     from trustfabric.enforcement.tables import StaticTableSource
@@ -210,6 +211,8 @@ def sidecar_families(sidecar: Sidecar, creds):
                 stats["admission"]["handshaking"], labels={"service": "sidecar"})
     yield gauge("connections_open", "Proxied connections open now.", stats["open"], labels={"service": "sidecar"})
     yield counter("sidecar_proxied_bytes", "Bytes forwarded both ways.", stats["proxied_bytes"])
+    yield counter("sidecar_busy_poll_seconds", "Seconds spent polling for the next chunk instead of sleeping.",
+                  stats["busy_poll_s"])
     yield counter("sidecar_connections", "Connections by outcome.", label="outcome",
                   by={"accepted": stats["accepted"], "refused": stats["refused"]})
     yield gauge("certificate_expiry_seconds", "Seconds left on the sidecar's certificate.",
