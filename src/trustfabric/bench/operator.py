@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ from trustfabric.control.client import operator_request
 from trustfabric.control.plane import DEFAULT_POLICIES
 from trustfabric.control.protocol import OperatorReply, OperatorRequest
 from trustfabric.identity.operators import OperatorCredential, SessionIssuer, make_proof
+from trustfabric.percentiles import percentile
 from trustfabric.signals.threat_intel import ADDRESS, SPIFFE_ID, indicator_bundle
 from trustfabric.trading.launcher import Floor
 from trustfabric.bench.floor import bench_policies, start_bench_floor
@@ -192,9 +192,7 @@ async def measure(floor: Floor, officers: _Officers, kind: str, change: tuple, u
 def _percentiles(values: list[float]) -> dict[str, float | None]:
     if not values:
         return {"p50": None, "p99": None, "n": 0}
-    ordered = sorted(values)
-    p99 = ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
-    return {"p50": round(statistics.median(ordered), 3), "p99": round(p99, 3), "n": len(ordered)}
+    return {"p50": round(percentile(values, 50), 3), "p99": round(percentile(values, 99), 3), "n": len(values)}
 
 
 def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from trustfabric.clock import Clock
+from trustfabric.percentiles import percentile
 from trustfabric.transport import errors as E
 from trustfabric.transport.connection import DEFAULT_LIMITS, FrameConnection, FrameServer, Limits, connect
 from trustfabric.transport.errors import ConnectionClosed
@@ -237,12 +238,11 @@ class RttStats:
 
 
 def summarize(samples_ns: list[int]) -> RttStats:
-    ordered = sorted(samples_ns)
-    n = len(ordered)
-    if n == 0:
+    if not samples_ns:
         raise ValueError("no samples")
-    return RttStats(n=n, p50_us=ordered[n // 2] / 1000, p99_us=ordered[min(n - 1, int(n * 0.99))] / 1000,
-                    min_us=ordered[0] / 1000, max_us=ordered[-1] / 1000)
+    return RttStats(n=len(samples_ns), p50_us=percentile(samples_ns, 50) / 1000,
+                    p99_us=percentile(samples_ns, 99) / 1000, min_us=min(samples_ns) / 1000,
+                    max_us=max(samples_ns) / 1000)
 
 
 async def measure_rtt(conn: FrameConnection, frame: Frame, *, n: int = 20000, warmup: int = 2000,
