@@ -51,8 +51,7 @@ app.add_typer(client_app, name="client")
 
 
 def _edge(plane: IdentityPlane) -> EdgePki:
-    manifest = DEFAULT_POLICIES / "floor.toml"
-    topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+    topology = Topology.for_policies(DEFAULT_POLICIES)
     return EdgePki.open(plane.home, topology.trust_domain, plane.clock.now())
 
 

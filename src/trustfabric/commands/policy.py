@@ -42,8 +42,7 @@ DEFAULT_DIR = Topology.default_path().parent
 
 
 def _topology(directory: Path, firm: str | None) -> Topology:
-    manifest = directory / "floor.toml"
-    return Topology.load(manifest if manifest.exists() else Topology.default_path(), firm=firm)
+    return Topology.load(Topology.path_for(directory), firm=firm)
 
 
 @app.command("validate")

@@ -110,8 +110,7 @@ def command(
                 from trustfabric.policy.topology import Topology
                 from trustfabric.signals.state import hub_from_state, load_state
 
-                manifest = policies / "floor.toml"
-                topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+                topology = Topology.for_policies(policies)
                 hub = hub_from_state(topology, load_state(sub_dir("policy") / "signals.json"))
                 tables = PolicyEngine.from_dir(policies, topology=topology, signals=hub)
         else:

@@ -189,8 +189,7 @@ class ControlPlane:
         active = self.policy_versions.active_bundle(SigningKeys(self.identity.store).all())
         if active is not None:
             policies = active[1]
-        manifest = policies / "floor.toml"
-        manifest = manifest if manifest.exists() else Topology.default_path()
+        manifest = Topology.path_for(policies)
         self.topology = Topology.load(manifest)
         self.trust_domain = self.topology.trust_domain
         self.identity.init(self.topology.firm)

@@ -169,8 +169,7 @@ class PolicyEngine:
             raise PolicyError("give a signal source or assume_healthy=True, not both", reason="policy.signals_conflict")
         directory = Path(directory)
         if topology is None:
-            manifest = directory / "floor.toml"
-            topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+            topology = Topology.for_policies(directory)
         if signals is None:
             signals = StaticSignals() if assume_healthy else MissingSignals()
         engine = cls(topology, signals, **kwargs)

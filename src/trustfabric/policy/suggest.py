@@ -288,8 +288,7 @@ def _write(out: Path, policies: Path, result: Suggestion, source: str) -> Path:
     if result.grants:
         (staging / SUGGESTED_FILE).write_text(_render(result.grants, result, source), encoding="utf-8")
         manifest = staging / "floor.toml"
-        base = manifest.read_text(encoding="utf-8") if manifest.exists() else \
-            Topology.default_path().read_text(encoding="utf-8")
+        base = Topology.path_for(staging).read_text(encoding="utf-8")
         manifest.write_text(base.rstrip("\n") + "\n" + _flows_toml(result.grants), encoding="utf-8")
         (staging / "tests").mkdir(exist_ok=True)
         (staging / "tests" / SUGGESTED_TESTS).write_text(_tests_toml(result.grants), encoding="utf-8")

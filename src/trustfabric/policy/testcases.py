@@ -130,8 +130,7 @@ def run_cases(directory: str | Path, topology: Topology | None = None) -> CaseRe
     directory = Path(directory)
     cases = load_cases(directory)
     if topology is None:
-        manifest = directory / "floor.toml"
-        topology = Topology.load(manifest if manifest.exists() else Topology.default_path())
+        topology = Topology.for_policies(directory)
     signals = _CaseSignals()
     clock = FakeClock()
     engine = PolicyEngine(topology, signals, clock=clock)

@@ -128,6 +128,17 @@ class Topology:
         return FLOOR_MANIFEST
 
     @classmethod
+    def path_for(cls, policies: str | Path) -> Path:
+        """The topology file of a policy directory: its ``floor.toml``, else the reference floor's."""
+        manifest = Path(policies) / FLOOR_MANIFEST.name
+        return manifest if manifest.exists() else FLOOR_MANIFEST
+
+    @classmethod
+    def for_policies(cls, policies: str | Path) -> "Topology":
+        """The topology of a policy directory (:meth:`path_for`)."""
+        return cls.load(cls.path_for(policies))
+
+    @classmethod
     def from_dict(cls, raw: dict, *, firm: str | None = None, environment: str | None = None) -> "Topology":
         try:
             return cls._build(raw, firm=firm, environment=environment)

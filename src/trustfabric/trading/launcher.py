@@ -240,8 +240,7 @@ class Floor(ControlFailover):
         if self.mode not in MODES:
             raise ConfigError(f"mode must be one of {MODES}", reason="config.floor.mode")
         self.home = Path(self.home)
-        manifest = Path(self.policies) / "floor.toml"
-        self.topology_path = manifest if manifest.exists() else Topology.default_path()
+        self.topology_path = Topology.path_for(self.policies)
         self.topology = Topology.load(self.topology_path)
         self.ports: dict[str, int] = {}
         self.metrics_ports: dict[str, int] = {}

@@ -39,8 +39,7 @@ async def _run(spec: dict) -> int:
         from trustfabric.policy.topology import Topology
         from trustfabric.trading.deployment import load
 
-        manifest_toml = Path(spec["policies"]) / "floor.toml"
-        topology = Topology.load(manifest_toml if manifest_toml.exists() else Topology.default_path())
+        topology = Topology.for_policies(spec["policies"])
         placement = load(spec["deployment"], topology)
     floor = Floor(home, spec.get("mode", "zero-trust"), services=tuple(spec["services"]),
                   policies=Path(spec["policies"]), bus_url=spec.get("bus_url", ""),
