@@ -30,6 +30,9 @@ fresh PostgreSQL schema (dropped afterwards).
 * ``fail_open``: summed over every point and every floor (must be 0).
 
 Times across processes are wall-clock (``time.time()``) on one host.
+
+This module is also each host's program: the floor, the identity plane and the bus are
+imported inside the functions that use them, so a host process loads only what its points need.
 """
 
 from __future__ import annotations

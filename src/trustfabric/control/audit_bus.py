@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from trustfabric.audit.compact import record_seq
 from trustfabric.audit.damage import records_and_alerts
 from trustfabric.audit.spool import Ack, read_ack, segment_number, segment_paths, write_ack
 
@@ -92,8 +93,6 @@ class SpoolShipper:
                 break
         if not records:
             return None
-        from trustfabric.audit.compact import record_seq
-
         last_seq = max(last_seq, record_seq(records[-1]))
         return records, Ack(position[0], position[1], ack.records + len(records), last_seq)
 

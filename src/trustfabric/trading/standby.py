@@ -25,6 +25,8 @@ import threading
 import time
 from pathlib import Path
 
+from trustfabric.policy.topology import Topology
+from trustfabric.trading.deployment import load
 from trustfabric.trading.launcher import Floor, floor_summary
 
 ALL_MOVED_WAIT_S = 30.0
@@ -36,9 +38,6 @@ async def _run(spec: dict) -> int:
     bootstrap, control = (int(p) for p in spec["control_ports"])
     placement = None
     if spec.get("deployment"):
-        from trustfabric.policy.topology import Topology
-        from trustfabric.trading.deployment import load
-
         topology = Topology.for_policies(spec["policies"])
         placement = load(spec["deployment"], topology)
     floor = Floor(home, spec.get("mode", "zero-trust"), services=tuple(spec["services"]),
