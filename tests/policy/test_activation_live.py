@@ -33,7 +33,8 @@ class PlaneTables:
         return self.plane.table_for(self.asking, principal, now)
 
 
-class Floor:
+class PlaneAndPoint:
+    """A control plane on the new-algo policies and the pre-trade-risk enforcement point it serves (no processes)."""
     def __init__(self, tmp_path) -> None:
         self.base = floor_with_new_algo(tmp_path / "policies")
         self.clock = FakeClock(T0)
@@ -69,7 +70,7 @@ class Floor:
 
 @pytest.fixture()
 def floor(tmp_path):
-    f = Floor(tmp_path)
+    f = PlaneAndPoint(tmp_path)
     yield f
     f.plane.close()
 
