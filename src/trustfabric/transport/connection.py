@@ -76,7 +76,7 @@ from trustfabric.transport.admission import (
     AdmissionLimits,
     Ticket,
 )
-from trustfabric.transport.listener import close_after_alert, tls_handshake, wait_fd
+from trustfabric.transport.listener import Acceptor, close_after_alert, tls_handshake, wait_fd
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
 RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
@@ -484,7 +484,7 @@ def _address(address: Any) -> str:
 Handler = Callable[[FrameConnection], Awaitable[None]]
 
 
-class FrameServer:
+class FrameServer(Acceptor):
     """A framed server over mTLS (``tls`` given) or plain TCP (``tls=None``, perimeter baseline).
 
     ``handler(conn)`` runs once per accepted connection, with ``conn.peer`` the
@@ -519,24 +519,10 @@ class FrameServer:
         self.accepted = 0
         self.handler_errors = 0
         self.admission = Admission(admission, on_refuse=self._report_admission)
-        self.address: tuple[str, int] = ("", 0)
-        self._listener: socket.socket | None = None
-        self._accept_task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
+        self._init_acceptor()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> FrameServer:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(512)
-        listener.setblocking(False)
-        self._listener = listener
-        self.address = listener.getsockname()[:2]
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._listen(host, port, family=socket.AF_INET, backlog=512)
         return self
 
     async def __aenter__(self) -> FrameServer:
@@ -547,16 +533,7 @@ class FrameServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._listener is not None
-        while True:
-            sock, _address, ticket = await self.admission.accept(loop, self._listener, self._refused_at_admission)
-            task = loop.create_task(self._serve(sock, ticket))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def _refused_at_admission(self, reason: str) -> None:
+    def _count_admission(self, reason: str) -> None:
         self.refusals[reason] += 1
 
     def _refuse(self, reason: str, detail: str, address: Any, presented: str = "") -> None:
@@ -578,7 +555,7 @@ class FrameServer:
                                   detail={"refused": count, "peer_address": source, "server": self.name,
                                           "admission": self.admission.stats()})
 
-    async def _serve(self, raw: socket.socket, ticket: Ticket) -> None:
+    async def _serve(self, raw: socket.socket, _address: Any, ticket: Ticket) -> None:
         try:
             await self._serve_admitted(raw, ticket)
         finally:
@@ -644,23 +621,9 @@ class FrameServer:
             conn.close(E.CLOSED)
             self.connections.discard(conn)
 
-    async def close(self) -> None:
-        self.admission.flush_reports()
-        if self._accept_task is not None:
-            self._accept_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._accept_task
-            self._accept_task = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+    def _close_open(self) -> None:
         for conn in list(self.connections):
             conn.close(E.CLOSED)
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 # -- client ----------------------------------------------------------------------------
