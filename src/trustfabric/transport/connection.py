@@ -76,6 +76,7 @@ from trustfabric.transport.admission import (
     AdmissionLimits,
     Ticket,
 )
+from trustfabric.transport.endpoint import FrameEndpoint
 from trustfabric.transport.listener import Acceptor, close_after_alert, tls_handshake, wait_fd
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
@@ -105,7 +106,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-class FrameConnection:
+class FrameConnection(FrameEndpoint):
     """One framed, established connection (TLS or plain). Not thread-safe: one event loop."""
 
     def __init__(
@@ -145,16 +146,13 @@ class FrameConnection:
         self._batch = bytearray()
         self._out = bytearray()  # bytes the kernel has not taken yet
         self._writing = False
-        self._inbox: collections.deque[Frame] = collections.deque()
-        self._waiter: asyncio.Future | None = None
+        self._init_endpoint()
         self._drain_waiter: asyncio.Future | None = None
         self._closed_future: asyncio.Future = self._loop.create_future()
-        self.on_frame: Callable[[Frame], Any] | None = None
         self.on_before_flush: Callable[[], Any] | None = None
         self.on_close: Callable[[str], Any] | None = None
         self.closed = False
         self.close_reason = ""
-        self.frames_in = 0
         now = self._loop.time()
         self._last_frame_at = now
         self._partial_since: float | None = None
@@ -238,26 +236,6 @@ class FrameConnection:
             self._last_frame_at = self._loop.time()
             self._deliver(frames)
 
-    def _deliver(self, frames: list[Frame]) -> None:
-        self.frames_in += len(frames)
-        on_frame = self.on_frame
-        for frame in frames:
-            if self.closed:
-                return
-            if on_frame is not None:
-                try:
-                    on_frame(frame)
-                except Exception as exc:  # noqa: BLE001 - a handler fault closes this connection only
-                    self.fail("transport.handler_error", repr(exc)[:200])
-                    return
-            else:
-                self._inbox.append(frame)
-                waiter = self._waiter
-                if waiter is not None:
-                    self._waiter = None
-                    if not waiter.done():
-                        waiter.set_result(None)
-
     def _at_eof(self) -> None:
         try:
             self._decoder.eof()
@@ -266,31 +244,7 @@ class FrameConnection:
             return
         self._abort(E.CLOSED, "peer closed")
 
-    def take_early_frames(self) -> list[Frame]:
-        """The frames received before ``on_frame`` was set (with the handshake), removed from the inbox:
-        a caller taking the connection over from :meth:`recv` replays them into its own handler."""
-        frames = list(self._inbox)
-        self._inbox.clear()
-        return frames
-
-    async def recv(self) -> Frame:
-        """The next frame; :class:`ConnectionClosed` (with the close reason) once closed."""
-        while True:
-            if self._inbox:
-                return self._inbox.popleft()
-            if self.closed:
-                raise ConnectionClosed(self.name, reason=self.close_reason or E.CLOSED)
-            waiter = self._loop.create_future()
-            self._waiter = waiter
-            await waiter
-
     # -- sending -----------------------------------------------------------------------
-    def queue(self, frame: Frame) -> None:
-        """Add a frame to the batch (sent by the next :meth:`flush`). FrameError if too big."""
-        if self.closed:
-            raise ConnectionClosed(self.name, reason=self.close_reason or E.CLOSED)
-        self.codec.encode_into(frame, self._batch)
-
     def flush(self) -> None:
         """Run the pre-flush hook, then write the batch at once. If the hook fails, nothing leaves."""
         batch = self._batch
@@ -432,9 +386,7 @@ class FrameConnection:
         with contextlib.suppress(Exception):
             self._sock.close()
         self._out.clear()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_receiver()
         self._wake_drain()
         if not self._closed_future.done():
             self._closed_future.set_result(reason)
