@@ -11,6 +11,10 @@ into the batch the next ``flush()`` sends. A subclass sets the attributes named
 in :meth:`FrameEndpoint._init_endpoint` and ``_loop``, ``codec``, ``name``,
 ``_batch``, and provides ``fail(reason, detail)``; on closing it calls
 :meth:`FrameEndpoint._wake_receiver` so a waiting ``recv`` raises.
+
+:func:`answer_unhandled` is what a server's handler does with a frame it does not
+take itself: a ``Ping`` gets its ``Pong``, anything else closes the connection
+(``frame.unexpected``).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 
 from trustfabric.transport import errors as E
 from trustfabric.transport.errors import ConnectionClosed
-from trustfabric.transport.frames import Frame, FrameCodec
+from trustfabric.transport.frames import Frame, FrameCodec, Ping, Pong
 
 
 class FrameEndpoint:
@@ -95,3 +99,14 @@ class FrameEndpoint:
         if self.closed:
             raise ConnectionClosed(self.name, reason=self.close_reason or E.CLOSED)
         self.codec.encode_into(frame, self._batch)
+
+
+def answer_unhandled(conn: Any, frame: Frame) -> None:
+    """A frame the server's handler does not take: a ``Ping`` is answered, anything else is refused.
+
+    The refusal closes the connection with ``frame.unexpected`` and the frame's type.
+    """
+    if type(frame) is Ping:
+        conn.send(Pong(n=frame.n))
+    else:
+        conn.fail("frame.unexpected", type(frame).__name__)

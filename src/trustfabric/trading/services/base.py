@@ -87,7 +87,8 @@ from trustfabric.trading.services.links import CERT_EXPIRED, LINK_LIMITS, PeerLi
 from trustfabric.trading.services.metrics import serve_metrics
 from trustfabric.trading.services.sink import ServiceSink
 from trustfabric.transport.connection import FrameConnection, FrameServer
-from trustfabric.transport.frames import Ping, Pong, Request
+from trustfabric.transport.endpoint import answer_unhandled
+from trustfabric.transport.frames import Request
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 
 REPORT_INTERVAL_S = 0.25
@@ -588,10 +589,8 @@ class ServiceRuntime(ControlEndpoints):
             def on_frame(frame: Any) -> None:
                 if type(frame) is Request:
                     loop.create_task(run(frame))
-                elif type(frame) is Ping:
-                    send(Pong(n=frame.n))
                 else:
-                    conn.fail("frame.unexpected", type(frame).__name__)
+                    answer_unhandled(conn, frame)
 
             conn.on_frame = on_frame
             try:
