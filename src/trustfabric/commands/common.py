@@ -1,8 +1,11 @@
-"""What every command shares: the console, how refusals become exits, who the operator is, a figures table."""
+"""What every command shares: the console, how refusals become exits, who the operator is, a figures table,
+waiting for a stop signal."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sys
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
@@ -49,6 +52,15 @@ def figures_table(title: str, result: Mapping[str, Any], *, column: str = "measu
     for key, value in result.items():
         table.add_row(key, show(value))
     return table
+
+
+async def until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM (a foreground service's stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 @contextmanager
