@@ -66,6 +66,13 @@ def _reply_size(header: bytes) -> int:
     return size
 
 
+def _decode_reply(body: bytes) -> _Reply:
+    """A reply's body decoded, its nesting bounded first (ValueError beyond it)."""
+    if msgpack_nesting_exceeds(body):
+        raise ValueError("reply nested too deep")
+    return _rep_dec.decode(body)
+
+
 def _table(reply: _Reply, principal: str) -> DecisionTable:
     """The table the engine answered, or :class:`PolicyError` with its reason when it refused."""
     if reply.table is None:
@@ -101,10 +108,7 @@ class LoopbackTableSource:
                     sock.settimeout(self.timeout_s)
                     self._sock = sock
                 sock.sendall(_request(principal, now))
-                body = _recv_exact(sock, _reply_size(_recv_exact(sock, 4)))
-                if msgpack_nesting_exceeds(body):
-                    raise ValueError("reply nested too deep")
-                reply = _rep_dec.decode(body)
+                reply = _decode_reply(_recv_exact(sock, _reply_size(_recv_exact(sock, 4))))
             except Exception as exc:  # noqa: BLE001 - any failure: unreachable (fail closed)
                 self.close()
                 raise EngineUnreachable(f"{self.address}: {exc!r}") from None
@@ -139,7 +143,7 @@ class AsyncLoopbackTableSource(LoopbackTableSource):
                     reader, writer = self._stream
                     writer.write(_request(principal, now))
                     size = _reply_size(await reader.readexactly(4))
-                    reply = _rep_dec.decode(await reader.readexactly(size))
+                    reply = _decode_reply(await reader.readexactly(size))
             except Exception as exc:  # noqa: BLE001 - any failure: unreachable (fail closed)
                 self._close_stream()
                 raise EngineUnreachable(f"{self.address}: {exc!r}") from None
