@@ -457,8 +457,7 @@ class ServiceRuntime(ControlEndpoints):
                                       retry_s=RENEW_RETRY_S, max_retry_s=RENEW_MAX_RETRY_S)
             else:
                 delay = max(0.0, renew_at - self.clock.monotonic())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), delay)
+            await self._pause(delay)
             if self.stopped.is_set():
                 return
             try:
@@ -562,8 +561,7 @@ class ServiceRuntime(ControlEndpoints):
 
     async def _move_loop(self) -> None:
         while not self.stopped.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), MOVE_CHECK_S)
+            await self._pause(MOVE_CHECK_S)
             if self.stopped.is_set():
                 return
             try:
@@ -691,8 +689,7 @@ class ServiceRuntime(ControlEndpoints):
 
     async def _report_loop(self) -> None:
         while not self.stopped.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), REPORT_INTERVAL_S)
+            await self._pause(REPORT_INTERVAL_S)
             if self.control is not None and self.control.conn is not None and self.control.conn.closed:
                 if self.control.conn.close_reason == CERT_EXPIRED:
                     self.expired_cert_uses += 1
