@@ -12,7 +12,6 @@ and the agent refuses to start until then, saying so.
 from __future__ import annotations
 
 import asyncio
-import signal
 import socket
 from pathlib import Path
 
@@ -21,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from trustfabric.agent.workload_api import DEFAULT_SVID_TTL_S, WorkloadApi, WorkloadApiServer
-from trustfabric.commands.common import console, refusals_exit
+from trustfabric.commands.common import console, refusals_exit, until_signalled
 from trustfabric.errors import ConfigError
 from trustfabric.home import home_dir
 from trustfabric.identity.plane import IdentityPlane
@@ -72,11 +71,7 @@ def command(
     async def run() -> None:
         server = await WorkloadApiServer(api).start(socket_path)
         console.print(f"workload API for {domain} on unix://{socket_path} (host {host})", highlight=False)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         await server.close()
 
     try:

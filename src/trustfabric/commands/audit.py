@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Optional
@@ -160,12 +161,8 @@ def prove(index: int = typer.Argument(..., help="Leaf index of the record."),
 
     A third party checks it with trustfabric.audit.merkle.verify_inclusion alone.
     """
-    with refusals_exit(2):
-        log = _open(directory)
-        try:
-            _echo_json(log.prove_inclusion(index, tree_size))
-        finally:
-            log.close()
+    with refusals_exit(2), closing(_open(directory)) as log:
+        _echo_json(log.prove_inclusion(index, tree_size))
 
 
 @app.command()
@@ -173,25 +170,17 @@ def consistency(old_size: int = typer.Argument(..., help="Size of an older signe
                 new_size: Optional[int] = typer.Option(None, help="Size of a newer signed tree head (default the latest)."),
                 directory: Optional[Path] = DirOption) -> None:
     """Print a consistency proof between two signed tree heads as JSON (RFC 9162 2.1.4)."""
-    with refusals_exit(2):
-        log = _open(directory)
-        try:
-            _echo_json(log.prove_consistency(old_size, new_size))
-        finally:
-            log.close()
+    with refusals_exit(2), closing(_open(directory)) as log:
+        _echo_json(log.prove_consistency(old_size, new_size))
 
 
 @app.command()
 def checkpoint(export: Optional[Path] = typer.Option(None, "--export", help="Also write the head and public key as JSON here ('-' for stdout)."),
                directory: Optional[Path] = DirOption) -> None:
     """Sign a tree head for the log as it is now (for an outside witness)."""
-    with refusals_exit(2):
-        log = open_log(_dir(directory))
-        try:
-            head = log.checkpoint()
-            exported = export_tree_head(head, log.signer.public_key)
-        finally:
-            log.close()
+    with refusals_exit(2), closing(open_log(_dir(directory))) as log:
+        head = log.checkpoint()
+        exported = export_tree_head(head, log.signer.public_key)
     if export is None:
         console.print(f"tree head: size {head.tree_size}, root {head.root_hash}", highlight=False)
     elif str(export) == "-":
@@ -262,12 +251,8 @@ def query(principal: Optional[str] = typer.Option(None, help="SPIFFE ID or user:
     """Find records by principal, time, decision, action, kind or trace id."""
     q = Query(principal=principal, since_ns=_time_ns(since), until_ns=_time_ns(until), decision=decision,
               action=action, trace_id=trace, kind=kind, limit=limit)
-    with refusals_exit(2):
-        log = _open(directory)
-        try:
-            rows = log.query(q)
-        finally:
-            log.close()
+    with refusals_exit(2), closing(_open(directory)) as log:
+        rows = log.query(q)
     if as_json:
         for r in rows:
             typer.echo(json.dumps({"index": r.index, **msgspec.to_builtins(r.event())}, sort_keys=True))
@@ -348,12 +333,8 @@ def export(fmt: str = typer.Option("ocsf", "--format", help="ocsf (OCSF 1.2 JSON
         raise fail("audit.export.format", f"--format must be one of {', '.join(FORMATS)}", code=2)
     q = Query(since_ns=_time_ns(since), until_ns=_time_ns(until), kind=kind)
     source = run_audit_dir(run) if run is not None else None
-    with refusals_exit(2):
-        log = open_log(source) if source is not None else _open(directory)
-        try:
-            rows = log.query(q)
-        finally:
-            log.close()
+    with refusals_exit(2), closing(open_log(source) if source is not None else _open(directory)) as log:
+        rows = log.query(q)
     lines = (render(r, fmt) + "\n" for r in rows)
     if out is None:
         for line in lines:

@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
 from trustfabric.bench.audit import run
-from trustfabric.commands.common import console
+from trustfabric.commands.common import console, figures_table
 
 
 def command(records: int = typer.Option(100_000, help="Records to append, ingest and verify."),
@@ -24,9 +23,4 @@ def command(records: int = typer.Option(100_000, help="Records to append, ingest
     if as_json:
         typer.echo(json.dumps(result, indent=2))
         return
-    table = Table(title="audit throughput")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    console.print(table)
+    console.print(figures_table("audit throughput", result))

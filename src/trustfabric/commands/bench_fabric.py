@@ -9,10 +9,9 @@ import json
 import os
 
 import typer
-from rich.table import Table
 
 from trustfabric.bench.fabric import run
-from trustfabric.commands.common import console, fail
+from trustfabric.commands.common import console, fail, figures_table
 
 
 def command(
@@ -41,9 +40,5 @@ def command(
         result = run(points=points, hosts=hosts, rounds=rounds, database=dsn, records=records,
                      floor_seconds=floor_seconds, failover_rounds=failover_rounds,
                      progress=lambda stage: status.update(stage))
-    table = Table(title=f"the fabric beyond one machine ({points} points over {hosts} hosts)")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, json.dumps(value) if isinstance(value, dict) else str(value))
-    console.print(table)
+    console.print(figures_table(f"the fabric beyond one machine ({points} points over {hosts} hosts)", result,
+                                show=lambda value: json.dumps(value) if isinstance(value, dict) else str(value)))

@@ -11,10 +11,9 @@ import json
 from pathlib import Path
 
 import typer
-from rich.table import Table
 
 from trustfabric.bench.hop import measure
-from trustfabric.commands.common import console
+from trustfabric.commands.common import console, figures_table
 from trustfabric.policy.paths import POLICIES_DIR
 
 
@@ -40,9 +39,5 @@ def command(
     if json_out:
         print(json.dumps(result))
         return
-    table = Table(title="trustfabric bench hop (loopback, one loop, interleaved rounds)")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, str(value))
-    console.print(table)
+    console.print(figures_table("trustfabric bench hop (loopback, one loop, interleaved rounds)", result,
+                                column="figure"))

@@ -8,10 +8,9 @@ from __future__ import annotations
 import json
 
 import typer
-from rich.table import Table
 
 from trustfabric.bench.impact import run
-from trustfabric.commands.common import console
+from trustfabric.commands.common import console, figures_table
 
 
 def command(decisions: int = typer.Option(1_000_000, "--decisions", min=1, help="Recorded decisions to replay."),
@@ -24,9 +23,6 @@ def command(decisions: int = typer.Option(1_000_000, "--decisions", min=1, help=
         return
     with console.status("recording") as status:
         result = run(decisions, seed=seed, progress=lambda stage: status.update(stage))
-    table = Table(title=f"policy impact over {result['decisions']:,} recorded decisions")
-    table.add_column("measure")
-    table.add_column("value", justify="right")
-    for key, value in result.items():
-        table.add_row(key, f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value))
-    console.print(table)
+    console.print(figures_table(
+        f"policy impact over {result['decisions']:,} recorded decisions", result,
+        show=lambda value: f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)))

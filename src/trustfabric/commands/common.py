@@ -1,14 +1,19 @@
-"""What every command shares: the console, how refusals become exits, and who the operator is."""
+"""What every command shares: the console, how refusals become exits, who the operator is, a figures table,
+waiting for a stop signal."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import sys
+from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from trustfabric.audit.events import Emitter
 from trustfabric.audit.spool import Spool
@@ -36,6 +41,26 @@ def fail(reason: str, message: str = "", code: int = 1) -> "typer.Exit":
     err_console.print(f"[bold red]{reason}[/]" + (f": {message}" if message else ""), highlight=False,
                       soft_wrap=True)
     return typer.Exit(code)
+
+
+def figures_table(title: str, result: Mapping[str, Any], *, column: str = "measure",
+                  show: Callable[[Any], str] = str) -> Table:
+    """A measurement's result as a table: one row a figure (its name, ``show(value)`` on the right)."""
+    table = Table(title=title)
+    table.add_column(column)
+    table.add_column("value", justify="right")
+    for key, value in result.items():
+        table.add_row(key, show(value))
+    return table
+
+
+async def until_signalled() -> None:
+    """Wait for SIGINT or SIGTERM (a foreground service's stop)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 @contextmanager

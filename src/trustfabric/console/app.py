@@ -331,6 +331,10 @@ def create_app(config: ConsoleConfig) -> Starlette:
             return False, f"{exc.reason}: {exc.detail}", {}
         return True, f"{action} {target}: {outcome.where()}", dict(outcome.result)
 
+    def outcome_page(path: str, ok: bool, message: str) -> Response:
+        """Back to ``path`` after an action, its outcome shown as the page's message."""
+        return RedirectResponse(f"{path}?m={'ok' if ok else 'refused'}: {message}"[:400], status_code=303)
+
     async def quarantine(request: Request) -> Response:
         s, form, refused = await csrf_guard(request)
         if refused is not None:
@@ -340,7 +344,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
                                    "", s)
         return JSONResponse({"ok": ok, "message": message}, status_code=200 if ok else 403) \
             if request.headers.get("accept") == "application/json" \
-            else RedirectResponse(f"/incidents?m={'ok' if ok else 'refused'}: {message}"[:400], status_code=303)
+            else outcome_page("/incidents", ok, message)
 
     async def release(request: Request) -> Response:
         s, form, refused = await csrf_guard(request)
@@ -348,7 +352,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
             return refused
         target = str(form.get("principal", ""))
         ok, message, _ = await act(request, "release", target, {}, str(form.get("totp", "")), s)
-        return RedirectResponse(f"/incidents?m={'ok' if ok else 'refused'}: {message}"[:400], status_code=303)
+        return outcome_page("/incidents", ok, message)
 
     async def killswitch_page(request: Request) -> Response:
         s, refused = await page_guard(request, "killswitch")
@@ -373,7 +377,7 @@ def create_app(config: ConsoleConfig) -> Starlette:
                                         {"scope": scope}, str(form.get("totp", "")), s)
         if ok and result:
             message += " (" + ", ".join(f"{k}={v}" for k, v in sorted(result.items())) + ")"
-        return RedirectResponse(f"/killswitch?m={'ok' if ok else 'refused'}: {message}"[:400], status_code=303)
+        return outcome_page("/killswitch", ok, message)
 
     async def identities(request: Request) -> Response:
         s, refused = await page_guard(request, "identities")

@@ -9,13 +9,12 @@ audited (see :mod:`trustfabric.console.app`).
 from __future__ import annotations
 
 import asyncio
-import signal
 
 import typer
 
 from trustfabric.commands.common import console as out
 from trustfabric.commands.audit import run_audit_dir
-from trustfabric.commands.common import refusals_exit
+from trustfabric.commands.common import refusals_exit, until_signalled
 from trustfabric.console.server import start_console
 from trustfabric.home import home_dir
 
@@ -36,11 +35,7 @@ def command(
         out.print(f"console on [bold]{running.url}[/]", highlight=False)
         if running.bundle is not None:
             out.print(f"trust this CA bundle in your browser: {running.bundle}", highlight=False)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_signalled()
         await running.stop()
 
     asyncio.run(run())

@@ -248,39 +248,42 @@ class ControlClient:
             if fut is not None and not fut.done():
                 fut.set_result(frame)
 
-    async def _request(self, make: Callable[[int], Any], timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
-        if self.conn is None or self.conn.closed:
+    def _channel(self) -> Any:
+        """The open channel; :class:`ControlRefused` (``control.unreachable``, retryable) when it is down."""
+        conn = self.conn
+        if conn is None or conn.closed:
             raise ControlRefused("control channel down", reason="control.unreachable", retryable=True)
-        self._rid += 1
-        rid = self._rid
+        return conn
+
+    async def _exchange(self, conn: Any, waiting: dict[int, asyncio.Future], key: int, frame: Any,
+                        timeout_s: float, *, late: str, reason: str) -> Any:
+        """Send ``frame`` and wait for the answer the frame handler files under ``key`` in ``waiting``;
+        :class:`ControlRefused` (``reason``, retryable) when none comes within ``timeout_s``."""
         fut = asyncio.get_running_loop().create_future()
-        self._pending[rid] = fut
-        self.conn.send(make(rid))
+        waiting[key] = fut
         try:
+            conn.send(frame)
             return await asyncio.wait_for(fut, timeout_s)
         except TimeoutError:
-            raise ControlRefused(f"control plane did not answer in {timeout_s} s",
-                                 reason="control.unreachable", retryable=True) from None
-        finally:  # answered, timed out or cancelled: nothing waits for this rid any more
-            self._pending.pop(rid, None)
+            raise ControlRefused(f"{late} in {timeout_s} s", reason=reason, retryable=True) from None
+        finally:  # answered, timed out or cancelled: nothing waits for this key any more
+            waiting.pop(key, None)
+
+    async def _request(self, make: Callable[[int], Any], timeout_s: float = REQUEST_TIMEOUT_S) -> Any:
+        conn = self._channel()
+        self._rid += 1
+        rid = self._rid
+        return await self._exchange(conn, self._pending, rid, make(rid), timeout_s,
+                                    late="control plane did not answer", reason="control.unreachable")
 
     async def ping(self, timeout_s: float) -> None:
         """One round trip on the channel: :class:`ControlRefused` (``control.unresponsive``, retryable) when the
         control plane does not answer within ``timeout_s`` (hung), ``control.unreachable`` when it is closed."""
-        if self.conn is None or self.conn.closed:
-            raise ControlRefused("control channel down", reason="control.unreachable", retryable=True)
+        conn = self._channel()
         self._ping_n += 1
         n = self._ping_n
-        waiter = asyncio.get_running_loop().create_future()
-        self._pings[n] = waiter
-        try:
-            self.conn.send(Ping(n=n))
-            await asyncio.wait_for(waiter, timeout_s)
-        except TimeoutError:
-            raise ControlRefused(f"the control plane did not answer a ping in {timeout_s} s",
-                                 reason="control.unresponsive", retryable=True) from None
-        finally:
-            self._pings.pop(n, None)
+        await self._exchange(conn, self._pings, n, Ping(n=n), timeout_s,
+                             late="the control plane did not answer a ping", reason="control.unresponsive")
 
     async def table(self, principal: str, now: float, *, timeout_s: float = REQUEST_TIMEOUT_S) -> TableReply:
         """The decision table of ``principal`` (the control plane answers ``ok=False`` with a reason)."""

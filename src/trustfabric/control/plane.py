@@ -82,6 +82,7 @@ from trustfabric.policy.engine import PolicyEngine
 from trustfabric.policy.paths import POLICIES_DIR
 from trustfabric.policy.testcases import run_cases
 from trustfabric.policy.topology import Topology
+from trustfabric.subscriptions import add_subscriber
 from trustfabric.response.adapters import RevocationSetRevoker, SignalHubPolicyControl, SignalHubRiskSink
 from trustfabric.response.containment import Containment, OfficerFacts
 from trustfabric.response.engine import ResponseEngine
@@ -813,15 +814,7 @@ class ControlPlane:
 
     # ------------------------------------------------------------------ push and detection
     def subscribe(self, listener: Listener) -> Callable[[], None]:
-        with self._lock:
-            self._listeners.append(listener)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if listener in self._listeners:
-                    self._listeners.remove(listener)
-
-        return unsubscribe
+        return add_subscriber(self._listeners, self._lock, listener)
 
     def _publish(self, item: Invalidation | Any) -> None:
         if self._state_remote and self.writer and isinstance(item, Invalidation) and not self._saved_with(item):

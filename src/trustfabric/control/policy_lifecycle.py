@@ -135,6 +135,17 @@ class PolicyLifecycle:
                               reason="policy.bundle.tests_failed") from None
         return engine.global_epoch
 
+    def _make_active(self, operator: Operator, bundle: Bundle, detail: dict[str, Any], *,
+                     engine: PolicyEngine | None, now: float, reason: str,
+                     kind: str) -> tuple[dict[str, Any], int | None]:
+        """Admit ``bundle`` (a rollback may be older than the active one), load it, record it: (history entry,
+        global epoch). ``detail`` gains the version active before."""
+        detail["active_before"] = self.versions.active_version()
+        directory = self.versions.admit(bundle, self.keys.all(), rollback=kind == "rollback")
+        epoch = self._load(bundle, directory, engine)
+        entry = self.versions.record(bundle, by=operator.name, reason=reason, now=now, kind=kind)
+        return entry, epoch
+
     def activate(self, bundle: Bundle, credential: OperatorCredential, *, now: float, reason: str = "",
                  engine: PolicyEngine | None = None) -> Activated:
         operator = self._step(credential, "policy.activate", activation_target(bundle), now)
@@ -146,10 +157,8 @@ class PolicyLifecycle:
         detail: dict[str, Any] = {"version": bundle.version, "digest": bundle.digest, "why": reason,
                                   "active_before": None}
         try:
-            detail["active_before"] = self.versions.active_version()
-            directory = self.versions.admit(bundle, self.keys.all())
-            epoch = self._load(bundle, directory, engine)
-            entry = self.versions.record(bundle, by=operator.name, reason=reason, now=now, kind="activate")
+            entry, epoch = self._make_active(operator, bundle, detail, engine=engine, now=now, reason=reason,
+                                             kind="activate")
         except TrustFabricError as exc:
             self._refused(operator.name, "policy.activate", exc, detail)
             raise
@@ -179,10 +188,8 @@ class PolicyLifecycle:
             if bundle is None:
                 raise BundleError(f"version {version} is not in the signed history",
                                   reason="policy.bundle.not_in_history")
-            detail["active_before"] = self.versions.active_version()
-            directory = self.versions.admit(bundle, self.keys.all(), rollback=True)
-            epoch = self._load(bundle, directory, engine)
-            entry = self.versions.record(bundle, by=operator.name, reason=reason, now=now, kind="rollback")
+            entry, epoch = self._make_active(operator, bundle, detail, engine=engine, now=now, reason=reason,
+                                             kind="rollback")
         except TrustFabricError as exc:
             self._refused(operator.name, "policy.rollback", exc, detail)
             raise

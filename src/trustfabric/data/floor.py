@@ -13,7 +13,7 @@ cached Cedar decisions. Keys live in ``$TRUSTFABRIC_HOME/vault-keys/``, sealed r
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -143,17 +143,20 @@ async def attach_service_vault(rt: Any, tables: TableSource, name: str) -> Servi
     return vault
 
 
-def read_plain_records(home: Path, segment: str, classification: str) -> list[dict]:
-    """Every plain record the perimeter floor left under ``records/`` (unreadable lines skipped)."""
-    records: list[dict] = []
-    for path in sorted((home / PLAIN_DIR / segment / classification).glob("*.jsonl")):
+def json_lines(paths: Iterable[Path]) -> Iterator[Any]:
+    """The JSON value of every line of ``paths``, in order; unreadable files and lines are skipped."""
+    for path in paths:
         try:
             lines = path.read_bytes().splitlines()
         except OSError:
             continue
         for line in lines:
             try:
-                records.append(json.loads(line))
-            except ValueError:
+                yield json.loads(line)
+            except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested beyond reading
                 continue
-    return records
+
+
+def read_plain_records(home: Path, segment: str, classification: str) -> list[dict]:
+    """Every plain record the perimeter floor left under ``records/`` (unreadable lines skipped)."""
+    return list(json_lines(sorted((home / PLAIN_DIR / segment / classification).glob("*.jsonl"))))

@@ -42,9 +42,8 @@ from trustfabric.enforcement.errors import SessionClosed, SessionRefused
 from trustfabric.enforcement.pep import EnforcementPoint
 from trustfabric.enforcement.service import Context, GuardedService, Refusal
 from trustfabric.enforcement.session import Session
-from trustfabric.transport.frames import (
-    ErrorFrame, OpenSession, Ping, Pong, RenewSession, Request, Response, SessionReady,
-)
+from trustfabric.transport.endpoint import answer_unhandled
+from trustfabric.transport.frames import ErrorFrame, OpenSession, RenewSession, Request, Response, SessionReady
 
 
 def service_response(rid: int, reply: Any) -> Response:
@@ -175,10 +174,8 @@ def guarded_handler(pep: EnforcementPoint, service: GuardedService | None = None
                     renewed(session, exc)
                     return
                 renewed(session, None)
-            elif type(frame) is Ping:
-                send(Pong(n=frame.n))
             else:
-                conn.fail("frame.unexpected", type(frame).__name__)
+                answer_unhandled(conn, frame)
 
         conn.on_frame = on_frame
         try:

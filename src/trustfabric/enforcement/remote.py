@@ -52,6 +52,34 @@ _rep_dec = msgspec.msgpack.Decoder(_Reply)
 _enc = msgspec.msgpack.Encoder()
 
 
+def _request(principal: str, now: float) -> bytes:
+    """One request as it goes on the wire (length prefix + MessagePack)."""
+    body = _enc.encode(_Request(principal, now))
+    return _LEN.pack(len(body)) + body
+
+
+def _reply_size(header: bytes) -> int:
+    """The reply's length from its 4-byte prefix; ValueError beyond :data:`MAX_REPLY`."""
+    (size,) = _LEN.unpack(header)
+    if size > MAX_REPLY:
+        raise ValueError(f"reply of {size} bytes")
+    return size
+
+
+def _decode_reply(body: bytes) -> _Reply:
+    """A reply's body decoded, its nesting bounded first (ValueError beyond it)."""
+    if msgpack_nesting_exceeds(body):
+        raise ValueError("reply nested too deep")
+    return _rep_dec.decode(body)
+
+
+def _table(reply: _Reply, principal: str) -> DecisionTable:
+    """The table the engine answered, or :class:`PolicyError` with its reason when it refused."""
+    if reply.table is None:
+        raise PolicyError(f"engine refused {principal}", reason=reply.error or "policy.error")
+    return reply.table
+
+
 def _recv_exact(sock: socket.socket, n: int) -> bytes:
     chunks = bytearray()
     while len(chunks) < n:
@@ -79,21 +107,12 @@ class LoopbackTableSource:
                     sock = socket.create_connection(self.address, timeout=self.timeout_s)
                     sock.settimeout(self.timeout_s)
                     self._sock = sock
-                body = _enc.encode(_Request(principal, now))
-                sock.sendall(_LEN.pack(len(body)) + body)
-                (size,) = _LEN.unpack(_recv_exact(sock, 4))
-                if size > MAX_REPLY:
-                    raise ValueError(f"reply of {size} bytes")
-                body = _recv_exact(sock, size)
-                if msgpack_nesting_exceeds(body):
-                    raise ValueError("reply nested too deep")
-                reply = _rep_dec.decode(body)
+                sock.sendall(_request(principal, now))
+                reply = _decode_reply(_recv_exact(sock, _reply_size(_recv_exact(sock, 4))))
             except Exception as exc:  # noqa: BLE001 - any failure: unreachable (fail closed)
                 self.close()
                 raise EngineUnreachable(f"{self.address}: {exc!r}") from None
-        if reply.table is None:  # the engine answered, and refused
-            raise PolicyError(f"engine refused {principal}", reason=reply.error or "policy.error")
-        return reply.table
+        return _table(reply, principal)
 
     def close(self) -> None:
         if self._sock is not None:
@@ -122,18 +141,13 @@ class AsyncLoopbackTableSource(LoopbackTableSource):
                     if self._stream is None:
                         self._stream = await asyncio.open_connection(*self.address)
                     reader, writer = self._stream
-                    body = _enc.encode(_Request(principal, now))
-                    writer.write(_LEN.pack(len(body)) + body)
-                    (size,) = _LEN.unpack(await reader.readexactly(4))
-                    if size > MAX_REPLY:
-                        raise ValueError(f"reply of {size} bytes")
-                    reply = _rep_dec.decode(await reader.readexactly(size))
+                    writer.write(_request(principal, now))
+                    size = _reply_size(await reader.readexactly(4))
+                    reply = _decode_reply(await reader.readexactly(size))
             except Exception as exc:  # noqa: BLE001 - any failure: unreachable (fail closed)
                 self._close_stream()
                 raise EngineUnreachable(f"{self.address}: {exc!r}") from None
-        if reply.table is None:  # the engine answered, and refused
-            raise PolicyError(f"engine refused {principal}", reason=reply.error or "policy.error")
-        return reply.table
+        return _table(reply, principal)
 
     def _close_stream(self) -> None:
         if self._stream is not None:

@@ -219,9 +219,8 @@ class SessionPolicy:
     max_sessions: int = 16  # per person; the oldest are dropped at login
 
 
-@dataclass(frozen=True)
-class OperatorSession:
-    """A session as issued at login (what the CLI caches)."""
+class OperatorSession(msgspec.Struct, frozen=True, kw_only=True):
+    """A session as issued at login: also the session file (what ``trustfabric login`` leaves for the next commands)."""
 
     user: str
     role: str
@@ -334,18 +333,6 @@ def make_proof(machine_key: Ed25519PrivateKey, session_token: str, action: str, 
     return jwt.encode(payload, machine_key, algorithm=ALGORITHM, headers={"typ": PROOF_TYP})
 
 
-class CachedSession(msgspec.Struct, frozen=True, kw_only=True):
-    """The session file: what ``trustfabric login`` leaves for the next commands."""
-
-    user: str
-    role: str
-    token: str
-    session_id: str
-    auth_time: float
-    expires_at: float
-    idle_s: float
-
-
 class OperatorCache:
     """The operator's files on this machine: ``machine.key`` (Ed25519, 0600) and ``session.json`` (0600)."""
 
@@ -390,19 +377,16 @@ class OperatorCache:
         return key
 
     def save_session(self, session: OperatorSession) -> None:
-        cached = CachedSession(user=session.user, role=session.role, token=session.token,
-                               session_id=session.session_id, auth_time=session.auth_time,
-                               expires_at=session.expires_at, idle_s=session.idle_s)
         tmp = self.directory / (self.SESSION_FILE + ".tmp")
-        write_private_file(tmp, msgspec.json.encode(cached))
+        write_private_file(tmp, msgspec.json.encode(session))
         os.replace(tmp, self.directory / self.SESSION_FILE)
 
-    def session(self) -> CachedSession | None:
+    def session(self) -> OperatorSession | None:
         data = self._private(self.directory / self.SESSION_FILE)
         if data is None:
             return None
         try:
-            return msgspec.json.decode(data, type=CachedSession)
+            return msgspec.json.decode(data, type=OperatorSession)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise OperatorRefused(f"session file unreadable: {exc}", reason="operator.cache_unreadable") from exc
 

@@ -20,6 +20,7 @@ from typing import Callable
 from trustfabric.identity.errors import IdentityError
 from trustfabric.identity.spiffe import SpiffeId
 from trustfabric.identity.store import IdentityStore, RevocationRow
+from trustfabric.subscriptions import add_subscriber
 
 __all__ = ["RevocationSet", "RevocationEntry", "RevocationListener", "TOKEN_KEY"]
 
@@ -135,15 +136,7 @@ class RevocationSet:
 
     def subscribe(self, callback: RevocationListener) -> Callable[[], None]:
         """Call ``callback(entry)`` on every change; returns an unsubscribe function."""
-        with self._lock:
-            self._listeners.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._listeners:
-                    self._listeners.remove(callback)
-
-        return unsubscribe
+        return add_subscriber(self._listeners, self._lock, callback)
 
     def snapshot(self) -> tuple[int, frozenset[int], frozenset[str]]:
         with self._lock:

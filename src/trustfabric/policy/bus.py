@@ -12,6 +12,7 @@ import threading
 from typing import Callable, Protocol
 
 from trustfabric.policy.decision import Invalidation
+from trustfabric.subscriptions import add_subscriber
 
 Subscriber = Callable[[Invalidation], None]
 
@@ -49,12 +50,4 @@ class InProcessBus:
                 self.delivery_errors += 1
 
     def subscribe(self, callback: Subscriber) -> Callable[[], None]:
-        with self._lock:
-            self._subscribers.append(callback)
-
-        def unsubscribe() -> None:
-            with self._lock:
-                if callback in self._subscribers:
-                    self._subscribers.remove(callback)
-
-        return unsubscribe
+        return add_subscriber(self._subscribers, self._lock, callback)

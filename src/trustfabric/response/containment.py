@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import msgspec
 
@@ -195,27 +195,26 @@ class Containment:
 
     def _run_steps(self, principal: str) -> list[str]:
         errors: list[str] = []
+
+        def step(name: str, action: Callable[[], object]) -> None:
+            try:
+                action()
+            except Exception as exc:  # noqa: BLE001 - keep containing; the failure is recorded
+                errors.append(f"{name}:{getattr(exc, 'reason', type(exc).__name__)}")
+
+        revoker, policy, closer = self.revoker, self.policy, self.closer
         if not is_workload(principal):
             pass  # a person has no certificate: policy refusal and closed sessions contain them
-        elif self.revoker is not None:
-            try:
-                self.revoker.revoke_spiffe_id(principal, QUARANTINE_REASON)
-            except Exception as exc:  # noqa: BLE001 - keep containing; the failure is recorded
-                errors.append(f"revoke:{getattr(exc, 'reason', type(exc).__name__)}")
+        elif revoker is not None:
+            step("revoke", lambda: revoker.revoke_spiffe_id(principal, QUARANTINE_REASON))
         else:
             errors.append("revoke:not_wired")
-        if self.policy is not None:
-            try:
-                self.policy.set_quarantined(principal, True)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"policy:{getattr(exc, 'reason', type(exc).__name__)}")
+        if policy is not None:
+            step("policy", lambda: policy.set_quarantined(principal, True))
         else:
             errors.append("policy:not_wired")
-        if self.closer is not None:
-            try:
-                self.closer.close_sessions(principal, QUARANTINE_REASON)
-            except Exception as exc:  # noqa: BLE001
-                errors.append(f"close:{getattr(exc, 'reason', type(exc).__name__)}")
+        if closer is not None:
+            step("close", lambda: closer.close_sessions(principal, QUARANTINE_REASON))
         return errors
 
     def acknowledge(self, principal: str, point_id: str, at: float | None = None) -> None:

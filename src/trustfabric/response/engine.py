@@ -207,11 +207,7 @@ class ResponseEngine:
             action = QUARANTINE  # already contained: the alert joins the open incident
         with self._lock:
             self.actions[action] += 1
-        try:
-            self.store.add_alert(alert, action)
-        except Exception:  # noqa: BLE001
-            self.audit_errors += 1
-        self._emit_alert(alert, action)
+        self._record_alert(alert, action)
         if action == QUARANTINE:
             self.containment.quarantine(alert.principal, (alert,), trigger="auto")
         elif action == TIGHTEN:
@@ -225,6 +221,14 @@ class ResponseEngine:
                     self.tightener.tighten(alert.principal, self.policy.tighten_obligations, alert.category)
                 except Exception:  # noqa: BLE001
                     self.audit_errors += 1
+
+    def _record_alert(self, alert: Alert, action: str) -> None:
+        """Keep the alert and its response in the store (a failure is counted) and emit it to the audit log."""
+        try:
+            self.store.add_alert(alert, action)
+        except Exception:  # noqa: BLE001
+            self.audit_errors += 1
+        self._emit_alert(alert, action)
 
     def _emit_alert(self, alert: Alert, action: str) -> None:
         if self.emitter is None:
@@ -270,11 +274,7 @@ class ResponseEngine:
         with self._lock:
             self.alerts_raised += 1
             self.actions[QUARANTINE] += 1
-        try:
-            self.store.add_alert(alert, QUARANTINE)
-        except Exception:  # noqa: BLE001
-            self.audit_errors += 1
-        self._emit_alert(alert, QUARANTINE)
+        self._record_alert(alert, QUARANTINE)
         self.containment.quarantine(principal, (alert,), trigger=f"manual:{operator}")
         return alert
 

@@ -18,14 +18,13 @@ result says so). Pure apart from the files it reads; no service is asked.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 from trustfabric.data.envelope import decode, unwrap_data_key
 from trustfabric.data.errors import DataError
-from trustfabric.data.floor import PLAIN_DIR
+from trustfabric.data.floor import PLAIN_DIR, json_lines
 from trustfabric.data.keystore import KekStore
 from trustfabric.data.local import OBJECTS_DIR
 
@@ -36,18 +35,9 @@ MODEL_NOTE = "modelled: the key store is on the key service's host; the foothold
 
 def _records_in(directory: Path) -> int:
     found = 0
-    for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-        try:
-            lines = path.read_bytes().splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            try:
-                value = json.loads(line)
-            except (ValueError, UnicodeDecodeError, RecursionError):
-                continue
-            if isinstance(value, dict) and RECORD_FIELDS & set(value):
-                found += 1
+    for value in json_lines(sorted(p for p in directory.rglob("*") if p.is_file())):
+        if isinstance(value, dict) and RECORD_FIELDS & set(value):
+            found += 1
     return found
 
 

@@ -63,6 +63,16 @@ def _fmt_ttc(summary: dict[str, Any], key: str, label: str) -> str:
     return f"{_fmt_ms(value)} ({label}, {summary.get('contained', 0)} of {summary.get('scenarios', 0)} contained)"
 
 
+def _save(fig: Any, out: Path, name: str) -> str:
+    """Lay out, write ``out/name`` (PNG) and close one chart; returns ``name`` for the report to link."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=110)
+    plt.close(fig)
+    return name
+
+
 def _charts(results: dict[str, Any], out: Path) -> dict[str, str]:
     import matplotlib
 
@@ -88,10 +98,7 @@ def _charts(results: dict[str, Any], out: Path) -> dict[str, str]:
     ax.set_ylabel("blast radius (resources / actions / records reached)")
     ax.set_title("Blast radius per scenario")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "blast_radius.png", dpi=110)
-    plt.close(fig)
-    charts["blast_radius"] = "blast_radius.png"
+    charts["blast_radius"] = _save(fig, out, "blast_radius.png")
 
     # Time to detect / contain distributions (log scale).
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
@@ -118,10 +125,7 @@ def _charts(results: dict[str, Any], out: Path) -> dict[str, str]:
                     transform=ax.transAxes)
         ax.set_ylabel("milliseconds (log)")
         ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(out / "detect_contain.png", dpi=110)
-    plt.close(fig)
-    charts["detect_contain"] = "detect_contain.png"
+    charts["detect_contain"] = _save(fig, out, "detect_contain.png")
 
     hop = results.get("hop") or {}
     keys = [("plain TCP", "plain_rtt_us_p50", "plain_rtt_us_p99"), ("mTLS", "tls_rtt_us_p50", "tls_rtt_us_p99"),
@@ -142,10 +146,7 @@ def _charts(results: dict[str, Any], out: Path) -> dict[str, str]:
         ax.set_ylabel("round trip, microseconds (log)")
         ax.set_title("Per-hop latency over loopback")
         ax.legend()
-        fig.tight_layout()
-        fig.savefig(out / "hop_latency.png", dpi=110)
-        plt.close(fig)
-        charts["hop_latency"] = "hop_latency.png"
+        charts["hop_latency"] = _save(fig, out, "hop_latency.png")
     return charts
 
 

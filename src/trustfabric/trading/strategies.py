@@ -88,12 +88,18 @@ class _Strategy:
         out.append(OrderIntent(ref, symbol, side, qty, price, tif))
         return out
 
-    @staticmethod
-    def _push(st: _SymbolState, mid: int, window: int) -> None:
-        st.mids.append(mid)
-        st.total += mid
+    def _window(self, quote: Quote, window: int) -> _SymbolState | None:
+        """The symbol's state with this quote's mid pushed into its last ``window`` mids (twice the mid: stays
+        an integer); None for a symbol not traded here, an empty or crossed quote, or a window not full yet."""
+        st = self._state.get(quote.symbol)
+        if st is None or quote.bid <= 0 or quote.ask <= quote.bid:
+            return None
+        mid2 = quote.bid + quote.ask
+        st.mids.append(mid2)
+        st.total += mid2
         if len(st.mids) > window:
             st.total -= st.mids.popleft()
+        return st if len(st.mids) >= window else None
 
 
 class MeanReversion(_Strategy):
@@ -105,13 +111,10 @@ class MeanReversion(_Strategy):
         self.threshold_bps = threshold_bps
 
     def on_quote(self, quote: Quote) -> list[Intent]:
-        st = self._state.get(quote.symbol)
-        if st is None or quote.bid <= 0 or quote.ask <= quote.bid:
+        st = self._window(quote, self.window)
+        if st is None:
             return []
-        mid2 = quote.bid + quote.ask  # twice the mid: stays an integer
-        self._push(st, mid2, self.window)
-        if len(st.mids) < self.window:
-            return []
+        mid2 = st.mids[-1]
         mean2 = st.total / len(st.mids)
         deviation_bps = (mid2 - mean2) * 10_000 / mean2
         signal = -1 if deviation_bps > self.threshold_bps else 1 if deviation_bps < -self.threshold_bps else 0
@@ -136,11 +139,8 @@ class Momentum(_Strategy):
         self.long_window = long_window
 
     def on_quote(self, quote: Quote) -> list[Intent]:
-        st = self._state.get(quote.symbol)
-        if st is None or quote.bid <= 0 or quote.ask <= quote.bid:
-            return []
-        self._push(st, quote.bid + quote.ask, self.long_window)
-        if len(st.mids) < self.long_window:
+        st = self._window(quote, self.long_window)
+        if st is None:
             return []
         short = sum(list(st.mids)[-self.short_window:]) / self.short_window
         long = st.total / len(st.mids)

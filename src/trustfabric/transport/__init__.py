@@ -9,5 +9,7 @@ verified against the bundle of the server's own trust domain only.
 * :mod:`~trustfabric.transport.connection` - :class:`FrameServer`, :func:`connect`, :class:`FrameConnection`.
 * :mod:`~trustfabric.transport.client` - :class:`Requester`, :class:`RotatingClient`, :func:`measure_rtt`.
 * :mod:`~trustfabric.transport.memory` - the in-memory transport for tests.
+* :mod:`~trustfabric.transport.endpoint` - :class:`FrameEndpoint`, the delivery and batching both connections
+  share, and :func:`answer_unhandled`.
 * :mod:`~trustfabric.transport.errors` - the exception tree and reason codes.
 """

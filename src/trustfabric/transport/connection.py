@@ -76,7 +76,8 @@ from trustfabric.transport.admission import (
     AdmissionLimits,
     Ticket,
 )
-from trustfabric.transport.listener import close_after_alert, tls_handshake, wait_fd
+from trustfabric.transport.endpoint import FrameEndpoint
+from trustfabric.transport.listener import Acceptor, close_after_alert, tls_handshake, wait_fd
 from trustfabric.transport.tls import PeerIdentity, TLSConfig, classify_handshake_error
 
 RECV_SIZE = 64 * 1024  # below malloc's mmap threshold: no mmap/munmap per read
@@ -105,7 +106,7 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-class FrameConnection:
+class FrameConnection(FrameEndpoint):
     """One framed, established connection (TLS or plain). Not thread-safe: one event loop."""
 
     def __init__(
@@ -145,16 +146,13 @@ class FrameConnection:
         self._batch = bytearray()
         self._out = bytearray()  # bytes the kernel has not taken yet
         self._writing = False
-        self._inbox: collections.deque[Frame] = collections.deque()
-        self._waiter: asyncio.Future | None = None
+        self._init_endpoint()
         self._drain_waiter: asyncio.Future | None = None
         self._closed_future: asyncio.Future = self._loop.create_future()
-        self.on_frame: Callable[[Frame], Any] | None = None
         self.on_before_flush: Callable[[], Any] | None = None
         self.on_close: Callable[[str], Any] | None = None
         self.closed = False
         self.close_reason = ""
-        self.frames_in = 0
         now = self._loop.time()
         self._last_frame_at = now
         self._partial_since: float | None = None
@@ -238,26 +236,6 @@ class FrameConnection:
             self._last_frame_at = self._loop.time()
             self._deliver(frames)
 
-    def _deliver(self, frames: list[Frame]) -> None:
-        self.frames_in += len(frames)
-        on_frame = self.on_frame
-        for frame in frames:
-            if self.closed:
-                return
-            if on_frame is not None:
-                try:
-                    on_frame(frame)
-                except Exception as exc:  # noqa: BLE001 - a handler fault closes this connection only
-                    self.fail("transport.handler_error", repr(exc)[:200])
-                    return
-            else:
-                self._inbox.append(frame)
-                waiter = self._waiter
-                if waiter is not None:
-                    self._waiter = None
-                    if not waiter.done():
-                        waiter.set_result(None)
-
     def _at_eof(self) -> None:
         try:
             self._decoder.eof()
@@ -266,31 +244,7 @@ class FrameConnection:
             return
         self._abort(E.CLOSED, "peer closed")
 
-    def take_early_frames(self) -> list[Frame]:
-        """The frames received before ``on_frame`` was set (with the handshake), removed from the inbox:
-        a caller taking the connection over from :meth:`recv` replays them into its own handler."""
-        frames = list(self._inbox)
-        self._inbox.clear()
-        return frames
-
-    async def recv(self) -> Frame:
-        """The next frame; :class:`ConnectionClosed` (with the close reason) once closed."""
-        while True:
-            if self._inbox:
-                return self._inbox.popleft()
-            if self.closed:
-                raise ConnectionClosed(self.name, reason=self.close_reason or E.CLOSED)
-            waiter = self._loop.create_future()
-            self._waiter = waiter
-            await waiter
-
     # -- sending -----------------------------------------------------------------------
-    def queue(self, frame: Frame) -> None:
-        """Add a frame to the batch (sent by the next :meth:`flush`). FrameError if too big."""
-        if self.closed:
-            raise ConnectionClosed(self.name, reason=self.close_reason or E.CLOSED)
-        self.codec.encode_into(frame, self._batch)
-
     def flush(self) -> None:
         """Run the pre-flush hook, then write the batch at once. If the hook fails, nothing leaves."""
         batch = self._batch
@@ -432,9 +386,7 @@ class FrameConnection:
         with contextlib.suppress(Exception):
             self._sock.close()
         self._out.clear()
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_receiver()
         self._wake_drain()
         if not self._closed_future.done():
             self._closed_future.set_result(reason)
@@ -484,7 +436,7 @@ def _address(address: Any) -> str:
 Handler = Callable[[FrameConnection], Awaitable[None]]
 
 
-class FrameServer:
+class FrameServer(Acceptor):
     """A framed server over mTLS (``tls`` given) or plain TCP (``tls=None``, perimeter baseline).
 
     ``handler(conn)`` runs once per accepted connection, with ``conn.peer`` the
@@ -519,24 +471,10 @@ class FrameServer:
         self.accepted = 0
         self.handler_errors = 0
         self.admission = Admission(admission, on_refuse=self._report_admission)
-        self.address: tuple[str, int] = ("", 0)
-        self._listener: socket.socket | None = None
-        self._accept_task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
+        self._init_acceptor()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> FrameServer:
-        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(512)
-        listener.setblocking(False)
-        self._listener = listener
-        self.address = listener.getsockname()[:2]
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._listen(host, port, family=socket.AF_INET, backlog=512)
         return self
 
     async def __aenter__(self) -> FrameServer:
@@ -547,16 +485,7 @@ class FrameServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._listener is not None
-        while True:
-            sock, _address, ticket = await self.admission.accept(loop, self._listener, self._refused_at_admission)
-            task = loop.create_task(self._serve(sock, ticket))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    def _refused_at_admission(self, reason: str) -> None:
+    def _count_admission(self, reason: str) -> None:
         self.refusals[reason] += 1
 
     def _refuse(self, reason: str, detail: str, address: Any, presented: str = "") -> None:
@@ -578,7 +507,7 @@ class FrameServer:
                                   detail={"refused": count, "peer_address": source, "server": self.name,
                                           "admission": self.admission.stats()})
 
-    async def _serve(self, raw: socket.socket, ticket: Ticket) -> None:
+    async def _serve(self, raw: socket.socket, _address: Any, ticket: Ticket) -> None:
         try:
             await self._serve_admitted(raw, ticket)
         finally:
@@ -644,23 +573,9 @@ class FrameServer:
             conn.close(E.CLOSED)
             self.connections.discard(conn)
 
-    async def close(self) -> None:
-        self.admission.flush_reports()
-        if self._accept_task is not None:
-            self._accept_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._accept_task
-            self._accept_task = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
+    def _close_open(self) -> None:
         for conn in list(self.connections):
             conn.close(E.CLOSED)
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
 
 
 # -- client ----------------------------------------------------------------------------

@@ -25,6 +25,10 @@ report per reason per second, carrying how many). An admitted connection goes to
 asyncio's ``StreamReader`` / ``StreamWriter`` the edges use (``read``,
 ``readexactly``, ``write``, ``drain``, ``close``, ``wait_closed``,
 ``get_extra_info``), so a handler written for asyncio streams takes it as both.
+
+The listening socket, the accept loop behind admission and the shutdown (stop
+accepting, close, cancel and await the connections' tasks) are :class:`Acceptor`,
+which ``StreamListener`` and ``FrameServer`` both build on.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import ssl
 from typing import Any, Awaitable, Callable
 
 from trustfabric.transport import errors as E
-from trustfabric.transport.admission import DEFAULT_ADMISSION, Admission, AdmissionLimits, reset
+from trustfabric.transport.admission import DEFAULT_ADMISSION, Admission, AdmissionLimits, Ticket, reset
 from trustfabric.transport.tls import classify_handshake_error
 
 RECV_SIZE = 64 * 1024
@@ -231,7 +235,76 @@ class SocketStream:
 Handler = Callable[[SocketStream], Awaitable[None]]
 
 
-class StreamListener:
+class Acceptor:
+    """The accepting side every listener of the fabric shares: one listening socket, its accept loop, its tasks.
+
+    A subclass sets ``admission`` and the per-connection coroutine ``_serve(sock,
+    address, ticket)`` (which releases the ticket), counts admission refusals in
+    ``_count_admission(reason)``, and closes what it holds open in ``_close_open()``;
+    :meth:`close` stops accepting, closes the listening socket and every open
+    connection, then cancels and awaits the connections' tasks.
+    """
+
+    admission: Admission
+
+    def _init_acceptor(self) -> None:
+        self.address: tuple[str, int] = ("", 0)
+        self._listener: socket.socket | None = None
+        self._accept_task: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    @property
+    def port(self) -> int:
+        return self.address[1]
+
+    def _listen(self, host: str, port: int, *, family: socket.AddressFamily, backlog: int) -> None:
+        """Bind and listen on ``(host, port)``, then start the accept loop."""
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+        listener.listen(backlog)
+        listener.setblocking(False)
+        self._listener = listener
+        self.address = listener.getsockname()[:2]
+        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+
+    def _count_admission(self, reason: str) -> None:
+        raise NotImplementedError
+
+    async def _serve(self, sock: socket.socket, address: Any, ticket: Ticket) -> None:
+        raise NotImplementedError
+
+    def _close_open(self) -> None:
+        """Close the connections still open (nothing by default: their tasks are cancelled)."""
+
+    async def _accept_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._listener is not None
+        while True:
+            sock, address, ticket = await self.admission.accept(loop, self._listener, self._count_admission)
+            task = loop.create_task(self._serve(sock, address, ticket))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        self.admission.flush_reports()
+        if self._accept_task is not None:
+            self._accept_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._accept_task
+            self._accept_task = None
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        self._close_open()
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+class StreamListener(Acceptor):
     """Accepts on one port: admission, the TLS handshake (``context()`` given) with its deadline, ``handler``."""
 
     def __init__(self, handler: Handler, *, context: Callable[[], ssl.SSLContext] | None,
@@ -245,29 +318,17 @@ class StreamListener:
         self.admission = Admission(admission, on_refuse=self._report_admission)
         self.refusals: dict[str, int] = {}
         self.accepted = 0
-        self.address: tuple[str, int] = ("", 0)
-        self._listener: socket.socket | None = None
-        self._accept_task: asyncio.Task | None = None
-        self._tasks: set[asyncio.Task] = set()
-
-    @property
-    def port(self) -> int:
-        return self.address[1]
+        self._init_acceptor()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> StreamListener:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        listener = socket.socket(family, socket.SOCK_STREAM)
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-        listener.listen(1024)
-        listener.setblocking(False)
-        self._listener = listener
-        self.address = listener.getsockname()[:2]
-        self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
+        self._listen(host, port, family=socket.AF_INET6 if ":" in host else socket.AF_INET, backlog=1024)
         return self
 
     def _count(self, reason: str, n: int = 1) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + n
+
+    def _count_admission(self, reason: str) -> None:
+        self._count(reason)
 
     def _refuse(self, reason: str, detail: str, address: Any, presented: str = "") -> None:
         self._count(reason)
@@ -281,16 +342,7 @@ class StreamListener:
                 self.on_refuse(reason, f"{count} connection(s) refused by admission control "
                                        f"({self.admission.stats()})", source, "")
 
-    async def _accept_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        assert self._listener is not None
-        while True:
-            sock, address, ticket = await self.admission.accept(loop, self._listener, self._count)
-            task = loop.create_task(self._serve(sock, address, ticket))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _serve(self, raw: socket.socket, address: Any, ticket) -> None:
+    async def _serve(self, raw: socket.socket, address: Any, ticket: Ticket) -> None:
         loop = asyncio.get_running_loop()
         sock: socket.socket = raw
         try:
@@ -327,20 +379,3 @@ class StreamListener:
                 stream.close()
         finally:
             ticket.release()
-
-    async def close(self) -> None:
-        self.admission.flush_reports()
-        if self._accept_task is not None:
-            self._accept_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._accept_task
-            self._accept_task = None
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
-

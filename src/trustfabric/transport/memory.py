@@ -11,16 +11,16 @@ on a socket; delivery is asynchronous (``loop.call_soon``), like a network.
 from __future__ import annotations
 
 import asyncio
-import collections
 from typing import Any, Awaitable, Callable
 
 from trustfabric.transport import errors as E
+from trustfabric.transport.endpoint import FrameEndpoint
 from trustfabric.transport.errors import ConnectionClosed, FrameError
 from trustfabric.transport.frames import DEFAULT_CODEC, ErrorFrame, Frame, FrameCodec, FrameDecoder
 from trustfabric.transport.tls import PeerIdentity
 
 
-class MemoryConnection:
+class MemoryConnection(FrameEndpoint):
     """One end of an in-memory framed link (same methods and attributes as FrameConnection)."""
 
     def __init__(self, *, codec: FrameCodec = DEFAULT_CODEC, peer: PeerIdentity | None = None, name: str = "") -> None:
@@ -30,16 +30,13 @@ class MemoryConnection:
         self.name = name
         self._decoder = FrameDecoder(codec)
         self._batch = bytearray()
-        self._inbox: collections.deque[Frame] = collections.deque()
-        self._waiter: asyncio.Future | None = None
+        self._init_endpoint()
         self._closed_future: asyncio.Future = self._loop.create_future()
         self._other: MemoryConnection | None = None
-        self.on_frame: Callable[[Frame], Any] | None = None
         self.on_before_flush: Callable[[], Any] | None = None
         self.on_close: Callable[[str], Any] | None = None
         self.closed = False
         self.close_reason = ""
-        self.frames_in = 0
         self.unsent = 0
 
     # -- receiving ---------------------------------------------------------------------
@@ -53,45 +50,6 @@ class MemoryConnection:
             self.fail(exc.reason, exc.detail)
             return
         self._deliver(frames)
-
-    def _deliver(self, frames: list[Frame]) -> None:
-        self.frames_in += len(frames)
-        for frame in frames:
-            if self.closed:
-                return
-            if self.on_frame is not None:
-                try:
-                    self.on_frame(frame)
-                except Exception as exc:  # noqa: BLE001 - a handler fault closes this link only
-                    self.fail("transport.handler_error", repr(exc)[:200])
-                    return
-            else:
-                self._inbox.append(frame)
-                waiter, self._waiter = self._waiter, None
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-
-    def take_early_frames(self) -> list[Frame]:
-        """The frames received before ``on_frame`` was set (with the handshake), removed from the inbox:
-        a caller taking the connection over from :meth:`recv` replays them into its own handler."""
-        frames = list(self._inbox)
-        self._inbox.clear()
-        return frames
-
-    async def recv(self) -> Frame:
-        while True:
-            if self._inbox:
-                return self._inbox.popleft()
-            if self.closed:
-                raise ConnectionClosed(self.name, reason=self.close_reason or E.CLOSED)
-            self._waiter = self._loop.create_future()
-            await self._waiter
-
-    # -- sending -----------------------------------------------------------------------
-    def queue(self, frame: Frame) -> None:
-        if self.closed:
-            raise ConnectionClosed(self.name, reason=self.close_reason or E.CLOSED)
-        self.codec.encode_into(frame, self._batch)
 
     def flush(self) -> None:
         if not self._batch or self.closed:
@@ -133,9 +91,7 @@ class MemoryConnection:
             return
         self.closed = True
         self.close_reason = reason
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_receiver()
         if not self._closed_future.done():
             self._closed_future.set_result(reason)
         if self.on_close is not None:

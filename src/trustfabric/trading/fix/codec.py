@@ -168,14 +168,19 @@ _PRICE_RE = re.compile(rb"-?[0-9]{1,12}(\.[0-9]{0,10})?")
 _QTY_RE = re.compile(rb"[0-9]{1,12}(\.0{0,10})?")
 
 
+def _fix_decimal(value: bytes, pattern: re.Pattern[bytes], what: str) -> Decimal:
+    """A FIX decimal field screened by ``pattern`` then parsed exactly; ValueError naming ``what`` otherwise."""
+    if not pattern.fullmatch(value):
+        raise ValueError(f"not a FIX {what}: {value!r}")
+    try:
+        return Decimal(value.decode("ascii"))
+    except (InvalidOperation, UnicodeDecodeError):
+        raise ValueError(f"not a {what}: {value!r}") from None
+
+
 def price_from_fix(value: bytes) -> int:
     """Exact decimal FIX price -> integer price units; ValueError if not exact or not a number."""
-    if not _PRICE_RE.fullmatch(value):
-        raise ValueError(f"not a FIX price: {value!r}")
-    try:
-        d = Decimal(value.decode("ascii"))
-    except (InvalidOperation, UnicodeDecodeError):
-        raise ValueError(f"not a price: {value!r}") from None
+    d = _fix_decimal(value, _PRICE_RE, "price")
     if not d.is_finite():
         raise ValueError(f"not a price: {value!r}")
     units = d * PRICE_SCALE
@@ -185,12 +190,7 @@ def price_from_fix(value: bytes) -> int:
 
 
 def qty_from_fix(value: bytes) -> int:
-    if not _QTY_RE.fullmatch(value):
-        raise ValueError(f"not a FIX quantity: {value!r}")
-    try:
-        d = Decimal(value.decode("ascii"))
-    except (InvalidOperation, UnicodeDecodeError):
-        raise ValueError(f"not a quantity: {value!r}") from None
+    d = _fix_decimal(value, _QTY_RE, "quantity")
     if not d.is_finite() or d != d.to_integral_value():
         raise ValueError(f"not a whole quantity: {value!r}")
     return int(d)

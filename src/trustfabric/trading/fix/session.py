@@ -49,7 +49,7 @@ Theory of operation:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import msgspec
@@ -257,26 +257,26 @@ def _side(msg: simplefix.FixMessage) -> str:
     return side
 
 
-def _qty(msg: simplefix.FixMessage) -> int:
+def _positive(msg: simplefix.FixMessage, tag: int, name: str, parse: Callable[[bytes], int],
+              form: str) -> int:
+    """Required field ``tag`` parsed by ``parse``: a reject when it is not ``form`` or not above zero."""
     try:
-        qty = codec.qty_from_fix(_req(msg, 38))
+        value = parse(_req(msg, tag))
     except ValueError:
-        raise _Invalid(38, SRR_INCORRECT_FORMAT, "OrderQty is not a whole number") from None
-    if qty <= 0:
-        raise _Invalid(38, SRR_VALUE_INCORRECT, "OrderQty must be positive")
-    return qty
+        raise _Invalid(tag, SRR_INCORRECT_FORMAT, f"{name} is not {form}") from None
+    if value <= 0:
+        raise _Invalid(tag, SRR_VALUE_INCORRECT, f"{name} must be positive")
+    return value
+
+
+def _qty(msg: simplefix.FixMessage) -> int:
+    return _positive(msg, 38, "OrderQty", codec.qty_from_fix, "a whole number")
 
 
 def _limit_price(msg: simplefix.FixMessage) -> int:
     if _req(msg, 40) != b"2":
         raise _Invalid(40, SRR_VALUE_INCORRECT, "only limit orders (40=2) are accepted")
-    try:
-        price = codec.price_from_fix(_req(msg, 44))
-    except ValueError:
-        raise _Invalid(44, SRR_INCORRECT_FORMAT, "Price is not an exact decimal") from None
-    if price <= 0:
-        raise _Invalid(44, SRR_VALUE_INCORRECT, "Price must be positive")
-    return price
+    return _positive(msg, 44, "Price", codec.price_from_fix, "an exact decimal")
 
 
 class FixSession:

@@ -87,7 +87,8 @@ from trustfabric.trading.services.links import CERT_EXPIRED, LINK_LIMITS, PeerLi
 from trustfabric.trading.services.metrics import serve_metrics
 from trustfabric.trading.services.sink import ServiceSink
 from trustfabric.transport.connection import FrameConnection, FrameServer
-from trustfabric.transport.frames import Ping, Pong, Request
+from trustfabric.transport.endpoint import answer_unhandled
+from trustfabric.transport.frames import Request
 from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 
 REPORT_INTERVAL_S = 0.25
@@ -456,8 +457,7 @@ class ServiceRuntime(ControlEndpoints):
                                       retry_s=RENEW_RETRY_S, max_retry_s=RENEW_MAX_RETRY_S)
             else:
                 delay = max(0.0, renew_at - self.clock.monotonic())
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), delay)
+            await self._pause(delay)
             if self.stopped.is_set():
                 return
             try:
@@ -561,8 +561,7 @@ class ServiceRuntime(ControlEndpoints):
 
     async def _move_loop(self) -> None:
         while not self.stopped.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), MOVE_CHECK_S)
+            await self._pause(MOVE_CHECK_S)
             if self.stopped.is_set():
                 return
             try:
@@ -588,10 +587,8 @@ class ServiceRuntime(ControlEndpoints):
             def on_frame(frame: Any) -> None:
                 if type(frame) is Request:
                     loop.create_task(run(frame))
-                elif type(frame) is Ping:
-                    send(Pong(n=frame.n))
                 else:
-                    conn.fail("frame.unexpected", type(frame).__name__)
+                    answer_unhandled(conn, frame)
 
             conn.on_frame = on_frame
             try:
@@ -692,8 +689,7 @@ class ServiceRuntime(ControlEndpoints):
 
     async def _report_loop(self) -> None:
         while not self.stopped.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), REPORT_INTERVAL_S)
+            await self._pause(REPORT_INTERVAL_S)
             if self.control is not None and self.control.conn is not None and self.control.conn.closed:
                 if self.control.conn.close_reason == CERT_EXPIRED:
                     self.expired_cert_uses += 1

@@ -6,7 +6,8 @@ pings the control plane every ``LIVENESS_S`` and closes a channel that does not 
 (a hung plane counts as gone); :meth:`ControlEndpoints._fail_over` then subscribes at the next endpoint - the
 standby that took the floor over - within ``FAILOVER_S``, keeping the same key set and applying its
 revocation snapshot. The enforcement point serves the sessions it holds meanwhile; a table it cannot get is a
-refusal (fail closed).
+refusal (fail closed). :meth:`ControlEndpoints._pause` is the wait between two rounds of every loop of the
+runtime (cut short when the runtime stops).
 """
 
 from __future__ import annotations
@@ -27,13 +28,17 @@ UNRESPONSIVE_S = 1.5  # a ping not answered in this long: the control plane is t
 class ControlEndpoints:
     """The runtime's control channel kept on a live control plane (its attributes are the runtime's)."""
 
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when the runtime stops meanwhile."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.stopped.wait(), seconds)
+
     async def _liveness_loop(self) -> None:
         """Ping the control plane every ``LIVENESS_S``; one that does not answer within ``UNRESPONSIVE_S``
         (hung: SIGSTOP, a stuck loop) is treated as gone - its channel is closed here, and the report loop
         moves to the next control endpoint."""
         while not self.stopped.is_set():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.stopped.wait(), LIVENESS_S)
+            await self._pause(LIVENESS_S)
             control = self.control
             if self.stopped.is_set() or control is None or control.conn is None or control.conn.closed \
                     or self._control_lock.locked():
