@@ -17,7 +17,14 @@ from tests.trading.processes import alive
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
-async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(tmp_path):
+def _cli(home, *args):
+    env = dict(os.environ, TRUSTFABRIC_HOME=str(home))
+    return subprocess.run([sys.executable, "-m", "trustfabric.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+async def test_zero_trust_demo_trades_refuses_the_attack_leaves_no_process_and_its_log_traces_an_order(tmp_path):
+    """One demo run shows the floor's outcome and its audit: collected, verifiable, an order traced end to end."""
     result = await run_demo(tmp_path, duration_s=10.0, seed=7)
     for key in ("orders_submitted", "orders_filled", "risk_rejects", "denied_hops", "fail_open", "attack_attempts",
                 "attack_successes"):
@@ -37,6 +44,24 @@ async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(t
     assert manifest["services"]["oms"]["spiffe_id"] == "spiffe://prod.acme.example/oms/oms"
     pids = [s["pid"] for s in manifest["services"].values()]
     assert not [p for p in pids if alive(p)]
+    # the audit of the same run: collected centrally, verifiable, every spool shipped and signed
+    assert result["fills"] > 0
+    assert result["audit_collected"] > 0 and not result["audit_error"]
+    verify = _cli(tmp_path, "audit", "verify", "--require-signed")
+    assert verify.returncode == 0, verify.stderr + verify.stdout
+    assert "0 records beyond the last signed tree head" in verify.stdout
+    # an order traced end to end: intent, risk check, route, fill and settlement under one trace id
+    fills = _cli(tmp_path, "audit", "query", "--action", "oms.fill", "--json")
+    assert fills.returncode == 0, fills.stderr
+    traced = [json.loads(line)["trace_id"] for line in fills.stdout.splitlines() if line.strip()]
+    assert traced, "no fill in the central log"
+    settled = {json.loads(line)["trace_id"] for line in
+               _cli(tmp_path, "audit", "query", "--action", "settlement.settle", "--json").stdout.splitlines()}
+    order = next(t for t in traced if t in settled)
+    life = _cli(tmp_path, "audit", "query", "--trace", order, "--json")
+    actions = {json.loads(line)["action"] for line in life.stdout.splitlines() if line.strip()}
+    assert {"order.intent", "risk.check", "route", "oms.fill", "settlement.settle"} <= actions, actions
+    assert (tmp_path / "audit" / "audit.db").exists()
 
 
 async def test_perimeter_mode_trades_on_plain_tcp(tmp_path):
