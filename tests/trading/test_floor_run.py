@@ -129,8 +129,25 @@ def test_demo_json_has_the_fields_the_simulator_comparison_and_a_working_verify_
     assert {(r["name"], r["mode"]) for r in simulation["scenarios"]} == {("algo-direct-venue", "zero-trust"),
                                                                        ("algo-direct-venue", "perimeter")}
     assert simulation["report"] == str(tmp_path / "report" / "simulate" / "report.html")
-    assert json.loads((tmp_path / "report" / "simulate" / "results.json").read_text())["summary"] == \
-        simulation["summary"]
+    written = json.loads((tmp_path / "report" / "simulate" / "results.json").read_text())
+    assert written["summary"] == simulation["summary"]
+    # the simulator's full output, both modes and the per-hop figure, written by this same run
+    # (tests/simulation/test_simulate_cli.py runs the 'simulate' command itself on one mode)
+    assert simulation["hop_added_us_p50"] is not None and written["hop_added_us_p50"] is not None
+    rows = {(r["name"], r["mode"]): r for r in written["scenarios"]}
+    assert set(rows) == {("algo-direct-venue", "zero-trust"), ("algo-direct-venue", "perimeter")}
+    for row in rows.values():
+        assert {"name", "mode", "attempts", "successes", "blast_radius", "detected", "ttd_ms", "contained",
+                "ttc_ms"} <= row.keys()
+    for mode in ("zero-trust", "perimeter"):
+        assert {"successes", "blast_radius", "ttd_ms_p99", "ttc_ms_p99"} <= written["summary"][mode].keys()
+    zt_row, perimeter_row = rows[("algo-direct-venue", "zero-trust")], rows[("algo-direct-venue", "perimeter")]
+    assert zt_row["successes"] == 0 and zt_row["blast_radius"] == 0 and zt_row["contained"]
+    assert perimeter_row["successes"] > 0 and perimeter_row["blast_radius"] > 0  # the venue orders got through
+    html = (tmp_path / "report" / "simulate" / "report.html").read_text()
+    assert "blast_radius.png" in html and "algo-direct-venue" in html
+    for chart in ("blast_radius.png", "detect_contain.png", "hop_latency.png"):
+        assert (tmp_path / "report" / "simulate" / chart).exists(), chart
     # the printed verify command works as printed, from another directory, without TRUSTFABRIC_HOME
     argv = result["verify_command"].split()
     assert argv[:3] == ["trustfabric", "audit", "verify"]
