@@ -21,19 +21,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/trustfabric demo
 
-# The whole suite in three passes: the tests not marked slow on two workers
-# (pytest-xdist, a file's tests on one worker); the slow ones - real floors, engine
-# processes, CLI subprocesses - also on two workers, a file to a worker; then the slow
-# ones marked serial - benchmarks, and tests whose outcome hangs on wall-clock timers
-# (leases, certificate expiry, table lifetimes) - one at a time, with nothing beside them.
+# The whole suite in two passes: the tests not marked slow on two workers
+# (pytest-xdist, a file's tests on one worker), then the slow ones - real floors,
+# engine processes, CLI subprocesses, each timing a live system - one at a time.
 # pytest exits 5 when it collected nothing; that is not a failure of the code.
-PYTEST_FAST   := $(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
-PYTEST_SLOW   := $(BIN)/python -m pytest -m "slow and not serial" -n 2 --dist loadfile
-PYTEST_SERIAL := $(BIN)/python -m pytest -m "slow and serial"
+PYTEST_FAST := $(BIN)/python -m pytest -m "not slow" -n 2 --dist loadfile
 test: $(STAMP)
 	$(PYTEST_FAST); rc=$$?; if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
-	$(PYTEST_SLOW); rc=$$?; if [ $$rc -ne 0 ] && [ $$rc -ne 5 ]; then exit $$rc; fi; \
-	$(PYTEST_SERIAL); rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
+	$(BIN)/python -m pytest -m slow; rc=$$?; if [ $$rc -eq 5 ]; then exit 0; fi; exit $$rc
 
 # Everything but the tests marked slow: the development loop.
 test-fast: $(STAMP)

@@ -16,7 +16,6 @@ from typer.testing import CliRunner
 from trustfabric.cli import app
 
 
-@pytest.mark.serial  # a benchmark: it runs alone
 @pytest.mark.slow  # an echo process, the sidecar process, haproxy and stunnel4 when on PATH
 def test_bench_sidecar_json_has_every_target_it_could_start(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from trustfabric.cli import app
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -24,7 +24,7 @@ from trustfabric.audit.log import Query, open_log
 from trustfabric.errors import ConfigError
 from trustfabric.trading.launcher import Floor
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(180)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 
 
 def _manifest(home: Path) -> dict:

@@ -21,7 +21,7 @@ from trustfabric.policy.topology import Topology
 from trustfabric.trading import deployment as D
 from trustfabric.trading.launcher import Floor, floor_summary, free_port
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 EXAMPLE = Path(__file__).parents[2] / "deploy" / "three-hosts.toml"
 ROUTE = "127.0.0.9"  # the venues' host's way to the control plane

@@ -38,7 +38,7 @@ from trustfabric.policy.topology import Topology
 from trustfabric.trading.launcher import _ephemeral_low
 from trustfabric.trading.launcher import free_port as below_ephemeral
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"
 CONTROL = "spiffe://prod.acme.example/control/control-plane"

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from trustfabric.cli import app
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial, pytest.mark.timeout(150)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(150)]
 
 
 def test_bench_floor_counts_exactly_each_burst_in_both_modes(tmp_path, monkeypatch) -> None:

@@ -18,7 +18,6 @@ POSTURE_WINDOW_S = 5.0
 RENEWALS_EACH = 3  # 3 renewals of a 10 s certificate (renewed at half life): 15 s, three posture windows
 
 
-@pytest.mark.serial  # certificates expiring on the wall clock under traffic: it runs alone
 @pytest.mark.slow
 async def test_short_certificates_renew_under_traffic_with_no_expired_certificate_used(tmp_path):
     floor = Floor(tmp_path, "zero-trust", services=SERVICES, cert_ttl_s=CERT_TTL_S,

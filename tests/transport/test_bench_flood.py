@@ -14,7 +14,6 @@ from typer.testing import CliRunner
 from trustfabric.cli import app
 
 
-@pytest.mark.serial  # a benchmark: it runs alone
 @pytest.mark.slow  # a sidecar process and a one-service floor, flooded
 def test_bench_flood_json_floods_both_targets_and_each_still_serves(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("TRUSTFABRIC_HOME", str(tmp_path))

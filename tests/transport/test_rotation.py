@@ -24,7 +24,7 @@ from trustfabric.transport.tls import RotatingCredentials, TLSConfig
 
 from .conftest import CLIENT_ID, SERVER_ID
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # nine seconds of wall-clock traffic across real certificate expiries
+pytestmark = pytest.mark.slow  # nine seconds of wall-clock traffic across real certificate expiries
 
 TTL_S = 4
 TRAFFIC_S = 9.0
