@@ -3,9 +3,9 @@ raises no quarantine and no alert of high severity.
 
 The floor is the real one (control plane, every service a process, mTLS, policies, the
 response engine seeing every refusal and denial the enforcement points report). Market
-data runs accelerated: one tick every 0.05 s wall clock advances the market by 1 s
-(``md_step_s``). The floor trades until the services' reports show the lower bounds the
-test asserts (at least 5 market minutes from the ticks actually published for all 30
+data runs accelerated: one tick every 0.05 s wall clock advances the market by 2 s
+(``md_step_s``; the floor's default is 30 s a tick), so five market minutes take 150
+ticks. The floor trades until the services' reports show the lower bounds the test asserts (at least 5 market minutes from the ticks actually published for all 30
 symbols, 50 orders through pre-trade risk, the router and the venues, 1,000
 enforcement-point decisions: market-data deliveries, orders, routes, executions, fills,
 settlement), bounded in wall-clock time; then it reads alerts and incidents. (Two earlier
@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 TRADING_LIMIT_S = 60.0  # bound on the wall-clock wait for the lower bounds below
 MD_INTERVAL_S = 0.05
-MD_STEP_S = 1.0  # market seconds per tick
+MD_STEP_S = 2.0  # market seconds per tick
 MARKET_MINUTES = 5
 MIN_ORDERS = 50
 MIN_DECISIONS = 1000

@@ -28,6 +28,22 @@ async def _order(floor: Floor, prefix: str) -> dict:
     return result["orders"][0]
 
 
+async def _accepted(floor: Floor, prefix: str) -> None:
+    """An order of client-a is accepted, and none on the way was refused for a halt (``risk.halted``).
+
+    The FIX client prices at the start prices +-1 %; the floor's market moves, so an order may meet a
+    business reject (the price collar) on a busy machine: that one is not a halt, and the next is tried."""
+    tried = []
+    for attempt in range(10):
+        order = await _order(floor, f"{prefix}{attempt}")
+        tried.append((order["statuses"], order["text"]))
+        assert "risk.halted" not in order["text"], tried
+        if order["statuses"][:1] == ["0"]:
+            return
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"no order of client-a accepted: {tried}")
+
+
 async def test_halt_refuses_orders_and_resume_needs_a_second_person(tmp_path):
     floor = Floor(tmp_path, "zero-trust", services=FLOOR)
     await floor.start()
@@ -49,7 +65,7 @@ async def test_halt_refuses_orders_and_resume_needs_a_second_person(tmp_path):
         r = await floor.kill_switch("halt", "agent", "client-a", user="bob", password="wrong password!!",
                                     totp=bob.at(now))
         assert not r["ok"] and r["reason"] == "user.bad_credentials"
-        assert (await _order(floor, "still"))["statuses"][:1] == ["0"]  # nothing was halted
+        await _accepted(floor, "still")  # nothing was halted
 
         # bob halts client-a (over the operator endpoint, as the CLI does)
         manifest = floor.manifest_path.read_text()
@@ -72,7 +88,7 @@ async def test_halt_refuses_orders_and_resume_needs_a_second_person(tmp_path):
         assert (await _order(floor, "pending"))["text"] == ["risk.halted"]
         r = await floor.kill_switch("resume", "agent", "client-a", user="bob", password=PASSWORD, totp=bob.at(now + 30))
         assert r["ok"] and r["state"] == "ACTIVE" and not r["pending"]
-        assert (await _order(floor, "again"))["statuses"][:1] == ["0"]
+        await _accepted(floor, "again")
     finally:
         await floor.stop()
 

@@ -248,7 +248,11 @@ async def test_refused_halts_change_nothing_and_a_firm_halt_cancels_everything(f
         # nothing was halted: both orders still rest and new orders trade
         assert venue_resting(floor) == 2 and floor.total("kill_switch_not_active") == 0
         assert all(m.get(39) == b"0" for m in a.reports(a_resting) + b.reports(b_resting))
+        fills = floor.total("risk_fills")
         assert (await a.status(a.order("buy", 10, market * 101 // 100), (b"2", b"8"))).get(39) == b"2"
+        # the client's fill report can arrive before pre-trade risk has booked the fill; until it has, risk
+        # still counts the order as working (and a halt would cancel it too)
+        assert await floor.wait_for(lambda: floor.total("risk_fills") > fills and floor.total("working") == 2, WAIT_S)
 
         # a privileged officer with fresh MFA halts the firm: every working order is cancelled
         code = officer.totp.at(time.time())

@@ -17,7 +17,14 @@ from tests.trading.processes import alive
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
-async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(tmp_path):
+def _cli(home, *args):
+    env = dict(os.environ, TRUSTFABRIC_HOME=str(home))
+    return subprocess.run([sys.executable, "-m", "trustfabric.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=60)
+
+
+async def test_zero_trust_demo_trades_refuses_the_attack_leaves_no_process_and_its_log_traces_an_order(tmp_path):
+    """One demo run shows the floor's outcome and its audit: collected, verifiable, an order traced end to end."""
     result = await run_demo(tmp_path, duration_s=10.0, seed=7)
     for key in ("orders_submitted", "orders_filled", "risk_rejects", "denied_hops", "fail_open", "attack_attempts",
                 "attack_successes"):
@@ -37,6 +44,24 @@ async def test_zero_trust_demo_trades_refuses_the_attack_and_leaves_no_process(t
     assert manifest["services"]["oms"]["spiffe_id"] == "spiffe://prod.acme.example/oms/oms"
     pids = [s["pid"] for s in manifest["services"].values()]
     assert not [p for p in pids if alive(p)]
+    # the audit of the same run: collected centrally, verifiable, every spool shipped and signed
+    assert result["fills"] > 0
+    assert result["audit_collected"] > 0 and not result["audit_error"]
+    verify = _cli(tmp_path, "audit", "verify", "--require-signed")
+    assert verify.returncode == 0, verify.stderr + verify.stdout
+    assert "0 records beyond the last signed tree head" in verify.stdout
+    # an order traced end to end: intent, risk check, route, fill and settlement under one trace id
+    fills = _cli(tmp_path, "audit", "query", "--action", "oms.fill", "--json")
+    assert fills.returncode == 0, fills.stderr
+    traced = [json.loads(line)["trace_id"] for line in fills.stdout.splitlines() if line.strip()]
+    assert traced, "no fill in the central log"
+    settled = {json.loads(line)["trace_id"] for line in
+               _cli(tmp_path, "audit", "query", "--action", "settlement.settle", "--json").stdout.splitlines()}
+    order = next(t for t in traced if t in settled)
+    life = _cli(tmp_path, "audit", "query", "--trace", order, "--json")
+    actions = {json.loads(line)["action"] for line in life.stdout.splitlines() if line.strip()}
+    assert {"order.intent", "risk.check", "route", "oms.fill", "settlement.settle"} <= actions, actions
+    assert (tmp_path / "audit" / "audit.db").exists()
 
 
 async def test_perimeter_mode_trades_on_plain_tcp(tmp_path):
@@ -104,8 +129,25 @@ def test_demo_json_has_the_fields_the_simulator_comparison_and_a_working_verify_
     assert {(r["name"], r["mode"]) for r in simulation["scenarios"]} == {("algo-direct-venue", "zero-trust"),
                                                                        ("algo-direct-venue", "perimeter")}
     assert simulation["report"] == str(tmp_path / "report" / "simulate" / "report.html")
-    assert json.loads((tmp_path / "report" / "simulate" / "results.json").read_text())["summary"] == \
-        simulation["summary"]
+    written = json.loads((tmp_path / "report" / "simulate" / "results.json").read_text())
+    assert written["summary"] == simulation["summary"]
+    # the simulator's full output, both modes and the per-hop figure, written by this same run
+    # (tests/simulation/test_simulate_cli.py runs the 'simulate' command itself on one mode)
+    assert simulation["hop_added_us_p50"] is not None and written["hop_added_us_p50"] is not None
+    rows = {(r["name"], r["mode"]): r for r in written["scenarios"]}
+    assert set(rows) == {("algo-direct-venue", "zero-trust"), ("algo-direct-venue", "perimeter")}
+    for row in rows.values():
+        assert {"name", "mode", "attempts", "successes", "blast_radius", "detected", "ttd_ms", "contained",
+                "ttc_ms"} <= row.keys()
+    for mode in ("zero-trust", "perimeter"):
+        assert {"successes", "blast_radius", "ttd_ms_p99", "ttc_ms_p99"} <= written["summary"][mode].keys()
+    zt_row, perimeter_row = rows[("algo-direct-venue", "zero-trust")], rows[("algo-direct-venue", "perimeter")]
+    assert zt_row["successes"] == 0 and zt_row["blast_radius"] == 0 and zt_row["contained"]
+    assert perimeter_row["successes"] > 0 and perimeter_row["blast_radius"] > 0  # the venue orders got through
+    html = (tmp_path / "report" / "simulate" / "report.html").read_text()
+    assert "blast_radius.png" in html and "algo-direct-venue" in html
+    for chart in ("blast_radius.png", "detect_contain.png", "hop_latency.png"):
+        assert (tmp_path / "report" / "simulate" / chart).exists(), chart
     # the printed verify command works as printed, from another directory, without TRUSTFABRIC_HOME
     argv = result["verify_command"].split()
     assert argv[:3] == ["trustfabric", "audit", "verify"]
