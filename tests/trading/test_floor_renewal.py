@@ -13,9 +13,9 @@ pytestmark = pytest.mark.timeout(150)
 
 SERVICES = ("settlement", "oms", "venue-a", "venue-b", "order-router", "market-data", "pre-trade-risk",
             "algo-momentum", "algo-meanrev")
-CERT_TTL_S = 10
-POSTURE_WINDOW_S = 5.0
-RENEWALS_EACH = 3  # 3 renewals of a 10 s certificate (renewed at half life): 15 s, three posture windows
+CERT_TTL_S = 20
+POSTURE_WINDOW_S = 10.0
+RENEWALS_EACH = 3  # 3 renewals of a 20 s certificate: 30 s, three posture windows
 
 
 @pytest.mark.slow
