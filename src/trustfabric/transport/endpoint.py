@@ -19,6 +19,7 @@ take itself: a ``Ping`` gets its ``Pong``, anything else closes the connection
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 from collections.abc import Callable
@@ -29,7 +30,7 @@ from trustfabric.transport.errors import ConnectionClosed
 from trustfabric.transport.frames import Frame, FrameCodec, Ping, Pong
 
 
-class FrameEndpoint:
+class FrameEndpoint(abc.ABC):
     """The delivery, inbox and batching of one end of a framed link (a base of both connections)."""
 
     _loop: asyncio.AbstractEventLoop
@@ -45,8 +46,9 @@ class FrameEndpoint:
         self.on_frame: Callable[[Frame], Any] | None = None
         self.frames_in = 0
 
+    @abc.abstractmethod
     def fail(self, reason: str, detail: str = "") -> None:
-        raise NotImplementedError
+        """Close the connection for ``reason`` (a handler's fault lands here)."""
 
     # -- receiving ---------------------------------------------------------------------
     def _deliver(self, frames: list[Frame]) -> None:

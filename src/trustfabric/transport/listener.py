@@ -33,6 +33,7 @@ which ``StreamListener`` and ``FrameServer`` both build on.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
 import socket
@@ -235,7 +236,7 @@ class SocketStream:
 Handler = Callable[[SocketStream], Awaitable[None]]
 
 
-class Acceptor:
+class Acceptor(abc.ABC):
     """The accepting side every listener of the fabric shares: one listening socket, its accept loop, its tasks.
 
     A subclass sets ``admission`` and the per-connection coroutine ``_serve(sock,
@@ -268,11 +269,13 @@ class Acceptor:
         self.address = listener.getsockname()[:2]
         self._accept_task = asyncio.get_running_loop().create_task(self._accept_loop())
 
+    @abc.abstractmethod
     def _count_admission(self, reason: str) -> None:
-        raise NotImplementedError
+        """Count a connection refused by admission control (``reason``) where this server keeps its refusals."""
 
+    @abc.abstractmethod
     async def _serve(self, sock: socket.socket, address: Any, ticket: Ticket) -> None:
-        raise NotImplementedError
+        """Serve one admitted connection; ``ticket`` is released when it ends."""
 
     def _close_open(self) -> None:
         """Close the connections still open (nothing by default: their tasks are cancelled)."""
